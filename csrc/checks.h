@@ -1,0 +1,77 @@
+// Argument checks shared by the CPU and CUDA kernels. Each error names the op and the argument.
+// The Python wrappers (power_bert_ops/_checks.py) raise the same messages before dispatch, so
+// users of torch.ops.power_bert.* from C++ or TorchScript get the same errors as Python users.
+#pragma once
+#include <ATen/ATen.h>
+
+namespace power_bert {
+
+inline bool is_supported_float(at::ScalarType t) {
+  return t == at::kFloat || t == at::kHalf || t == at::kBFloat16 || t == at::kDouble;
+}
+
+inline void check_floating(const at::Tensor& t, const char* op, const char* name) {
+  TORCH_CHECK_TYPE(is_supported_float(t.scalar_type()), "power_bert.", op, ": `", name,
+              "` must be float32, float16, bfloat16 or float64, got ", t.scalar_type());
+}
+
+inline void check_hidden(const at::Tensor& hidden, const char* op) {
+  TORCH_CHECK_VALUE(hidden.dim() == 3, "power_bert.", op, ": `hidden` must be [B, N, D], got shape ",
+              hidden.sizes());
+  check_floating(hidden, op, "hidden");
+}
+
+inline void check_mask(const at::Tensor& mask, int64_t B, int64_t N, const char* op) {
+  TORCH_CHECK_VALUE(mask.dim() == 2 && mask.size(0) == B && mask.size(1) == N, "power_bert.", op,
+              ": `mask` must be [B, N] = [", B, ", ", N, "], got shape ", mask.sizes());
+  TORCH_CHECK_TYPE(!mask.is_complex(), "power_bert.", op, ": `mask` must be bool, integer or floating, got ",
+              mask.scalar_type());
+}
+
+inline void check_attn(const at::Tensor& attn, int64_t B, int64_t N, const char* op) {
+  TORCH_CHECK_VALUE(attn.dim() == 4 && attn.size(0) == B && attn.size(2) == N && attn.size(3) == N,
+              "power_bert.", op, ": `attn` must be [B, H, N, N] with B = ", B, " and N = ", N,
+              ", got shape ", attn.sizes());
+  check_floating(attn, op, "attn");
+}
+
+inline void check_scores(const at::Tensor& scores, int64_t B, int64_t N, const char* op) {
+  TORCH_CHECK_VALUE(scores.dim() == 2 && scores.size(0) == B && scores.size(1) == N, "power_bert.", op,
+              ": `scores` must be [B, N] = [", B, ", ", N, "], got shape ", scores.sizes());
+  check_floating(scores, op, "scores");
+}
+
+inline void check_retention(const at::Tensor& retention, int64_t N, const char* op) {
+  TORCH_CHECK_VALUE(retention.dim() == 1 && retention.size(0) == N, "power_bert.", op,
+                    ": `retention` must be [N] = [", N, "], got shape ", retention.sizes());
+  check_floating(retention, op, "retention");
+}
+
+inline void check_k(int64_t k, int64_t N, const char* op) {
+  TORCH_CHECK_VALUE(k >= 1 && k <= N, "power_bert.", op, ": `k` must satisfy 1 <= k <= N = ", N,
+              ", got k = ", k);
+}
+
+inline void check_same_device(const at::Tensor& ref, const char* ref_name, const at::Tensor& t,
+                              const char* name, const char* op) {
+  TORCH_CHECK_VALUE(t.device() == ref.device(), "power_bert.", op, ": `", name, "` is on ", t.device(),
+              " but `", ref_name, "` is on ", ref.device(), "; all tensors must be on one device");
+}
+
+// Data-dependent check (reads the mask): every row's position 0 ([CLS]) must be a real token.
+// `real` is the bool [B, N] mask. On CUDA this would synchronise the host, so the CUDA kernels
+// leave it to the Python wrapper (eager only) and keep position 0 regardless.
+inline void check_cls_real(const at::Tensor& real, const char* op) {
+  if (real.size(0) == 0) return;
+  const bool ok = real.select(1, 0).all().item<bool>();
+  TORCH_CHECK_VALUE(ok, "power_bert.", op,
+              ": `mask` has a row whose position 0 ([CLS]) is padding (an all-padding or "
+              "left-padded row); PoWER-BERT always keeps position 0, so it must be a real token");
+}
+
+// The bool mask of real tokens, contiguous, on mask's device.
+inline at::Tensor real_tokens(const at::Tensor& mask) {
+  return (mask.scalar_type() == at::kBool ? mask : mask.ne(0)).contiguous();
+}
+
+}  // namespace power_bert

@@ -1,0 +1,110 @@
+// CPU kernel of power_bert::significance (SPEC 1.1): one pass over the attention
+// probabilities, summing the real query rows into per-key fp32 accumulators.
+#include <ATen/ATen.h>
+#include <ATen/Dispatch.h>
+#include <ATen/OpMathType.h>
+#include <ATen/Parallel.h>
+
+#include <algorithm>
+#include <limits>
+#include <vector>
+
+#include "../checks.h"
+#include "../poison.h"
+#include "cpu_kernels.h"
+
+// The hot loop is compiled for several instruction sets and picked at load time (GCC ifunc),
+// so one portable wheel uses AVX-512/AVX2 where the CPU has them.
+#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && defined(__linux__)
+#define POWER_BERT_CLONES __attribute__((target_clones("avx512f", "avx2", "default")))
+#else
+#define POWER_BERT_CLONES
+#endif
+
+namespace power_bert {
+namespace cpu {
+namespace {
+
+POWER_BERT_CLONES void add_row(float* __restrict acc, const float* __restrict row, int64_t w) {
+  for (int64_t j = 0; j < w; ++j) acc[j] += row[j];
+}
+POWER_BERT_CLONES void add_row(double* __restrict acc, const double* __restrict row, int64_t w) {
+  for (int64_t j = 0; j < w; ++j) acc[j] += row[j];
+}
+template <typename T>
+void add_row(float* __restrict acc, const T* __restrict row, int64_t w) {
+  for (int64_t j = 0; j < w; ++j) acc[j] += static_cast<float>(row[j]);
+}
+
+// Columns per task: whole rows when the batch alone keeps every thread busy, else narrower
+// column blocks so B = 1 still uses all threads. The sum order per column is (h, q) ascending
+// whatever the split, so results do not depend on the thread count.
+int64_t column_block(int64_t B, int64_t N) {
+  const int64_t threads = at::get_num_threads();
+  if (B >= 2 * threads) return N;
+  const int64_t want = (2 * threads + B - 1) / std::max<int64_t>(B, 1);
+  return std::max<int64_t>(64, (N + want - 1) / want);
+}
+
+template <typename T>
+void significance_kernel(const T* attn, const bool* real, int64_t B, int64_t H, int64_t N,
+                         bool exclude_self, float* out) {
+  using acc_t = at::opmath_type<T>;
+  const int64_t cw = column_block(B, N);
+  const int64_t blocks = (N + cw - 1) / cw;
+  at::parallel_for(0, B * blocks, 1, [&](int64_t begin, int64_t end) {
+    std::vector<acc_t> acc(cw);
+    for (int64_t task = begin; task < end; ++task) {
+      const int64_t b = task / blocks;
+      const int64_t c0 = (task % blocks) * cw;
+      const int64_t w = std::min(cw, N - c0);
+      const T* a = attn + b * H * N * N;
+      const bool* r = real + b * N;
+      std::fill(acc.begin(), acc.begin() + w, acc_t(0));
+      for (int64_t h = 0; h < H; ++h) {
+        for (int64_t q = 0; q < N; ++q) {
+          if (r[q]) add_row(acc.data(), a + (h * N + q) * N + c0, w);
+        }
+      }
+      for (int64_t j = 0; j < w; ++j) {
+        const int64_t c = c0 + j;
+        if (!r[c]) {
+          out[b * N + c] = -std::numeric_limits<float>::infinity();
+          continue;
+        }
+        acc_t v = acc[j];
+        if (exclude_self) {
+          acc_t diag = 0;
+          for (int64_t h = 0; h < H; ++h) diag += static_cast<acc_t>(a[(h * N + c) * N + c]);
+          v -= diag;
+        }
+        out[b * N + c] = static_cast<float>(v);
+      }
+    }
+  });
+}
+
+}  // namespace
+
+at::Tensor significance_scores(const at::Tensor& attn, const at::Tensor& real, bool exclude_self) {
+  const int64_t B = attn.size(0), H = attn.size(1), N = attn.size(2);
+  at::Tensor out = new_output({B, N}, attn.options().dtype(at::kFloat));
+  if (out.numel() == 0) return out;
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, attn.scalar_type(), "significance_cpu", [&] {
+    significance_kernel<scalar_t>(attn.data_ptr<scalar_t>(), real.data_ptr<bool>(), B, H, N,
+                                  exclude_self, out.data_ptr<float>());
+  });
+  return out;
+}
+
+at::Tensor significance(const at::Tensor& attn, const at::Tensor& mask, bool exclude_self) {
+  TORCH_CHECK_VALUE(attn.dim() == 4 && attn.size(2) == attn.size(3),
+                    "power_bert.significance: `attn` must be [B, H, N, N], got shape ", attn.sizes());
+  check_floating(attn, "significance", "attn");
+  check_mask(mask, attn.size(0), attn.size(2), "significance");
+  check_same_device(attn, "attn", mask, "mask", "significance");
+  return significance_scores(attn.contiguous(), real_tokens(mask), exclude_self);
+}
+
+}  // namespace cpu
+}  // namespace power_bert

@@ -1,0 +1,117 @@
+"""Argument checks shared by every backend of the Python wrappers, the Triton ops and the
+fake (meta) kernels. Messages match ``csrc/checks.h`` so users get the same error whichever
+path they take. Shape checks work on fake tensors; :func:`check_cls_real` reads data and is
+skipped while tracing or capturing a CUDA graph.
+"""
+from __future__ import annotations
+
+import torch
+
+SUPPORTED_FLOATS = (torch.float32, torch.float16, torch.bfloat16, torch.float64)
+
+
+def _fail(op: str, msg: str):
+    raise ValueError(f"power_bert.{op}: {msg}")
+
+
+def check_floating(t: torch.Tensor, op: str, name: str) -> None:
+    if t.dtype not in SUPPORTED_FLOATS:
+        raise TypeError(f"power_bert.{op}: `{name}` must be float32, float16, bfloat16 or float64, got {t.dtype}")
+
+
+def check_hidden(hidden: torch.Tensor, op: str) -> None:
+    if hidden.dim() != 3:
+        _fail(op, f"`hidden` must be [B, N, D], got shape {list(hidden.shape)}")
+    check_floating(hidden, op, "hidden")
+
+
+def check_mask(mask: torch.Tensor, B: int, N: int, op: str) -> None:
+    if mask.dim() != 2 or mask.shape[0] != B or mask.shape[1] != N:
+        _fail(op, f"`mask` must be [B, N] = [{B}, {N}], got shape {list(mask.shape)}")
+    if mask.is_complex():
+        raise TypeError(f"power_bert.{op}: `mask` must be bool, integer or floating, got {mask.dtype}")
+
+
+def check_attn(attn: torch.Tensor, B: int, N: int, op: str) -> None:
+    if attn.dim() != 4 or attn.shape[0] != B or attn.shape[2] != N or attn.shape[3] != N:
+        _fail(op, f"`attn` must be [B, H, N, N] with B = {B} and N = {N}, got shape {list(attn.shape)}")
+    check_floating(attn, op, "attn")
+
+
+def check_scores(scores: torch.Tensor, B: int, N: int, op: str) -> None:
+    if scores.dim() != 2 or scores.shape[0] != B or scores.shape[1] != N:
+        _fail(op, f"`scores` must be [B, N] = [{B}, {N}], got shape {list(scores.shape)}")
+    check_floating(scores, op, "scores")
+
+
+def check_retention(retention: torch.Tensor, N: int, op: str) -> None:
+    if retention.dim() != 1 or retention.shape[0] != N:
+        _fail(op, f"`retention` must be [N] = [{N}], got shape {list(retention.shape)}")
+    check_floating(retention, op, "retention")
+
+
+def check_k(k: int, N: int, op: str) -> None:
+    if isinstance(k, bool) or not isinstance(k, (int, torch.SymInt)):
+        raise TypeError(f"power_bert.{op}: `k` must be an int, got {type(k).__name__}")
+    if not 1 <= k <= N:
+        _fail(op, f"`k` must satisfy 1 <= k <= N = {N}, got k = {k}")
+
+
+def check_same_device(op: str, **tensors: torch.Tensor) -> None:
+    names = list(tensors)
+    ref = names[0]
+    for name in names[1:]:
+        if tensors[name].device != tensors[ref].device:
+            _fail(op, f"`{name}` is on {tensors[name].device} but `{ref}` is on {tensors[ref].device}; "
+                      "all tensors must be on one device")
+
+
+def _tracing() -> bool:
+    if torch.compiler.is_compiling():
+        return True
+    return torch.cuda.is_available() and torch.cuda.is_current_stream_capturing()
+
+
+def check_cls_real(mask: torch.Tensor, op: str) -> None:
+    """Every row's position 0 ([CLS]) must be real. Reads data: eager only, skipped on fake
+    tensors, under torch.compile and during CUDA-graph capture."""
+    if mask.shape[0] == 0 or _tracing() or isinstance(mask, torch._subclasses.FakeTensor):
+        return
+    if not bool((mask[:, 0] != 0).all()):
+        _fail(op, "`mask` has a row whose position 0 ([CLS]) is padding (an all-padding or left-padded row); "
+                  "PoWER-BERT always keeps position 0, so it must be a real token")
+
+
+def check_extract_args(hidden, attn, mask, k, op: str = "extract") -> None:
+    check_hidden(hidden, op)
+    B, N = hidden.shape[0], hidden.shape[1]
+    check_attn(attn, B, N, op)
+    check_mask(mask, B, N, op)
+    check_k(k, N, op)
+    check_same_device(op, hidden=hidden, attn=attn, mask=mask)
+
+
+def check_extract_scored_args(hidden, scores, mask, k, op: str = "extract_scored") -> None:
+    check_hidden(hidden, op)
+    B, N = hidden.shape[0], hidden.shape[1]
+    check_scores(scores, B, N, op)
+    check_mask(mask, B, N, op)
+    check_k(k, N, op)
+    check_same_device(op, hidden=hidden, scores=scores, mask=mask)
+
+
+def check_soft_extract_args(hidden, scores, mask, retention, op: str = "soft_extract") -> None:
+    check_hidden(hidden, op)
+    B, N = hidden.shape[0], hidden.shape[1]
+    check_scores(scores, B, N, op)
+    check_mask(mask, B, N, op)
+    check_retention(retention, N, op)
+    check_same_device(op, hidden=hidden, scores=scores, mask=mask, retention=retention)
+
+
+def check_significance_args(attn, mask, op: str = "significance") -> None:
+    if attn.dim() != 4 or attn.shape[2] != attn.shape[3]:
+        _fail(op, f"`attn` must be [B, H, N, N], got shape {list(attn.shape)}")
+    check_floating(attn, op, "attn")
+    check_mask(mask, attn.shape[0], attn.shape[2], op)
+    check_same_device(op, attn=attn, mask=mask)

@@ -1,0 +1,255 @@
+"""Python side of the power_bert ops: fake (meta) kernels, autograd formulas, and the public
+wrappers with backend selection.
+
+Shapes: batch ``B``, sequence ``N``, hidden ``D``, heads ``H``, kept rows ``k``.
+
+The C++/CUDA kernels are registered by ``power_bert_ops._C`` under ``torch.ops.power_bert``;
+the Triton ``extract`` lives in ``power_bert_ops.triton.extract_triton``. Every wrapper checks
+its arguments first (``_checks``) so each backend fails with the same message.
+"""
+from __future__ import annotations
+
+import importlib.util
+import os
+from typing import NamedTuple
+
+import torch
+
+from . import _checks as checks
+from . import reference
+from ._library import built_with_cuda
+
+__all__ = [
+    "ExtractOutput",
+    "BACKENDS",
+    "GPU_DEFAULT_BACKEND",
+    "significance",
+    "extract",
+    "extract_scored",
+    "soft_extract",
+]
+
+BACKENDS = ("auto", "cpu", "cuda", "triton", "reference")
+
+# Which GPU implementation backend="auto" uses on CUDA tensors when both exist. Chosen by
+# bench/bench_extract_gpu.py (the faster one on the H100); see bench/RESULTS.md.
+GPU_DEFAULT_BACKEND = os.environ.get("POWER_BERT_GPU_BACKEND", "cuda")
+
+ops = torch.ops.power_bert
+
+
+class ExtractOutput(NamedTuple):
+    """``out`` [B, k, D] (hidden's dtype), ``index`` int64 [B, k] (ascending positions, [CLS]
+    first), ``mask`` [B, k] (mask's dtype; 0 where a short row's slot holds padding)."""
+
+    out: torch.Tensor
+    index: torch.Tensor
+    mask: torch.Tensor
+
+
+# ---------------------------------------------------------------------------------------------
+# Fake kernels: shapes and dtypes only, with the same argument checks as the real kernels.
+# ---------------------------------------------------------------------------------------------
+@torch.library.register_fake("power_bert::significance")
+def _significance_fake(attn, mask, exclude_self=True):
+    checks.check_significance_args(attn, mask)
+    return attn.new_empty((attn.shape[0], attn.shape[2]), dtype=torch.float32)
+
+
+def _extract_outputs_fake(hidden, mask, k):
+    B, _, D = hidden.shape
+    return (
+        hidden.new_empty((B, k, D)),
+        hidden.new_empty((B, k), dtype=torch.int64),
+        mask.new_empty((B, k)),
+    )
+
+
+@torch.library.register_fake("power_bert::extract")
+def _extract_fake(hidden, attn, mask, k, exclude_self=True):
+    checks.check_extract_args(hidden, attn, mask, k)
+    return _extract_outputs_fake(hidden, mask, k)
+
+
+@torch.library.register_fake("power_bert::extract_scored")
+def _extract_scored_fake(hidden, scores, mask, k):
+    checks.check_extract_scored_args(hidden, scores, mask, k)
+    return _extract_outputs_fake(hidden, mask, k)
+
+
+@torch.library.register_fake("power_bert::extract_backward")
+def _extract_backward_fake(grad_out, index, n):
+    return grad_out.new_empty((grad_out.shape[0], n, grad_out.shape[2]))
+
+
+@torch.library.register_fake("power_bert::soft_extract")
+def _soft_extract_fake(hidden, scores, mask, retention):
+    checks.check_soft_extract_args(hidden, scores, mask, retention)
+    return torch.empty_like(hidden, memory_format=torch.contiguous_format)
+
+
+@torch.library.register_fake("power_bert::soft_extract_backward")
+def _soft_extract_backward_fake(grad_out, hidden, scores, mask, retention):
+    checks.check_soft_extract_args(hidden, scores, mask, retention, op="soft_extract_backward")
+    return torch.empty_like(hidden, memory_format=torch.contiguous_format), torch.empty_like(retention)
+
+
+# ---------------------------------------------------------------------------------------------
+# Autograd. Significance and the selection get no gradient (SPEC 1.1): only ``hidden`` (and
+# ``retention`` for soft_extract) do.
+# ---------------------------------------------------------------------------------------------
+def _extract_setup_context(ctx, inputs, output):
+    ctx.n = inputs[0].shape[1]
+    ctx.save_for_backward(output[1])
+
+
+def _extract_backward(ctx, grad_out, _grad_index, _grad_mask):
+    (index,) = ctx.saved_tensors
+    grad_hidden = ops.extract_backward(grad_out, index, ctx.n) if ctx.needs_input_grad[0] else None
+    return (grad_hidden,) + (None,) * (len(ctx.needs_input_grad) - 1)
+
+
+torch.library.register_autograd("power_bert::extract", _extract_backward, setup_context=_extract_setup_context)
+torch.library.register_autograd(
+    "power_bert::extract_scored", _extract_backward, setup_context=_extract_setup_context
+)
+
+
+def _extract_backward_setup_context(ctx, inputs, output):
+    ctx.save_for_backward(inputs[1])
+
+
+def _extract_backward_backward(ctx, grad_grad):
+    # extract_backward is linear in grad_out: its own gradient is the forward gather.
+    (index,) = ctx.saved_tensors
+    gathered = grad_grad.gather(1, index[:, :, None].expand(-1, -1, grad_grad.shape[-1]))
+    return gathered, None, None
+
+
+torch.library.register_autograd(
+    "power_bert::extract_backward", _extract_backward_backward, setup_context=_extract_backward_setup_context
+)
+
+
+def _soft_extract_setup_context(ctx, inputs, output):
+    hidden, scores, mask, retention = inputs
+    ctx.save_for_backward(hidden, scores, mask, retention)
+
+
+def _soft_extract_backward(ctx, grad_out):
+    hidden, scores, mask, retention = ctx.saved_tensors
+    grad_hidden, grad_retention = ops.soft_extract_backward(grad_out, hidden, scores, mask, retention)
+    need = ctx.needs_input_grad
+    return (grad_hidden if need[0] else None, None, None, grad_retention if need[3] else None)
+
+
+def _soft_extract_double_backward(ctx, *grads):
+    raise RuntimeError(
+        "power_bert.soft_extract: double backward is not supported (differentiate soft_extract once, "
+        "or use power_bert_ops.reference.soft_extract, which is plain autograd)"
+    )
+
+
+torch.library.register_autograd(
+    "power_bert::soft_extract", _soft_extract_backward, setup_context=_soft_extract_setup_context
+)
+torch.library.register_autograd(
+    "power_bert::soft_extract_backward", _soft_extract_double_backward, setup_context=lambda ctx, inputs, output: None
+)
+
+
+# ---------------------------------------------------------------------------------------------
+# Public wrappers.
+# ---------------------------------------------------------------------------------------------
+def triton_available() -> bool:
+    """Triton is importable (its kernels run on CUDA tensors, or on CPU with TRITON_INTERPRET=1)."""
+    return importlib.util.find_spec("triton") is not None
+
+
+def _resolve_backend(backend: str, device: torch.device, op: str, has_triton: bool = False) -> str:
+    if backend not in BACKENDS:
+        raise ValueError(f"power_bert.{op}: `backend` must be one of {BACKENDS}, got {backend!r}")
+    if backend == "auto":
+        if device.type != "cuda":
+            return "native"
+        if GPU_DEFAULT_BACKEND == "triton" and has_triton and triton_available():
+            return "triton"
+        if built_with_cuda():
+            return "native"
+        if has_triton and triton_available():
+            return "triton"
+        return "reference"
+    if backend == "reference":
+        return "reference"
+    if backend == "triton":
+        if not has_triton:
+            raise ValueError(f"power_bert.{op}: there is no Triton kernel for this op; use 'cuda', 'cpu' or 'reference'")
+        if not triton_available():
+            raise RuntimeError(f"power_bert.{op}: backend='triton' needs the triton package (pip install triton)")
+        if device.type != "cuda" and os.environ.get("TRITON_INTERPRET") != "1":
+            raise ValueError(
+                f"power_bert.{op}: backend='triton' needs CUDA tensors (or TRITON_INTERPRET=1 on CPU), got {device}"
+            )
+        return "triton"
+    if backend == "cpu" and device.type != "cpu":
+        raise ValueError(f"power_bert.{op}: backend='cpu' needs CPU tensors, got tensors on {device}")
+    if backend == "cuda":
+        if device.type != "cuda":
+            raise ValueError(f"power_bert.{op}: backend='cuda' needs CUDA tensors, got tensors on {device}")
+        if not built_with_cuda():
+            raise RuntimeError(
+                f"power_bert.{op}: the CUDA kernels were not built (power_bert_ops.built_with_cuda() is False); "
+                "reinstall on a machine whose torch has CUDA with POWER_BERT_CUDA=1, or use backend='triton'"
+            )
+    return "native"
+
+
+def significance(attn: torch.Tensor, mask: torch.Tensor, exclude_self: bool = True, *, backend: str = "auto"):
+    """SPEC 1.1 significance. attn [B, H, N, N] probabilities, mask [B, N] -> float32 [B, N]
+    (``-inf`` at padding). Padded query rows are excluded (the authors' Keras code includes them)."""
+    checks.check_significance_args(attn, mask)
+    if _resolve_backend(backend, attn.device, "significance") == "reference":
+        return reference.significance(attn, mask, exclude_self)
+    return ops.significance(attn, mask, exclude_self)
+
+
+def extract(hidden, attn, mask, k: int, exclude_self: bool = True, *, backend: str = "auto") -> ExtractOutput:
+    """SPEC 1.2 fused extract: significance from ``attn``, keep [CLS] and the k-1 most
+    significant other rows, in their original order.
+
+    hidden [B, N, D], attn [B, H, N, N], mask [B, N] -> :class:`ExtractOutput`
+    (out [B, k, D], index int64 [B, k], mask [B, k]). Gradient flows to ``hidden`` only.
+    A NaN significance ranks below every number; rows shorter than k are padded with padding
+    positions (mask 0).
+    """
+    checks.check_extract_args(hidden, attn, mask, k)
+    checks.check_cls_real(mask, "extract")
+    which = _resolve_backend(backend, hidden.device, "extract", has_triton=True)
+    if which == "reference":
+        return ExtractOutput(*reference.extract(hidden, attn, mask, k, exclude_self))
+    if which == "triton":
+        from .triton import extract_triton  # noqa: F401  (registers power_bert::extract_triton)
+
+        return ExtractOutput(*ops.extract_triton(hidden, attn, mask, k, exclude_self))
+    return ExtractOutput(*ops.extract(hidden, attn, mask, k, exclude_self))
+
+
+def extract_scored(hidden, scores, mask, k: int, *, backend: str = "auto") -> ExtractOutput:
+    """SPEC 1.2 selection and gather from precomputed ``scores`` [B, N] (compared as float32).
+
+    hidden [B, N, D], scores [B, N], mask [B, N] -> :class:`ExtractOutput`."""
+    checks.check_extract_scored_args(hidden, scores, mask, k)
+    checks.check_cls_real(mask, "extract_scored")
+    if _resolve_backend(backend, hidden.device, "extract_scored") == "reference":
+        return ExtractOutput(*reference.extract_scored(hidden, scores, mask, k))
+    return ExtractOutput(*ops.extract_scored(hidden, scores, mask, k))
+
+
+def soft_extract(hidden, scores, mask, retention, *, backend: str = "auto"):
+    """SPEC 1.3: ``out[b, p] = hidden[b, p] * retention[rank_b(p)]``, ranks by descending
+    ``scores`` (padding last, no [CLS] special case). hidden [B, N, D], scores [B, N],
+    mask [B, N], retention [N] -> [B, N, D]. Differentiable in hidden and retention."""
+    checks.check_soft_extract_args(hidden, scores, mask, retention)
+    if _resolve_backend(backend, hidden.device, "soft_extract") == "reference":
+        return reference.soft_extract(hidden, scores, mask, retention)
+    return ops.soft_extract(hidden, scores, mask, retention)

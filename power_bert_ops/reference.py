@@ -1,0 +1,98 @@
+"""Plain-PyTorch reference implementations of every ``power_bert`` op.
+
+These are the executable definition of SPEC sections 1.1-1.3: obviously correct,
+slow, differentiable through ordinary autograd. Tests compare every kernel against
+them; benchmarks use them as the "PyTorch composition" baseline.
+
+Shapes: batch ``B``, sequence ``N``, hidden ``D``, heads ``H``.
+
+Ranking rule shared by every op (see :func:`rank_order`):
+  * scores are compared as float32 (``-0.0 == 0.0``);
+  * real tokens (``mask != 0``) outrank padding;
+  * among real tokens a NaN score ranks below every number, ``-inf`` included;
+  * ties break toward the lower position.
+"""
+from __future__ import annotations
+
+import torch
+
+__all__ = [
+    "significance",
+    "rank_order",
+    "select_positions",
+    "extract_scored",
+    "extract",
+    "soft_extract",
+]
+
+
+def significance(attn: torch.Tensor, mask: torch.Tensor, exclude_self: bool = True) -> torch.Tensor:
+    """SPEC 1.1. attn [B, H, N, N] probabilities, mask [B, N] -> float32 [B, N].
+
+    ``sig[b, k] = sum_h sum_{q real} A[b, h, q, k] - exclude_self * sum_h A[b, h, k, k]``,
+    accumulated in float32 (float64 for float64 input), ``-inf`` at padding keys.
+    Padded query rows are excluded.
+    """
+    acc = torch.float64 if attn.dtype == torch.float64 else torch.float32
+    real = mask != 0
+    a = attn.detach().to(acc).masked_fill(~real[:, None, :, None], 0.0)
+    sig = a.sum(dim=(1, 2))
+    if exclude_self:
+        sig = sig - attn.detach().to(acc).diagonal(dim1=-2, dim2=-1).sum(dim=1)
+    return sig.float().masked_fill(~real, float("-inf"))
+
+
+def rank_order(scores: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Positions of each row by descending rank. scores [B, N], mask [B, N] -> int64 [B, N].
+
+    ``order[b, t]`` is the position ranked ``t`` in row ``b`` (rule in the module docstring).
+    """
+    s = scores.detach().float()
+    real = mask != 0
+    # group: 2 = real with a number, 1 = real with NaN, 0 = padding.
+    group = torch.where(real, torch.where(torch.isnan(s), 1, 2), 0)
+    value = torch.where(torch.isnan(s) | ~real, float("-inf"), s)
+    order = torch.argsort(value, dim=-1, descending=True, stable=True)
+    regroup = torch.argsort(group.gather(-1, order), dim=-1, descending=True, stable=True)
+    return order.gather(-1, regroup)
+
+
+def select_positions(scores: torch.Tensor, mask: torch.Tensor, k: int) -> torch.Tensor:
+    """SPEC 1.2 selection: position 0 plus the k-1 best other positions, ascending. -> int64 [B, k]."""
+    B, N = scores.shape
+    order = rank_order(scores, mask)
+    others = order[order != 0].view(B, N - 1)
+    zero = torch.zeros(B, 1, dtype=torch.int64, device=scores.device)
+    return torch.cat([zero, others[:, : k - 1]], dim=1).sort(dim=-1).values
+
+
+def extract_scored(hidden: torch.Tensor, scores: torch.Tensor, mask: torch.Tensor, k: int):
+    """SPEC 1.2 from precomputed scores.
+
+    hidden [B, N, D], scores [B, N], mask [B, N] -> (out [B, k, D], index int64 [B, k],
+    out_mask [B, k] in mask's dtype). Differentiable in ``hidden``.
+    """
+    index = select_positions(scores, mask, k)
+    out = hidden.gather(1, index[:, :, None].expand(-1, -1, hidden.shape[-1]))
+    return out, index, mask.gather(1, index)
+
+
+def extract(hidden, attn, mask, k: int, exclude_self: bool = True):
+    """SPEC 1.2: significance from attn [B, H, N, N], then :func:`extract_scored`."""
+    return extract_scored(hidden, significance(attn, mask, exclude_self), mask, k)
+
+
+def soft_extract(hidden: torch.Tensor, scores: torch.Tensor, mask: torch.Tensor, retention: torch.Tensor):
+    """SPEC 1.3. ``out[b, p] = hidden[b, p] * retention[rank_b(p)]``.
+
+    hidden [B, N, D], scores [B, N], mask [B, N], retention [N] -> [B, N, D] in hidden's
+    dtype, computed in float32 (float64 when hidden is float64). Differentiable in
+    ``hidden`` and ``retention``.
+    """
+    B, N = scores.shape
+    order = rank_order(scores, mask)
+    ranks = torch.arange(N, device=scores.device).expand(B, N)
+    rank = torch.empty_like(order).scatter_(1, order, ranks)
+    acc = torch.promote_types(hidden.dtype, torch.float32)
+    factor = retention.to(acc)[rank]
+    return (hidden.to(acc) * factor[:, :, None]).to(hidden.dtype)
