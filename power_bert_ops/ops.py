@@ -98,8 +98,20 @@ def _soft_extract_backward_fake(grad_out, hidden, scores, mask, retention):
 # Autograd. Significance and the selection get no gradient (SPEC 1.1): only ``hidden`` (and
 # ``retention`` for soft_extract) do.
 # ---------------------------------------------------------------------------------------------
+def _significance_setup_context(ctx, inputs, output):
+    ctx.mark_non_differentiable(output)
+
+
+def _no_gradient(ctx, *grads):
+    return (None,) * len(ctx.needs_input_grad)
+
+
+torch.library.register_autograd("power_bert::significance", _no_gradient, setup_context=_significance_setup_context)
+
+
 def _extract_setup_context(ctx, inputs, output):
     ctx.n = inputs[0].shape[1]
+    ctx.mark_non_differentiable(output[1], output[2])
     ctx.save_for_backward(output[1])
 
 

@@ -1,0 +1,156 @@
+"""Bad input: a clear error naming the argument, from the Python wrappers and from the raw
+torch.ops.power_bert ops (the C++ checks, for C++/TorchScript users)."""
+import pytest
+import torch
+
+import power_bert_ops
+
+ops = torch.ops.power_bert
+
+
+def good(device="cpu", B=2, H=2, N=6, D=4):
+    mask = torch.ones(B, N, dtype=torch.long, device=device)
+    attn = torch.softmax(torch.randn(B, H, N, N, device=device), -1)
+    return torch.randn(B, N, D, device=device), attn, mask
+
+
+def both(op_name):
+    """The wrapper and the raw op, so both paths are tested."""
+    return [
+        pytest.param(getattr(power_bert_ops, op_name), id="wrapper"),
+        pytest.param(getattr(ops, op_name), id="torch.ops"),
+    ]
+
+
+@pytest.mark.parametrize("fn", both("extract"))
+class TestExtract:
+    def test_attn_wrong_rank(self, fn):
+        h, a, m = good()
+        with pytest.raises(ValueError, match=r"`attn` must be \[B, H, N, N\]"):
+            fn(h, a[0], m, 2)
+
+    def test_attn_mismatched_n(self, fn):
+        h, a, m = good()
+        with pytest.raises(ValueError, match="`attn`.*N = 6"):
+            fn(h, a[..., :5], m, 2)
+
+    def test_attn_mismatched_batch(self, fn):
+        h, a, m = good()
+        with pytest.raises(ValueError, match="`attn`.*B = 2"):
+            fn(h, a[:1], m, 2)
+
+    def test_mask_wrong_shape(self, fn):
+        h, a, m = good()
+        with pytest.raises(ValueError, match=r"`mask` must be \[B, N\] = \[2, 6\]"):
+            fn(h, a, m[:, :5], 2)
+
+    @pytest.mark.parametrize("k", [0, -1, 7])
+    def test_k_out_of_range(self, fn, k):
+        h, a, m = good()
+        with pytest.raises(ValueError, match=f"`k` must satisfy 1 <= k <= N = 6, got k = {k}"):
+            fn(h, a, m, k)
+
+    def test_integer_hidden(self, fn):
+        h, a, m = good()
+        with pytest.raises(TypeError, match="`hidden` must be float32"):
+            fn(h.long(), a, m, 2)
+
+    def test_integer_attn(self, fn):
+        h, a, m = good()
+        with pytest.raises(TypeError, match="`attn` must be float32"):
+            fn(h, (a * 10).int(), m, 2)
+
+    def test_hidden_wrong_rank(self, fn):
+        h, a, m = good()
+        with pytest.raises(ValueError, match=r"`hidden` must be \[B, N, D\]"):
+            fn(h[0], a, m, 2)
+
+    def test_cls_is_padding(self, fn):
+        h, a, m = good()
+        m[1] = 0  # an all-padding row
+        with pytest.raises(ValueError, match=r"position 0 \(\[CLS\]\) is padding"):
+            fn(h, a, m, 2)
+
+    def test_left_padded_row(self, fn):
+        h, a, m = good()
+        m[0, :2] = 0
+        with pytest.raises(ValueError, match=r"\[CLS\]"):
+            fn(h, a, m, 2)
+
+    def test_complex_mask(self, fn):
+        h, a, m = good()
+        with pytest.raises(TypeError, match="`mask` must be bool, integer or floating"):
+            fn(h, a, m.to(torch.complex64), 2)
+
+
+def test_devices_differ_wrapper():
+    h, a, m = good()
+    with pytest.raises(ValueError, match="`attn` is on meta but `hidden` is on cpu"):
+        power_bert_ops.extract(h, a.to("meta"), m, 2)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+@pytest.mark.parametrize("fn", both("extract"))
+def test_devices_differ_cuda(fn):
+    h, a, m = good()
+    with pytest.raises((ValueError, RuntimeError), match="device|on cuda|on cpu"):
+        fn(h.cuda(), a, m, 2)
+
+
+@pytest.mark.parametrize("fn", both("extract_scored"))
+def test_extract_scored_bad_scores(fn):
+    h, _, m = good()
+    with pytest.raises(ValueError, match=r"`scores` must be \[B, N\] = \[2, 6\]"):
+        fn(h, torch.randn(2, 5), m, 2)
+    with pytest.raises(TypeError, match="`scores` must be float32"):
+        fn(h, torch.ones(2, 6, dtype=torch.long), m, 2)
+
+
+@pytest.mark.parametrize("fn", both("soft_extract"))
+def test_soft_extract_bad_retention(fn):
+    h, _, m = good()
+    s = torch.randn(2, 6)
+    with pytest.raises(ValueError, match=r"`retention` must be \[N\] = \[6\]"):
+        fn(h, s, m, torch.ones(5))
+    with pytest.raises(ValueError, match=r"`retention` must be \[N\]"):
+        fn(h, s, m, torch.ones(1, 6))
+    with pytest.raises(TypeError, match="`retention` must be float32"):
+        fn(h, s, m, torch.ones(6, dtype=torch.long))
+
+
+@pytest.mark.parametrize("fn", both("significance"))
+def test_significance_bad_input(fn):
+    _, a, m = good()
+    with pytest.raises(ValueError, match=r"`attn` must be \[B, H, N, N\]"):
+        fn(a[..., :5], m)
+    with pytest.raises(ValueError, match=r"`mask` must be \[B, N\]"):
+        fn(a, m[:1])
+    with pytest.raises(TypeError, match="`attn` must be float32"):
+        fn(a.to(torch.int8), m)
+
+
+def test_unknown_backend():
+    h, a, m = good()
+    with pytest.raises(ValueError, match="`backend` must be one of"):
+        power_bert_ops.extract(h, a, m, 2, backend="tpu")
+
+
+def test_backend_device_mismatch():
+    h, a, m = good()
+    with pytest.raises(ValueError, match="backend='cuda' needs CUDA tensors"):
+        power_bert_ops.extract(h, a, m, 2, backend="cuda")
+    with pytest.raises(ValueError, match="no Triton kernel"):
+        power_bert_ops.soft_extract(h, torch.randn(2, 6), m, torch.ones(6), backend="triton")
+
+
+def test_k_not_int():
+    h, a, m = good()
+    with pytest.raises(TypeError, match="`k` must be an int"):
+        power_bert_ops.extract(h, a, m, 2.0)
+
+
+def test_extract_backward_bad_index():
+    with pytest.raises(TypeError, match="`index` must be int64"):
+        ops.extract_backward(torch.randn(1, 2, 3), torch.zeros(1, 2, dtype=torch.int32), 4)
+    with pytest.raises(ValueError, match="outside"):
+        ops.extract_backward(torch.randn(1, 2, 3), torch.tensor([[0, 9]]), 4)

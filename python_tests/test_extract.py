@@ -1,0 +1,180 @@
+"""power_bert.extract / extract_scored / extract_backward (SPEC 1.2) against the reference,
+on the native backends (C++ on CPU, CUDA on GPU) and the reference backend itself."""
+import pytest
+import torch
+
+import power_bert_ops
+from power_bert_ops import reference
+
+from inputs import (
+    FLOAT_DTYPES,
+    SHAPES,
+    assert_selection_valid,
+    make_attention,
+    make_hidden,
+    make_mask,
+    sig_tolerance,
+)
+
+
+def _check_extract_result(res, hidden, mask, k):
+    out, index, out_mask = res
+    B, N, D = hidden.shape
+    assert out.shape == (B, k, D) and out.dtype == hidden.dtype
+    assert index.shape == (B, k) and index.dtype == torch.int64
+    assert out_mask.shape == (B, k) and out_mask.dtype == mask.dtype
+    assert (index[:, 0] == 0).all(), "[CLS] must stay at row 0"
+    assert (index[:, 1:] > index[:, :-1]).all(), "positions must be unique and ascending"
+    torch.testing.assert_close(out, hidden.gather(1, index[:, :, None].expand(-1, -1, D)), rtol=0, atol=0)
+    torch.testing.assert_close(out_mask, mask.gather(1, index), rtol=0, atol=0)
+    # Short rows: every real token is kept before any padding position.
+    real_kept = (out_mask != 0).sum(1)
+    assert torch.equal(real_kept, torch.minimum((mask != 0).sum(1), torch.tensor(k, device=mask.device)))
+
+
+@pytest.mark.parametrize("dtype", FLOAT_DTYPES, ids=str)
+@pytest.mark.parametrize("shape", SHAPES, ids=str)
+@pytest.mark.parametrize("padding", ["none", "random", "short"])
+def test_extract_matches_reference(device, dtype, shape, padding):
+    B, H, N, D, k = shape
+    mask = make_mask(B, N, padding, device)
+    attn = make_attention(B, H, N, mask, dtype, device)
+    hidden = make_hidden(B, N, D, dtype, device)
+    res = power_bert_ops.extract(hidden, attn, mask, k)
+    _check_extract_result(res, hidden, mask, k)
+    assert_selection_valid(res.index, reference.significance(attn.double(), mask), mask, k, sig_tolerance(attn))
+
+
+@pytest.mark.parametrize("dtype", FLOAT_DTYPES, ids=str)
+@pytest.mark.parametrize("shape", SHAPES, ids=str)
+@pytest.mark.parametrize("padding", ["none", "random", "short"])
+def test_extract_scored_equals_reference_exactly(device, dtype, shape, padding):
+    B, _, N, D, k = shape
+    mask = make_mask(B, N, padding, device)
+    # Scores with many exact duplicates, signed zeros and infinities: ties must break identically.
+    scores = torch.randint(-3, 4, (B, N), device=device).to(dtype)
+    scores[torch.rand(B, N, device=device) < 0.1] = -0.0
+    scores[torch.rand(B, N, device=device) < 0.05] = float("-inf")
+    hidden = make_hidden(B, N, D, dtype, device)
+    got = power_bert_ops.extract_scored(hidden, scores, mask, k)
+    want = reference.extract_scored(hidden, scores, mask, k)
+    _check_extract_result(got, hidden, mask, k)
+    torch.testing.assert_close(got.index, want[1], rtol=0, atol=0)
+
+
+def test_ties_break_toward_lower_position(device):
+    # Uniform attention: every real key has the same significance, so the lowest positions win.
+    B, H, N, D, k = 3, 4, 16, 8, 5
+    mask = make_mask(B, N, "none", device)
+    mask[1, 9:] = 0
+    attn = torch.where(mask.bool()[:, None, None, :], 1.0, 0.0).expand(B, H, N, N).to(device)
+    attn = attn / attn.sum(-1, keepdim=True)
+    hidden = make_hidden(B, N, D, torch.float32, device)
+    res = power_bert_ops.extract(hidden, attn, mask, k)
+    assert res.index.tolist() == [list(range(k))] * B
+
+
+def test_nan_scores_rank_lowest_among_real_tokens(device):
+    B, N, D, k = 1, 6, 3, 5
+    mask = torch.tensor([[1, 1, 1, 1, 1, 0]], device=device)
+    scores = torch.tensor([[0.0, float("nan"), float("-inf"), 2.0, 1.0, 9.0]], device=device)
+    hidden = make_hidden(B, N, D, torch.float32, device)
+    # ranks among positions != 0: 3 (2.0), 4 (1.0), 2 (-inf), 1 (NaN), 5 (padding)
+    assert power_bert_ops.extract_scored(hidden, scores, mask, 4).index.tolist() == [[0, 2, 3, 4]]
+    assert power_bert_ops.extract_scored(hidden, scores, mask, k).index.tolist() == [[0, 1, 2, 3, 4]]
+    res = power_bert_ops.extract_scored(hidden, scores, mask, 6)
+    assert res.index.tolist() == [[0, 1, 2, 3, 4, 5]] and res.mask.tolist() == [[1, 1, 1, 1, 1, 0]]
+
+
+def test_nan_attention_gives_nan_score_ranked_lowest(device):
+    B, H, N, D = 1, 2, 6, 4
+    mask = make_mask(B, N, "none", device)
+    attn = make_attention(B, H, N, mask, torch.float32, device)
+    attn[0, 1, 3, 2] = float("nan")  # position 2's significance becomes NaN
+    assert torch.isnan(power_bert_ops.significance(attn, mask)[0, 2])
+    res = power_bert_ops.extract(make_hidden(B, N, D, torch.float32, device), attn, mask, N - 1)
+    assert 2 not in res.index[0].tolist()
+
+
+def test_k_equals_n_keeps_everything(device):
+    B, H, N, D = 2, 3, 9, 5
+    mask = make_mask(B, N, "random", device)
+    attn = make_attention(B, H, N, mask, torch.float32, device)
+    hidden = make_hidden(B, N, D, torch.float32, device)
+    res = power_bert_ops.extract(hidden, attn, mask, N)
+    assert torch.equal(res.out, hidden) and torch.equal(res.mask, mask)
+
+
+@pytest.mark.parametrize("dtype", FLOAT_DTYPES, ids=str)
+def test_backward_scatters_gradient(device, dtype):
+    B, H, N, D, k = 3, 2, 11, 6, 4
+    mask = make_mask(B, N, "random", device)
+    attn = make_attention(B, H, N, mask, dtype, device)
+    hidden = make_hidden(B, N, D, dtype, device).requires_grad_()
+    res = power_bert_ops.extract(hidden, attn, mask, k)
+    grad = make_hidden(B, k, D, dtype, device)
+    (got,) = torch.autograd.grad(res.out, hidden, grad)
+    ref_hidden = hidden.detach().clone().requires_grad_()
+    ref_out = ref_hidden.gather(1, res.index[:, :, None].expand(-1, -1, D))
+    (want,) = torch.autograd.grad(ref_out, ref_hidden, grad)
+    torch.testing.assert_close(got, want, rtol=0, atol=0)
+
+
+def test_gradcheck_float64(device):
+    B, H, N, D, k = 2, 2, 7, 3, 4
+    mask = make_mask(B, N, "random", device)
+    attn = make_attention(B, H, N, mask, torch.float64, device)
+    scores = reference.significance(attn, mask)
+    hidden = make_hidden(B, N, D, torch.float64, device).requires_grad_()
+    assert torch.autograd.gradcheck(lambda h: power_bert_ops.extract(h, attn, mask, k).out, (hidden,))
+    assert torch.autograd.gradgradcheck(lambda h: power_bert_ops.extract(h, attn, mask, k).out, (hidden,))
+    assert torch.autograd.gradcheck(lambda h: power_bert_ops.extract_scored(h, scores, mask, k).out, (hidden,))
+
+
+def test_extract_backward_op_writes_zeros_elsewhere(device):
+    B, N, D, k = 2, 6, 3, 3
+    grad = torch.randn(B, k, D, device=device)
+    index = torch.tensor([[0, 2, 5], [0, 1, 4]], device=device)
+    got = torch.ops.power_bert.extract_backward(grad, index, N)
+    want = torch.zeros(B, N, D, device=device).scatter(1, index[:, :, None].expand(-1, -1, D), grad)
+    torch.testing.assert_close(got, want, rtol=0, atol=0)
+
+
+def test_out_mask_keeps_mask_dtype(device):
+    B, H, N, D, k = 2, 2, 8, 4, 5
+    base = make_mask(B, N, "short", device)
+    attn = make_attention(B, H, N, base, torch.float32, device)
+    hidden = make_hidden(B, N, D, torch.float32, device)
+    for m in (base.bool(), base.float(), base.to(torch.int32)):
+        res = power_bert_ops.extract(hidden, attn, m, k)
+        assert res.mask.dtype == m.dtype
+        assert not res.mask.requires_grad
+
+
+def test_non_contiguous_inputs(device):
+    B, H, N, D, k = 3, 2, 9, 6, 4
+    mask = make_mask(B, N, "random", device)
+    attn = make_attention(B, H, N, mask, torch.float32, device)
+    hidden = make_hidden(B, D, N, torch.float32, device).transpose(1, 2)  # [B, N, D], strided
+    assert not hidden.is_contiguous()
+    res = power_bert_ops.extract(hidden, attn, mask, k)
+    want = power_bert_ops.extract(hidden.contiguous(), attn, mask, k)
+    assert torch.equal(res.out, want.out) and torch.equal(res.index, want.index)
+
+
+def test_reference_backend_agrees(device):
+    B, H, N, D, k = 2, 3, 12, 5, 6
+    mask = make_mask(B, N, "random", device)
+    attn = make_attention(B, H, N, mask, torch.float64, device)
+    hidden = make_hidden(B, N, D, torch.float64, device)
+    a = power_bert_ops.extract(hidden, attn, mask, k)
+    b = power_bert_ops.extract(hidden, attn, mask, k, backend="reference")
+    assert torch.equal(a.index, b.index) and torch.equal(a.out, b.out)
+
+
+def test_empty_batch(device):
+    hidden = torch.empty(0, 5, 3, device=device)
+    attn = torch.empty(0, 2, 5, 5, device=device)
+    mask = torch.empty(0, 5, device=device, dtype=torch.bool)
+    res = power_bert_ops.extract(hidden, attn, mask, 2)
+    assert res.out.shape == (0, 2, 3) and res.index.shape == (0, 2) and res.mask.shape == (0, 2)
