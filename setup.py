@@ -33,16 +33,20 @@ def want_cuda() -> bool:
 def extension():
     rel = lambda pattern: sorted(os.path.relpath(p, HERE) for p in glob.glob(os.path.join(HERE, pattern)))
     sources = rel("csrc/*.cpp") + rel("csrc/cpu/*.cpp")
-    cxx = ["-O3", "-fdiagnostics-color=always"]
+    # -fopenmp: at::parallel_for is a header template whose OpenMP pragmas are compiled into
+    # this library; without it every CPU kernel runs on one thread. The library then needs
+    # libgomp.so.1, the runtime torch itself loads (same soname), so there is one thread pool.
+    cxx = ["-O3", "-fopenmp", "-fdiagnostics-color=always"]
+    link = ["-fopenmp"]
     macros = [("Py_LIMITED_API", "0x03090000")]
     if want_cuda():
         sources += rel("csrc/cuda/*.cpp") + rel("csrc/cuda/*.cu")
         macros.append(("WITH_CUDA", None))
         nvcc = ["-O3", "--expt-relaxed-constexpr", "-lineinfo"]
         return CUDAExtension("power_bert_ops._C", sources, define_macros=macros, py_limited_api=True,
-                             extra_compile_args={"cxx": cxx, "nvcc": nvcc})
+                             extra_compile_args={"cxx": cxx, "nvcc": nvcc}, extra_link_args=link)
     return CppExtension("power_bert_ops._C", sources, define_macros=macros, py_limited_api=True,
-                        extra_compile_args={"cxx": cxx})
+                        extra_compile_args={"cxx": cxx}, extra_link_args=link)
 
 
 setup(

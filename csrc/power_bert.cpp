@@ -1,20 +1,10 @@
 // Op schemas of the power_bert library, defined once. Kernels register per device next to
 // their code (cpu/*.cpp, cuda/ops_cuda.cpp); autograd and fake kernels are registered from
 // Python (power_bert_ops/ops.py).
-#include <Python.h>
 #include <torch/library.h>
 #ifdef WITH_CUDA
 #include <cuda.h>
 #endif
-
-extern "C" {
-// Importing power_bert_ops._C loads this library and so registers the ops; there is no
-// Python-level binding (no pybind), so the module is an empty stub (py_limited_api).
-PyObject* PyInit__C(void) {
-  static struct PyModuleDef module_def = {PyModuleDef_HEAD_INIT, "_C", nullptr, -1, nullptr};
-  return PyModule_Create(&module_def);
-}
-}
 
 namespace power_bert {
 

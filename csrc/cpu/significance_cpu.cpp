@@ -25,15 +25,35 @@ namespace power_bert {
 namespace cpu {
 namespace {
 
-POWER_BERT_CLONES void add_row(float* __restrict acc, const float* __restrict row, int64_t w) {
-  for (int64_t j = 0; j < w; ++j) acc[j] += row[j];
+// acc[j] += sum of the rows, four rows per pass so the accumulators are loaded and stored
+// once per four rows.
+template <typename T, typename A>
+inline void add_rows_impl(A* __restrict acc, const T* const* rows, int64_t count, int64_t w) {
+  int64_t i = 0;
+  for (; i + 4 <= count; i += 4) {
+    const T* __restrict r0 = rows[i];
+    const T* __restrict r1 = rows[i + 1];
+    const T* __restrict r2 = rows[i + 2];
+    const T* __restrict r3 = rows[i + 3];
+    for (int64_t j = 0; j < w; ++j) {
+      acc[j] += (static_cast<A>(r0[j]) + static_cast<A>(r1[j])) + (static_cast<A>(r2[j]) + static_cast<A>(r3[j]));
+    }
+  }
+  for (; i < count; ++i) {
+    const T* __restrict r = rows[i];
+    for (int64_t j = 0; j < w; ++j) acc[j] += static_cast<A>(r[j]);
+  }
 }
-POWER_BERT_CLONES void add_row(double* __restrict acc, const double* __restrict row, int64_t w) {
-  for (int64_t j = 0; j < w; ++j) acc[j] += row[j];
+
+POWER_BERT_CLONES void add_rows(float* acc, const float* const* rows, int64_t count, int64_t w) {
+  add_rows_impl(acc, rows, count, w);
+}
+POWER_BERT_CLONES void add_rows(double* acc, const double* const* rows, int64_t count, int64_t w) {
+  add_rows_impl(acc, rows, count, w);
 }
 template <typename T>
-void add_row(float* __restrict acc, const T* __restrict row, int64_t w) {
-  for (int64_t j = 0; j < w; ++j) acc[j] += static_cast<float>(row[j]);
+void add_rows(float* acc, const T* const* rows, int64_t count, int64_t w) {
+  add_rows_impl(acc, rows, count, w);
 }
 
 // Columns per task: whole rows when the batch alone keeps every thread busy, else narrower
@@ -54,6 +74,7 @@ void significance_kernel(const T* attn, const bool* real, int64_t B, int64_t H, 
   const int64_t blocks = (N + cw - 1) / cw;
   at::parallel_for(0, B * blocks, 1, [&](int64_t begin, int64_t end) {
     std::vector<acc_t> acc(cw);
+    std::vector<const T*> rows(H * N);
     for (int64_t task = begin; task < end; ++task) {
       const int64_t b = task / blocks;
       const int64_t c0 = (task % blocks) * cw;
@@ -61,11 +82,13 @@ void significance_kernel(const T* attn, const bool* real, int64_t B, int64_t H, 
       const T* a = attn + b * H * N * N;
       const bool* r = real + b * N;
       std::fill(acc.begin(), acc.begin() + w, acc_t(0));
+      int64_t count = 0;  // the real query rows of every head, in (h, q) order
       for (int64_t h = 0; h < H; ++h) {
         for (int64_t q = 0; q < N; ++q) {
-          if (r[q]) add_row(acc.data(), a + (h * N + q) * N + c0, w);
+          if (r[q]) rows[count++] = a + (h * N + q) * N + c0;
         }
       }
+      add_rows(acc.data(), rows.data(), count, w);
       for (int64_t j = 0; j < w; ++j) {
         const int64_t c = c0 + j;
         if (!r[c]) {

@@ -7,6 +7,7 @@
 
 #include <algorithm>
 #include <functional>
+#include <type_traits>
 #include <vector>
 
 #include "../checks.h"
@@ -30,23 +31,84 @@ void check_soft_args(const at::Tensor& hidden, const at::Tensor& scores, const a
   check_same_device(hidden, "hidden", retention, "retention", op);
 }
 
-// order[b, t] = position ranked t in row b (descending selection_key).
-at::Tensor rank_order(const at::Tensor& scores, const at::Tensor& real) {
+// rank[b, p] = rank of position p in row b (0 = largest selection_key).
+at::Tensor ranks(const at::Tensor& scores, const at::Tensor& real) {
   const int64_t B = scores.size(0), N = scores.size(1);
-  at::Tensor order = new_output({B, N}, scores.options().dtype(at::kLong));
+  at::Tensor rank = new_output({B, N}, scores.options().dtype(at::kLong));
   const at::Tensor s = scores.to(at::kFloat).contiguous();
   const float* sp = s.data_ptr<float>();
   const bool* rp = real.data_ptr<bool>();
-  int64_t* op = order.data_ptr<int64_t>();
+  int64_t* kp = rank.data_ptr<int64_t>();
   at::parallel_for(0, B, 1, [&](int64_t begin, int64_t end) {
     std::vector<uint64_t> keys(N);
     for (int64_t b = begin; b < end; ++b) {
       for (int64_t p = 0; p < N; ++p) keys[p] = selection_key(sp[b * N + p], rp[b * N + p], p);
       std::sort(keys.begin(), keys.end(), std::greater<uint64_t>());
-      for (int64_t t = 0; t < N; ++t) op[b * N + t] = key_position(keys[t]);
+      for (int64_t t = 0; t < N; ++t) kp[b * N + key_position(keys[t])] = t;
     }
   });
-  return order;
+  return rank;
+}
+
+#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && defined(__linux__)
+#define POWER_BERT_CLONES __attribute__((target_clones("avx512f", "avx2", "default")))
+#else
+#define POWER_BERT_CLONES
+#endif
+
+// dst = src * f, computed in A.
+template <typename T, typename A>
+inline void scale_row(T* __restrict dst, const T* __restrict src, A f, int64_t D) {
+  for (int64_t d = 0; d < D; ++d) dst[d] = static_cast<T>(static_cast<A>(src[d]) * f);
+}
+POWER_BERT_CLONES void scale_row_f32(float* __restrict dst, const float* __restrict src, float f, int64_t D) {
+  scale_row(dst, src, f, D);
+}
+
+// dst = g * f; returns dot(g, h), computed in A. The dot product keeps 16 lane-wise partial
+// sums (vectorisable without reassociation), added in a fixed order: deterministic.
+template <typename T, typename A>
+inline A scale_and_dot(T* __restrict dst, const T* __restrict g, const T* __restrict h, A f, int64_t D) {
+  constexpr int64_t L = 16;
+  A part[L] = {};
+  int64_t d = 0;
+  for (; d + L <= D; d += L) {
+    for (int64_t j = 0; j < L; ++j) {
+      const A gv = static_cast<A>(g[d + j]);
+      dst[d + j] = static_cast<T>(gv * f);
+      part[j] += gv * static_cast<A>(h[d + j]);
+    }
+  }
+  for (; d < D; ++d) {
+    const A gv = static_cast<A>(g[d]);
+    dst[d] = static_cast<T>(gv * f);
+    part[0] += gv * static_cast<A>(h[d]);
+  }
+  A dot = 0;
+  for (int64_t j = 0; j < L; ++j) dot += part[j];
+  return dot;
+}
+POWER_BERT_CLONES float scale_and_dot_f32(float* __restrict dst, const float* __restrict g,
+                                          const float* __restrict h, float f, int64_t D) {
+  return scale_and_dot(dst, g, h, f, D);
+}
+
+template <typename T, typename A>
+inline void scale_row_any(T* dst, const T* src, A f, int64_t D) {
+  if constexpr (std::is_same_v<T, float>) {
+    scale_row_f32(dst, src, f, D);
+  } else {
+    scale_row(dst, src, f, D);
+  }
+}
+
+template <typename T, typename A>
+inline A scale_and_dot_any(T* dst, const T* g, const T* h, A f, int64_t D) {
+  if constexpr (std::is_same_v<T, float>) {
+    return scale_and_dot_f32(dst, g, h, f, D);
+  } else {
+    return scale_and_dot(dst, g, h, f, D);
+  }
 }
 
 at::ScalarType acc_dtype(const at::Tensor& hidden) {
@@ -61,21 +123,18 @@ at::Tensor soft_extract(const at::Tensor& hidden, const at::Tensor& scores, cons
   const int64_t B = hidden.size(0), N = hidden.size(1), D = hidden.size(2);
   at::Tensor out = new_output({B, N, D}, hidden.options());
   if (B == 0) return out;
-  const at::Tensor order = rank_order(scores, real_tokens(mask));
+  const at::Tensor rank = ranks(scores, real_tokens(mask));
   const at::Tensor h = hidden.contiguous();
   const at::Tensor r = retention.to(acc_dtype(hidden)).contiguous();
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, h.scalar_type(), "soft_extract_cpu", [&] {
     using acc_t = at::opmath_type<scalar_t>;
     const scalar_t* hp = h.data_ptr<scalar_t>();
     const acc_t* rp = r.data_ptr<acc_t>();
-    const int64_t* op = order.data_ptr<int64_t>();
+    const int64_t* kp = rank.data_ptr<int64_t>();
     scalar_t* outp = out.data_ptr<scalar_t>();
     at::parallel_for(0, B * N, std::max<int64_t>(1, 4096 / std::max<int64_t>(D, 1)), [&](int64_t begin, int64_t end) {
-      for (int64_t i = begin; i < end; ++i) {  // i = (b, t): the row of rank t
-        const int64_t b = i / N, t = i % N;
-        const int64_t row = b * N + op[i];
-        const acc_t f = rp[t];
-        for (int64_t d = 0; d < D; ++d) outp[row * D + d] = static_cast<scalar_t>(static_cast<acc_t>(hp[row * D + d]) * f);
+      for (int64_t row = begin; row < end; ++row) {  // rows in memory order
+        scale_row_any<scalar_t, acc_t>(outp + row * D, hp + row * D, rp[kp[row]], D);
       }
     });
   });
@@ -96,31 +155,23 @@ std::tuple<at::Tensor, at::Tensor> soft_extract_backward(const at::Tensor& grad_
   at::Tensor grad_hidden = new_output({B, N, D}, hidden.options());
   at::Tensor grad_r = new_output({N}, retention.options().dtype(acc));
   if (B == 0) return {grad_hidden, grad_r.zero_().to(retention.scalar_type())};
-  const at::Tensor order = rank_order(scores, real_tokens(mask));
+  const at::Tensor rank = ranks(scores, real_tokens(mask));
   const at::Tensor h = hidden.contiguous();
   const at::Tensor g = grad_out.to(hidden.scalar_type()).contiguous();
   const at::Tensor r = retention.to(acc).contiguous();
-  at::Tensor dots = at::empty({B, N}, hidden.options().dtype(acc));  // dots[b, t], t = rank
+  at::Tensor dots = at::empty({B, N}, hidden.options().dtype(acc));  // dots[b, rank]
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, h.scalar_type(), "soft_extract_backward_cpu", [&] {
     using acc_t = at::opmath_type<scalar_t>;
     const scalar_t* hp = h.data_ptr<scalar_t>();
     const scalar_t* gp = g.data_ptr<scalar_t>();
     const acc_t* rp = r.data_ptr<acc_t>();
-    const int64_t* op = order.data_ptr<int64_t>();
+    const int64_t* kp = rank.data_ptr<int64_t>();
     scalar_t* ghp = grad_hidden.data_ptr<scalar_t>();
     acc_t* dp = dots.data_ptr<acc_t>();
     at::parallel_for(0, B * N, std::max<int64_t>(1, 4096 / std::max<int64_t>(D, 1)), [&](int64_t begin, int64_t end) {
-      for (int64_t i = begin; i < end; ++i) {
-        const int64_t b = i / N, t = i % N;
-        const int64_t row = b * N + op[i];
-        const acc_t f = rp[t];
-        acc_t dot = 0;
-        for (int64_t d = 0; d < D; ++d) {
-          const acc_t gv = static_cast<acc_t>(gp[row * D + d]);
-          ghp[row * D + d] = static_cast<scalar_t>(gv * f);
-          dot += gv * static_cast<acc_t>(hp[row * D + d]);
-        }
-        dp[i] = dot;
+      for (int64_t row = begin; row < end; ++row) {  // rows in memory order
+        const int64_t b = row / N, t = kp[row];
+        dp[b * N + t] = scale_and_dot_any<scalar_t, acc_t>(ghp + row * D, gp + row * D, hp + row * D, rp[t], D);
       }
     });
     // grad_retention[t] = sum over b in ascending order: deterministic.
