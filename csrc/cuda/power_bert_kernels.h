@@ -19,7 +19,8 @@ enum class DType : int { Float32 = 0, Float16 = 1, BFloat16 = 2, Float64 = 3 };
 constexpr int64_t kMaxSelectN = 8192;
 
 // ---- significance (SPEC 1.1) -------------------------------------------------------------
-// Number of float elements of workspace launch_significance needs.
+// Number of float elements of workspace launch_significance needs (sized for double partials,
+// so valid for every dtype; depends on sm_count, which must match the launch's).
 int64_t significance_workspace_elems(int64_t B, int64_t H, int64_t N, int sm_count);
 // attn [B,H,N,N] (dtype dt) -> scores float [B,N]; -inf at padding keys. Reads attn once,
 // split over enough blocks to fill `sm_count` SMs even at B = 1.
@@ -36,10 +37,11 @@ cudaError_t launch_select(const float* scores, const uint8_t* real, int64_t B, i
 cudaError_t launch_gather_rows(const void* hidden, DType dt, const int64_t* index, int64_t B,
                                int64_t N, int64_t k, int64_t D, void* out, cudaStream_t stream);
 // grad_hidden [B,N,D] = 0 except grad_hidden[b,index[b,i],:] = grad_out[b,i,:] (indices unique,
-// no atomics). Writes every element of grad_hidden.
+// no atomics). Writes every element of grad_hidden. workspace: int32 [B,N] (overwritten: the
+// inverse map n -> i, or -1). Index values outside [0, N) are ignored (their rows stay zero).
 cudaError_t launch_scatter_rows(const void* grad_out, DType dt, const int64_t* index, int64_t B,
                                 int64_t N, int64_t k, int64_t D, void* grad_hidden,
-                                cudaStream_t stream);
+                                int32_t* workspace, cudaStream_t stream);
 
 // ---- soft-extract (SPEC 1.3) --------------------------------------------------------------------
 // scores float [B,N] -> rank int64 [B,N] (rank of each position, 0 = best, no [CLS] special

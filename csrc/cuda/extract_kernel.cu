@@ -1,0 +1,249 @@
+// CUDA kernels of power_bert::extract / extract_scored / extract_backward (SPEC 1.2).
+//
+// select:  one block per row b. Keys (selection_key.h; cls_key() at position 0) go to dynamic
+//          shared memory, padded with 0 keys to P = next_pow2(N) (0 is below every real key), a
+//          block bitonic sort puts them in descending order, the first k keys flag their
+//          positions, and a block prefix scan over the flags (in position order) writes the
+//          flagged positions ascending to index[b, 0..k).
+// gather:  out[b,i,:] = hidden[b,index[b,i],:]; scatter: grad_hidden[b,n,:] = the gradient row
+//          selecting n, or zeros. Both are row copies of bytes: the widest unit (16/8/4/2 bytes)
+//          dividing the row size and the pointer alignments is moved per thread, tx threads per
+//          row and ty rows per block (tx * ty = 256), grid-stride in both grid dimensions.
+//          scatter first builds inverse[b,n] = i (or -1) in the int32 workspace (memset + one
+//          kernel), then writes every element of grad_hidden exactly once, no atomics.
+#include <cuda_runtime.h>
+
+#include <cstdint>
+
+#include "../selection_key.h"
+#include "device_utils.cuh"
+#include "power_bert_kernels.h"
+
+namespace power_bert {
+namespace cuda {
+namespace {
+
+using detail::ceil_div;
+
+// ---- select ---------------------------------------------------------------------------------
+// Dynamic shared memory: P uint64 keys, then N uint8 flags.
+__global__ void __launch_bounds__(1024) select_kernel(const float* __restrict__ scores, const uint8_t* __restrict__ real,
+                              int N, int P, int k, int64_t* __restrict__ index) {
+  extern __shared__ uint64_t smem[];
+  uint64_t* keys = smem;
+  uint8_t* flags = reinterpret_cast<uint8_t*>(smem + P);
+  __shared__ int warp_sums[32];
+
+  const int64_t b = blockIdx.x;
+  const float* s_row = scores + b * N;
+  const uint8_t* r_row = real + b * N;
+  for (int p = threadIdx.x; p < P; p += blockDim.x) {
+    uint64_t key = 0;
+    if (p == 0) {
+      key = cls_key();
+    } else if (p < N) {
+      key = selection_key(s_row[p], r_row[p] != 0, p);
+    }
+    keys[p] = key;
+  }
+  for (int p = threadIdx.x; p < N; p += blockDim.x) flags[p] = 0;
+  detail::block_bitonic_sort_desc(keys, P);  // syncs before and after
+  for (int i = threadIdx.x; i < k; i += blockDim.x) flags[key_position(keys[i])] = 1;
+  __syncthreads();
+
+  // Each thread owns a contiguous run of positions; exclusive scan of the per-thread counts.
+  const int per = (N + blockDim.x - 1) / blockDim.x;
+  const int p0 = threadIdx.x * per;
+  const int p1 = p0 + per < N ? p0 + per : N;
+  int count = 0;
+  for (int p = p0; p < p1; ++p) count += flags[p];
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+  int incl = count;
+#pragma unroll
+  for (int d = 1; d < 32; d <<= 1) {
+    const int v = __shfl_up_sync(0xffffffffu, incl, d);
+    if (lane >= d) incl += v;
+  }
+  if (lane == 31) warp_sums[warp] = incl;
+  __syncthreads();
+  int offset = incl - count;
+  for (int w = 0; w < warp; ++w) offset += warp_sums[w];
+  int64_t* out = index + b * k;
+  for (int p = p0; p < p1; ++p) {
+    if (flags[p]) out[offset++] = p;
+  }
+}
+
+// ---- row copies -----------------------------------------------------------------------------
+struct RowGeometry {
+  int tx = 1, ty = 256;
+  int64_t units = 0;  // units per row
+};
+
+RowGeometry row_geometry(int64_t units) {
+  RowGeometry g;
+  g.units = units;
+  int tx = 1;
+  while (tx < units && tx < 256) tx <<= 1;
+  g.tx = tx;
+  g.ty = 256 / tx;
+  return g;
+}
+
+dim3 row_grid(const RowGeometry& g, int64_t rows) {
+  const int64_t gx = ceil_div(rows, g.ty);
+  const int64_t gy = ceil_div(g.units, g.tx);
+  return dim3(static_cast<unsigned>(gx < detail::kMaxGridX ? gx : detail::kMaxGridX),
+              static_cast<unsigned>(gy < detail::kMaxGridY ? gy : detail::kMaxGridY));
+}
+
+// out row r = b*k + i  <-  hidden row b*N + index[r].
+template <typename U>
+__global__ void gather_rows_kernel(const U* __restrict__ hidden, const int64_t* __restrict__ index,
+                                   int64_t N, int64_t k, int64_t rows, int64_t units,
+                                   U* __restrict__ out) {
+  for (int64_t r = blockIdx.x * static_cast<int64_t>(blockDim.y) + threadIdx.y; r < rows;
+       r += static_cast<int64_t>(gridDim.x) * blockDim.y) {
+    const int64_t b = r / k;
+    const U* src = hidden + (b * N + index[r]) * units;
+    U* dst = out + r * units;
+    for (int64_t u = blockIdx.y * static_cast<int64_t>(blockDim.x) + threadIdx.x; u < units;
+         u += static_cast<int64_t>(gridDim.y) * blockDim.x) {
+      dst[u] = src[u];
+    }
+  }
+}
+
+// inverse[b*N + index[b,i]] = i for every valid index; the workspace was set to -1 first.
+__global__ void inverse_kernel(const int64_t* __restrict__ index, int64_t N, int64_t k, int64_t total,
+                               int32_t* __restrict__ inverse) {
+  for (int64_t t = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; t < total;
+       t += static_cast<int64_t>(gridDim.x) * blockDim.x) {
+    const int64_t b = t / k, i = t % k;
+    const int64_t p = index[t];
+    if (p >= 0 && p < N) inverse[b * N + p] = static_cast<int32_t>(i);
+  }
+}
+
+// grad_hidden row r = b*N + n  <-  grad_out row b*k + inverse[r], or zeros.
+template <typename U>
+__global__ void scatter_rows_kernel(const U* __restrict__ grad_out, const int32_t* __restrict__ inverse,
+                                    int64_t N, int64_t k, int64_t rows, int64_t units,
+                                    U* __restrict__ grad_hidden) {
+  for (int64_t r = blockIdx.x * static_cast<int64_t>(blockDim.y) + threadIdx.y; r < rows;
+       r += static_cast<int64_t>(gridDim.x) * blockDim.y) {
+    const int64_t b = r / N;
+    const int32_t i = inverse[r];
+    U* dst = grad_hidden + r * units;
+    if (i >= 0) {
+      const U* src = grad_out + (b * k + i) * units;
+      for (int64_t u = blockIdx.y * static_cast<int64_t>(blockDim.x) + threadIdx.x; u < units;
+           u += static_cast<int64_t>(gridDim.y) * blockDim.x) {
+        dst[u] = src[u];
+      }
+    } else {
+      const U zero{};
+      for (int64_t u = blockIdx.y * static_cast<int64_t>(blockDim.x) + threadIdx.x; u < units;
+           u += static_cast<int64_t>(gridDim.y) * blockDim.x) {
+        dst[u] = zero;
+      }
+    }
+  }
+}
+
+// Widest copy unit (bytes) dividing the row size and both pointers' alignments.
+int copy_unit(int64_t row_bytes, int elem_bytes, const void* a, const void* b) {
+  for (int unit = 16; unit > elem_bytes; unit /= 2) {
+    if (row_bytes % unit == 0 && reinterpret_cast<uintptr_t>(a) % unit == 0 &&
+        reinterpret_cast<uintptr_t>(b) % unit == 0) {
+      return unit;
+    }
+  }
+  return elem_bytes;
+}
+
+int elem_size(DType dt) {
+  switch (dt) {
+    case DType::Float32: return 4;
+    case DType::Float16: return 2;
+    case DType::BFloat16: return 2;
+    case DType::Float64: return 8;
+  }
+  return 0;
+}
+
+// Calls f(U{}) with U the unsigned type of `unit` bytes.
+template <typename F>
+cudaError_t dispatch_unit(int unit, F&& f) {
+  switch (unit) {
+    case 16: return f(uint4{});
+    case 8: return f(uint2{});
+    case 4: return f(uint32_t{});
+    case 2: return f(uint16_t{});
+  }
+  return cudaErrorInvalidValue;
+}
+
+}  // namespace
+
+cudaError_t launch_select(const float* scores, const uint8_t* real, int64_t B, int64_t N,
+                          int64_t k, int64_t* index, cudaStream_t stream) {
+  if (B <= 0) return cudaSuccess;
+  if (N < 1 || N > kMaxSelectN || k < 1 || k > N) return cudaErrorInvalidValue;
+  const int64_t P = detail::next_pow2(N);
+  const size_t smem = static_cast<size_t>(P) * sizeof(uint64_t) + static_cast<size_t>(ceil_div(N, 8) * 8);
+  cudaError_t err = detail::allow_smem(select_kernel, smem);
+  if (err != cudaSuccess) return err;
+  const int threads = detail::sort_threads(P);
+  select_kernel<<<static_cast<unsigned>(B), threads, smem, stream>>>(
+      scores, real, static_cast<int>(N), static_cast<int>(P), static_cast<int>(k), index);
+  return cudaGetLastError();
+}
+
+cudaError_t launch_gather_rows(const void* hidden, DType dt, const int64_t* index, int64_t B,
+                               int64_t N, int64_t k, int64_t D, void* out, cudaStream_t stream) {
+  const int es = elem_size(dt);
+  if (es == 0) return cudaErrorInvalidValue;
+  if (B <= 0 || k <= 0 || D <= 0) return cudaSuccess;
+  const int64_t row_bytes = D * es;
+  const int unit = copy_unit(row_bytes, es, hidden, out);
+  const RowGeometry g = row_geometry(row_bytes / unit);
+  const int64_t rows = B * k;
+  return dispatch_unit(unit, [&](auto tag) {
+    using U = decltype(tag);
+    gather_rows_kernel<U><<<row_grid(g, rows), dim3(g.tx, g.ty), 0, stream>>>(
+        static_cast<const U*>(hidden), index, N, k, rows, g.units, static_cast<U*>(out));
+    return cudaGetLastError();
+  });
+}
+
+cudaError_t launch_scatter_rows(const void* grad_out, DType dt, const int64_t* index, int64_t B,
+                                int64_t N, int64_t k, int64_t D, void* grad_hidden,
+                                int32_t* workspace, cudaStream_t stream) {
+  const int es = elem_size(dt);
+  if (es == 0) return cudaErrorInvalidValue;
+  if (B <= 0 || N <= 0 || D <= 0) return cudaSuccess;
+  cudaError_t err = cudaMemsetAsync(workspace, 0xFF, static_cast<size_t>(B * N) * sizeof(int32_t), stream);
+  if (err != cudaSuccess) return err;
+  if (k > 0) {
+    const int64_t total = B * k;
+    const int64_t blocks = ceil_div(total, 256);
+    inverse_kernel<<<static_cast<unsigned>(blocks < detail::kMaxGridX ? blocks : detail::kMaxGridX), 256, 0,
+                     stream>>>(index, N, k, total, workspace);
+    err = cudaGetLastError();
+    if (err != cudaSuccess) return err;
+  }
+  const int64_t row_bytes = D * es;
+  const int unit = copy_unit(row_bytes, es, grad_out, grad_hidden);
+  const RowGeometry g = row_geometry(row_bytes / unit);
+  const int64_t rows = B * N;
+  return dispatch_unit(unit, [&](auto tag) {
+    using U = decltype(tag);
+    scatter_rows_kernel<U><<<row_grid(g, rows), dim3(g.tx, g.ty), 0, stream>>>(
+        static_cast<const U*>(grad_out), workspace, N, k, rows, g.units, static_cast<U*>(grad_hidden));
+    return cudaGetLastError();
+  });
+}
+
+}  // namespace cuda
+}  // namespace power_bert
