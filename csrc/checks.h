@@ -69,6 +69,26 @@ inline void check_cls_real(const at::Tensor& real, const char* op) {
               "left-padded row); PoWER-BERT always keeps position 0, so it must be a real token");
 }
 
+// q, k, v [B, H, N, d], same shape, dtype and device; mask [B, N]; 0 <= dropout_p < 1.
+inline void check_attention(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
+                            const at::Tensor& mask, double dropout_p, const char* op) {
+  TORCH_CHECK_VALUE(q.dim() == 4, "power_bert.", op, ": `q` must be [B, H, N, d], got shape ", q.sizes());
+  TORCH_CHECK_VALUE(k.sizes() == q.sizes(), "power_bert.", op, ": `k` must have q's shape ", q.sizes(),
+                    ", got ", k.sizes());
+  TORCH_CHECK_VALUE(v.sizes() == q.sizes(), "power_bert.", op, ": `v` must have q's shape ", q.sizes(),
+                    ", got ", v.sizes());
+  check_floating(q, op, "q");
+  TORCH_CHECK_TYPE(k.scalar_type() == q.scalar_type() && v.scalar_type() == q.scalar_type(), "power_bert.", op,
+                   ": `q`, `k` and `v` must share one dtype, got ", q.scalar_type(), ", ", k.scalar_type(), ", ",
+                   v.scalar_type());
+  check_mask(mask, q.size(0), q.size(2), op);
+  TORCH_CHECK_VALUE(dropout_p >= 0.0 && dropout_p < 1.0, "power_bert.", op,
+                    ": `dropout_p` must be in [0, 1), got ", dropout_p);
+  check_same_device(q, "q", k, "k", op);
+  check_same_device(q, "q", v, "v", op);
+  check_same_device(q, "q", mask, "mask", op);
+}
+
 // The bool mask of real tokens, contiguous, on mask's device.
 inline at::Tensor real_tokens(const at::Tensor& mask) {
   return (mask.scalar_type() == at::kBool ? mask : mask.ne(0)).contiguous();

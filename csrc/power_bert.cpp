@@ -1,6 +1,8 @@
 // Op schemas of the power_bert library, defined once. Kernels register per device next to
 // their code (cpu/*.cpp, cuda/ops_cuda.cpp); autograd and fake kernels are registered from
 // Python (power_bert_ops/ops.py).
+#include <ATen/ATen.h>
+#include <ATen/core/dispatch/Dispatcher.h>
 #include <torch/library.h>
 #ifdef WITH_CUDA
 #include <cuda.h>
@@ -29,8 +31,42 @@ TORCH_LIBRARY(power_bert, m) {
   m.def(
       "soft_extract_backward(Tensor grad_out, Tensor hidden, Tensor scores, Tensor mask, "
       "Tensor retention) -> (Tensor grad_hidden, Tensor grad_retention)");
+  // Attention that also yields significance without materialising B*H*N*N probabilities
+  // (q, k, v, out in scaled_dot_product_attention's layout [B, H, N, d]).
+  m.def(
+      "attention(Tensor q, Tensor k, Tensor v, Tensor mask, float dropout_p=0., "
+      "bool need_significance=True, bool exclude_self=True) -> (Tensor out, Tensor significance)");
+  // The differentiable core: `seed` is an int64 [1] tensor on q's device (dropout mask replayed
+  // in the backward from it); lse [B, H, N] (float32; float64 for float64 q) is the row log-sum-exp the backward needs.
+  m.def(
+      "_attention_forward(Tensor q, Tensor k, Tensor v, Tensor mask, float dropout_p, "
+      "bool need_significance, bool exclude_self, Tensor seed) -> (Tensor out, Tensor significance, Tensor lse)");
+  m.def(
+      "_attention_backward(Tensor grad_out, Tensor q, Tensor k, Tensor v, Tensor out, Tensor lse, "
+      "Tensor mask, float dropout_p, Tensor seed) -> (Tensor grad_q, Tensor grad_k, Tensor grad_v)");
   // CUDA_VERSION the kernels were built with, -1 when built without CUDA.
   m.def("_cuda_version() -> int", &cuda_version);
+}
+
+// The public attention op: draws the dropout seed on q's device (no host synchronisation),
+// then runs the differentiable core, whose kernels are per device.
+std::tuple<at::Tensor, at::Tensor> attention(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
+                                             const at::Tensor& mask, double dropout_p, bool need_significance,
+                                             bool exclude_self) {
+  const at::Tensor seed = dropout_p > 0.0
+                              ? at::randint(2147483647LL, {1}, q.options().dtype(at::kLong))
+                              : at::zeros({1}, q.options().dtype(at::kLong));
+  static auto forward = c10::Dispatcher::singleton()
+                            .findSchemaOrThrow("power_bert::_attention_forward", "")
+                            .typed<std::tuple<at::Tensor, at::Tensor, at::Tensor>(
+                                const at::Tensor&, const at::Tensor&, const at::Tensor&, const at::Tensor&, double,
+                                bool, bool, const at::Tensor&)>();
+  auto res = forward.call(q, k, v, mask, dropout_p, need_significance, exclude_self, seed);
+  return {std::get<0>(res), std::get<1>(res)};
+}
+
+TORCH_LIBRARY_IMPL(power_bert, CompositeImplicitAutograd, m) {
+  m.impl("attention", &attention);
 }
 
 }  // namespace power_bert

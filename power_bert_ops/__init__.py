@@ -9,6 +9,7 @@ from ._library import built_with_cuda, cuda_version
 from .ops import (
     BACKENDS,
     ExtractOutput,
+    attention,
     extract,
     extract_scored,
     significance,
@@ -21,6 +22,7 @@ __version__ = "0.1.0"
 __all__ = [
     "BACKENDS",
     "ExtractOutput",
+    "attention",
     "built_with_cuda",
     "cuda_version",
     "extract",

@@ -115,3 +115,27 @@ def check_significance_args(attn, mask, op: str = "significance") -> None:
     check_floating(attn, op, "attn")
     check_mask(mask, attn.shape[0], attn.shape[2], op)
     check_same_device(op, attn=attn, mask=mask)
+
+
+def check_attention_args(q, k, v, mask, dropout_p, op: str = "attention") -> None:
+    if q.dim() != 4:
+        _fail(op, f"`q` must be [B, H, N, d], got shape {list(q.shape)}")
+    if k.shape != q.shape:
+        _fail(op, f"`k` must have q's shape {list(q.shape)}, got {list(k.shape)}")
+    if v.shape != q.shape:
+        _fail(op, f"`v` must have q's shape {list(q.shape)}, got {list(v.shape)}")
+    check_floating(q, op, "q")
+    if k.dtype != q.dtype or v.dtype != q.dtype:
+        raise TypeError(f"power_bert.{op}: `q`, `k` and `v` must share one dtype, got {q.dtype}, {k.dtype}, {v.dtype}")
+    check_mask(mask, q.shape[0], q.shape[2], op)
+    if not 0.0 <= float(dropout_p) < 1.0:
+        _fail(op, f"`dropout_p` must be in [0, 1), got {dropout_p}")
+    check_same_device(op, q=q, k=k, v=v, mask=mask)
+
+
+def check_rows_have_a_real_key(mask: torch.Tensor, op: str) -> None:
+    """Eager only (reads data): every row needs at least one real token."""
+    if mask.shape[0] == 0 or _tracing() or isinstance(mask, torch._subclasses.FakeTensor):
+        return
+    if not bool((mask != 0).any(dim=1).all()):
+        _fail(op, "`mask` has a row with no real token (all padding); attention over it is undefined")

@@ -27,6 +27,7 @@ __all__ = [
     "extract",
     "extract_scored",
     "soft_extract",
+    "attention",
 ]
 
 BACKENDS = ("auto", "cpu", "cuda", "triton", "reference")
@@ -168,6 +169,88 @@ torch.library.register_autograd(
 torch.library.register_autograd(
     "power_bert::soft_extract_backward", _soft_extract_double_backward, setup_context=lambda ctx, inputs, output: None
 )
+
+
+# ---------------------------------------------------------------------------------------------
+# Attention with significance (issue "Attention that yields significance without the N x N
+# matrix"): CPU kernels in C++, CUDA through the Triton kernels.
+# ---------------------------------------------------------------------------------------------
+@torch.library.register_fake("power_bert::_attention_forward")
+def _attention_forward_fake(q, k, v, mask, dropout_p, need_significance, exclude_self, seed):
+    checks.check_attention_args(q, k, v, mask, dropout_p)
+    B, H, N, _ = q.shape
+    sig = q.new_empty((B, N) if need_significance else (0,), dtype=torch.float32)
+    lse_dtype = torch.float64 if q.dtype == torch.float64 else torch.float32
+    return torch.empty_like(q, memory_format=torch.contiguous_format), sig, q.new_empty((B, H, N), dtype=lse_dtype)
+
+
+@torch.library.register_fake("power_bert::_attention_backward")
+def _attention_backward_fake(grad_out, q, k, v, out, lse, mask, dropout_p, seed):
+    return tuple(torch.empty_like(t, memory_format=torch.contiguous_format) for t in (q, k, v))
+
+
+def _attention_setup_context(ctx, inputs, output):
+    q, k, v, mask, dropout_p, _need_sig, _exclude_self, seed = inputs
+    out, sig, lse = output
+    ctx.mark_non_differentiable(sig, lse)
+    ctx.dropout_p = dropout_p
+    ctx.save_for_backward(q, k, v, out, lse, mask, seed)
+
+
+def _attention_backward(ctx, grad_out, _grad_sig, _grad_lse):
+    q, k, v, out, lse, mask, seed = ctx.saved_tensors
+    dq, dk, dv = ops._attention_backward(grad_out, q, k, v, out, lse, mask, ctx.dropout_p, seed)
+    return dq, dk, dv, None, None, None, None, None
+
+
+def _attention_double_backward(ctx, *grads):
+    raise RuntimeError("power_bert.attention: double backward is not supported")
+
+
+torch.library.register_autograd(
+    "power_bert::_attention_forward", _attention_backward, setup_context=_attention_setup_context
+)
+torch.library.register_autograd(
+    "power_bert::_attention_backward", _attention_double_backward, setup_context=lambda ctx, inputs, output: None
+)
+
+
+@torch.library.register_kernel("power_bert::_attention_forward", "cuda")
+def _attention_forward_cuda(q, k, v, mask, dropout_p, need_significance, exclude_self, seed):
+    from .triton import attention_triton  # noqa: F401  (registers the Triton ops)
+
+    return ops.attention_triton_fwd(q, k, v, mask, dropout_p, need_significance, exclude_self, seed)
+
+
+@torch.library.register_kernel("power_bert::_attention_backward", "cuda")
+def _attention_backward_cuda(grad_out, q, k, v, out, lse, mask, dropout_p, seed):
+    from .triton import attention_triton  # noqa: F401
+
+    return ops.attention_triton_bwd(grad_out, q, k, v, out, lse, mask, dropout_p, seed)
+
+
+def attention(q, k, v, mask, dropout_p: float = 0.0, need_significance: bool = True, exclude_self: bool = True,
+              *, backend: str = "auto"):
+    """Softmax attention that also returns SPEC 1.1 significance, never materialising the
+    B*H*N*N probabilities (extra memory O(B*H*N) on GPU; a fixed block budget on CPU).
+
+    q, k, v [B, H, N, d] (scaled_dot_product_attention's layout), mask [B, N] key padding ->
+    (out [B, H, N, d], significance float32 [B, N], ``-inf`` at padding; an empty [0] tensor
+    when ``need_significance`` is False). Scale 1/sqrt(d). ``dropout_p`` drops attention
+    probabilities (pass 0 in eval); significance uses the un-dropped ones and has no gradient.
+    Backends: 'cpu' (C++), 'triton' (CUDA tensors, or CPU under TRITON_INTERPRET=1),
+    'reference' (eager, O(N^2) memory); 'auto' picks cpu or triton by device.
+    """
+    checks.check_attention_args(q, k, v, mask, dropout_p)
+    checks.check_rows_have_a_real_key(mask, "attention")
+    which = _resolve_backend(backend, q.device, "attention", has_triton=True)
+    if which == "reference":
+        return reference.attention(q, k, v, mask, dropout_p, need_significance, exclude_self)
+    if which == "triton" or q.device.type == "cuda":
+        from .triton import attention_triton
+
+        return attention_triton.attention(q, k, v, mask, dropout_p, need_significance, exclude_self)
+    return ops.attention(q, k, v, mask, dropout_p, need_significance, exclude_self)
 
 
 # ---------------------------------------------------------------------------------------------

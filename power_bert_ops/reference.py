@@ -23,6 +23,7 @@ __all__ = [
     "extract_scored",
     "extract",
     "soft_extract",
+    "attention",
 ]
 
 
@@ -96,3 +97,30 @@ def soft_extract(hidden: torch.Tensor, scores: torch.Tensor, mask: torch.Tensor,
     acc = torch.promote_types(hidden.dtype, torch.float32)
     factor = retention.to(acc)[rank]
     return (hidden.to(acc) * factor[:, :, None]).to(hidden.dtype)
+
+
+def attention(q, k, v, mask, dropout_p: float = 0.0, need_significance: bool = True, exclude_self: bool = True,
+              dropout_mask=None):
+    """Eager softmax attention that also returns SPEC 1.1 significance (the O(N^2) path).
+
+    q, k, v [B, H, N, d] (scaled_dot_product_attention's layout), mask [B, N] key padding ->
+    (out [B, H, N, d] in q's dtype, significance float32 [B, N], or an empty [0] tensor when
+    ``need_significance`` is False). Scale 1/sqrt(d). Significance comes from the un-dropped
+    probabilities. ``dropout_mask`` [B, H, N, N] bool (True = keep) replaces random dropout, so
+    a test can replay the exact mask a kernel used; kept probabilities are scaled by 1/(1-p).
+    Padded query rows attend normally (their outputs are don't-care; they are excluded from
+    significance).
+    """
+    acc = torch.promote_types(q.dtype, torch.float32)
+    real = mask != 0
+    scale = q.shape[-1] ** -0.5
+    logits = torch.matmul(q.to(acc), k.to(acc).transpose(-1, -2)) * scale
+    logits = logits.masked_fill(~real[:, None, None, :], float("-inf"))
+    probs = torch.softmax(logits, dim=-1)
+    sig = significance(probs, mask, exclude_self) if need_significance else q.new_empty((0,), dtype=torch.float32)
+    dropped = probs
+    if dropout_mask is not None:
+        dropped = probs * dropout_mask.to(acc) / (1.0 - dropout_p)
+    elif dropout_p > 0.0:
+        dropped = torch.nn.functional.dropout(probs, dropout_p)
+    return torch.matmul(dropped, v.to(acc)).to(q.dtype), sig

@@ -25,5 +25,15 @@ std::tuple<at::Tensor, at::Tensor> soft_extract_backward(const at::Tensor& grad_
                                                          const at::Tensor& mask,
                                                          const at::Tensor& retention);
 
+std::tuple<at::Tensor, at::Tensor, at::Tensor> attention_forward(const at::Tensor& q, const at::Tensor& k,
+                                                                 const at::Tensor& v, const at::Tensor& mask,
+                                                                 double dropout_p, bool need_significance,
+                                                                 bool exclude_self, const at::Tensor& seed);
+std::tuple<at::Tensor, at::Tensor, at::Tensor> attention_backward(const at::Tensor& grad_out, const at::Tensor& q,
+                                                                  const at::Tensor& k, const at::Tensor& v,
+                                                                  const at::Tensor& out, const at::Tensor& lse,
+                                                                  const at::Tensor& mask, double dropout_p,
+                                                                  const at::Tensor& seed);
+
 }  // namespace cpu
 }  // namespace power_bert

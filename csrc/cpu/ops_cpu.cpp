@@ -10,4 +10,6 @@ TORCH_LIBRARY_IMPL(power_bert, CPU, m) {
   m.impl("extract_backward", &power_bert::cpu::extract_backward);
   m.impl("soft_extract", &power_bert::cpu::soft_extract);
   m.impl("soft_extract_backward", &power_bert::cpu::soft_extract_backward);
+  m.impl("_attention_forward", &power_bert::cpu::attention_forward);
+  m.impl("_attention_backward", &power_bert::cpu::attention_backward);
 }

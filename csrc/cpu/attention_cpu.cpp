@@ -1,0 +1,148 @@
+// CPU kernels of power_bert::_attention_forward / _attention_backward: softmax attention that
+// also yields SPEC 1.1 significance, in blocks of query rows, so that no more than a fixed
+// budget of scores ([B, H, rows, N]) exists at once instead of all B*H*N*N probabilities.
+// The matrix products are ATen's (multi-threaded BLAS); the dropout mask of a block is drawn
+// from a generator seeded by (seed, block) and so replayed exactly by the backward.
+#include <ATen/ATen.h>
+#include <ATen/CPUGeneratorImpl.h>
+
+#include <algorithm>
+#include <cmath>
+#include <limits>
+
+#include "../checks.h"
+#include "../poison.h"
+#include "cpu_kernels.h"
+
+namespace power_bert {
+namespace cpu {
+namespace {
+
+// Query rows per block: the [B, H, rows, N] score block stays within kScoreBudget elements
+// (at least 16 rows, at most N).
+constexpr int64_t kScoreBudget = int64_t(1) << 22;  // 4M elements: 16 MB in fp32
+
+int64_t block_rows(int64_t B, int64_t H, int64_t N) {
+  const int64_t per_row = std::max<int64_t>(1, B * H * N);
+  return std::min<int64_t>(N, std::max<int64_t>(16, kScoreBudget / per_row));
+}
+
+at::ScalarType acc_type(const at::Tensor& q) {
+  return q.scalar_type() == at::kDouble ? at::kDouble : at::kFloat;
+}
+
+// keep mask [B, H, rows, N] of block starting at row q0, as acc-typed 0/1 scaled by 1/(1-p).
+at::Tensor dropout_scale(const at::Tensor& like, double p, int64_t seed, int64_t q0) {
+  auto gen = at::make_generator<at::CPUGeneratorImpl>(static_cast<uint64_t>(seed) * 1000003ull +
+                                                      static_cast<uint64_t>(q0));
+  at::Tensor keep = at::empty_like(like);
+  keep.bernoulli_(1.0 - p, gen);
+  return keep.mul_(1.0 / (1.0 - p));
+}
+
+void check_rows_have_a_real_key(const at::Tensor& real, const char* op) {
+  if (real.size(0) == 0) return;
+  TORCH_CHECK_VALUE(real.any(1).all().item<bool>(), "power_bert.", op,
+                    ": `mask` has a row with no real token (all padding); attention over it is undefined");
+}
+
+}  // namespace
+
+std::tuple<at::Tensor, at::Tensor, at::Tensor> attention_forward(const at::Tensor& q, const at::Tensor& k,
+                                                                 const at::Tensor& v, const at::Tensor& mask,
+                                                                 double dropout_p, bool need_significance,
+                                                                 bool exclude_self, const at::Tensor& seed) {
+  const char* op = "attention";
+  check_attention(q, k, v, mask, dropout_p, op);
+  const int64_t B = q.size(0), H = q.size(1), N = q.size(2), d = q.size(3);
+  const at::ScalarType acc = acc_type(q);
+  const at::Tensor real = real_tokens(mask);
+  check_rows_have_a_real_key(real, op);
+  at::Tensor out = new_output({B, H, N, d}, q.options());
+  at::Tensor lse = new_output({B, H, N}, q.options().dtype(acc));
+  at::Tensor sig = need_significance ? new_output({B, N}, q.options().dtype(at::kFloat))
+                                     : at::empty({0}, q.options().dtype(at::kFloat));
+  if (B == 0 || N == 0) return {out, sig, lse};
+
+  const double scale = 1.0 / std::sqrt(static_cast<double>(d));
+  const at::Tensor qf = q.to(acc), kT = k.to(acc).transpose(-1, -2), vf = v.to(acc);
+  const at::Tensor key_bias = at::zeros({B, 1, 1, N}, q.options().dtype(acc))
+                                  .masked_fill_(real.logical_not().view({B, 1, 1, N}),
+                                                -std::numeric_limits<double>::infinity());
+  const at::Tensor real_acc = real.to(acc);
+  at::Tensor sig_acc = need_significance ? at::zeros({B, N}, q.options().dtype(acc)) : at::Tensor();
+  const int64_t rows = block_rows(B, H, N);
+  const int64_t seed_value = dropout_p > 0.0 ? seed.item<int64_t>() : 0;
+
+  for (int64_t q0 = 0; q0 < N; q0 += rows) {
+    const int64_t q1 = std::min(N, q0 + rows);
+    at::Tensor s = at::matmul(qf.slice(2, q0, q1), kT).mul_(scale).add_(key_bias);  // [B, H, r, N]
+    at::Tensor l = at::logsumexp(s, -1, /*keepdim=*/true);                             // [B, H, r, 1]
+    at::Tensor p = s.sub_(l).exp_();                                                    // probabilities
+    if (need_significance) {
+      // real query rows only, summed over heads and rows
+      sig_acc.add_(at::einsum("bhqn,bq->bn", {p, real_acc.slice(1, q0, q1)}));
+      if (exclude_self) {
+        sig_acc.slice(1, q0, q1).sub_(p.diagonal(q0, -2, -1).sum(1));  // p[b, h, i, q0 + i]
+      }
+    }
+    if (dropout_p > 0.0) p.mul_(dropout_scale(p, dropout_p, seed_value, q0));
+    out.slice(2, q0, q1).copy_(at::matmul(p, vf));
+    lse.slice(2, q0, q1).copy_(l.squeeze(-1));
+  }
+  if (need_significance) {
+    sig.copy_(sig_acc.masked_fill_(real.logical_not(), -std::numeric_limits<double>::infinity()));
+  }
+  return {out, sig, lse};
+}
+
+std::tuple<at::Tensor, at::Tensor, at::Tensor> attention_backward(const at::Tensor& grad_out, const at::Tensor& q,
+                                                                  const at::Tensor& k, const at::Tensor& v,
+                                                                  const at::Tensor& out, const at::Tensor& lse,
+                                                                  const at::Tensor& mask, double dropout_p,
+                                                                  const at::Tensor& seed) {
+  const char* op = "attention_backward";
+  check_attention(q, k, v, mask, dropout_p, op);
+  TORCH_CHECK_VALUE(grad_out.sizes() == q.sizes() && out.sizes() == q.sizes(), "power_bert.", op,
+                    ": `grad_out` and `out` must have q's shape ", q.sizes());
+  const int64_t B = q.size(0), H = q.size(1), N = q.size(2), d = q.size(3);
+  TORCH_CHECK_VALUE(lse.dim() == 3 && lse.size(0) == B && lse.size(1) == H && lse.size(2) == N, "power_bert.", op,
+                    ": `lse` must be [B, H, N] = [", B, ", ", H, ", ", N, "], got ", lse.sizes());
+  const at::ScalarType acc = acc_type(q);
+  at::Tensor grad_q = new_output({B, H, N, d}, q.options());
+  if (B == 0 || N == 0) return {grad_q, at::zeros_like(k), at::zeros_like(v)};
+
+  const double scale = 1.0 / std::sqrt(static_cast<double>(d));
+  const at::Tensor qf = q.to(acc), kf = k.to(acc), vf = v.to(acc), go = grad_out.to(acc);
+  const at::Tensor kT = kf.transpose(-1, -2), vT = vf.transpose(-1, -2);
+  const at::Tensor key_bias = at::zeros({B, 1, 1, N}, q.options().dtype(acc))
+                                  .masked_fill_(real_tokens(mask).logical_not().view({B, 1, 1, N}),
+                                                -std::numeric_limits<double>::infinity());
+  const at::Tensor delta = (go * out.to(acc)).sum(-1, /*keepdim=*/true);  // [B, H, N, 1]
+  const at::Tensor lse_acc = lse.to(acc).unsqueeze(-1);
+  at::Tensor grad_k = at::zeros({B, H, N, d}, q.options().dtype(acc));
+  at::Tensor grad_v = at::zeros({B, H, N, d}, q.options().dtype(acc));
+  const int64_t rows = block_rows(B, H, N);
+  const int64_t seed_value = dropout_p > 0.0 ? seed.item<int64_t>() : 0;
+
+  for (int64_t q0 = 0; q0 < N; q0 += rows) {
+    const int64_t q1 = std::min(N, q0 + rows);
+    const at::Tensor qb = qf.slice(2, q0, q1), gb = go.slice(2, q0, q1);
+    at::Tensor p = at::matmul(qb, kT).mul_(scale).add_(key_bias).sub_(lse_acc.slice(2, q0, q1)).exp_();
+    at::Tensor dp = at::matmul(gb, vT);  // gradient of the dropped probabilities
+    if (dropout_p > 0.0) {
+      const at::Tensor keep = dropout_scale(p, dropout_p, seed_value, q0);
+      grad_v.add_(at::matmul((p * keep).transpose(-1, -2), gb));
+      dp.mul_(keep);
+    } else {
+      grad_v.add_(at::matmul(p.transpose(-1, -2), gb));
+    }
+    at::Tensor ds = p.mul_(dp.sub_(delta.slice(2, q0, q1)));  // softmax backward
+    grad_q.slice(2, q0, q1).copy_(at::matmul(ds, kf).mul_(scale));
+    grad_k.add_(at::matmul(ds.transpose(-1, -2), qb).mul_(scale));
+  }
+  return {grad_q, grad_k.to(k.scalar_type()), grad_v.to(v.scalar_type())};
+}
+
+}  // namespace cpu
+}  // namespace power_bert
