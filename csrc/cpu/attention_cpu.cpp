@@ -1,8 +1,12 @@
 // CPU kernels of power_bert::_attention_forward / _attention_backward: softmax attention that
-// also yields SPEC 1.1 significance, in blocks of query rows, so that no more than a fixed
-// budget of scores ([B, H, rows, N]) exists at once instead of all B*H*N*N probabilities.
-// The matrix products are ATen's (multi-threaded BLAS); the dropout mask of a block is drawn
-// from a generator seeded by (seed, block) and so replayed exactly by the backward.
+// also yields SPEC 1.1 significance without all B*H*N*N probabilities at once.
+// - Without dropout, the output and row log-sum-exp come from ATen's CPU flash-attention
+//   kernel (and its backward); significance is one more pass over blocks of query rows that
+//   recomputes P = exp(q k^T * scale + bias - lse) and sums its real query rows.
+// - With dropout (training), everything runs in blocks of query rows with ATen matmuls; the
+//   dropout mask of a block is drawn from a generator seeded by (seed, block) and so replayed
+//   exactly by the backward.
+// Either way no more than a fixed budget of scores ([B, H, rows, N]) exists at once.
 #include <ATen/ATen.h>
 #include <ATen/CPUGeneratorImpl.h>
 
@@ -40,6 +44,22 @@ at::Tensor dropout_scale(const at::Tensor& like, double p, int64_t seed, int64_t
   return keep.mul_(1.0 / (1.0 - p));
 }
 
+// [B, 1, 1, N]: 0 at real keys, -inf at padding.
+at::Tensor additive_key_bias(const at::Tensor& real, at::ScalarType dtype) {
+  const int64_t B = real.size(0), N = real.size(1);
+  return at::zeros({B, 1, 1, N}, real.options().dtype(dtype))
+      .masked_fill_(real.logical_not().view({B, 1, 1, N}), -std::numeric_limits<double>::infinity());
+}
+
+// sig[b, n] += sum over heads and the block's real query rows of p[b, h, i, n]; minus the
+// diagonal p[b, h, i, q0 + i] when exclude_self.
+void accumulate_significance(at::Tensor& sig, const at::Tensor& p, const at::Tensor& real_acc, int64_t q0,
+                             int64_t q1, bool exclude_self) {
+  const int64_t B = p.size(0), rows = q1 - q0;
+  sig.add_(at::bmm(real_acc.slice(1, q0, q1).reshape({B, 1, rows}), p.sum(1)).squeeze(1));
+  if (exclude_self) sig.slice(1, q0, q1).sub_(p.diagonal(q0, -2, -1).sum(1));
+}
+
 void check_rows_have_a_real_key(const at::Tensor& real, const char* op) {
   if (real.size(0) == 0) return;
   TORCH_CHECK_VALUE(real.any(1).all().item<bool>(), "power_bert.", op,
@@ -58,17 +78,30 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> attention_forward(const at::Tenso
   const at::ScalarType acc = acc_type(q);
   const at::Tensor real = real_tokens(mask);
   check_rows_have_a_real_key(real, op);
-  at::Tensor out = new_output({B, H, N, d}, q.options());
-  at::Tensor lse = new_output({B, H, N}, q.options().dtype(acc));
+  const bool flash = dropout_p == 0.0;
+  at::Tensor out, lse;
+  if (!flash) {
+    out = new_output({B, H, N, d}, q.options());
+    lse = new_output({B, H, N}, q.options().dtype(acc));
+  }
   at::Tensor sig = need_significance ? new_output({B, N}, q.options().dtype(at::kFloat))
                                      : at::empty({0}, q.options().dtype(at::kFloat));
-  if (B == 0 || N == 0) return {out, sig, lse};
+  if (B == 0 || N == 0) {
+    return {at::empty_like(q, at::MemoryFormat::Contiguous), sig, at::empty({B, H, N}, q.options().dtype(acc))};
+  }
 
   const double scale = 1.0 / std::sqrt(static_cast<double>(d));
-  const at::Tensor qf = q.to(acc), kT = k.to(acc).transpose(-1, -2), vf = v.to(acc);
-  const at::Tensor key_bias = at::zeros({B, 1, 1, N}, q.options().dtype(acc))
-                                  .masked_fill_(real.logical_not().view({B, 1, 1, N}),
-                                                -std::numeric_limits<double>::infinity());
+  const at::Tensor key_bias = additive_key_bias(real, acc);
+  at::Tensor lse_acc;
+  if (flash) {
+    auto res = at::_scaled_dot_product_flash_attention_for_cpu(q.contiguous(), k.contiguous(), v.contiguous(), 0.0,
+                                                               false, key_bias.to(q.scalar_type()), scale);
+    out = std::get<0>(res);
+    lse = std::get<1>(res).contiguous();
+    if (!need_significance) return {out, sig, lse};
+    lse_acc = lse.to(acc).unsqueeze(-1);
+  }
+  const at::Tensor qf = q.to(acc), kT = k.to(acc).transpose(-1, -2), vf = flash ? at::Tensor() : v.to(acc);
   const at::Tensor real_acc = real.to(acc);
   at::Tensor sig_acc = need_significance ? at::zeros({B, N}, q.options().dtype(acc)) : at::Tensor();
   const int64_t rows = block_rows(B, H, N);
@@ -76,19 +109,21 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> attention_forward(const at::Tenso
 
   for (int64_t q0 = 0; q0 < N; q0 += rows) {
     const int64_t q1 = std::min(N, q0 + rows);
-    at::Tensor s = at::matmul(qf.slice(2, q0, q1), kT).mul_(scale).add_(key_bias);  // [B, H, r, N]
-    at::Tensor l = at::logsumexp(s, -1, /*keepdim=*/true);                             // [B, H, r, 1]
-    at::Tensor p = s.sub_(l).exp_();                                                    // probabilities
-    if (need_significance) {
-      // real query rows only, summed over heads and rows
-      sig_acc.add_(at::einsum("bhqn,bq->bn", {p, real_acc.slice(1, q0, q1)}));
-      if (exclude_self) {
-        sig_acc.slice(1, q0, q1).sub_(p.diagonal(q0, -2, -1).sum(1));  // p[b, h, i, q0 + i]
-      }
+    at::Tensor p;
+    if (flash) {  // P from the flash kernel's final log-sum-exp
+      p = at::matmul(qf.slice(2, q0, q1), kT).mul_(scale).add_(key_bias).sub_(lse_acc.slice(2, q0, q1)).exp_();
+    } else {
+      at::Tensor s = at::matmul(qf.slice(2, q0, q1), kT).mul_(scale).add_(key_bias);  // [B, H, r, N]
+      const at::Tensor m = std::get<0>(s.max(-1, /*keepdim=*/true));
+      const at::Tensor z = s.sub_(m).exp_().sum(-1, /*keepdim=*/true);
+      p = s.div_(z);                                                                   // probabilities
+      lse.slice(2, q0, q1).copy_(m.add_(z.log()).squeeze(-1));
     }
-    if (dropout_p > 0.0) p.mul_(dropout_scale(p, dropout_p, seed_value, q0));
-    out.slice(2, q0, q1).copy_(at::matmul(p, vf));
-    lse.slice(2, q0, q1).copy_(l.squeeze(-1));
+    if (need_significance) accumulate_significance(sig_acc, p, real_acc, q0, q1, exclude_self);
+    if (!flash) {
+      if (dropout_p > 0.0) p.mul_(dropout_scale(p, dropout_p, seed_value, q0));
+      out.slice(2, q0, q1).copy_(at::matmul(p, vf));
+    }
   }
   if (need_significance) {
     sig.copy_(sig_acc.masked_fill_(real.logical_not(), -std::numeric_limits<double>::infinity()));
@@ -113,11 +148,16 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> attention_backward(const at::Tens
   if (B == 0 || N == 0) return {grad_q, at::zeros_like(k), at::zeros_like(v)};
 
   const double scale = 1.0 / std::sqrt(static_cast<double>(d));
+  const at::Tensor key_bias = additive_key_bias(real_tokens(mask), acc);
+  if (dropout_p == 0.0) {  // the forward ran ATen's flash kernel: so does the backward
+    auto res = at::_scaled_dot_product_flash_attention_for_cpu_backward(
+        grad_out.contiguous(), q.contiguous(), k.contiguous(), v.contiguous(), out.contiguous(), lse.contiguous(),
+        0.0, false, key_bias.to(q.scalar_type()), scale);
+    grad_q.copy_(std::get<0>(res));
+    return {grad_q, std::get<1>(res), std::get<2>(res)};
+  }
   const at::Tensor qf = q.to(acc), kf = k.to(acc), vf = v.to(acc), go = grad_out.to(acc);
   const at::Tensor kT = kf.transpose(-1, -2), vT = vf.transpose(-1, -2);
-  const at::Tensor key_bias = at::zeros({B, 1, 1, N}, q.options().dtype(acc))
-                                  .masked_fill_(real_tokens(mask).logical_not().view({B, 1, 1, N}),
-                                                -std::numeric_limits<double>::infinity());
   const at::Tensor delta = (go * out.to(acc)).sum(-1, /*keepdim=*/true);  // [B, H, N, 1]
   const at::Tensor lse_acc = lse.to(acc).unsqueeze(-1);
   at::Tensor grad_k = at::zeros({B, H, N, d}, q.options().dtype(acc));

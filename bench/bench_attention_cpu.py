@@ -1,0 +1,58 @@
+"""CPU benchmark of power_bert.attention (attention + significance without the N x N matrix)
+against eager attention followed by power_bert.significance of its probabilities (what a model
+without the fused op does), and against scaled_dot_product_attention alone (no significance).
+
+    python -m pytest bench/bench_attention_cpu.py --benchmark-json=bench/results/attention_cpu.json
+
+Issue target (CPU, N=512): power_bert.attention not slower than eager attention + significance.
+Shapes: B=4, H=12, N=512, d=64, fp32, random key-padding lengths in [N/2, N].
+"""
+import pytest
+import torch
+import torch.nn.functional as F
+
+import power_bert_ops
+
+B, H, N, d = 4, 12, 512, 64
+
+
+@pytest.fixture(scope="module")
+def data():
+    g = torch.Generator().manual_seed(0)
+    q, k, v = (torch.randn(B, H, N, d, generator=g) for _ in range(3))
+    lengths = torch.randint(N // 2, N + 1, (B,), generator=g)
+    mask = (torch.arange(N)[None, :] < lengths[:, None]).long()
+    return q, k, v, mask
+
+
+def eager_attention_with_significance(q, k, v, mask):
+    bias = torch.where(mask.bool(), 0.0, float("-inf"))[:, None, None, :]
+    probs = torch.softmax(q @ k.transpose(-1, -2) * q.shape[-1] ** -0.5 + bias, dim=-1)
+    return probs @ v, torch.ops.power_bert.significance(probs, mask)
+
+
+@pytest.mark.benchmark(group="attention+significance")
+@pytest.mark.parametrize("impl", ["power_bert", "composition", "sdpa_only"])
+def test_attention(benchmark, data, impl):
+    q, k, v, mask = data
+    fn = {
+        "power_bert": lambda: torch.ops.power_bert.attention(q, k, v, mask),
+        "composition": lambda: eager_attention_with_significance(q, k, v, mask),
+        "sdpa_only": lambda: F.scaled_dot_product_attention(q, k, v, attn_mask=mask.bool()[:, None, None, :]),
+    }[impl]
+    benchmark.extra_info.update(shape=f"B={B} H={H} N={N} d={d}")
+    benchmark(fn)
+
+
+@pytest.mark.benchmark(group="attention backward")
+@pytest.mark.parametrize("impl", ["power_bert", "composition"])
+def test_attention_backward(benchmark, data, impl):
+    q, k, v, mask = (t.clone().requires_grad_(t.is_floating_point()) for t in data)
+    if impl == "power_bert":
+        out = power_bert_ops.attention(q, k, v, mask, need_significance=False)[0]
+    else:
+        bias = torch.where(mask.bool(), 0.0, float("-inf"))[:, None, None, :]
+        out = torch.softmax(q @ k.transpose(-1, -2) * d**-0.5 + bias, dim=-1) @ v
+    grad = torch.randn_like(out)
+    benchmark.extra_info.update(shape=f"B={B} H={H} N={N} d={d}")
+    benchmark(lambda: torch.autograd.grad(out, (q, k, v), grad, retain_graph=True))

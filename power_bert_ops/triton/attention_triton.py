@@ -1,0 +1,569 @@
+"""Flash-style attention that also returns PoWER-BERT significance (Triton).
+
+Definition: :func:`power_bert_ops.reference.attention`. Shapes: batch ``B``, heads ``H``,
+sequence ``N``, head size ``d`` (32, 64 or 128).
+
+* ``q, k, v`` [B, H, N, d] (scaled_dot_product_attention's layout), float16 / bfloat16 / float32;
+  ``mask`` [B, N] key padding (nonzero = real token, any dtype).
+* ``P = softmax(q k^T / sqrt(d) + bias)`` with ``bias = -inf`` at padded keys;
+  ``out = dropout(P) @ v`` [B, H, N, d] in q's dtype.
+* ``significance`` [B, N] float32:
+  ``sum_h sum_{q real} P[b, h, q, key] - exclude_self * sum_h P[b, h, key, key]``, ``-inf`` at
+  padded keys, from the un-dropped ``P``.
+
+The N x N probabilities are never stored:
+
+* forward (grid ``(cdiv(N, BLOCK_M), B*H)``): online softmax over key blocks, writes ``out`` and
+  the natural-log log-sum-exp ``lse`` [B, H, N] float32 of the scaled logits;
+* significance (grid ``(cdiv(N, BLOCK_N), B*H)``): recomputes ``P = exp(q k^T * scale - lse)``
+  for one key block against every query block and writes its column sums over real query rows
+  (diagonal left out when ``exclude_self``) into a per-head buffer [B, H, N] float32; the sum
+  over heads is a plain ``torch.sum`` in fixed order. Extra memory O(B*H*N), no atomics,
+  deterministic;
+* backward: flash-attention-2 (``Delta = rowsum(dO * O)``; dK/dV over key blocks looping over
+  query blocks; dQ over query blocks looping over key blocks). No atomics, deterministic.
+
+Dropout: element ``(b, h, qrow, kcol)`` is kept when the Philox draw with key ``seed`` and counter
+``(kcol, qrow, b*H + h, 0)`` (all uint32, so unique for any size) maps to ``u >= dropout_p``.
+``seed`` is an int64 tensor [1] on q's device, read inside the kernels (no host sync). Forward
+and backward regenerate the identical mask; :func:`dropout_keep_mask` materialises it for tests.
+
+Rows whose keys are all padding (a mask row of zeros) get ``out = 0`` and ``lse = +inf`` (the
+reference gives NaN there).
+"""
+from __future__ import annotations
+
+import math
+import os
+
+import torch
+import triton
+import triton.language as tl
+
+__all__ = ["attention", "dropout_keep_mask", "SUPPORTED_HEAD_SIZES"]
+
+_OP = "attention_triton"
+SUPPORTED_HEAD_SIZES = (32, 64, 128)
+_DTYPES = (torch.float16, torch.bfloat16, torch.float32)
+_INTERPRET = os.environ.get("TRITON_INTERPRET") == "1"  # read once, as triton.jit does
+
+
+# ---------------------------------------------------------------------------------------------
+# Kernels
+# ---------------------------------------------------------------------------------------------
+
+
+@triton.jit
+def _mm(a, b, PRECISION: tl.constexpr, UPCAST: tl.constexpr):
+    """tl.dot with float32 accumulation; UPCAST multiplies in float32 (the interpreter's
+    bfloat16 tl.dot is wrong in triton 3.9, so bfloat16 runs upcast there)."""
+    if UPCAST:
+        return tl.dot(a.to(tl.float32), b.to(tl.float32), input_precision=PRECISION)
+    else:
+        return tl.dot(a, b, input_precision=PRECISION)
+
+
+@triton.jit
+def _keep(seed, qrow, kcol, bh, dropout_p):
+    """Dropout keep mask. qrow, kcol: int32 index blocks that broadcast to the tile shape
+    ([M, 1] / [1, N] or [1, M] / [N, 1]); bh: program's b*H + h. -> bool tile (True = keep)."""
+    c0 = (kcol + qrow * 0).to(tl.uint32)
+    c1 = (qrow + kcol * 0).to(tl.uint32)
+    zero = c0 * 0
+    c2 = zero + bh.to(tl.uint32)
+    r0, r1, r2, r3 = tl.philox(seed, c0, c1, c2, zero)
+    return tl.uint_to_uniform_float(r0) >= dropout_p
+
+
+@triton.jit
+def _attn_fwd_kernel(
+    Q, K, V, REAL, SEED, OUT, LSE,
+    H, N, scale, dropout_p,
+    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr,
+    HAS_DROPOUT: tl.constexpr, PRECISION: tl.constexpr, UPCAST: tl.constexpr,
+):
+    """Q, K, V, OUT [B, H, N, d] contiguous; REAL [B, N] int8; SEED int64 [1]; LSE [B, H, N] f32."""
+    pid_m = tl.program_id(0)
+    bh = tl.program_id(1)
+    b = bh // H
+    base = bh.to(tl.int64) * N * BLOCK_D
+    rows = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
+    dcol = tl.arange(0, BLOCK_D)
+    row_ok = rows < N
+    q = tl.load(Q + base + rows[:, None] * BLOCK_D + dcol[None, :], mask=row_ok[:, None], other=0.0)
+    qk_scale = scale * 1.4426950408889634  # work in base 2
+
+    m_i = tl.full([BLOCK_M], float("-inf"), tl.float32)
+    l_i = tl.zeros([BLOCK_M], tl.float32)
+    acc = tl.zeros([BLOCK_M, BLOCK_D], tl.float32)
+    if HAS_DROPOUT:
+        seed = tl.load(SEED)
+    for start_n in range(0, N, BLOCK_N):
+        cols = start_n + tl.arange(0, BLOCK_N)
+        col_in = cols < N
+        col_ok = col_in & (tl.load(REAL + b.to(tl.int64) * N + cols, mask=col_in, other=0) != 0)
+        kv_off = base + cols[:, None] * BLOCK_D + dcol[None, :]
+        k = tl.load(K + kv_off, mask=col_in[:, None], other=0.0)
+        s = _mm(q, tl.trans(k), PRECISION, UPCAST) * qk_scale
+        s = tl.where(col_ok[None, :], s, float("-inf"))
+        m_new = tl.maximum(m_i, tl.max(s, 1))
+        m_safe = tl.where(m_new == float("-inf"), 0.0, m_new)
+        p = tl.exp2(s - m_safe[:, None])
+        alpha = tl.exp2(m_i - m_safe)
+        l_i = l_i * alpha + tl.sum(p, 1)
+        if HAS_DROPOUT:
+            p = tl.where(_keep(seed, rows[:, None], cols[None, :], bh, dropout_p), p, 0.0)
+        v = tl.load(V + kv_off, mask=col_in[:, None], other=0.0)
+        acc = acc * alpha[:, None] + _mm(p.to(v.dtype), v, PRECISION, UPCAST)
+        m_i = m_new
+
+    empty = l_i == 0.0
+    l_safe = tl.where(empty, 1.0, l_i)
+    if HAS_DROPOUT:
+        acc = acc * (1.0 / (1.0 - dropout_p))
+    out = acc / l_safe[:, None]
+    tl.store(OUT + base + rows[:, None] * BLOCK_D + dcol[None, :], out.to(OUT.dtype.element_ty), mask=row_ok[:, None])
+    lse = tl.where(empty, float("inf"), (m_i + tl.log2(l_safe)) * 0.6931471805599453)
+    tl.store(LSE + bh.to(tl.int64) * N + rows, lse, mask=row_ok)
+
+
+@triton.jit
+def _significance_kernel(
+    Q, K, REAL, LSE, PART,
+    H, N, scale,
+    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr,
+    EXCLUDE_SELF: tl.constexpr, PRECISION: tl.constexpr, UPCAST: tl.constexpr,
+):
+    """Per-head column sums of P over real query rows. Q, K [B, H, N, d]; REAL [B, N] int8;
+    LSE [B, H, N] f32 -> PART [B, H, N] f32 (one key block of one head per program)."""
+    pid_n = tl.program_id(0)
+    bh = tl.program_id(1)
+    b = bh // H
+    base = bh.to(tl.int64) * N * BLOCK_D
+    cols = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
+    dcol = tl.arange(0, BLOCK_D)
+    col_in = cols < N
+    k = tl.load(K + base + cols[:, None] * BLOCK_D + dcol[None, :], mask=col_in[:, None], other=0.0)
+    qk_scale = scale * 1.4426950408889634
+    colsum = tl.zeros([BLOCK_N], tl.float32)
+    for start_m in range(0, N, BLOCK_M):
+        rows = start_m + tl.arange(0, BLOCK_M)
+        row_in = rows < N
+        row_ok = row_in & (tl.load(REAL + b.to(tl.int64) * N + rows, mask=row_in, other=0) != 0)
+        q = tl.load(Q + base + rows[:, None] * BLOCK_D + dcol[None, :], mask=row_in[:, None], other=0.0)
+        lse2 = tl.load(LSE + bh.to(tl.int64) * N + rows, mask=row_in, other=0.0) * 1.4426950408889634
+        # transposed tile [BLOCK_N keys, BLOCK_M queries]
+        s = _mm(k, tl.trans(q), PRECISION, UPCAST) * qk_scale
+        take = row_ok[None, :]
+        if EXCLUDE_SELF:
+            take = take & (rows[None, :] != cols[:, None])
+        p = tl.where(take, tl.exp2(s - lse2[None, :]), 0.0)
+        colsum += tl.sum(p, 1)
+    # padded keys are overwritten with -inf after the head sum
+    tl.store(PART + bh.to(tl.int64) * N + cols, colsum, mask=col_in)
+
+
+@triton.jit
+def _bwd_delta_kernel(OUT, DO, DELTA, N, BLOCK_M: tl.constexpr, BLOCK_D: tl.constexpr):
+    """DELTA[b, h, i] = sum_d dO * O. OUT, DO [B, H, N, d] -> DELTA [B, H, N] f32."""
+    pid_m = tl.program_id(0)
+    bh = tl.program_id(1)
+    base = bh.to(tl.int64) * N * BLOCK_D
+    rows = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
+    dcol = tl.arange(0, BLOCK_D)
+    row_ok = rows < N
+    off = base + rows[:, None] * BLOCK_D + dcol[None, :]
+    o = tl.load(OUT + off, mask=row_ok[:, None], other=0.0).to(tl.float32)
+    do = tl.load(DO + off, mask=row_ok[:, None], other=0.0).to(tl.float32)
+    tl.store(DELTA + bh.to(tl.int64) * N + rows, tl.sum(o * do, 1), mask=row_ok)
+
+
+@triton.jit
+def _bwd_dkdv_kernel(
+    Q, K, V, DO, REAL, LSE, DELTA, SEED, DK, DV,
+    H, N, scale, dropout_p,
+    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr,
+    HAS_DROPOUT: tl.constexpr, PRECISION: tl.constexpr, UPCAST: tl.constexpr,
+):
+    """dK, dV for one key block. Q, K, V, DO, DK, DV [B, H, N, d]; REAL [B, N] int8;
+    LSE, DELTA [B, H, N] f32; SEED int64 [1]. Works on transposed tiles [BLOCK_N, BLOCK_M]."""
+    pid_n = tl.program_id(0)
+    bh = tl.program_id(1)
+    b = bh // H
+    base = bh.to(tl.int64) * N * BLOCK_D
+    cols = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
+    dcol = tl.arange(0, BLOCK_D)
+    col_in = cols < N
+    col_ok = col_in & (tl.load(REAL + b.to(tl.int64) * N + cols, mask=col_in, other=0) != 0)
+    kv_off = base + cols[:, None] * BLOCK_D + dcol[None, :]
+    k = tl.load(K + kv_off, mask=col_in[:, None], other=0.0)
+    v = tl.load(V + kv_off, mask=col_in[:, None], other=0.0)
+    qk_scale = scale * 1.4426950408889634
+    dk = tl.zeros([BLOCK_N, BLOCK_D], tl.float32)
+    dv = tl.zeros([BLOCK_N, BLOCK_D], tl.float32)
+    if HAS_DROPOUT:
+        seed = tl.load(SEED)
+        inv_keep = 1.0 / (1.0 - dropout_p)
+    for start_m in range(0, N, BLOCK_M):
+        rows = start_m + tl.arange(0, BLOCK_M)
+        row_in = rows < N
+        q_off = base + rows[:, None] * BLOCK_D + dcol[None, :]
+        q = tl.load(Q + q_off, mask=row_in[:, None], other=0.0)
+        do = tl.load(DO + q_off, mask=row_in[:, None], other=0.0)
+        lse2 = tl.load(LSE + bh.to(tl.int64) * N + rows, mask=row_in, other=0.0) * 1.4426950408889634
+        delta = tl.load(DELTA + bh.to(tl.int64) * N + rows, mask=row_in, other=0.0)
+        s = _mm(k, tl.trans(q), PRECISION, UPCAST) * qk_scale
+        p = tl.where(col_ok[:, None] & row_in[None, :], tl.exp2(s - lse2[None, :]), 0.0)
+        dp = _mm(v, tl.trans(do), PRECISION, UPCAST)
+        if HAS_DROPOUT:
+            keep = _keep(seed, rows[None, :], cols[:, None], bh, dropout_p)
+            p_drop = tl.where(keep, p * inv_keep, 0.0)
+            dp = tl.where(keep, dp * inv_keep, 0.0)
+        else:
+            p_drop = p
+        dv += _mm(p_drop.to(do.dtype), do, PRECISION, UPCAST)
+        ds = p * (dp - delta[None, :])
+        dk += _mm(ds.to(q.dtype), q, PRECISION, UPCAST)
+    dk = dk * scale
+    tl.store(DK + kv_off, dk.to(DK.dtype.element_ty), mask=col_in[:, None])
+    tl.store(DV + kv_off, dv.to(DV.dtype.element_ty), mask=col_in[:, None])
+
+
+@triton.jit
+def _bwd_dq_kernel(
+    Q, K, V, DO, REAL, LSE, DELTA, SEED, DQ,
+    H, N, scale, dropout_p,
+    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr,
+    HAS_DROPOUT: tl.constexpr, PRECISION: tl.constexpr, UPCAST: tl.constexpr,
+):
+    """dQ for one query block. Q, K, V, DO, DQ [B, H, N, d]; REAL [B, N] int8;
+    LSE, DELTA [B, H, N] f32; SEED int64 [1]."""
+    pid_m = tl.program_id(0)
+    bh = tl.program_id(1)
+    b = bh // H
+    base = bh.to(tl.int64) * N * BLOCK_D
+    rows = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
+    dcol = tl.arange(0, BLOCK_D)
+    row_in = rows < N
+    q_off = base + rows[:, None] * BLOCK_D + dcol[None, :]
+    q = tl.load(Q + q_off, mask=row_in[:, None], other=0.0)
+    do = tl.load(DO + q_off, mask=row_in[:, None], other=0.0)
+    lse2 = tl.load(LSE + bh.to(tl.int64) * N + rows, mask=row_in, other=0.0) * 1.4426950408889634
+    delta = tl.load(DELTA + bh.to(tl.int64) * N + rows, mask=row_in, other=0.0)
+    qk_scale = scale * 1.4426950408889634
+    dq = tl.zeros([BLOCK_M, BLOCK_D], tl.float32)
+    if HAS_DROPOUT:
+        seed = tl.load(SEED)
+        inv_keep = 1.0 / (1.0 - dropout_p)
+    for start_n in range(0, N, BLOCK_N):
+        cols = start_n + tl.arange(0, BLOCK_N)
+        col_in = cols < N
+        col_ok = col_in & (tl.load(REAL + b.to(tl.int64) * N + cols, mask=col_in, other=0) != 0)
+        kv_off = base + cols[:, None] * BLOCK_D + dcol[None, :]
+        k = tl.load(K + kv_off, mask=col_in[:, None], other=0.0)
+        v = tl.load(V + kv_off, mask=col_in[:, None], other=0.0)
+        s = _mm(q, tl.trans(k), PRECISION, UPCAST) * qk_scale
+        p = tl.where(col_ok[None, :] & row_in[:, None], tl.exp2(s - lse2[:, None]), 0.0)
+        dp = _mm(do, tl.trans(v), PRECISION, UPCAST)
+        if HAS_DROPOUT:
+            keep = _keep(seed, rows[:, None], cols[None, :], bh, dropout_p)
+            dp = tl.where(keep, dp * inv_keep, 0.0)
+        ds = p * (dp - delta[:, None])
+        dq += _mm(ds.to(k.dtype), k, PRECISION, UPCAST)
+    dq = dq * scale
+    tl.store(DQ + q_off, dq.to(DQ.dtype.element_ty), mask=row_in[:, None])
+
+
+@triton.jit
+def _dropout_mask_kernel(SEED, KEEP, H, N, dropout_p, BLOCK: tl.constexpr):
+    """Test helper: KEEP [B, H, N, N] int8, the mask the attention kernels use for SEED int64 [1]."""
+    pid_m = tl.program_id(0)
+    pid_n = tl.program_id(1)
+    bh = tl.program_id(2)
+    rows = pid_m * BLOCK + tl.arange(0, BLOCK)
+    cols = pid_n * BLOCK + tl.arange(0, BLOCK)
+    keep = _keep(tl.load(SEED), rows[:, None], cols[None, :], bh, dropout_p)
+    ok = (rows[:, None] < N) & (cols[None, :] < N)
+    off = (bh.to(tl.int64) * N + rows[:, None]) * N + cols[None, :]
+    tl.store(KEEP + off, keep.to(tl.int8), mask=ok)
+
+
+# ---------------------------------------------------------------------------------------------
+# Launch configuration
+# ---------------------------------------------------------------------------------------------
+
+
+def _interpreted(device: torch.device) -> bool:
+    return os.environ.get("TRITON_INTERPRET") == "1" or device.type != "cuda"
+
+
+def _fwd_config(dtype: torch.dtype, d: int, device: torch.device):
+    """-> (BLOCK_M, BLOCK_N, num_warps, num_stages) for the forward and significance kernels."""
+    if _interpreted(device):
+        return 16, 16, 1, 1
+    if dtype == torch.float32:
+        return (64, 64, 4, 2) if d <= 64 else (64, 32, 4, 2)
+    if d <= 64:
+        return 128, 64, 4, 3
+    return 128, 64, 8, 2
+
+
+def _bwd_config(dtype: torch.dtype, d: int, device: torch.device):
+    """-> (BLOCK_M, BLOCK_N, num_warps, num_stages) for the dK/dV and dQ kernels."""
+    if _interpreted(device):
+        return 16, 16, 1, 1
+    if dtype == torch.float32:
+        return (32, 64, 4, 2) if d <= 64 else (32, 32, 4, 1)
+    if d <= 64:
+        return 64, 64, 4, 2
+    return 64, 64, 8, 1
+
+
+def _precision(dtype: torch.dtype) -> str:
+    # "ieee": float32 matmuls without TF32 rounding. 16-bit operands ignore the setting; they get
+    # "tf32", tl.dot's default on NVIDIA, so their code path is exactly the stock one.
+    return "ieee" if dtype == torch.float32 else "tf32"
+
+
+def _upcast(dtype: torch.dtype, device: torch.device) -> bool:
+    # Under TRITON_INTERPRET=1 (triton 3.9) tl.dot on bfloat16 returns garbage; float16 is fine.
+    return dtype == torch.bfloat16 and _INTERPRET
+
+
+def _launching(t: torch.Tensor) -> bool:
+    """False only for the interpreter's fake kernel (fake/meta tensors): nothing to compute."""
+    if not _INTERPRET:
+        return True
+    return not (isinstance(t, torch._subclasses.FakeTensor) or t.device.type == "meta")
+
+
+def _poison() -> bool:
+    return os.environ.get("POWER_BERT_POISON_OUTPUTS") == "1"
+
+
+def _empty(shape, like: torch.Tensor, dtype=None) -> torch.Tensor:
+    t = torch.empty(shape, device=like.device, dtype=like.dtype if dtype is None else dtype)
+    if _poison():
+        t.fill_(float("nan"))
+    return t
+
+
+# ---------------------------------------------------------------------------------------------
+# Checks
+# ---------------------------------------------------------------------------------------------
+
+
+def _fail(msg: str):
+    raise ValueError(f"power_bert.{_OP}: {msg}")
+
+
+def _check_qkv(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> None:
+    for name, t in (("q", q), ("k", k), ("v", v)):
+        if t.dim() != 4:
+            _fail(f"`{name}` must be 4-D [B, H, N, d], got shape {list(t.shape)}")
+    for name, t in (("k", k), ("v", v)):
+        if t.shape != q.shape:
+            _fail(f"`{name}` has shape {list(t.shape)} but `q` has shape {list(q.shape)}; "
+                  "q, k and v must have identical shapes [B, H, N, d]")
+    for name, t in (("q", q), ("k", k), ("v", v)):
+        if t.dtype not in _DTYPES:
+            raise TypeError(f"power_bert.{_OP}: `{name}` must be float16, bfloat16 or float32, got {t.dtype}")
+    if not (q.dtype == k.dtype == v.dtype):
+        raise TypeError(f"power_bert.{_OP}: `q`, `k` and `v` must share one dtype, got "
+                        f"q {q.dtype}, k {k.dtype}, v {v.dtype}")
+    d = q.shape[-1]
+    if d not in SUPPORTED_HEAD_SIZES:
+        _fail(f"`q` head size d = {d} is not supported (supported: 32, 64, 128)")
+
+
+def _check_mask(mask: torch.Tensor, B: int, N: int) -> None:
+    if mask.dim() != 2 or mask.shape[0] != B or mask.shape[1] != N:
+        _fail(f"`mask` must be [B, N] = [{B}, {N}], got shape {list(mask.shape)}")
+    if mask.is_complex():
+        raise TypeError(f"power_bert.{_OP}: `mask` must be bool, integer or floating, got {mask.dtype}")
+
+
+def _check_dropout(dropout_p: float) -> None:
+    if not (0.0 <= dropout_p < 1.0):  # also rejects NaN
+        _fail(f"`dropout_p` must satisfy 0 <= dropout_p < 1, got {dropout_p}")
+
+
+def _check_seed(seed: torch.Tensor) -> None:
+    if seed.numel() != 1 or seed.dtype != torch.int64:
+        raise TypeError(f"power_bert.{_OP}: `seed` must be an int64 tensor of shape [1], "
+                        f"got {seed.dtype} of shape {list(seed.shape)}")
+
+
+def _check_devices(**tensors: torch.Tensor) -> None:
+    names = list(tensors)
+    ref = names[0]
+    for name in names[1:]:
+        if tensors[name].device != tensors[ref].device:
+            _fail(f"`{name}` is on {tensors[name].device} but `{ref}` is on {tensors[ref].device}; "
+                  "all tensors must be on one device")
+
+
+# ---------------------------------------------------------------------------------------------
+# Ops
+# ---------------------------------------------------------------------------------------------
+
+
+def attention_triton_fwd(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    mask: torch.Tensor,
+    dropout_p: float,
+    need_significance: bool,
+    exclude_self: bool,
+    seed: torch.Tensor,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """q, k, v [B, H, N, d]; mask [B, N]; seed int64 [1] on q's device ->
+    (out [B, H, N, d] q's dtype, significance float32 [B, N] (or [0] when not needed),
+    lse float32 [B, H, N] natural-log log-sum-exp of the scaled logits)."""
+    _check_qkv(q, k, v)
+    B, H, N, d = q.shape
+    _check_mask(mask, B, N)
+    _check_dropout(dropout_p)
+    _check_seed(seed)
+    _check_devices(q=q, k=k, v=v, mask=mask, seed=seed)
+    q, k, v = q.contiguous(), k.contiguous(), v.contiguous()
+
+    out = _empty((B, H, N, d), q)
+    lse = _empty((B, H, N), q, torch.float32)
+    sig = _empty((B, N) if need_significance else (0,), q, torch.float32)
+    if B * H * N == 0 or not _launching(q):
+        if need_significance and B * H * N == 0:
+            sig = torch.zeros((B, N), device=q.device, dtype=torch.float32)
+            sig = sig.masked_fill(mask == 0, float("-inf"))
+        return out, sig, lse
+
+    real = (mask != 0).to(torch.int8).contiguous()
+    scale = 1.0 / math.sqrt(d)
+    prec = _precision(q.dtype)
+    upcast = _upcast(q.dtype, q.device)
+    BM, BN, warps, stages = _fwd_config(q.dtype, d, q.device)
+    torch.library.wrap_triton(_attn_fwd_kernel)[(triton.cdiv(N, BM), B * H)](
+        q, k, v, real, seed, out, lse, H, N, scale, float(dropout_p),
+        BLOCK_M=BM, BLOCK_N=BN, BLOCK_D=d, HAS_DROPOUT=dropout_p > 0.0, PRECISION=prec, UPCAST=upcast,
+        num_warps=warps, num_stages=stages,
+    )
+    if need_significance:
+        part = _empty((B, H, N), q, torch.float32)
+        torch.library.wrap_triton(_significance_kernel)[(triton.cdiv(N, BN), B * H)](
+            q, k, real, lse, part, H, N, scale,
+            BLOCK_M=BM, BLOCK_N=BN, BLOCK_D=d, EXCLUDE_SELF=exclude_self, PRECISION=prec, UPCAST=upcast,
+            num_warps=warps, num_stages=stages,
+        )
+        sig = part.sum(dim=1).masked_fill(real == 0, float("-inf"))
+    return out, sig, lse
+
+
+def attention_triton_bwd(
+    grad_out: torch.Tensor,
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    out: torch.Tensor,
+    lse: torch.Tensor,
+    mask: torch.Tensor,
+    dropout_p: float,
+    seed: torch.Tensor,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """grad_out, q, k, v, out [B, H, N, d]; lse [B, H, N] f32 (from the forward); mask [B, N];
+    seed int64 [1] (the forward's) -> (grad_q, grad_k, grad_v) [B, H, N, d] in q's dtype."""
+    B, H, N, d = q.shape
+    grad_out, q, k, v, out = (t.contiguous() for t in (grad_out, q, k, v, out))
+    lse = lse.contiguous()
+    if grad_out.dtype != q.dtype:
+        grad_out = grad_out.to(q.dtype)
+    dq = _empty((B, H, N, d), q)
+    dk = _empty((B, H, N, d), q)
+    dv = _empty((B, H, N, d), q)
+    if B * H * N == 0 or not _launching(q):
+        return dq, dk, dv
+    real = (mask != 0).to(torch.int8).contiguous()
+    scale = 1.0 / math.sqrt(d)
+    prec = _precision(q.dtype)
+    upcast = _upcast(q.dtype, q.device)
+    BM, BN, warps, stages = _bwd_config(q.dtype, d, q.device)
+    delta = _empty((B, H, N), q, torch.float32)
+    torch.library.wrap_triton(_bwd_delta_kernel)[(triton.cdiv(N, BM), B * H)](
+        out, grad_out, delta, N, BLOCK_M=BM, BLOCK_D=d, num_warps=4 if not _interpreted(q.device) else 1,
+    )
+    has_drop = dropout_p > 0.0
+    torch.library.wrap_triton(_bwd_dkdv_kernel)[(triton.cdiv(N, BN), B * H)](
+        q, k, v, grad_out, real, lse, delta, seed, dk, dv, H, N, scale, float(dropout_p),
+        BLOCK_M=BM, BLOCK_N=BN, BLOCK_D=d, HAS_DROPOUT=has_drop, PRECISION=prec, UPCAST=upcast,
+        num_warps=warps, num_stages=stages,
+    )
+    torch.library.wrap_triton(_bwd_dq_kernel)[(triton.cdiv(N, BM), B * H)](
+        q, k, v, grad_out, real, lse, delta, seed, dq, H, N, scale, float(dropout_p),
+        BLOCK_M=BM, BLOCK_N=BN, BLOCK_D=d, HAS_DROPOUT=has_drop, PRECISION=prec, UPCAST=upcast,
+        num_warps=warps, num_stages=stages,
+    )
+    return dq, dk, dv
+
+
+def _define(name: str, fn):
+    """Registers ``power_bert::<name>``. On GPUs: ``torch.library.triton_op``, so torch.compile
+    traces through the body and sees the (wrapped) kernels. Under ``TRITON_INTERPRET=1``
+    torch's wrap_triton hands back the raw interpreted kernel, which cannot run on fake or
+    functional tensors, so the op is an opaque ``custom_op`` whose fake kernel is the same body
+    with the launches skipped (see :func:`_launching`)."""
+    if _INTERPRET:
+        op = torch.library.custom_op(f"power_bert::{name}", fn, mutates_args=())
+        op.register_fake(fn)
+        return op
+    return torch.library.triton_op(f"power_bert::{name}", fn, mutates_args={})
+
+
+attention_triton_fwd_op = _define("attention_triton_fwd", attention_triton_fwd)
+attention_triton_bwd_op = _define("attention_triton_bwd", attention_triton_bwd)
+
+
+def _setup_context(ctx, inputs, output):
+    q, k, v, mask, dropout_p, need_significance, exclude_self, seed = inputs
+    out, sig, lse = output
+    ctx.save_for_backward(q, k, v, out, lse, mask, seed)
+    ctx.dropout_p = dropout_p
+    ctx.mark_non_differentiable(sig, lse)
+
+
+def _backward(ctx, grad_out, grad_sig, grad_lse):
+    q, k, v, out, lse, mask, seed = ctx.saved_tensors
+    if grad_out is None:
+        grad_out = torch.zeros_like(out)
+    dq, dk, dv = torch.ops.power_bert.attention_triton_bwd(grad_out, q, k, v, out, lse, mask, ctx.dropout_p, seed)
+    return dq, dk, dv, None, None, None, None, None
+
+
+torch.library.register_autograd("power_bert::attention_triton_fwd", _backward, setup_context=_setup_context)
+
+
+# ---------------------------------------------------------------------------------------------
+# Python API
+# ---------------------------------------------------------------------------------------------
+
+
+def attention(q, k, v, mask, dropout_p: float = 0.0, need_significance: bool = True, exclude_self: bool = True,
+              seed: torch.Tensor | None = None):
+    """q, k, v [B, H, N, d]; mask [B, N]; seed int64 [1] on q's device (drawn when None) ->
+    (out [B, H, N, d] in q's dtype, significance float32 [B, N], or [0] when not needed).
+    Differentiable in q, k, v."""
+    if seed is None:
+        seed = torch.randint(0, 2**31 - 1, (1,), device=q.device, dtype=torch.int64)
+    out, sig, _ = torch.ops.power_bert.attention_triton_fwd(
+        q, k, v, mask, float(dropout_p), bool(need_significance), bool(exclude_self), seed)
+    return out, sig
+
+
+def dropout_keep_mask(seed: torch.Tensor, B: int, H: int, N: int, dropout_p: float) -> torch.Tensor:
+    """The dropout mask the kernels use for ``seed`` (int64 [1]) -> bool [B, H, N, N] (True = keep).
+    For tests: ``reference.attention(..., dropout_mask=dropout_keep_mask(...))`` replays a kernel."""
+    keep = torch.empty((B, H, N, N), device=seed.device, dtype=torch.int8)
+    if keep.numel():
+        blk = 16
+        _dropout_mask_kernel[(triton.cdiv(N, blk), triton.cdiv(N, blk), B * H)](
+            seed, keep, H, N, float(dropout_p), BLOCK=blk)
+    return keep.bool()

@@ -1,0 +1,285 @@
+"""Triton flash attention with significance (power_bert::attention_triton_fwd / _bwd) against
+reference.attention. Without a GPU the kernels run under TRITON_INTERPRET=1 on CPU tensors
+(tiny shapes; bfloat16 multiplies in float32 there, see attention_triton._upcast)."""
+import os
+
+import pytest
+import torch
+
+if not torch.cuda.is_available():
+    os.environ.setdefault("TRITON_INTERPRET", "1")
+os.environ.setdefault("POWER_BERT_POISON_OUTPUTS", "1")
+
+pytest.importorskip("triton")
+
+from power_bert_ops import reference  # noqa: E402
+from power_bert_ops.triton import attention_triton as at  # noqa: E402
+
+INTERPRET = os.environ.get("TRITON_INTERPRET") == "1"
+CUDA = torch.cuda.is_available() and not INTERPRET
+
+DEVICES = [
+    pytest.param("cpu", id="cpu", marks=pytest.mark.skipif(not INTERPRET, reason="CPU needs TRITON_INTERPRET=1")),
+    pytest.param("cuda", id="cuda", marks=pytest.mark.skipif(not CUDA, reason="no CUDA device")),
+]
+
+# (B, N): N = 1, odd, not a multiple of any block size, several blocks.
+SHAPES = [(1, 1), (3, 17), (1, 40), (3, 70)]
+TOL = {torch.float32: 1e-4, torch.float16: 2e-3, torch.bfloat16: 2e-2}
+
+
+@pytest.fixture(params=DEVICES)
+def device(request):
+    return request.param
+
+
+def make_mask(B, N, padding, device, dtype=torch.int64):
+    """Right-padded key mask [B, N]: 'none', 'short' (lengths <= N // 2 + 1) or 'random' (>= 1)."""
+    if padding == "none":
+        lengths = torch.full((B,), N)
+    elif padding == "short":
+        lengths = torch.randint(1, N // 2 + 2, (B,)).clamp(max=N)
+    else:
+        lengths = torch.randint(1, N + 1, (B,))
+    return (torch.arange(N)[None, :] < lengths[:, None]).to(device=device, dtype=dtype)
+
+
+def make_qkv(B, H, N, d, dtype, device, requires_grad=False):
+    return [torch.randn(B, H, N, d, device=device).to(dtype).requires_grad_(requires_grad) for _ in range(3)]
+
+
+def ref(q, k, v, mask, **kw):
+    """reference.attention on float64 copies (leaf tensors with requires_grad)."""
+    q64, k64, v64 = (t.detach().double().requires_grad_() for t in (q, k, v))
+    out, sig = reference.attention(q64, k64, v64, mask, **kw)
+    return out, sig, (q64, k64, v64)
+
+
+def assert_sig_close(sig, sig_ref, mask, H, N, dtype):
+    real = mask != 0
+    assert sig.dtype == torch.float32 and sig.shape == sig_ref.shape
+    assert torch.isneginf(sig[~real]).all()
+    atol = TOL[dtype] * N * H
+    torch.testing.assert_close(sig[real].double(), sig_ref[real].double(), atol=atol, rtol=0)
+
+
+@pytest.mark.parametrize("B,N", SHAPES)
+@pytest.mark.parametrize("padding", ["none", "short", "random"])
+@pytest.mark.parametrize("d", [32, 64])
+def test_forward_fp32(device, B, N, padding, d):
+    H = 2
+    q, k, v = make_qkv(B, H, N, d, torch.float32, device)
+    mask = make_mask(B, N, padding, device)
+    out, sig = at.attention(q, k, v, mask)
+    out_ref, sig_ref, _ = ref(q, k, v, mask)
+    assert out.dtype == q.dtype and out.shape == q.shape
+    torch.testing.assert_close(out.double(), out_ref, atol=1e-4, rtol=1e-4)  # padded query rows too
+    assert_sig_close(sig, sig_ref, mask, H, N, torch.float32)
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16], ids=["fp16", "bf16"])
+@pytest.mark.parametrize("B,N,d", [(1, 17, 32), (3, 40, 64)])
+def test_forward_half(device, dtype, B, N, d):
+    H = 2
+    q, k, v = make_qkv(B, H, N, d, dtype, device)
+    mask = make_mask(B, N, "random", device)
+    out, sig = at.attention(q, k, v, mask)
+    out_ref, sig_ref, _ = ref(q, k, v, mask)
+    assert out.dtype == dtype
+    tol = TOL[dtype]
+    torch.testing.assert_close(out.double(), out_ref, atol=4 * tol, rtol=4 * tol)
+    assert_sig_close(sig, sig_ref, mask, H, N, dtype)
+
+
+@pytest.mark.skipif(not CUDA, reason="d = 128 only on CUDA (slow under the interpreter)")
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16], ids=["fp32", "fp16", "bf16"])
+@pytest.mark.parametrize("N", [70, 200])
+def test_forward_d128_cuda(dtype, N):
+    B, H, d = 3, 2, 128
+    q, k, v = make_qkv(B, H, N, d, dtype, "cuda", requires_grad=True)
+    mask = make_mask(B, N, "random", "cuda")
+    out, sig = at.attention(q, k, v, mask)
+    out_ref, sig_ref, leaves = ref(q, k, v, mask)
+    tol = TOL[dtype]
+    torch.testing.assert_close(out.double(), out_ref, atol=4 * tol, rtol=4 * tol)
+    assert_sig_close(sig, sig_ref, mask, H, N, dtype)
+    g = torch.randn_like(out_ref)
+    out.backward(g.to(dtype))
+    out_ref.backward(g)
+    for t, t_ref in zip((q, k, v), leaves):
+        torch.testing.assert_close(t.grad.double(), t_ref.grad, atol=10 * tol, rtol=10 * tol)
+
+
+def test_options_and_layouts(device):
+    B, H, N, d = 2, 2, 21, 32
+    x = torch.randn(B, N, 3, H, d, device=device)  # packed qkv, non-contiguous views
+    q, k, v = (x[:, :, i].transpose(1, 2) for i in range(3))
+    mask = make_mask(B, N, "random", device, dtype=torch.bool)
+    out_ref, sig_ref, _ = ref(q, k, v, mask, exclude_self=False)
+    out, sig = at.attention(q, k, v, mask.float(), exclude_self=False)
+    torch.testing.assert_close(out.double(), out_ref, atol=1e-4, rtol=1e-4)
+    assert_sig_close(sig, sig_ref, mask, H, N, torch.float32)
+    out2, sig2 = at.attention(q, k, v, mask, need_significance=False)
+    assert sig2.shape == (0,) and sig2.dtype == torch.float32
+    torch.testing.assert_close(out2, out, atol=0, rtol=0)
+    # B = 0: empty outputs, no launch
+    e = torch.empty(0, H, N, d, device=device)
+    out0, sig0 = at.attention(e, e, e, torch.ones(0, N, device=device))
+    assert out0.shape == e.shape and sig0.shape == (0, N)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16], ids=["fp32", "fp16"])
+@pytest.mark.parametrize("B,N,d", [(1, 1, 32), (3, 17, 32), (1, 40, 64)])
+def test_backward(device, dtype, B, N, d):
+    H = 2
+    q, k, v = make_qkv(B, H, N, d, dtype, device, requires_grad=True)
+    mask = make_mask(B, N, "random", device)
+    out, _ = at.attention(q, k, v, mask)
+    out_ref, _, leaves = ref(q, k, v, mask)
+    g = torch.randn_like(out_ref)
+    out.backward(g.to(dtype))
+    out_ref.backward(g)
+    tol = 1e-4 if dtype == torch.float32 else 4e-3
+    for t, t_ref in zip((q, k, v), leaves):
+        assert t.grad.dtype == dtype
+        torch.testing.assert_close(t.grad.double(), t_ref.grad, atol=tol, rtol=tol)
+
+
+def test_dropout_replay(device):
+    """Fixed seed: bitwise repeatable; the kernels' mask (dropout_keep_mask) replayed through the
+    reference gives the same output and gradients; significance ignores dropout."""
+    B, H, N, d, p = 2, 2, 23, 32, 0.3
+    q, k, v = make_qkv(B, H, N, d, torch.float32, device, requires_grad=True)
+    mask = make_mask(B, N, "random", device)
+    seed = torch.tensor([1234567890123], device=device)
+    out, sig = at.attention(q, k, v, mask, dropout_p=p, seed=seed)
+    out2, sig2 = at.attention(q, k, v, mask, dropout_p=p, seed=seed.clone())
+    assert torch.equal(out, out2) and torch.equal(sig, sig2)
+    out3, _ = at.attention(q, k, v, mask, dropout_p=p, seed=seed + 1)
+    out0, sig0 = at.attention(q, k, v, mask, dropout_p=0.0, seed=seed)
+    assert not torch.equal(out3, out) and not torch.equal(out0, out)
+    assert torch.equal(sig0, sig)
+
+    keep = at.dropout_keep_mask(seed, B, H, N, p)
+    assert keep.shape == (B, H, N, N) and keep.dtype == torch.bool
+    out_ref, sig_ref, leaves = ref(q, k, v, mask, dropout_p=p, dropout_mask=keep)
+    torch.testing.assert_close(out.double(), out_ref, atol=1e-4, rtol=1e-4)
+    assert_sig_close(sig, sig_ref, mask, H, N, torch.float32)
+    g = torch.randn_like(out_ref)
+    out.backward(g.float())
+    out_ref.backward(g)
+    for t, t_ref in zip((q, k, v), leaves):
+        torch.testing.assert_close(t.grad.double(), t_ref.grad, atol=1e-4, rtol=1e-4)
+
+
+def test_dropout_keep_rate(device):
+    seed = torch.tensor([7], device=device)
+    keep = at.dropout_keep_mask(seed, 1, 2, 64, 0.25)
+    assert abs(keep.float().mean().item() - 0.75) < 0.03
+    assert not torch.equal(keep[0, 0], keep[0, 1])  # heads draw different masks
+    assert torch.equal(keep, at.dropout_keep_mask(seed.clone(), 1, 2, 64, 0.25))
+
+
+def test_dropout_finite_differences(device):
+    """Analytic gradients (dropout on) against central differences of sum(out * g) along random
+    directions, with the same seed (so the same mask) in every forward."""
+    B, H, N, d, p, eps = 1, 1, 6, 32, 0.5, 1e-2
+    q, k, v = make_qkv(B, H, N, d, torch.float32, device, requires_grad=True)
+    mask = torch.tensor([[1, 1, 1, 1, 1, 0]], device=device)
+    seed = torch.tensor([99], device=device)
+    g = torch.randn(B, H, N, d, device=device)
+
+    def f(q_, k_, v_):
+        return (at.attention(q_, k_, v_, mask, dropout_p=p, need_significance=False, seed=seed)[0] * g).sum()
+
+    f(q, k, v).backward()
+    with torch.no_grad():
+        for i, t in enumerate((q, k, v)):
+            for _ in range(2):
+                u = torch.randn_like(t)
+                args = [q, k, v]
+                args[i] = t + eps * u
+                hi = f(*args)
+                args[i] = t - eps * u
+                lo = f(*args)
+                numeric = ((hi - lo) / (2 * eps)).item()
+                analytic = (t.grad * u).sum().item()
+                assert abs(numeric - analytic) <= 5e-2 * abs(analytic) + 1e-2, (i, numeric, analytic)
+
+
+def test_opcheck(device):
+    B, H, N, d = 1, 2, 9, 32
+    q, k, v = make_qkv(B, H, N, d, torch.float32, device, requires_grad=True)
+    mask = make_mask(B, N, "random", device)
+    seed = torch.tensor([3], device=device)
+    torch.library.opcheck(torch.ops.power_bert.attention_triton_fwd.default,
+                          (q, k, v, mask, 0.0, True, True, seed),
+                          test_utils=("test_schema", "test_faketensor", "test_autograd_registration"))
+
+
+def test_compile(device):
+    B, H, N, d = 1, 2, 9, 32
+    q, k, v = make_qkv(B, H, N, d, torch.float32, device, requires_grad=True)
+    mask = make_mask(B, N, "random", device)
+    seed = torch.tensor([3], device=device)
+    fn = torch.compile(lambda *a: at.attention(*a, dropout_p=0.1, seed=seed), backend="aot_eager", fullgraph=True)
+    out, sig = fn(q, k, v, mask)
+    out_e, sig_e = at.attention(q, k, v, mask, dropout_p=0.1, seed=seed)
+    assert torch.equal(out, out_e) and torch.equal(sig, sig_e)
+    out.sum().backward()
+    assert torch.isfinite(q.grad).all()
+
+
+def _qkv_mask(device, B=1, H=2, N=5, d=32):
+    q, k, v = make_qkv(B, H, N, d, torch.float32, device)
+    return q, k, v, torch.ones(B, N, device=device)
+
+
+@pytest.mark.parametrize("case,exc,match", [
+    ("k_shape", ValueError, "`k` has shape"),
+    ("v_shape", ValueError, "`v` has shape"),
+    ("q_3d", ValueError, "`q` must be 4-D"),
+    ("head_size", ValueError, "`q` head size d = 48"),
+    ("mixture", TypeError, "q torch.float32, k torch.float16"),
+    ("float64", TypeError, "`q` must be float16, bfloat16 or float32"),
+    ("mask_shape", ValueError, "`mask` must be"),
+    ("dropout_one", ValueError, "`dropout_p`"),
+    ("dropout_neg", ValueError, "`dropout_p`"),
+    ("seed_dtype", TypeError, "`seed`"),
+])
+def test_bad_input(device, case, exc, match):
+    q, k, v, mask = _qkv_mask(device)
+    kw = {}
+    if case == "k_shape":
+        k = k[:, :, :4]
+    elif case == "v_shape":
+        v = v[:, :1]
+    elif case == "q_3d":
+        q = q[0]
+    elif case == "head_size":
+        q, k, v = (torch.randn(1, 2, 5, 48, device=device) for _ in range(3))
+    elif case == "mixture":
+        k = k.half()
+    elif case == "float64":
+        q, k, v = q.double(), k.double(), v.double()
+    elif case == "mask_shape":
+        mask = mask[:, :4]
+    elif case == "dropout_one":
+        kw["dropout_p"] = 1.0
+    elif case == "dropout_neg":
+        kw["dropout_p"] = -0.1
+    elif case == "seed_dtype":
+        kw["seed"] = torch.tensor([1.0], device=device)
+    with pytest.raises(exc, match=match):
+        at.attention(q, k, v, mask, **kw)
+
+
+def test_fully_padded_row(device):
+    """A mask row of zeros (no real key): out = 0 and finite gradients (the reference gives NaN)."""
+    q, k, v = make_qkv(2, 2, 9, 32, torch.float32, device, requires_grad=True)
+    mask = torch.ones(2, 9, device=device)
+    mask[1] = 0
+    out, sig = at.attention(q, k, v, mask, dropout_p=0.2)
+    out.sum().backward()
+    assert torch.equal(out[1], torch.zeros_like(out[1])) and torch.isneginf(sig[1]).all()
+    assert all(torch.isfinite(t.grad).all() for t in (q, k, v))
