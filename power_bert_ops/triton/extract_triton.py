@@ -1,0 +1,470 @@
+"""PoWER-BERT fused extract (SPEC 1.2) in Triton.
+
+Definition: :func:`power_bert_ops.reference.extract`. Shapes: batch ``B``, heads ``H``,
+sequence ``N``, hidden ``D``, kept rows ``k``.
+
+* ``hidden`` [B, N, D], ``attn`` [B, H, N, N] attention probabilities, ``mask`` [B, N] key
+  padding (nonzero = real token, any dtype); float32 / float16 / bfloat16 / float64.
+* significance ``sig[b, p] = sum_h sum_{q real} attn[b, h, q, p] - exclude_self * sum_h attn[b, h, p, p]``
+  accumulated in float32 (float64 for float64 ``attn``), compared as float32.
+* ranking (``csrc/selection_key.h``): position 0 first, then real tokens by descending score
+  (NaN below every number, ``-0.0 == +0.0``), then padding; ties toward the lower position.
+* ``index`` [B, k] int64: position 0 plus the k-1 best other positions, ascending;
+  ``out[b, i] = hidden[b, index[b, i]]`` [B, k, D]; ``out_mask = mask.gather(1, index)``.
+
+Kernels (every output element is written by exactly one program; no atomics; deterministic):
+
+1. ``_colsum_kernel`` grid ``(B * S, cdiv(N, BLOCK_K))``: the ``H * N`` rows ``(h, q)`` of a
+   batch are split into ``S`` chunks of ``CHUNK`` rows (``S`` depends on ``H``, ``N`` only, so a
+   row's result does not depend on ``B``, and is large enough that ``B = 1`` still launches
+   ~2048 programs). A program streams its chunk in ``[BLOCK_R, BLOCK_K]`` tiles (coalesced over
+   keys; padded query rows are masked out of the load, costing no bandwidth), keeps a 2-D
+   accumulator and writes one partial column sum ``part[s, b, key block]`` ([S, B, N]).
+2. ``_keys_kernel`` grid ``(B, cdiv(N, BLOCK_P))``: reduces the S partials in order ``s = 0..S-1``,
+   subtracts ``sum_h attn[b, h, p, p]`` when ``exclude_self``, rounds to float32 and builds the
+   63-bit ranking key ``(order_bits(score) << 31) | (2^31 - 1 - p)`` (order bits 0 for padding,
+   1 for NaN; position 0 gets the largest int64) -> ``keys`` [B, N] int64, unique per row.
+3. ``_rank_kernel`` grid ``(B, cdiv(N, BLOCK_I))``: ``rank[b, p] = #{q : key[q] > key[p]}`` by
+   ``[BLOCK_I, BLOCK_J]`` compare tiles over all keys of the row (O(N^2) per row, parallel over
+   position blocks so ``B = 1`` still spreads over many SMs) -> ``rank`` [B, N] int32, a permutation.
+4. ``_compact_kernel`` grid ``(B, cdiv(N, BLOCK_P))``: selected = ``rank < k``; a position's slot
+   is the number of selected positions before it (sum over earlier blocks + ``tl.cumsum`` in its
+   block); writes ``index[b, slot] = p`` (exactly k writes per row).
+5. ``_gather_kernel`` grid ``(cdiv(B * k, BLOCK_R), cdiv(D, BLOCK_D))``: row copy
+   ``out[b, i, :] = hidden[b, index[b, i], :]``.
+
+Backward (``extract_backward_triton``): ``_inverse_kernel`` grid ``(cdiv(B * k, BLOCK))`` writes
+``inverse[b, index[b, i]] = i`` into an int32 [B, n] buffer preset to -1 (indices unique), then
+``_scatter_kernel`` grid ``(cdiv(B * n, BLOCK_R), cdiv(D, BLOCK_D))`` writes every element of
+``grad_hidden`` [B, n, D] once: ``grad_out[b, inverse[b, p]]`` or 0.
+"""
+from __future__ import annotations
+
+import os
+
+import torch
+import triton
+import triton.language as tl
+
+from .. import _checks
+
+__all__ = ["extract", "extract_triton", "extract_backward_triton"]
+
+_OP = "extract"
+_BWD_OP = "extract_backward"
+_CLS_KEY = 9223372036854775807  # int64 max: position 0 ([CLS]) outranks everything
+
+
+# ---------------------------------------------------------------------------------------------
+# Kernels
+# ---------------------------------------------------------------------------------------------
+
+
+@triton.jit
+def _colsum_kernel(
+    ATTN,  # [B, H*N, N] contiguous, any float dtype
+    REAL,  # [B, N] int8, 1 = real token
+    PART,  # [S, B, N] float32 (float64 for float64 attn)
+    B, N, R, S, CHUNK,  # R = H*N rows per batch; CHUNK rows per chunk (multiple of BLOCK_R)
+    BLOCK_R: tl.constexpr,
+    BLOCK_K: tl.constexpr,
+):
+    """part[s, b, kk] = sum over rows r in chunk s with real query (r % N) of attn[b, r, kk]."""
+    pid = tl.program_id(0)
+    b = pid // S
+    s = pid % S
+    kb = tl.program_id(1)
+    ACC = PART.dtype.element_ty
+    cols = kb * BLOCK_K + tl.arange(0, BLOCK_K)
+    col_ok = cols < N
+    rr = tl.arange(0, BLOCK_R)
+    base = ATTN + b.to(tl.int64) * R * N
+    real_row = REAL + b.to(tl.int64) * N
+    acc = tl.zeros([BLOCK_R, BLOCK_K], dtype=ACC)
+    r_start = s * CHUNK
+    r_end = tl.minimum(r_start + CHUNK, R)
+    for r0 in range(r_start, r_end, BLOCK_R):
+        rows = r0 + rr
+        row_ok = rows < r_end
+        q = rows % N
+        real = tl.load(real_row + q, mask=row_ok, other=0) != 0
+        ptrs = base + rows.to(tl.int64)[:, None] * N + cols[None, :]
+        tile = tl.load(ptrs, mask=(row_ok & real)[:, None] & col_ok[None, :], other=0.0)
+        acc += tile.to(ACC)
+    total = tl.sum(acc, axis=0)
+    tl.store(PART + (s.to(tl.int64) * B + b) * N + cols, total, mask=col_ok)
+
+
+@triton.jit
+def _keys_kernel(
+    PART,  # [S, B, N] float32 / float64
+    ATTN,  # [B, H, N, N] contiguous
+    REAL,  # [B, N] int8
+    KEYS,  # [B, N] int64 out
+    B, N, H, S,
+    EXCLUDE_SELF: tl.constexpr,
+    BLOCK_P: tl.constexpr,
+):
+    """keys[b, p]: 63-bit ranking key of position p (larger = ranked earlier), unique per row."""
+    b = tl.program_id(0)
+    pos = tl.program_id(1) * BLOCK_P + tl.arange(0, BLOCK_P)
+    ok = pos < N
+    ACC = PART.dtype.element_ty
+    acc = tl.zeros([BLOCK_P], dtype=ACC)
+    for s in range(0, S):
+        acc += tl.load(PART + (s * B + b).to(tl.int64) * N + pos, mask=ok, other=0.0)
+    if EXCLUDE_SELF:
+        diag = tl.zeros([BLOCK_P], dtype=ACC)
+        for h in range(0, H):
+            ptr = ATTN + ((b.to(tl.int64) * H + h) * N + pos) * N + pos
+            diag += tl.load(ptr, mask=ok, other=0.0).to(ACC)
+        acc = acc - diag
+    score = acc.to(tl.float32)
+    score = tl.where(score == 0.0, 0.0, score)  # -0.0 -> +0.0
+    bits = score.to(tl.int32, bitcast=True)
+    # Order-preserving image of the float as a non-negative int64 < 2^32:
+    # negative floats -> ~bits (as uint32), non-negative -> bits | 0x80000000.
+    hi = tl.where(bits < 0, (~bits).to(tl.int64), bits.to(tl.int64) + 2147483647 + 1)
+    hi = tl.where(score != score, 1, hi)  # NaN: below every number, above padding
+    real = tl.load(REAL + b.to(tl.int64) * N + pos, mask=ok, other=0) != 0
+    hi = tl.where(real, hi, 0)
+    key = (hi << 31) | (2147483647 - pos).to(tl.int64)
+    key = tl.where(pos == 0, 9223372036854775807, key)
+    tl.store(KEYS + b.to(tl.int64) * N + pos, key, mask=ok)
+
+
+@triton.jit
+def _rank_kernel(
+    KEYS,  # [B, N] int64
+    RANK,  # [B, N] int32 out
+    N,
+    BLOCK_I: tl.constexpr,
+    BLOCK_J: tl.constexpr,
+):
+    """rank[b, p] = number of positions of row b whose key beats p's (0 = ranked first)."""
+    b = tl.program_id(0)
+    pi = tl.program_id(1) * BLOCK_I + tl.arange(0, BLOCK_I)
+    ok_i = pi < N
+    row = KEYS + b.to(tl.int64) * N
+    ki = tl.load(row + pi, mask=ok_i, other=0)
+    cnt = tl.zeros([BLOCK_I], dtype=tl.int32)
+    for j0 in range(0, N, BLOCK_J):
+        pj = j0 + tl.arange(0, BLOCK_J)
+        # Padding lanes get key -1: below every real key (all keys are >= 0).
+        kj = tl.load(row + pj, mask=pj < N, other=-1)
+        cnt += tl.sum((kj[None, :] > ki[:, None]).to(tl.int32), axis=1)
+    tl.store(RANK + b.to(tl.int64) * N + pi, cnt, mask=ok_i)
+
+
+@triton.jit
+def _compact_kernel(
+    RANK,  # [B, N] int32
+    INDEX,  # [B, k] int64 out
+    N, k,
+    BLOCK_P: tl.constexpr,
+):
+    """index[b, slot(p)] = p for every selected p (rank < k), slots in ascending position order."""
+    b = tl.program_id(0)
+    start = tl.program_id(1) * BLOCK_P
+    row = RANK + b.to(tl.int64) * N
+    lanes = tl.arange(0, BLOCK_P)
+    before = tl.zeros([BLOCK_P], dtype=tl.int32)
+    for j0 in range(0, start, BLOCK_P):
+        r = tl.load(row + j0 + lanes, mask=j0 + lanes < N, other=k)
+        before += (r < k).to(tl.int32)
+    base = tl.sum(before, axis=0)
+    pos = start + lanes
+    ok = pos < N
+    r = tl.load(row + pos, mask=ok, other=k)
+    sel = (r < k) & ok
+    flags = sel.to(tl.int32)
+    slot = base + tl.cumsum(flags, axis=0) - flags
+    tl.store(INDEX + b.to(tl.int64) * k + slot, pos.to(tl.int64), mask=sel)
+
+
+@triton.jit
+def _gather_kernel(
+    HIDDEN,  # [B, N, D] contiguous
+    INDEX,  # [B, k] int64
+    OUT,  # [B, k, D] out
+    N, k, D, ROWS,  # ROWS = B * k
+    BLOCK_R: tl.constexpr,
+    BLOCK_D: tl.constexpr,
+):
+    """out[b, i, :] = hidden[b, index[b, i], :]."""
+    rows = tl.program_id(0) * BLOCK_R + tl.arange(0, BLOCK_R)
+    cols = tl.program_id(1) * BLOCK_D + tl.arange(0, BLOCK_D)
+    row_ok = rows < ROWS
+    rows64 = rows.to(tl.int64)
+    src_pos = tl.load(INDEX + rows64, mask=row_ok, other=0)
+    src_row = (rows64 // k) * N + src_pos
+    ok = row_ok[:, None] & (cols < D)[None, :]
+    vals = tl.load(HIDDEN + src_row[:, None] * D + cols[None, :], mask=ok)
+    tl.store(OUT + rows64[:, None] * D + cols[None, :], vals, mask=ok)
+
+
+@triton.jit
+def _inverse_kernel(
+    INDEX,  # [B, k] int64
+    INV,  # [B, n] int32, preset to -1
+    n, k, TOTAL,  # TOTAL = B * k
+    BLOCK: tl.constexpr,
+):
+    """inv[b, index[b, i]] = i (indices unique per row; out-of-range indices are ignored)."""
+    t = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
+    ok = t < TOTAL
+    t64 = t.to(tl.int64)
+    p = tl.load(INDEX + t64, mask=ok, other=-1)
+    valid = ok & (p >= 0) & (p < n)
+    tl.store(INV + (t64 // k) * n + p, (t64 % k).to(tl.int32), mask=valid)
+
+
+@triton.jit
+def _scatter_kernel(
+    GRAD_OUT,  # [B, k, D] contiguous
+    INV,  # [B, n] int32
+    GRAD_HIDDEN,  # [B, n, D] out
+    n, k, D, ROWS,  # ROWS = B * n
+    BLOCK_R: tl.constexpr,
+    BLOCK_D: tl.constexpr,
+):
+    """grad_hidden[b, p, :] = grad_out[b, inv[b, p], :], or 0 where inv[b, p] < 0."""
+    rows = tl.program_id(0) * BLOCK_R + tl.arange(0, BLOCK_R)
+    cols = tl.program_id(1) * BLOCK_D + tl.arange(0, BLOCK_D)
+    row_ok = rows < ROWS
+    rows64 = rows.to(tl.int64)
+    i = tl.load(INV + rows64, mask=row_ok, other=-1)
+    src_row = (rows64 // n) * k + i
+    col_ok = (cols < D)[None, :]
+    vals = tl.load(GRAD_OUT + src_row[:, None] * D + cols[None, :], mask=(row_ok & (i >= 0))[:, None] & col_ok,
+                   other=0.0)
+    tl.store(GRAD_HIDDEN + rows64[:, None] * D + cols[None, :], vals, mask=row_ok[:, None] & col_ok)
+
+
+# ---------------------------------------------------------------------------------------------
+# Launch configuration
+# ---------------------------------------------------------------------------------------------
+
+
+def _interpreted(device: torch.device) -> bool:
+    return os.environ.get("TRITON_INTERPRET") == "1" or device.type != "cuda"
+
+
+def _colsum_config(N: int, R: int, elem_bytes: int, device: torch.device):
+    """-> (BLOCK_R, BLOCK_K, S, CHUNK, num_warps). S and CHUNK depend on H and N only."""
+    if _interpreted(device):
+        # Small blocks so that the modest test shapes cross block and chunk boundaries.
+        block_r, block_k, target, min_iters, warps = 16, 32, 16, 2, 1
+    else:
+        # H100 (bandwidth-bound): each tile row is 128 consecutive keys (256 B for 16-bit attn,
+        # 512 B for float32), 64 / 32 / 16 rows per tile for 2 / 4 / 8-byte elements, so a
+        # 4-warp program keeps 16 KB of loads in flight per iteration and a 2-D register
+        # accumulator (no cross-thread reduction inside the loop). Chunks are sized so that one
+        # batch row alone launches up to ~2048 programs (~15 per SM), each streaming at least
+        # 4 tiles.
+        block_k = min(triton.next_power_of_2(N), 128)
+        block_r = {1: 64, 2: 64, 4: 32}.get(elem_bytes, 16)
+        block_r = max(1, min(block_r, 8192 // block_k))
+        target, min_iters, warps = 2048, 4, 4
+    n_kb = triton.cdiv(N, block_k)
+    max_s = max(1, triton.cdiv(R, block_r * min_iters))
+    S = max(1, min(triton.cdiv(target, n_kb), max_s))
+    chunk = triton.cdiv(triton.cdiv(max(R, 1), S), block_r) * block_r
+    S = max(1, triton.cdiv(R, chunk))
+    return block_r, block_k, S, chunk, warps
+
+
+def _select_config(N: int, device: torch.device):
+    """-> (BLOCK_P, BLOCK_I, BLOCK_J, num_warps) for the keys, rank and compact kernels."""
+    if _interpreted(device):
+        return 16, 16, 32, 1
+    np2 = triton.next_power_of_2(N)
+    return min(np2, 1024), min(np2, 64), min(np2, 128), 4
+
+
+def _copy_config(D: int, elem_bytes: int, device: torch.device):
+    """-> (BLOCK_R, BLOCK_D, num_warps) for the gather / scatter row copies."""
+    if _interpreted(device):
+        return 4, 16, 1
+    block_d = min(triton.next_power_of_2(max(D, 1)), 2048 // max(elem_bytes // 2, 1))
+    block_r = max(1, 4096 // block_d)
+    return block_r, block_d, 4
+
+
+def _kernels_interpreted() -> bool:
+    """True when @triton.jit made InterpretedFunctions (TRITON_INTERPRET=1 at import time)."""
+    try:
+        from triton.runtime.interpreter import InterpretedFunction
+    except ImportError:  # pragma: no cover
+        return False
+    return isinstance(_colsum_kernel, InterpretedFunction)
+
+
+def _launching(t: torch.Tensor) -> bool:
+    """False only when the interpreter would get fake or meta tensors (the fake kernel: shapes
+    only). Compiled kernels always launch: wrap_triton's HOP handles fake tensors itself, and
+    under the interpreter torch's wrap_triton returns the raw kernel, which cannot take them."""
+    if not _kernels_interpreted():
+        return True
+    return not (isinstance(t, torch._subclasses.FakeTensor) or t.device.type == "meta")
+
+
+def _poison() -> bool:
+    return os.environ.get("POWER_BERT_POISON_OUTPUTS") == "1"
+
+
+def _empty(shape, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
+    t = torch.empty(shape, device=device, dtype=dtype)
+    if _poison():
+        t.fill_(float("nan") if dtype.is_floating_point else -12345)
+    return t
+
+
+# ---------------------------------------------------------------------------------------------
+# Ops
+# ---------------------------------------------------------------------------------------------
+
+
+@torch.library.triton_op("power_bert::extract_triton", mutates_args={})
+def extract_triton(
+    hidden: torch.Tensor,
+    attn: torch.Tensor,
+    mask: torch.Tensor,
+    k: int,
+    exclude_self: bool = True,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """hidden [B, N, D], attn [B, H, N, N], mask [B, N] ->
+    (out [B, k, D] hidden's dtype, index int64 [B, k] ascending with index[:, 0] = 0,
+    out_mask [B, k] = mask.gather(1, index) in mask's dtype). Differentiable in ``hidden``."""
+    _checks.check_extract_args(hidden, attn, mask, k, op=_OP)
+    B, N, D = hidden.shape
+    H = attn.shape[1]
+    dev = hidden.device
+    hidden = hidden.contiguous()
+    attn = attn.contiguous()
+
+    out = _empty((B, k, D), dev, hidden.dtype)
+    index = _empty((B, k), dev, torch.int64)
+    if B == 0 or not _launching(hidden):
+        return out, index, mask.gather(1, index)
+
+    real = (mask != 0).to(torch.int8).contiguous()
+    acc_dtype = torch.float64 if attn.dtype == torch.float64 else torch.float32
+    R = H * N
+    BR, BK, S, CHUNK, warps = _colsum_config(N, R, attn.element_size(), dev)
+    part = torch.empty((S, B, N), device=dev, dtype=acc_dtype)
+    torch.library.wrap_triton(_colsum_kernel)[(B * S, triton.cdiv(N, BK))](
+        attn, real, part, B, N, R, S, CHUNK, BLOCK_R=BR, BLOCK_K=BK, num_warps=warps,
+    )
+
+    BP, BI, BJ, warps = _select_config(N, dev)
+    keys = torch.empty((B, N), device=dev, dtype=torch.int64)
+    torch.library.wrap_triton(_keys_kernel)[(B, triton.cdiv(N, BP))](
+        part, attn, real, keys, B, N, H, S, EXCLUDE_SELF=bool(exclude_self), BLOCK_P=BP, num_warps=warps,
+    )
+    rank = torch.empty((B, N), device=dev, dtype=torch.int32)
+    torch.library.wrap_triton(_rank_kernel)[(B, triton.cdiv(N, BI))](
+        keys, rank, N, BLOCK_I=BI, BLOCK_J=BJ, num_warps=warps,
+    )
+    torch.library.wrap_triton(_compact_kernel)[(B, triton.cdiv(N, BP))](
+        rank, index, N, k, BLOCK_P=BP, num_warps=warps,
+    )
+
+    if D > 0:
+        CR, CD, warps = _copy_config(D, hidden.element_size(), dev)
+        torch.library.wrap_triton(_gather_kernel)[(triton.cdiv(B * k, CR), triton.cdiv(D, CD))](
+            hidden, index, out, N, k, D, B * k, BLOCK_R=CR, BLOCK_D=CD, num_warps=warps,
+        )
+    return out, index, mask.gather(1, index)
+
+
+def _check_backward_args(grad_out: torch.Tensor, index: torch.Tensor, n: int) -> None:
+    if grad_out.dim() != 3:
+        raise ValueError(f"power_bert.{_BWD_OP}: `grad_out` must be [B, k, D], got shape {list(grad_out.shape)}")
+    _checks.check_floating(grad_out, _BWD_OP, "grad_out")
+    B, k = grad_out.shape[0], grad_out.shape[1]
+    if index.dim() != 2 or index.shape[0] != B or index.shape[1] != k:
+        raise ValueError(f"power_bert.{_BWD_OP}: `index` must be [B, k] = [{B}, {k}], got shape {list(index.shape)}")
+    if index.dtype != torch.int64:
+        raise TypeError(f"power_bert.{_BWD_OP}: `index` must be int64, got {index.dtype}")
+    if isinstance(n, bool) or not isinstance(n, (int, torch.SymInt)):
+        raise TypeError(f"power_bert.{_BWD_OP}: `n` must be an int, got {type(n).__name__}")
+    if n < k:
+        raise ValueError(f"power_bert.{_BWD_OP}: `n` must satisfy n >= k = {k}, got n = {n}")
+    _checks.check_same_device(_BWD_OP, grad_out=grad_out, index=index)
+
+
+@torch.library.triton_op("power_bert::extract_backward_triton", mutates_args={})
+def extract_backward_triton(grad_out: torch.Tensor, index: torch.Tensor, n: int) -> torch.Tensor:
+    """grad_out [B, k, D], index int64 [B, k] (unique per row), n = N ->
+    grad_hidden [B, N, D] in grad_out's dtype: zeros except rows index[b, i] = grad_out[b, i]."""
+    _check_backward_args(grad_out, index, n)
+    B, k, D = grad_out.shape
+    dev = grad_out.device
+    grad_out = grad_out.contiguous()
+    index = index.contiguous()
+    grad_hidden = _empty((B, n, D), dev, grad_out.dtype)
+    if B * n * D == 0 or not _launching(grad_out):
+        return grad_hidden
+    inv = torch.full((B, n), -1, device=dev, dtype=torch.int32)
+    blk = 64 if _interpreted(dev) else 1024
+    torch.library.wrap_triton(_inverse_kernel)[(triton.cdiv(B * k, blk),)](
+        index, inv, n, k, B * k, BLOCK=blk, num_warps=1 if _interpreted(dev) else 4,
+    )
+    CR, CD, warps = _copy_config(D, grad_out.element_size(), dev)
+    torch.library.wrap_triton(_scatter_kernel)[(triton.cdiv(B * n, CR), triton.cdiv(D, CD))](
+        grad_out, inv, grad_hidden, n, k, D, B * n, BLOCK_R=CR, BLOCK_D=CD, num_warps=warps,
+    )
+    return grad_hidden
+
+
+# ---------------------------------------------------------------------------------------------
+# Autograd
+# ---------------------------------------------------------------------------------------------
+
+
+def _extract_setup_context(ctx, inputs, output):
+    hidden = inputs[0]
+    _, index, out_mask = output
+    ctx.save_for_backward(index)
+    ctx.n = hidden.shape[1]
+    ctx.mark_non_differentiable(index, out_mask)
+
+
+def _extract_backward(ctx, grad_out, grad_index, grad_out_mask):
+    (index,) = ctx.saved_tensors
+    grad_hidden = None
+    if grad_out is not None and ctx.needs_input_grad[0]:
+        grad_hidden = torch.ops.power_bert.extract_backward_triton(grad_out, index, ctx.n)
+    return grad_hidden, None, None, None, None
+
+
+torch.library.register_autograd(
+    "power_bert::extract_triton", _extract_backward, setup_context=_extract_setup_context)
+
+
+def _extract_bwd_setup_context(ctx, inputs, output):
+    _, index, _ = inputs
+    ctx.save_for_backward(index)
+
+
+def _extract_bwd_backward(ctx, grad_grad_hidden):
+    # extract_backward is linear in grad_out: its adjoint is the forward gather at `index`.
+    (index,) = ctx.saved_tensors
+    D = grad_grad_hidden.shape[-1]
+    return grad_grad_hidden.gather(1, index[:, :, None].expand(-1, -1, D)), None, None
+
+
+torch.library.register_autograd(
+    "power_bert::extract_backward_triton", _extract_bwd_backward, setup_context=_extract_bwd_setup_context)
+
+
+# ---------------------------------------------------------------------------------------------
+# Python API
+# ---------------------------------------------------------------------------------------------
+
+
+def extract(hidden, attn, mask, k: int, exclude_self: bool = True):
+    """hidden [B, N, D], attn [B, H, N, N], mask [B, N] -> (out [B, k, D], index int64 [B, k],
+    out_mask [B, k]) via ``torch.ops.power_bert.extract_triton``. Differentiable in ``hidden``."""
+    return torch.ops.power_bert.extract_triton(hidden, attn, mask, k, exclude_self)
