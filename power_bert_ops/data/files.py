@@ -1,0 +1,287 @@
+"""Your own data: CSV / TSV / JSONL files, chosen by extension.
+
+- ``.csv``: comma-separated with a header row, standard (RFC 4180) quoting, as pandas writes it.
+- ``.tsv`` / ``.tab``: tab-separated with a header row, same quoting rules (pass
+  ``quoting=csv.QUOTE_NONE`` for GLUE-style files whose texts hold bare quote characters).
+- ``.jsonl`` / ``.ndjson``: one JSON object per line; ``.json``: a JSON array of objects, or
+  JSON lines.
+
+Labels may be strings or integers. The label <-> id mapping comes from the train file: the
+distinct labels, sorted (numerically when every label is an integer, else as strings), so the
+same file always gives the same ids; save it with :func:`save_label_map` and pass it back (via
+``label_names`` or ``label_map_file``) to read evaluation data alone. Files are read as strict
+UTF-8 (``errors="replace"`` to substitute bad bytes). Empty or NaN text cells are kept as "" and
+counted in ``stats["empty_texts"]``; rows with the wrong number of fields are skipped and counted
+in ``stats["skipped_rows"]``.
+"""
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+import re
+from pathlib import Path
+from typing import Sequence
+
+from ._io import big_csv_fields, is_empty_cell, logger, missing_column_error, read_text
+from .types import DataError, TextDataset
+
+__all__ = ["build_label_names", "load_files", "load_label_map", "read_table", "read_text_file", "save_label_map"]
+
+_DELIMITED = {".csv": ",", ".tsv": "\t", ".tab": "\t"}
+_JSON = (".jsonl", ".ndjson", ".json")
+_MAX_LISTED = 10
+_INT_RE = re.compile(r"[+-]?\d+")
+
+
+def _suffix(path: Path) -> str:
+    return path.suffix.lower()
+
+
+def read_table(path, errors: str = "strict", quoting: int | None = None) -> tuple[list[str], list[dict], dict]:
+    """Rows of a CSV / TSV / JSONL file as ``(columns, rows, stats)``; each row a dict column ->
+    cell (str for CSV / TSV; any JSON value for JSONL). ``stats`` has ``skipped_rows`` and
+    ``skipped_lines`` (rows whose field count differs from the header's)."""
+    path = Path(path)
+    ext = _suffix(path)
+    if ext not in _DELIMITED and ext not in _JSON:
+        raise DataError(f"{path}: unsupported file type {ext or '(no extension)'!r}; use .csv, .tsv, .tab, .jsonl "
+                        f"or .json")
+    text = read_text(path, errors)
+    if not text.strip():
+        raise DataError(f"{path}: empty file")
+    if ext in _JSON:
+        return _read_json(path, text)
+    with big_csv_fields():
+        reader = csv.reader(io.StringIO(text, newline=""), delimiter=_DELIMITED[ext],
+                            quoting=csv.QUOTE_MINIMAL if quoting is None else quoting)
+        try:
+            header = next(reader)
+            while not any(c.strip() for c in header):
+                header = next(reader)
+        except StopIteration:
+            raise DataError(f"{path}: empty file") from None
+        except csv.Error as exc:
+            raise DataError(f"{path}: cannot parse the header ({exc})") from None
+        columns = [c.strip() for c in header]
+        rows, skipped_lines, skipped = [], [], 0
+        try:
+            for row in reader:
+                if not row or (len(row) == 1 and not row[0].strip() and len(columns) > 1):
+                    continue  # blank line
+                if len(row) != len(columns):
+                    skipped += 1
+                    if len(skipped_lines) < _MAX_LISTED:
+                        skipped_lines.append(reader.line_num)
+                    continue
+                rows.append(dict(zip(columns, row)))
+        except csv.Error as exc:
+            raise DataError(f"{path}: CSV parse error at line {reader.line_num}: {exc}") from None
+    if skipped:
+        logger.warning("%s: skipped %d rows whose field count differs from the header's %d (lines %s)", path,
+                       skipped, len(columns), skipped_lines)
+    return columns, rows, {"skipped_rows": skipped, "skipped_lines": skipped_lines}
+
+
+def _read_json(path: Path, text: str):
+    stripped = text.lstrip()
+    objs = []
+    if _suffix(path) == ".json" and stripped.startswith("["):
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise DataError(f"{path}: invalid JSON ({exc.msg} at line {exc.lineno} column {exc.colno})") from None
+        objs = [(i + 1, o) for i, o in enumerate(data)]
+    else:
+        for lineno, line in enumerate(text.splitlines(), 1):
+            if not line.strip():
+                continue
+            try:
+                objs.append((lineno, json.loads(line)))
+            except json.JSONDecodeError as exc:
+                raise DataError(f"{path}: line {lineno} is not valid JSON ({exc.msg} at column {exc.colno})") from None
+    columns: dict[str, None] = {}
+    rows = []
+    for lineno, obj in objs:
+        if not isinstance(obj, dict):
+            raise DataError(f"{path}: record at line {lineno} is a JSON {type(obj).__name__}, expected an object")
+        columns.update(dict.fromkeys(obj))
+        rows.append(obj)
+    if not rows:
+        raise DataError(f"{path}: empty file (no JSON records)")
+    return list(columns), rows, {"skipped_rows": 0, "skipped_lines": []}
+
+
+def _text(value) -> str:
+    """A text cell: None / NaN become "" (counted by the caller), anything else its str."""
+    if value is None or (isinstance(value, float) and value != value):
+        return ""
+    return str(value)
+
+
+def _label_key(value) -> str | None:
+    """A label cell as a string key (JSON 3 and CSV "3" agree); None when empty."""
+    if is_empty_cell(value):
+        return None
+    if isinstance(value, bool):
+        return str(value).lower()
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    if isinstance(value, (int, float)):
+        return str(value)
+    s = str(value).strip()
+    return str(int(s)) if _INT_RE.fullmatch(s) else s
+
+
+def build_label_names(keys) -> list[str]:
+    """Distinct labels sorted for determinism: numerically when all are integers, else as strings."""
+    distinct = set(keys)
+    if all(_INT_RE.fullmatch(k) for k in distinct):
+        return sorted(distinct, key=int)
+    return sorted(distinct)
+
+
+def read_text_file(path, text_column: str, label_column: str | None, text_pair_column: str | None = None, *,
+                   label_names: Sequence[str] | None = None, is_regression: bool = False, errors: str = "strict",
+                   quoting: int | None = None, split: str | None = None, task: str | None = None,
+                   require_labels: bool = True) -> tuple[TextDataset, list[str | None]]:
+    """Read one file into a :class:`TextDataset`. Returns the dataset and the raw label keys.
+
+    With ``label_names`` labels become their index (unknown labels raise :class:`DataError`
+    listing them); without, ``labels`` stays None and the caller maps the returned keys. A file
+    without ``label_column`` is unlabelled when ``require_labels`` is False.
+    """
+    path = Path(path)
+    columns, rows, stats = read_table(path, errors=errors, quoting=quoting)
+    if not rows:
+        raise DataError(f"{path}: header but no data rows" if not stats["skipped_rows"] else
+                        f"{path}: all {stats['skipped_rows']} data rows have the wrong number of fields "
+                        f"(header has {len(columns)}: {columns})")
+    for col, role in ((text_column, "text_column"), (text_pair_column, "text_pair_column")):
+        if col is not None and col not in columns:
+            raise missing_column_error(path, col, role, columns)
+    has_labels = label_column is not None and label_column in columns
+    if label_column is not None and not has_labels and require_labels:
+        raise missing_column_error(path, label_column, "label_column", columns)
+
+    texts, pairs, keys = [], [], []
+    empty_texts, empty_lines, empty_label_rows = 0, [], []
+    for i, row in enumerate(rows):
+        t = row.get(text_column)
+        p = row.get(text_pair_column) if text_pair_column else None
+        if is_empty_cell(t) or (text_pair_column and is_empty_cell(p)):
+            empty_texts += 1
+            if len(empty_lines) < _MAX_LISTED:
+                empty_lines.append(i + 1)
+        texts.append(_text(t))
+        if text_pair_column:
+            pairs.append(_text(p))
+        if has_labels:
+            k = _label_key(row.get(label_column))
+            if k is None:
+                empty_label_rows.append(i + 1)
+            keys.append(k)
+    if has_labels and not require_labels and len(empty_label_rows) == len(rows):
+        has_labels, keys, empty_label_rows = False, [], []  # an unlabelled test file with an empty label column
+    if empty_label_rows:
+        raise DataError(f"{path}: {len(empty_label_rows)} rows have an empty {label_column!r} (data rows "
+                        f"{empty_label_rows[:_MAX_LISTED]}{' ...' if len(empty_label_rows) > _MAX_LISTED else ''})")
+    if empty_texts:
+        logger.warning("%s: %d rows with an empty or NaN text cell (data rows %s), kept as empty strings", path,
+                       empty_texts, empty_lines)
+
+    labels = None
+    if has_labels and is_regression:
+        labels = []
+        for i, k in enumerate(keys):
+            try:
+                y = float(k)
+            except ValueError:
+                raise DataError(f"{path}: {label_column!r} in data row {i + 1} is {k!r}, not a number "
+                                f"(regression)") from None
+            if not math.isfinite(y):
+                raise DataError(f"{path}: {label_column!r} in data row {i + 1} is {k!r} (regression needs finite)")
+            labels.append(y)
+    ds = TextDataset(
+        task=task or path.stem, texts=texts, text_pairs=pairs if text_pair_column else None, labels=labels,
+        label_names=None if is_regression or label_names is None else list(label_names),
+        is_regression=is_regression, split=split,
+        stats={"source": str(path), "empty_texts": empty_texts, **stats},
+    )
+    if has_labels and not is_regression and label_names is not None:
+        _apply_labels(ds, keys, label_names)
+    return ds, keys if has_labels else None
+
+
+def _apply_labels(ds: TextDataset, keys: list[str], label_names: Sequence[str]) -> None:
+    index = {name: i for i, name in enumerate(label_names)}
+    unseen = sorted({k for k in keys if k not in index}, key=lambda k: (not _INT_RE.fullmatch(k), len(k), k))
+    if unseen:
+        n_rows = sum(k not in index for k in keys)
+        raise DataError(f"{ds.stats.get('source')}: labels not seen in the training data: {unseen} ({n_rows} rows); "
+                        f"known labels: {list(label_names)}")
+    ds.labels = [index[k] for k in keys]
+    ds.label_names = list(label_names)
+
+
+def save_label_map(path, label_names: Sequence[str]) -> None:
+    """Write ``{"label_names": [...], "label2id": {...}}`` as JSON."""
+    label_names = list(label_names)
+    Path(path).write_text(json.dumps({"label_names": label_names,
+                                      "label2id": {n: i for i, n in enumerate(label_names)}}, indent=2) + "\n",
+                          encoding="utf-8")
+
+
+def load_label_map(path) -> list[str]:
+    """The label names (index = id) saved by :func:`save_label_map`; also accepts a plain JSON
+    list or a ``{label: id}`` dict."""
+    try:
+        obj = json.loads(read_text(path))
+    except json.JSONDecodeError as exc:
+        raise DataError(f"{path}: not a label map (invalid JSON: {exc.msg})") from None
+    if isinstance(obj, dict) and "label_names" in obj:
+        obj = obj["label_names"]
+    elif isinstance(obj, dict) and "label2id" in obj:
+        obj = obj["label2id"]
+    if isinstance(obj, dict):
+        ids = sorted(obj.values())
+        if ids != list(range(len(ids))):
+            raise DataError(f"{path}: label ids {ids} are not 0..{len(ids) - 1}")
+        inv = {v: k for k, v in obj.items()}
+        obj = [inv[i] for i in range(len(ids))]
+    if not isinstance(obj, list) or not obj:
+        raise DataError(f"{path}: expected a label map (list of label names or label2id dict)")
+    return [str(x) for x in obj]
+
+
+def load_files(train_file=None, eval_file=None, text_column: str = "text", label_column: str | None = "label",
+               text_pair_column: str | None = None, test_file=None, *, is_regression: bool = False,
+               label_names: Sequence[str] | None = None, label_map_file=None, errors: str = "strict",
+               quoting: int | None = None, task: str | None = None) -> dict[str, TextDataset]:
+    """Read train / eval / test files into ``{"train": ..., "eval": ..., "test": ...}`` (only
+    those given). Label names come from ``label_names``, else ``label_map_file``, else the train
+    file (sorted), else the eval file (with a warning). Eval / test labels unseen in train raise
+    :class:`DataError` listing them. ``test_file`` may lack the label column (then unlabelled).
+    """
+    given = [(name, f) for name, f in (("train", train_file), ("eval", eval_file), ("test", test_file)) if f]
+    if not given:
+        raise DataError("load_files: pass at least one of train_file, eval_file, test_file")
+    if label_names is None and label_map_file is not None:
+        label_names = load_label_map(label_map_file)
+    if label_names is not None:
+        label_names = [_label_key(n) or str(n) for n in label_names]
+    out: dict[str, TextDataset] = {}
+    for name, f in given:
+        ds, keys = read_text_file(f, text_column, label_column, text_pair_column, label_names=label_names,
+                                  is_regression=is_regression, errors=errors, quoting=quoting, split=name,
+                                  task=task, require_labels=name != "test")
+        if keys is not None and not is_regression and label_names is None:
+            if name != "train":
+                logger.warning("load_files: no train file or label map; label ids come from %s", f)
+            label_names = build_label_names(keys)
+            _apply_labels(ds, keys, label_names)
+        if train_file and name != "train":
+            ds.stats["label_source"] = str(train_file)
+        out[name] = ds
+    return out
