@@ -283,3 +283,116 @@ def test_fully_padded_row(device):
     out.sum().backward()
     assert torch.equal(out[1], torch.zeros_like(out[1])) and torch.isneginf(sig[1]).all()
     assert all(torch.isfinite(t.grad).all() for t in (q, k, v))
+
+
+# ---------------------------------------------------------------------------------------------
+# GPU launch geometry and code generation, checked without a GPU
+# ---------------------------------------------------------------------------------------------
+
+
+class _GridRecorder:
+    """Stands in for torch.library.wrap_triton / a kernel: records launch grids, runs nothing."""
+
+    def __init__(self):
+        self.grids = []
+
+    def __call__(self, kernel):
+        return self
+
+    def __getitem__(self, grid):
+        self.grids.append(tuple(grid))
+        return lambda *args, **kwargs: None
+
+
+def test_launch_grids_fit_cuda_limits(monkeypatch):
+    """B*H = 70000 > 65535: a grid axis other than x holding B*H would fail to launch on a GPU
+    (gridDim.y and gridDim.z are at most 65535), which the interpreter does not check."""
+    rec = _GridRecorder()
+    monkeypatch.setattr(torch.library, "wrap_triton", rec)
+    monkeypatch.setattr(at, "_dropout_mask_kernel", rec)
+    B, H, N, d = 35000, 2, 3, 32
+    q, k, v = (torch.zeros(B, H, N, d) for _ in range(3))
+    mask = torch.ones(B, N)
+    seed = torch.zeros(1, dtype=torch.int64)
+    out, sig, lse = at.attention_triton_fwd(q, k, v, mask, 0.1, True, True, seed)
+    at.attention_triton_bwd(out, q, k, v, out, lse, mask, 0.1, seed)
+    at.dropout_keep_mask(seed, B, H, 1, 0.1)
+    assert len(rec.grids) == 6
+    for grid in rec.grids:
+        assert 1 <= len(grid) <= 3 and grid[0] < 2**31 and all(g <= 65535 for g in grid[1:]), grid
+
+
+_SM90_SCRIPT = r"""
+import json, os, re, subprocess, sys, tempfile
+import torch
+import triton
+from triton.backends.compiler import GPUTarget
+from triton.compiler import ASTSource
+from power_bert_ops.triton import attention_triton as at
+
+PTR = {torch.float16: "*fp16", torch.bfloat16: "*bf16", torch.float32: "*fp32"}
+FIXED = {"REAL": "*i8", "SEED": "*i64", "LSE": "*fp32", "DELTA": "*fp32", "PART": "*fp32",
+         "H": "i32", "N": "i32", "scale": "fp32", "dropout_p": "fp32"}
+CUOBJDUMP = os.path.join(os.path.dirname(triton.__file__), "backends", "nvidia", "bin", "cuobjdump")
+
+
+def build(fn, dtype, constexprs, warps, stages):
+    sig = {n: "constexpr" if n in constexprs else FIXED.get(n, PTR[dtype]) for n in fn.arg_names}
+    # torch allocations are 16-byte aligned and N = 512 is a multiple of 16, as in a real launch.
+    aligned = [n for n, t in sig.items() if t.startswith("*") or n == "N"]
+    attrs = {(fn.arg_names.index(n),): [["tt.divisibility", 16]] for n in aligned}
+    k = triton.compile(ASTSource(fn, sig, constexprs, attrs), target=GPUTarget("cuda", 90, 32),
+                       options={"num_warps": warps, "num_stages": stages})
+    stack = None
+    if os.path.exists(CUOBJDUMP):
+        with tempfile.NamedTemporaryFile(suffix=".cubin") as f:
+            f.write(k.asm["cubin"])
+            f.flush()
+            usage = subprocess.run([CUOBJDUMP, "-res-usage", f.name], capture_output=True, text=True).stdout
+        m = re.search(r"STACK:(\d+)", usage)
+        stack = int(m.group(1)) if m else None
+    return {"kernel": fn.__name__, "dtype": str(dtype), "cfg": constexprs, "warps": warps,
+            "shared": k.metadata.shared, "stack": stack}
+
+
+cuda = torch.device("cuda")
+res = []
+for dtype, d in ((torch.float32, 64), (torch.float32, 128), (torch.float16, 64), (torch.bfloat16, 128)):
+    prec = at._precision(dtype)
+    for drop in (False, True):
+        BM, BN, w, st = at._fwd_config(dtype, d, cuda, drop)
+        res.append(build(at._attn_fwd_kernel, dtype, dict(BLOCK_M=BM, BLOCK_N=BN, BLOCK_D=d, HAS_DROPOUT=drop,
+                                                          PRECISION=prec, UPCAST=False), w, st))
+    BM, BN, w, st = at._fwd_config(dtype, d, cuda)
+    res.append(build(at._significance_kernel, dtype, dict(BLOCK_M=BM, BLOCK_N=BN, BLOCK_D=d, EXCLUDE_SELF=True,
+                                                          PRECISION=prec, UPCAST=False), w, st))
+    BM, BN, w, st = at._bwd_config(dtype, d, cuda, True)
+    for fn in (at._bwd_dkdv_kernel, at._bwd_dq_kernel):
+        res.append(build(fn, dtype, dict(BLOCK_M=BM, BLOCK_N=BN, BLOCK_D=d, HAS_DROPOUT=True, PRECISION=prec,
+                                         UPCAST=False), w, st))
+print("RESULT " + json.dumps(res))
+"""
+
+
+def test_gpu_configs_compile_for_h100_without_spills():
+    """The GPU launch configurations (not the interpreter's) compiled for sm_90 with triton's own
+    ptxas, no GPU needed: every kernel must fit H100 shared memory (227 KB per block) and keep
+    its registers (float32 "ieee" tl.dot tiles of 64 x 64 spilled kilobytes per thread)."""
+    import subprocess
+    import sys
+
+    try:
+        from triton.backends.compiler import GPUTarget  # noqa: F401
+        from triton.backends.nvidia import compiler  # noqa: F401
+    except Exception as e:  # pragma: no cover
+        pytest.skip(f"triton has no NVIDIA backend: {e}")
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    res = subprocess.run([sys.executable, "-c", _SM90_SCRIPT], cwd=root, env=env, capture_output=True, text=True)
+    lines = [ln for ln in res.stdout.splitlines() if ln.startswith("RESULT ")]
+    assert res.returncode == 0 and lines, res.stdout[-3000:] + res.stderr[-3000:]
+    import json
+
+    for r in json.loads(lines[-1][len("RESULT "):]):
+        assert r["shared"] <= 227 * 1024, r
+        assert r["stack"] in (None, 0), r

@@ -7,9 +7,10 @@
 // threadIdx.y the rows. The H*N rows of a batch are split into S chunks so that the grid has
 // about 4 blocks per SM even at B = 1. Each block writes its column sums to partial[s,b,:]
 // (acc type) and, for exclude_self, the diagonal elements it met to diag[b,h,q].
-// Pass 2 (significance_finalize_kernel) sums the S partials of each (b,k) in ascending s, the H
-// diagonal elements in ascending h, subtracts, and writes -inf at padding keys. No atomics: the
-// result is bitwise reproducible for a given GPU (sm_count fixes the split).
+// Pass 2 (significance_finalize_kernel) sums the S partials and the H diagonal elements of each
+// (b,k) in a fixed order (strided over 16 threads, then those 16 sums in ascending order),
+// subtracts, and writes -inf at padding keys. No atomics: the result is bitwise reproducible for
+// a given GPU (sm_count fixes the split).
 #include <cuda_runtime.h>
 
 #include <cmath>
@@ -25,9 +26,9 @@ namespace {
 using detail::acc_t;
 using detail::ceil_div;
 
-constexpr int kThreads = 256;     // threads per block of pass 1
-constexpr int kMinChunkRows = 8;  // fewest (h,q) rows per chunk
-constexpr int kMaxVec = 8;        // widest vector (16 bytes of 16-bit data)
+constexpr int kThreads = 256;      // threads per block of pass 1
+constexpr int kMinChunkRows = 32;  // fewest (h,q) rows per chunk (a block streams >= 32 rows)
+constexpr int kMaxVec = 8;         // widest vector (16 bytes of 16-bit data)
 
 // Launch geometry of pass 1 for a vector width `vec`.
 struct Geometry {
@@ -159,28 +160,48 @@ significance_partial_kernel(const T* __restrict__ attn, const uint8_t* __restric
   }
 }
 
-// One thread per (b, k).
+// Block (32, kFinalizeRows): threadIdx.x over 32 consecutive (b, k), threadIdx.y over the S
+// partials (s = y, y + kFinalizeRows, ...) and the H diagonal elements (h likewise), then row 0
+// adds the kFinalizeRows per-thread sums in ascending y: a fixed order (deterministic), and S
+// serial loads per (b, k) become S / kFinalizeRows (S is ~4 * SMs at B = 1).
+constexpr int kFinalizeRows = 16;
+
 template <typename A>
-__global__ void significance_finalize_kernel(const A* __restrict__ partial, const A* __restrict__ diag,
-                                             const uint8_t* __restrict__ real, int64_t B, int64_t H,
-                                             int64_t N, int64_t chunks, bool exclude_self,
-                                             float* __restrict__ scores) {
+__global__ void __launch_bounds__(32 * kFinalizeRows)
+significance_finalize_kernel(const A* __restrict__ partial, const A* __restrict__ diag,
+                             const uint8_t* __restrict__ real, int64_t B, int64_t H, int64_t N,
+                             int64_t chunks, bool exclude_self, float* __restrict__ scores) {
+  __shared__ A part_s[kFinalizeRows][32];
+  __shared__ A part_d[kFinalizeRows][32];
   const int64_t total = B * N;
-  for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < total;
-       i += static_cast<int64_t>(gridDim.x) * blockDim.x) {
-    if (real[i] == 0) {
-      scores[i] = -INFINITY;
-      continue;
+  // Block-uniform loop (barriers inside); lanes past the end idle.
+  for (int64_t i0 = blockIdx.x * 32ll; i0 < total; i0 += static_cast<int64_t>(gridDim.x) * 32) {
+    const int64_t i = i0 + threadIdx.x;
+    const bool live = i < total && real[i] != 0;
+    A v = A(0), d = A(0);
+    if (live) {
+      for (int64_t s = threadIdx.y; s < chunks; s += kFinalizeRows) v += partial[s * total + i];
+      if (exclude_self) {
+        const int64_t b = i / N, k = i % N;
+        for (int64_t h = threadIdx.y; h < H; h += kFinalizeRows) d += diag[(b * H + h) * N + k];
+      }
     }
-    A v = A(0);
-    for (int64_t s = 0; s < chunks; ++s) v += partial[s * total + i];
-    if (exclude_self) {
-      const int64_t b = i / N, k = i % N;
-      A d = A(0);
-      for (int64_t h = 0; h < H; ++h) d += diag[(b * H + h) * N + k];
-      v -= d;
+    part_s[threadIdx.y][threadIdx.x] = v;
+    part_d[threadIdx.y][threadIdx.x] = d;
+    __syncthreads();
+    if (threadIdx.y == 0 && i < total) {
+      if (!live) {
+        scores[i] = -INFINITY;
+      } else {
+        A sv = A(0), sd = A(0);
+        for (int y = 0; y < kFinalizeRows; ++y) {
+          sv += part_s[y][threadIdx.x];
+          sd += part_d[y][threadIdx.x];
+        }
+        scores[i] = static_cast<float>(sv - sd);
+      }
     }
-    scores[i] = static_cast<float>(v);
+    __syncthreads();  // part_s / part_d reusable by the next iteration
   }
 }
 
@@ -199,11 +220,10 @@ cudaError_t launch_typed_vec(const T* attn, const uint8_t* real, int64_t B, int6
       attn, real, B, H, N, g.tiles, g.chunks, g.chunk_rows, exclude_self, partial, diag);
   cudaError_t err = cudaGetLastError();
   if (err != cudaSuccess) return err;
-  const int threads = 256;
-  const int64_t fblocks = ceil_div(B * N, threads);
+  const int64_t fblocks = ceil_div(B * N, 32);
   significance_finalize_kernel<A><<<static_cast<unsigned>(fblocks < detail::kMaxGridX ? fblocks : detail::kMaxGridX),
-                                    threads, 0, stream>>>(partial, diag, real, B, H, N, g.chunks,
-                                                          exclude_self, scores);
+                                    dim3(32, kFinalizeRows), 0, stream>>>(partial, diag, real, B, H, N,
+                                                                          g.chunks, exclude_self, scores);
   return cudaGetLastError();
 }
 

@@ -13,9 +13,10 @@ sequence ``N``, head size ``d`` (32, 64 or 128).
 
 The N x N probabilities are never stored:
 
-* forward (grid ``(cdiv(N, BLOCK_M), B*H)``): online softmax over key blocks, writes ``out`` and
-  the natural-log log-sum-exp ``lse`` [B, H, N] float32 of the scaled logits;
-* significance (grid ``(cdiv(N, BLOCK_N), B*H)``): recomputes ``P = exp(q k^T * scale - lse)``
+* forward (1-D grid ``cdiv(N, BLOCK_M) * B*H``, see ``_split_pid``): online softmax over key
+  blocks, writes ``out`` and the natural-log log-sum-exp ``lse`` [B, H, N] float32 of the scaled
+  logits;
+* significance (1-D grid ``cdiv(N, BLOCK_N) * B*H``): recomputes ``P = exp(q k^T * scale - lse)``
   for one key block against every query block and writes its column sums over real query rows
   (diagonal left out when ``exclude_self``) into a per-head buffer [B, H, N] float32; the sum
   over heads is a plain ``torch.sum`` in fixed order. Extra memory O(B*H*N), no atomics,
@@ -76,15 +77,25 @@ def _keep(seed, qrow, kcol, bh, dropout_p):
 
 
 @triton.jit
+def _split_pid(N, BLOCK: tl.constexpr):
+    """(block index along N, b*H + h) of this program. The kernels use a 1-D grid of
+    cdiv(N, BLOCK) * B*H programs (axis 0 allows 2^31 - 1; axes 1 and 2 only 65535, which
+    B*H alone exceeds at e.g. B = 4096, H = 16); blocks of one head are adjacent, as before."""
+    pid = tl.program_id(0)
+    n_blocks = tl.cdiv(N, BLOCK)
+    return pid % n_blocks, pid // n_blocks
+
+
+@triton.jit
 def _attn_fwd_kernel(
     Q, K, V, REAL, SEED, OUT, LSE,
     H, N, scale, dropout_p,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr,
     HAS_DROPOUT: tl.constexpr, PRECISION: tl.constexpr, UPCAST: tl.constexpr,
 ):
-    """Q, K, V, OUT [B, H, N, d] contiguous; REAL [B, N] int8; SEED int64 [1]; LSE [B, H, N] f32."""
-    pid_m = tl.program_id(0)
-    bh = tl.program_id(1)
+    """Q, K, V, OUT [B, H, N, d] contiguous; REAL [B, N] int8; SEED int64 [1]; LSE [B, H, N] f32.
+    1-D grid over (b*H + h, query block), query block fastest."""
+    pid_m, bh = _split_pid(N, BLOCK_M)
     b = bh // H
     base = bh.to(tl.int64) * N * BLOCK_D
     rows = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
@@ -136,8 +147,7 @@ def _significance_kernel(
 ):
     """Per-head column sums of P over real query rows. Q, K [B, H, N, d]; REAL [B, N] int8;
     LSE [B, H, N] f32 -> PART [B, H, N] f32 (one key block of one head per program)."""
-    pid_n = tl.program_id(0)
-    bh = tl.program_id(1)
+    pid_n, bh = _split_pid(N, BLOCK_N)
     b = bh // H
     base = bh.to(tl.int64) * N * BLOCK_D
     cols = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
@@ -166,8 +176,7 @@ def _significance_kernel(
 @triton.jit
 def _bwd_delta_kernel(OUT, DO, DELTA, N, BLOCK_M: tl.constexpr, BLOCK_D: tl.constexpr):
     """DELTA[b, h, i] = sum_d dO * O. OUT, DO [B, H, N, d] -> DELTA [B, H, N] f32."""
-    pid_m = tl.program_id(0)
-    bh = tl.program_id(1)
+    pid_m, bh = _split_pid(N, BLOCK_M)
     base = bh.to(tl.int64) * N * BLOCK_D
     rows = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
     dcol = tl.arange(0, BLOCK_D)
@@ -187,8 +196,7 @@ def _bwd_dkdv_kernel(
 ):
     """dK, dV for one key block. Q, K, V, DO, DK, DV [B, H, N, d]; REAL [B, N] int8;
     LSE, DELTA [B, H, N] f32; SEED int64 [1]. Works on transposed tiles [BLOCK_N, BLOCK_M]."""
-    pid_n = tl.program_id(0)
-    bh = tl.program_id(1)
+    pid_n, bh = _split_pid(N, BLOCK_N)
     b = bh // H
     base = bh.to(tl.int64) * N * BLOCK_D
     cols = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
@@ -238,8 +246,7 @@ def _bwd_dq_kernel(
 ):
     """dQ for one query block. Q, K, V, DO, DQ [B, H, N, d]; REAL [B, N] int8;
     LSE, DELTA [B, H, N] f32; SEED int64 [1]."""
-    pid_m = tl.program_id(0)
-    bh = tl.program_id(1)
+    pid_m, bh = _split_pid(N, BLOCK_M)
     b = bh // H
     base = bh.to(tl.int64) * N * BLOCK_D
     rows = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
@@ -276,10 +283,10 @@ def _bwd_dq_kernel(
 
 @triton.jit
 def _dropout_mask_kernel(SEED, KEEP, H, N, dropout_p, BLOCK: tl.constexpr):
-    """Test helper: KEEP [B, H, N, N] int8, the mask the attention kernels use for SEED int64 [1]."""
-    pid_m = tl.program_id(0)
+    """Test helper: KEEP [B, H, N, N] int8, the mask the attention kernels use for SEED int64 [1].
+    Grid (cdiv(N, BLOCK) * B*H, cdiv(N, BLOCK))."""
+    pid_m, bh = _split_pid(N, BLOCK)
     pid_n = tl.program_id(1)
-    bh = tl.program_id(2)
     rows = pid_m * BLOCK + tl.arange(0, BLOCK)
     cols = pid_n * BLOCK + tl.arange(0, BLOCK)
     keep = _keep(tl.load(SEED), rows[:, None], cols[None, :], bh, dropout_p)
@@ -297,26 +304,36 @@ def _interpreted(device: torch.device) -> bool:
     return os.environ.get("TRITON_INTERPRET") == "1" or device.type != "cuda"
 
 
-def _fwd_config(dtype: torch.dtype, d: int, device: torch.device):
-    """-> (BLOCK_M, BLOCK_N, num_warps, num_stages) for the forward and significance kernels."""
+# GPU configs were checked by compiling every kernel for sm_90 (triton 3.6 and 3.9, no GPU
+# needed): none spills registers and all fit H100 shared memory. float32 ("ieee") tl.dot runs on
+# FMA units and keeps whole operand tiles in registers: larger float32 tiles spilled kilobytes
+# per thread. Philox dropout adds ~40 live registers: with 4 warps the 128 x 64 forward tile
+# spilled, hence 8 warps (and a 64 x 32 tile in the d = 128 backward) when dropout is on.
+
+
+def _fwd_config(dtype: torch.dtype, d: int, device: torch.device, dropout: bool = False):
+    """-> (BLOCK_M, BLOCK_N, num_warps, num_stages) for the forward (``dropout``: its dropout
+    variant) and significance kernels."""
     if _interpreted(device):
         return 16, 16, 1, 1
     if dtype == torch.float32:
-        return (64, 64, 4, 2) if d <= 64 else (64, 32, 4, 2)
+        return (32, 32, 4, 2) if d <= 64 else (32, 32, 8, 2)
     if d <= 64:
-        return 128, 64, 4, 3
+        return 128, 64, 8 if dropout else 4, 3
     return 128, 64, 8, 2
 
 
-def _bwd_config(dtype: torch.dtype, d: int, device: torch.device):
+def _bwd_config(dtype: torch.dtype, d: int, device: torch.device, dropout: bool = False):
     """-> (BLOCK_M, BLOCK_N, num_warps, num_stages) for the dK/dV and dQ kernels."""
     if _interpreted(device):
         return 16, 16, 1, 1
     if dtype == torch.float32:
-        return (32, 64, 4, 2) if d <= 64 else (32, 32, 4, 1)
+        if d <= 32:
+            return 32, 32, 4, 2
+        return (32, 32, 8, 2) if d <= 64 else (32, 32, 8, 1)
     if d <= 64:
         return 64, 64, 4, 2
-    return 64, 64, 8, 1
+    return (64, 32, 8, 1) if dropout else (64, 64, 8, 1)
 
 
 def _precision(dtype: torch.dtype) -> str:
@@ -442,15 +459,16 @@ def attention_triton_fwd(
     scale = 1.0 / math.sqrt(d)
     prec = _precision(q.dtype)
     upcast = _upcast(q.dtype, q.device)
-    BM, BN, warps, stages = _fwd_config(q.dtype, d, q.device)
-    torch.library.wrap_triton(_attn_fwd_kernel)[(triton.cdiv(N, BM), B * H)](
+    BM, BN, warps, stages = _fwd_config(q.dtype, d, q.device, dropout_p > 0.0)
+    torch.library.wrap_triton(_attn_fwd_kernel)[(triton.cdiv(N, BM) * B * H,)](
         q, k, v, real, seed, out, lse, H, N, scale, float(dropout_p),
         BLOCK_M=BM, BLOCK_N=BN, BLOCK_D=d, HAS_DROPOUT=dropout_p > 0.0, PRECISION=prec, UPCAST=upcast,
         num_warps=warps, num_stages=stages,
     )
     if need_significance:
         part = _empty((B, H, N), q, torch.float32)
-        torch.library.wrap_triton(_significance_kernel)[(triton.cdiv(N, BN), B * H)](
+        BM, BN, warps, stages = _fwd_config(q.dtype, d, q.device)
+        torch.library.wrap_triton(_significance_kernel)[(triton.cdiv(N, BN) * B * H,)](
             q, k, real, lse, part, H, N, scale,
             BLOCK_M=BM, BLOCK_N=BN, BLOCK_D=d, EXCLUDE_SELF=exclude_self, PRECISION=prec, UPCAST=upcast,
             num_warps=warps, num_stages=stages,
@@ -486,18 +504,18 @@ def attention_triton_bwd(
     scale = 1.0 / math.sqrt(d)
     prec = _precision(q.dtype)
     upcast = _upcast(q.dtype, q.device)
-    BM, BN, warps, stages = _bwd_config(q.dtype, d, q.device)
+    has_drop = dropout_p > 0.0
+    BM, BN, warps, stages = _bwd_config(q.dtype, d, q.device, has_drop)
     delta = _empty((B, H, N), q, torch.float32)
-    torch.library.wrap_triton(_bwd_delta_kernel)[(triton.cdiv(N, BM), B * H)](
+    torch.library.wrap_triton(_bwd_delta_kernel)[(triton.cdiv(N, BM) * B * H,)](
         out, grad_out, delta, N, BLOCK_M=BM, BLOCK_D=d, num_warps=4 if not _interpreted(q.device) else 1,
     )
-    has_drop = dropout_p > 0.0
-    torch.library.wrap_triton(_bwd_dkdv_kernel)[(triton.cdiv(N, BN), B * H)](
+    torch.library.wrap_triton(_bwd_dkdv_kernel)[(triton.cdiv(N, BN) * B * H,)](
         q, k, v, grad_out, real, lse, delta, seed, dk, dv, H, N, scale, float(dropout_p),
         BLOCK_M=BM, BLOCK_N=BN, BLOCK_D=d, HAS_DROPOUT=has_drop, PRECISION=prec, UPCAST=upcast,
         num_warps=warps, num_stages=stages,
     )
-    torch.library.wrap_triton(_bwd_dq_kernel)[(triton.cdiv(N, BM), B * H)](
+    torch.library.wrap_triton(_bwd_dq_kernel)[(triton.cdiv(N, BM) * B * H,)](
         q, k, v, grad_out, real, lse, delta, seed, dq, H, N, scale, float(dropout_p),
         BLOCK_M=BM, BLOCK_N=BN, BLOCK_D=d, HAS_DROPOUT=has_drop, PRECISION=prec, UPCAST=upcast,
         num_warps=warps, num_stages=stages,
@@ -564,6 +582,6 @@ def dropout_keep_mask(seed: torch.Tensor, B: int, H: int, N: int, dropout_p: flo
     keep = torch.empty((B, H, N, N), device=seed.device, dtype=torch.int8)
     if keep.numel():
         blk = 16
-        _dropout_mask_kernel[(triton.cdiv(N, blk), triton.cdiv(N, blk), B * H)](
+        _dropout_mask_kernel[(triton.cdiv(N, blk) * B * H, triton.cdiv(N, blk))](
             seed, keep, H, N, float(dropout_p), BLOCK=blk)
     return keep.bool()
