@@ -92,36 +92,42 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> attention_forward(const at::Tenso
 
   const double scale = 1.0 / std::sqrt(static_cast<double>(d));
   const at::Tensor key_bias = additive_key_bias(real, acc);
-  at::Tensor lse_acc;
   if (flash) {
     auto res = at::_scaled_dot_product_flash_attention_for_cpu(q.contiguous(), k.contiguous(), v.contiguous(), 0.0,
                                                                false, key_bias.to(q.scalar_type()), scale);
     out = std::get<0>(res);
     lse = std::get<1>(res).contiguous();
     if (!need_significance) return {out, sig, lse};
-    lse_acc = lse.to(acc).unsqueeze(-1);
   }
-  const at::Tensor qf = q.to(acc), kT = k.to(acc).transpose(-1, -2), vf = flash ? at::Tensor() : v.to(acc);
   const at::Tensor real_acc = real.to(acc);
   at::Tensor sig_acc = need_significance ? at::zeros({B, N}, q.options().dtype(acc)) : at::Tensor();
   const int64_t rows = block_rows(B, H, N);
-  const int64_t seed_value = dropout_p > 0.0 ? seed.item<int64_t>() : 0;
-
-  for (int64_t q0 = 0; q0 < N; q0 += rows) {
-    const int64_t q1 = std::min(N, q0 + rows);
-    at::Tensor p;
-    if (flash) {  // P from the flash kernel's final log-sum-exp
-      p = at::matmul(qf.slice(2, q0, q1), kT).mul_(scale).add_(key_bias).sub_(lse_acc.slice(2, q0, q1)).exp_();
-    } else {
+  if (flash) {
+    // Significance only: P = exp(q k^T * scale - lse) per block, one baddbmm and one exp; the
+    // sum over heads and real query rows is one bmm with 0/1 weights. Padded key columns need
+    // no bias: they are overwritten with -inf below, and columns never mix.
+    const at::Tensor qs = q.to(acc).mul(scale).reshape({B * H, N, d});
+    const at::Tensor kT = k.to(acc).reshape({B * H, N, d}).transpose(1, 2);  // a view: [BH, d, N]
+    const at::Tensor neg_lse = lse.to(acc).neg().reshape({B * H, N, 1});
+    for (int64_t q0 = 0; q0 < N; q0 += rows) {
+      const int64_t q1 = std::min(N, q0 + rows), r = q1 - q0;
+      const at::Tensor p = at::baddbmm(neg_lse.slice(1, q0, q1), qs.slice(1, q0, q1), kT).exp_();  // [BH, r, N]
+      const at::Tensor w = real_acc.slice(1, q0, q1).unsqueeze(1).expand({B, H, r}).reshape({B, 1, H * r});
+      sig_acc.add_(at::bmm(w, p.view({B, H * r, N})).squeeze(1));
+      if (exclude_self) sig_acc.slice(1, q0, q1).sub_(p.view({B, H, r, N}).diagonal(q0, -2, -1).sum(1));
+    }
+  } else {
+    const at::Tensor qf = q.to(acc), kT = k.to(acc).transpose(-1, -2), vf = v.to(acc);
+    const int64_t seed_value = seed.item<int64_t>();
+    for (int64_t q0 = 0; q0 < N; q0 += rows) {
+      const int64_t q1 = std::min(N, q0 + rows);
       at::Tensor s = at::matmul(qf.slice(2, q0, q1), kT).mul_(scale).add_(key_bias);  // [B, H, r, N]
       const at::Tensor m = std::get<0>(s.max(-1, /*keepdim=*/true));
       const at::Tensor z = s.sub_(m).exp_().sum(-1, /*keepdim=*/true);
-      p = s.div_(z);                                                                   // probabilities
+      at::Tensor p = s.div_(z);  // probabilities
       lse.slice(2, q0, q1).copy_(m.add_(z.log()).squeeze(-1));
-    }
-    if (need_significance) accumulate_significance(sig_acc, p, real_acc, q0, q1, exclude_self);
-    if (!flash) {
-      if (dropout_p > 0.0) p.mul_(dropout_scale(p, dropout_p, seed_value, q0));
+      if (need_significance) accumulate_significance(sig_acc, p, real_acc, q0, q1, exclude_self);
+      p.mul_(dropout_scale(p, dropout_p, seed_value, q0));
       out.slice(2, q0, q1).copy_(at::matmul(p, vf));
     }
   }
