@@ -57,8 +57,10 @@ setup(
     ext_modules=[extension()],
     cmdclass={"build_ext": BuildExtension.with_options(no_python_abi_suffix=True)},
     options={"bdist_wheel": {"py_limited_api": "cp39"}},
+    entry_points={"console_scripts": ["power-bert=power_bert_ops.cli:main"]},
     python_requires=">=3.10",
-    install_requires=["torch>=2.6", "numpy"],
+    install_requires=["torch>=2.6", "numpy", "transformers>=5.17", "accelerate>=1.1", "safetensors", "tqdm",
+                      "scikit-learn", "scipy", "matplotlib"],
     extras_require={
         "triton": ["triton"],
         "test": ["pytest", "pytest-benchmark", "expecttest", "triton"],

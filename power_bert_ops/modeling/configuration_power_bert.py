@@ -1,0 +1,190 @@
+"""PowerBertConfig: a Hugging Face config that wraps any supported BERT-family config and adds
+the PoWER-BERT retention configuration (SPEC 1.2-1.3).
+
+The wrapped ("base") checkpoint's config is kept as a plain dict with its ``model_type`` in
+``base_config``, so a saved PoWER-BERT directory rebuilds the exact Hugging Face model it came from.
+"""
+from __future__ import annotations
+
+import math
+from typing import Sequence
+
+from transformers import AutoConfig, PreTrainedConfig
+
+__all__ = [
+    "MODES",
+    "PowerBertConfig",
+    "SUPPORTED_MODEL_TYPES",
+    "base_config_from_dict",
+    "check_retention",
+    "derive_retention",
+    "max_positions",
+    "num_power_layers",
+]
+
+MODES = ("full", "soft", "hard")
+
+# model_type -> family of the per-layer adapter (see adapters.py).
+SUPPORTED_MODEL_TYPES = {
+    "bert": "bert",
+    "roberta": "bert",
+    "xlm-roberta": "bert",
+    "electra": "bert",
+    "albert": "albert",
+}
+_ROBERTA_POSITIONS = ("roberta", "xlm-roberta")  # positions start at pad_token_id + 1
+
+
+def _supported_names() -> str:
+    return ", ".join(sorted(SUPPORTED_MODEL_TYPES))
+
+
+def _get(cfg, name, default=None):
+    return cfg.get(name, default) if isinstance(cfg, dict) else getattr(cfg, name, default)
+
+
+def check_supported(base) -> str:
+    """Returns the adapter family of a base config (dict or PreTrainedConfig); ValueError naming
+    the supported architectures otherwise."""
+    model_type = _get(base, "model_type")
+    if model_type not in SUPPORTED_MODEL_TYPES:
+        raise ValueError(
+            f"PoWER-BERT: unsupported checkpoint architecture model_type={model_type!r} "
+            f"(architectures={_get(base, 'architectures')}); supported model types: {_supported_names()}"
+        )
+    if _get(base, "is_decoder", False) or _get(base, "add_cross_attention", False):
+        raise ValueError(f"PoWER-BERT: {model_type} configured as a decoder (is_decoder / add_cross_attention) is "
+                         "not supported; PoWER-BERT needs a bidirectional encoder")
+    pet = _get(base, "position_embedding_type", "absolute")
+    if pet not in (None, "absolute"):
+        raise ValueError(f"PoWER-BERT: position_embedding_type={pet!r} is not supported (only 'absolute')")
+    return SUPPORTED_MODEL_TYPES[model_type]
+
+
+def num_power_layers(base) -> int:
+    """Number of encoder layers L that get a retention value (ALBERT: every application of a
+    shared layer counts, num_hidden_layers * inner_group_num)."""
+    L = int(_get(base, "num_hidden_layers"))
+    if _get(base, "model_type") == "albert":
+        L *= int(_get(base, "inner_group_num", 1) or 1)
+    return L
+
+
+def max_positions(base) -> int:
+    """Longest input the position embeddings hold (RoBERTa-style models lose pad_token_id + 1)."""
+    n = int(_get(base, "max_position_embeddings"))
+    if _get(base, "model_type") in _ROBERTA_POSITIONS:
+        n -= int(_get(base, "pad_token_id", 1) or 0) + 1
+    return n
+
+
+def check_retention(retention: Sequence[int], num_layers: int, n: int) -> list[int]:
+    """Validates a retention configuration (ℓ_1..ℓ_L) and returns it as a list of ints.
+
+    ValueError unless it has exactly ``num_layers`` integer entries with 1 <= ℓ_j <= n and
+    ℓ_1 >= ℓ_2 >= ... >= ℓ_L.
+    """
+    if isinstance(retention, (str, bytes)) or not hasattr(retention, "__len__"):
+        raise TypeError(f"PoWER-BERT: `retention` must be a sequence of ints, got {type(retention).__name__}")
+    values = []
+    for j, v in enumerate(retention, start=1):
+        if isinstance(v, bool) or not isinstance(v, int) and not (hasattr(v, "__index__")):
+            raise TypeError(f"PoWER-BERT: retention[{j}] must be an int, got {v!r}")
+        values.append(int(v))
+    if len(values) != num_layers:
+        raise ValueError(
+            f"PoWER-BERT: the retention configuration has {len(values)} entries but the model has {num_layers} "
+            f"encoder layers; give exactly one ℓ_j per layer"
+        )
+    for j, v in enumerate(values, start=1):
+        if not 1 <= v <= n:
+            raise ValueError(f"PoWER-BERT: retention ℓ_{j} = {v} is outside [1, N] with N = {n} "
+                             "(the sequence length the model is configured for)")
+    for j in range(1, len(values)):
+        if values[j] > values[j - 1]:
+            raise ValueError(
+                f"PoWER-BERT: the retention configuration must be non-increasing, but ℓ_{j + 1} = {values[j]} > "
+                f"ℓ_{j} = {values[j - 1]}: {values}"
+            )
+    return values
+
+
+def derive_retention(masses: Sequence[float], n: int) -> list[int]:
+    """SPEC 1.3: ℓ_j = max(1, ceil(mass_j)), then ℓ_j = min(ℓ_j, ℓ_{j-1}) with ℓ_0 = n."""
+    out, prev = [], int(n)
+    for m in masses:
+        m = float(m)
+        if math.isnan(m):
+            raise ValueError("PoWER-BERT: a retention mass is NaN; cannot derive a configuration")
+        lj = min(max(1, math.ceil(m)), prev)
+        out.append(lj)
+        prev = lj
+    return out
+
+
+def base_config_from_dict(d: dict) -> PreTrainedConfig:
+    """Rebuilds the Hugging Face config saved in ``PowerBertConfig.base_config``."""
+    d = dict(d)
+    model_type = d.pop("model_type", None)
+    if model_type is None:
+        raise ValueError("PoWER-BERT: base_config has no model_type")
+    check_supported({"model_type": model_type, **d})
+    for key in ("transformers_version", "_name_or_path"):
+        d.pop(key, None)
+    return AutoConfig.for_model(model_type, **d)
+
+
+class PowerBertConfig(PreTrainedConfig):
+    r"""Configuration of a PoWER-BERT model.
+
+    Args:
+        base_config (`dict`): the wrapped checkpoint's config (``config.to_dict()``, with its
+            ``model_type``: one of bert, roberta, xlm-roberta, electra, albert).
+        retention (`list[int]`, *optional*): the retention configuration ℓ_1 >= ... >= ℓ_L
+            (one entry per encoder layer; ALBERT: per application of a shared layer).
+        mode (`str`): ``"full"`` (no elimination), ``"soft"`` (stage-2 soft-extract with retention
+            parameters) or ``"hard"`` (eliminate down to ℓ_j rows in layer j).
+        exclude_self (`bool`): subtract each token's attention to itself from its significance.
+        sequence_length (`int`, *optional*): N, the length of the retention parameters and the
+            upper bound of every ℓ_j; defaults to the longest input the base model accepts.
+    """
+
+    model_type = "power_bert"
+
+    base_config: dict | None = None
+    retention: list[int] | None = None
+    mode: str = "full"
+    exclude_self: bool = True
+    sequence_length: int | None = None
+
+    def __post_init__(self, **kwargs):
+        if self.mode not in MODES:
+            raise ValueError(f"PoWER-BERT: mode must be one of {MODES}, got {self.mode!r}")
+        if self.base_config is not None:
+            if not isinstance(self.base_config, dict):
+                self.base_config = self.base_config.to_dict()
+            check_supported(self.base_config)
+            limit = max_positions(self.base_config)
+            if self.sequence_length is None:
+                self.sequence_length = limit
+            if not 1 <= int(self.sequence_length) <= limit:
+                raise ValueError(f"PoWER-BERT: sequence_length = {self.sequence_length} must be in [1, {limit}] "
+                                 f"(the position embeddings of this {self.base_config['model_type']} model)")
+            self.sequence_length = int(self.sequence_length)
+            if self.retention is not None:
+                self.retention = check_retention(self.retention, num_power_layers(self.base_config),
+                                                 self.sequence_length)
+            # Mirror the classification fields so users and Trainer read them from the top config.
+            for key in ("id2label", "label2id", "problem_type"):
+                if self.base_config.get(key) is not None and key not in kwargs:
+                    value = self.base_config[key]
+                    if key == "id2label":
+                        value = {int(k): v for k, v in value.items()}
+                    setattr(self, key, value)
+        if self.mode == "hard" and self.retention is None:
+            raise ValueError("PoWER-BERT: mode='hard' needs a retention configuration (retention=[ℓ_1, ..., ℓ_L])")
+        super().__post_init__(**kwargs)
+
+    @property
+    def num_power_layers(self) -> int:
+        return num_power_layers(self.base_config)

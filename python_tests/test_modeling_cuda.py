@@ -1,0 +1,89 @@
+"""PoWER-BERT model on CUDA (skipped without a GPU): hard mode equals the SPEC 1.2 reference,
+the inference path never synchronises with the host, torch.compile with CUDA graphs
+(mode="reduce-overhead") equals eager, fp16 / bf16 run, dynamic padding."""
+from __future__ import annotations
+
+import os
+
+import pytest
+import torch
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+pytest.importorskip("transformers")
+
+pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+
+from test_modeling import ATOL, _layers, inputs, random_retention, reference_logits, tiny_hf, wrap  # noqa: E402
+
+
+def to_cuda(batch):
+    return {k: v.cuda() for k, v in batch.items()}
+
+
+@pytest.mark.parametrize("family", ["bert", "roberta", "albert", "electra"])
+def test_cuda_hard_matches_reference(family):
+    hf = tiny_hf(family, seed=2)
+    retention = random_retention(len(_layers(hf)), 20, seed=5)
+    power = wrap(hf, retention=retention).cuda()
+    batch = inputs((5, 20), pair=family != "roberta", seed=6)
+    with torch.no_grad():
+        got = power(**to_cuda(batch)).logits.cpu()
+    torch.testing.assert_close(got, reference_logits(hf, retention, **batch), atol=1e-4, rtol=0)
+
+
+@pytest.mark.parametrize("mode", ["full", "hard", "soft"])
+def test_cuda_forward_does_not_synchronise(mode):
+    hf = tiny_hf("bert", seed=3)
+    power = wrap(hf, retention=[12, 7, 3] if mode == "hard" else None, mode=mode, sequence_length=16).cuda()
+    batch = to_cuda(inputs((4, 16), pair=True))
+    with torch.no_grad():
+        power(**batch)  # warm-up: lazy initialisation, Triton compilation
+        torch.cuda.synchronize()
+        torch.cuda.set_sync_debug_mode("error")
+        try:
+            power(**batch)
+        finally:
+            torch.cuda.set_sync_debug_mode("default")
+
+
+def test_cuda_graphs_compile_matches_eager():
+    hf = tiny_hf("bert", seed=4)
+    power = wrap(hf, retention=[12, 7, 3]).cuda()
+    batch = to_cuda(inputs((4, 16), pair=True))
+    compiled = torch.compile(power, mode="reduce-overhead", fullgraph=True)
+    with torch.no_grad():
+        eager = power(**batch).logits.clone()
+        for _ in range(3):  # recording, then replays
+            got = compiled(**batch).logits.clone()
+    torch.testing.assert_close(got, eager, atol=ATOL * 10, rtol=0)
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_cuda_low_precision(dtype):
+    hf = tiny_hf("bert", seed=5)
+    power = wrap(hf, retention=[12, 7, 3]).cuda()
+    batch = to_cuda(inputs((4, 16), pair=True))
+    with torch.no_grad():
+        ref = power(**batch).logits
+        low = power.to(dtype)(**batch).logits
+    assert low.dtype == dtype and torch.isfinite(low).all()
+    torch.testing.assert_close(low.float(), ref, atol=0.1, rtol=0)
+
+
+def test_cuda_dynamic_padding():
+    hf = tiny_hf("bert", seed=6)
+    retention = [40, 30, 9]
+    power = wrap(hf, retention=retention).cuda()
+    batch = inputs((4, 14), lengths=[14, 11, 6, 3], pair=True)
+    with torch.no_grad():
+        got = power(**to_cuda(batch)).logits.cpu()
+    torch.testing.assert_close(got, reference_logits(hf, retention, **batch), atol=1e-4, rtol=0)
+
+
+def test_cuda_soft_backward():
+    hf = tiny_hf("bert", seed=7)
+    soft = wrap(hf, mode="soft", sequence_length=12).cuda().train()
+    batch = to_cuda(inputs((4, 12), pair=True))
+    out = soft(**batch, labels=torch.tensor([0, 1, 1, 0], device="cuda"))
+    (out.loss + soft.retention_loss(1e-3)).backward()
+    assert soft.retention_params.grad is not None and torch.isfinite(soft.retention_params.grad).all()
