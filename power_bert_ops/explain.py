@@ -1,0 +1,96 @@
+"""Which word vectors a PoWER-BERT model keeps in each layer, for one input.
+
+    from power_bert_ops.explain import explain, plot_explanation
+    kept = explain(model, tokenizer, "a gripping, beautifully shot film")
+    plot_explanation(kept, "kept.png")
+
+The model is run as it is (hard mode); a TorchDispatchMode records the rows every
+``power_bert::extract_scored`` keeps, and those are composed back to input positions.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch.utils._python_dispatch import TorchDispatchMode
+
+
+@dataclass
+class Explanation:
+    tokens: list[str]  # the input's tokens, [CLS] first
+    kept: list[list[int]]  # kept[j] = input positions alive after layer j+1 (ascending)
+    retention: list[int]
+    prediction: str | int | float
+
+    def as_text(self) -> str:
+        lines = [f"input ({len(self.tokens)} tokens): {' '.join(self.tokens)}"]
+        for j, positions in enumerate(self.kept):
+            words = " ".join(self.tokens[p] for p in positions)
+            lines.append(f"layer {j + 1:2d} keeps {len(positions):3d}: {words}")
+        lines.append(f"prediction: {self.prediction}")
+        return "\n".join(lines)
+
+
+class _RecordExtract(TorchDispatchMode):
+    def __init__(self):
+        super().__init__()
+        self.indices: list[torch.Tensor] = []
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        out = func(*args, **(kwargs or {}))
+        if func is torch.ops.power_bert.extract_scored.default:
+            self.indices.append(out[1].detach().cpu())
+        return out
+
+
+@torch.inference_mode()
+def explain(model, tokenizer, text: str, text_pair: str | None = None, max_length: int | None = None) -> Explanation:
+    """Runs ``model`` (a PoWER-BERT sequence classifier in hard mode) on one text and returns
+    the input positions alive after each layer."""
+    if getattr(model, "retention", None) is None or model.mode != "hard":
+        raise ValueError("explain: the model must be a PoWER-BERT model in hard mode (it has no retention configuration)")
+    max_length = max_length or model.config.sequence_length
+    enc = tokenizer(text, text_pair, truncation=True, max_length=max_length, return_tensors="pt")
+    device = next(model.parameters()).device
+    model.eval()
+    with _RecordExtract() as rec:
+        logits = model(**{k: v.to(device) for k, v in enc.items()}).logits[0].float().cpu()
+    n = enc["input_ids"].shape[1]
+    alive = torch.arange(n)
+    kept, recorded = [], iter(rec.indices)
+    for ell in model.retention:
+        keep = min(int(ell), alive.numel())
+        if keep < alive.numel():
+            alive = alive[next(recorded)[0]]
+        kept.append(alive.tolist())
+    cfg = model.model.config
+    if logits.numel() == 1:
+        prediction = float(logits[0])
+    else:
+        cls = int(logits.argmax())
+        prediction = (cfg.id2label or {}).get(cls, cls)
+    return Explanation(tokens=tokenizer.convert_ids_to_tokens(enc["input_ids"][0]), kept=kept,
+                       retention=list(model.retention), prediction=prediction)
+
+
+def plot_explanation(exp: Explanation, path: str) -> None:
+    """A layers x tokens picture: a filled cell where the token is still alive after the layer."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    L, n = len(exp.kept), len(exp.tokens)
+    grid = torch.zeros(L, n)
+    for j, positions in enumerate(exp.kept):
+        grid[j, positions] = 1
+    fig, ax = plt.subplots(figsize=(max(4.0, 0.32 * n + 1.5), 0.35 * L + 1.6))
+    ax.imshow(grid.numpy(), cmap="Blues", vmin=0, vmax=1.3, aspect="auto")
+    ax.set_xticks(range(n))
+    ax.set_xticklabels(exp.tokens, rotation=70, fontsize=8)
+    ax.set_yticks(range(L))
+    ax.set_yticklabels([f"layer {j + 1} ({len(k)})" for j, k in enumerate(exp.kept)], fontsize=8)
+    ax.set_title(f"word vectors kept per layer (prediction: {exp.prediction})", fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)

@@ -1,0 +1,98 @@
+"""What a ``power-bert run`` leaves behind: report.json (the fields the pipeline promises),
+report.md (the same for people) and plots (tokens kept per layer; for a λ sweep, the
+accuracy / speed-up trade-off like the paper's figure)."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+
+
+def write_report(out_dir: Path, report: dict) -> dict:
+    """Writes report.json, report.md and retention.png into ``out_dir``; returns the paths."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / "report.json").write_text(json.dumps(report, indent=1))
+    plot = out_dir / "retention.png"
+    plot_retention(report, plot)
+    (out_dir / "report.md").write_text(render_markdown(report, plot.name))
+    return {"json": out_dir / "report.json", "markdown": out_dir / "report.md", "plot": plot}
+
+
+def render_markdown(r: dict, plot_name: str | None = None) -> str:
+    b, p, s = r["baseline"]["metric"], r["power_bert"]["metric"], r.get("speed", {})
+    lines = [
+        f"# PoWER-BERT run: {r['task']}",
+        "",
+        f"- model: `{r.get('model')}`, max_length N = {r['max_length']}, device {r['device']}",
+        f"- baseline (fine-tuned) {b['name']}: **{b['value']:.4f}**",
+        f"- PoWER-BERT {p['name']}: **{p['value']:.4f}** ({p['value'] - b['value']:+.4f})",
+        f"- retention configuration ℓ: {r['retention']}",
+        f"- FLOP bound (SPEC 3): **{r['flop_bound']:.2f}x**; measured speed-up: **{r['measured_speedup']:.2f}x** "
+        f"({r['measured_speedup'] / r['flop_bound']:.0%} of the bound)",
+    ]
+    if s:
+        lines.append(f"- timing: {s['examples']} eval examples, batch {s['batch_size']}, {s['dtype']}, "
+                     f"{s['threads']} threads: baseline {s['baseline_seconds']:.3f} s, PoWER-BERT "
+                     f"{s['power_bert_seconds']:.3f} s per pass (median of {s['repeats']})")
+    if r.get("truncated"):
+        lines.append(f"- texts truncated to N: {r['truncated']}")
+    lines += ["", "| stage | metrics |", "|---|---|"]
+    for stage, m in r.get("stages", {}).items():
+        shown = ", ".join(f"{k.removeprefix('eval_')} {v:.4f}" for k, v in m.items()
+                          if isinstance(v, float) and "runtime" not in k and "per_second" not in k)
+        lines.append(f"| {stage} | {shown} |")
+    if plot_name:
+        lines += ["", f"![tokens kept per layer]({plot_name})"]
+    return "\n".join(lines) + "\n"
+
+
+def plot_retention(r: dict, path: Path) -> None:
+    ell = r["retention"]
+    fig, ax = plt.subplots(figsize=(6, 3.2))
+    ax.bar(range(1, len(ell) + 1), ell, color="#3a7dc9", label="kept (ℓ_j)")
+    ax.axhline(r["max_length"], color="gray", ls="--", lw=1, label=f"N = {r['max_length']}")
+    ax.set_xlabel("encoder layer j")
+    ax.set_ylabel("word vectors kept")
+    ax.set_title(f"{r['task']}: FLOP bound {r['flop_bound']:.2f}x, measured {r['measured_speedup']:.2f}x")
+    ax.set_xticks(range(1, len(ell) + 1))
+    ax.legend(loc="upper right", fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def write_sweep(out_dir: Path, rows: list[dict]) -> dict:
+    """rows: one report dict per λ. Writes sweep.json, sweep.md and sweep.png (metric against
+    speed-up: FLOP bound and measured, with the baseline metric as a line)."""
+    out_dir = Path(out_dir)
+    (out_dir / "sweep.json").write_text(json.dumps(rows, indent=1))
+    name = rows[0]["power_bert"]["metric"]["name"]
+    md = [f"# λ sweep: {rows[0]['task']}", "", f"| λ | {name} | baseline | ℓ | FLOP bound | measured |", "|---|---|---|---|---|---|"]
+    for r in rows:
+        md.append(f"| {r['lambda']:g} | {r['power_bert']['metric']['value']:.4f} | {r['baseline']['metric']['value']:.4f} "
+                  f"| {r['retention']} | {r['flop_bound']:.2f}x | {r['measured_speedup']:.2f}x |")
+    md += ["", "![trade-off](sweep.png)"]
+    (out_dir / "sweep.md").write_text("\n".join(md) + "\n")
+    fig, ax = plt.subplots(figsize=(6, 3.6))
+    rs = sorted(rows, key=lambda r: r["flop_bound"])
+    ax.plot([r["flop_bound"] for r in rs], [r["power_bert"]["metric"]["value"] for r in rs], "o-", label="vs FLOP bound")
+    rs = sorted(rows, key=lambda r: r["measured_speedup"])
+    ax.plot([r["measured_speedup"] for r in rs], [r["power_bert"]["metric"]["value"] for r in rs], "s--",
+            label="vs measured speed-up")
+    ax.axhline(rows[0]["baseline"]["metric"]["value"], color="gray", ls=":", label="fine-tuned baseline")
+    for r in rows:
+        ax.annotate(f"λ={r['lambda']:g}", (r["flop_bound"], r["power_bert"]["metric"]["value"]), fontsize=7,
+                    textcoords="offset points", xytext=(3, 3))
+    ax.set_xlabel("speed-up over the fine-tuned model")
+    ax.set_ylabel(name)
+    ax.set_title(f"{rows[0]['task']}: accuracy / speed-up trade-off")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(out_dir / "sweep.png", dpi=120)
+    plt.close(fig)
+    return {"json": out_dir / "sweep.json", "markdown": out_dir / "sweep.md", "plot": out_dir / "sweep.png"}

@@ -1,0 +1,197 @@
+"""The training pipeline and the power-bert command, end to end on a tiny random BERT and a
+learnable synthetic CSV (SPEC 1.4; the issue 'The three-stage training pipeline')."""
+import json
+import os
+import shutil
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from power_bert_ops import cli
+from power_bert_ops.training.trainer import StopOnNonFiniteLoss, NonFiniteLossError
+
+from tiny_models import synthetic_csv, tiny_bert_checkpoint
+
+
+@pytest.fixture(scope="module")
+def workdir(tmp_path_factory):
+    root = tmp_path_factory.mktemp("pipeline")
+    tiny_bert_checkpoint(root / "model")
+    synthetic_csv(root / "train.csv", 384, seed=0)
+    synthetic_csv(root / "eval.csv", 96, seed=1)
+    return root
+
+
+def run_args(root, out, *extra):
+    return ["run", "--model", str(root / "model"), "--train-file", str(root / "train.csv"),
+            "--eval-file", str(root / "eval.csv"), "--text-column", "review", "--label-column", "sentiment",
+            "--max-length", "16", "--output-dir", str(out), "--batch-size", "32", "--eval-batch-size", "64",
+            "--finetune-epochs", "8", "--search-epochs", "2", "--retrain-epochs", "2", "--lr-bert", "3e-3",
+            "--lr-soft", "5e-2", "--lambda", "2e-3", "--no-progress", *extra]
+
+
+@pytest.fixture(scope="module")
+def finished_run(workdir):
+    out = workdir / "run"
+    assert cli.main(run_args(workdir, out)) == 0
+    return out
+
+
+def test_run_writes_report(finished_run):
+    report = json.loads((finished_run / "report.json").read_text())
+    for key in ("task", "max_length", "retention", "flop_bound", "measured_speedup", "device"):
+        assert key in report, key
+    assert report["max_length"] == 16
+    assert report["baseline"]["metric"]["name"] == "accuracy"
+    assert report["baseline"]["metric"]["value"] > 0.8, "the synthetic task is learnable"
+    assert report["power_bert"]["metric"]["value"] > 0.7
+    ell = report["retention"]
+    assert len(ell) == 2 and all(1 <= a <= 16 for a in ell) and ell[0] >= ell[1]
+    assert report["flop_bound"] >= 1.0 and report["measured_speedup"] > 0
+    assert (finished_run / "report.md").read_text().startswith("# PoWER-BERT run")
+    assert (finished_run / "retention.png").stat().st_size > 1000
+
+
+def test_saved_model_loads_and_keeps_labels(finished_run):
+    from power_bert_ops.modeling import PowerBertForSequenceClassification
+
+    model = PowerBertForSequenceClassification.from_pretrained(finished_run / "retrain" / "model")
+    assert model.mode == "hard" and model.retention == json.loads((finished_run / "report.json").read_text())["retention"]
+    assert sorted(model.model.config.id2label.values()) == ["neg", "pos"]
+
+
+def test_rerun_resumes_without_redoing_stages(workdir, finished_run):
+    stamps = {s: (finished_run / s / "stage.json").stat().st_mtime_ns for s in ("finetune", "search", "retrain")}
+    assert cli.main(run_args(workdir, finished_run)) == 0
+    assert stamps == {s: (finished_run / s / "stage.json").stat().st_mtime_ns for s in stamps}
+
+
+def test_killed_run_resumes_from_finished_stages(workdir, finished_run, tmp_path):
+    out = tmp_path / "partial"
+    shutil.copytree(finished_run, out)
+    for f in ("report.json", "report.md"):
+        (out / f).unlink()
+    shutil.rmtree(out / "retrain")  # as if killed during stage 3
+    stamp = (out / "search" / "stage.json").stat().st_mtime_ns
+    assert cli.main(run_args(workdir, out)) == 0
+    assert (out / "search" / "stage.json").stat().st_mtime_ns == stamp
+    assert (out / "retrain" / "stage.json").exists() and (out / "report.json").exists()
+
+
+def test_output_dir_holding_another_run(workdir, finished_run):
+    with pytest.raises(SystemExit, match="holds another run"):
+        cli.main(run_args(workdir, finished_run)[:-1] + ["--no-progress", "--seed", "7"])
+
+
+def test_output_dir_with_foreign_files(workdir, tmp_path):
+    (tmp_path / "thesis.txt").write_text("precious")
+    with pytest.raises(SystemExit, match="not empty"):
+        cli.main(run_args(workdir, tmp_path))
+    assert (tmp_path / "thesis.txt").read_text() == "precious"
+
+
+def test_misnamed_column_names_it(workdir, tmp_path, capsys):
+    args = run_args(workdir, tmp_path / "o")
+    args[args.index("--text-column") + 1] = "text"
+    assert cli.main(args) == 2
+    err = capsys.readouterr().err
+    assert "text" in err and "review" in err
+
+
+def test_empty_file(workdir, tmp_path, capsys):
+    (tmp_path / "empty.csv").write_text("")
+    args = run_args(workdir, tmp_path / "o")
+    args[args.index("--train-file") + 1] = str(tmp_path / "empty.csv")
+    assert cli.main(args) == 2
+    assert "empty" in capsys.readouterr().err
+
+
+def test_unseen_eval_labels(workdir, tmp_path, capsys):
+    (tmp_path / "eval.csv").write_text("review,sentiment\ngood film,pos\nodd film,meh\n")
+    args = run_args(workdir, tmp_path / "o")
+    args[args.index("--eval-file") + 1] = str(tmp_path / "eval.csv")
+    assert cli.main(args) == 2
+    assert "meh" in capsys.readouterr().err
+
+
+def test_non_finite_loss_stops_with_clear_message():
+    cb = StopOnNonFiniteLoss()
+
+    class S:
+        global_step = 7
+
+    class A:
+        output_dir = "/x"
+
+    cb.on_log(A(), S(), None, logs={"loss": 0.5})
+    with pytest.raises(NonFiniteLossError, match="loss became nan at step 7"):
+        cb.on_log(A(), S(), None, logs={"loss": float("nan")})
+
+
+def test_evaluate_predict_benchmark(workdir, finished_run, tmp_path, capsys):
+    model_dir = str(finished_run / "retrain" / "model")
+    common = ["--eval-file", str(workdir / "eval.csv"), "--text-column", "review", "--label-column", "sentiment",
+              "--max-length", "16"]
+    assert cli.main(["evaluate", "--model-dir", model_dir, *common]) == 0
+    metrics = json.loads(capsys.readouterr().out)
+    assert 0.0 <= metrics["accuracy"] <= 1.0 and metrics["examples"] == 96
+    (tmp_path / "in.csv").write_text("review\ngood movie\nboring plot\n")
+    assert cli.main(["predict", "--model-dir", model_dir, "--input-file", str(tmp_path / "in.csv"),
+                     "--output-file", str(tmp_path / "out.csv"), "--text-column", "review"]) == 0
+    lines = (tmp_path / "out.csv").read_text().splitlines()
+    assert lines[0].startswith("text,prediction") and len(lines) == 3
+    assert lines[1].split(",")[1] in ("neg", "pos")
+    capsys.readouterr()
+    assert cli.main(["benchmark", "--model-dir", model_dir, "--baseline", str(finished_run / "finetune" / "model"),
+                     *common]) == 0
+    speed = json.loads(capsys.readouterr().out)
+    assert speed["speedup"] > 0 and speed["flop_bound"] >= 1.0
+
+
+def test_two_processes_match_one(workdir, tmp_path):
+    """torchrun with 2 CPU processes (gloo) trains the same model as one process."""
+    base = ["finetune", "--model", str(workdir / "model"), "--train-file", str(workdir / "train.csv"),
+            "--eval-file", str(workdir / "eval.csv"), "--text-column", "review", "--label-column", "sentiment",
+            "--max-length", "16", "--batch-size", "32", "--finetune-epochs", "1", "--lr-bert", "2e-3",
+            "--no-progress", "--device", "cpu"]
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    one = subprocess.run([sys.executable, "-m", "power_bert_ops.cli", *base, "--output-dir", str(tmp_path / "one")],
+                         capture_output=True, text=True, env=env, timeout=600)
+    assert one.returncode == 0, one.stderr[-3000:]
+    two = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port",
+                          "29517", "-m", "power_bert_ops.cli", *base, "--output-dir", str(tmp_path / "two")],
+                         capture_output=True, text=True, env=env, timeout=600)
+    assert two.returncode == 0, two.stderr[-3000:]
+    from safetensors.torch import load_file
+
+    a = load_file(str(tmp_path / "one" / "finetune" / "model" / "model.safetensors"))
+    b = load_file(str(tmp_path / "two" / "finetune" / "model" / "model.safetensors"))
+    assert a.keys() == b.keys()
+    worst = max(float((a[k].float() - b[k].float()).abs().max()) for k in a)
+    assert worst < 1e-4, f"max parameter difference {worst}"
+
+
+def test_explain_shows_tokens_per_layer(finished_run, tmp_path, capsys):
+    from transformers import AutoTokenizer
+
+    from power_bert_ops.explain import explain
+    from power_bert_ops.modeling import PowerBertForSequenceClassification
+
+    model_dir = finished_run / "retrain" / "model"
+    text = "the movie was good and the ending was very long and boring"
+    assert cli.main(["explain", "--model-dir", str(model_dir), "--text", text, "--image", str(tmp_path / "e.png")]) == 0
+    out = capsys.readouterr().out
+    assert "layer  1 keeps" in out and "layer  2 keeps" in out and (tmp_path / "e.png").stat().st_size > 1000
+    model = PowerBertForSequenceClassification.from_pretrained(model_dir)
+    tok = AutoTokenizer.from_pretrained(model_dir)
+    exp = explain(model, tok, text)
+    n = len(exp.tokens)
+    # kept sets shrink as the configuration says, [CLS] always survives, positions ascending
+    for j, positions in enumerate(exp.kept):
+        assert len(positions) == min(model.retention[j], n if j == 0 else len(exp.kept[j - 1]))
+        assert positions[0] == 0 and positions == sorted(positions)
+        if j:
+            assert set(positions) <= set(exp.kept[j - 1])
+    assert exp.prediction in ("neg", "pos")  # the saved label names

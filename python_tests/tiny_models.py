@@ -1,0 +1,48 @@
+"""Tiny, fast checkpoints and a learnable synthetic text task for pipeline tests."""
+from __future__ import annotations
+
+import csv
+import random
+from pathlib import Path
+
+WORDS = ["good", "bad", "movie", "plot", "actor", "scene", "story", "film", "music", "ending", "great", "awful",
+         "funny", "boring", "long", "short", "the", "a", "was", "is", "and", "very", "not", "quite"]
+
+
+def tiny_bert_checkpoint(path: Path, layers: int = 2, dropout: float = 0.0, num_labels: int = 2) -> Path:
+    """A random 2-layer BERT (hidden 32) with a WordPiece tokenizer over WORDS, saved as a plain
+    Hugging Face checkpoint directory."""
+    from transformers import BertConfig, BertForSequenceClassification, BertTokenizerFast
+
+    path.mkdir(parents=True, exist_ok=True)
+    vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"] + WORDS
+    (path / "vocab.txt").write_text("\n".join(vocab) + "\n")
+    # transformers 5 takes `vocab` (a dict or a path); `vocab_file` is ignored there.
+    BertTokenizerFast(vocab={w: i for i, w in enumerate(vocab)}, do_lower_case=True).save_pretrained(path)
+    cfg = BertConfig(vocab_size=len(vocab), hidden_size=32, num_hidden_layers=layers, num_attention_heads=2,
+                     intermediate_size=64, max_position_embeddings=64, hidden_dropout_prob=dropout,
+                     attention_probs_dropout_prob=dropout, num_labels=num_labels)
+    import torch
+
+    torch.manual_seed(0)
+    BertForSequenceClassification(cfg).save_pretrained(path)
+    return path
+
+
+def synthetic_csv(path: Path, n: int, seed: int, string_labels: bool = True) -> Path:
+    """Sentences of 3-12 words; the label is whether 'good' or 'great' occurs (learnable)."""
+    rng = random.Random(seed)
+    rows = []
+    for _ in range(n):
+        words = [rng.choice(WORDS) for _ in range(rng.randint(3, 12))]
+        positive = rng.random() < 0.5
+        words = [w for w in words if w not in ("good", "great")]
+        if positive:
+            words.insert(rng.randrange(len(words) + 1), rng.choice(["good", "great"]))
+        label = ("pos" if positive else "neg") if string_labels else int(positive)
+        rows.append({"review": " ".join(words), "sentiment": label})
+    with open(path, "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=["review", "sentiment"])
+        w.writeheader()
+        w.writerows(rows)
+    return path
