@@ -89,6 +89,78 @@ inline void check_attention(const at::Tensor& q, const at::Tensor& k, const at::
   check_same_device(q, "q", mask, "mask", op);
 }
 
+// ---- Per-op argument checks (shape, dtype, device), shared by the CPU and CUDA kernels ----------
+
+inline void check_significance_args(const at::Tensor& attn, const at::Tensor& mask, const char* op) {
+  TORCH_CHECK_VALUE(attn.dim() == 4 && attn.size(2) == attn.size(3), "power_bert.", op,
+                    ": `attn` must be [B, H, N, N], got shape ", attn.sizes());
+  check_floating(attn, op, "attn");
+  check_mask(mask, attn.size(0), attn.size(2), op);
+  check_same_device(attn, "attn", mask, "mask", op);
+}
+
+inline void check_extract_args(const at::Tensor& hidden, const at::Tensor& attn, const at::Tensor& mask, int64_t k,
+                               const char* op) {
+  check_hidden(hidden, op);
+  const int64_t B = hidden.size(0), N = hidden.size(1);
+  check_attn(attn, B, N, op);
+  check_mask(mask, B, N, op);
+  check_k(k, N, op);
+  check_same_device(hidden, "hidden", attn, "attn", op);
+  check_same_device(hidden, "hidden", mask, "mask", op);
+}
+
+inline void check_extract_scored_args(const at::Tensor& hidden, const at::Tensor& scores, const at::Tensor& mask,
+                                      int64_t k, const char* op) {
+  check_hidden(hidden, op);
+  const int64_t B = hidden.size(0), N = hidden.size(1);
+  check_scores(scores, B, N, op);
+  check_mask(mask, B, N, op);
+  check_k(k, N, op);
+  check_same_device(hidden, "hidden", scores, "scores", op);
+  check_same_device(hidden, "hidden", mask, "mask", op);
+}
+
+inline void check_extract_backward_args(const at::Tensor& grad_out, const at::Tensor& index, int64_t n,
+                                        const char* op) {
+  TORCH_CHECK_VALUE(grad_out.dim() == 3, "power_bert.", op, ": `grad_out` must be [B, k, D], got shape ",
+                    grad_out.sizes());
+  check_floating(grad_out, op, "grad_out");
+  const int64_t B = grad_out.size(0), k = grad_out.size(1);
+  TORCH_CHECK_VALUE(index.dim() == 2 && index.size(0) == B && index.size(1) == k, "power_bert.", op,
+                    ": `index` must be [B, k] = [", B, ", ", k, "], got shape ", index.sizes());
+  TORCH_CHECK_TYPE(index.scalar_type() == at::kLong, "power_bert.", op, ": `index` must be int64, got ",
+                   index.scalar_type());
+  check_k(k, n, op);
+  check_same_device(grad_out, "grad_out", index, "index", op);
+}
+
+inline void check_soft_extract_args(const at::Tensor& hidden, const at::Tensor& scores, const at::Tensor& mask,
+                                    const at::Tensor& retention, const char* op) {
+  check_hidden(hidden, op);
+  const int64_t B = hidden.size(0), N = hidden.size(1);
+  check_scores(scores, B, N, op);
+  check_mask(mask, B, N, op);
+  check_retention(retention, N, op);
+  check_same_device(hidden, "hidden", scores, "scores", op);
+  check_same_device(hidden, "hidden", mask, "mask", op);
+  check_same_device(hidden, "hidden", retention, "retention", op);
+}
+
+inline void check_soft_extract_backward_args(const at::Tensor& grad_out, const at::Tensor& hidden,
+                                             const at::Tensor& scores, const at::Tensor& mask,
+                                             const at::Tensor& retention, const char* op) {
+  check_soft_extract_args(hidden, scores, mask, retention, op);
+  TORCH_CHECK_VALUE(grad_out.sizes() == hidden.sizes(), "power_bert.", op, ": `grad_out` must have hidden's shape ",
+                    hidden.sizes(), ", got ", grad_out.sizes());
+  check_same_device(hidden, "hidden", grad_out, "grad_out", op);
+}
+
+// soft_extract computes in float32 (float64 for float64 hidden).
+inline at::ScalarType acc_dtype(const at::Tensor& hidden) {
+  return hidden.scalar_type() == at::kDouble ? at::kDouble : at::kFloat;
+}
+
 // The bool mask of real tokens, contiguous, on mask's device.
 inline at::Tensor real_tokens(const at::Tensor& mask) {
   return (mask.scalar_type() == at::kBool ? mask : mask.ne(0)).contiguous();

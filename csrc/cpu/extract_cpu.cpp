@@ -69,13 +69,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> extract_from_scores(const at::Ten
 std::tuple<at::Tensor, at::Tensor, at::Tensor> extract(const at::Tensor& hidden, const at::Tensor& attn,
                                                        const at::Tensor& mask, int64_t k,
                                                        bool exclude_self) {
-  check_hidden(hidden, "extract");
-  const int64_t B = hidden.size(0), N = hidden.size(1);
-  check_attn(attn, B, N, "extract");
-  check_mask(mask, B, N, "extract");
-  check_k(k, N, "extract");
-  check_same_device(hidden, "hidden", attn, "attn", "extract");
-  check_same_device(hidden, "hidden", mask, "mask", "extract");
+  check_extract_args(hidden, attn, mask, k, "extract");
   const at::Tensor real = real_tokens(mask);
   check_cls_real(real, "extract");
   const at::Tensor scores = significance_scores(attn.contiguous(), real, exclude_self);
@@ -85,30 +79,15 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> extract(const at::Tensor& hidden,
 std::tuple<at::Tensor, at::Tensor, at::Tensor> extract_scored(const at::Tensor& hidden,
                                                               const at::Tensor& scores,
                                                               const at::Tensor& mask, int64_t k) {
-  check_hidden(hidden, "extract_scored");
-  const int64_t B = hidden.size(0), N = hidden.size(1);
-  check_scores(scores, B, N, "extract_scored");
-  check_mask(mask, B, N, "extract_scored");
-  check_k(k, N, "extract_scored");
-  check_same_device(hidden, "hidden", scores, "scores", "extract_scored");
-  check_same_device(hidden, "hidden", mask, "mask", "extract_scored");
+  check_extract_scored_args(hidden, scores, mask, k, "extract_scored");
   const at::Tensor real = real_tokens(mask);
   check_cls_real(real, "extract_scored");
   return extract_from_scores(hidden, scores.to(at::kFloat).contiguous(), real, mask, k);
 }
 
 at::Tensor extract_backward(const at::Tensor& grad_out, const at::Tensor& index, int64_t n) {
-  TORCH_CHECK_VALUE(grad_out.dim() == 3, "power_bert.extract_backward: `grad_out` must be [B, k, D], got shape ",
-                    grad_out.sizes());
-  check_floating(grad_out, "extract_backward", "grad_out");
+  check_extract_backward_args(grad_out, index, n, "extract_backward");
   const int64_t B = grad_out.size(0), k = grad_out.size(1), D = grad_out.size(2);
-  TORCH_CHECK_VALUE(index.dim() == 2 && index.size(0) == B && index.size(1) == k,
-                    "power_bert.extract_backward: `index` must be [B, k] = [", B, ", ", k, "], got shape ",
-                    index.sizes());
-  TORCH_CHECK_TYPE(index.scalar_type() == at::kLong, "power_bert.extract_backward: `index` must be int64, got ",
-                   index.scalar_type());
-  check_k(k, n, "extract_backward");
-  check_same_device(grad_out, "grad_out", index, "index", "extract_backward");
   at::Tensor grad_hidden = new_output({B, n, D}, grad_out.options());
   if (B == 0) return grad_hidden;
   const at::Tensor g = grad_out.contiguous();

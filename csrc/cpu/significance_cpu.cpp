@@ -121,11 +121,7 @@ at::Tensor significance_scores(const at::Tensor& attn, const at::Tensor& real, b
 }
 
 at::Tensor significance(const at::Tensor& attn, const at::Tensor& mask, bool exclude_self) {
-  TORCH_CHECK_VALUE(attn.dim() == 4 && attn.size(2) == attn.size(3),
-                    "power_bert.significance: `attn` must be [B, H, N, N], got shape ", attn.sizes());
-  check_floating(attn, "significance", "attn");
-  check_mask(mask, attn.size(0), attn.size(2), "significance");
-  check_same_device(attn, "attn", mask, "mask", "significance");
+  check_significance_args(attn, mask, "significance");
   return significance_scores(attn.contiguous(), real_tokens(mask), exclude_self);
 }
 

@@ -19,18 +19,6 @@ namespace power_bert {
 namespace cpu {
 namespace {
 
-void check_soft_args(const at::Tensor& hidden, const at::Tensor& scores, const at::Tensor& mask,
-                     const at::Tensor& retention, const char* op) {
-  check_hidden(hidden, op);
-  const int64_t B = hidden.size(0), N = hidden.size(1);
-  check_scores(scores, B, N, op);
-  check_mask(mask, B, N, op);
-  check_retention(retention, N, op);
-  check_same_device(hidden, "hidden", scores, "scores", op);
-  check_same_device(hidden, "hidden", mask, "mask", op);
-  check_same_device(hidden, "hidden", retention, "retention", op);
-}
-
 // rank[b, p] = rank of position p in row b (0 = largest selection_key).
 at::Tensor ranks(const at::Tensor& scores, const at::Tensor& real) {
   const int64_t B = scores.size(0), N = scores.size(1);
@@ -111,15 +99,11 @@ inline A scale_and_dot_any(T* dst, const T* g, const T* h, A f, int64_t D) {
   }
 }
 
-at::ScalarType acc_dtype(const at::Tensor& hidden) {
-  return hidden.scalar_type() == at::kDouble ? at::kDouble : at::kFloat;
-}
-
 }  // namespace
 
 at::Tensor soft_extract(const at::Tensor& hidden, const at::Tensor& scores, const at::Tensor& mask,
                         const at::Tensor& retention) {
-  check_soft_args(hidden, scores, mask, retention, "soft_extract");
+  check_soft_extract_args(hidden, scores, mask, retention, "soft_extract");
   const int64_t B = hidden.size(0), N = hidden.size(1), D = hidden.size(2);
   at::Tensor out = new_output({B, N, D}, hidden.options());
   if (B == 0) return out;
@@ -146,10 +130,7 @@ std::tuple<at::Tensor, at::Tensor> soft_extract_backward(const at::Tensor& grad_
                                                          const at::Tensor& scores,
                                                          const at::Tensor& mask,
                                                          const at::Tensor& retention) {
-  check_soft_args(hidden, scores, mask, retention, "soft_extract_backward");
-  TORCH_CHECK_VALUE(grad_out.sizes() == hidden.sizes(), "power_bert.soft_extract_backward: `grad_out` must have "
-                    "hidden's shape ", hidden.sizes(), ", got ", grad_out.sizes());
-  check_same_device(hidden, "hidden", grad_out, "grad_out", "soft_extract_backward");
+  check_soft_extract_backward_args(grad_out, hidden, scores, mask, retention, "soft_extract_backward");
   const int64_t B = hidden.size(0), N = hidden.size(1), D = hidden.size(2);
   const at::ScalarType acc = acc_dtype(hidden);
   at::Tensor grad_hidden = new_output({B, N, D}, hidden.options());

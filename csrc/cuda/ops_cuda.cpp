@@ -33,10 +33,6 @@ DType to_dtype(at::ScalarType t) {
   return DType::Float32;  // unreachable
 }
 
-at::ScalarType acc_dtype(const at::Tensor& hidden) {
-  return hidden.scalar_type() == at::kDouble ? at::kDouble : at::kFloat;
-}
-
 // uint8 [B, N], 1 = real token, contiguous (a bool mask is reinterpreted without a copy).
 at::Tensor real_bytes(const at::Tensor& mask) { return real_tokens(mask).view(at::kByte); }
 
@@ -84,19 +80,6 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> extract_from_scores(const at::Ten
   return {out, index, mask.gather(1, index)};
 }
 
-void check_soft_args(const at::Tensor& hidden, const at::Tensor& scores, const at::Tensor& mask,
-                     const at::Tensor& retention, const char* op) {
-  check_hidden(hidden, op);
-  const int64_t B = hidden.size(0), N = hidden.size(1);
-  check_scores(scores, B, N, op);
-  check_mask(mask, B, N, op);
-  check_retention(retention, N, op);
-  check_same_device(hidden, "hidden", scores, "scores", op);
-  check_same_device(hidden, "hidden", mask, "mask", op);
-  check_same_device(hidden, "hidden", retention, "retention", op);
-  check_select_n(N, op);
-}
-
 // rank and order int64 [B,N] of the rows of scores (B > 0).
 std::tuple<at::Tensor, at::Tensor> rank_order(const at::Tensor& scores, const at::Tensor& mask,
                                               cudaStream_t stream) {
@@ -113,11 +96,7 @@ std::tuple<at::Tensor, at::Tensor> rank_order(const at::Tensor& scores, const at
 // ---- ops --------------------------------------------------------------------------------------
 
 at::Tensor significance(const at::Tensor& attn, const at::Tensor& mask, bool exclude_self) {
-  TORCH_CHECK_VALUE(attn.dim() == 4 && attn.size(2) == attn.size(3),
-                    "power_bert.significance: `attn` must be [B, H, N, N], got shape ", attn.sizes());
-  check_floating(attn, "significance", "attn");
-  check_mask(mask, attn.size(0), attn.size(2), "significance");
-  check_same_device(attn, "attn", mask, "mask", "significance");
+  check_significance_args(attn, mask, "significance");
   const c10::cuda::CUDAGuard guard(attn.device());
   return significance_scores(attn.contiguous(), real_bytes(mask), exclude_self);
 }
@@ -125,14 +104,8 @@ at::Tensor significance(const at::Tensor& attn, const at::Tensor& mask, bool exc
 std::tuple<at::Tensor, at::Tensor, at::Tensor> extract(const at::Tensor& hidden, const at::Tensor& attn,
                                                        const at::Tensor& mask, int64_t k,
                                                        bool exclude_self) {
-  check_hidden(hidden, "extract");
-  const int64_t B = hidden.size(0), N = hidden.size(1);
-  check_attn(attn, B, N, "extract");
-  check_mask(mask, B, N, "extract");
-  check_k(k, N, "extract");
-  check_same_device(hidden, "hidden", attn, "attn", "extract");
-  check_same_device(hidden, "hidden", mask, "mask", "extract");
-  check_select_n(N, "extract");
+  check_extract_args(hidden, attn, mask, k, "extract");
+  check_select_n(hidden.size(1), "extract");
   const c10::cuda::CUDAGuard guard(hidden.device());
   const at::Tensor real = real_bytes(mask);
   const at::Tensor scores = significance_scores(attn.contiguous(), real, exclude_self);
@@ -142,30 +115,15 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> extract(const at::Tensor& hidden,
 std::tuple<at::Tensor, at::Tensor, at::Tensor> extract_scored(const at::Tensor& hidden,
                                                               const at::Tensor& scores,
                                                               const at::Tensor& mask, int64_t k) {
-  check_hidden(hidden, "extract_scored");
-  const int64_t B = hidden.size(0), N = hidden.size(1);
-  check_scores(scores, B, N, "extract_scored");
-  check_mask(mask, B, N, "extract_scored");
-  check_k(k, N, "extract_scored");
-  check_same_device(hidden, "hidden", scores, "scores", "extract_scored");
-  check_same_device(hidden, "hidden", mask, "mask", "extract_scored");
-  check_select_n(N, "extract_scored");
+  check_extract_scored_args(hidden, scores, mask, k, "extract_scored");
+  check_select_n(hidden.size(1), "extract_scored");
   const c10::cuda::CUDAGuard guard(hidden.device());
   return extract_from_scores(hidden, float_scores(scores), real_bytes(mask), mask, k);
 }
 
 at::Tensor extract_backward(const at::Tensor& grad_out, const at::Tensor& index, int64_t n) {
-  TORCH_CHECK_VALUE(grad_out.dim() == 3, "power_bert.extract_backward: `grad_out` must be [B, k, D], got shape ",
-                    grad_out.sizes());
-  check_floating(grad_out, "extract_backward", "grad_out");
+  check_extract_backward_args(grad_out, index, n, "extract_backward");
   const int64_t B = grad_out.size(0), k = grad_out.size(1), D = grad_out.size(2);
-  TORCH_CHECK_VALUE(index.dim() == 2 && index.size(0) == B && index.size(1) == k,
-                    "power_bert.extract_backward: `index` must be [B, k] = [", B, ", ", k, "], got shape ",
-                    index.sizes());
-  TORCH_CHECK_TYPE(index.scalar_type() == at::kLong, "power_bert.extract_backward: `index` must be int64, got ",
-                   index.scalar_type());
-  check_k(k, n, "extract_backward");
-  check_same_device(grad_out, "grad_out", index, "index", "extract_backward");
   const c10::cuda::CUDAGuard guard(grad_out.device());
   at::Tensor grad_hidden = new_output({B, n, D}, grad_out.options());
   if (B == 0) return grad_hidden;
@@ -180,7 +138,8 @@ at::Tensor extract_backward(const at::Tensor& grad_out, const at::Tensor& index,
 
 at::Tensor soft_extract(const at::Tensor& hidden, const at::Tensor& scores, const at::Tensor& mask,
                         const at::Tensor& retention) {
-  check_soft_args(hidden, scores, mask, retention, "soft_extract");
+  check_soft_extract_args(hidden, scores, mask, retention, "soft_extract");
+  check_select_n(hidden.size(1), "soft_extract");
   const int64_t B = hidden.size(0), N = hidden.size(1), D = hidden.size(2);
   const c10::cuda::CUDAGuard guard(hidden.device());
   at::Tensor out = new_output({B, N, D}, hidden.options());
@@ -200,10 +159,8 @@ std::tuple<at::Tensor, at::Tensor> soft_extract_backward(const at::Tensor& grad_
                                                          const at::Tensor& scores,
                                                          const at::Tensor& mask,
                                                          const at::Tensor& retention) {
-  check_soft_args(hidden, scores, mask, retention, "soft_extract_backward");
-  TORCH_CHECK_VALUE(grad_out.sizes() == hidden.sizes(), "power_bert.soft_extract_backward: `grad_out` must have "
-                    "hidden's shape ", hidden.sizes(), ", got ", grad_out.sizes());
-  check_same_device(hidden, "hidden", grad_out, "grad_out", "soft_extract_backward");
+  check_soft_extract_backward_args(grad_out, hidden, scores, mask, retention, "soft_extract_backward");
+  check_select_n(hidden.size(1), "soft_extract_backward");
   const int64_t B = hidden.size(0), N = hidden.size(1), D = hidden.size(2);
   const at::ScalarType acc = acc_dtype(hidden);
   const c10::cuda::CUDAGuard guard(hidden.device());
