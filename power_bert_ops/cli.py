@@ -154,6 +154,38 @@ def _check_output_dir(out: Path, identity: dict) -> None:
     f.write_text(json.dumps(identity, indent=1))
 
 
+def check_checkpoint(model: str) -> None:
+    """Fails before any work when ``model`` is not a loadable checkpoint of a supported family:
+    a missing or corrupt config.json, a foreign architecture, or weights that are not safetensors."""
+    from transformers import AutoConfig
+
+    from .modeling.configuration_power_bert import check_supported
+
+    path = Path(model)
+    if not path.is_dir():
+        raise SystemExit(f"power-bert: --model {model} is not a checkpoint directory (no hub access here)")
+    try:
+        cfg = AutoConfig.from_pretrained(model)
+    except (OSError, ValueError, json.JSONDecodeError) as e:
+        raise SystemExit(f"power-bert: {model} is not a readable Hugging Face checkpoint: {e}") from None
+    if cfg.model_type != "power_bert":
+        try:
+            check_supported(cfg)
+        except ValueError as e:
+            raise SystemExit(f"power-bert: {e}") from None
+    weights = list(path.glob("*.safetensors"))
+    if not weights:
+        raise SystemExit(f"power-bert: {model} has no .safetensors weights (pickled checkpoints are not loaded)")
+    from safetensors import safe_open
+
+    for w in weights:
+        try:
+            with safe_open(str(w), "pt") as f:
+                f.keys()
+        except Exception as e:  # a truncated or corrupt file
+            raise SystemExit(f"power-bert: {w} is corrupt or not a safetensors file: {e}") from None
+
+
 def cmd_train(a, stages) -> dict | None:
     import torch
     from transformers import AutoTokenizer
@@ -163,6 +195,7 @@ def cmd_train(a, stages) -> dict | None:
     from .training.tasks import prepare
 
     model = a.model or str(packaged_model_dir())
+    check_checkpoint(model)
     data = _data_args(a)
     defaults = _task_defaults(data.name)
     max_length = a.max_length or defaults.get("max_length") or 128

@@ -195,3 +195,27 @@ def test_explain_shows_tokens_per_layer(finished_run, tmp_path, capsys):
         if j:
             assert set(positions) <= set(exp.kept[j - 1])
     assert exp.prediction in ("neg", "pos")  # the saved label names
+
+
+def test_foreign_checkpoint(workdir, tmp_path):
+    from transformers import GPT2Config, GPT2ForSequenceClassification
+
+    GPT2ForSequenceClassification(GPT2Config(n_layer=1, n_embd=16, n_head=2, vocab_size=50)).save_pretrained(tmp_path / "gpt2")
+    args = run_args(workdir, tmp_path / "o")
+    args[args.index("--model") + 1] = str(tmp_path / "gpt2")
+    with pytest.raises(SystemExit, match="gpt2.*supported|supported.*bert"):
+        cli.main(args)
+    assert not (tmp_path / "o").exists()
+
+
+def test_corrupt_checkpoint(workdir, tmp_path):
+    shutil.copytree(workdir / "model", tmp_path / "m")
+    weights = tmp_path / "m" / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:100])
+    args = run_args(workdir, tmp_path / "o")
+    args[args.index("--model") + 1] = str(tmp_path / "m")
+    with pytest.raises(SystemExit, match="corrupt"):
+        cli.main(args)
+    (tmp_path / "m" / "config.json").write_text("{not json")
+    with pytest.raises(SystemExit, match="not a readable"):
+        cli.main(args)
