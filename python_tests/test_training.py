@@ -50,6 +50,17 @@ def test_run_writes_report(finished_run):
     ell = report["retention"]
     assert len(ell) == 2 and all(1 <= a <= 16 for a in ell) and ell[0] >= ell[1]
     assert report["flop_bound"] >= 1.0 and report["measured_speedup"] > 0
+    # texts longer than N are truncated and counted: check against the tokenizer directly
+    import csv
+
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(finished_run.parent / "model")
+    for split, f in (("train", "train.csv"), ("eval", "eval.csv")):
+        texts = [r["review"] for r in csv.DictReader(open(finished_run.parent / f))]
+        longer = sum(len(ids) > 16 for ids in tok(texts)["input_ids"])
+        assert report["truncated"][split] == longer
+    assert report["truncated"]["train"] > 0
     assert (finished_run / "report.md").read_text().startswith("# PoWER-BERT run")
     assert (finished_run / "retention.png").stat().st_size > 1000
 
@@ -219,3 +230,19 @@ def test_corrupt_checkpoint(workdir, tmp_path):
     (tmp_path / "m" / "config.json").write_text("{not json")
     with pytest.raises(SystemExit, match="not a readable"):
         cli.main(args)
+
+
+def test_lambda_sweep_shares_stage_one(workdir, tmp_path):
+    out = tmp_path / "sweep"
+    args = run_args(workdir, out)
+    i = args.index("--lambda")
+    args[i:i + 2] = ["--lambdas", "1e-4,2e-2"]
+    assert cli.main(args) == 0
+    rows = json.loads((out / "sweep.json").read_text())
+    assert [r["lambda"] for r in rows] == [1e-4, 2e-2]
+    assert (out / "sweep.png").stat().st_size > 1000 and "| λ |" in (out / "sweep.md").read_text()
+    for lam in ("0.0001", "0.02"):
+        assert (out / f"lambda_{lam}" / "report.json").exists()
+        assert (out / f"lambda_{lam}" / "finetune").resolve() == (out / "finetune").resolve()  # run once
+    # a larger λ never keeps more rows
+    assert sum(rows[1]["retention"]) <= sum(rows[0]["retention"])

@@ -30,11 +30,11 @@ def tiny_bert_checkpoint(path: Path, layers: int = 2, dropout: float = 0.0, num_
 
 
 def synthetic_csv(path: Path, n: int, seed: int, string_labels: bool = True) -> Path:
-    """Sentences of 3-12 words; the label is whether 'good' or 'great' occurs (learnable)."""
+    """Sentences of 3-18 words; the label is whether 'good' or 'great' occurs (learnable)."""
     rng = random.Random(seed)
     rows = []
     for _ in range(n):
-        words = [rng.choice(WORDS) for _ in range(rng.randint(3, 12))]
+        words = [rng.choice(WORDS) for _ in range(rng.randint(3, 18))]  # some exceed N=16 tokens
         positive = rng.random() < 0.5
         words = [w for w in words if w not in ("good", "great")]
         if positive:
