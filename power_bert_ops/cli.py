@@ -139,8 +139,14 @@ def _pipeline_config(a, model: str, max_length: int, defaults: dict):
     )
 
 
+def _is_main_process() -> bool:
+    """False on the non-zero ranks of a torchrun / accelerate launch."""
+    return int(os.environ.get("RANK", "0")) == 0
+
+
 def _check_output_dir(out: Path, identity: dict) -> None:
-    """A directory holding another run is refused (nothing is overwritten); the same run resumes."""
+    """A directory holding another run is refused (nothing is overwritten); the same run resumes.
+    In a distributed run the main process checks first; the others then find its run_config.json."""
     f = out / RUN_FILE
     if f.exists():
         previous = json.loads(f.read_text())
@@ -204,7 +210,10 @@ def cmd_train(a, stages) -> dict | None:
                 "max_length": max_length, "train_file": data.train_file, "eval_file": data.eval_file,
                 "text_column": data.text_column, "text_pair_column": data.text_pair_column,
                 "label_column": data.label_column, "seed": a.seed, "max_train_examples": data.max_train_examples}
-    _check_output_dir(out, identity)
+    from accelerate import PartialState
+
+    with PartialState(cpu=a.device == "cpu").main_process_first():
+        _check_output_dir(out, identity)
     tokenizer = AutoTokenizer.from_pretrained(model)
     task = prepare(data, tokenizer, max_length)
     lambdas = [float(x) for x in a.lambdas.split(",")] if getattr(a, "lambdas", None) else [None]
@@ -221,10 +230,10 @@ def cmd_train(a, stages) -> dict | None:
                 (sub / "finetune").symlink_to((out / "finetune").resolve())
             cfg.output_dir = str(sub)
         results = run_pipeline(cfg, task, stages=stages)
-        if "retrain" in stages:
+        if "retrain" in stages and _is_main_process():
             tokenizer.save_pretrained(results["retrain"].model_dir)
             reports.append(finish_run(cfg, task, results, Path(cfg.output_dir)))
-    if len(reports) > 1:
+    if len(reports) > 1 and _is_main_process():
         from .training.report import write_sweep
 
         paths = write_sweep(out, reports)

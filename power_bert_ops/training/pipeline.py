@@ -225,17 +225,19 @@ def run_stage(stage: str, cfg: PipelineConfig, task: PreparedTask, previous: Sta
     trainer.train(resume_from_checkpoint=_newest_checkpoint(out))
     retention = None
     if stage == "search":
-        retention = trainer.model.derive_retention()
-    metrics = trainer.evaluate()
-    model_dir = out / "model"
-    trainer.model.save_pretrained(model_dir)
-    if stage == "search":
-        (out / "retention.json").write_text(json.dumps(retention))
+        retention = trainer.model.derive_retention()  # identical on every rank (synchronised weights)
     elif stage == "retrain":
         retention = list(trainer.model.retention)
-    shutil.rmtree(out / "checkpoints", ignore_errors=True)
+    metrics = trainer.evaluate()
+    model_dir = out / "model"
     result = StageResult(stage=stage, model_dir=str(model_dir), metrics=metrics, retention=retention)
-    result.save(out)
+    if trainer.is_world_process_zero():  # in a distributed run only the main process writes
+        trainer.model.save_pretrained(model_dir)
+        if stage == "search":
+            (out / "retention.json").write_text(json.dumps(retention))
+        shutil.rmtree(out / "checkpoints", ignore_errors=True)
+        result.save(out)
+    trainer.accelerator.wait_for_everyone()  # the next stage reads these files on every rank
     return result
 
 
