@@ -5,6 +5,7 @@ import os
 
 import pytest
 import torch
+from grid_recorder import GridRecorder  # noqa: E402
 
 if not torch.cuda.is_available():
     os.environ.setdefault("TRITON_INTERPRET", "1")
@@ -290,24 +291,10 @@ def test_fully_padded_row(device):
 # ---------------------------------------------------------------------------------------------
 
 
-class _GridRecorder:
-    """Stands in for torch.library.wrap_triton / a kernel: records launch grids, runs nothing."""
-
-    def __init__(self):
-        self.grids = []
-
-    def __call__(self, kernel):
-        return self
-
-    def __getitem__(self, grid):
-        self.grids.append(tuple(grid))
-        return lambda *args, **kwargs: None
-
-
 def test_launch_grids_fit_cuda_limits(monkeypatch):
     """B*H = 70000 > 65535: a grid axis other than x holding B*H would fail to launch on a GPU
     (gridDim.y and gridDim.z are at most 65535), which the interpreter does not check."""
-    rec = _GridRecorder()
+    rec = GridRecorder()
     monkeypatch.setattr(torch.library, "wrap_triton", rec)
     monkeypatch.setattr(at, "_dropout_mask_kernel", rec)
     B, H, N, d = 35000, 2, 3, 32

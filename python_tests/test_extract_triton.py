@@ -7,6 +7,7 @@ before the kernels run, so an element a kernel forgets to write shows up as a mi
 import os
 
 import torch
+from grid_recorder import GridRecorder  # noqa: E402
 
 if not torch.cuda.is_available():
     os.environ.setdefault("TRITON_INTERPRET", "1")
@@ -411,23 +412,9 @@ def triton_cdiv(a, b):
     return -(-a // b)
 
 
-class _GridRecorder:
-    """Stands in for torch.library.wrap_triton: records launch grids, runs nothing."""
-
-    def __init__(self):
-        self.grids = []
-
-    def __call__(self, kernel):
-        return self
-
-    def __getitem__(self, grid):
-        self.grids.append(tuple(grid))
-        return lambda *args, **kwargs: None
-
-
 def test_launch_grids_fit_cuda_limits(monkeypatch):
     """Only grid axis x may exceed 65535 on a GPU (the interpreter does not check): B = 70000."""
-    rec = _GridRecorder()
+    rec = GridRecorder()
     monkeypatch.setattr(torch.library, "wrap_triton", rec)
     # Nothing runs: valid (zero) indices instead of poison, for the mask.gather after the launches.
     monkeypatch.setattr(et, "_empty", lambda shape, device, dtype: torch.zeros(shape, device=device, dtype=dtype))

