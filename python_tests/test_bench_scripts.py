@@ -17,7 +17,7 @@ def run(args, tmp_path):
     return subprocess.run([sys.executable] + args, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
 
 
-@pytest.mark.parametrize("script", ["bench/bench_ops_gpu.py", "bench/bench_attention_gpu.py"])
+@pytest.mark.parametrize("script", ["bench/bench_ops_gpu.py", "bench/bench_attention_gpu.py", "bench/bench_model_gpu.py"])
 def test_gpu_script_smoke(script, tmp_path):
     out = tmp_path / "r.json"
     res = run([script, "--device", "cpu", "--smoke", "--out", str(out)], tmp_path)
