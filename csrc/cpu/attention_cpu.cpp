@@ -92,9 +92,12 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> attention_forward(const at::Tenso
 
   const double scale = 1.0 / std::sqrt(static_cast<double>(d));
   const at::Tensor key_bias = additive_key_bias(real, acc);
+  // q and k made contiguous once, shared by the flash kernel and the significance pass (the
+  // flash kernel reads strided v as it is).
+  const at::Tensor qc = q.contiguous(), kc = k.contiguous();
   if (flash) {
-    auto res = at::_scaled_dot_product_flash_attention_for_cpu(q.contiguous(), k.contiguous(), v.contiguous(), 0.0,
-                                                               false, key_bias.to(q.scalar_type()), scale);
+    auto res = at::_scaled_dot_product_flash_attention_for_cpu(qc, kc, v, 0.0, false, key_bias.to(q.scalar_type()),
+                                                               scale);
     out = std::get<0>(res);
     lse = std::get<1>(res).contiguous();
     if (!need_significance) return {out, sig, lse};
@@ -106,18 +109,19 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> attention_forward(const at::Tenso
     // Significance only: P = exp(q k^T * scale - lse) per block, one baddbmm and one exp; the
     // sum over heads and real query rows is one bmm with 0/1 weights. Padded key columns need
     // no bias: they are overwritten with -inf below, and columns never mix.
-    const at::Tensor qs = q.to(acc).mul(scale).reshape({B * H, N, d});
-    const at::Tensor kT = k.to(acc).reshape({B * H, N, d}).transpose(1, 2);  // a view: [BH, d, N]
-    const at::Tensor neg_lse = lse.to(acc).neg().reshape({B * H, N, 1});
+    const at::Tensor qs = qc.to(acc).view({B * H, N, d});
+    const at::Tensor kT = kc.to(acc).view({B * H, N, d}).transpose(1, 2);  // a view: [BH, d, N]
+    const at::Tensor neg_lse = lse.to(acc).neg().view({B * H, N, 1});
     for (int64_t q0 = 0; q0 < N; q0 += rows) {
       const int64_t q1 = std::min(N, q0 + rows), r = q1 - q0;
-      const at::Tensor p = at::baddbmm(neg_lse.slice(1, q0, q1), qs.slice(1, q0, q1), kT).exp_();  // [BH, r, N]
+      const at::Tensor p =  // [BH, r, N]; the scale folded into the product
+          at::baddbmm(neg_lse.slice(1, q0, q1), qs.slice(1, q0, q1), kT, /*beta=*/1, /*alpha=*/scale).exp_();
       const at::Tensor w = real_acc.slice(1, q0, q1).unsqueeze(1).expand({B, H, r}).reshape({B, 1, H * r});
       sig_acc.add_(at::bmm(w, p.view({B, H * r, N})).squeeze(1));
       if (exclude_self) sig_acc.slice(1, q0, q1).sub_(p.view({B, H, r, N}).diagonal(q0, -2, -1).sum(1));
     }
   } else {
-    const at::Tensor qf = q.to(acc), kT = k.to(acc).transpose(-1, -2), vf = v.to(acc);
+    const at::Tensor qf = qc.to(acc), kT = kc.to(acc).transpose(-1, -2), vf = v.to(acc);
     const int64_t seed_value = seed.item<int64_t>();
     for (int64_t q0 = 0; q0 < N; q0 += rows) {
       const int64_t q1 = std::min(N, q0 + rows);
