@@ -193,7 +193,6 @@ def check_checkpoint(model: str) -> None:
 
 
 def cmd_train(a, stages) -> dict | None:
-    import torch
     from transformers import AutoTokenizer
 
     from .assets import packaged_model_dir
@@ -242,16 +241,16 @@ def cmd_train(a, stages) -> dict | None:
 
 
 def _predict_logits(model, dataset, batch_size: int, device: str):
-    import numpy as np
     import torch
     from torch.utils.data import DataLoader
 
-    keys = ("input_ids", "attention_mask", "token_type_ids")
+    from .training.speed import MODEL_INPUTS
+
     model.to(device).eval()
     outs, labels = [], []
     with torch.inference_mode():
         for batch in DataLoader(dataset, batch_size=batch_size):
-            outs.append(model(**{k: v.to(device) for k, v in batch.items() if k in keys}).logits.float().cpu())
+            outs.append(model(**{k: v.to(device) for k, v in batch.items() if k in MODEL_INPUTS}).logits.float().cpu())
             if "labels" in batch:
                 labels.append(batch["labels"])
     return torch.cat(outs).numpy(), (torch.cat(labels).numpy() if labels else None)
@@ -261,7 +260,6 @@ def finish_run(cfg, task, results, out: Path) -> dict:
     """Evaluates baseline and PoWER-BERT (eval and test splits), measures the speed-up on the eval
     set, computes the FLOP bound, writes report.json / report.md / the plot."""
     import torch
-    from transformers import AutoModelForSequenceClassification
 
     from .flops import flop_bound
     from .training import measure_speedup

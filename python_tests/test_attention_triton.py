@@ -5,7 +5,7 @@ import os
 
 import pytest
 import torch
-from grid_recorder import GridRecorder  # noqa: E402
+from triton_gpu_checks import GridRecorder, sm90_compile_report  # noqa: E402
 
 if not torch.cuda.is_available():
     os.environ.setdefault("TRITON_INTERPRET", "1")
@@ -365,21 +365,6 @@ def test_gpu_configs_compile_for_h100_without_spills():
     """The GPU launch configurations (not the interpreter's) compiled for sm_90 with triton's own
     ptxas, no GPU needed: every kernel must fit H100 shared memory (227 KB per block) and keep
     its registers (float32 "ieee" tl.dot tiles of 64 x 64 spilled kilobytes per thread)."""
-    import subprocess
-    import sys
-
-    try:
-        from triton.backends.compiler import GPUTarget  # noqa: F401
-        from triton.backends.nvidia import compiler  # noqa: F401
-    except Exception as e:  # pragma: no cover
-        pytest.skip(f"triton has no NVIDIA backend: {e}")
-    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
-    res = subprocess.run([sys.executable, "-c", _SM90_SCRIPT], cwd=root, env=env, capture_output=True, text=True)
-    lines = [ln for ln in res.stdout.splitlines() if ln.startswith("RESULT ")]
-    assert res.returncode == 0 and lines, res.stdout[-3000:] + res.stderr[-3000:]
-    import json
-
-    for r in json.loads(lines[-1][len("RESULT "):]):
+    for r in sm90_compile_report(_SM90_SCRIPT):
         assert r["shared"] <= 227 * 1024, r
         assert r["stack"] in (None, 0), r

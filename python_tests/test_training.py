@@ -7,7 +7,6 @@ import subprocess
 import sys
 
 import pytest
-import torch
 
 from power_bert_ops import cli
 from power_bert_ops.training.trainer import StopOnNonFiniteLoss, NonFiniteLossError

@@ -7,6 +7,9 @@ import time
 
 import torch
 
+# The tokeniser outputs a BERT-family classifier takes (labels and bookkeeping are dropped).
+MODEL_INPUTS = ("input_ids", "attention_mask", "token_type_ids")
+
 
 def _sync(device: str):
     if device.startswith("cuda"):
@@ -28,12 +31,11 @@ def measure_speedup(baseline, power_model, dataset, batch_size: int, device: str
     dropped). Returns seconds per pass (median of ``repeats``), the speed-up, and the setting."""
     from torch.utils.data import DataLoader
 
-    keys = ("input_ids", "attention_mask", "token_type_ids")
     batches = []
     for i, batch in enumerate(DataLoader(dataset, batch_size=batch_size, shuffle=False)):
         if max_batches is not None and i >= max_batches:
             break
-        batches.append({k: v.to(device) for k, v in batch.items() if k in keys})
+        batches.append({k: v.to(device) for k, v in batch.items() if k in MODEL_INPUTS})
     models = {"baseline": baseline.to(device=device, dtype=dtype).eval(),
               "power_bert": power_model.to(device=device, dtype=dtype).eval()}
     for m in models.values():  # warm-up

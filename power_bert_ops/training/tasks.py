@@ -45,7 +45,7 @@ def load_raw(args: DataArgs, label_names=None) -> dict:
            "eval": D.load_task(name, args.eval_split, data_dir=args.data_dir)}
     try:
         test = D.load_task(name, "test", data_dir=args.data_dir)
-        if test.has_labels if hasattr(test, "has_labels") else test.labels is not None:
+        if test.has_labels:
             out["test"] = test
     except (D.DataError, FileNotFoundError, KeyError, ValueError):
         pass
