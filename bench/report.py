@@ -21,18 +21,29 @@ def render(data, baseline="composition"):
         f"power-bert {m.get('power_bert_version')} (CUDA kernels: {m.get('power_bert_cuda')})",
         f"- command: `{m.get('command')}`",
         "",
-        f"| group | implementation | shape | median (ms) | speed-up vs {baseline} |",
-        "|---|---|---|---|---|",
+        f"| group | implementation | shape | median (ms) | speed-up vs {baseline} | measured / FLOP bound |",
+        "|---|---|---|---|---|---|",
     ]
     groups = defaultdict(dict)
+    interleaved = []
     for b in data["benchmarks"]:
-        groups[b["group"]][b["params"].get("impl", b["name"])] = b
+        if "median_ms" in b["extra_info"]:  # one test timing several implementations per round
+            interleaved.append(b)
+            continue
+        groups[b["group"]][(b["params"] or {}).get("impl", b["name"])] = b
     for group, impls in groups.items():
         base = impls.get(baseline)
         for impl, b in impls.items():
             med = b["stats"]["median"]
             ratio = f"{base['stats']['median'] / med:.2f}x" if base else "n/a"
-            lines.append(f"| {group} | {impl} | {b['extra_info'].get('shape', '')} | {med * 1e3:.3f} | {ratio} |")
+            bound = b["extra_info"].get("ratio_to_bound", "")
+            lines.append(f"| {group} | {impl} | {b['extra_info'].get('shape', '')} | {med * 1e3:.3f} | {ratio} | {bound} |")
+    for b in interleaved:
+        info = b["extra_info"]
+        lines += ["", f"Interleaved rounds (`{b['name']}`, {info.get('shape', '')}): medians "
+                  + ", ".join(f"{k} {v} ms" for k, v in info["median_ms"].items())
+                  + "; " + ", ".join(f"{k} {v}" for k, v in info.items()
+                                     if k not in ("median_ms", "min_ms", "shape", "retention") and not isinstance(v, dict))]
     return "\n".join(lines) + "\n"
 
 

@@ -181,7 +181,11 @@ def _attention_forward_fake(q, k, v, mask, dropout_p, need_significance, exclude
     B, H, N, _ = q.shape
     sig = q.new_empty((B, N) if need_significance else (0,), dtype=torch.float32)
     lse_dtype = torch.float64 if q.dtype == torch.float64 else torch.float32
-    return torch.empty_like(q, memory_format=torch.contiguous_format), sig, q.new_empty((B, H, N), dtype=lse_dtype)
+    if q.device.type == "cpu":  # the CPU kernel writes out in [B, N, H, d] memory (merging heads is a view)
+        out = q.new_empty((B, N, H, q.shape[3])).transpose(1, 2)
+    else:
+        out = torch.empty_like(q, memory_format=torch.contiguous_format)
+    return out, sig, q.new_empty((B, H, N), dtype=lse_dtype)
 
 
 @torch.library.register_fake("power_bert::_attention_backward")
@@ -236,7 +240,9 @@ def attention(q, k, v, mask, dropout_p: float = 0.0, need_significance: bool = T
 
     q, k, v [B, H, N, d] (scaled_dot_product_attention's layout), mask [B, N] key padding ->
     (out [B, H, N, d], significance float32 [B, N], ``-inf`` at padding; an empty [0] tensor
-    when ``need_significance`` is False). Scale 1/sqrt(d). ``dropout_p`` drops attention
+    when ``need_significance`` is False). q, k, v may be strided views (e.g. [B, N, H, d]
+    projections transposed): the CPU kernel reads them in place and writes ``out`` in
+    [B, N, H, d] memory, so ``out.transpose(1, 2).reshape(B, N, H * d)`` is a view. Scale 1/sqrt(d). ``dropout_p`` drops attention
     probabilities (pass 0 in eval); significance uses the un-dropped ones and has no gradient.
     Backends: 'cpu' (C++), 'triton' (CUDA tensors, or CPU under TRITON_INTERPRET=1),
     'reference' (eager, O(N^2) memory); 'auto' picks cpu or triton by device.

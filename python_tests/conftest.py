@@ -2,10 +2,20 @@
 - POWER_BERT_POISON_OUTPUTS=1: kernels' outputs are filled with garbage before they are
   written, so an element a kernel forgets shows up as a mismatch.
 - TRITON_INTERPRET=1 when there is no GPU, so the Triton kernels run on CPU tensors.
+- A fresh torch.compile (Inductor) cache per session: Inductor's cache key does not cover our
+  ops' fake kernels, so a cache left by an earlier build could replay code compiled against
+  another output layout.
 """
+import atexit
 import os
+import shutil
+import tempfile
 
 os.environ.setdefault("POWER_BERT_POISON_OUTPUTS", "1")
+if "TORCHINDUCTOR_CACHE_DIR" not in os.environ:
+    _inductor_cache = tempfile.mkdtemp(prefix="power_bert_inductor_")
+    os.environ["TORCHINDUCTOR_CACHE_DIR"] = _inductor_cache
+    atexit.register(shutil.rmtree, _inductor_cache, ignore_errors=True)
 
 import torch  # noqa: E402
 

@@ -51,6 +51,28 @@ def test_forward_matches_reference_and_sdpa(dtype, shape, padding):
     torch.testing.assert_close(sig[real].double(), ref_sig[real].double(), rtol=tol, atol=tol * H * N)
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=str)
+@pytest.mark.parametrize("N", [300, 601])  # more query rows than one block of the per-head CPU kernel
+@pytest.mark.parametrize("exclude_self", [True, False])
+def test_strided_projection_views_and_several_query_blocks(dtype, N, exclude_self):
+    # The model passes q, k, v as [B, N, H, d] projections viewed as [B, H, N, d] (no copy);
+    # the CPU kernel reads them through their strides and writes out in [B, N, H, d] memory.
+    B, H, d = 2, 3, 16
+    mask = make_mask(B, N, "random", "cpu")
+    q, k, v = (torch.randn(B, N, H * d, dtype=torch.float64).to(dtype).view(B, N, H, d).transpose(1, 2)
+               for _ in range(3))
+    assert not q.is_contiguous()
+    out, sig = power_bert_ops.attention(q, k, v, mask, exclude_self=exclude_self)
+    ref_out, ref_sig = reference.attention(q.double(), k.double(), v.double(), mask, exclude_self=exclude_self)
+    tol = TOL[dtype]
+    torch.testing.assert_close(out.double(), ref_out, rtol=tol, atol=tol)
+    real = mask.bool()
+    assert torch.isneginf(sig[~real]).all()
+    torch.testing.assert_close(sig[real].double(), ref_sig[real].double(), rtol=tol, atol=tol * H * N)
+    merged = out.transpose(1, 2).reshape(B, N, H * d)
+    assert merged.data_ptr() == out.data_ptr() and merged._base is not None  # merging heads is a view
+
+
 @pytest.mark.parametrize("padding", ["none", "random", "short"])
 def test_significance_equals_op_on_eager_probabilities_and_selection_identical(padding):
     B, H, N, d, kk = 4, 12, 64, 32, 20
@@ -95,6 +117,18 @@ def test_gradients_match_reference(shape, padding):
     got = torch.autograd.grad(out, (q, k, v), g)
     want = torch.autograd.grad(ref_out, (q, k, v), g)
     for a, b in zip(got, want):
+        torch.testing.assert_close(a, b, rtol=1e-9, atol=1e-9)
+
+
+def test_gradients_through_strided_views_and_several_blocks():
+    B, H, N, d = 1, 2, 300, 8
+    mask = make_mask(B, N, "random", "cpu")
+    base = [torch.randn(B, N, H * d, dtype=torch.float64, requires_grad=True) for _ in range(3)]
+    q, k, v = (t.view(B, N, H, d).transpose(1, 2) for t in base)
+    out, _ = power_bert_ops.attention(q, k, v, mask)
+    ref_out, _ = reference.attention(q, k, v, mask)
+    g = torch.randn_like(out)
+    for a, b in zip(torch.autograd.grad(out, base, g), torch.autograd.grad(ref_out, base, g)):
         torch.testing.assert_close(a, b, rtol=1e-9, atol=1e-9)
 
 

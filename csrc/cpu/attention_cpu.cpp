@@ -1,22 +1,33 @@
 // CPU kernels of power_bert::_attention_forward / _attention_backward: softmax attention that
 // also yields SPEC 1.1 significance without all B*H*N*N probabilities at once.
-// - Without dropout, the output and row log-sum-exp come from ATen's CPU flash-attention
-//   kernel (and its backward); significance is one more pass over blocks of query rows that
-//   recomputes P = exp(q k^T * scale + bias - lse) and sums its real query rows.
+// - fp32/fp64 without dropout (inference, and training with attention dropout off): one task
+//   per (batch row, head), in blocks of query rows whose scores stay in cache. A block costs
+//   two BLAS calls (q k^T and P v) and three vectorised passes over its scores (scale + mask +
+//   row max; exp + row sum; significance); the probabilities are computed once and feed both
+//   the output and the significance. q, k, v are read through their strides (the usual
+//   [B, N, H, d] projections viewed as [B, H, N, d] need no copy) and the output is written in
+//   [B, N, H, d] memory, so merging its heads back is a view.
+// - fp16/bf16 without dropout: the output and row log-sum-exp come from ATen's CPU flash
+//   kernel; significance is one more pass over blocks of query rows that recomputes
+//   P = exp(q k^T * scale + bias - lse) and sums its real query rows.
 // - With dropout (training), everything runs in blocks of query rows with ATen matmuls; the
 //   dropout mask of a block is drawn from a generator seeded by (seed, block) and so replayed
 //   exactly by the backward.
-// Either way no more than a fixed budget of scores ([B, H, rows, N]) exists at once.
+// The backward of the paths without dropout is ATen's CPU flash backward (it needs only the
+// row log-sum-exp). No path holds more than a fixed budget of scores at once.
 #include <ATen/ATen.h>
 #include <ATen/CPUGeneratorImpl.h>
+#include <ATen/Parallel.h>
 
 #include <algorithm>
 #include <cmath>
 #include <limits>
+#include <vector>
 
 #include "../checks.h"
 #include "../poison.h"
 #include "cpu_kernels.h"
+#include "simd.h"
 
 namespace power_bert {
 namespace cpu {
@@ -60,6 +71,137 @@ void accumulate_significance(at::Tensor& sig, const at::Tensor& p, const at::Ten
   if (exclude_self) sig.slice(1, q0, q1).sub_(p.diagonal(q0, -2, -1).sum(1));
 }
 
+// ---- Per-(batch row, head) forward, fp32/fp64 without dropout ---------------------------------
+
+// The row loops keep kLanes partial results (max / sum) so that they vectorise without
+// -ffast-math; the partials are combined at the end of the row.
+constexpr int64_t kLanes = 16;
+
+// row[j] = row[j] * scale + bias[j]; returns the row's maximum.
+template <typename T>
+__attribute__((always_inline)) inline T scale_bias_max_impl(T* __restrict row, const T* __restrict bias, T scale, int64_t n) {
+  T lane[kLanes];
+  for (int64_t l = 0; l < kLanes; ++l) lane[l] = -std::numeric_limits<T>::infinity();
+  int64_t j = 0;
+  for (; j + kLanes <= n; j += kLanes) {
+    for (int64_t l = 0; l < kLanes; ++l) {
+      const T x = row[j + l] * scale + bias[j + l];
+      row[j + l] = x;
+      lane[l] = x > lane[l] ? x : lane[l];
+    }
+  }
+  T m = -std::numeric_limits<T>::infinity();
+  for (; j < n; ++j) {
+    const T x = row[j] * scale + bias[j];
+    row[j] = x;
+    m = x > m ? x : m;
+  }
+  for (int64_t l = 0; l < kLanes; ++l) m = lane[l] > m ? lane[l] : m;
+  return m;
+}
+// row[j] = exp(row[j] - m); returns the row's sum.
+template <typename T>
+__attribute__((always_inline)) inline T exp_sum_impl(T* __restrict row, T m, int64_t n) {
+  T lane[kLanes] = {};
+  int64_t j = 0;
+  for (; j + kLanes <= n; j += kLanes) {
+    for (int64_t l = 0; l < kLanes; ++l) {
+      const T e = exp_nonpositive(row[j + l] - m);
+      row[j + l] = e;
+      lane[l] += e;
+    }
+  }
+  T z = 0;
+  for (; j < n; ++j) {
+    const T e = exp_nonpositive(row[j] - m);
+    row[j] = e;
+    z += e;
+  }
+  for (int64_t l = 0; l < kLanes; ++l) z += lane[l];
+  return z;
+}
+// acc[j] += w * row[j]
+template <typename T>
+__attribute__((always_inline)) inline void axpy_impl(T* __restrict acc, const T* __restrict row, T w, int64_t n) {
+  for (int64_t j = 0; j < n; ++j) acc[j] += w * row[j];
+}
+POWER_BERT_CLONES float scale_bias_max(float* row, const float* bias, float scale, int64_t n) {
+  return scale_bias_max_impl(row, bias, scale, n);
+}
+POWER_BERT_CLONES double scale_bias_max(double* row, const double* bias, double scale, int64_t n) {
+  return scale_bias_max_impl(row, bias, scale, n);
+}
+POWER_BERT_CLONES float exp_sum(float* row, float m, int64_t n) { return exp_sum_impl(row, m, n); }
+POWER_BERT_CLONES double exp_sum(double* row, double m, int64_t n) { return exp_sum_impl(row, m, n); }
+POWER_BERT_CLONES void axpy(float* acc, const float* row, float w, int64_t n) { axpy_impl(acc, row, w, n); }
+POWER_BERT_CLONES void axpy(double* acc, const double* row, double w, int64_t n) { axpy_impl(acc, row, w, n); }
+
+// Query rows per block: a [rows, N] score block of at most 64K elements (256 KB in fp32, so it
+// stays in a core's L2), at least 16 rows.
+int64_t head_block_rows(int64_t N) { return std::min<int64_t>(N, std::max<int64_t>(16, (int64_t(1) << 16) / N)); }
+
+// out (q's shape, any strides; written), lse [B, H, N] contiguous (written), sig_part [B, H, N]
+// contiguous (written when defined): per (b, h), sum over the real query rows i of P[i, :],
+// minus P[i, i] when exclude_self.
+template <typename T>
+void attention_heads_forward(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, const at::Tensor& real,
+                             at::Tensor& out, at::Tensor& lse, at::Tensor& sig_part, bool exclude_self) {
+  const int64_t B = q.size(0), H = q.size(1), N = q.size(2), d = q.size(3);
+  const int64_t R = head_block_rows(N);
+  const T scale = T(1) / std::sqrt(static_cast<T>(d));
+  const bool* realp = real.data_ptr<bool>();
+  T* lsep = lse.data_ptr<T>();
+  T* sigp = sig_part.defined() ? sig_part.data_ptr<T>() : nullptr;
+  const T* qp = q.data_ptr<T>();
+  const T* kp = k.data_ptr<T>();
+  const T* vp = v.data_ptr<T>();
+  T* op = out.data_ptr<T>();
+  // A [rows, cols] matrix over existing memory (no copy, no dispatcher view ops).
+  const auto matrix = [&](const T* p, int64_t rows, int64_t cols, int64_t rs, int64_t cs) {
+    return at::from_blob(const_cast<T*>(p), {rows, cols}, {rs, cs}, q.options());
+  };
+  at::parallel_for(0, B * H, 1, [&](int64_t t0, int64_t t1) {
+    at::Tensor scores = at::empty({R, N}, q.options());
+    T* s = scores.data_ptr<T>();
+    std::vector<T> bias(N), inv_z(R);
+    for (int64_t t = t0; t < t1; ++t) {
+      const int64_t b = t / H, h = t % H;
+      const bool* rb = realp + b * N;
+      for (int64_t j = 0; j < N; ++j) bias[j] = rb[j] ? T(0) : -std::numeric_limits<T>::infinity();
+      const T* qh = qp + b * q.stride(0) + h * q.stride(1);
+      const at::Tensor kT = matrix(kp + b * k.stride(0) + h * k.stride(1), d, N, k.stride(3), k.stride(2));
+      const at::Tensor vh = matrix(vp + b * v.stride(0) + h * v.stride(1), N, d, v.stride(2), v.stride(3));
+      T* oh = op + b * out.stride(0) + h * out.stride(1);
+      T* col = sigp ? sigp + t * N : nullptr;
+      if (col) std::fill(col, col + N, T(0));
+      for (int64_t q0 = 0; q0 < N; q0 += R) {
+        const int64_t r = std::min(R, N - q0);
+        at::Tensor sb = matrix(s, r, N, N, 1);
+        at::mm_out(sb, matrix(qh + q0 * q.stride(2), r, d, q.stride(2), q.stride(3)), kT);
+        for (int64_t i = 0; i < r; ++i) {
+          T* row = s + i * N;
+          const T m = scale_bias_max(row, bias.data(), scale, N);
+          const T z = exp_sum(row, m, N);
+          lsep[t * N + q0 + i] = m + std::log(z);
+          inv_z[i] = T(1) / z;
+          if (col && rb[q0 + i]) {
+            axpy(col, row, inv_z[i], N);
+            if (exclude_self) col[q0 + i] -= row[q0 + i] * inv_z[i];
+          }
+        }
+        // out rows = (unnormalised rows) v, then scaled by 1/z
+        T* ob = oh + q0 * out.stride(2);
+        at::Tensor obt = matrix(ob, r, d, out.stride(2), out.stride(3));
+        at::mm_out(obt, sb, vh);
+        for (int64_t i = 0; i < r; ++i) {
+          T* o = ob + i * out.stride(2);
+          for (int64_t c = 0; c < d; ++c) o[c * out.stride(3)] *= inv_z[i];
+        }
+      }
+    }
+  });
+}
+
 void check_rows_have_a_real_key(const at::Tensor& real, const char* op) {
   if (real.size(0) == 0) return;
   TORCH_CHECK_VALUE(real.any(1).all().item<bool>(), "power_bert.", op,
@@ -78,17 +220,27 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> attention_forward(const at::Tenso
   const at::ScalarType acc = acc_type(q);
   const at::Tensor real = real_tokens(mask);
   check_rows_have_a_real_key(real, op);
-  const bool flash = dropout_p == 0.0;
-  at::Tensor out, lse;
-  if (!flash) {
-    out = new_output({B, H, N, d}, q.options());
-    lse = new_output({B, H, N}, q.options().dtype(acc));
-  }
+  // The output lives in [B, N, H, d] memory (viewed as [B, H, N, d]): merging heads is a view.
+  at::Tensor out = new_output({B, N, H, d}, q.options()).transpose(1, 2);
   at::Tensor sig = need_significance ? new_output({B, N}, q.options().dtype(at::kFloat))
                                      : at::empty({0}, q.options().dtype(at::kFloat));
-  if (B == 0 || N == 0) {
-    return {at::empty_like(q, at::MemoryFormat::Contiguous), sig, at::empty({B, H, N}, q.options().dtype(acc))};
+  if (B == 0 || N == 0) return {out, sig, at::empty({B, H, N}, q.options().dtype(acc))};
+
+  const bool flash = dropout_p == 0.0;
+  if (flash && (q.scalar_type() == at::kFloat || q.scalar_type() == at::kDouble)) {
+    at::Tensor lse = new_output({B, H, N}, q.options().dtype(acc));
+    at::Tensor part = need_significance ? at::empty({B, H, N}, q.options().dtype(acc)) : at::Tensor();
+    if (q.scalar_type() == at::kFloat) {
+      attention_heads_forward<float>(q, k, v, real, out, lse, part, exclude_self);
+    } else {
+      attention_heads_forward<double>(q, k, v, real, out, lse, part, exclude_self);
+    }
+    if (need_significance) {
+      sig.copy_(part.sum(1).masked_fill_(real.logical_not(), -std::numeric_limits<double>::infinity()));
+    }
+    return {out, sig, lse};
   }
+  at::Tensor lse = flash ? at::Tensor() : new_output({B, H, N}, q.options().dtype(acc));
 
   const double scale = 1.0 / std::sqrt(static_cast<double>(d));
   const at::Tensor key_bias = additive_key_bias(real, acc);
@@ -98,7 +250,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> attention_forward(const at::Tenso
   if (flash) {
     auto res = at::_scaled_dot_product_flash_attention_for_cpu(qc, kc, v, 0.0, false, key_bias.to(q.scalar_type()),
                                                                scale);
-    out = std::get<0>(res);
+    out.copy_(std::get<0>(res));
     lse = std::get<1>(res).contiguous();
     if (!need_significance) return {out, sig, lse};
   }

@@ -12,14 +12,8 @@
 #include "../checks.h"
 #include "../poison.h"
 #include "cpu_kernels.h"
+#include "simd.h"
 
-// The hot loop is compiled for several instruction sets and picked at load time (GCC ifunc),
-// so one portable wheel uses AVX-512/AVX2 where the CPU has them.
-#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && defined(__linux__)
-#define POWER_BERT_CLONES __attribute__((target_clones("avx512f", "avx2", "default")))
-#else
-#define POWER_BERT_CLONES
-#endif
 
 namespace power_bert {
 namespace cpu {

@@ -14,6 +14,7 @@
 #include "../poison.h"
 #include "../selection_key.h"
 #include "cpu_kernels.h"
+#include "simd.h"
 
 namespace power_bert {
 namespace cpu {
@@ -37,12 +38,6 @@ at::Tensor ranks(const at::Tensor& scores, const at::Tensor& real) {
   });
   return rank;
 }
-
-#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && defined(__linux__)
-#define POWER_BERT_CLONES __attribute__((target_clones("avx512f", "avx2", "default")))
-#else
-#define POWER_BERT_CLONES
-#endif
 
 // dst = src * f, computed in A.
 template <typename T, typename A>

@@ -160,8 +160,6 @@ def power_encoder_loop(x, mask, layers, adapter, num_heads, head_dim, mode, rete
         keep = min(retention[j], n) if mode == "hard" else n
         eliminate = keep < n
         if eliminate or mode == "soft":
-            if x.device.type == "cpu":  # the CPU kernel's significance pass runs faster on dense q, k
-                q, k, v = q.contiguous(), k.contiguous(), v.contiguous()
             ctx, sig = _ops_ns.attention(q, k, v, mask, p, True, exclude_self)
         else:
             ctx = F.scaled_dot_product_attention(q, k, v, attn_mask=sdpa_mask, dropout_p=p)
