@@ -12,9 +12,14 @@ Issue targets: PoWER hard speed-up >= 0.95 x the SPEC 3 FLOP bound (3.37x); PoWE
 Hugging Face's time. Each power_* entry's extra_info holds the FLOP bound, the speed-up measured
 against hf_sdpa in this run (medians) and their ratio.
 
-On a shared machine the three groups can see different background load, so the last test,
-``test_interleaved``, also times hf / hard / full back to back in every round and reports the
+On a shared machine the three groups can see different background load, so
+``test_interleaved`` also times hf / hard / full back to back in every round and reports the
 medians and the median per-round ratios in its extra_info (its own time is one whole round).
+
+``test_bound_sweep`` adds rows at N in {64, 128, 512} with geometric configurations whose
+bound is about 2x, 3x and 4.5x (``power_bert_ops.flops.retention_for_bound``), timed the same
+interleaved way; with ``--benchmark-json=F`` the plot of speed-up against bound for all rows
+is written beside F (``model_cpu.png``).
 """
 import copy
 
@@ -29,9 +34,11 @@ IMPLS = ["hf_sdpa", "power_hard", "power_full"]  # hf first: the others compare 
 transformers = pytest.importorskip("transformers")
 from transformers import AutoModelForSequenceClassification, BertConfig  # noqa: E402
 
+from power_bert_ops.flops import retention_for_bound  # noqa: E402
 from power_bert_ops.modeling import PowerBertForSequenceClassification, flop_bound  # noqa: E402
 
 _medians = {}
+_sweep_points = []  # for the plot: dicts of bound, speedup, label
 
 
 @pytest.fixture(scope="module")
@@ -83,21 +90,9 @@ def test_model_forward(benchmark, models, impl):
 @pytest.mark.benchmark(group=f"interleaved rounds (hf, hard, full), fp32, B={B}, N={N}")
 def test_interleaved(benchmark, models):
     import statistics
-    import time
 
     mods, batch, cfg = models
-    times = {impl: [] for impl in IMPLS}
-
-    def one_round():
-        with torch.inference_mode():
-            for impl in IMPLS:
-                t0 = time.perf_counter()
-                mods[impl](**batch)
-                times[impl].append(time.perf_counter() - t0)
-
-    benchmark.pedantic(one_round, rounds=ROUNDS, warmup_rounds=1, iterations=1)
-    n = ROUNDS  # drop the warm-up round
-    t = {impl: v[-n:] for impl, v in times.items()}
+    t = interleaved_times(benchmark, {impl: mods[impl] for impl in IMPLS}, batch)
     med = {impl: statistics.median(v) for impl, v in t.items()}
     speedups = [h / p for h, p in zip(t["hf_sdpa"], t["power_hard"])]
     full_ratio = [f / h for h, f in zip(t["hf_sdpa"], t["power_full"])]
@@ -113,5 +108,77 @@ def test_interleaved(benchmark, models):
         speedup_hard_vs_hf_min=round(min(t["hf_sdpa"]) / min(t["power_hard"]), 3),
         ratio_to_bound_min=round(min(t["hf_sdpa"]) / min(t["power_hard"]) / bound, 3),
     )
+    _sweep_points.append(dict(bound=bound, speedup=speedup, label=f"N={N} RTE"))
     print(f"\ninterleaved medians (ms): {benchmark.extra_info['median_ms']}; hard speed-up {speedup:.2f}x, "
           f"bound {bound:.2f}x, ratio {speedup / bound:.3f}; full/hf {statistics.median(full_ratio):.3f}")
+
+
+def interleaved_times(benchmark, models: dict, batch: dict) -> dict:
+    """Times every model back to back in each of ROUNDS rounds (after one warm-up round):
+    {name: [seconds per round]}."""
+    import time
+
+    times = {name: [] for name in models}
+
+    def one_round():
+        with torch.inference_mode():
+            for name, model in models.items():
+                t0 = time.perf_counter()
+                model(**batch)
+                times[name].append(time.perf_counter() - t0)
+
+    benchmark.pedantic(one_round, rounds=ROUNDS, warmup_rounds=1, iterations=1)
+    return {name: v[-ROUNDS:] for name, v in times.items()}
+
+
+SWEEP = [(64, 2.0), (128, 3.0), (512, 4.5)]  # (N, target FLOP bound)
+
+
+@pytest.mark.benchmark(group=f"bound sweep, interleaved rounds (hf, hard), fp32, B={B}")
+@pytest.mark.parametrize("n,target", SWEEP, ids=[f"N={n}-bound{t}" for n, t in SWEEP])
+def test_bound_sweep(benchmark, models, n, target):
+    import statistics
+
+    mods, _, cfg = models
+    ell = retention_for_bound(cfg, n, target)
+    hard = mods["power_hard"]
+    saved = hard.retention
+    hard.set_mode("hard", retention=ell)
+    try:
+        g = torch.Generator().manual_seed(n)
+        ids = torch.randint(1000, cfg.vocab_size, (B, n), generator=g)
+        ids[:, 0] = 101
+        batch = {"input_ids": ids, "attention_mask": torch.ones_like(ids), "token_type_ids": torch.zeros_like(ids)}
+        t = interleaved_times(benchmark, {"hf_sdpa": mods["hf_sdpa"], "power_hard": hard}, batch)
+    finally:
+        hard.set_mode("hard", retention=saved)
+    if benchmark.stats is None:
+        return
+    bound = flop_bound(cfg, ell, n)
+    speedup = statistics.median([h / p for h, p in zip(t["hf_sdpa"], t["power_hard"])])
+    benchmark.extra_info.update(
+        shape=f"B={B} N={n} D=768 L=12 fp32", retention=ell, flop_bound=round(bound, 4),
+        median_ms={k: round(statistics.median(v) * 1e3, 1) for k, v in t.items()},
+        speedup_hard_vs_hf=round(speedup, 3), ratio_to_bound=round(speedup / bound, 3),
+        torch_threads=torch.get_num_threads(),
+    )
+    _sweep_points.append(dict(bound=bound, speedup=speedup, label=f"N={n}"))
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _plot_after_module(request):
+    yield
+    out = request.config.getoption("benchmark_json", None)
+    if out is None or not _sweep_points:
+        return
+    import os
+    import platform
+    import sys
+
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+    from plots import plot_speedup_vs_bound
+
+    path = os.path.splitext(getattr(out, "name", str(out)))[0] + ".png"
+    title = (f"BERT-base fp32 B={B}, {torch.get_num_threads()} CPU threads ({platform.processor() or 'cpu'}), "
+             f"torch {torch.__version__}")
+    plot_speedup_vs_bound(_sweep_points, path, title, target_ratio=0.95)

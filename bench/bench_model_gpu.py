@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import copy
-import math
 import os
 import sys
 
@@ -22,25 +21,12 @@ import torch
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from gpu_timing import environment, median_ms, write_report  # noqa: E402
+from plots import plot_speedup_vs_bound  # noqa: E402
 
-from power_bert_ops.flops import flop_bound  # noqa: E402
+from power_bert_ops.flops import flop_bound, retention_for_bound  # noqa: E402
 from power_bert_ops.modeling import PowerBertForSequenceClassification  # noqa: E402
 
 RTE = [153, 125, 111, 105, 85, 80, 72, 48, 35, 27, 22, 5]
-
-
-def config_for_bound(n: int, target: float, dims) -> list[int]:
-    """A geometric retention configuration ℓ_j = ceil(n·r^j) whose FLOP bound is closest to target."""
-    layers = dims[1]
-    lo, hi, best = 0.0, 1.0, [n] * layers
-    for _ in range(40):
-        r = (lo + hi) / 2
-        ell = [max(1, min(n, math.ceil(n * r ** (j + 1)))) for j in range(layers)]
-        if flop_bound(dims, ell, n) > target:
-            lo = r
-        else:
-            hi, best = r, ell
-    return best
 
 
 def main(argv=None):
@@ -69,7 +55,7 @@ def main(argv=None):
     power = PowerBertForSequenceClassification.from_hf_model(copy.deepcopy(hf)).eval()  # same weights
     rows = []
     for B, N, spec, graphs in rows_spec:
-        ell = config_for_bound(N, spec[1], dims) if isinstance(spec, tuple) else (spec or [N] * dims[1])
+        ell = retention_for_bound(dims, N, spec[1]) if isinstance(spec, tuple) else (spec or [N] * dims[1])
         mode = "full" if spec is None else "hard"
         power.set_mode(mode, retention=ell if mode == "hard" else None)
         ids = torch.randint(0, cfg.vocab_size, (B, N), device=dev)
@@ -94,28 +80,10 @@ def main(argv=None):
 
 
 def plot(rows, path, env):
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(5, 4))
     hard = [r for r in rows if r["mode"] == "hard"]
-    xs = [float(r["flop_bound"][:-1]) for r in hard]
-    ys = [float(r["speedup"][:-1]) for r in hard]
-    ax.scatter(xs, ys, c=["tab:orange" if r["batch"] == 1 else "tab:blue" for r in hard])
-    for r, x, y in zip(hard, xs, ys):
-        ax.annotate(f"B={r['batch']} N={r['N']}", (x, y), fontsize=7, textcoords="offset points", xytext=(4, -8))
-    top = max(xs + ys + [1.0]) * 1.1
-    ax.plot([1, top], [1, top], "k--", lw=1, label="speed-up = FLOP bound")
-    ax.plot([1, top], [0.9, 0.9 * top], ":", color="gray", lw=1, label="0.9 x bound")
-    ax.set_xlabel("FLOP bound (SPEC 3)")
-    ax.set_ylabel("measured speed-up over HF (SDPA)")
-    ax.set_title(f"{env['device']}", fontsize=9)
-    ax.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    points = [dict(bound=float(r["flop_bound"][:-1]), speedup=float(r["speedup"][:-1]), label=f"B={r['batch']} N={r['N']}",
+                   highlight=r["batch"] == 1) for r in hard]
+    plot_speedup_vs_bound(points, path, env["device"], target_ratio=0.9)
 
 
 if __name__ == "__main__":

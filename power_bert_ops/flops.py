@@ -9,9 +9,10 @@ with F the FFN width (4·D in BERT, which gives SPEC's 8·n_out·D²). The bound
 """
 from __future__ import annotations
 
+import math
 from typing import Sequence
 
-__all__ = ["encoder_macs", "flop_bound", "layer_macs"]
+__all__ = ["encoder_macs", "flop_bound", "layer_macs", "retention_for_bound"]
 
 
 def layer_macs(n_in: int, n_out: int, hidden: int, ffn: int | None = None) -> int:
@@ -69,3 +70,24 @@ def flop_bound(config_or_dims, retention: Sequence[int], N: int) -> float:
     D, L, F = _dims(config_or_dims)
     L = len(retention) if L is None else L
     return encoder_macs((D, L, F), None, N) / encoder_macs((D, L, F), retention, N)
+
+
+def retention_for_bound(config_or_dims, N: int, target: float) -> list[int]:
+    """A geometric retention configuration ℓ_j = ceil(N·r^j) (j = 1..L) whose FLOP bound is the
+    largest not above ``target`` (bisection on r). For benchmarks and sweeps that need a
+    configuration of a given bound, e.g. ``retention_for_bound(BertConfig(), 512, 4.5)``."""
+    D, L, F = _dims(config_or_dims)
+    if L is None:
+        raise ValueError("retention_for_bound: give the number of layers (a config or (D, L))")
+    if not target >= 1.0:
+        raise ValueError(f"retention_for_bound: target must be >= 1 (a speed-up), got {target}")
+    N = int(N)
+    lo, hi, best = 0.0, 1.0, [N] * L
+    for _ in range(50):
+        r = (lo + hi) / 2
+        ell = [max(1, min(N, math.ceil(N * r ** (j + 1)))) for j in range(L)]
+        if flop_bound((D, L, F), ell, N) > target:
+            lo = r
+        else:
+            hi, best = r, ell
+    return best

@@ -24,6 +24,8 @@ def test_gpu_script_smoke(script, tmp_path):
     assert res.returncode == 0, res.stdout + res.stderr
     data = json.loads(out.read_text())
     assert data["rows"] and data["environment"]["torch"] and "command" in data["environment"]
+    if script.endswith("model_gpu.py"):
+        assert (tmp_path / "r.png").stat().st_size > 0  # the speed-up against bound plot
 
 
 def test_pytest_benchmark_suites_run(tmp_path):

@@ -590,6 +590,19 @@ def test_flop_bound_rte():
     assert flop_bound((768, 12), [256] * 12, 256) == 1.0
 
 
+@pytest.mark.parametrize("N,target", [(64, 2.0), (128, 3.0), (512, 4.5), (37, 1.0)])
+def test_retention_for_bound(N, target):
+    from power_bert_ops.flops import retention_for_bound
+
+    dims = (768, 12, 3072)
+    ell = retention_for_bound(dims, N, target)
+    assert len(ell) == 12 and all(1 <= b <= a <= N for a, b in zip([N] + ell, ell))
+    bound = flop_bound(dims, ell, N)
+    assert bound <= target + 1e-9 and bound > 0.97 * target
+    with pytest.raises(ValueError, match="target"):
+        retention_for_bound(dims, N, 0.5)
+
+
 # ------------------------------------------------------------------------------------------------
 # Bad inputs
 # ------------------------------------------------------------------------------------------------

@@ -11,7 +11,7 @@ import pytest
 from power_bert_ops import cli
 from power_bert_ops.training.trainer import StopOnNonFiniteLoss, NonFiniteLossError
 
-from tiny_models import synthetic_csv, tiny_bert_checkpoint
+from tiny_models import synthetic_csv, synthetic_race, tiny_bert_checkpoint
 
 
 @pytest.fixture(scope="module")
@@ -245,3 +245,30 @@ def test_lambda_sweep_shares_stage_one(workdir, tmp_path):
         assert (out / f"lambda_{lam}" / "finetune").resolve() == (out / "finetune").resolve()  # run once
     # a larger λ never keeps more rows
     assert sum(rows[1]["retention"]) <= sum(rows[0]["retention"])
+
+
+def test_multiple_choice_race_layout_end_to_end(workdir, tmp_path):
+    # RACE's JSON layout through all three stages: multiple-choice heads, report, hard-mode model.
+    import torch
+
+    from power_bert_ops.modeling import PowerBertForMultipleChoice
+
+    race = synthetic_race(tmp_path / "RACE", {"train": 64, "dev": 16, "test": 16}, seed=0)
+    out = tmp_path / "race_run"
+    args = ["run", "--task", "race", "--data-dir", str(race), "--model", str(workdir / "model"), "--max-length", "24",
+            "--output-dir", str(out), "--batch-size", "8", "--eval-batch-size", "16", "--finetune-epochs", "2",
+            "--search-epochs", "1", "--retrain-epochs", "1", "--lr-bert", "3e-3", "--lr-soft", "5e-2",
+            "--lambda", "2e-2", "--no-progress"]
+    assert cli.main(args) == 0
+    report = json.loads((out / "report.json").read_text())
+    assert report["task"] == "race" and report["max_length"] == 24
+    assert report["baseline"]["metric"]["name"] == "accuracy" and 0 <= report["power_bert"]["metric"]["value"] <= 1
+    ell = report["retention"]
+    assert len(ell) == 2 and all(1 <= b <= a <= 24 for a, b in zip([24] + ell, ell))
+    assert report["flop_bound"] >= 1.0 and report["measured_speedup"] > 0
+    model = PowerBertForMultipleChoice.from_pretrained(out / "retrain" / "model")
+    assert model.mode == "hard" and model.retention == ell
+    ids = torch.randint(5, 29, (3, 4, 24))
+    ids[..., 0] = 2
+    with torch.inference_mode():
+        assert model(input_ids=ids, attention_mask=torch.ones_like(ids)).logits.shape == (3, 4)

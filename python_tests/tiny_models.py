@@ -46,3 +46,25 @@ def synthetic_csv(path: Path, n: int, seed: int, string_labels: bool = True) -> 
         w.writeheader()
         w.writerows(rows)
     return path
+
+
+def synthetic_race(root: Path, per_split: dict[str, int], seed: int) -> Path:
+    """A folder in RACE's layout ({split}/{high,middle}/N.txt JSON files) with a learnable task:
+    the article contains exactly one of the four options, which is the answer."""
+    import json
+
+    rng = random.Random(seed)
+    for split, n in per_split.items():
+        for i in range(n):
+            level = "high" if i % 2 else "middle"
+            d = root / split / level
+            d.mkdir(parents=True, exist_ok=True)
+            options = rng.sample(WORDS[:12], 4)
+            answer = rng.randrange(4)
+            filler = [w for w in WORDS[12:] if w not in options]
+            article = [rng.choice(filler) for _ in range(rng.randint(4, 10))]
+            article.insert(rng.randrange(len(article) + 1), options[answer])
+            obj = {"id": f"{level}{i}.txt", "article": " ".join(article), "questions": ["which word is there ?"],
+                   "options": [options], "answers": ["ABCD"[answer]]}
+            (d / f"{i}.txt").write_text(json.dumps(obj), encoding="utf-8")
+    return root

@@ -200,7 +200,10 @@ def run_stage(stage: str, cfg: PipelineConfig, task: PreparedTask, previous: Sta
         if _is_power_bert_dir(cfg.model):
             model = task.power_class.from_pretrained(cfg.model, retention=None)
         else:
-            model = task.hf_class.from_pretrained(cfg.model, use_safetensors=True, **_label_kwargs(task))
+            # A checkpoint fine-tuned for another task may carry a head of another shape (e.g. 2
+            # labels, loaded for multiple choice): stage 1 trains a fresh head then.
+            model = task.hf_class.from_pretrained(cfg.model, use_safetensors=True, ignore_mismatched_sizes=True,
+                                                  **_label_kwargs(task))
         epochs, best = cfg.finetune_epochs, True
     elif stage == "search":
         model = task.power_class.from_pretrained(previous.model_dir, mode="soft", sequence_length=task.max_length)
