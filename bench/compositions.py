@@ -32,3 +32,32 @@ def soft_extract(hidden, scores, mask, retention):
     order = s.argsort(dim=-1, descending=True, stable=True)
     rank = torch.empty_like(order).scatter_(1, order, torch.arange(s.shape[1], device=s.device).expand_as(order))
     return hidden * retention[rank][:, :, None].to(hidden.dtype)
+
+
+@torch.inference_mode()
+def eager_power_bert_logits(hf, retention, input_ids, attention_mask, token_type_ids=None):
+    """SPEC 1.2 in plain eager PyTorch over a Hugging Face BERT sequence classifier (what a
+    user would write without our kernels): per layer eager attention probabilities [B, H, n, n],
+    significance by ``significance`` above, selection by ``extract_scored`` (topk + sort +
+    gather) on the attention context, the W_o / residual gather shortcut, then W_o, LayerNorm
+    and the FFN on the kept rows. Same weights, same logits as the PoWER model's hard mode."""
+    base = hf.base_model
+    mask = attention_mask
+    x = base.embeddings(input_ids=input_ids, token_type_ids=token_type_ids)
+    H = hf.config.num_attention_heads
+    for j, layer in enumerate(base.encoder.layer):
+        s, o = layer.attention.self, layer.attention.output
+        B, n, D = x.shape
+        d = D // H
+        q, k, v = (w(x).view(B, n, H, d).transpose(1, 2) for w in (s.query, s.key, s.value))
+        bias = torch.zeros(B, 1, 1, n, dtype=x.dtype).masked_fill(mask[:, None, None, :] == 0, float("-inf"))
+        probs = torch.softmax(q @ k.transpose(-1, -2) * d**-0.5 + bias, dim=-1)
+        ctx = (probs @ v).transpose(1, 2).reshape(B, n, D)
+        residual = x
+        keep = min(retention[j], n)
+        if keep < n:
+            ctx, index, mask = extract_scored(ctx, significance(probs, mask), mask, keep)
+            residual = x.gather(1, index[:, :, None].expand(-1, -1, D))
+        x = o.LayerNorm(o.dense(ctx) + residual)
+        x = layer.output.LayerNorm(layer.output.dense(layer.intermediate(x)) + x)
+    return hf.classifier(base.pooler(x))
