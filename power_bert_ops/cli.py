@@ -441,6 +441,13 @@ def main(argv=None) -> int:
     except DataError as e:
         print(f"power-bert: {e}", file=sys.stderr)
         return 2
+    except Exception as e:
+        from .training.pipeline import StageSettingsError
+
+        if not isinstance(e, StageSettingsError):
+            raise
+        print(f"power-bert: {e}", file=sys.stderr)
+        return 2
     return 0
 
 

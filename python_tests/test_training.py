@@ -78,6 +78,17 @@ def test_rerun_resumes_without_redoing_stages(workdir, finished_run):
     assert stamps == {s: (finished_run / s / "stage.json").stat().st_mtime_ns for s in stamps}
 
 
+def test_rerun_with_other_settings_is_refused(workdir, finished_run, capsys):
+    # Same data and model but another λ: the finished search stage must not be reused silently.
+    stamps = {s: (finished_run / s / "stage.json").stat().st_mtime_ns for s in ("finetune", "search", "retrain")}
+    args = run_args(workdir, finished_run)
+    args[args.index("--lambda") + 1] = "7e-3"
+    assert cli.main(args) == 2
+    err = capsys.readouterr().err
+    assert "stage 'search'" in err and "'lam': (0.002, 0.007)" in err and "new --output-dir" in err
+    assert stamps == {s: (finished_run / s / "stage.json").stat().st_mtime_ns for s in stamps}
+
+
 def test_killed_run_resumes_from_finished_stages(workdir, finished_run, tmp_path):
     out = tmp_path / "partial"
     shutil.copytree(finished_run, out)

@@ -184,15 +184,53 @@ def _is_power_bert_dir(path: str) -> bool:
         return False
 
 
+# The settings each stage's result depends on (besides the data and the model, which the
+# output directory's run_config.json pins): a finished or interrupted stage is reused only when
+# they are the same, so a rerun with, say, another λ cannot silently return the old result.
+STAGE_SETTINGS = {
+    "finetune": ("max_length", "finetune_epochs", "lr_bert", "batch_size", "seed", "precision", "max_steps"),
+    "search": ("max_length", "search_epochs", "lr_bert", "lr_soft", "lam", "batch_size", "seed", "precision",
+               "max_steps"),
+    "retrain": ("max_length", "retrain_epochs", "lr_bert", "batch_size", "seed", "precision", "max_steps"),
+}
+SETTINGS_FILE = "settings.json"
+
+
+class StageSettingsError(ValueError):
+    """A stage directory holds a result computed with other settings."""
+
+
+def _stage_settings(stage: str, cfg: PipelineConfig) -> dict:
+    return {k: getattr(cfg, k) for k in STAGE_SETTINGS[stage]}
+
+
+def _check_stage_settings(stage: str, cfg: PipelineConfig, out: Path) -> None:
+    path = out / SETTINGS_FILE
+    if not path.exists():
+        return
+    previous, now = json.loads(path.read_text()), _stage_settings(stage, cfg)
+    diff = {k: (previous.get(k), now[k]) for k in now if previous.get(k) != now[k]}
+    if diff:
+        raise StageSettingsError(f"stage {stage!r} in {out} was run with other settings "
+                         f"(setting: (then, now) = {diff}); use a new --output-dir (nothing was changed)")
+
+
+def _write_stage_settings(stage: str, cfg: PipelineConfig, out: Path) -> None:
+    if int(os.environ.get("RANK", "0")) == 0:
+        (out / SETTINGS_FILE).write_text(json.dumps(_stage_settings(stage, cfg), indent=1))
+
+
 def run_stage(stage: str, cfg: PipelineConfig, task: PreparedTask, previous: StageResult | None = None) -> StageResult:
     """Runs one stage (resuming from its newest checkpoint if it was interrupted)."""
     if stage not in STAGES:
         raise ValueError(f"stage must be one of {STAGES}, got {stage!r}")
     out = Path(cfg.output_dir) / stage
+    _check_stage_settings(stage, cfg, out)
     done = StageResult.load(out)
     if done is not None:
         return done
     out.mkdir(parents=True, exist_ok=True)
+    _write_stage_settings(stage, cfg, out)
     torch.manual_seed(cfg.seed)
     trainer_kw: dict = {}
     callbacks = [StopOnNonFiniteLoss()]
