@@ -233,6 +233,27 @@ def test_hard_full_length_equals_hf(family):
         torch.testing.assert_close(power(**batch).logits, hf(**batch).logits, atol=ATOL, rtol=0)
 
 
+@pytest.mark.parametrize("family", FAMILIES)
+def test_output_hidden_states(family):
+    hf = tiny_hf(family)
+    batch = inputs((3, 16), pair=family != "roberta")
+    with torch.no_grad():
+        want = hf(**batch, output_hidden_states=True).hidden_states
+        got = wrap(copy.deepcopy(hf))(**batch, output_hidden_states=True).hidden_states
+        assert len(got) == len(want)
+        for a, b in zip(got, want):  # full mode: Hugging Face's own hidden states
+            torch.testing.assert_close(a, b, atol=ATOL, rtol=0)
+        L = len(_layers(hf))
+        ell = [min(16, 12 - j) for j in range(L)]
+        hard = wrap(copy.deepcopy(hf), retention=ell)
+        out = hard(**batch, output_hidden_states=True)
+        assert [h.shape[1] for h in out.hidden_states] == [16] + ell  # layer j keeps ℓ_j rows
+        torch.testing.assert_close(out.logits, hard(**batch).logits)
+        assert hard(**batch).hidden_states is None  # not collected unless asked
+        with pytest.raises(NotImplementedError, match="output_attentions"):
+            hard(**batch, output_attentions=True)
+
+
 def test_minilm_full_and_hard_full_length_equal_hf(minilm_dir):
     hf = AutoModelForSequenceClassification.from_pretrained(minilm_dir, num_labels=2).eval()
     power = wrap(hf)

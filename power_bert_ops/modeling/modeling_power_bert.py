@@ -110,6 +110,7 @@ class PowerBertEncoder(nn.Module):
         self.mode = "full"
         self.retention: list[int] | None = None
         self.exclude_self = True
+        self.collect_hidden_states: list | None = None  # set by the PoWER model for output_hidden_states
 
     def forward(self, hidden_states, attention_mask=None, *args, power_bert_mask=None, power_bert_retention=None,
                 **kwargs):
@@ -122,7 +123,7 @@ class PowerBertEncoder(nn.Module):
             mask = _mask_from_hf(attention_mask, x.shape[1])
         y = power_encoder_loop(
             x, mask, self._layers, self.adapter, self.num_heads, self.head_dim, self.mode, self.retention,
-            power_bert_retention, self.exclude_self, self.training,
+            power_bert_retention, self.exclude_self, self.training, collect=self.collect_hidden_states,
         )
         return BaseModelOutputWithPastAndCrossAttentions(last_hidden_state=y)
 
@@ -139,10 +140,14 @@ def _mask_from_hf(attention_mask: torch.Tensor, n: int) -> torch.Tensor:
 
 
 def power_encoder_loop(x, mask, layers, adapter, num_heads, head_dim, mode, retention, retention_params,
-                       exclude_self, training):
+                       exclude_self, training, collect: list | None = None):
     """The PoWER-BERT encoder (SPEC 1.2 / 1.3). x [B, n, D] after the embeddings (and any input
-    projection), mask [B, n] key padding or None (all real) -> last hidden states [B, n_L, D]."""
+    projection), mask [B, n] key padding or None (all real) -> last hidden states [B, n_L, D].
+    ``collect``, when a list, receives the encoder input and every layer's output (layer j's
+    holds its kept rows, [B, ℓ_j, D] in hard mode)."""
     B, n, D = x.shape
+    if collect is not None:
+        collect.append(x)
     if x.device.type == "cuda" and not _CUDA_KERNELS:
         extract_scored, soft_extract = _extract_scored_torch, _reference.soft_extract
     else:
@@ -177,6 +182,8 @@ def power_encoder_loop(x, mask, layers, adapter, num_heads, head_dim, mode, rete
         if mode == "soft":
             x = soft_extract(x, sig, mask, retention_params[j, :n])
         x = adapter.feed_forward(layer, x)
+        if collect is not None:
+            collect.append(x)
     return x
 
 
@@ -416,17 +423,28 @@ class PowerBertPreTrainedModel(PreTrainedModel):
                 inputs_embeds=None, labels=None, **kwargs):
         """Same arguments and outputs as the wrapped Hugging Face model's forward."""
         n = self._check_inputs(input_ids, inputs_embeds, attention_mask)
-        for key in ("output_attentions", "output_hidden_states"):
-            if kwargs.get(key):
-                raise NotImplementedError(f"PoWER-BERT: {key}=True is not supported (layers run inside the PoWER "
-                                          "encoder loop and have different lengths)")
+        if kwargs.pop("output_attentions", None):
+            raise NotImplementedError("PoWER-BERT: output_attentions=True is not supported (eliminating layers "
+                                      "never form the attention probabilities)")
+        want_hidden = bool(kwargs.pop("output_hidden_states", None) or self.config.output_hidden_states)
         mask = attention_mask.reshape(-1, n) if attention_mask is not None else None
         kwargs.pop("return_dict", None)
-        return self.model(
-            input_ids=input_ids, attention_mask=None, token_type_ids=token_type_ids, position_ids=position_ids,
-            inputs_embeds=inputs_embeds, labels=labels, return_dict=True,
-            power_bert_mask=mask, power_bert_retention=self.retention_params, **kwargs,
-        )
+        encoder = self.power_encoder()
+        collected = [] if want_hidden else None
+        encoder.collect_hidden_states = collected
+        try:
+            out = self.model(
+                input_ids=input_ids, attention_mask=None, token_type_ids=token_type_ids, position_ids=position_ids,
+                inputs_embeds=inputs_embeds, labels=labels, return_dict=True,
+                power_bert_mask=mask, power_bert_retention=self.retention_params, **kwargs,
+            )
+        finally:
+            encoder.collect_hidden_states = None
+        if want_hidden:
+            # (encoder input, layer 1, ..., layer L) as Hugging Face orders them; layer j's output
+            # holds the rows it kept ([B, ℓ_j, D] in hard mode; [B*C, ...] for multiple choice).
+            out.hidden_states = tuple(collected)
+        return out
 
 
 class PowerBertForSequenceClassification(PowerBertPreTrainedModel):
