@@ -310,17 +310,12 @@ def test_launch_grids_fit_cuda_limits(monkeypatch):
 
 
 _SM90_SCRIPT = r"""
-import json, os, re, subprocess, sys, tempfile
 import torch
-import triton
-from triton.backends.compiler import GPUTarget
-from triton.compiler import ASTSource
 from power_bert_ops.triton import attention_triton as at
 
 PTR = {torch.float16: "*fp16", torch.bfloat16: "*bf16", torch.float32: "*fp32"}
 FIXED = {"REAL": "*i8", "SEED": "*i64", "LSE": "*fp32", "DELTA": "*fp32", "PART": "*fp32",
          "H": "i32", "N": "i32", "scale": "fp32", "dropout_p": "fp32"}
-CUOBJDUMP = os.path.join(os.path.dirname(triton.__file__), "backends", "nvidia", "bin", "cuobjdump")
 
 
 def build(fn, dtype, constexprs, warps, stages):
@@ -328,18 +323,8 @@ def build(fn, dtype, constexprs, warps, stages):
     # torch allocations are 16-byte aligned and N = 512 is a multiple of 16, as in a real launch.
     aligned = [n for n, t in sig.items() if t.startswith("*") or n == "N"]
     attrs = {(fn.arg_names.index(n),): [["tt.divisibility", 16]] for n in aligned}
-    k = triton.compile(ASTSource(fn, sig, constexprs, attrs), target=GPUTarget("cuda", 90, 32),
-                       options={"num_warps": warps, "num_stages": stages})
-    stack = None
-    if os.path.exists(CUOBJDUMP):
-        with tempfile.NamedTemporaryFile(suffix=".cubin") as f:
-            f.write(k.asm["cubin"])
-            f.flush()
-            usage = subprocess.run([CUOBJDUMP, "-res-usage", f.name], capture_output=True, text=True).stdout
-        m = re.search(r"STACK:(\d+)", usage)
-        stack = int(m.group(1)) if m else None
-    return {"kernel": fn.__name__, "dtype": str(dtype), "cfg": constexprs, "warps": warps,
-            "shared": k.metadata.shared, "stack": stack}
+    usage = compile_sm90(fn, sig, constexprs, attrs, num_warps=warps, num_stages=stages)
+    return {"kernel": fn.__name__, "dtype": str(dtype), "cfg": constexprs, "warps": warps, **usage}
 
 
 cuda = torch.device("cuda")

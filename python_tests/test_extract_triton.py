@@ -427,31 +427,16 @@ def test_launch_grids_fit_cuda_limits(monkeypatch):
 
 
 _SM90_SCRIPT = r"""
-import json, os, re, subprocess, tempfile
 import torch
-import triton
-from triton.backends.compiler import GPUTarget
-from triton.compiler import ASTSource
 from power_bert_ops.triton import extract_triton as et
 
 PTR = {2: "*fp16", 4: "*fp32", 8: "*fp64"}
-CUOBJDUMP = os.path.join(os.path.dirname(triton.__file__), "backends", "nvidia", "bin", "cuobjdump")
 
 
 def build(fn, types, constexprs, warps):
     sig = {n: "constexpr" if n in constexprs else types.get(n, "i32") for n in fn.arg_names}
     attrs = {(fn.arg_names.index(n),): [["tt.divisibility", 16]] for n, t in sig.items() if t.startswith("*")}
-    k = triton.compile(ASTSource(fn, sig, constexprs, attrs), target=GPUTarget("cuda", 90, 32),
-                       options={"num_warps": warps})
-    stack = None
-    if os.path.exists(CUOBJDUMP):
-        with tempfile.NamedTemporaryFile(suffix=".cubin") as f:
-            f.write(k.asm["cubin"])
-            f.flush()
-            usage = subprocess.run([CUOBJDUMP, "-res-usage", f.name], capture_output=True, text=True).stdout
-        m = re.search(r"STACK:(\d+)", usage)
-        stack = int(m.group(1)) if m else None
-    return {"kernel": fn.__name__, "cfg": constexprs, "shared": k.metadata.shared, "stack": stack}
+    return {"kernel": fn.__name__, "cfg": constexprs, **compile_sm90(fn, sig, constexprs, attrs, num_warps=warps)}
 
 
 cuda = torch.device("cuda")

@@ -24,17 +24,44 @@ class GridRecorder:
         return lambda *args, **kwargs: None
 
 
+# Prepended to every sm90_compile_report script: compile_sm90(fn, sig, constexprs, attrs,
+# **options) compiles one kernel for sm_90 with triton's own ptxas and returns its shared memory
+# and (where triton ships cuobjdump) its stack bytes, which are the register spills.
+SM90_PRELUDE = r"""
+import json, os, re, subprocess, tempfile
+import triton
+from triton.backends.compiler import GPUTarget
+from triton.compiler import ASTSource
+
+CUOBJDUMP = os.path.join(os.path.dirname(triton.__file__), "backends", "nvidia", "bin", "cuobjdump")
+
+
+def compile_sm90(fn, sig, constexprs, attrs, **options):
+    k = triton.compile(ASTSource(fn, sig, constexprs, attrs), target=GPUTarget("cuda", 90, 32), options=options)
+    stack = None
+    if os.path.exists(CUOBJDUMP):
+        with tempfile.NamedTemporaryFile(suffix=".cubin") as f:
+            f.write(k.asm["cubin"])
+            f.flush()
+            usage = subprocess.run([CUOBJDUMP, "-res-usage", f.name], capture_output=True, text=True).stdout
+        m = re.search(r"STACK:(\d+)", usage)
+        stack = int(m.group(1)) if m else None
+    return {"shared": k.metadata.shared, "stack": stack}
+"""
+
+
 def sm90_compile_report(script: str) -> list[dict]:
-    """Runs ``script`` (which compiles kernels for sm_90 and prints ``RESULT <json list>``) in a
-    fresh process without TRITON_INTERPRET; returns that list. Skips when triton has no NVIDIA
-    backend."""
+    """Runs ``script`` (which compiles kernels for sm_90 with ``compile_sm90`` from SM90_PRELUDE
+    and prints ``RESULT <json list>``) in a fresh process without TRITON_INTERPRET; returns that
+    list. Skips when triton has no NVIDIA backend."""
     try:
         from triton.backends.compiler import GPUTarget  # noqa: F401
         from triton.backends.nvidia import compiler  # noqa: F401
     except Exception as e:  # pragma: no cover
         pytest.skip(f"triton has no NVIDIA backend: {e}")
     env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
-    res = subprocess.run([sys.executable, "-c", script], cwd=ROOT, env=env, capture_output=True, text=True)
+    res = subprocess.run([sys.executable, "-c", SM90_PRELUDE + script], cwd=ROOT, env=env, capture_output=True,
+                         text=True)
     lines = [ln for ln in res.stdout.splitlines() if ln.startswith("RESULT ")]
     assert res.returncode == 0 and lines, res.stdout[-3000:] + res.stderr[-3000:]
     return json.loads(lines[-1][len("RESULT "):])

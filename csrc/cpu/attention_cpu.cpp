@@ -202,6 +202,11 @@ void attention_heads_forward(const at::Tensor& q, const at::Tensor& k, const at:
   });
 }
 
+// sig (float32 [B, N]) = acc with -inf at padding positions (SPEC 1.1).
+void write_significance(at::Tensor& sig, at::Tensor acc, const at::Tensor& real) {
+  sig.copy_(acc.masked_fill_(real.logical_not(), -std::numeric_limits<double>::infinity()));
+}
+
 void check_rows_have_a_real_key(const at::Tensor& real, const char* op) {
   if (real.size(0) == 0) return;
   TORCH_CHECK_VALUE(real.any(1).all().item<bool>(), "power_bert.", op,
@@ -235,9 +240,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> attention_forward(const at::Tenso
     } else {
       attention_heads_forward<double>(q, k, v, real, out, lse, part, exclude_self);
     }
-    if (need_significance) {
-      sig.copy_(part.sum(1).masked_fill_(real.logical_not(), -std::numeric_limits<double>::infinity()));
-    }
+    if (need_significance) write_significance(sig, part.sum(1), real);
     return {out, sig, lse};
   }
   at::Tensor lse = flash ? at::Tensor() : new_output({B, H, N}, q.options().dtype(acc));
@@ -287,9 +290,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> attention_forward(const at::Tenso
       out.slice(2, q0, q1).copy_(at::matmul(p, vf));
     }
   }
-  if (need_significance) {
-    sig.copy_(sig_acc.masked_fill_(real.logical_not(), -std::numeric_limits<double>::infinity()));
-  }
+  if (need_significance) write_significance(sig, sig_acc, real);
   return {out, sig, lse};
 }
 

@@ -216,8 +216,7 @@ def _check_stage_settings(stage: str, cfg: PipelineConfig, out: Path) -> None:
 
 
 def _write_stage_settings(stage: str, cfg: PipelineConfig, out: Path) -> None:
-    if int(os.environ.get("RANK", "0")) == 0:
-        (out / SETTINGS_FILE).write_text(json.dumps(_stage_settings(stage, cfg), indent=1))
+    (out / SETTINGS_FILE).write_text(json.dumps(_stage_settings(stage, cfg), indent=1))
 
 
 def run_stage(stage: str, cfg: PipelineConfig, task: PreparedTask, previous: StageResult | None = None) -> StageResult:
@@ -230,7 +229,6 @@ def run_stage(stage: str, cfg: PipelineConfig, task: PreparedTask, previous: Sta
     if done is not None:
         return done
     out.mkdir(parents=True, exist_ok=True)
-    _write_stage_settings(stage, cfg, out)
     torch.manual_seed(cfg.seed)
     trainer_kw: dict = {}
     callbacks = [StopOnNonFiniteLoss()]
@@ -263,6 +261,8 @@ def run_stage(stage: str, cfg: PipelineConfig, task: PreparedTask, previous: Sta
         callbacks=callbacks,
         **trainer_kw,
     )
+    if trainer.is_world_process_zero():  # before training: an interrupted stage keeps them too
+        _write_stage_settings(stage, cfg, out)
     trainer.train(resume_from_checkpoint=_newest_checkpoint(out))
     retention = None
     if stage == "search":
