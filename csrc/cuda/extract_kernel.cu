@@ -184,14 +184,23 @@ cudaError_t dispatch_unit(int unit, F&& f) {
   return cudaErrorInvalidValue;
 }
 
+// select_kernel's dynamic shared memory: P = next_pow2(N) keys, then N real flags (8-byte aligned).
+size_t select_dynamic_bytes(int64_t N) {
+  return static_cast<size_t>(detail::next_pow2(N)) * sizeof(uint64_t) + static_cast<size_t>(ceil_div(N, 8) * 8);
+}
+
 }  // namespace
+
+int64_t select_shared_bytes(int64_t N) {
+  return static_cast<int64_t>(select_dynamic_bytes(N)) + static_cast<int64_t>(sizeof(int) * 32);
+}
 
 cudaError_t launch_select(const float* scores, const uint8_t* real, int64_t B, int64_t N,
                           int64_t k, int64_t* index, cudaStream_t stream) {
   if (B <= 0) return cudaSuccess;
   if (N < 1 || N > kMaxSelectN || k < 1 || k > N) return cudaErrorInvalidValue;
   const int64_t P = detail::next_pow2(N);
-  const size_t smem = static_cast<size_t>(P) * sizeof(uint64_t) + static_cast<size_t>(ceil_div(N, 8) * 8);
+  const size_t smem = select_dynamic_bytes(N);
   cudaError_t err = detail::allow_smem(select_kernel, smem);
   if (err != cudaSuccess) return err;
   const int threads = detail::sort_threads(P);

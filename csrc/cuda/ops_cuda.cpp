@@ -40,9 +40,17 @@ at::Tensor float_scores(const at::Tensor& scores) { return scores.to(at::kFloat)
 
 int sm_count() { return at::cuda::getCurrentDeviceProperties()->multiProcessorCount; }
 
-void check_select_n(int64_t N, const char* op) {
+// The row-wise selection keeps a row's N keys in one block's shared memory: N <= kMaxSelectN,
+// and within the device's opt-in limit (e.g. 64 KB on sm_75, which N > 4096 exceeds).
+void check_select_n(const at::Tensor& hidden, const char* op) {
+  const int64_t N = hidden.size(1);
   TORCH_CHECK_VALUE(N <= kMaxSelectN, "power_bert.", op, ": the CUDA kernel supports N <= ", kMaxSelectN,
                     " positions per row, got N = ", N, "; use backend='triton' or 'reference'");
+  const cudaDeviceProp* prop = at::cuda::getDeviceProperties(hidden.device().index());
+  const int64_t need = select_shared_bytes(N);
+  TORCH_CHECK_VALUE(need <= static_cast<int64_t>(prop->sharedMemPerBlockOptin), "power_bert.", op,
+                    ": N = ", N, " needs ", need, " bytes of shared memory per block, more than ", prop->name,
+                    " allows (", prop->sharedMemPerBlockOptin, "); use backend='triton' or 'reference'");
 }
 
 // attn [B,H,N,N] contiguous, real uint8 [B,N] contiguous -> float32 [B,N].
@@ -105,7 +113,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> extract(const at::Tensor& hidden,
                                                        const at::Tensor& mask, int64_t k,
                                                        bool exclude_self) {
   check_extract_args(hidden, attn, mask, k, "extract");
-  check_select_n(hidden.size(1), "extract");
+  check_select_n(hidden, "extract");
   const c10::cuda::CUDAGuard guard(hidden.device());
   const at::Tensor real = real_bytes(mask);
   const at::Tensor scores = significance_scores(attn.contiguous(), real, exclude_self);
@@ -116,7 +124,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> extract_scored(const at::Tensor& 
                                                               const at::Tensor& scores,
                                                               const at::Tensor& mask, int64_t k) {
   check_extract_scored_args(hidden, scores, mask, k, "extract_scored");
-  check_select_n(hidden.size(1), "extract_scored");
+  check_select_n(hidden, "extract_scored");
   const c10::cuda::CUDAGuard guard(hidden.device());
   return extract_from_scores(hidden, float_scores(scores), real_bytes(mask), mask, k);
 }
@@ -139,7 +147,7 @@ at::Tensor extract_backward(const at::Tensor& grad_out, const at::Tensor& index,
 at::Tensor soft_extract(const at::Tensor& hidden, const at::Tensor& scores, const at::Tensor& mask,
                         const at::Tensor& retention) {
   check_soft_extract_args(hidden, scores, mask, retention, "soft_extract");
-  check_select_n(hidden.size(1), "soft_extract");
+  check_select_n(hidden, "soft_extract");
   const int64_t B = hidden.size(0), N = hidden.size(1), D = hidden.size(2);
   const c10::cuda::CUDAGuard guard(hidden.device());
   at::Tensor out = new_output({B, N, D}, hidden.options());
@@ -160,7 +168,7 @@ std::tuple<at::Tensor, at::Tensor> soft_extract_backward(const at::Tensor& grad_
                                                          const at::Tensor& mask,
                                                          const at::Tensor& retention) {
   check_soft_extract_backward_args(grad_out, hidden, scores, mask, retention, "soft_extract_backward");
-  check_select_n(hidden.size(1), "soft_extract_backward");
+  check_select_n(hidden, "soft_extract_backward");
   const int64_t B = hidden.size(0), N = hidden.size(1), D = hidden.size(2);
   const at::ScalarType acc = acc_dtype(hidden);
   const c10::cuda::CUDAGuard guard(hidden.device());

@@ -17,6 +17,9 @@ enum class DType : int { Float32 = 0, Float16 = 1, BFloat16 = 2, Float64 = 3 };
 
 // Largest N the row-wise selection kernels accept (keys live in shared memory).
 constexpr int64_t kMaxSelectN = 8192;
+// Shared memory (dynamic + static bytes) one block of the selection kernels (launch_select,
+// launch_rank) needs at N; callers compare it with the device's opt-in limit per block.
+int64_t select_shared_bytes(int64_t N);
 
 // ---- significance (SPEC 1.1) -------------------------------------------------------------
 // Number of float elements of workspace launch_significance needs (sized for double partials,
