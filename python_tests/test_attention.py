@@ -73,6 +73,28 @@ def test_strided_projection_views_and_several_query_blocks(dtype, N, exclude_sel
     assert merged.data_ptr() == out.data_ptr() and merged._base is not None  # merging heads is a view
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.bfloat16, torch.float16], ids=str)
+@pytest.mark.parametrize("layout", ["transposed_last_dim", "every_other_column", "expanded_batch"])
+def test_any_strides_every_dtype(dtype, layout):
+    # Inputs whose last dimension is not contiguous, or with zero strides, on every dtype path
+    # (fp32/fp64: the per-head kernel; fp16/bf16: ATen's flash kernel + significance pass).
+    B, H, N, d = 2, 3, 19, 8
+    mask = make_mask(B, N, "random", "cpu")
+    if layout == "transposed_last_dim":
+        q, k, v = (torch.randn(B, H, d, N, dtype=torch.float64).to(dtype).transpose(-1, -2) for _ in range(3))
+    elif layout == "every_other_column":
+        q, k, v = (torch.randn(B, H, N, 2 * d, dtype=torch.float64).to(dtype)[..., ::2] for _ in range(3))
+    else:
+        q, k, v = (torch.randn(1, H, N, d, dtype=torch.float64).to(dtype).expand(B, H, N, d) for _ in range(3))
+    assert not q.is_contiguous()
+    out, sig = power_bert_ops.attention(q, k, v, mask)
+    ref_out, ref_sig = reference.attention(q.double(), k.double(), v.double(), mask)
+    tol = TOL[dtype]
+    torch.testing.assert_close(out.double(), ref_out, rtol=tol, atol=tol)
+    real = mask.bool()
+    torch.testing.assert_close(sig[real].double(), ref_sig[real].double(), rtol=tol, atol=tol * H * N)
+
+
 @pytest.mark.parametrize("padding", ["none", "random", "short"])
 def test_significance_equals_op_on_eager_probabilities_and_selection_identical(padding):
     B, H, N, d, kk = 4, 12, 64, 32, 20

@@ -247,11 +247,12 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> attention_forward(const at::Tenso
 
   const double scale = 1.0 / std::sqrt(static_cast<double>(d));
   const at::Tensor key_bias = additive_key_bias(real, acc);
-  // q and k made contiguous once, shared by the flash kernel and the significance pass (the
-  // flash kernel reads strided v as it is).
+  // q and k made contiguous once, shared by the flash kernel and the significance pass. The
+  // flash kernel reads v through its strides but assumes a unit last stride.
   const at::Tensor qc = q.contiguous(), kc = k.contiguous();
   if (flash) {
-    auto res = at::_scaled_dot_product_flash_attention_for_cpu(qc, kc, v, 0.0, false, key_bias.to(q.scalar_type()),
+    const at::Tensor vc = v.stride(-1) == 1 ? v : v.contiguous();
+    auto res = at::_scaled_dot_product_flash_attention_for_cpu(qc, kc, vc, 0.0, false, key_bias.to(q.scalar_type()),
                                                                scale);
     out.copy_(std::get<0>(res));
     lse = std::get<1>(res).contiguous();
