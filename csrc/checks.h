@@ -166,4 +166,24 @@ inline at::Tensor real_tokens(const at::Tensor& mask) {
   return (mask.scalar_type() == at::kBool ? mask : mask.ne(0)).contiguous();
 }
 
+// out_mask = mask.gather(1, index) in mask's dtype, for every mask dtype: ATen's gather has no
+// kernel for some (uint16/32/64, float8), so those are gathered as signed integers of their width.
+inline at::Tensor gather_mask(const at::Tensor& mask, const at::Tensor& index) {
+  switch (mask.scalar_type()) {
+    case at::kBool: case at::kByte: case at::kChar: case at::kShort: case at::kInt: case at::kLong:
+    case at::kHalf: case at::kBFloat16: case at::kFloat: case at::kDouble:
+      return mask.gather(1, index);
+    default: break;
+  }
+  at::ScalarType as;
+  switch (mask.element_size()) {
+    case 1: as = at::kChar; break;
+    case 2: as = at::kShort; break;
+    case 4: as = at::kInt; break;
+    case 8: as = at::kLong; break;
+    default: TORCH_CHECK_TYPE(false, "power_bert: unsupported `mask` dtype ", mask.scalar_type());
+  }
+  return mask.view(as).gather(1, index).view(mask.scalar_type());
+}
+
 }  // namespace power_bert

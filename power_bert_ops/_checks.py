@@ -5,6 +5,8 @@ skipped while tracing or capturing a CUDA graph.
 """
 from __future__ import annotations
 
+import operator
+
 import torch
 
 SUPPORTED_FLOATS = (torch.float32, torch.float16, torch.bfloat16, torch.float64)
@@ -50,6 +52,16 @@ def check_retention(retention: torch.Tensor, N: int, op: str) -> None:
     check_floating(retention, op, "retention")
 
 
+def as_k(k, op: str) -> int:
+    """``k`` as an int: Python and NumPy integers (anything with ``__index__``) and SymInts;
+    bools and floats are refused."""
+    if isinstance(k, torch.SymInt):
+        return k
+    if isinstance(k, bool) or isinstance(k, torch.Tensor) or not hasattr(type(k), "__index__"):
+        raise TypeError(f"power_bert.{op}: `k` must be an int, got {type(k).__name__}")
+    return operator.index(k)
+
+
 def check_k(k: int, N: int, op: str) -> None:
     if isinstance(k, bool) or not isinstance(k, (int, torch.SymInt)):
         raise TypeError(f"power_bert.{op}: `k` must be an int, got {type(k).__name__}")
@@ -72,10 +84,17 @@ def _tracing() -> bool:
     return torch.cuda.is_available() and torch.cuda.is_current_stream_capturing()
 
 
+def _no_data(mask: torch.Tensor) -> bool:
+    """True where the mask's values cannot be read: empty, meta or fake tensors, under
+    torch.compile and during CUDA-graph capture."""
+    return (mask.shape[0] == 0 or mask.device.type == "meta" or _tracing()
+            or isinstance(mask, torch._subclasses.FakeTensor))
+
+
 def check_cls_real(mask: torch.Tensor, op: str) -> None:
-    """Every row's position 0 ([CLS]) must be real. Reads data: eager only, skipped on fake
-    tensors, under torch.compile and during CUDA-graph capture."""
-    if mask.shape[0] == 0 or _tracing() or isinstance(mask, torch._subclasses.FakeTensor):
+    """Every row's position 0 ([CLS]) must be real. Reads data: eager only, skipped where
+    :func:`_no_data`."""
+    if _no_data(mask):
         return
     if not bool((mask[:, 0] != 0).all()):
         _fail(op, "`mask` has a row whose position 0 ([CLS]) is padding (an all-padding or left-padded row); "
@@ -134,8 +153,9 @@ def check_attention_args(q, k, v, mask, dropout_p, op: str = "attention") -> Non
 
 
 def check_rows_have_a_real_key(mask: torch.Tensor, op: str) -> None:
-    """Eager only (reads data): every row needs at least one real token."""
-    if mask.shape[0] == 0 or _tracing() or isinstance(mask, torch._subclasses.FakeTensor):
+    """Eager only (reads data, skipped where :func:`_no_data`): every row needs at least one
+    real token."""
+    if _no_data(mask):
         return
     if not bool((mask != 0).any(dim=1).all()):
         _fail(op, "`mask` has a row with no real token (all padding); attention over it is undefined")

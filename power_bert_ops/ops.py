@@ -33,7 +33,7 @@ __all__ = [
 BACKENDS = ("auto", "cpu", "cuda", "triton", "reference")
 
 # Which GPU implementation backend="auto" uses on CUDA tensors when both exist. Chosen by
-# bench/bench_extract_gpu.py (the faster one on the H100); see bench/RESULTS.md.
+# bench/bench_ops_gpu.py (the faster one on the H100); see bench/RESULTS.md.
 GPU_DEFAULT_BACKEND = os.environ.get("POWER_BERT_GPU_BACKEND", "cuda")
 
 ops = torch.ops.power_bert
@@ -323,6 +323,7 @@ def extract(hidden, attn, mask, k: int, exclude_self: bool = True, *, backend: s
     A NaN significance ranks below every number; rows shorter than k are padded with padding
     positions (mask 0).
     """
+    k = checks.as_k(k, "extract")
     checks.check_extract_args(hidden, attn, mask, k)
     checks.check_cls_real(mask, "extract")
     which = _resolve_backend(backend, hidden.device, "extract", has_triton=True)
@@ -339,6 +340,7 @@ def extract_scored(hidden, scores, mask, k: int, *, backend: str = "auto") -> Ex
     """SPEC 1.2 selection and gather from precomputed ``scores`` [B, N] (compared as float32).
 
     hidden [B, N, D], scores [B, N], mask [B, N] -> :class:`ExtractOutput`."""
+    k = checks.as_k(k, "extract_scored")
     checks.check_extract_scored_args(hidden, scores, mask, k)
     checks.check_cls_real(mask, "extract_scored")
     if _resolve_backend(backend, hidden.device, "extract_scored") == "reference":

@@ -75,7 +75,20 @@ def extract_scored(hidden: torch.Tensor, scores: torch.Tensor, mask: torch.Tenso
     """
     index = select_positions(scores, mask, k)
     out = hidden.gather(1, index[:, :, None].expand(-1, -1, hidden.shape[-1]))
-    return out, index, mask.gather(1, index)
+    return out, index, gather_mask(mask, index)
+
+
+_GATHER_DTYPES = {torch.bool, torch.uint8, torch.int8, torch.int16, torch.int32, torch.int64,
+                  torch.float16, torch.bfloat16, torch.float32, torch.float64}
+_INT_OF_WIDTH = {1: torch.int8, 2: torch.int16, 4: torch.int32, 8: torch.int64}
+
+
+def gather_mask(mask: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+    """``mask.gather(1, index)`` for every mask dtype: torch's gather has no kernel for some
+    (uint16/32/64, float8), so those are gathered as signed integers of their width."""
+    if mask.dtype in _GATHER_DTYPES:
+        return mask.gather(1, index)
+    return mask.view(_INT_OF_WIDTH[mask.element_size()]).gather(1, index).view(mask.dtype)
 
 
 def extract(hidden, attn, mask, k: int, exclude_self: bool = True):

@@ -143,10 +143,35 @@ def test_backend_device_mismatch():
         power_bert_ops.soft_extract(h, torch.randn(2, 6), m, torch.ones(6), backend="triton")
 
 
-def test_k_not_int():
+@pytest.mark.parametrize("k", [2.0, True, torch.tensor(2), "2"], ids=repr)
+@pytest.mark.parametrize("op", ["extract", "extract_scored"])
+def test_k_not_int(op, k):
     h, a, m = good()
-    with pytest.raises(TypeError, match="`k` must be an int"):
-        power_bert_ops.extract(h, a, m, 2.0)
+    second = a if op == "extract" else power_bert_ops.significance(a, m)
+    with pytest.raises(TypeError, match=rf"power_bert.{op}: `k` must be an int"):
+        getattr(power_bert_ops, op)(h, second, m, k)
+
+
+def test_k_any_integer_type():
+    np = pytest.importorskip("numpy")
+    h, a, m = good()
+    want = power_bert_ops.extract(h, a, m, 3)
+    for k in (np.int64(3), np.int32(3)):
+        assert torch.equal(power_bert_ops.extract(h, a, m, k).index, want.index)
+
+
+def test_meta_tensors_give_shapes():
+    # Shape propagation without data (e.g. building a model on the meta device): the data
+    # checks are skipped, the shape checks still run.
+    h, a, m = (t.to("meta") for t in good())
+    res = power_bert_ops.extract(h, a, m, 3)
+    assert res.out.shape == (2, 3, 4) and res.index.shape == (2, 3) and res.mask.shape == (2, 3)
+    assert power_bert_ops.extract_scored(h, torch.randn(2, 6, device="meta"), m, 2).out.shape == (2, 2, 4)
+    q = torch.randn(2, 3, 6, 8, device="meta")
+    out, sig = power_bert_ops.attention(q, q, q, m)
+    assert out.shape == q.shape and sig.shape == (2, 6)
+    with pytest.raises(ValueError, match="`k` must satisfy"):
+        power_bert_ops.extract(h, a, m, 7)
 
 
 def test_extract_backward_bad_index():

@@ -140,15 +140,35 @@ def test_extract_backward_op_writes_zeros_elsewhere(device):
     torch.testing.assert_close(got, want, rtol=0, atol=0)
 
 
-def test_out_mask_keeps_mask_dtype(device):
+MASK_DTYPES = [torch.bool, torch.uint8, torch.int8, torch.int16, torch.uint16, torch.int32, torch.uint32,
+               torch.int64, torch.uint64, torch.float16, torch.bfloat16, torch.float32, torch.float64,
+               torch.float8_e4m3fn, torch.float8_e5m2]
+
+
+@pytest.mark.parametrize("mask_dtype", MASK_DTYPES, ids=str)
+@pytest.mark.parametrize("path", ["extract", "extract_scored", "torch.ops", "reference"])
+def test_every_mask_dtype(device, mask_dtype, path):
+    # "nonzero = real token" for every bool, integer and floating dtype; out_mask keeps the dtype.
     B, H, N, D, k = 2, 2, 8, 4, 5
     base = make_mask(B, N, "short", device)
     attn = make_attention(B, H, N, base, torch.float32, device)
     hidden = make_hidden(B, N, D, torch.float32, device)
-    for m in (base.bool(), base.float(), base.to(torch.int32)):
+    m = (base * 2).to(mask_dtype)  # 2, not 1: any nonzero value marks a real token
+    want = power_bert_ops.extract(hidden, attn, base, k)
+    if path == "extract":
         res = power_bert_ops.extract(hidden, attn, m, k)
-        assert res.mask.dtype == m.dtype
-        assert not res.mask.requires_grad
+    elif path == "extract_scored":
+        res = power_bert_ops.extract_scored(hidden, power_bert_ops.significance(attn, base), m, k)
+    elif path == "torch.ops":
+        res = torch.ops.power_bert.extract(hidden, attn, m, k)
+    else:
+        res = reference.extract(hidden, attn, m, k)
+    out, index, out_mask = res
+    assert torch.equal(index, want.index) and torch.equal(out, want.out)
+    assert out_mask.dtype == mask_dtype and not out_mask.requires_grad
+    assert torch.equal(out_mask.view(torch.uint8) if mask_dtype.itemsize == 1 else out_mask.to(torch.float64),
+                       (want.mask * 2).to(mask_dtype).view(torch.uint8) if mask_dtype.itemsize == 1
+                       else (want.mask * 2).to(torch.float64))
 
 
 def test_non_contiguous_inputs(device):

@@ -4,7 +4,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-python3}
-POWER_BERT_EXTRA_PACKAGES="pytest pytest-benchmark expecttest" bash scripts/install.sh
+EXTRA="pytest pytest-benchmark expecttest"
+command -v cmake >/dev/null || EXTRA="$EXTRA cmake"  # the libtorch build test (PyPI's cmake where none is installed)
+POWER_BERT_EXTRA_PACKAGES="$EXTRA" bash scripts/install.sh
 
 set +e
 "$PY" -m pytest python_tests -q "$@"

@@ -61,7 +61,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> extract_from_scores(const at::Ten
                             out.data_ptr<scalar_t>());
     });
   }
-  return {out, index, mask.gather(1, index)};
+  return {out, index, gather_mask(mask, index)};
 }
 
 }  // namespace

@@ -85,7 +85,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> extract_from_scores(const at::Ten
                                       index.const_data_ptr<int64_t>(), B, N, k, D, out.mutable_data_ptr(),
                                       stream));
   }
-  return {out, index, mask.gather(1, index)};
+  return {out, index, gather_mask(mask, index)};
 }
 
 // rank and order int64 [B,N] of the rows of scores (B > 0).

@@ -47,6 +47,7 @@ import triton
 import triton.language as tl
 
 from .. import _checks
+from ..reference import gather_mask
 
 __all__ = ["extract", "extract_triton", "extract_backward_triton"]
 
@@ -346,7 +347,7 @@ def extract_triton(
     out = _empty((B, k, D), dev, hidden.dtype)
     index = _empty((B, k), dev, torch.int64)
     if B == 0 or not _launching(hidden):
-        return out, index, mask.gather(1, index)
+        return out, index, gather_mask(mask, index)
 
     real = (mask != 0).to(torch.int8).contiguous()
     acc_dtype = torch.float64 if attn.dtype == torch.float64 else torch.float32
@@ -375,7 +376,7 @@ def extract_triton(
         torch.library.wrap_triton(_gather_kernel)[(triton.cdiv(B * k, CR), triton.cdiv(D, CD))](
             hidden, index, out, N, k, D, B * k, BLOCK_R=CR, BLOCK_D=CD, num_warps=warps,
         )
-    return out, index, mask.gather(1, index)
+    return out, index, gather_mask(mask, index)
 
 
 def _check_backward_args(grad_out: torch.Tensor, index: torch.Tensor, n: int) -> None:
