@@ -8,6 +8,8 @@ import copy
 import json
 import math
 import os
+import subprocess
+import sys
 
 import pytest
 import torch
@@ -278,6 +280,19 @@ def test_minilm_from_pretrained_entry_point(minilm_dir):
         got = power(**batch).logits
         ref = reference_logits(power.model, power.config.retention, **batch)
     torch.testing.assert_close(got, ref, atol=ATOL, rtol=0)
+
+
+def test_top_level_entry_point_names():
+    # The entry point: power_bert_ops.PowerBertForSequenceClassification (lazy: importing
+    # power_bert_ops alone does not import transformers; checked in a fresh interpreter).
+    import power_bert_ops
+    from power_bert_ops import modeling
+
+    assert power_bert_ops.PowerBertForSequenceClassification is modeling.PowerBertForSequenceClassification
+    assert power_bert_ops.PowerBertForMultipleChoice is modeling.PowerBertForMultipleChoice
+    assert power_bert_ops.PowerBertConfig is modeling.PowerBertConfig
+    code = "import sys, power_bert_ops; assert 'transformers' not in sys.modules, 'eager import'"
+    subprocess.run([sys.executable, "-c", code], check=True)
 
 
 @pytest.fixture(scope="module")
