@@ -476,6 +476,115 @@ def test_soft_gradients_reach_retention_and_loss_term():
     assert not torch.allclose(a, b)
 
 
+# ------------------------------------------------------------------------------------------------
+# The eager-probabilities path (power_attention="eager", and "auto" where no fused kernel runs)
+# ------------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("family", FAMILIES)
+def test_eager_attention_path_matches_fused_and_reference(family):
+    hf = tiny_hf(family, seed=7)
+    retention = random_retention(len(_layers(hf)), 20, seed=8)
+    batch = inputs((5, 20), pair=family != "roberta", seed=9)
+    eager = wrap(hf, retention=retention)
+    eager.config.power_attention = "eager"
+    with torch.no_grad():
+        got = eager(**batch).logits
+        fused = wrap(hf, retention=retention)(**batch).logits
+    torch.testing.assert_close(got, reference_logits(hf, retention, **batch), atol=ATOL, rtol=0)
+    torch.testing.assert_close(got, fused, atol=ATOL, rtol=0)
+
+
+def test_eager_attention_path_soft_mode_gradients_match_fused():
+    hf = tiny_hf("bert", seed=13)
+    batch = inputs((4, 12), pair=True, seed=14)
+    labels = torch.tensor([0, 1, 1, 0])
+    results = {}
+    for path in ("fused", "eager"):
+        soft = wrap(hf, mode="soft", sequence_length=12, power_attention=path)
+        with torch.no_grad():
+            soft.retention_params.copy_(torch.linspace(1.0, 0.2, 12).expand(3, 12))
+        out = soft(**batch, labels=labels)  # eval mode: no dropout, so both paths compute one function
+        out.loss.backward()
+        grads = {n: p.grad.clone() for n, p in soft.named_parameters() if p.grad is not None}
+        results[path] = (out.logits.detach(), grads)
+    (a, ga), (b, gb) = results["fused"], results["eager"]
+    torch.testing.assert_close(b, a, atol=ATOL, rtol=0)
+    assert ga.keys() == gb.keys() and "retention_params" in ga
+    for name in ga:
+        torch.testing.assert_close(gb[name], ga[name], atol=1e-5, rtol=1e-4, msg=name)
+
+
+def test_eager_attention_path_training_with_dropout_runs():
+    hf = tiny_hf("bert", seed=15)
+    hf.config.attention_probs_dropout_prob = 0.3
+    soft = wrap(hf, mode="soft", sequence_length=12, power_attention="eager").train()
+    out = soft(**inputs((4, 12), pair=True), labels=torch.tensor([0, 1, 1, 0]))
+    out.loss.backward()
+    assert torch.isfinite(out.loss) and soft.retention_params.grad is not None
+
+
+def test_auto_power_attention_picks_fused_where_the_kernel_runs(monkeypatch):
+    from power_bert_ops.modeling import modeling_power_bert as mpb
+
+    cpu, cuda = torch.device("cpu"), torch.device("cuda")
+    for d in (8, 32, 100):
+        for dtype in (torch.float16, torch.float32, torch.float64):
+            assert mpb.fused_attention_runs(cpu, dtype, d)  # the C++ kernel takes everything
+    monkeypatch.setattr(mpb, "_TRITON", True)
+    assert mpb.fused_attention_runs(cuda, torch.float16, 64)
+    assert mpb.fused_attention_runs(cuda, torch.float32, 128)
+    assert not mpb.fused_attention_runs(cuda, torch.float16, 8)  # head size the Triton kernels lack
+    assert not mpb.fused_attention_runs(cuda, torch.float64, 64)
+    monkeypatch.setattr(mpb, "_TRITON", False)
+    assert not mpb.fused_attention_runs(cuda, torch.float16, 64)
+    from power_bert_ops.triton.attention_triton import SUPPORTED_HEAD_SIZES
+
+    assert mpb._FUSED_CUDA_HEAD_SIZES == SUPPORTED_HEAD_SIZES
+
+
+def test_auto_power_attention_uses_the_eager_path_where_fused_cannot_run(monkeypatch):
+    # Where the fused kernel does not take the input, "auto" runs the eager path: counted here.
+    from power_bert_ops.modeling import modeling_power_bert as mpb
+
+    calls = []
+    real = mpb.eager_attention
+    monkeypatch.setattr(mpb, "eager_attention", lambda *a, **k: calls.append(1) or real(*a, **k))
+    hf = tiny_hf("bert", seed=16)
+    power = wrap(hf, retention=[12, 7, 3])
+    batch = inputs((3, 16), pair=True)
+    with torch.no_grad():
+        fused = power(**batch).logits
+        assert calls == []
+        monkeypatch.setattr(mpb, "fused_attention_runs", lambda *a: False)
+        auto = power(**batch).logits
+    assert len(calls) == 3  # every eliminating layer
+    torch.testing.assert_close(auto, fused, atol=ATOL, rtol=0)
+
+
+def test_power_attention_setting_is_checked_and_saved(tmp_path):
+    hf = tiny_hf("bert")
+    with pytest.raises(ValueError, match="power_attention must be one of"):
+        wrap(hf, retention=[9, 5, 2], power_attention="flash")
+    power = wrap(hf, retention=[9, 5, 2])
+    power.config.power_attention = "eager"
+    power.save_pretrained(tmp_path)
+    assert json.loads((tmp_path / "config.json").read_text())["power_attention"] == "eager"
+    assert PowerBertForSequenceClassification.from_pretrained(tmp_path).config.power_attention == "eager"
+    loaded = PowerBertForSequenceClassification.from_pretrained(tmp_path, power_attention="fused")
+    assert loaded.config.power_attention == "fused"
+    with pytest.raises(ValueError, match="power_attention must be one of"):
+        PowerBertForSequenceClassification.from_pretrained(tmp_path, power_attention="sdpa")
+
+
+def test_torch_compile_eager_attention_path_matches_eager():
+    hf = tiny_hf("bert", seed=17)
+    power = wrap(hf, retention=[12, 7, 3])
+    power.config.power_attention = "eager"
+    compiled = torch.compile(power, fullgraph=True)
+    batch = inputs((4, 16), pair=True)
+    with torch.no_grad():
+        torch.testing.assert_close(compiled(**batch).logits, power(**batch).logits, atol=ATOL, rtol=0)
+
+
 def test_soft_matches_reference_soft_extract():
     """soft mode with random r equals the SPEC 1.3 formula applied to x' in every layer."""
     from power_bert_ops import reference

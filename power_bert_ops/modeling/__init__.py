@@ -14,6 +14,7 @@ from transformers import AutoConfig, AutoModelForMultipleChoice, AutoModelForSeq
 from ..flops import encoder_macs, flop_bound, layer_macs
 from .configuration_power_bert import (
     MODES,
+    POWER_ATTENTION,
     SUPPORTED_MODEL_TYPES,
     PowerBertConfig,
     check_retention,
@@ -24,6 +25,8 @@ from .modeling_power_bert import (
     PowerBertForMultipleChoice,
     PowerBertForSequenceClassification,
     PowerBertPreTrainedModel,
+    eager_attention,
+    fused_attention_runs,
 )
 
 AutoConfig.register("power_bert", PowerBertConfig, exist_ok=True)
@@ -32,6 +35,7 @@ AutoModelForMultipleChoice.register(PowerBertConfig, PowerBertForMultipleChoice,
 
 __all__ = [
     "MODES",
+    "POWER_ATTENTION",
     "SUPPORTED_MODEL_TYPES",
     "PowerBertConfig",
     "PowerBertEncoder",
@@ -40,7 +44,9 @@ __all__ = [
     "PowerBertPreTrainedModel",
     "check_retention",
     "derive_retention",
+    "eager_attention",
     "encoder_macs",
+    "fused_attention_runs",
     "flop_bound",
     "layer_macs",
 ]

@@ -13,6 +13,8 @@ from transformers import AutoConfig, PreTrainedConfig
 
 __all__ = [
     "MODES",
+    "POWER_ATTENTION",
+    "check_power_attention",
     "PowerBertConfig",
     "SUPPORTED_MODEL_TYPES",
     "base_config_from_dict",
@@ -23,6 +25,14 @@ __all__ = [
 ]
 
 MODES = ("full", "soft", "hard")
+# The attention of the layers that compute significance (see modeling_power_bert).
+POWER_ATTENTION = ("auto", "fused", "eager")
+
+
+def check_power_attention(value: str) -> str:
+    if value not in POWER_ATTENTION:
+        raise ValueError(f"PoWER-BERT: power_attention must be one of {POWER_ATTENTION}, got {value!r}")
+    return value
 
 # model_type -> family of the per-layer adapter (see adapters.py).
 SUPPORTED_MODEL_TYPES = {
@@ -147,6 +157,10 @@ class PowerBertConfig(PreTrainedConfig):
         exclude_self (`bool`): subtract each token's attention to itself from its significance.
         sequence_length (`int`, *optional*): N, the length of the retention parameters and the
             upper bound of every ℓ_j; defaults to the longest input the base model accepts.
+        power_attention (`str`): attention of the layers that compute significance: ``"fused"``
+            (``power_bert.attention``, no N x N probabilities), ``"eager"`` (probabilities formed,
+            then ``power_bert.significance``) or ``"auto"`` (fused where the device's kernel takes
+            the input, eager otherwise).
     """
 
     model_type = "power_bert"
@@ -156,10 +170,12 @@ class PowerBertConfig(PreTrainedConfig):
     mode: str = "full"
     exclude_self: bool = True
     sequence_length: int | None = None
+    power_attention: str = "auto"
 
     def __post_init__(self, **kwargs):
         if self.mode not in MODES:
             raise ValueError(f"PoWER-BERT: mode must be one of {MODES}, got {self.mode!r}")
+        check_power_attention(self.power_attention)
         if self.base_config is not None:
             if not isinstance(self.base_config, dict):
                 self.base_config = self.base_config.to_dict()

@@ -14,9 +14,17 @@ Modes (``set_mode``):
   t by the retention parameter r_j[t] (``soft_extract``). ``retention_loss(lam)`` is the
   λ·Σ_j j·mass_j term, ``clamp_retention_()`` the projection onto [0, 1].
 * ``hard``: layer j keeps ℓ_j rows (capped at the batch's length for dynamic padding).
-  Significance is computed only in layers that eliminate (ℓ_j < rows in), by
-  ``torch.ops.power_bert.attention`` without the N x N probabilities; selection and the W_o /
+  Significance is computed only in layers that eliminate (ℓ_j < rows in); selection and the W_o /
   residual gather shortcut use ``torch.ops.power_bert.extract_scored`` and one gather.
+
+Attention in the layers that need significance (``config.power_attention``):
+
+* ``fused``: ``torch.ops.power_bert.attention``, which never stores the N x N probabilities
+  (C++ on CPU, Triton on CUDA).
+* ``eager``: the probabilities [B, H, n, n] are formed (softmax in float32), significance is
+  ``torch.ops.power_bert.significance`` of them, and the output is their product with V.
+* ``auto`` (default): ``fused`` where the device's fused kernel takes the input (CPU: always;
+  CUDA: triton installed, head size 32/64/128, fp16/bf16/fp32), ``eager`` otherwise.
 
 The forward pass of every mode has static per-layer shapes (they depend only on ℓ and the
 padded input length) and never reads tensor data on the host, so ``torch.compile`` and CUDA
@@ -46,6 +54,7 @@ from .configuration_power_bert import (
     MODES,
     PowerBertConfig,
     base_config_from_dict,
+    check_power_attention,
     check_retention,
     check_supported,
     derive_retention,
@@ -76,6 +85,35 @@ def _extract_scored_torch(hidden, scores, mask, k: int):
     index = _reference.rank_order(s, mask)[:, :k].sort(dim=-1).values
     out = hidden.gather(1, index.unsqueeze(-1).expand(-1, -1, hidden.shape[-1]))
     return out, index, mask.gather(1, index)
+# Inputs the CUDA fused attention (the Triton kernels) takes; elsewhere "auto" uses the eager path.
+_FUSED_CUDA_HEAD_SIZES = (32, 64, 128)
+_FUSED_CUDA_DTYPES = (torch.float16, torch.bfloat16, torch.float32)
+_TRITON = _ops.triton_available()
+
+
+def fused_attention_runs(device: torch.device, dtype: torch.dtype, head_dim: int) -> bool:
+    """Whether ``torch.ops.power_bert.attention`` takes [B, H, n, head_dim] inputs of ``dtype`` on
+    ``device``: the CPU kernel takes every dtype and head size; on CUDA the Triton kernels need
+    triton, head size 32/64/128 and fp16/bf16/fp32. Static (no tensor data), so it is traced away."""
+    if device.type != "cuda":
+        return True
+    return _TRITON and head_dim in _FUSED_CUDA_HEAD_SIZES and dtype in _FUSED_CUDA_DTYPES
+
+
+def eager_attention(q, k, v, mask, dropout_p: float, exclude_self: bool, significance=_ops_ns.significance):
+    """The eager-probabilities path: softmax probabilities [B, H, n, n] (in float32, then q's
+    dtype), SPEC 1.1 significance of them (no gradient), and their (dropped-out) product with v.
+
+    q, k, v [B, H, n, d], mask [B, n] key padding -> (out [B, H, n, d], significance f32 [B, n])."""
+    logits = torch.matmul(q, k.transpose(-1, -2)).float() * (q.shape[-1] ** -0.5)
+    logits = logits.masked_fill((mask == 0)[:, None, None, :], float("-inf"))
+    probs = torch.softmax(logits, dim=-1).to(q.dtype)
+    sig = significance(probs.detach(), mask, exclude_self)
+    if dropout_p > 0.0:
+        probs = F.dropout(probs, dropout_p, training=True)
+    return torch.matmul(probs, v), sig
+
+
 _UNSET = object()
 _HUB_KWARGS = ("cache_dir", "force_download", "local_files_only", "token", "revision", "subfolder", "proxies")
 
@@ -110,6 +148,7 @@ class PowerBertEncoder(nn.Module):
         self.mode = "full"
         self.retention: list[int] | None = None
         self.exclude_self = True
+        self.power_attention = "auto"  # "auto" | "fused" | "eager"; set by the PoWER model per forward
         self.collect_hidden_states: list | None = None  # set by the PoWER model for output_hidden_states
 
     def forward(self, hidden_states, attention_mask=None, *args, power_bert_mask=None, power_bert_retention=None,
@@ -124,6 +163,7 @@ class PowerBertEncoder(nn.Module):
         y = power_encoder_loop(
             x, mask, self._layers, self.adapter, self.num_heads, self.head_dim, self.mode, self.retention,
             power_bert_retention, self.exclude_self, self.training, collect=self.collect_hidden_states,
+            power_attention=self.power_attention,
         )
         return BaseModelOutputWithPastAndCrossAttentions(last_hidden_state=y)
 
@@ -140,18 +180,24 @@ def _mask_from_hf(attention_mask: torch.Tensor, n: int) -> torch.Tensor:
 
 
 def power_encoder_loop(x, mask, layers, adapter, num_heads, head_dim, mode, retention, retention_params,
-                       exclude_self, training, collect: list | None = None):
+                       exclude_self, training, collect: list | None = None, power_attention: str = "auto"):
     """The PoWER-BERT encoder (SPEC 1.2 / 1.3). x [B, n, D] after the embeddings (and any input
     projection), mask [B, n] key padding or None (all real) -> last hidden states [B, n_L, D].
     ``collect``, when a list, receives the encoder input and every layer's output (layer j's
-    holds its kept rows, [B, ℓ_j, D] in hard mode)."""
+    holds its kept rows, [B, ℓ_j, D] in hard mode). ``power_attention``: see the module docstring."""
     B, n, D = x.shape
     if collect is not None:
         collect.append(x)
     if x.device.type == "cuda" and not _CUDA_KERNELS:
         extract_scored, soft_extract = _extract_scored_torch, _reference.soft_extract
+        significance = _reference.significance
     else:
         extract_scored, soft_extract = _ops_ns.extract_scored, _ops_ns.soft_extract
+        significance = _ops_ns.significance
+    if power_attention == "auto":
+        fused = fused_attention_runs(x.device, x.dtype, head_dim)
+    else:
+        fused = power_attention == "fused"
     all_real = mask is None
     if all_real and mode != "full":
         mask = torch.ones((B, n), dtype=torch.bool, device=x.device)
@@ -164,8 +210,10 @@ def power_encoder_loop(x, mask, layers, adapter, num_heads, head_dim, mode, rete
         v = v_lin(x).view(B, n, num_heads, head_dim).transpose(1, 2)
         keep = min(retention[j], n) if mode == "hard" else n
         eliminate = keep < n
-        if eliminate or mode == "soft":
+        if (eliminate or mode == "soft") and fused:
             ctx, sig = _ops_ns.attention(q, k, v, mask, p, True, exclude_self)
+        elif eliminate or mode == "soft":
+            ctx, sig = eager_attention(q, k, v, mask, p, exclude_self, significance)
         else:
             ctx = F.scaled_dot_product_attention(q, k, v, attn_mask=sdpa_mask, dropout_p=p)
         ctx = ctx.transpose(1, 2).reshape(B, n, D)
@@ -235,7 +283,7 @@ class PowerBertPreTrainedModel(PreTrainedModel):
 
     @classmethod
     def from_pretrained(cls, pretrained_model_name_or_path, *model_args, retention=_UNSET, mode=None,
-                        exclude_self=None, sequence_length=None, config=None, **kwargs):
+                        exclude_self=None, sequence_length=None, power_attention=None, config=None, **kwargs):
         """Loads a PoWER-BERT model (safetensors only, never pickle).
 
         ``pretrained_model_name_or_path`` is a plain Hugging Face checkpoint of a supported
@@ -243,7 +291,8 @@ class PowerBertPreTrainedModel(PreTrainedModel):
         saved PoWER-BERT directory. ``retention=[ℓ_1, ..., ℓ_L]`` gives ``hard`` mode,
         ``retention=None`` ``full`` mode; left out, a plain checkpoint loads in ``full`` mode and a
         PoWER-BERT one keeps its saved mode and configuration. ``mode='soft'`` starts stage 2.
-        Other keyword arguments (num_labels, dtype, ...) go to Hugging Face's from_pretrained.
+        ``power_attention`` ('auto', 'fused' or 'eager') picks the attention of the layers that
+        compute significance (module docstring). Other keyword arguments (num_labels, dtype, ...) go to Hugging Face's from_pretrained.
         """
         if kwargs.get("use_safetensors") is False:
             raise ValueError("PoWER-BERT loads safetensors checkpoints only (use_safetensors=False is not supported)")
@@ -269,6 +318,8 @@ class PowerBertPreTrainedModel(PreTrainedModel):
             model.set_sequence_length(sequence_length)
         if exclude_self is not None:
             model.config.exclude_self = bool(exclude_self)  # applied by set_mode / _apply_mode below
+        if power_attention is not None:
+            model.config.power_attention = check_power_attention(power_attention)
         if retention is not _UNSET:
             model.set_mode(mode or ("hard" if retention is not None else "full"), retention=retention)
         elif mode is not None:
@@ -280,14 +331,14 @@ class PowerBertPreTrainedModel(PreTrainedModel):
 
     @classmethod
     def from_hf_model(cls, hf_model: PreTrainedModel, retention: Sequence[int] | None = None, mode: str | None = None,
-                      exclude_self: bool = True, sequence_length: int | None = None):
+                      exclude_self: bool = True, sequence_length: int | None = None, power_attention: str = "auto"):
         """Wraps an already-built Hugging Face model (its encoder is replaced in place: pass a
         copy to keep the original). ``retention`` gives ``hard`` mode unless ``mode`` says otherwise."""
         check_supported(hf_model.config)
         if mode is None:
             mode = "hard" if retention is not None else "full"
         pcfg = PowerBertConfig(base_config=hf_model.config.to_dict(), mode="full", exclude_self=exclude_self,
-                               sequence_length=sequence_length)
+                               sequence_length=sequence_length, power_attention=power_attention)
         model = cls(pcfg, hf_model=hf_model)
         model.set_mode(mode, retention=retention)
         model.train(hf_model.training)
@@ -430,6 +481,7 @@ class PowerBertPreTrainedModel(PreTrainedModel):
         mask = attention_mask.reshape(-1, n) if attention_mask is not None else None
         kwargs.pop("return_dict", None)
         encoder = self.power_encoder()
+        encoder.power_attention = self.config.power_attention
         collected = [] if want_hidden else None
         encoder.collect_hidden_states = collected
         try:
