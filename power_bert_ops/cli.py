@@ -420,6 +420,16 @@ def cmd_explain(a) -> None:
         print(f"picture: {a.image}")
 
 
+def _shut_down_process_group() -> None:
+    """In a torchrun launch every rank leaves together: without this, a rank that exits first can take
+    the rendezvous store with it while another is still tearing down gloo, which aborts that rank."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        dist.barrier()
+        dist.destroy_process_group()
+
+
 def main(argv=None) -> int:
     a = build_parser().parse_args(argv)
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
@@ -430,6 +440,7 @@ def main(argv=None) -> int:
             stages = {"run": ("finetune", "search", "retrain"), "finetune": ("finetune",),
                       "search": ("search",), "retrain": ("retrain",)}[a.command]
             cmd_train(a, stages)
+            _shut_down_process_group()
         elif a.command == "evaluate":
             cmd_evaluate(a)
         elif a.command == "predict":

@@ -7,6 +7,7 @@ import subprocess
 import sys
 
 import pytest
+import torch
 
 from power_bert_ops import cli
 from power_bert_ops.training.trainer import StopOnNonFiniteLoss, NonFiniteLossError
@@ -49,6 +50,8 @@ def test_run_writes_report(finished_run):
     ell = report["retention"]
     assert len(ell) == 2 and all(1 <= a <= 16 for a in ell) and ell[0] >= ell[1]
     assert report["flop_bound"] >= 1.0 and report["measured_speedup"] > 0
+    assert report["speed"]["dynamic"]["speedup"] > 0
+    assert "against dynamic padding" in (finished_run / "report.md").read_text()
     # texts longer than N are truncated and counted: check against the tokenizer directly
     import csv
 
@@ -169,6 +172,21 @@ def test_evaluate_predict_benchmark(workdir, finished_run, tmp_path, capsys):
                      *common]) == 0
     speed = json.loads(capsys.readouterr().out)
     assert speed["speedup"] > 0 and speed["flop_bound"] >= 1.0
+    dyn = speed["dynamic"]  # SPEC 6: also against dynamic padding
+    assert dyn["padded_length"] == 16 and 2 <= dyn["mean_batch_length"] <= 16
+    assert dyn["speedup"] > 0 and dyn["speedup_power_bert_fixed"] > 0
+
+
+def test_trim_to_longest():
+    from power_bert_ops.training.speed import trim_to_longest
+
+    mask = torch.tensor([[1, 1, 1, 0, 0, 0], [1, 1, 1, 1, 1, 0], [1, 0, 0, 0, 0, 0]])
+    batch = {"input_ids": torch.arange(18).view(3, 6), "attention_mask": mask, "token_type_ids": mask * 0}
+    got = trim_to_longest(batch)
+    assert all(v.shape == (3, 5) for v in got.values())
+    assert torch.equal(got["input_ids"], batch["input_ids"][:, :5]) and torch.equal(got["attention_mask"], mask[:, :5])
+    mc = {k: v.view(1, 3, 6) for k, v in batch.items()}  # multiple choice [B, C, N]
+    assert all(v.shape == (1, 3, 5) for v in trim_to_longest(mc).values())
 
 
 def test_two_processes_match_one(workdir, tmp_path):

@@ -39,6 +39,12 @@ def render_markdown(r: dict, plot_name: str | None = None) -> str:
         lines.append(f"- timing: {s['examples']} eval examples, batch {s['batch_size']}, {s['dtype']}, "
                      f"{s['threads']} threads: baseline {s['baseline_seconds']:.3f} s, PoWER-BERT "
                      f"{s['power_bert_seconds']:.3f} s per pass (median of {s['repeats']})")
+    d = s.get("dynamic")
+    if d:
+        lines.append(f"- against dynamic padding (each batch cut to its longest row: {d['mean_batch_length']:.1f} "
+                     f"tokens on average, of N = {d['padded_length']}): baseline {d['baseline_seconds']:.3f} s, "
+                     f"PoWER-BERT on the same batches {d['power_bert_seconds']:.3f} s: **{d['speedup']:.2f}x**; "
+                     f"PoWER-BERT at fixed N: {d['speedup_power_bert_fixed']:.2f}x")
     if r.get("truncated"):
         lines.append(f"- texts truncated to N: {r['truncated']}")
     lines += ["", "| stage | metrics |", "|---|---|"]
