@@ -6,6 +6,11 @@ without the fused op does), and against scaled_dot_product_attention alone (no s
 
 Issue target (CPU, N=512): power_bert.attention not slower than eager attention + significance.
 Shapes: B=4, H=12, N=512, d=64, fp32, random key-padding lengths in [N/2, N].
+
+``floor`` times one square matmul with the op's matmul FLOPs (4 B H N^2 d forward: q k^T and
+P v; 8 B H N^2 d backward: the four gradient matmuls), i.e. those FLOPs at this machine's best
+BLAS rate, so the report gives the op's fraction of its FLOP floor. Counted over every key; the
+op skips padded keys, so it can beat the floor.
 """
 import pytest
 import torch
@@ -25,6 +30,13 @@ def data():
     return q, k, v, mask
 
 
+def square_matmul(flops):
+    """A [S, S] @ [S, S] matmul doing about ``flops`` (2 S^3) multiply-adds: the FLOP floor."""
+    side = round((flops / 2) ** (1 / 3))
+    a, b = torch.randn(side, side), torch.randn(side, side)
+    return lambda: a @ b
+
+
 def eager_attention_with_significance(q, k, v, mask):
     bias = torch.where(mask.bool(), 0.0, float("-inf"))[:, None, None, :]
     probs = torch.softmax(q @ k.transpose(-1, -2) * q.shape[-1] ** -0.5 + bias, dim=-1)
@@ -32,10 +44,11 @@ def eager_attention_with_significance(q, k, v, mask):
 
 
 @pytest.mark.benchmark(group="attention+significance")
-@pytest.mark.parametrize("impl", ["power_bert", "composition", "sdpa_only"])
+@pytest.mark.parametrize("impl", ["power_bert", "composition", "sdpa_only", "floor"])
 def test_attention(benchmark, data, impl):
     q, k, v, mask = data
     fn = {
+        "floor": square_matmul(4 * B * H * N * N * d),
         "power_bert": lambda: torch.ops.power_bert.attention(q, k, v, mask),
         "composition": lambda: eager_attention_with_significance(q, k, v, mask),
         "sdpa_only": lambda: F.scaled_dot_product_attention(q, k, v, attn_mask=mask.bool()[:, None, None, :]),
@@ -45,9 +58,13 @@ def test_attention(benchmark, data, impl):
 
 
 @pytest.mark.benchmark(group="attention backward")
-@pytest.mark.parametrize("impl", ["power_bert", "composition"])
+@pytest.mark.parametrize("impl", ["power_bert", "composition", "floor"])
 def test_attention_backward(benchmark, data, impl):
     q, k, v, mask = (t.clone().requires_grad_(t.is_floating_point()) for t in data)
+    if impl == "floor":  # dV = P^T dO, dP = dO V^T, dQ = dS K, dK = dS^T Q: 8 B H N^2 d FLOPs
+        benchmark.extra_info.update(shape=f"B={B} H={H} N={N} d={d}")
+        benchmark(square_matmul(8 * B * H * N * N * d))
+        return
     if impl == "power_bert":
         out = power_bert_ops.attention(q, k, v, mask, need_significance=False)[0]
     else:

@@ -1,6 +1,8 @@
 """Turns a pytest-benchmark JSON file into a markdown table: the median time of each
 implementation and its speed-up over its group's baseline ('composition'), both measured in
-the same run, headed by the machine, versions, date and command that produced them.
+the same run, headed by the machine, versions, date and command that produced them. The last
+column is the fraction of the floor: the group's 'floor' time over this implementation's time
+(ops and attention), or the measured speed-up over the FLOP bound (model).
 
     python bench/report.py bench/results/ops_cpu.json [--baseline composition] [--out FILE]
 """
@@ -21,7 +23,7 @@ def render(data, baseline="composition"):
         f"power-bert {m.get('power_bert_version')} (CUDA kernels: {m.get('power_bert_cuda')})",
         f"- command: `{m.get('command')}`",
         "",
-        f"| group | implementation | shape | median (ms) | speed-up vs {baseline} | measured / FLOP bound |",
+        f"| group | implementation | shape | median (ms) | speed-up vs {baseline} | fraction of floor |",
         "|---|---|---|---|---|---|",
     ]
     groups = defaultdict(dict)
@@ -37,6 +39,8 @@ def render(data, baseline="composition"):
             med = b["stats"]["median"]
             ratio = f"{base['stats']['median'] / med:.2f}x" if base else "n/a"
             bound = b["extra_info"].get("ratio_to_bound", "")
+            if "floor" in impls and impl != "floor":
+                bound = f"{impls['floor']['stats']['median'] / med:.2f}"
             lines.append(f"| {group} | {impl} | {b['extra_info'].get('shape', '')} | {med * 1e3:.3f} | {ratio} | {bound} |")
     for b in interleaved:
         info = b["extra_info"]
