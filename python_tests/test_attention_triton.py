@@ -146,6 +146,38 @@ def test_backward(device, dtype, B, N, d):
         torch.testing.assert_close(t.grad.double(), t_ref.grad, atol=tol, rtol=tol)
 
 
+def test_masks_with_holes_and_padded_rows(device):
+    """Key blocks past each row's last real token are skipped (KV_END): rows ending in the first,
+    a middle and the last block, holes before the end, and a row of padding (out 0, no NaN), with
+    significance and gradients against the reference."""
+    B, H, N, d = 5, 2, 40, 32  # the interpreter's blocks are 16: ends in blocks 0, 1 and 2
+    mask = torch.zeros(B, N, dtype=torch.int64)
+    mask[0, :3] = 1
+    mask[1, :21] = 1
+    mask[1, 5:9] = 0  # a hole
+    mask[2] = 1
+    mask[2, 17:33:3] = 0
+    mask[3, [0, 39]] = 1  # real at both ends, a hole across every block between
+    mask = mask.to(device)  # row 4: all padding
+    q, k, v = make_qkv(B, H, N, d, torch.float32, device, requires_grad=True)
+    out, sig = at.attention(q, k, v, mask)
+    live = slice(0, 4)
+    out_ref, sig_ref, leaves = ref(q[live], k[live], v[live], mask[live])
+    torch.testing.assert_close(out[live].double(), out_ref, atol=1e-4, rtol=1e-4)
+    assert_sig_close(sig[live], sig_ref, mask[live], H, N, torch.float32)
+    assert torch.equal(out[4], torch.zeros_like(out[4])) and torch.isneginf(sig[4]).all()
+    g = torch.randn_like(out)
+    out.backward(g)
+    out_ref.backward(g[live].double())
+    for t, t_ref in zip((q, k, v), leaves):
+        torch.testing.assert_close(t.grad[live].double(), t_ref.grad, atol=1e-4, rtol=1e-4)
+        assert torch.isfinite(t.grad).all()
+    # nothing flows into padded keys, nor anything at all in the padded row
+    padded = mask == 0
+    assert (k.grad.transpose(1, 2)[padded] == 0).all() and (v.grad.transpose(1, 2)[padded] == 0).all()
+    assert (q.grad[4] == 0).all()
+
+
 def test_dropout_replay(device):
     """Fixed seed: bitwise repeatable; the kernels' mask (dropout_keep_mask) replayed through the
     reference gives the same output and gradients; significance ignores dropout."""
@@ -314,7 +346,7 @@ import torch
 from power_bert_ops.triton import attention_triton as at
 
 PTR = {torch.float16: "*fp16", torch.bfloat16: "*bf16", torch.float32: "*fp32"}
-FIXED = {"REAL": "*i8", "SEED": "*i64", "LSE": "*fp32", "DELTA": "*fp32", "PART": "*fp32",
+FIXED = {"REAL": "*i8", "KV_END": "*i32", "SEED": "*i64", "LSE": "*fp32", "DELTA": "*fp32", "PART": "*fp32",
          "H": "i32", "N": "i32", "scale": "fp32", "dropout_p": "fp32"}
 
 

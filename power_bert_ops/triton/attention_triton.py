@@ -31,6 +31,12 @@ and backward regenerate the identical mask; :func:`dropout_keep_mask` materialis
 
 Rows whose keys are all padding (a mask row of zeros) get ``out = 0`` and ``lse = +inf`` (the
 reference gives NaN there).
+
+Padding costs nothing past each row's last real token: every kernel reads ``KV_END`` [B] int32
+(1 + the position of row b's last real token, 0 for a row of padding) and stops its key loop
+there (forward, dQ), or its query loop too (significance: padded query rows are not summed), and
+a key block wholly past it (significance, dK/dV) writes zeros without a loop. Holes in the mask
+before that point are masked inside the tiles as before.
 """
 from __future__ import annotations
 
@@ -88,13 +94,13 @@ def _split_pid(N, BLOCK: tl.constexpr):
 
 @triton.jit
 def _attn_fwd_kernel(
-    Q, K, V, REAL, SEED, OUT, LSE,
+    Q, K, V, REAL, KV_END, SEED, OUT, LSE,
     H, N, scale, dropout_p,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr,
     HAS_DROPOUT: tl.constexpr, PRECISION: tl.constexpr, UPCAST: tl.constexpr,
 ):
-    """Q, K, V, OUT [B, H, N, d] contiguous; REAL [B, N] int8; SEED int64 [1]; LSE [B, H, N] f32.
-    1-D grid over (b*H + h, query block), query block fastest."""
+    """Q, K, V, OUT [B, H, N, d] contiguous; REAL [B, N] int8; KV_END [B] int32; SEED int64 [1];
+    LSE [B, H, N] f32. 1-D grid over (b*H + h, query block), query block fastest."""
     pid_m, bh = _split_pid(N, BLOCK_M)
     b = bh // H
     base = bh.to(tl.int64) * N * BLOCK_D
@@ -109,7 +115,8 @@ def _attn_fwd_kernel(
     acc = tl.zeros([BLOCK_M, BLOCK_D], tl.float32)
     if HAS_DROPOUT:
         seed = tl.load(SEED)
-    for start_n in range(0, N, BLOCK_N):
+    kv_end = tl.load(KV_END + b)
+    for start_n in range(0, kv_end, BLOCK_N):
         cols = start_n + tl.arange(0, BLOCK_N)
         col_in = cols < N
         col_ok = col_in & (tl.load(REAL + b.to(tl.int64) * N + cols, mask=col_in, other=0) != 0)
@@ -140,13 +147,14 @@ def _attn_fwd_kernel(
 
 @triton.jit
 def _significance_kernel(
-    Q, K, REAL, LSE, PART,
+    Q, K, REAL, KV_END, LSE, PART,
     H, N, scale,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr,
     EXCLUDE_SELF: tl.constexpr, PRECISION: tl.constexpr, UPCAST: tl.constexpr,
 ):
     """Per-head column sums of P over real query rows. Q, K [B, H, N, d]; REAL [B, N] int8;
-    LSE [B, H, N] f32 -> PART [B, H, N] f32 (one key block of one head per program)."""
+    KV_END [B] int32; LSE [B, H, N] f32 -> PART [B, H, N] f32 (one key block of one head per
+    program; zeros for a block past the row's last real token)."""
     pid_n, bh = _split_pid(N, BLOCK_N)
     b = bh // H
     base = bh.to(tl.int64) * N * BLOCK_D
@@ -156,7 +164,10 @@ def _significance_kernel(
     k = tl.load(K + base + cols[:, None] * BLOCK_D + dcol[None, :], mask=col_in[:, None], other=0.0)
     qk_scale = scale * 1.4426950408889634
     colsum = tl.zeros([BLOCK_N], tl.float32)
-    for start_m in range(0, N, BLOCK_M):
+    kv_end = tl.load(KV_END + b)
+    # real query rows end where real keys do; a key block past them has nothing to sum
+    m_end = tl.where(pid_n * BLOCK_N < kv_end, kv_end, 0)
+    for start_m in range(0, m_end, BLOCK_M):
         rows = start_m + tl.arange(0, BLOCK_M)
         row_in = rows < N
         row_ok = row_in & (tl.load(REAL + b.to(tl.int64) * N + rows, mask=row_in, other=0) != 0)
@@ -189,13 +200,14 @@ def _bwd_delta_kernel(OUT, DO, DELTA, N, BLOCK_M: tl.constexpr, BLOCK_D: tl.cons
 
 @triton.jit
 def _bwd_dkdv_kernel(
-    Q, K, V, DO, REAL, LSE, DELTA, SEED, DK, DV,
+    Q, K, V, DO, REAL, KV_END, LSE, DELTA, SEED, DK, DV,
     H, N, scale, dropout_p,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr,
     HAS_DROPOUT: tl.constexpr, PRECISION: tl.constexpr, UPCAST: tl.constexpr,
 ):
-    """dK, dV for one key block. Q, K, V, DO, DK, DV [B, H, N, d]; REAL [B, N] int8;
-    LSE, DELTA [B, H, N] f32; SEED int64 [1]. Works on transposed tiles [BLOCK_N, BLOCK_M]."""
+    """dK, dV for one key block. Q, K, V, DO, DK, DV [B, H, N, d]; REAL [B, N] int8; KV_END [B]
+    int32; LSE, DELTA [B, H, N] f32; SEED int64 [1]. Works on transposed tiles [BLOCK_N, BLOCK_M];
+    a key block past the row's last real token gets zeros (its P is zero for every query)."""
     pid_n, bh = _split_pid(N, BLOCK_N)
     b = bh // H
     base = bh.to(tl.int64) * N * BLOCK_D
@@ -212,7 +224,9 @@ def _bwd_dkdv_kernel(
     if HAS_DROPOUT:
         seed = tl.load(SEED)
         inv_keep = 1.0 / (1.0 - dropout_p)
-    for start_m in range(0, N, BLOCK_M):
+    # every query row (padded ones too) attends to this block's real keys
+    m_end = tl.where(pid_n * BLOCK_N < tl.load(KV_END + b), N, 0)
+    for start_m in range(0, m_end, BLOCK_M):
         rows = start_m + tl.arange(0, BLOCK_M)
         row_in = rows < N
         q_off = base + rows[:, None] * BLOCK_D + dcol[None, :]
@@ -239,12 +253,12 @@ def _bwd_dkdv_kernel(
 
 @triton.jit
 def _bwd_dq_kernel(
-    Q, K, V, DO, REAL, LSE, DELTA, SEED, DQ,
+    Q, K, V, DO, REAL, KV_END, LSE, DELTA, SEED, DQ,
     H, N, scale, dropout_p,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr,
     HAS_DROPOUT: tl.constexpr, PRECISION: tl.constexpr, UPCAST: tl.constexpr,
 ):
-    """dQ for one query block. Q, K, V, DO, DQ [B, H, N, d]; REAL [B, N] int8;
+    """dQ for one query block. Q, K, V, DO, DQ [B, H, N, d]; REAL [B, N] int8; KV_END [B] int32;
     LSE, DELTA [B, H, N] f32; SEED int64 [1]."""
     pid_m, bh = _split_pid(N, BLOCK_M)
     b = bh // H
@@ -262,7 +276,7 @@ def _bwd_dq_kernel(
     if HAS_DROPOUT:
         seed = tl.load(SEED)
         inv_keep = 1.0 / (1.0 - dropout_p)
-    for start_n in range(0, N, BLOCK_N):
+    for start_n in range(0, tl.load(KV_END + b), BLOCK_N):
         cols = start_n + tl.arange(0, BLOCK_N)
         col_in = cols < N
         col_ok = col_in & (tl.load(REAL + b.to(tl.int64) * N + cols, mask=col_in, other=0) != 0)
@@ -352,6 +366,15 @@ def _launching(t: torch.Tensor) -> bool:
     if not _INTERPRET:
         return True
     return not (isinstance(t, torch._subclasses.FakeTensor) or t.device.type == "meta")
+
+
+def _real_and_end(mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """mask [B, N] -> (real [B, N] int8: 1 at real tokens, kv_end [B] int32: 1 + the position of
+    each row's last real token, 0 for a row of padding). Two small device ops, no host sync."""
+    real = (mask != 0).to(torch.int8).contiguous()
+    pos = torch.arange(1, mask.shape[1] + 1, device=mask.device, dtype=torch.int32)
+    kv_end = (real.to(torch.int32) * pos).amax(dim=1).to(torch.int32).contiguous()
+    return real, kv_end
 
 
 def _poison() -> bool:
@@ -455,13 +478,13 @@ def attention_triton_fwd(
             sig = sig.masked_fill(mask == 0, float("-inf"))
         return out, sig, lse
 
-    real = (mask != 0).to(torch.int8).contiguous()
+    real, kv_end = _real_and_end(mask)
     scale = 1.0 / math.sqrt(d)
     prec = _precision(q.dtype)
     upcast = _upcast(q.dtype, q.device)
     BM, BN, warps, stages = _fwd_config(q.dtype, d, q.device, dropout_p > 0.0)
     torch.library.wrap_triton(_attn_fwd_kernel)[(triton.cdiv(N, BM) * B * H,)](
-        q, k, v, real, seed, out, lse, H, N, scale, float(dropout_p),
+        q, k, v, real, kv_end, seed, out, lse, H, N, scale, float(dropout_p),
         BLOCK_M=BM, BLOCK_N=BN, BLOCK_D=d, HAS_DROPOUT=dropout_p > 0.0, PRECISION=prec, UPCAST=upcast,
         num_warps=warps, num_stages=stages,
     )
@@ -469,7 +492,7 @@ def attention_triton_fwd(
         part = _empty((B, H, N), q, torch.float32)
         BM, BN, warps, stages = _fwd_config(q.dtype, d, q.device)
         torch.library.wrap_triton(_significance_kernel)[(triton.cdiv(N, BN) * B * H,)](
-            q, k, real, lse, part, H, N, scale,
+            q, k, real, kv_end, lse, part, H, N, scale,
             BLOCK_M=BM, BLOCK_N=BN, BLOCK_D=d, EXCLUDE_SELF=exclude_self, PRECISION=prec, UPCAST=upcast,
             num_warps=warps, num_stages=stages,
         )
@@ -500,7 +523,7 @@ def attention_triton_bwd(
     dv = _empty((B, H, N, d), q)
     if B * H * N == 0 or not _launching(q):
         return dq, dk, dv
-    real = (mask != 0).to(torch.int8).contiguous()
+    real, kv_end = _real_and_end(mask)
     scale = 1.0 / math.sqrt(d)
     prec = _precision(q.dtype)
     upcast = _upcast(q.dtype, q.device)
@@ -511,12 +534,12 @@ def attention_triton_bwd(
         out, grad_out, delta, N, BLOCK_M=BM, BLOCK_D=d, num_warps=4 if not _interpreted(q.device) else 1,
     )
     torch.library.wrap_triton(_bwd_dkdv_kernel)[(triton.cdiv(N, BN) * B * H,)](
-        q, k, v, grad_out, real, lse, delta, seed, dk, dv, H, N, scale, float(dropout_p),
+        q, k, v, grad_out, real, kv_end, lse, delta, seed, dk, dv, H, N, scale, float(dropout_p),
         BLOCK_M=BM, BLOCK_N=BN, BLOCK_D=d, HAS_DROPOUT=has_drop, PRECISION=prec, UPCAST=upcast,
         num_warps=warps, num_stages=stages,
     )
     torch.library.wrap_triton(_bwd_dq_kernel)[(triton.cdiv(N, BM) * B * H,)](
-        q, k, v, grad_out, real, lse, delta, seed, dq, H, N, scale, float(dropout_p),
+        q, k, v, grad_out, real, kv_end, lse, delta, seed, dq, H, N, scale, float(dropout_p),
         BLOCK_M=BM, BLOCK_N=BN, BLOCK_D=d, HAS_DROPOUT=has_drop, PRECISION=prec, UPCAST=upcast,
         num_warps=warps, num_stages=stages,
     )
