@@ -20,13 +20,19 @@ FLOAT_DTYPES = [torch.float32, torch.float16, torch.bfloat16, torch.float64]
 
 def make_mask(B: int, N: int, padding: str, device, dtype=torch.int64, min_len: int = 1) -> torch.Tensor:
     """Right-padded mask [B, N]. padding: 'none' (all real), 'random' (random lengths >= 1),
-    'short' (every row shorter than N // 2 + 1, so often fewer real tokens than k)."""
+    'short' (every row shorter than N // 2 + 1, so often fewer real tokens than k),
+    'holes' (a random length, and padding scattered before it too; the first token real)."""
     if padding == "none":
         lengths = torch.full((B,), N)
     elif padding == "random":
         lengths = torch.randint(min_len, N + 1, (B,))
     elif padding == "short":
         lengths = torch.randint(min_len, max(min_len, N // 2) + 1, (B,))
+    elif padding == "holes":
+        lengths = torch.randint(min_len, N + 1, (B,))
+        mask = (torch.arange(N)[None, :] < lengths[:, None]) & (torch.rand(B, N) < 0.7)
+        mask[:, 0] = True
+        return mask.to(device=device, dtype=dtype)
     else:
         raise ValueError(padding)
     mask = torch.arange(N)[None, :] < lengths[:, None]

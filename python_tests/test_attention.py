@@ -34,7 +34,7 @@ TOL = {torch.float64: 1e-10, torch.float32: 2e-5, torch.bfloat16: 2e-2, torch.fl
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.bfloat16, torch.float16], ids=str)
 @pytest.mark.parametrize("shape", SHAPES, ids=str)
-@pytest.mark.parametrize("padding", ["none", "random", "short"])
+@pytest.mark.parametrize("padding", ["none", "random", "short", "holes"])
 def test_forward_matches_reference_and_sdpa(dtype, shape, padding):
     B, H, N, d = shape
     mask = make_mask(B, N, padding, "cpu")
@@ -127,7 +127,7 @@ def test_need_significance_false_returns_empty():
 
 
 @pytest.mark.parametrize("shape", SHAPES[1:4], ids=str)
-@pytest.mark.parametrize("padding", ["none", "random"])
+@pytest.mark.parametrize("padding", ["none", "random", "holes"])
 def test_gradients_match_reference(shape, padding):
     B, H, N, d = shape
     mask = make_mask(B, N, padding, "cpu")

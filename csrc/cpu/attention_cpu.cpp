@@ -142,7 +142,8 @@ int64_t head_block_rows(int64_t N) { return std::min<int64_t>(N, std::max<int64_
 
 // out (q's shape, any strides; written), lse [B, H, N] contiguous (written), sig_part [B, H, N]
 // contiguous (written when defined): per (b, h), sum over the real query rows i of P[i, :],
-// minus P[i, i] when exclude_self.
+// minus P[i, i] when exclude_self. Keys past a row's last real token are not touched (their
+// probabilities are 0): the matmuls and row passes run over the first `end` keys only.
 template <typename T>
 void attention_heads_forward(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, const at::Tensor& real,
                              at::Tensor& out, at::Tensor& lse, at::Tensor& sig_part, bool exclude_self) {
@@ -167,25 +168,27 @@ void attention_heads_forward(const at::Tensor& q, const at::Tensor& k, const at:
     for (int64_t t = t0; t < t1; ++t) {
       const int64_t b = t / H, h = t % H;
       const bool* rb = realp + b * N;
-      for (int64_t j = 0; j < N; ++j) bias[j] = rb[j] ? T(0) : -std::numeric_limits<T>::infinity();
+      int64_t end = N;  // 1 + the last real key (every row has one: checked by the caller)
+      while (end > 1 && !rb[end - 1]) --end;
+      for (int64_t j = 0; j < end; ++j) bias[j] = rb[j] ? T(0) : -std::numeric_limits<T>::infinity();
       const T* qh = qp + b * q.stride(0) + h * q.stride(1);
-      const at::Tensor kT = matrix(kp + b * k.stride(0) + h * k.stride(1), d, N, k.stride(3), k.stride(2));
-      const at::Tensor vh = matrix(vp + b * v.stride(0) + h * v.stride(1), N, d, v.stride(2), v.stride(3));
+      const at::Tensor kT = matrix(kp + b * k.stride(0) + h * k.stride(1), d, end, k.stride(3), k.stride(2));
+      const at::Tensor vh = matrix(vp + b * v.stride(0) + h * v.stride(1), end, d, v.stride(2), v.stride(3));
       T* oh = op + b * out.stride(0) + h * out.stride(1);
       T* col = sigp ? sigp + t * N : nullptr;
       if (col) std::fill(col, col + N, T(0));
       for (int64_t q0 = 0; q0 < N; q0 += R) {
         const int64_t r = std::min(R, N - q0);
-        at::Tensor sb = matrix(s, r, N, N, 1);
+        at::Tensor sb = matrix(s, r, end, end, 1);
         at::mm_out(sb, matrix(qh + q0 * q.stride(2), r, d, q.stride(2), q.stride(3)), kT);
         for (int64_t i = 0; i < r; ++i) {
-          T* row = s + i * N;
-          const T m = scale_bias_max(row, bias.data(), scale, N);
-          const T z = exp_sum(row, m, N);
+          T* row = s + i * end;
+          const T m = scale_bias_max(row, bias.data(), scale, end);
+          const T z = exp_sum(row, m, end);
           lsep[t * N + q0 + i] = m + std::log(z);
           inv_z[i] = T(1) / z;
-          if (col && rb[q0 + i]) {
-            axpy(col, row, inv_z[i], N);
+          if (col && rb[q0 + i]) {  // a real query row is below `end`, so its diagonal is too
+            axpy(col, row, inv_z[i], end);
             if (exclude_self) col[q0 + i] -= row[q0 + i] * inv_z[i];
           }
         }
