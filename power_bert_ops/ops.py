@@ -241,8 +241,9 @@ def attention(q, k, v, mask, dropout_p: float = 0.0, need_significance: bool = T
     q, k, v [B, H, N, d] (scaled_dot_product_attention's layout), mask [B, N] key padding ->
     (out [B, H, N, d], significance float32 [B, N], ``-inf`` at padding; an empty [0] tensor
     when ``need_significance`` is False). q, k, v may be strided views (e.g. [B, N, H, d]
-    projections transposed): the CPU kernel reads them in place and writes ``out`` in
-    [B, N, H, d] memory, so ``out.transpose(1, 2).reshape(B, N, H * d)`` is a view. Scale 1/sqrt(d). ``dropout_p`` drops attention
+    projections transposed): the CPU (fp32/fp64) and Triton forward kernels read them in place
+    and write ``out`` in [B, N, H, d] memory, so ``out.transpose(1, 2).reshape(B, N, H * d)`` is
+    a view. Scale 1/sqrt(d). ``dropout_p`` drops attention
     probabilities (pass 0 in eval); significance uses the un-dropped ones and has no gradient.
     Backends: 'cpu' (C++), 'triton' (CUDA tensors, or CPU under TRITON_INTERPRET=1),
     'reference' (eager, O(N^2) memory); 'auto' picks cpu or triton by device.

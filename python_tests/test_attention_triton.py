@@ -123,6 +123,17 @@ def test_options_and_layouts(device):
     out2, sig2 = at.attention(q, k, v, mask, need_significance=False)
     assert sig2.shape == (0,) and sig2.dtype == torch.float32
     torch.testing.assert_close(out2, out, atol=0, rtol=0)
+    # read through strides, no copy; out in [B, N, H, d] memory so merging heads is a view
+    assert out.transpose(1, 2).is_contiguous()
+    # other layouts: every-other-row q, expanded k (stride 0 over heads), v with a non-unit
+    # last stride (copied), all give the same answer
+    q2 = torch.randn(B, H, 2 * N, d, device=device)[:, :, ::2]
+    k2 = torch.randn(B, 1, N, d, device=device).expand(B, H, N, d)
+    v2 = torch.randn(B, H, d, N, device=device).transpose(-1, -2)
+    out_ref, sig_ref, _ = ref(q2, k2, v2, mask)
+    out, sig = at.attention(q2, k2, v2, mask)
+    torch.testing.assert_close(out.double(), out_ref, atol=1e-4, rtol=1e-4)
+    assert_sig_close(sig, sig_ref, mask, H, N, torch.float32)
     # B = 0: empty outputs, no launch
     e = torch.empty(0, H, N, d, device=device)
     out0, sig0 = at.attention(e, e, e, torch.ones(0, N, device=device))
@@ -347,13 +358,16 @@ from power_bert_ops.triton import attention_triton as at
 
 PTR = {torch.float16: "*fp16", torch.bfloat16: "*bf16", torch.float32: "*fp32"}
 FIXED = {"REAL": "*i8", "KV_END": "*i32", "SEED": "*i64", "LSE": "*fp32", "DELTA": "*fp32", "PART": "*fp32",
-         "H": "i32", "N": "i32", "scale": "fp32", "dropout_p": "fp32"}
+         "H": "i32", "N": "i32", "scale": "fp32", "dropout_p": "fp32",
+         **{f"s{t}{a}": "i32" for t in "qkvo" for a in "bhn"}}
+STRIDES = {f"s{t}{a}" for t in "qkvo" for a in "bhn"}
 
 
 def build(fn, dtype, constexprs, warps, stages):
     sig = {n: "constexpr" if n in constexprs else FIXED.get(n, PTR[dtype]) for n in fn.arg_names}
     # torch allocations are 16-byte aligned and N = 512 is a multiple of 16, as in a real launch.
-    aligned = [n for n, t in sig.items() if t.startswith("*") or n == "N"]
+    # strides too: multiples of d (or of H * d) in every real launch
+    aligned = [n for n, t in sig.items() if t.startswith("*") or n == "N" or n in STRIDES]
     attrs = {(fn.arg_names.index(n),): [["tt.divisibility", 16]] for n in aligned}
     usage = compile_sm90(fn, sig, constexprs, attrs, num_warps=warps, num_stages=stages)
     return {"kernel": fn.__name__, "dtype": str(dtype), "cfg": constexprs, "warps": warps, **usage}

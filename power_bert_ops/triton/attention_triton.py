@@ -3,7 +3,9 @@
 Definition: :func:`power_bert_ops.reference.attention`. Shapes: batch ``B``, heads ``H``,
 sequence ``N``, head size ``d`` (32, 64 or 128).
 
-* ``q, k, v`` [B, H, N, d] (scaled_dot_product_attention's layout), float16 / bfloat16 / float32;
+* ``q, k, v`` [B, H, N, d] (scaled_dot_product_attention's layout), float16 / bfloat16 / float32,
+  any strides with a unit last stride (the forward reads them in place; the backward works on
+  contiguous copies); ``out`` [B, H, N, d] is a view of [B, N, H, d] memory;
   ``mask`` [B, N] key padding (nonzero = real token, any dtype).
 * ``P = softmax(q k^T / sqrt(d) + bias)`` with ``bias = -inf`` at padded keys;
   ``out = dropout(P) @ v`` [B, H, N, d] in q's dtype.
@@ -95,19 +97,24 @@ def _split_pid(N, BLOCK: tl.constexpr):
 @triton.jit
 def _attn_fwd_kernel(
     Q, K, V, REAL, KV_END, SEED, OUT, LSE,
+    sqb, sqh, sqn, skb, skh, skn, svb, svh, svn, sob, soh, son,
     H, N, scale, dropout_p,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr,
     HAS_DROPOUT: tl.constexpr, PRECISION: tl.constexpr, UPCAST: tl.constexpr,
 ):
-    """Q, K, V, OUT [B, H, N, d] contiguous; REAL [B, N] int8; KV_END [B] int32; SEED int64 [1];
-    LSE [B, H, N] f32. 1-D grid over (b*H + h, query block), query block fastest."""
+    """Q, K, V, OUT [B, H, N, d] with strides (s*b, s*h, s*n, 1); REAL [B, N] int8; KV_END [B]
+    int32; SEED int64 [1]; LSE [B, H, N] f32 contiguous. 1-D grid over (b*H + h, query block),
+    query block fastest."""
     pid_m, bh = _split_pid(N, BLOCK_M)
     b = bh // H
-    base = bh.to(tl.int64) * N * BLOCK_D
+    h = bh % H
+    q_base = b.to(tl.int64) * sqb + h.to(tl.int64) * sqh
+    k_base = b.to(tl.int64) * skb + h.to(tl.int64) * skh
+    v_base = b.to(tl.int64) * svb + h.to(tl.int64) * svh
     rows = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
     dcol = tl.arange(0, BLOCK_D)
     row_ok = rows < N
-    q = tl.load(Q + base + rows[:, None] * BLOCK_D + dcol[None, :], mask=row_ok[:, None], other=0.0)
+    q = tl.load(Q + q_base + rows[:, None].to(tl.int64) * sqn + dcol[None, :], mask=row_ok[:, None], other=0.0)
     qk_scale = scale * 1.4426950408889634  # work in base 2
 
     m_i = tl.full([BLOCK_M], float("-inf"), tl.float32)
@@ -120,8 +127,7 @@ def _attn_fwd_kernel(
         cols = start_n + tl.arange(0, BLOCK_N)
         col_in = cols < N
         col_ok = col_in & (tl.load(REAL + b.to(tl.int64) * N + cols, mask=col_in, other=0) != 0)
-        kv_off = base + cols[:, None] * BLOCK_D + dcol[None, :]
-        k = tl.load(K + kv_off, mask=col_in[:, None], other=0.0)
+        k = tl.load(K + k_base + cols[:, None].to(tl.int64) * skn + dcol[None, :], mask=col_in[:, None], other=0.0)
         s = _mm(q, tl.trans(k), PRECISION, UPCAST) * qk_scale
         s = tl.where(col_ok[None, :], s, float("-inf"))
         m_new = tl.maximum(m_i, tl.max(s, 1))
@@ -131,7 +137,7 @@ def _attn_fwd_kernel(
         l_i = l_i * alpha + tl.sum(p, 1)
         if HAS_DROPOUT:
             p = tl.where(_keep(seed, rows[:, None], cols[None, :], bh, dropout_p), p, 0.0)
-        v = tl.load(V + kv_off, mask=col_in[:, None], other=0.0)
+        v = tl.load(V + v_base + cols[:, None].to(tl.int64) * svn + dcol[None, :], mask=col_in[:, None], other=0.0)
         acc = acc * alpha[:, None] + _mm(p.to(v.dtype), v, PRECISION, UPCAST)
         m_i = m_new
 
@@ -140,7 +146,8 @@ def _attn_fwd_kernel(
     if HAS_DROPOUT:
         acc = acc * (1.0 / (1.0 - dropout_p))
     out = acc / l_safe[:, None]
-    tl.store(OUT + base + rows[:, None] * BLOCK_D + dcol[None, :], out.to(OUT.dtype.element_ty), mask=row_ok[:, None])
+    o_off = b.to(tl.int64) * sob + h.to(tl.int64) * soh + rows[:, None].to(tl.int64) * son + dcol[None, :]
+    tl.store(OUT + o_off, out.to(OUT.dtype.element_ty), mask=row_ok[:, None])
     lse = tl.where(empty, float("inf"), (m_i + tl.log2(l_safe)) * 0.6931471805599453)
     tl.store(LSE + bh.to(tl.int64) * N + rows, lse, mask=row_ok)
 
@@ -148,20 +155,24 @@ def _attn_fwd_kernel(
 @triton.jit
 def _significance_kernel(
     Q, K, REAL, KV_END, LSE, PART,
+    sqb, sqh, sqn, skb, skh, skn,
     H, N, scale,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr,
     EXCLUDE_SELF: tl.constexpr, PRECISION: tl.constexpr, UPCAST: tl.constexpr,
 ):
-    """Per-head column sums of P over real query rows. Q, K [B, H, N, d]; REAL [B, N] int8;
+    """Per-head column sums of P over real query rows. Q, K [B, H, N, d] with strides
+    (s*b, s*h, s*n, 1); REAL [B, N] int8;
     KV_END [B] int32; LSE [B, H, N] f32 -> PART [B, H, N] f32 (one key block of one head per
     program; zeros for a block past the row's last real token)."""
     pid_n, bh = _split_pid(N, BLOCK_N)
     b = bh // H
-    base = bh.to(tl.int64) * N * BLOCK_D
+    h = bh % H
+    q_base = b.to(tl.int64) * sqb + h.to(tl.int64) * sqh
+    k_base = b.to(tl.int64) * skb + h.to(tl.int64) * skh
     cols = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
     dcol = tl.arange(0, BLOCK_D)
     col_in = cols < N
-    k = tl.load(K + base + cols[:, None] * BLOCK_D + dcol[None, :], mask=col_in[:, None], other=0.0)
+    k = tl.load(K + k_base + cols[:, None].to(tl.int64) * skn + dcol[None, :], mask=col_in[:, None], other=0.0)
     qk_scale = scale * 1.4426950408889634
     colsum = tl.zeros([BLOCK_N], tl.float32)
     kv_end = tl.load(KV_END + b)
@@ -171,7 +182,7 @@ def _significance_kernel(
         rows = start_m + tl.arange(0, BLOCK_M)
         row_in = rows < N
         row_ok = row_in & (tl.load(REAL + b.to(tl.int64) * N + rows, mask=row_in, other=0) != 0)
-        q = tl.load(Q + base + rows[:, None] * BLOCK_D + dcol[None, :], mask=row_in[:, None], other=0.0)
+        q = tl.load(Q + q_base + rows[:, None].to(tl.int64) * sqn + dcol[None, :], mask=row_in[:, None], other=0.0)
         lse2 = tl.load(LSE + bh.to(tl.int64) * N + rows, mask=row_in, other=0.0) * 1.4426950408889634
         # transposed tile [BLOCK_N keys, BLOCK_M queries]
         s = _mm(k, tl.trans(q), PRECISION, UPCAST) * qk_scale
@@ -467,9 +478,12 @@ def attention_triton_fwd(
     _check_dropout(dropout_p)
     _check_seed(seed)
     _check_devices(q=q, k=k, v=v, mask=mask, seed=seed)
-    q, k, v = q.contiguous(), k.contiguous(), v.contiguous()
+    # Read through their strides (the model's [B, N, H, d] projections viewed as [B, H, N, d]
+    # need no copy); only a non-unit last stride is copied.
+    q, k, v = (t if t.stride(-1) == 1 else t.contiguous() for t in (q, k, v))
 
-    out = _empty((B, H, N, d), q)
+    # out lives in [B, N, H, d] memory, viewed as [B, H, N, d]: merging heads is a view
+    out = _empty((B, N, H, d), q).transpose(1, 2)
     lse = _empty((B, H, N), q, torch.float32)
     sig = _empty((B, N) if need_significance else (0,), q, torch.float32)
     if B * H * N == 0 or not _launching(q):
@@ -484,7 +498,8 @@ def attention_triton_fwd(
     upcast = _upcast(q.dtype, q.device)
     BM, BN, warps, stages = _fwd_config(q.dtype, d, q.device, dropout_p > 0.0)
     torch.library.wrap_triton(_attn_fwd_kernel)[(triton.cdiv(N, BM) * B * H,)](
-        q, k, v, real, kv_end, seed, out, lse, H, N, scale, float(dropout_p),
+        q, k, v, real, kv_end, seed, out, lse, *q.stride()[:3], *k.stride()[:3], *v.stride()[:3],
+        *out.stride()[:3], H, N, scale, float(dropout_p),
         BLOCK_M=BM, BLOCK_N=BN, BLOCK_D=d, HAS_DROPOUT=dropout_p > 0.0, PRECISION=prec, UPCAST=upcast,
         num_warps=warps, num_stages=stages,
     )
@@ -492,7 +507,7 @@ def attention_triton_fwd(
         part = _empty((B, H, N), q, torch.float32)
         BM, BN, warps, stages = _fwd_config(q.dtype, d, q.device)
         torch.library.wrap_triton(_significance_kernel)[(triton.cdiv(N, BN) * B * H,)](
-            q, k, real, kv_end, lse, part, H, N, scale,
+            q, k, real, kv_end, lse, part, *q.stride()[:3], *k.stride()[:3], H, N, scale,
             BLOCK_M=BM, BLOCK_N=BN, BLOCK_D=d, EXCLUDE_SELF=exclude_self, PRECISION=prec, UPCAST=upcast,
             num_warps=warps, num_stages=stages,
         )
