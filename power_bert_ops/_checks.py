@@ -10,6 +10,10 @@ import operator
 import torch
 
 SUPPORTED_FLOATS = (torch.float32, torch.float16, torch.bfloat16, torch.float64)
+# What the Triton attention kernels take (power_bert_ops.triton.attention_triton); here, free of
+# triton, so the model can ask without importing it.
+TRITON_ATTENTION_HEAD_SIZES = (32, 64, 128)
+TRITON_ATTENTION_DTYPES = (torch.float16, torch.bfloat16, torch.float32)
 
 
 def _fail(op: str, msg: str):

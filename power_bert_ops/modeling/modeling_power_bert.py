@@ -49,6 +49,7 @@ from transformers.modeling_outputs import BaseModelOutputWithPastAndCrossAttenti
 from .. import _library  # registers torch.ops.power_bert
 from .. import ops as _ops  # noqa: F401  (fake kernels and autograd of the ops)
 from .. import reference as _reference
+from .._checks import TRITON_ATTENTION_DTYPES, TRITON_ATTENTION_HEAD_SIZES
 from .adapters import ADAPTERS
 from .configuration_power_bert import (
     MODES,
@@ -84,10 +85,9 @@ def _extract_scored_torch(hidden, scores, mask, k: int):
     s[:, 0] = float("inf")
     index = _reference.rank_order(s, mask)[:, :k].sort(dim=-1).values
     out = hidden.gather(1, index.unsqueeze(-1).expand(-1, -1, hidden.shape[-1]))
-    return out, index, mask.gather(1, index)
-# Inputs the CUDA fused attention (the Triton kernels) takes; elsewhere "auto" uses the eager path.
-_FUSED_CUDA_HEAD_SIZES = (32, 64, 128)
-_FUSED_CUDA_DTYPES = (torch.float16, torch.bfloat16, torch.float32)
+    return out, index, _reference.gather_mask(mask, index)
+
+
 _TRITON = _ops.triton_available()
 
 
@@ -97,7 +97,7 @@ def fused_attention_runs(device: torch.device, dtype: torch.dtype, head_dim: int
     triton, head size 32/64/128 and fp16/bf16/fp32. Static (no tensor data), so it is traced away."""
     if device.type != "cuda":
         return True
-    return _TRITON and head_dim in _FUSED_CUDA_HEAD_SIZES and dtype in _FUSED_CUDA_DTYPES
+    return _TRITON and head_dim in TRITON_ATTENTION_HEAD_SIZES and dtype in TRITON_ATTENTION_DTYPES
 
 
 def eager_attention(q, k, v, mask, dropout_p: float, exclude_self: bool, significance=_ops_ns.significance):

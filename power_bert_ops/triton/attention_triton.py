@@ -49,11 +49,13 @@ import torch
 import triton
 import triton.language as tl
 
+from .._checks import TRITON_ATTENTION_DTYPES, TRITON_ATTENTION_HEAD_SIZES
+
 __all__ = ["attention", "dropout_keep_mask", "SUPPORTED_HEAD_SIZES"]
 
 _OP = "attention_triton"
-SUPPORTED_HEAD_SIZES = (32, 64, 128)
-_DTYPES = (torch.float16, torch.bfloat16, torch.float32)
+SUPPORTED_HEAD_SIZES = TRITON_ATTENTION_HEAD_SIZES
+_DTYPES = TRITON_ATTENTION_DTYPES
 _INTERPRET = os.environ.get("TRITON_INTERPRET") == "1"  # read once, as triton.jit does
 
 
@@ -424,7 +426,7 @@ def _check_qkv(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> None:
                         f"q {q.dtype}, k {k.dtype}, v {v.dtype}")
     d = q.shape[-1]
     if d not in SUPPORTED_HEAD_SIZES:
-        _fail(f"`q` head size d = {d} is not supported (supported: 32, 64, 128)")
+        _fail(f"`q` head size d = {d} is not supported (supported: {', '.join(map(str, SUPPORTED_HEAD_SIZES))})")
 
 
 def _check_mask(mask: torch.Tensor, B: int, N: int) -> None:
