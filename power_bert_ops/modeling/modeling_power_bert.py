@@ -38,6 +38,7 @@ from typing import Sequence
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.fx.experimental.symbolic_shapes import statically_known_true
 from transformers import (
     AutoConfig,
     AutoModelForMultipleChoice,
@@ -208,8 +209,16 @@ def power_encoder_loop(x, mask, layers, adapter, num_heads, head_dim, mode, rete
         q = q_lin(x).view(B, n, num_heads, head_dim).transpose(1, 2)
         k = k_lin(x).view(B, n, num_heads, head_dim).transpose(1, 2)
         v = v_lin(x).view(B, n, num_heads, head_dim).transpose(1, 2)
-        keep = min(retention[j], n) if mode == "hard" else n
-        eliminate = keep < n
+        if mode != "hard":
+            keep, eliminate = n, False
+        elif isinstance(n, torch.SymInt):
+            # Dynamic length (torch.export): ℓ_j is capped at the row count inside the graph
+            # (no guard on n), and a layer whose ℓ_j is at least every possible n keeps all rows.
+            eliminate = not statically_known_true(retention[j] >= n)
+            keep = torch.sym_min(retention[j], n) if eliminate else n
+        else:
+            keep = min(retention[j], n)
+            eliminate = keep < n
         if (eliminate or mode == "soft") and fused:
             ctx, sig = _ops_ns.attention(q, k, v, mask, p, True, exclude_self)
         elif eliminate or mode == "soft":
