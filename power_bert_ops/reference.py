@@ -22,7 +22,9 @@ __all__ = [
     "select_positions",
     "extract_scored",
     "extract",
+    "extract_backward",
     "soft_extract",
+    "soft_extract_backward",
     "attention",
 ]
 
@@ -59,12 +61,13 @@ def rank_order(scores: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
 
 
 def select_positions(scores: torch.Tensor, mask: torch.Tensor, k: int) -> torch.Tensor:
-    """SPEC 1.2 selection: position 0 plus the k-1 best other positions, ascending. -> int64 [B, k]."""
-    B, N = scores.shape
+    """SPEC 1.2 selection: position 0 plus the k-1 best other positions, ascending. -> int64 [B, k].
+
+    Static shapes and no host synchronisation (usable inside a compiled or CUDA-graphed model):
+    position 0 is moved to the front of the ranking by a stable sort on ``order != 0``."""
     order = rank_order(scores, mask)
-    others = order[order != 0].view(B, N - 1)
-    zero = torch.zeros(B, 1, dtype=torch.int64, device=scores.device)
-    return torch.cat([zero, others[:, : k - 1]], dim=1).sort(dim=-1).values
+    zero_first = torch.argsort((order != 0).to(torch.int8), dim=-1, stable=True)
+    return order.gather(-1, zero_first)[:, :k].sort(dim=-1).values
 
 
 def extract_scored(hidden: torch.Tensor, scores: torch.Tensor, mask: torch.Tensor, k: int):
@@ -96,6 +99,24 @@ def extract(hidden, attn, mask, k: int, exclude_self: bool = True):
     return extract_scored(hidden, significance(attn, mask, exclude_self), mask, k)
 
 
+def extract_backward(grad_out: torch.Tensor, index: torch.Tensor, n: int) -> torch.Tensor:
+    """The gradient of :func:`extract_scored`'s ``out`` with respect to ``hidden``.
+
+    grad_out [B, k, D], index int64 [B, k] (unique per row), n = N -> [B, n, D] in grad_out's
+    dtype: ``grad_out[b, i]`` at row ``index[b, i]``, zeros elsewhere."""
+    B, k, D = grad_out.shape
+    zeros = grad_out.new_zeros((B, n, D))
+    return zeros.scatter(1, index[:, :, None].expand(-1, -1, D), grad_out)
+
+
+def _ranks(scores: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """rank[b, p] = the rank of position p in row b (inverse of :func:`rank_order`). -> int64 [B, N]."""
+    B, N = scores.shape
+    order = rank_order(scores, mask)
+    ranks = torch.arange(N, device=scores.device).expand(B, N)
+    return torch.empty_like(order).scatter_(1, order, ranks)
+
+
 def soft_extract(hidden: torch.Tensor, scores: torch.Tensor, mask: torch.Tensor, retention: torch.Tensor):
     """SPEC 1.3. ``out[b, p] = hidden[b, p] * retention[rank_b(p)]``.
 
@@ -103,13 +124,24 @@ def soft_extract(hidden: torch.Tensor, scores: torch.Tensor, mask: torch.Tensor,
     dtype, computed in float32 (float64 when hidden is float64). Differentiable in
     ``hidden`` and ``retention``.
     """
-    B, N = scores.shape
-    order = rank_order(scores, mask)
-    ranks = torch.arange(N, device=scores.device).expand(B, N)
-    rank = torch.empty_like(order).scatter_(1, order, ranks)
     acc = torch.promote_types(hidden.dtype, torch.float32)
-    factor = retention.to(acc)[rank]
+    factor = retention.to(acc)[_ranks(scores, mask)]
     return (hidden.to(acc) * factor[:, :, None]).to(hidden.dtype)
+
+
+def soft_extract_backward(grad_out: torch.Tensor, hidden: torch.Tensor, scores: torch.Tensor, mask: torch.Tensor,
+                          retention: torch.Tensor):
+    """The gradients of :func:`soft_extract` in closed form, computed like it (float32, float64
+    for float64 hidden): -> (grad_hidden [B, N, D] in hidden's dtype, grad_retention [N] in
+    retention's dtype), ``grad_retention[t] = sum over (b, p) ranked t of <grad_out[b, p], hidden[b, p]>``."""
+    N = scores.shape[1]
+    acc = torch.promote_types(hidden.dtype, torch.float32)
+    rank = _ranks(scores, mask)
+    g = grad_out.to(acc)
+    grad_hidden = (g * retention.to(acc)[rank][:, :, None]).to(hidden.dtype)
+    per_row = (g * hidden.to(acc)).sum(dim=-1)
+    grad_retention = per_row.new_zeros(N).index_add_(0, rank.flatten(), per_row.flatten())
+    return grad_hidden, grad_retention.to(retention.dtype)
 
 
 def attention(q, k, v, mask, dropout_p: float = 0.0, need_significance: bool = True, exclude_self: bool = True,

@@ -198,3 +198,29 @@ def test_empty_batch(device):
     mask = torch.empty(0, 5, device=device, dtype=torch.bool)
     res = power_bert_ops.extract(hidden, attn, mask, 2)
     assert res.out.shape == (0, 2, 3) and res.index.shape == (0, 2) and res.mask.shape == (0, 2)
+
+
+def test_reference_selection_has_static_shapes_and_no_host_sync():
+    # Meta tensors carry no data, and torch.compile(fullgraph=True) refuses data-dependent
+    # shapes: both work only if select_positions never reads the tensors on the host (a boolean
+    # index such as order[order != 0] does). The CUDA kernel's fallback (no CUDA build) is it.
+    g = torch.Generator().manual_seed(0)
+    scores = torch.randn(6, 20, generator=g).round(decimals=1)  # ties
+    scores[1, 5] = float("nan")
+    mask = (torch.arange(20)[None, :] < torch.tensor([20, 15, 9, 4, 1, 20])[:, None]).long()
+    hidden = torch.randn(6, 20, 8, generator=g)
+    assert reference.select_positions(scores.to("meta"), mask.to("meta"), 5).shape == (6, 5)
+    compiled = torch.compile(reference.select_positions, fullgraph=True, backend="eager")
+    for k in (1, 3, 9, 20):
+        want = torch.ops.power_bert.extract_scored(hidden, scores, mask, k)
+        assert torch.equal(compiled(scores, mask, k), want.index)
+        for a, b in zip(reference.extract_scored(hidden, scores, mask, k), want):
+            torch.testing.assert_close(a, b, rtol=0, atol=0)
+
+
+def test_reference_extract_backward_equals_kernel(device):
+    B, n, k, D = 3, 9, 4, 5
+    index = torch.stack([torch.randperm(n)[:k].sort().values for _ in range(B)]).to(device)
+    g = torch.randn(B, k, D, device=device)
+    torch.testing.assert_close(reference.extract_backward(g, index, n),
+                               torch.ops.power_bert.extract_backward(g, index, n), rtol=0, atol=0)

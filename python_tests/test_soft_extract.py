@@ -97,3 +97,23 @@ def test_empty_batch(device):
         torch.ones(4, device=device),
     )
     assert out.shape == (0, 4, 2)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.bfloat16], ids=str)
+def test_reference_backward_equals_autograd_and_kernel(device, dtype):
+    # reference.soft_extract_backward (the CUDA kernel's fallback without a CUDA build) against
+    # autograd of reference.soft_extract and against the op's backward kernel.
+    B, N, D = 3, 11, 6
+    hidden = make_hidden(B, N, D, dtype, device).requires_grad_(True)
+    scores = torch.randn(B, N, device=device).round(decimals=1)
+    mask = make_mask(B, N, "random", device)
+    retention = torch.rand(N, device=device).requires_grad_(True)
+    g = torch.randn(B, N, D, device=device).to(dtype)
+    want = torch.autograd.grad(reference.soft_extract(hidden, scores, mask, retention), (hidden, retention), g)
+    got = reference.soft_extract_backward(g, hidden.detach(), scores, mask, retention.detach())
+    kernel = torch.ops.power_bert.soft_extract_backward(g, hidden.detach(), scores, mask, retention.detach())
+    tol = dict(rtol=1e-2, atol=1e-2) if dtype == torch.bfloat16 else dict(rtol=1e-5, atol=1e-5)
+    for a, b, c in zip(got, want, kernel):
+        assert a.dtype == b.dtype == c.dtype
+        torch.testing.assert_close(a, b, **tol)
+        torch.testing.assert_close(a, c, **tol)
