@@ -5,12 +5,16 @@ memory floor (bytes it must move / this device's measured copy bandwidth).
     python bench/bench_ops_gpu.py --out bench/results/ops_gpu.json
 
 Issue targets (H100, fp16, H=12, D=768, k=N/2, B in {1, 32, 128}, N in {128, 512}): fused
-extract >= 70% of measured bandwidth at B >= 32 and >= 3x the composition at every size. The
-faster of cuda/triton becomes power_bert_ops.ops.GPU_DEFAULT_BACKEND.
+extract >= 70% of measured bandwidth at B >= 32 and >= 3x the composition at every size. Both
+GPU kernels of extract run through the one op, torch.ops.power_bert.extract: the C++ CUDA kernel
+(the default where it was built) and the Triton one, swapped in for the timing as backend='triton'
+does (power_bert_ops._backend.running). If Triton is the faster, POWER_BERT_GPU_BACKEND=triton
+makes it the default (power_bert_ops/_backend.py).
 """
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import sys
 
@@ -21,6 +25,7 @@ import compositions  # noqa: E402
 from gpu_timing import environment, measured_bandwidth_gbs, median_ms, write_report  # noqa: E402
 
 import power_bert_ops  # noqa: E402
+from power_bert_ops import _backend  # noqa: E402
 
 ops = torch.ops.power_bert
 
@@ -53,8 +58,6 @@ def main(argv=None):
     if dev == "cpu" or power_bert_ops.built_with_cuda():
         impls["cuda" if dev == "cuda" else "native"] = "native"
     if power_bert_ops.triton_available() and (dev == "cuda" or os.environ.get("TRITON_INTERPRET") == "1"):
-        from power_bert_ops.triton import extract_triton  # noqa: F401
-
         impls["triton"] = "triton"
     rows = []
     esize = torch.finfo(dtype).bits // 8
@@ -64,13 +67,15 @@ def main(argv=None):
         floor_extract = B * H * N * N * esize + 2 * B * k * D * esize  # attn once, k rows in and out
         base = None
         for name, which in impls.items():
+            swap = contextlib.nullcontext()
             if which is None:
                 fn = lambda: compositions.extract(hidden, attn, mask, k)
-            elif which == "triton":
-                fn = lambda: ops.extract_triton(hidden, attn, mask, k, True)
             else:
                 fn = lambda: ops.extract(hidden, attn, mask, k, True)
-            ms = median_ms(fn, dev)
+                if which == "triton":
+                    swap = _backend.running("triton", torch.device(dev).type, _backend.OPS["extract"])
+            with swap:
+                ms = median_ms(fn, dev)
             base = ms if which is None else base
             rows.append(dict(op="extract", impl=name, B=B, N=N, ms=f"{ms:.4f}",
                              speedup=f"{base / ms:.2f}x", floor_frac=f"{floor_extract / (ms * 1e-3) / 1e9 / bw:.0%}"))

@@ -1,6 +1,7 @@
-// Op schemas of the power_bert library, defined once. Kernels register per device next to
-// their code (cpu/*.cpp, cuda/ops_cuda.cpp); autograd and fake kernels are registered from
-// Python (power_bert_ops/ops.py).
+// Op schemas of the power_bert library, defined once. The C++ kernels register per device next
+// to their code (cpu/ops_cpu.cpp, cuda/ops_cuda.cpp); the Python kernels of the CUDA key (the
+// Triton attention; Triton or plain PyTorch where the CUDA kernels were not built) are registered
+// by power_bert_ops/_backend.py; each op's fake kernel and autograd by power_bert_ops/ops.py.
 #include <ATen/ATen.h>
 #include <ATen/core/dispatch/Dispatcher.h>
 #include <torch/library.h>

@@ -1,7 +1,8 @@
-"""Argument checks shared by every backend of the Python wrappers, the Triton ops and the
-fake (meta) kernels. Messages match ``csrc/checks.h`` so users get the same error whichever
-path they take. Shape checks work on fake tensors; :func:`check_cls_real` reads data and is
-skipped while tracing or capturing a CUDA graph.
+"""Argument checks of the Python wrappers, the fake (meta) kernels and the Triton kernels: the
+Python side of ``csrc/checks.h`` (the C++ kernels' checks), with the same messages, so users get
+the same error whichever path they take. Shape checks work on fake tensors; :func:`check_cls_real`
+and :func:`check_rows_have_a_real_key` read data and are skipped while tracing or capturing a
+CUDA graph.
 """
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ import torch
 
 SUPPORTED_FLOATS = (torch.float32, torch.float16, torch.bfloat16, torch.float64)
 # What the Triton attention kernels take (power_bert_ops.triton.attention_triton); here, free of
-# triton, so the model can ask without importing it.
+# triton, so the backend decision (power_bert_ops._backend) can ask without importing it.
 TRITON_ATTENTION_HEAD_SIZES = (32, 64, 128)
 TRITON_ATTENTION_DTYPES = (torch.float16, torch.bfloat16, torch.float32)
 
@@ -73,6 +74,11 @@ def check_k(k: int, N: int, op: str) -> None:
         _fail(op, f"`k` must satisfy 1 <= k <= N = {N}, got k = {k}")
 
 
+def check_n(n: int, op: str) -> None:
+    if isinstance(n, bool) or not isinstance(n, (int, torch.SymInt)):
+        raise TypeError(f"power_bert.{op}: `n` must be an int, got {type(n).__name__}")
+
+
 def check_same_device(op: str, **tensors: torch.Tensor) -> None:
     names = list(tensors)
     ref = names[0]
@@ -123,6 +129,20 @@ def check_extract_scored_args(hidden, scores, mask, k, op: str = "extract_scored
     check_same_device(op, hidden=hidden, scores=scores, mask=mask)
 
 
+def check_extract_backward_args(grad_out, index, n, op: str = "extract_backward") -> None:
+    if grad_out.dim() != 3:
+        _fail(op, f"`grad_out` must be [B, k, D], got shape {list(grad_out.shape)}")
+    check_floating(grad_out, op, "grad_out")
+    B, k = grad_out.shape[0], grad_out.shape[1]
+    if index.dim() != 2 or index.shape[0] != B or index.shape[1] != k:
+        _fail(op, f"`index` must be [B, k] = [{B}, {k}], got shape {list(index.shape)}")
+    if index.dtype != torch.int64:
+        raise TypeError(f"power_bert.{op}: `index` must be int64, got {index.dtype}")
+    check_n(n, op)
+    check_k(k, n, op)
+    check_same_device(op, grad_out=grad_out, index=index)
+
+
 def check_soft_extract_args(hidden, scores, mask, retention, op: str = "soft_extract") -> None:
     check_hidden(hidden, op)
     B, N = hidden.shape[0], hidden.shape[1]
@@ -154,6 +174,25 @@ def check_attention_args(q, k, v, mask, dropout_p, op: str = "attention") -> Non
     if not 0.0 <= float(dropout_p) < 1.0:
         _fail(op, f"`dropout_p` must be in [0, 1), got {dropout_p}")
     check_same_device(op, q=q, k=k, v=v, mask=mask)
+
+
+def check_triton_attention(q, op: str = "attention") -> None:
+    """What the Triton attention kernels take beyond :func:`check_attention_args`."""
+    if q.dtype not in TRITON_ATTENTION_DTYPES:
+        raise TypeError(f"power_bert.{op}: `q` must be float16, bfloat16 or float32 for the Triton kernel, "
+                        f"got {q.dtype}")
+    d = q.shape[-1]
+    if d not in TRITON_ATTENTION_HEAD_SIZES:
+        _fail(op, f"`q` head size d = {d} is not supported by the Triton kernel "
+                  f"(supported: {', '.join(map(str, TRITON_ATTENTION_HEAD_SIZES))})")
+
+
+def check_seed(seed, q, op: str = "attention") -> None:
+    """The dropout seed of ``_attention_forward``: int64 [1] on q's device."""
+    if seed.numel() != 1 or seed.dtype != torch.int64:
+        raise TypeError(f"power_bert.{op}: `seed` must be an int64 tensor of shape [1], "
+                        f"got {seed.dtype} of shape {list(seed.shape)}")
+    check_same_device(op, q=q, seed=seed)
 
 
 def check_rows_have_a_real_key(mask: torch.Tensor, op: str) -> None:

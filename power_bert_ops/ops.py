@@ -1,40 +1,36 @@
-"""Python side of the power_bert ops: fake (meta) kernels, autograd formulas, and the public
-wrappers with backend selection.
+"""The power_bert ops' Python side: one fake (meta) kernel and one autograd formula per op, and
+the public wrappers.
 
 Shapes: batch ``B``, sequence ``N``, hidden ``D``, heads ``H``, kept rows ``k``.
 
-The C++/CUDA kernels are registered by ``power_bert_ops._C`` under ``torch.ops.power_bert``;
-the Triton ``extract`` lives in ``power_bert_ops.triton.extract_triton``. Every wrapper checks
-its arguments first (``_checks``) so each backend fails with the same message.
+Schemas: ``csrc/power_bert.cpp``. Kernels, one per dispatch key, chosen in
+:mod:`power_bert_ops._backend`: C++ on CPU (``csrc/cpu/``); on CUDA the C++ kernels
+(``csrc/cuda/``), the Triton kernels (``power_bert_ops/triton/``) or the plain-PyTorch reference.
+Every wrapper checks its arguments first (``_checks``, the same messages as ``csrc/checks.h``),
+asks ``_backend.choose`` which implementation runs, and calls the op (or, for
+``backend='reference'``, :mod:`power_bert_ops.reference`).
 """
 from __future__ import annotations
 
-import importlib.util
-import os
 from typing import NamedTuple
 
 import torch
 
+from . import _backend
 from . import _checks as checks
 from . import reference
-from ._library import built_with_cuda
+from ._backend import BACKENDS, triton_available
 
 __all__ = [
     "ExtractOutput",
     "BACKENDS",
-    "GPU_DEFAULT_BACKEND",
     "significance",
     "extract",
     "extract_scored",
     "soft_extract",
     "attention",
+    "triton_available",
 ]
-
-BACKENDS = ("auto", "cpu", "cuda", "triton", "reference")
-
-# Which GPU implementation backend="auto" uses on CUDA tensors when both exist. Chosen by
-# bench/bench_ops_gpu.py (the faster one on the H100); see bench/RESULTS.md.
-GPU_DEFAULT_BACKEND = os.environ.get("POWER_BERT_GPU_BACKEND", "cuda")
 
 ops = torch.ops.power_bert
 
@@ -80,6 +76,7 @@ def _extract_scored_fake(hidden, scores, mask, k):
 
 @torch.library.register_fake("power_bert::extract_backward")
 def _extract_backward_fake(grad_out, index, n):
+    checks.check_extract_backward_args(grad_out, index, n)
     return grad_out.new_empty((grad_out.shape[0], n, grad_out.shape[2]))
 
 
@@ -95,9 +92,27 @@ def _soft_extract_backward_fake(grad_out, hidden, scores, mask, retention):
     return torch.empty_like(hidden, memory_format=torch.contiguous_format), torch.empty_like(retention)
 
 
+@torch.library.register_fake("power_bert::_attention_forward")
+def _attention_forward_fake(q, k, v, mask, dropout_p, need_significance, exclude_self, seed):
+    checks.check_attention_args(q, k, v, mask, dropout_p)
+    B, H, N, d = q.shape
+    sig = q.new_empty((B, N) if need_significance else (0,), dtype=torch.float32)
+    lse_dtype = torch.float64 if q.dtype == torch.float64 else torch.float32
+    # Every kernel (C++ CPU, Triton) writes out in [B, N, H, d] memory: merging heads is a view.
+    out = q.new_empty((B, N, H, d)).transpose(1, 2)
+    return out, sig, q.new_empty((B, H, N), dtype=lse_dtype)
+
+
+@torch.library.register_fake("power_bert::_attention_backward")
+def _attention_backward_fake(grad_out, q, k, v, out, lse, mask, dropout_p, seed):
+    return tuple(torch.empty_like(t, memory_format=torch.contiguous_format) for t in (q, k, v))
+
+
 # ---------------------------------------------------------------------------------------------
 # Autograd. Significance and the selection get no gradient (SPEC 1.1): only ``hidden`` (and
-# ``retention`` for soft_extract) do.
+# ``retention`` for soft_extract; q, k, v for attention) do. Each formula records which
+# implementation ran (``_backend.registered``) so the backward op runs the same one, also when a
+# wrapper's ``backend=`` swapped it in for the forward only.
 # ---------------------------------------------------------------------------------------------
 def _significance_setup_context(ctx, inputs, output):
     ctx.mark_non_differentiable(output)
@@ -110,15 +125,24 @@ def _no_gradient(ctx, *grads):
 torch.library.register_autograd("power_bert::significance", _no_gradient, setup_context=_significance_setup_context)
 
 
+def _record_backend(ctx, op: str, t: torch.Tensor) -> None:
+    ctx.device_type = t.device.type
+    ctx.backend = _backend.registered(op, ctx.device_type)
+
+
 def _extract_setup_context(ctx, inputs, output):
     ctx.n = inputs[0].shape[1]
     ctx.mark_non_differentiable(output[1], output[2])
     ctx.save_for_backward(output[1])
+    _record_backend(ctx, "extract_backward", inputs[0])
 
 
 def _extract_backward(ctx, grad_out, _grad_index, _grad_mask):
     (index,) = ctx.saved_tensors
-    grad_hidden = ops.extract_backward(grad_out, index, ctx.n) if ctx.needs_input_grad[0] else None
+    grad_hidden = None
+    if ctx.needs_input_grad[0]:
+        with _backend.running(ctx.backend, ctx.device_type, ("extract_backward",)):
+            grad_hidden = ops.extract_backward(grad_out, index, ctx.n)
     return (grad_hidden,) + (None,) * (len(ctx.needs_input_grad) - 1)
 
 
@@ -147,11 +171,13 @@ torch.library.register_autograd(
 def _soft_extract_setup_context(ctx, inputs, output):
     hidden, scores, mask, retention = inputs
     ctx.save_for_backward(hidden, scores, mask, retention)
+    _record_backend(ctx, "soft_extract_backward", hidden)
 
 
 def _soft_extract_backward(ctx, grad_out):
     hidden, scores, mask, retention = ctx.saved_tensors
-    grad_hidden, grad_retention = ops.soft_extract_backward(grad_out, hidden, scores, mask, retention)
+    with _backend.running(ctx.backend, ctx.device_type, ("soft_extract_backward",)):
+        grad_hidden, grad_retention = ops.soft_extract_backward(grad_out, hidden, scores, mask, retention)
     need = ctx.needs_input_grad
     return (grad_hidden if need[0] else None, None, None, grad_retention if need[3] else None)
 
@@ -171,39 +197,19 @@ torch.library.register_autograd(
 )
 
 
-# ---------------------------------------------------------------------------------------------
-# Attention with significance (issue "Attention that yields significance without the N x N
-# matrix"): CPU kernels in C++, CUDA through the Triton kernels.
-# ---------------------------------------------------------------------------------------------
-@torch.library.register_fake("power_bert::_attention_forward")
-def _attention_forward_fake(q, k, v, mask, dropout_p, need_significance, exclude_self, seed):
-    checks.check_attention_args(q, k, v, mask, dropout_p)
-    B, H, N, _ = q.shape
-    sig = q.new_empty((B, N) if need_significance else (0,), dtype=torch.float32)
-    lse_dtype = torch.float64 if q.dtype == torch.float64 else torch.float32
-    if q.device.type == "cpu":  # the CPU kernel writes out in [B, N, H, d] memory (merging heads is a view)
-        out = q.new_empty((B, N, H, q.shape[3])).transpose(1, 2)
-    else:
-        out = torch.empty_like(q, memory_format=torch.contiguous_format)
-    return out, sig, q.new_empty((B, H, N), dtype=lse_dtype)
-
-
-@torch.library.register_fake("power_bert::_attention_backward")
-def _attention_backward_fake(grad_out, q, k, v, out, lse, mask, dropout_p, seed):
-    return tuple(torch.empty_like(t, memory_format=torch.contiguous_format) for t in (q, k, v))
-
-
 def _attention_setup_context(ctx, inputs, output):
     q, k, v, mask, dropout_p, _need_sig, _exclude_self, seed = inputs
     out, sig, lse = output
     ctx.mark_non_differentiable(sig, lse)
     ctx.dropout_p = dropout_p
     ctx.save_for_backward(q, k, v, out, lse, mask, seed)
+    _record_backend(ctx, "_attention_backward", q)
 
 
 def _attention_backward(ctx, grad_out, _grad_sig, _grad_lse):
     q, k, v, out, lse, mask, seed = ctx.saved_tensors
-    dq, dk, dv = ops._attention_backward(grad_out, q, k, v, out, lse, mask, ctx.dropout_p, seed)
+    with _backend.running(ctx.backend, ctx.device_type, ("_attention_backward",)):
+        dq, dk, dv = ops._attention_backward(grad_out, q, k, v, out, lse, mask, ctx.dropout_p, seed)
     return dq, dk, dv, None, None, None, None, None
 
 
@@ -219,18 +225,16 @@ torch.library.register_autograd(
 )
 
 
-@torch.library.register_kernel("power_bert::_attention_forward", "cuda")
-def _attention_forward_cuda(q, k, v, mask, dropout_p, need_significance, exclude_self, seed):
-    from .triton import attention_triton  # noqa: F401  (registers the Triton ops)
-
-    return ops.attention_triton_fwd(q, k, v, mask, dropout_p, need_significance, exclude_self, seed)
-
-
-@torch.library.register_kernel("power_bert::_attention_backward", "cuda")
-def _attention_backward_cuda(grad_out, q, k, v, out, lse, mask, dropout_p, seed):
-    from .triton import attention_triton  # noqa: F401
-
-    return ops.attention_triton_bwd(grad_out, q, k, v, out, lse, mask, dropout_p, seed)
+# ---------------------------------------------------------------------------------------------
+# Public wrappers: check, choose the implementation (power_bert_ops._backend), run it.
+# ---------------------------------------------------------------------------------------------
+def _run(impl: str, device: torch.device, computation: str, call):
+    """``call()`` (which calls the op) with implementation ``impl`` swapped in where it is not
+    the registered kernel of the device (``backend=`` in tests and benchmarks)."""
+    if all(_backend.registered(op, device.type) == impl for op in _backend.OPS[computation]) or impl == "auto":
+        return call()
+    with _backend.running(impl, device.type, _backend.OPS[computation]):
+        return call()
 
 
 def attention(q, k, v, mask, dropout_p: float = 0.0, need_significance: bool = True, exclude_self: bool = True,
@@ -246,73 +250,27 @@ def attention(q, k, v, mask, dropout_p: float = 0.0, need_significance: bool = T
     a view. Scale 1/sqrt(d). ``dropout_p`` drops attention
     probabilities (pass 0 in eval); significance uses the un-dropped ones and has no gradient.
     Backends: 'cpu' (C++), 'triton' (CUDA tensors, or CPU under TRITON_INTERPRET=1),
-    'reference' (eager, O(N^2) memory); 'auto' picks cpu or triton by device.
+    'reference' (eager, O(N^2) memory); 'auto' runs the device's kernel (C++ on CPU, Triton on
+    CUDA), or the reference on CUDA where the Triton kernels do not take the input
+    (``_backend.attention_kernel_runs``).
     """
     checks.check_attention_args(q, k, v, mask, dropout_p)
     checks.check_rows_have_a_real_key(mask, "attention")
-    which = _resolve_backend(backend, q.device, "attention", has_triton=True)
-    if which == "reference":
+    impl = _backend.choose("attention", backend, q.device, q.dtype, q.shape[-1])
+    if impl == "reference":
         return reference.attention(q, k, v, mask, dropout_p, need_significance, exclude_self)
-    if which == "triton" or q.device.type == "cuda":
-        from .triton import attention_triton
-
-        return attention_triton.attention(q, k, v, mask, dropout_p, need_significance, exclude_self)
-    return ops.attention(q, k, v, mask, dropout_p, need_significance, exclude_self)
-
-
-# ---------------------------------------------------------------------------------------------
-# Public wrappers.
-# ---------------------------------------------------------------------------------------------
-def triton_available() -> bool:
-    """Triton is importable (its kernels run on CUDA tensors, or on CPU with TRITON_INTERPRET=1)."""
-    return importlib.util.find_spec("triton") is not None
-
-
-def _resolve_backend(backend: str, device: torch.device, op: str, has_triton: bool = False) -> str:
-    if backend not in BACKENDS:
-        raise ValueError(f"power_bert.{op}: `backend` must be one of {BACKENDS}, got {backend!r}")
-    if backend == "auto":
-        if device.type != "cuda":
-            return "native"
-        if GPU_DEFAULT_BACKEND == "triton" and has_triton and triton_available():
-            return "triton"
-        if built_with_cuda():
-            return "native"
-        if has_triton and triton_available():
-            return "triton"
-        return "reference"
-    if backend == "reference":
-        return "reference"
-    if backend == "triton":
-        if not has_triton:
-            raise ValueError(f"power_bert.{op}: there is no Triton kernel for this op; use 'cuda', 'cpu' or 'reference'")
-        if not triton_available():
-            raise RuntimeError(f"power_bert.{op}: backend='triton' needs the triton package (pip install triton)")
-        if device.type != "cuda" and os.environ.get("TRITON_INTERPRET") != "1":
-            raise ValueError(
-                f"power_bert.{op}: backend='triton' needs CUDA tensors (or TRITON_INTERPRET=1 on CPU), got {device}"
-            )
-        return "triton"
-    if backend == "cpu" and device.type != "cpu":
-        raise ValueError(f"power_bert.{op}: backend='cpu' needs CPU tensors, got tensors on {device}")
-    if backend == "cuda":
-        if device.type != "cuda":
-            raise ValueError(f"power_bert.{op}: backend='cuda' needs CUDA tensors, got tensors on {device}")
-        if not built_with_cuda():
-            raise RuntimeError(
-                f"power_bert.{op}: the CUDA kernels were not built (power_bert_ops.built_with_cuda() is False); "
-                "reinstall on a machine whose torch has CUDA with POWER_BERT_CUDA=1, or use backend='triton'"
-            )
-    return "native"
+    return _run(impl, q.device, "attention",
+                lambda: ops.attention(q, k, v, mask, float(dropout_p), bool(need_significance), bool(exclude_self)))
 
 
 def significance(attn: torch.Tensor, mask: torch.Tensor, exclude_self: bool = True, *, backend: str = "auto"):
     """SPEC 1.1 significance. attn [B, H, N, N] probabilities, mask [B, N] -> float32 [B, N]
     (``-inf`` at padding). Padded query rows are excluded (the authors' Keras code includes them)."""
     checks.check_significance_args(attn, mask)
-    if _resolve_backend(backend, attn.device, "significance") == "reference":
+    impl = _backend.choose("significance", backend, attn.device)
+    if impl == "reference":
         return reference.significance(attn, mask, exclude_self)
-    return ops.significance(attn, mask, exclude_self)
+    return _run(impl, attn.device, "significance", lambda: ops.significance(attn, mask, exclude_self))
 
 
 def extract(hidden, attn, mask, k: int, exclude_self: bool = True, *, backend: str = "auto") -> ExtractOutput:
@@ -327,14 +285,10 @@ def extract(hidden, attn, mask, k: int, exclude_self: bool = True, *, backend: s
     k = checks.as_k(k, "extract")
     checks.check_extract_args(hidden, attn, mask, k)
     checks.check_cls_real(mask, "extract")
-    which = _resolve_backend(backend, hidden.device, "extract", has_triton=True)
-    if which == "reference":
+    impl = _backend.choose("extract", backend, hidden.device)
+    if impl == "reference":
         return ExtractOutput(*reference.extract(hidden, attn, mask, k, exclude_self))
-    if which == "triton":
-        from .triton import extract_triton  # noqa: F401  (registers power_bert::extract_triton)
-
-        return ExtractOutput(*ops.extract_triton(hidden, attn, mask, k, exclude_self))
-    return ExtractOutput(*ops.extract(hidden, attn, mask, k, exclude_self))
+    return ExtractOutput(*_run(impl, hidden.device, "extract", lambda: ops.extract(hidden, attn, mask, k, exclude_self)))
 
 
 def extract_scored(hidden, scores, mask, k: int, *, backend: str = "auto") -> ExtractOutput:
@@ -344,9 +298,10 @@ def extract_scored(hidden, scores, mask, k: int, *, backend: str = "auto") -> Ex
     k = checks.as_k(k, "extract_scored")
     checks.check_extract_scored_args(hidden, scores, mask, k)
     checks.check_cls_real(mask, "extract_scored")
-    if _resolve_backend(backend, hidden.device, "extract_scored") == "reference":
+    impl = _backend.choose("extract_scored", backend, hidden.device)
+    if impl == "reference":
         return ExtractOutput(*reference.extract_scored(hidden, scores, mask, k))
-    return ExtractOutput(*ops.extract_scored(hidden, scores, mask, k))
+    return ExtractOutput(*_run(impl, hidden.device, "extract_scored", lambda: ops.extract_scored(hidden, scores, mask, k)))
 
 
 def soft_extract(hidden, scores, mask, retention, *, backend: str = "auto"):
@@ -354,6 +309,7 @@ def soft_extract(hidden, scores, mask, retention, *, backend: str = "auto"):
     ``scores`` (padding last, no [CLS] special case). hidden [B, N, D], scores [B, N],
     mask [B, N], retention [N] -> [B, N, D]. Differentiable in hidden and retention."""
     checks.check_soft_extract_args(hidden, scores, mask, retention)
-    if _resolve_backend(backend, hidden.device, "soft_extract") == "reference":
+    impl = _backend.choose("soft_extract", backend, hidden.device)
+    if impl == "reference":
         return reference.soft_extract(hidden, scores, mask, retention)
-    return ops.soft_extract(hidden, scores, mask, retention)
+    return _run(impl, hidden.device, "soft_extract", lambda: ops.soft_extract(hidden, scores, mask, retention))

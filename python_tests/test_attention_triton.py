@@ -1,6 +1,9 @@
-"""Triton flash attention with significance (power_bert::attention_triton_fwd / _bwd) against
-reference.attention. Without a GPU the kernels run under TRITON_INTERPRET=1 on CPU tensors
-(tiny shapes; bfloat16 multiplies in float32 there, see attention_triton._upcast)."""
+"""Triton flash attention with significance (power_bert_ops.triton.attention_triton, the kernels
+of power_bert::_attention_forward / _attention_backward on CUDA) against reference.attention,
+through the ops. Without a GPU the kernels run under TRITON_INTERPRET=1 on CPU tensors, swapped
+in as the CPU kernels (the `triton_kernels` fixture; tiny shapes; bfloat16 multiplies in float32
+there, see attention_triton._upcast)."""
+import contextlib
 import os
 
 import pytest
@@ -13,11 +16,30 @@ os.environ.setdefault("POWER_BERT_POISON_OUTPUTS", "1")
 
 pytest.importorskip("triton")
 
-from power_bert_ops import reference  # noqa: E402
+from power_bert_ops import _backend, reference  # noqa: E402
 from power_bert_ops.triton import attention_triton as at  # noqa: E402
 
+ops = torch.ops.power_bert
 INTERPRET = os.environ.get("TRITON_INTERPRET") == "1"
 CUDA = torch.cuda.is_available() and not INTERPRET
+
+
+@pytest.fixture(autouse=True)
+def triton_kernels():
+    """Under the interpreter the Triton kernels are swapped in as the CPU kernels of the attention
+    ops (on CUDA they are its kernels already)."""
+    swap = _backend.running("triton", "cpu", _backend.OPS["attention"]) if INTERPRET else contextlib.nullcontext()
+    with swap:
+        yield
+
+
+def attention(q, k, v, mask, dropout_p=0.0, need_significance=True, exclude_self=True, seed=None):
+    """-> (out, significance): the public op torch.ops.power_bert.attention (which draws the seed),
+    or with ``seed`` the op under it, _attention_forward; both run the Triton kernels here."""
+    if seed is None:
+        return ops.attention(q, k, v, mask, float(dropout_p), need_significance, exclude_self)
+    out, sig, _ = ops._attention_forward(q, k, v, mask, float(dropout_p), need_significance, exclude_self, seed)
+    return out, sig
 
 DEVICES = [
     pytest.param("cpu", id="cpu", marks=pytest.mark.skipif(not INTERPRET, reason="CPU needs TRITON_INTERPRET=1")),
@@ -71,7 +93,7 @@ def test_forward_fp32(device, B, N, padding, d):
     H = 2
     q, k, v = make_qkv(B, H, N, d, torch.float32, device)
     mask = make_mask(B, N, padding, device)
-    out, sig = at.attention(q, k, v, mask)
+    out, sig = attention(q, k, v, mask)
     out_ref, sig_ref, _ = ref(q, k, v, mask)
     assert out.dtype == q.dtype and out.shape == q.shape
     torch.testing.assert_close(out.double(), out_ref, atol=1e-4, rtol=1e-4)  # padded query rows too
@@ -84,7 +106,7 @@ def test_forward_half(device, dtype, B, N, d):
     H = 2
     q, k, v = make_qkv(B, H, N, d, dtype, device)
     mask = make_mask(B, N, "random", device)
-    out, sig = at.attention(q, k, v, mask)
+    out, sig = attention(q, k, v, mask)
     out_ref, sig_ref, _ = ref(q, k, v, mask)
     assert out.dtype == dtype
     tol = TOL[dtype]
@@ -99,7 +121,7 @@ def test_forward_d128_cuda(dtype, N):
     B, H, d = 3, 2, 128
     q, k, v = make_qkv(B, H, N, d, dtype, "cuda", requires_grad=True)
     mask = make_mask(B, N, "random", "cuda")
-    out, sig = at.attention(q, k, v, mask)
+    out, sig = attention(q, k, v, mask)
     out_ref, sig_ref, leaves = ref(q, k, v, mask)
     tol = TOL[dtype]
     torch.testing.assert_close(out.double(), out_ref, atol=4 * tol, rtol=4 * tol)
@@ -117,10 +139,10 @@ def test_options_and_layouts(device):
     q, k, v = (x[:, :, i].transpose(1, 2) for i in range(3))
     mask = make_mask(B, N, "random", device, dtype=torch.bool)
     out_ref, sig_ref, _ = ref(q, k, v, mask, exclude_self=False)
-    out, sig = at.attention(q, k, v, mask.float(), exclude_self=False)
+    out, sig = attention(q, k, v, mask.float(), exclude_self=False)
     torch.testing.assert_close(out.double(), out_ref, atol=1e-4, rtol=1e-4)
     assert_sig_close(sig, sig_ref, mask, H, N, torch.float32)
-    out2, sig2 = at.attention(q, k, v, mask, need_significance=False)
+    out2, sig2 = attention(q, k, v, mask, need_significance=False)
     assert sig2.shape == (0,) and sig2.dtype == torch.float32
     torch.testing.assert_close(out2, out, atol=0, rtol=0)
     # read through strides, no copy; out in [B, N, H, d] memory so merging heads is a view
@@ -131,12 +153,12 @@ def test_options_and_layouts(device):
     k2 = torch.randn(B, 1, N, d, device=device).expand(B, H, N, d)
     v2 = torch.randn(B, H, d, N, device=device).transpose(-1, -2)
     out_ref, sig_ref, _ = ref(q2, k2, v2, mask)
-    out, sig = at.attention(q2, k2, v2, mask)
+    out, sig = attention(q2, k2, v2, mask)
     torch.testing.assert_close(out.double(), out_ref, atol=1e-4, rtol=1e-4)
     assert_sig_close(sig, sig_ref, mask, H, N, torch.float32)
     # B = 0: empty outputs, no launch
     e = torch.empty(0, H, N, d, device=device)
-    out0, sig0 = at.attention(e, e, e, torch.ones(0, N, device=device))
+    out0, sig0 = attention(e, e, e, torch.ones(0, N, device=device))
     assert out0.shape == e.shape and sig0.shape == (0, N)
 
 
@@ -146,7 +168,7 @@ def test_backward(device, dtype, B, N, d):
     H = 2
     q, k, v = make_qkv(B, H, N, d, dtype, device, requires_grad=True)
     mask = make_mask(B, N, "random", device)
-    out, _ = at.attention(q, k, v, mask)
+    out, _ = attention(q, k, v, mask)
     out_ref, _, leaves = ref(q, k, v, mask)
     g = torch.randn_like(out_ref)
     out.backward(g.to(dtype))
@@ -171,7 +193,7 @@ def test_masks_with_holes_and_padded_rows(device):
     mask[3, [0, 39]] = 1  # real at both ends, a hole across every block between
     mask = mask.to(device)  # row 4: all padding
     q, k, v = make_qkv(B, H, N, d, torch.float32, device, requires_grad=True)
-    out, sig = at.attention(q, k, v, mask)
+    out, sig = attention(q, k, v, mask)
     live = slice(0, 4)
     out_ref, sig_ref, leaves = ref(q[live], k[live], v[live], mask[live])
     torch.testing.assert_close(out[live].double(), out_ref, atol=1e-4, rtol=1e-4)
@@ -196,11 +218,11 @@ def test_dropout_replay(device):
     q, k, v = make_qkv(B, H, N, d, torch.float32, device, requires_grad=True)
     mask = make_mask(B, N, "random", device)
     seed = torch.tensor([1234567890123], device=device)
-    out, sig = at.attention(q, k, v, mask, dropout_p=p, seed=seed)
-    out2, sig2 = at.attention(q, k, v, mask, dropout_p=p, seed=seed.clone())
+    out, sig = attention(q, k, v, mask, dropout_p=p, seed=seed)
+    out2, sig2 = attention(q, k, v, mask, dropout_p=p, seed=seed.clone())
     assert torch.equal(out, out2) and torch.equal(sig, sig2)
-    out3, _ = at.attention(q, k, v, mask, dropout_p=p, seed=seed + 1)
-    out0, sig0 = at.attention(q, k, v, mask, dropout_p=0.0, seed=seed)
+    out3, _ = attention(q, k, v, mask, dropout_p=p, seed=seed + 1)
+    out0, sig0 = attention(q, k, v, mask, dropout_p=0.0, seed=seed)
     assert not torch.equal(out3, out) and not torch.equal(out0, out)
     assert torch.equal(sig0, sig)
 
@@ -234,7 +256,7 @@ def test_dropout_finite_differences(device):
     g = torch.randn(B, H, N, d, device=device)
 
     def f(q_, k_, v_):
-        return (at.attention(q_, k_, v_, mask, dropout_p=p, need_significance=False, seed=seed)[0] * g).sum()
+        return (attention(q_, k_, v_, mask, dropout_p=p, need_significance=False, seed=seed)[0] * g).sum()
 
     f(q, k, v).backward()
     with torch.no_grad():
@@ -256,7 +278,7 @@ def test_opcheck(device):
     q, k, v = make_qkv(B, H, N, d, torch.float32, device, requires_grad=True)
     mask = make_mask(B, N, "random", device)
     seed = torch.tensor([3], device=device)
-    torch.library.opcheck(torch.ops.power_bert.attention_triton_fwd.default,
+    torch.library.opcheck(ops._attention_forward.default,
                           (q, k, v, mask, 0.0, True, True, seed),
                           test_utils=("test_schema", "test_faketensor", "test_autograd_registration"))
 
@@ -266,9 +288,9 @@ def test_compile(device):
     q, k, v = make_qkv(B, H, N, d, torch.float32, device, requires_grad=True)
     mask = make_mask(B, N, "random", device)
     seed = torch.tensor([3], device=device)
-    fn = torch.compile(lambda *a: at.attention(*a, dropout_p=0.1, seed=seed), backend="aot_eager", fullgraph=True)
+    fn = torch.compile(lambda *a: attention(*a, dropout_p=0.1, seed=seed), backend="aot_eager", fullgraph=True)
     out, sig = fn(q, k, v, mask)
-    out_e, sig_e = at.attention(q, k, v, mask, dropout_p=0.1, seed=seed)
+    out_e, sig_e = attention(q, k, v, mask, dropout_p=0.1, seed=seed)
     assert torch.equal(out, out_e) and torch.equal(sig, sig_e)
     out.sum().backward()
     assert torch.isfinite(q.grad).all()
@@ -280,11 +302,11 @@ def _qkv_mask(device, B=1, H=2, N=5, d=32):
 
 
 @pytest.mark.parametrize("case,exc,match", [
-    ("k_shape", ValueError, "`k` has shape"),
-    ("v_shape", ValueError, "`v` has shape"),
-    ("q_3d", ValueError, "`q` must be 4-D"),
+    ("k_shape", ValueError, "`k` must have q's shape"),
+    ("v_shape", ValueError, "`v` must have q's shape"),
+    ("q_3d", ValueError, r"`q` must be \[B, H, N, d\]"),
     ("head_size", ValueError, "`q` head size d = 48"),
-    ("mixture", TypeError, "q torch.float32, k torch.float16"),
+    ("mixture", TypeError, "must share one dtype, got torch.float32, torch.float16"),
     ("float64", TypeError, "`q` must be float16, bfloat16 or float32"),
     ("mask_shape", ValueError, "`mask` must be"),
     ("dropout_one", ValueError, "`dropout_p`"),
@@ -315,7 +337,19 @@ def test_bad_input(device, case, exc, match):
     elif case == "seed_dtype":
         kw["seed"] = torch.tensor([1.0], device=device)
     with pytest.raises(exc, match=match):
-        at.attention(q, k, v, mask, **kw)
+        attention(q, k, v, mask, **kw)
+
+
+def test_ops_launch_the_triton_kernels(device, monkeypatch):
+    launched = []
+    real = torch.library.wrap_triton
+    monkeypatch.setattr(torch.library, "wrap_triton",
+                        lambda kernel: launched.append(getattr(kernel, "fn", kernel).__name__) or real(kernel))
+    q, k, v = make_qkv(1, 2, 9, 32, torch.float32, device, requires_grad=True)
+    out, _ = attention(q, k, v, make_mask(1, 9, "random", device))
+    assert launched == ["_attn_fwd_kernel", "_significance_kernel"]
+    out.sum().backward()
+    assert launched[2:] == ["_bwd_delta_kernel", "_bwd_dkdv_kernel", "_bwd_dq_kernel"]
 
 
 def test_fully_padded_row(device):
@@ -323,7 +357,7 @@ def test_fully_padded_row(device):
     q, k, v = make_qkv(2, 2, 9, 32, torch.float32, device, requires_grad=True)
     mask = torch.ones(2, 9, device=device)
     mask[1] = 0
-    out, sig = at.attention(q, k, v, mask, dropout_p=0.2)
+    out, sig = attention(q, k, v, mask, dropout_p=0.2)
     out.sum().backward()
     assert torch.equal(out[1], torch.zeros_like(out[1])) and torch.isneginf(sig[1]).all()
     assert all(torch.isfinite(t.grad).all() for t in (q, k, v))
@@ -344,8 +378,8 @@ def test_launch_grids_fit_cuda_limits(monkeypatch):
     q, k, v = (torch.zeros(B, H, N, d) for _ in range(3))
     mask = torch.ones(B, N)
     seed = torch.zeros(1, dtype=torch.int64)
-    out, sig, lse = at.attention_triton_fwd(q, k, v, mask, 0.1, True, True, seed)
-    at.attention_triton_bwd(out, q, k, v, out, lse, mask, 0.1, seed)
+    out, sig, lse = at.forward(q, k, v, mask, 0.1, True, True, seed)
+    at.backward(out, q, k, v, out, lse, mask, 0.1, seed)
     at.dropout_keep_mask(seed, B, H, 1, 0.1)
     assert len(rec.grids) == 6
     for grid in rec.grids:

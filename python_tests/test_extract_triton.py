@@ -1,4 +1,6 @@
-"""Triton backend of extract (power_bert_ops.triton.extract_triton) against power_bert_ops.reference.
+"""The Triton kernels of extract and extract_backward (power_bert_ops.triton.extract_triton)
+against power_bert_ops.reference: called directly, and through torch.ops.power_bert.extract with
+them swapped in as the device's kernel (the `triton_kernels` fixture, as backend='triton' does).
 
 Without CUDA the kernels run on CPU tensors under TRITON_INTERPRET=1 (set below before triton
 is imported), so shapes stay small. POWER_BERT_POISON_OUTPUTS=1 fills outputs with NaN / -12345
@@ -17,12 +19,27 @@ import pytest  # noqa: E402
 
 pytest.importorskip("triton")
 
-from power_bert_ops import reference  # noqa: E402
+from power_bert_ops import _backend, reference  # noqa: E402
+from power_bert_ops.triton import _launch  # noqa: E402
 from power_bert_ops.triton import extract_triton as et  # noqa: E402
 
 ops = torch.ops.power_bert
 INTERPRET = os.environ.get("TRITON_INTERPRET") == "1"
 DEVICE = "cpu" if INTERPRET or not torch.cuda.is_available() else "cuda"
+
+
+@pytest.fixture(autouse=True)
+def triton_kernels():
+    """The Triton kernels are the device's kernels of extract / extract_backward in every test."""
+    with _backend.running("triton", DEVICE, ("extract", "extract_backward")):
+        yield
+
+
+def extract(hidden, attn, mask, k, exclude_self=True):
+    """The op (its one autograd formula and fake kernel), running the Triton kernels."""
+    return ops.extract(hidden, attn, mask, k, exclude_self)
+
+
 pytestmark = [
     pytest.mark.skipif(DEVICE == "cpu" and not INTERPRET, reason="Triton on CPU tensors needs TRITON_INTERPRET=1"),
     # The interpreter runs NaN / inf arithmetic through numpy, which warns.
@@ -130,7 +147,7 @@ def test_matches_reference(dtype, shape, padding):
     mask = make_mask(B, N, padding)
     attn = make_attn(B, H, N, mask, dtype)
     hidden = make_hidden(B, N, D, dtype)
-    res = et.extract(hidden, attn, mask, k)
+    res = extract(hidden, attn, mask, k)
     check_result(res, hidden, mask, k)
     check_selection(res[1], attn, mask, k)
 
@@ -145,7 +162,7 @@ def test_exact_scores_equal_reference_bit_for_bit(dtype, exclude_self, shape):
     mask = make_mask(B, N, "random")
     attn = dyadic_attn(B, H, N, mask, dtype)
     hidden = make_hidden(B, N, D, dtype)
-    res = et.extract(hidden, attn, mask, k, exclude_self)
+    res = extract(hidden, attn, mask, k, exclude_self)
     want = reference.extract(hidden, attn, mask, k, exclude_self)
     check_result(res, hidden, mask, k)
     assert torch.equal(res[1], want[1]), (res[1], want[1])
@@ -160,7 +177,7 @@ def test_fp32_index_equals_reference_without_near_ties():
     sig = reference.significance(attn, mask)
     real_sorted = [s[torch.isfinite(s)].sort().values for s in sig.cpu()]
     assert all(len(s) < 2 or float(s.diff().min()) > 1e-4 for s in real_sorted), "near-tie: reseed"
-    res = et.extract(hidden, attn, mask, k)
+    res = extract(hidden, attn, mask, k)
     want = reference.extract(hidden, attn, mask, k)
     assert torch.equal(res[1], want[1]) and torch.equal(res[0], want[0]) and torch.equal(res[2], want[2])
 
@@ -174,7 +191,7 @@ def test_uniform_attention_ties_go_to_lowest_positions(exclude_self):
     attn = torch.where(mask.bool()[:, None, None, :], 1.0, 0.0).expand(B, H, N, N).contiguous()
     attn = attn / attn.sum(-1, keepdim=True)  # 1/16, 1/8, 1/4: exact
     hidden = make_hidden(B, N, D, torch.float32)
-    res = et.extract(hidden, attn, mask, k, exclude_self)
+    res = extract(hidden, attn, mask, k, exclude_self)
     check_result(res, hidden, mask, k)
     assert res[1].tolist() == [list(range(k))] * B
     assert res[2].tolist() == [[1] * 5, [1] * 5, [1, 1, 1, 1, 0]]
@@ -189,7 +206,7 @@ def test_nan_attention_ranks_lowest_among_real():
     attn[0, 0, 6, 6] = float("nan")  # padding key: stays padding
     hidden = make_hidden(B, N, D, torch.float32)
     for k in (5, 6, 7, 8):
-        res = et.extract(hidden, attn, mask, k)
+        res = extract(hidden, attn, mask, k)
         want = reference.extract(hidden, attn, mask, k)
         check_result(res, hidden, mask, k)
         assert torch.equal(res[1], want[1])
@@ -206,7 +223,7 @@ def test_signed_zero_scores_tie():
     attn[0, 0, 0, 3] = 1e-50  # -> +0.0
     attn[0, 0, 0, 5] = -1.0
     hidden = make_hidden(B, N, D, torch.float64)
-    res = et.extract(hidden, attn, mask, k, False)
+    res = extract(hidden, attn, mask, k, False)
     assert res[1].tolist() == [[0, 1, 2]] == reference.extract(hidden, attn, mask, k, False)[1].tolist()
 
 
@@ -216,7 +233,7 @@ def test_mask_dtypes(mask_dtype):
     mask = make_mask(B, N, "short", mask_dtype)
     attn = make_attn(B, H, N, mask, torch.float32)
     hidden = make_hidden(B, N, D, torch.float32)
-    res = et.extract(hidden, attn, mask, k)
+    res = extract(hidden, attn, mask, k)
     check_result(res, hidden, mask, k)
     check_selection(res[1], attn, mask, k)
 
@@ -228,24 +245,24 @@ def test_non_contiguous_inputs():
     hidden = make_hidden(B, N, 2 * D, torch.float32)[:, :, ::2]
     attn_nc = attn.transpose(0, 1).contiguous().transpose(0, 1)
     assert not hidden.is_contiguous() and not attn_nc.is_contiguous()
-    res = et.extract(hidden, attn_nc, mask, k)
-    want = et.extract(hidden.contiguous(), attn, mask, k)
+    res = extract(hidden, attn_nc, mask, k)
+    want = extract(hidden.contiguous(), attn, mask, k)
     for a, b in zip(res, want):
         assert torch.equal(a, b)
 
 
 def test_degenerate_sizes():
     # B = 0: empty outputs, no launch.
-    out, index, out_mask = et.extract(torch.randn(0, 5, 3, device=DEVICE), torch.rand(0, 2, 5, 5, device=DEVICE),
+    out, index, out_mask = extract(torch.randn(0, 5, 3, device=DEVICE), torch.rand(0, 2, 5, 5, device=DEVICE),
                                       torch.ones(0, 5, device=DEVICE), 2)
     assert out.shape == (0, 2, 3) and index.shape == (0, 2) and out_mask.shape == (0, 2)
     # D = 0 and H = 0 (all scores 0: lowest positions win).
     mask = make_mask(2, 7, "random")
     hidden = torch.randn(2, 7, 0, device=DEVICE)
-    res = et.extract(hidden, make_attn(2, 2, 7, mask, torch.float32), mask, 3)
+    res = extract(hidden, make_attn(2, 2, 7, mask, torch.float32), mask, 3)
     check_result(res, hidden, mask, 3)
     hidden = make_hidden(2, 7, 3, torch.float32)
-    res = et.extract(hidden, torch.rand(2, 0, 7, 7, device=DEVICE), mask, 3)
+    res = extract(hidden, torch.rand(2, 0, 7, 7, device=DEVICE), mask, 3)
     assert torch.equal(res[1], reference.extract(hidden, torch.rand(2, 0, 7, 7, device=DEVICE), mask, 3)[1])
 
 
@@ -260,7 +277,7 @@ def test_backward_equals_reference_autograd(dtype):
     mask = make_mask(B, N, "random")
     attn = make_attn(B, H, N, mask, dtype)
     hidden = make_hidden(B, N, D, dtype).requires_grad_(True)
-    out, index, _ = et.extract(hidden, attn, mask, k)
+    out, index, _ = extract(hidden, attn, mask, k)
     g = torch.randn_like(out)
     (got,) = torch.autograd.grad(out, hidden, g)
     ref_out = hidden.gather(1, index[:, :, None].expand(-1, -1, D))  # reference gather at our index
@@ -273,10 +290,10 @@ def test_backward_op_with_unsorted_index():
     B, n, k, D = 3, 9, 4, 7
     index = torch.stack([torch.randperm(n)[:k] for _ in range(B)]).to(DEVICE)
     g = torch.randn(B, k, D, device=DEVICE)
-    got = ops.extract_backward_triton(g, index, n)
+    got = ops.extract_backward(g, index, n)
     want = torch.zeros(B, n, D, device=DEVICE).scatter(1, index[:, :, None].expand(-1, -1, D), g)
     assert torch.equal(got, want)
-    assert ops.extract_backward_triton(g[:0], index[:0], n).shape == (0, n, D)
+    assert ops.extract_backward(g[:0], index[:0], n).shape == (0, n, D)
 
 
 def test_gradcheck_and_gradgradcheck_float64():
@@ -284,7 +301,7 @@ def test_gradcheck_and_gradgradcheck_float64():
     mask = make_mask(B, N, "random")
     attn = make_attn(B, H, N, mask, torch.float64)
     hidden = make_hidden(B, N, D, torch.float64).requires_grad_(True)
-    fn = lambda h: et.extract(h, attn, mask, k)[0]  # noqa: E731
+    fn = lambda h: extract(h, attn, mask, k)[0]  # noqa: E731
     assert torch.autograd.gradcheck(fn, (hidden,))
     assert torch.autograd.gradgradcheck(fn, (hidden,))
 
@@ -301,33 +318,32 @@ def test_fake_tensor_and_meta_shapes():
         h = torch.randn(2, 9, 5, device=DEVICE, dtype=torch.bfloat16)
         a = torch.rand(2, 3, 9, 9, device=DEVICE, dtype=torch.float16)
         m = torch.ones(2, 9, device=DEVICE, dtype=torch.bool)
-        out, index, out_mask = ops.extract_triton(h, a, m, 4, True)
+        out, index, out_mask = ops.extract(h, a, m, 4, True)
         assert out.shape == (2, 4, 5) and out.dtype == torch.bfloat16
         assert index.shape == (2, 4) and index.dtype == torch.int64
         assert out_mask.shape == (2, 4) and out_mask.dtype == torch.bool
         with pytest.raises(ValueError, match="`k` must satisfy"):
-            ops.extract_triton(h, a, m, 10, True)
-        assert ops.extract_backward_triton(torch.randn(2, 4, 5, device=DEVICE), index, 9).shape == (2, 9, 5)
-    out, index, _ = ops.extract_triton(torch.randn(2, 9, 5, device="meta"), torch.rand(2, 3, 9, 9, device="meta"),
+            ops.extract(h, a, m, 10, True)
+        assert ops.extract_backward(torch.randn(2, 4, 5, device=DEVICE), index, 9).shape == (2, 9, 5)
+    out, index, _ = ops.extract(torch.randn(2, 9, 5, device="meta"), torch.rand(2, 3, 9, 9, device="meta"),
                                        torch.ones(2, 9, device="meta"), 4)
     assert out.shape == (2, 4, 5) and index.device.type == "meta"
 
 
 @pytest.mark.parametrize("requires_grad", [False, True])
 def test_opcheck(requires_grad):
-    # Under the interpreter the AOT-dispatch tests decompose the triton_op and hand fake tensors
-    # to the interpreted kernel, which reads data pointers: run them on CUDA only.
+    # The AOT-dispatch tests run on CUDA only, as before the Triton kernels became the op's kernels.
     utils = (("test_schema", "test_autograd_registration", "test_faketensor") if INTERPRET
              else ("test_schema", "test_autograd_registration", "test_faketensor", "test_aot_dispatch_dynamic"))
     B, H, N, D = 2, 2, 9, 5
     mask = make_mask(B, N, "random")
     attn = make_attn(B, H, N, mask, torch.float32)
     hidden = make_hidden(B, N, D, torch.float32).requires_grad_(requires_grad)
-    torch.library.opcheck(ops.extract_triton.default, (hidden, attn, mask, 4, True), test_utils=utils)
-    torch.library.opcheck(ops.extract_triton.default, (hidden, attn, mask, 1, False), test_utils=utils)
-    index = et.extract(hidden.detach(), attn, mask, 4)[1]
+    torch.library.opcheck(ops.extract.default, (hidden, attn, mask, 4, True), test_utils=utils)
+    torch.library.opcheck(ops.extract.default, (hidden, attn, mask, 1, False), test_utils=utils)
+    index = extract(hidden.detach(), attn, mask, 4)[1]
     g = torch.randn(B, 4, D, device=DEVICE, requires_grad=requires_grad)
-    torch.library.opcheck(ops.extract_backward_triton.default, (g, index, N), test_utils=utils)
+    torch.library.opcheck(ops.extract_backward.default, (g, index, N), test_utils=utils)
 
 
 def test_compile_fullgraph_matches_eager():
@@ -340,7 +356,7 @@ def test_compile_fullgraph_matches_eager():
     hidden = make_hidden(B, N, D, torch.float32).requires_grad_(True)
 
     def layer(hidden, attn, mask):
-        out, index, out_mask = et.extract(hidden * 2, attn, mask, k)
+        out, index, out_mask = extract(hidden * 2, attn, mask, k)
         return (out ** 2).sum(), index, out_mask
 
     torch._dynamo.reset()
@@ -366,25 +382,49 @@ def _good(B=2, H=2, N=6, D=4):
 def test_bad_input():
     h, a, m = _good()
     with pytest.raises(ValueError, match=r"`attn` must be \[B, H, N, N\]"):
-        et.extract(h, a[0], m, 2)
+        extract(h, a[0], m, 2)
     with pytest.raises(ValueError, match="`attn`.*N = 6"):
-        et.extract(h, a[..., :5], m, 2)
+        extract(h, a[..., :5], m, 2)
     with pytest.raises(TypeError, match="`attn` must be float32"):
-        et.extract(h, (a * 100).long(), m, 2)
+        extract(h, (a * 100).long(), m, 2)
     with pytest.raises(ValueError, match="`k` must satisfy 1 <= k <= N = 6, got k = 0"):
-        et.extract(h, a, m, 0)
+        extract(h, a, m, 0)
     with pytest.raises(ValueError, match="`k` must satisfy 1 <= k <= N = 6, got k = 7"):
-        et.extract(h, a, m, 7)
+        extract(h, a, m, 7)
     with pytest.raises(ValueError, match="`mask` must be"):
-        et.extract(h, a, m[:, :5], 2)
+        extract(h, a, m[:, :5], 2)
     with pytest.raises(ValueError, match="`hidden` must be"):
-        et.extract(h[0], a, m, 2)
+        extract(h[0], a, m, 2)
     with pytest.raises(ValueError, match="`index` must be"):
-        ops.extract_backward_triton(torch.randn(2, 3, 4, device=DEVICE), torch.zeros(2, 2, dtype=torch.long,
+        ops.extract_backward(torch.randn(2, 3, 4, device=DEVICE), torch.zeros(2, 2, dtype=torch.long,
                                                                                       device=DEVICE), 6)
-    with pytest.raises(ValueError, match="`n` must satisfy"):
-        ops.extract_backward_triton(torch.randn(2, 3, 4, device=DEVICE), torch.zeros(2, 3, dtype=torch.long,
+    with pytest.raises(ValueError, match="`k` must satisfy 1 <= k <= N = 2, got k = 3"):
+        ops.extract_backward(torch.randn(2, 3, 4, device=DEVICE), torch.zeros(2, 3, dtype=torch.long,
                                                                                       device=DEVICE), 2)
+
+
+def test_kernels_called_directly_equal_the_op():
+    B, H, N, D, k = 2, 2, 11, 3, 4
+    mask = make_mask(B, N, "random")
+    attn, hidden = make_attn(B, H, N, mask, torch.float32), make_hidden(B, N, D, torch.float32)
+    for a, b in zip(et.extract(hidden, attn, mask, k), extract(hidden, attn, mask, k)):
+        assert torch.equal(a, b)
+    g = torch.randn(B, k, D, device=DEVICE)
+    index = extract(hidden, attn, mask, k)[1]
+    assert torch.equal(et.extract_backward(g, index, N), ops.extract_backward(g, index, N))
+
+
+def test_op_forward_and_backward_launch_the_triton_kernels(monkeypatch):
+    launched = []
+    real = torch.library.wrap_triton
+    monkeypatch.setattr(torch.library, "wrap_triton",
+                        lambda kernel: launched.append(getattr(kernel, "fn", kernel).__name__) or real(kernel))
+    mask = make_mask(2, 9, "random")
+    hidden = make_hidden(2, 9, 4, torch.float32).requires_grad_(True)
+    out = extract(hidden, make_attn(2, 2, 9, mask, torch.float32), mask, 3)[0]
+    assert launched == ["_colsum_kernel", "_keys_kernel", "_rank_kernel", "_compact_kernel", "_gather_kernel"]
+    out.sum().backward()
+    assert launched[5:] == ["_inverse_kernel", "_scatter_kernel"]
 
 
 def test_gpu_launch_config_covers_all_rows(monkeypatch):
@@ -417,10 +457,10 @@ def test_launch_grids_fit_cuda_limits(monkeypatch):
     rec = GridRecorder()
     monkeypatch.setattr(torch.library, "wrap_triton", rec)
     # Nothing runs: valid (zero) indices instead of poison, for the mask.gather after the launches.
-    monkeypatch.setattr(et, "_empty", lambda shape, device, dtype: torch.zeros(shape, device=device, dtype=dtype))
+    monkeypatch.setattr(_launch, "empty", lambda shape, device, dtype: torch.zeros(shape, device=device, dtype=dtype))
     B, H, N, D = 70000, 1, 3, 2
-    et.extract_triton(torch.zeros(B, N, D), torch.zeros(B, H, N, N), torch.ones(B, N), 2)
-    et.extract_backward_triton(torch.zeros(B, 2, D), torch.zeros(B, 2, dtype=torch.int64), N)
+    et.extract(torch.zeros(B, N, D), torch.zeros(B, H, N, N), torch.ones(B, N), 2)
+    et.extract_backward(torch.zeros(B, 2, D), torch.zeros(B, 2, dtype=torch.int64), N)
     assert len(rec.grids) == 7
     for grid in rec.grids:
         assert 1 <= len(grid) <= 3 and grid[0] < 2**31 and all(g <= 65535 for g in grid[1:]), grid

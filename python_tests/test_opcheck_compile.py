@@ -1,9 +1,16 @@
 """torch.library.opcheck (schema, fake kernels, autograd registration, AOT dispatch) and
-torch.compile(fullgraph=True) on the native ops."""
+torch.compile(fullgraph=True) on the native ops; the op count the README states; one backend
+decision (power_bert_ops._backend) and the wrappers' backend= swap."""
+import os
+import re
+import subprocess
+import sys
+
 import pytest
 import torch
 
 import power_bert_ops
+from power_bert_ops import _backend, _checks
 
 from inputs import make_attention, make_hidden, make_mask
 
@@ -72,3 +79,86 @@ def test_compile_backward_matches_eager(device):
     compiled = torch.autograd.grad(torch.compile(loss, fullgraph=True)(hidden, retention), (hidden, retention))
     for c, e in zip(compiled, eager):
         torch.testing.assert_close(c, e)
+
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+REFERENCE_OPS = ("significance", "extract", "extract_scored", "extract_backward", "soft_extract",
+                 "soft_extract_backward")
+
+
+def test_registered_op_count_is_the_readme_s():
+    # A fresh process: what `import power_bert_ops` registers, nothing a test defined.
+    code = ("import torch, power_bert_ops; "
+            "print(sorted(n for n in torch._C._dispatch_get_all_op_names() if n.startswith('power_bert::')))")
+    names = eval(subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True,
+                                cwd=ROOT).stdout)
+    readme = open(os.path.join(ROOT, "README.md")).read()
+    stated = re.search(r"registers \*\*(\d+)\*\* ops under `torch.ops.power_bert`", readme)
+    assert stated, "README.md must state the registered op count"
+    assert len(names) == int(stated.group(1)), names
+    for name in names:  # each one named in the README's table
+        assert f"`{name.split('::')[1]}`" in readme, name
+
+
+def test_opcheck_with_the_reference_as_the_kernel():
+    # The plain-PyTorch kernels (the CUDA kernels of a build without CUDA) behind the same ops:
+    # swapped in for the CPU key, they pass the same checks as the C++ kernels.
+    hidden, attn, mask, scores, retention = _inputs("cpu", requires_grad=True)
+    with _backend.running("reference", "cpu", REFERENCE_OPS):
+        assert all(_backend.registered(op, "cpu") == "reference" for op in REFERENCE_OPS)
+        torch.library.opcheck(ops.significance.default, (attn, mask, True))
+        torch.library.opcheck(ops.extract.default, (hidden, attn, mask, 4, True))
+        torch.library.opcheck(ops.extract_scored.default, (hidden, scores, mask, 9))
+        torch.library.opcheck(ops.soft_extract.default, (hidden, scores, mask, retention))
+        index = ops.extract(hidden, attn, mask, 4, True)[1]
+        torch.library.opcheck(ops.extract_backward.default, (torch.randn(2, 4, 5), index, 9))
+        g = torch.randn(2, 9, 5)
+        torch.library.opcheck(ops.soft_extract_backward.default, (g, hidden.detach(), scores, mask, retention.detach()))
+    assert all(_backend.registered(op, "cpu") == "cpu" for op in REFERENCE_OPS)
+
+
+@pytest.mark.skipif(not (_backend.triton_available() and os.environ.get("TRITON_INTERPRET") == "1"),
+                    reason="runs the Triton kernels on CPU tensors (TRITON_INTERPRET=1)")
+def test_backend_argument_swaps_the_kernel_for_forward_and_backward(monkeypatch):
+    launched = []
+    real = torch.library.wrap_triton
+    monkeypatch.setattr(torch.library, "wrap_triton",
+                        lambda kernel: launched.append(getattr(kernel, "fn", kernel).__name__) or real(kernel))
+    hidden, attn, mask, _, _ = _inputs("cpu", requires_grad=True)
+    res = power_bert_ops.extract(hidden, attn, mask, 4, backend="triton")
+    assert "_gather_kernel" in launched and _backend.registered("extract", "cpu") == "cpu"
+    want = power_bert_ops.extract(hidden, attn, mask, 4)
+    assert torch.equal(res.index, want.index) and torch.equal(res.out, want.out)
+    launched.clear()
+    res.out.sum().backward()  # the backward runs the forward's implementation, swapped in again
+    assert launched == ["_inverse_kernel", "_scatter_kernel"]
+    assert _backend.registered("extract_backward", "cpu") == "cpu"
+
+
+def test_one_attention_decision(monkeypatch):
+    cpu, cuda = torch.device("cpu"), torch.device("cuda")
+    for d in (8, 32, 100):
+        for dtype in (torch.float16, torch.float32, torch.float64):
+            assert _backend.attention_kernel_runs(cpu, dtype, d)  # the C++ kernel takes everything
+            assert _backend.choose("attention", "auto", cpu, dtype, d) == "cpu"
+    monkeypatch.setitem(_backend.CUDA_DEFAULTS, "_attention_forward", "triton")
+    sizes = [d for d in range(1, 257) if _backend.attention_kernel_runs(cuda, torch.float16, d)]
+    assert sizes == list(_checks.TRITON_ATTENTION_HEAD_SIZES) == [32, 64, 128]
+    assert _backend.attention_kernel_runs(cuda, torch.float32, 128)
+    assert not _backend.attention_kernel_runs(cuda, torch.float64, 64)
+    assert _backend.choose("attention", "auto", cuda, torch.float16, 64) == "triton"
+    assert _backend.choose("attention", "auto", cuda, torch.float16, 8) == "reference"
+    monkeypatch.setitem(_backend.CUDA_DEFAULTS, "_attention_forward", None)  # triton not importable
+    assert not _backend.attention_kernel_runs(cuda, torch.float16, 64)
+    assert _backend.choose("attention", "auto", cuda, torch.float16, 64) == "reference"
+
+
+def test_cuda_kernels_follow_what_was_built(monkeypatch):
+    for built, triton, extract, others in ((True, True, "cuda", "cuda"), (False, True, "triton", "reference"),
+                                           (False, False, "reference", "reference")):
+        monkeypatch.setattr(_backend, "built_with_cuda", lambda: built)
+        monkeypatch.setattr(_backend, "triton_available", lambda: triton)
+        table = _backend._cuda_defaults()
+        assert table["extract"] == table["extract_backward"] == extract
+        assert table["significance"] == table["extract_scored"] == table["soft_extract"] == others
+        assert table["_attention_forward"] == table["_attention_backward"] == ("triton" if triton else None)

@@ -47,10 +47,8 @@ from transformers import (
 )
 from transformers.modeling_outputs import BaseModelOutputWithPastAndCrossAttentions
 
-from .. import _library  # registers torch.ops.power_bert
-from .. import ops as _ops  # noqa: F401  (fake kernels and autograd of the ops)
-from .. import reference as _reference
-from .._checks import TRITON_ATTENTION_DTYPES, TRITON_ATTENTION_HEAD_SIZES
+from .. import ops as _ops  # noqa: F401  (registers torch.ops.power_bert: kernels, fake kernels, autograd)
+from .._backend import attention_kernel_runs as fused_attention_runs
 from .adapters import ADAPTERS
 from .configuration_power_bert import (
     MODES,
@@ -71,37 +69,14 @@ __all__ = [
     "PowerBertPreTrainedModel",
 ]
 
+# The model calls the public ops, as a user does; which kernel runs on each device is decided
+# once in power_bert_ops._backend. fused_attention_runs (its attention_kernel_runs) says whether
+# the fused attention has a kernel for the input: power_attention='auto' uses it to choose
+# between the 'fused' and 'eager' paths.
 _ops_ns = torch.ops.power_bert
-# CUDA tensors need the compiled CUDA kernels of extract_scored / soft_extract; without them
-# (a build without CUDA) the model falls back to plain PyTorch (_extract_scored_torch and the
-# reference soft_extract), also free of host synchronisation. Decided once at import, so nothing
-# is queried while tracing.
-_CUDA_KERNELS = _library.built_with_cuda()
 
 
-def _extract_scored_torch(hidden, scores, mask, k: int):
-    """SPEC 1.2 selection in plain PyTorch without host synchronisation: position 0 ranked
-    first, then reference.rank_order's rule; the first k positions, ascending."""
-    s = scores.detach().float().clone()
-    s[:, 0] = float("inf")
-    index = _reference.rank_order(s, mask)[:, :k].sort(dim=-1).values
-    out = hidden.gather(1, index.unsqueeze(-1).expand(-1, -1, hidden.shape[-1]))
-    return out, index, _reference.gather_mask(mask, index)
-
-
-_TRITON = _ops.triton_available()
-
-
-def fused_attention_runs(device: torch.device, dtype: torch.dtype, head_dim: int) -> bool:
-    """Whether ``torch.ops.power_bert.attention`` takes [B, H, n, head_dim] inputs of ``dtype`` on
-    ``device``: the CPU kernel takes every dtype and head size; on CUDA the Triton kernels need
-    triton, head size 32/64/128 and fp16/bf16/fp32. Static (no tensor data), so it is traced away."""
-    if device.type != "cuda":
-        return True
-    return _TRITON and head_dim in TRITON_ATTENTION_HEAD_SIZES and dtype in TRITON_ATTENTION_DTYPES
-
-
-def eager_attention(q, k, v, mask, dropout_p: float, exclude_self: bool, significance=_ops_ns.significance):
+def eager_attention(q, k, v, mask, dropout_p: float, exclude_self: bool):
     """The eager-probabilities path: softmax probabilities [B, H, n, n] (in float32, then q's
     dtype), SPEC 1.1 significance of them (no gradient), and their (dropped-out) product with v.
 
@@ -109,7 +84,7 @@ def eager_attention(q, k, v, mask, dropout_p: float, exclude_self: bool, signifi
     logits = torch.matmul(q, k.transpose(-1, -2)).float() * (q.shape[-1] ** -0.5)
     logits = logits.masked_fill((mask == 0)[:, None, None, :], float("-inf"))
     probs = torch.softmax(logits, dim=-1).to(q.dtype)
-    sig = significance(probs.detach(), mask, exclude_self)
+    sig = _ops_ns.significance(probs.detach(), mask, exclude_self)
     if dropout_p > 0.0:
         probs = F.dropout(probs, dropout_p, training=True)
     return torch.matmul(probs, v), sig
@@ -151,6 +126,7 @@ class PowerBertEncoder(nn.Module):
         self.exclude_self = True
         self.power_attention = "auto"  # "auto" | "fused" | "eager"; set by the PoWER model per forward
         self.collect_hidden_states: list | None = None  # set by the PoWER model for output_hidden_states
+        self.collect_kept: list | None = None  # set by power_bert_ops.explain: kept positions per layer
 
     def forward(self, hidden_states, attention_mask=None, *args, power_bert_mask=None, power_bert_retention=None,
                 **kwargs):
@@ -164,7 +140,7 @@ class PowerBertEncoder(nn.Module):
         y = power_encoder_loop(
             x, mask, self._layers, self.adapter, self.num_heads, self.head_dim, self.mode, self.retention,
             power_bert_retention, self.exclude_self, self.training, collect=self.collect_hidden_states,
-            power_attention=self.power_attention,
+            power_attention=self.power_attention, collect_kept=self.collect_kept,
         )
         return BaseModelOutputWithPastAndCrossAttentions(last_hidden_state=y)
 
@@ -181,20 +157,17 @@ def _mask_from_hf(attention_mask: torch.Tensor, n: int) -> torch.Tensor:
 
 
 def power_encoder_loop(x, mask, layers, adapter, num_heads, head_dim, mode, retention, retention_params,
-                       exclude_self, training, collect: list | None = None, power_attention: str = "auto"):
+                       exclude_self, training, collect: list | None = None, power_attention: str = "auto",
+                       collect_kept: list | None = None):
     """The PoWER-BERT encoder (SPEC 1.2 / 1.3). x [B, n, D] after the embeddings (and any input
     projection), mask [B, n] key padding or None (all real) -> last hidden states [B, n_L, D].
     ``collect``, when a list, receives the encoder input and every layer's output (layer j's
-    holds its kept rows, [B, ℓ_j, D] in hard mode). ``power_attention``: see the module docstring."""
+    holds its kept rows, [B, ℓ_j, D] in hard mode). ``collect_kept``, when a list, receives one
+    entry per layer: the int64 [B, ℓ_j] positions (among the layer's input rows) it kept, or None
+    where it kept every row. ``power_attention``: see the module docstring."""
     B, n, D = x.shape
     if collect is not None:
         collect.append(x)
-    if x.device.type == "cuda" and not _CUDA_KERNELS:
-        extract_scored, soft_extract = _extract_scored_torch, _reference.soft_extract
-        significance = _reference.significance
-    else:
-        extract_scored, soft_extract = _ops_ns.extract_scored, _ops_ns.soft_extract
-        significance = _ops_ns.significance
     if power_attention == "auto":
         fused = fused_attention_runs(x.device, x.dtype, head_dim)
     else:
@@ -222,7 +195,7 @@ def power_encoder_loop(x, mask, layers, adapter, num_heads, head_dim, mode, rete
         if (eliminate or mode == "soft") and fused:
             ctx, sig = _ops_ns.attention(q, k, v, mask, p, True, exclude_self)
         elif eliminate or mode == "soft":
-            ctx, sig = eager_attention(q, k, v, mask, p, exclude_self, significance)
+            ctx, sig = eager_attention(q, k, v, mask, p, exclude_self)
         else:
             ctx = F.scaled_dot_product_attention(q, k, v, attn_mask=sdpa_mask, dropout_p=p)
         ctx = ctx.transpose(1, 2).reshape(B, n, D)
@@ -230,17 +203,19 @@ def power_encoder_loop(x, mask, layers, adapter, num_heads, head_dim, mode, rete
         if eliminate:
             # SPEC 1.2 shortcut: select on the attention context, gather the residual alike,
             # then W_o, LayerNorm and the FFN run on `keep` rows only.
-            ctx, index, mask = extract_scored(ctx, sig, mask, keep)
+            ctx, index, mask = _ops_ns.extract_scored(ctx, sig, mask, keep)
             residual = x.gather(1, index.unsqueeze(-1).expand(B, keep, D))
             n = keep
             if not all_real:
                 sdpa_mask = (mask != 0)[:, None, None, :]
         x = adapter.attention_output(layer, ctx, residual)
         if mode == "soft":
-            x = soft_extract(x, sig, mask, retention_params[j, :n])
+            x = _ops_ns.soft_extract(x, sig, mask, retention_params[j, :n])
         x = adapter.feed_forward(layer, x)
         if collect is not None:
             collect.append(x)
+        if collect_kept is not None:
+            collect_kept.append(index if eliminate else None)
     return x
 
 

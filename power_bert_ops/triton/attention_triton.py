@@ -38,25 +38,29 @@ Padding costs nothing past each row's last real token: every kernel reads ``KV_E
 (1 + the position of row b's last real token, 0 for a row of padding) and stops its key loop
 there (forward, dQ), or its query loop too (significance: padded query rows are not summed), and
 a key block wholly past it (significance, dK/dV) writes zeros without a loop. Holes in the mask
-before that point are masked inside the tiles as before.
+before that point are masked inside the tiles.
+
+:func:`forward` and :func:`backward` are the kernels of the ops ``power_bert::_attention_forward``
+and ``power_bert::_attention_backward`` on CUDA (registered by ``power_bert_ops._backend``; the
+schemas, fake kernels and autograd are the ops' own, in ``csrc/power_bert.cpp`` and
+``power_bert_ops/ops.py``; the public op ``power_bert::attention`` draws the seed and calls the
+forward). Called directly they run on CUDA tensors, or on CPU tensors under ``TRITON_INTERPRET=1``.
 """
 from __future__ import annotations
 
 import math
-import os
 
 import torch
 import triton
 import triton.language as tl
 
-from .._checks import TRITON_ATTENTION_DTYPES, TRITON_ATTENTION_HEAD_SIZES
+from .. import _checks
+from . import _launch
+from ._launch import interpreted
 
-__all__ = ["attention", "dropout_keep_mask", "SUPPORTED_HEAD_SIZES"]
+__all__ = ["forward", "backward", "dropout_keep_mask", "SUPPORTED_HEAD_SIZES"]
 
-_OP = "attention_triton"
-SUPPORTED_HEAD_SIZES = TRITON_ATTENTION_HEAD_SIZES
-_DTYPES = TRITON_ATTENTION_DTYPES
-_INTERPRET = os.environ.get("TRITON_INTERPRET") == "1"  # read once, as triton.jit does
+SUPPORTED_HEAD_SIZES = _checks.TRITON_ATTENTION_HEAD_SIZES
 
 
 # ---------------------------------------------------------------------------------------------
@@ -327,10 +331,6 @@ def _dropout_mask_kernel(SEED, KEEP, H, N, dropout_p, BLOCK: tl.constexpr):
 # ---------------------------------------------------------------------------------------------
 
 
-def _interpreted(device: torch.device) -> bool:
-    return os.environ.get("TRITON_INTERPRET") == "1" or device.type != "cuda"
-
-
 # GPU configs were checked by compiling every kernel for sm_90 (triton 3.6 and 3.9, no GPU
 # needed): none spills registers and all fit H100 shared memory. float32 ("ieee") tl.dot runs on
 # FMA units and keeps whole operand tiles in registers: larger float32 tiles spilled kilobytes
@@ -341,7 +341,7 @@ def _interpreted(device: torch.device) -> bool:
 def _fwd_config(dtype: torch.dtype, d: int, device: torch.device, dropout: bool = False):
     """-> (BLOCK_M, BLOCK_N, num_warps, num_stages) for the forward (``dropout``: its dropout
     variant) and significance kernels."""
-    if _interpreted(device):
+    if interpreted(device):
         return 16, 16, 1, 1
     if dtype == torch.float32:
         return (32, 32, 4, 2) if d <= 64 else (32, 32, 8, 2)
@@ -352,7 +352,7 @@ def _fwd_config(dtype: torch.dtype, d: int, device: torch.device, dropout: bool 
 
 def _bwd_config(dtype: torch.dtype, d: int, device: torch.device, dropout: bool = False):
     """-> (BLOCK_M, BLOCK_N, num_warps, num_stages) for the dK/dV and dQ kernels."""
-    if _interpreted(device):
+    if interpreted(device):
         return 16, 16, 1, 1
     if dtype == torch.float32:
         if d <= 32:
@@ -371,97 +371,28 @@ def _precision(dtype: torch.dtype) -> str:
 
 def _upcast(dtype: torch.dtype, device: torch.device) -> bool:
     # Under TRITON_INTERPRET=1 (triton 3.9) tl.dot on bfloat16 returns garbage; float16 is fine.
-    return dtype == torch.bfloat16 and _INTERPRET
-
-
-def _launching(t: torch.Tensor) -> bool:
-    """False only for the interpreter's fake kernel (fake/meta tensors): nothing to compute."""
-    if not _INTERPRET:
-        return True
-    return not (isinstance(t, torch._subclasses.FakeTensor) or t.device.type == "meta")
+    return dtype == torch.bfloat16 and _launch.INTERPRET_AT_IMPORT
 
 
 def _real_and_end(mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """mask [B, N] -> (real [B, N] int8: 1 at real tokens, kv_end [B] int32: 1 + the position of
     each row's last real token, 0 for a row of padding). Two small device ops, no host sync."""
-    real = (mask != 0).to(torch.int8).contiguous()
+    real = _launch.real_bytes(mask)
     pos = torch.arange(1, mask.shape[1] + 1, device=mask.device, dtype=torch.int32)
     kv_end = (real.to(torch.int32) * pos).amax(dim=1).to(torch.int32).contiguous()
     return real, kv_end
 
 
-def _poison() -> bool:
-    return os.environ.get("POWER_BERT_POISON_OUTPUTS") == "1"
-
-
 def _empty(shape, like: torch.Tensor, dtype=None) -> torch.Tensor:
-    t = torch.empty(shape, device=like.device, dtype=like.dtype if dtype is None else dtype)
-    if _poison():
-        t.fill_(float("nan"))
-    return t
+    return _launch.empty(shape, like.device, like.dtype if dtype is None else dtype)
 
 
 # ---------------------------------------------------------------------------------------------
-# Checks
+# Kernels of power_bert::_attention_forward and power_bert::_attention_backward
 # ---------------------------------------------------------------------------------------------
 
 
-def _fail(msg: str):
-    raise ValueError(f"power_bert.{_OP}: {msg}")
-
-
-def _check_qkv(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> None:
-    for name, t in (("q", q), ("k", k), ("v", v)):
-        if t.dim() != 4:
-            _fail(f"`{name}` must be 4-D [B, H, N, d], got shape {list(t.shape)}")
-    for name, t in (("k", k), ("v", v)):
-        if t.shape != q.shape:
-            _fail(f"`{name}` has shape {list(t.shape)} but `q` has shape {list(q.shape)}; "
-                  "q, k and v must have identical shapes [B, H, N, d]")
-    for name, t in (("q", q), ("k", k), ("v", v)):
-        if t.dtype not in _DTYPES:
-            raise TypeError(f"power_bert.{_OP}: `{name}` must be float16, bfloat16 or float32, got {t.dtype}")
-    if not (q.dtype == k.dtype == v.dtype):
-        raise TypeError(f"power_bert.{_OP}: `q`, `k` and `v` must share one dtype, got "
-                        f"q {q.dtype}, k {k.dtype}, v {v.dtype}")
-    d = q.shape[-1]
-    if d not in SUPPORTED_HEAD_SIZES:
-        _fail(f"`q` head size d = {d} is not supported (supported: {', '.join(map(str, SUPPORTED_HEAD_SIZES))})")
-
-
-def _check_mask(mask: torch.Tensor, B: int, N: int) -> None:
-    if mask.dim() != 2 or mask.shape[0] != B or mask.shape[1] != N:
-        _fail(f"`mask` must be [B, N] = [{B}, {N}], got shape {list(mask.shape)}")
-    if mask.is_complex():
-        raise TypeError(f"power_bert.{_OP}: `mask` must be bool, integer or floating, got {mask.dtype}")
-
-
-def _check_dropout(dropout_p: float) -> None:
-    if not (0.0 <= dropout_p < 1.0):  # also rejects NaN
-        _fail(f"`dropout_p` must satisfy 0 <= dropout_p < 1, got {dropout_p}")
-
-
-def _check_seed(seed: torch.Tensor) -> None:
-    if seed.numel() != 1 or seed.dtype != torch.int64:
-        raise TypeError(f"power_bert.{_OP}: `seed` must be an int64 tensor of shape [1], "
-                        f"got {seed.dtype} of shape {list(seed.shape)}")
-
-
-def _check_devices(**tensors: torch.Tensor) -> None:
-    names = list(tensors)
-    ref = names[0]
-    for name in names[1:]:
-        if tensors[name].device != tensors[ref].device:
-            _fail(f"`{name}` is on {tensors[name].device} but `{ref}` is on {tensors[ref].device}; "
-                  "all tensors must be on one device")
-
-
-# ---------------------------------------------------------------------------------------------
-# Ops
-# ---------------------------------------------------------------------------------------------
-
-
-def attention_triton_fwd(
+def forward(
     q: torch.Tensor,
     k: torch.Tensor,
     v: torch.Tensor,
@@ -474,12 +405,10 @@ def attention_triton_fwd(
     """q, k, v [B, H, N, d]; mask [B, N]; seed int64 [1] on q's device ->
     (out [B, H, N, d] q's dtype, significance float32 [B, N] (or [0] when not needed),
     lse float32 [B, H, N] natural-log log-sum-exp of the scaled logits)."""
-    _check_qkv(q, k, v)
+    _checks.check_attention_args(q, k, v, mask, dropout_p)
+    _checks.check_triton_attention(q)
+    _checks.check_seed(seed, q)
     B, H, N, d = q.shape
-    _check_mask(mask, B, N)
-    _check_dropout(dropout_p)
-    _check_seed(seed)
-    _check_devices(q=q, k=k, v=v, mask=mask, seed=seed)
     # Read through their strides (the model's [B, N, H, d] projections viewed as [B, H, N, d]
     # need no copy); only a non-unit last stride is copied.
     q, k, v = (t if t.stride(-1) == 1 else t.contiguous() for t in (q, k, v))
@@ -488,8 +417,8 @@ def attention_triton_fwd(
     out = _empty((B, N, H, d), q).transpose(1, 2)
     lse = _empty((B, H, N), q, torch.float32)
     sig = _empty((B, N) if need_significance else (0,), q, torch.float32)
-    if B * H * N == 0 or not _launching(q):
-        if need_significance and B * H * N == 0:
+    if B * H * N == 0:
+        if need_significance:
             sig = torch.zeros((B, N), device=q.device, dtype=torch.float32)
             sig = sig.masked_fill(mask == 0, float("-inf"))
         return out, sig, lse
@@ -517,7 +446,7 @@ def attention_triton_fwd(
     return out, sig, lse
 
 
-def attention_triton_bwd(
+def backward(
     grad_out: torch.Tensor,
     q: torch.Tensor,
     k: torch.Tensor,
@@ -538,7 +467,7 @@ def attention_triton_bwd(
     dq = _empty((B, H, N, d), q)
     dk = _empty((B, H, N, d), q)
     dv = _empty((B, H, N, d), q)
-    if B * H * N == 0 or not _launching(q):
+    if B * H * N == 0:
         return dq, dk, dv
     real, kv_end = _real_and_end(mask)
     scale = 1.0 / math.sqrt(d)
@@ -548,7 +477,7 @@ def attention_triton_bwd(
     BM, BN, warps, stages = _bwd_config(q.dtype, d, q.device, has_drop)
     delta = _empty((B, H, N), q, torch.float32)
     torch.library.wrap_triton(_bwd_delta_kernel)[(triton.cdiv(N, BM) * B * H,)](
-        out, grad_out, delta, N, BLOCK_M=BM, BLOCK_D=d, num_warps=4 if not _interpreted(q.device) else 1,
+        out, grad_out, delta, N, BLOCK_M=BM, BLOCK_D=d, num_warps=4 if not interpreted(q.device) else 1,
     )
     torch.library.wrap_triton(_bwd_dkdv_kernel)[(triton.cdiv(N, BN) * B * H,)](
         q, k, v, grad_out, real, kv_end, lse, delta, seed, dk, dv, H, N, scale, float(dropout_p),
@@ -561,59 +490,6 @@ def attention_triton_bwd(
         num_warps=warps, num_stages=stages,
     )
     return dq, dk, dv
-
-
-def _define(name: str, fn):
-    """Registers ``power_bert::<name>``. On GPUs: ``torch.library.triton_op``, so torch.compile
-    traces through the body and sees the (wrapped) kernels. Under ``TRITON_INTERPRET=1``
-    torch's wrap_triton hands back the raw interpreted kernel, which cannot run on fake or
-    functional tensors, so the op is an opaque ``custom_op`` whose fake kernel is the same body
-    with the launches skipped (see :func:`_launching`)."""
-    if _INTERPRET:
-        op = torch.library.custom_op(f"power_bert::{name}", fn, mutates_args=())
-        op.register_fake(fn)
-        return op
-    return torch.library.triton_op(f"power_bert::{name}", fn, mutates_args={})
-
-
-attention_triton_fwd_op = _define("attention_triton_fwd", attention_triton_fwd)
-attention_triton_bwd_op = _define("attention_triton_bwd", attention_triton_bwd)
-
-
-def _setup_context(ctx, inputs, output):
-    q, k, v, mask, dropout_p, need_significance, exclude_self, seed = inputs
-    out, sig, lse = output
-    ctx.save_for_backward(q, k, v, out, lse, mask, seed)
-    ctx.dropout_p = dropout_p
-    ctx.mark_non_differentiable(sig, lse)
-
-
-def _backward(ctx, grad_out, grad_sig, grad_lse):
-    q, k, v, out, lse, mask, seed = ctx.saved_tensors
-    if grad_out is None:
-        grad_out = torch.zeros_like(out)
-    dq, dk, dv = torch.ops.power_bert.attention_triton_bwd(grad_out, q, k, v, out, lse, mask, ctx.dropout_p, seed)
-    return dq, dk, dv, None, None, None, None, None
-
-
-torch.library.register_autograd("power_bert::attention_triton_fwd", _backward, setup_context=_setup_context)
-
-
-# ---------------------------------------------------------------------------------------------
-# Python API
-# ---------------------------------------------------------------------------------------------
-
-
-def attention(q, k, v, mask, dropout_p: float = 0.0, need_significance: bool = True, exclude_self: bool = True,
-              seed: torch.Tensor | None = None):
-    """q, k, v [B, H, N, d]; mask [B, N]; seed int64 [1] on q's device (drawn when None) ->
-    (out [B, H, N, d] in q's dtype, significance float32 [B, N], or [0] when not needed).
-    Differentiable in q, k, v."""
-    if seed is None:
-        seed = torch.randint(0, 2**31 - 1, (1,), device=q.device, dtype=torch.int64)
-    out, sig, _ = torch.ops.power_bert.attention_triton_fwd(
-        q, k, v, mask, float(dropout_p), bool(need_significance), bool(exclude_self), seed)
-    return out, sig
 
 
 def dropout_keep_mask(seed: torch.Tensor, B: int, H: int, N: int, dropout_p: float) -> torch.Tensor:

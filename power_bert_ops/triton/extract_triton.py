@@ -33,14 +33,18 @@ Kernels (every output element is written by exactly one program; no atomics; det
 5. ``_gather_kernel`` grid ``(cdiv(B * k, BLOCK_R), cdiv(D, BLOCK_D))``: row copy
    ``out[b, i, :] = hidden[b, index[b, i], :]``.
 
-Backward (``extract_backward_triton``): ``_inverse_kernel`` grid ``(cdiv(B * k, BLOCK))`` writes
+Backward (:func:`extract_backward`): ``_inverse_kernel`` grid ``(cdiv(B * k, BLOCK))`` writes
 ``inverse[b, index[b, i]] = i`` into an int32 [B, n] buffer preset to -1 (indices unique), then
 ``_scatter_kernel`` grid ``(cdiv(B * n, BLOCK_R), cdiv(D, BLOCK_D))`` writes every element of
 ``grad_hidden`` [B, n, D] once: ``grad_out[b, inverse[b, p]]`` or 0.
+
+:func:`extract` and :func:`extract_backward` are kernels of the ops ``power_bert::extract`` and
+``power_bert::extract_backward`` (registered for a device key by ``power_bert_ops._backend``; the
+schema, fake kernel and autograd are the ops' own, in ``csrc/power_bert.cpp`` and
+``power_bert_ops/ops.py``). Called directly they run on CUDA tensors, or on CPU tensors under
+``TRITON_INTERPRET=1``.
 """
 from __future__ import annotations
-
-import os
 
 import torch
 import triton
@@ -48,12 +52,10 @@ import triton.language as tl
 
 from .. import _checks
 from ..reference import gather_mask
+from . import _launch
+from ._launch import interpreted
 
-__all__ = ["extract", "extract_triton", "extract_backward_triton"]
-
-_OP = "extract"
-_BWD_OP = "extract_backward"
-_CLS_KEY = 9223372036854775807  # int64 max: position 0 ([CLS]) outranks everything
+__all__ = ["extract", "extract_backward"]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -247,13 +249,9 @@ def _scatter_kernel(
 # ---------------------------------------------------------------------------------------------
 
 
-def _interpreted(device: torch.device) -> bool:
-    return os.environ.get("TRITON_INTERPRET") == "1" or device.type != "cuda"
-
-
 def _colsum_config(N: int, R: int, elem_bytes: int, device: torch.device):
     """-> (BLOCK_R, BLOCK_K, S, CHUNK, num_warps). S and CHUNK depend on H and N only."""
-    if _interpreted(device):
+    if interpreted(device):
         # Small blocks so that the modest test shapes cross block and chunk boundaries.
         block_r, block_k, target, min_iters, warps = 16, 32, 16, 2, 1
     else:
@@ -277,7 +275,7 @@ def _colsum_config(N: int, R: int, elem_bytes: int, device: torch.device):
 
 def _select_config(N: int, device: torch.device):
     """-> (BLOCK_P, BLOCK_I, BLOCK_J, num_warps) for the keys, rank and compact kernels."""
-    if _interpreted(device):
+    if interpreted(device):
         return 16, 16, 32, 1
     np2 = triton.next_power_of_2(N)
     return min(np2, 1024), min(np2, 64), min(np2, 128), 4
@@ -285,71 +283,35 @@ def _select_config(N: int, device: torch.device):
 
 def _copy_config(D: int, elem_bytes: int, device: torch.device):
     """-> (BLOCK_R, BLOCK_D, num_warps) for the gather / scatter row copies."""
-    if _interpreted(device):
+    if interpreted(device):
         return 4, 16, 1
     block_d = min(triton.next_power_of_2(max(D, 1)), 2048 // max(elem_bytes // 2, 1))
     block_r = max(1, 4096 // block_d)
     return block_r, block_d, 4
 
 
-def _kernels_interpreted() -> bool:
-    """True when @triton.jit made InterpretedFunctions (TRITON_INTERPRET=1 at import time)."""
-    try:
-        from triton.runtime.interpreter import InterpretedFunction
-    except ImportError:  # pragma: no cover
-        return False
-    return isinstance(_colsum_kernel, InterpretedFunction)
-
-
-def _launching(t: torch.Tensor) -> bool:
-    """False only when the interpreter would get fake or meta tensors (the fake kernel: shapes
-    only). Compiled kernels always launch: wrap_triton's HOP handles fake tensors itself, and
-    under the interpreter torch's wrap_triton returns the raw kernel, which cannot take them."""
-    if not _kernels_interpreted():
-        return True
-    return not (isinstance(t, torch._subclasses.FakeTensor) or t.device.type == "meta")
-
-
-def _poison() -> bool:
-    return os.environ.get("POWER_BERT_POISON_OUTPUTS") == "1"
-
-
-def _empty(shape, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
-    t = torch.empty(shape, device=device, dtype=dtype)
-    if _poison():
-        t.fill_(float("nan") if dtype.is_floating_point else -12345)
-    return t
-
-
 # ---------------------------------------------------------------------------------------------
-# Ops
+# Kernels of power_bert::extract and power_bert::extract_backward
 # ---------------------------------------------------------------------------------------------
 
 
-@torch.library.triton_op("power_bert::extract_triton", mutates_args={})
-def extract_triton(
-    hidden: torch.Tensor,
-    attn: torch.Tensor,
-    mask: torch.Tensor,
-    k: int,
-    exclude_self: bool = True,
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def extract(hidden: torch.Tensor, attn: torch.Tensor, mask: torch.Tensor, k: int, exclude_self: bool = True):
     """hidden [B, N, D], attn [B, H, N, N], mask [B, N] ->
     (out [B, k, D] hidden's dtype, index int64 [B, k] ascending with index[:, 0] = 0,
-    out_mask [B, k] = mask.gather(1, index) in mask's dtype). Differentiable in ``hidden``."""
-    _checks.check_extract_args(hidden, attn, mask, k, op=_OP)
+    out_mask [B, k] = mask.gather(1, index) in mask's dtype)."""
+    _checks.check_extract_args(hidden, attn, mask, k)
     B, N, D = hidden.shape
     H = attn.shape[1]
     dev = hidden.device
     hidden = hidden.contiguous()
     attn = attn.contiguous()
 
-    out = _empty((B, k, D), dev, hidden.dtype)
-    index = _empty((B, k), dev, torch.int64)
-    if B == 0 or not _launching(hidden):
+    out = _launch.empty((B, k, D), dev, hidden.dtype)
+    index = _launch.empty((B, k), dev, torch.int64)
+    if B == 0:
         return out, index, gather_mask(mask, index)
 
-    real = (mask != 0).to(torch.int8).contiguous()
+    real = _launch.real_bytes(mask)
     acc_dtype = torch.float64 if attn.dtype == torch.float64 else torch.float32
     R = H * N
     BR, BK, S, CHUNK, warps = _colsum_config(N, R, attn.element_size(), dev)
@@ -379,93 +341,24 @@ def extract_triton(
     return out, index, gather_mask(mask, index)
 
 
-def _check_backward_args(grad_out: torch.Tensor, index: torch.Tensor, n: int) -> None:
-    if grad_out.dim() != 3:
-        raise ValueError(f"power_bert.{_BWD_OP}: `grad_out` must be [B, k, D], got shape {list(grad_out.shape)}")
-    _checks.check_floating(grad_out, _BWD_OP, "grad_out")
-    B, k = grad_out.shape[0], grad_out.shape[1]
-    if index.dim() != 2 or index.shape[0] != B or index.shape[1] != k:
-        raise ValueError(f"power_bert.{_BWD_OP}: `index` must be [B, k] = [{B}, {k}], got shape {list(index.shape)}")
-    if index.dtype != torch.int64:
-        raise TypeError(f"power_bert.{_BWD_OP}: `index` must be int64, got {index.dtype}")
-    if isinstance(n, bool) or not isinstance(n, (int, torch.SymInt)):
-        raise TypeError(f"power_bert.{_BWD_OP}: `n` must be an int, got {type(n).__name__}")
-    if n < k:
-        raise ValueError(f"power_bert.{_BWD_OP}: `n` must satisfy n >= k = {k}, got n = {n}")
-    _checks.check_same_device(_BWD_OP, grad_out=grad_out, index=index)
-
-
-@torch.library.triton_op("power_bert::extract_backward_triton", mutates_args={})
-def extract_backward_triton(grad_out: torch.Tensor, index: torch.Tensor, n: int) -> torch.Tensor:
+def extract_backward(grad_out: torch.Tensor, index: torch.Tensor, n: int) -> torch.Tensor:
     """grad_out [B, k, D], index int64 [B, k] (unique per row), n = N ->
     grad_hidden [B, N, D] in grad_out's dtype: zeros except rows index[b, i] = grad_out[b, i]."""
-    _check_backward_args(grad_out, index, n)
+    _checks.check_extract_backward_args(grad_out, index, n)
     B, k, D = grad_out.shape
     dev = grad_out.device
     grad_out = grad_out.contiguous()
     index = index.contiguous()
-    grad_hidden = _empty((B, n, D), dev, grad_out.dtype)
-    if B * n * D == 0 or not _launching(grad_out):
+    grad_hidden = _launch.empty((B, n, D), dev, grad_out.dtype)
+    if B * n * D == 0:
         return grad_hidden
     inv = torch.full((B, n), -1, device=dev, dtype=torch.int32)
-    blk = 64 if _interpreted(dev) else 1024
+    blk = 64 if interpreted(dev) else 1024
     torch.library.wrap_triton(_inverse_kernel)[(triton.cdiv(B * k, blk),)](
-        index, inv, n, k, B * k, BLOCK=blk, num_warps=1 if _interpreted(dev) else 4,
+        index, inv, n, k, B * k, BLOCK=blk, num_warps=1 if interpreted(dev) else 4,
     )
     CR, CD, warps = _copy_config(D, grad_out.element_size(), dev)
     torch.library.wrap_triton(_scatter_kernel)[(triton.cdiv(B * n, CR), triton.cdiv(D, CD))](
         grad_out, inv, grad_hidden, n, k, D, B * n, BLOCK_R=CR, BLOCK_D=CD, num_warps=warps,
     )
     return grad_hidden
-
-
-# ---------------------------------------------------------------------------------------------
-# Autograd
-# ---------------------------------------------------------------------------------------------
-
-
-def _extract_setup_context(ctx, inputs, output):
-    hidden = inputs[0]
-    _, index, out_mask = output
-    ctx.save_for_backward(index)
-    ctx.n = hidden.shape[1]
-    ctx.mark_non_differentiable(index, out_mask)
-
-
-def _extract_backward(ctx, grad_out, grad_index, grad_out_mask):
-    (index,) = ctx.saved_tensors
-    grad_hidden = None
-    if grad_out is not None and ctx.needs_input_grad[0]:
-        grad_hidden = torch.ops.power_bert.extract_backward_triton(grad_out, index, ctx.n)
-    return grad_hidden, None, None, None, None
-
-
-torch.library.register_autograd(
-    "power_bert::extract_triton", _extract_backward, setup_context=_extract_setup_context)
-
-
-def _extract_bwd_setup_context(ctx, inputs, output):
-    _, index, _ = inputs
-    ctx.save_for_backward(index)
-
-
-def _extract_bwd_backward(ctx, grad_grad_hidden):
-    # extract_backward is linear in grad_out: its adjoint is the forward gather at `index`.
-    (index,) = ctx.saved_tensors
-    D = grad_grad_hidden.shape[-1]
-    return grad_grad_hidden.gather(1, index[:, :, None].expand(-1, -1, D)), None, None
-
-
-torch.library.register_autograd(
-    "power_bert::extract_backward_triton", _extract_bwd_backward, setup_context=_extract_bwd_setup_context)
-
-
-# ---------------------------------------------------------------------------------------------
-# Python API
-# ---------------------------------------------------------------------------------------------
-
-
-def extract(hidden, attn, mask, k: int, exclude_self: bool = True):
-    """hidden [B, N, D], attn [B, H, N, N], mask [B, N] -> (out [B, k, D], index int64 [B, k],
-    out_mask [B, k]) via ``torch.ops.power_bert.extract_triton``. Differentiable in ``hidden``."""
-    return torch.ops.power_bert.extract_triton(hidden, attn, mask, k, exclude_self)
