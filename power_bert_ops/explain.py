@@ -4,15 +4,15 @@
     kept = explain(model, tokenizer, "a gripping, beautifully shot film")
     plot_explanation(kept, "kept.png")
 
-The model is run as it is (hard mode); a TorchDispatchMode records the rows every
-``power_bert::extract_scored`` keeps, and those are composed back to input positions.
+The model is run as it is (hard mode) with its encoder recording the rows each layer keeps
+(``PowerBertEncoder.collect_kept``, filled by ``power_encoder_loop``); those are composed back to
+input positions. Whichever kernel the selection runs, the record is the same.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
 
 import torch
-from torch.utils._python_dispatch import TorchDispatchMode
 
 
 @dataclass
@@ -31,18 +31,6 @@ class Explanation:
         return "\n".join(lines)
 
 
-class _RecordExtract(TorchDispatchMode):
-    def __init__(self):
-        super().__init__()
-        self.indices: list[torch.Tensor] = []
-
-    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-        out = func(*args, **(kwargs or {}))
-        if func is torch.ops.power_bert.extract_scored.default:
-            self.indices.append(out[1].detach().cpu())
-        return out
-
-
 @torch.inference_mode()
 def explain(model, tokenizer, text: str, text_pair: str | None = None, max_length: int | None = None) -> Explanation:
     """Runs ``model`` (a PoWER-BERT sequence classifier in hard mode) on one text and returns
@@ -53,15 +41,17 @@ def explain(model, tokenizer, text: str, text_pair: str | None = None, max_lengt
     enc = tokenizer(text, text_pair, truncation=True, max_length=max_length, return_tensors="pt")
     device = next(model.parameters()).device
     model.eval()
-    with _RecordExtract() as rec:
+    encoder = model.power_encoder()
+    encoder.collect_kept = recorded = []
+    try:
         logits = model(**{k: v.to(device) for k, v in enc.items()}).logits[0].float().cpu()
-    n = enc["input_ids"].shape[1]
-    alive = torch.arange(n)
-    kept, recorded = [], iter(rec.indices)
-    for ell in model.retention:
-        keep = min(int(ell), alive.numel())
-        if keep < alive.numel():
-            alive = alive[next(recorded)[0]]
+    finally:
+        encoder.collect_kept = None
+    alive = torch.arange(enc["input_ids"].shape[1])
+    kept = []
+    for index in recorded:  # one entry per layer: the rows it kept among its input rows, or None
+        if index is not None:
+            alive = alive[index[0].cpu()]
         kept.append(alive.tolist())
     cfg = model.model.config
     if logits.numel() == 1:
