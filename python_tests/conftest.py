@@ -48,3 +48,26 @@ def _fresh_seed(request):
     import zlib
 
     torch.manual_seed(zlib.crc32(request.node.nodeid.encode()))
+
+
+@pytest.fixture(scope="session")
+def workdir(tmp_path_factory):
+    """A tiny random BERT checkpoint and a learnable synthetic CSV task (train 384, eval 96)."""
+    from tiny_models import synthetic_csv, tiny_bert_checkpoint
+
+    root = tmp_path_factory.mktemp("pipeline")
+    tiny_bert_checkpoint(root / "model")
+    synthetic_csv(root / "train.csv", 384, seed=0)
+    synthetic_csv(root / "eval.csv", 96, seed=1)
+    return root
+
+
+@pytest.fixture(scope="session")
+def finished_run(workdir):
+    """A whole `power-bert run` on `workdir` (see tiny_models.run_args); tests must not change it."""
+    from power_bert_ops import cli
+    from tiny_models import run_args
+
+    out = workdir / "run"
+    assert cli.main(run_args(workdir, out)) == 0
+    return out

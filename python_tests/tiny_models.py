@@ -68,3 +68,12 @@ def synthetic_race(root: Path, per_split: dict[str, int], seed: int) -> Path:
                    "options": [options], "answers": ["ABCD"[answer]]}
             (d / f"{i}.txt").write_text(json.dumps(obj), encoding="utf-8")
     return root
+
+
+def run_args(root, out, *extra):
+    """`power-bert run` on the tiny model and synthetic CSVs of the `workdir` fixture (conftest)."""
+    return ["run", "--model", str(root / "model"), "--train-file", str(root / "train.csv"),
+            "--eval-file", str(root / "eval.csv"), "--text-column", "review", "--label-column", "sentiment",
+            "--max-length", "16", "--output-dir", str(out), "--batch-size", "32", "--eval-batch-size", "64",
+            "--finetune-epochs", "8", "--search-epochs", "2", "--retrain-epochs", "2", "--lr-bert", "3e-3",
+            "--lr-soft", "5e-2", "--lambda", "2e-3", "--no-progress", *extra]

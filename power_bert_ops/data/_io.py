@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import csv
+import difflib
 import logging
 import sys
 from contextlib import contextmanager
@@ -74,8 +75,6 @@ def is_empty_cell(value) -> bool:
 
 
 def missing_column_error(path, column: str, role: str, columns) -> DataError:
-    import difflib
-
     columns = list(columns)
     hint = difflib.get_close_matches(column, columns, n=1) if column else []
     near = f"; did you mean {hint[0]!r}?" if hint else ""

@@ -38,6 +38,7 @@ from pathlib import Path
 from .. import _fetch
 from .._fetch import cache_dir
 from ._io import decode_bytes, logger
+from .registry import canonical_name
 from .types import DataError, TextDataset
 
 __all__ = ["CORPORA", "PACKAGES", "cache_dir", "corpus_files", "load_corpus", "seeded_split"]
@@ -214,8 +215,6 @@ def _splits(full: TextDataset, **parts) -> dict[str, TextDataset]:
 def load_corpus(name: str) -> dict[str, TextDataset]:
     """``{"train", "dev", "test"}`` :class:`TextDataset` s of a packaged corpus:
     "rotten_tomatoes", "20newsgroups" or "r8" (see the module docstring for sources and splits)."""
-    from .tasks import canonical_name
-
     key = canonical_name(name)
     if key == "rotten_tomatoes":
         return _rotten_tomatoes()

@@ -13,6 +13,7 @@ from typing import Any
 import torch
 
 from .race import question_with_option
+from .registry import canonical_name, get_task
 from .types import DataError, MultipleChoiceDataset, TextDataset
 
 __all__ = ["TokenizedDataset", "tokenize_dataset"]
@@ -98,8 +99,6 @@ def tokenize_dataset(dataset, tokenizer, max_length: int | None = None, padding:
     (cloze "_" filled in), giving ``[C, N]`` per example.
     """
     if max_length is None:
-        from .tasks import canonical_name, get_task
-
         name = canonical_name(getattr(dataset, "task", "") or "")
         max_length = get_task(name).max_length if name else None
         if max_length is None:

@@ -26,7 +26,7 @@ import io
 from pathlib import Path
 
 from ._io import big_csv_fields, logger, missing_column_error, read_text
-from .tasks import TASKS, TaskSpec, get_task, resolve_split
+from .registry import TASKS, TaskSpec, canonical_name, get_task, resolve_split
 from .types import DataError, TextDataset
 
 __all__ = ["glue_file", "read_glue", "read_glue_file"]
@@ -41,8 +41,6 @@ def glue_task_dir(spec: TaskSpec, data_dir) -> Path:
     sub = data_dir / spec.glue_folder
     if sub.is_dir():
         return sub
-    from .tasks import canonical_name
-
     other = canonical_name(data_dir.name)
     if other is not None and other != spec.name and TASKS[other].source == "glue":
         raise DataError(f"{data_dir} is the {TASKS[other].glue_folder} folder, not {spec.glue_folder}/ "

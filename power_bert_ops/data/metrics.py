@@ -13,7 +13,10 @@ from __future__ import annotations
 from typing import Callable, Sequence
 
 import numpy as np
+from scipy.stats import pearsonr, spearmanr
+from sklearn.metrics import accuracy_score, f1_score, matthews_corrcoef
 
+from .registry import canonical_name, get_task
 from .types import DataError
 
 __all__ = ["METRICS", "compute_metrics", "make_trainer_metrics", "metric_names", "primary_metric", "primary_score"]
@@ -27,26 +30,18 @@ _REGRESSION_METRICS = {"pearson", "spearman"}
 
 
 def _accuracy(p, y):
-    from sklearn.metrics import accuracy_score
-
     return accuracy_score(y, p)
 
 
 def _f1(p, y):
-    from sklearn.metrics import f1_score
-
     return f1_score(y, p, pos_label=1, average="binary", zero_division=0.0)
 
 
 def _f1_macro(p, y):
-    from sklearn.metrics import f1_score
-
     return f1_score(y, p, average="macro", zero_division=0.0)
 
 
 def _matthews(p, y):
-    from sklearn.metrics import matthews_corrcoef
-
     return matthews_corrcoef(y, p)
 
 
@@ -55,16 +50,12 @@ def _constant(a) -> bool:
 
 
 def _pearson(p, y):
-    from scipy.stats import pearsonr
-
     if _constant(p) or _constant(y):
         return float("nan")  # undefined; scipy would warn and return nan
     return pearsonr(p, y)[0]
 
 
 def _spearman(p, y):
-    from scipy.stats import spearmanr
-
     if _constant(p) or _constant(y):
         return float("nan")
     return spearmanr(p, y)[0]
@@ -97,8 +88,6 @@ def metric_names(task_or_kind) -> tuple[str, ...]:
     key = _METRIC_ALIASES.get(key, key)
     if key in METRICS:
         return (key,)
-    from .tasks import canonical_name, get_task
-
     if canonical_name(key) is None:
         raise DataError(f"{task_or_kind!r} is neither a task, a problem kind {list(_KINDS)}, nor a metric "
                         f"{list(METRICS)}")
@@ -109,8 +98,6 @@ def primary_metric(task_or_kind) -> str:
     """The metric to select checkpoints by: the paper's (CoLA Matthews, MRPC / QQP F1, STS-B
     Spearman, otherwise accuracy); the first metric for a kind or metric list."""
     if isinstance(task_or_kind, str):
-        from .tasks import canonical_name, get_task
-
         if canonical_name(task_or_kind) is not None:
             return get_task(task_or_kind).primary_metric
         if task_or_kind.strip().lower() == "regression":

@@ -7,71 +7,50 @@
    r clamped to [0, 1] after every step; loss = task loss + λ·Σ_j j·mass_j. Derives ℓ.
 3. ``retrain``: from the stage-2 weights, hard extract with ℓ, best dev checkpoint kept.
 
-A stage is finished when ``<stage>/stage.json`` exists; :func:`run_pipeline` skips finished
-stages and resumes an interrupted one from its newest Trainer checkpoint.
+A stage is finished when ``<stage>/stage.json`` exists and its model's weights are whole;
+:func:`run_pipeline` skips finished stages, redoes a stage whose saved model is damaged (and the
+stages after it, which were derived from it), and resumes an interrupted one from its newest
+*complete* Trainer checkpoint (a checkpoint cut short by a kill is removed). Every saved model
+folder holds the tokenizer, with ``model_max_length`` = N.
 """
 from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import os
 import shutil
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
 
 import numpy as np
 import torch
-from transformers import (
-    AutoConfig,
-    AutoModelForMultipleChoice,
-    AutoModelForSequenceClassification,
-    EvalPrediction,
-    TrainingArguments,
-)
+from transformers import AutoConfig, EvalPrediction, TrainingArguments
 
-from ..modeling import PowerBertForMultipleChoice, PowerBertForSequenceClassification
-from .trainer import ClampRetentionCallback, PowerBertTrainer, StopOnNonFiniteLoss, resolve_device
+from .artifacts import check_weights, save_tokenizer
+from .errors import CorruptModelError, PowerBertError, StageSettingsError
+from .prepare import PreparedTask
+from .trainer import (
+    ClampRetentionCallback,
+    PowerBertTrainer,
+    StopOnNonFiniteLoss,
+    check_device,
+    readable_progress,
+    resolve_device,
+)
 
 STAGES = ("finetune", "search", "retrain")
 STAGE_FILE = "stage.json"
 
 
-@dataclass
-class PreparedTask:
-    """A tokenised task ready for Trainer. ``train`` / ``eval`` yield dicts of model inputs
-    (input_ids, attention_mask, token_type_ids, labels), padded to ``max_length``.
-    ``compute_metrics(predictions, labels)`` takes class ids (or regression values)."""
-
-    name: str
-    problem: str  # "classification" | "regression" | "multiple_choice"
-    num_labels: int
-    label_names: list[str] | None
-    train: Any
-    eval: Any
-    max_length: int
-    compute_metrics: Callable[[np.ndarray, np.ndarray], dict]
-    primary_metric: str
-    test: Any = None
-    truncated: dict = field(default_factory=dict)
-    collator: Any = None  # batches `train` (e.g. dynamic padding); None: default stacking
-
-    @property
-    def power_class(self):
-        return PowerBertForMultipleChoice if self.problem == "multiple_choice" else PowerBertForSequenceClassification
-
-    @property
-    def hf_class(self):
-        return AutoModelForMultipleChoice if self.problem == "multiple_choice" else AutoModelForSequenceClassification
-
-    def predictions(self, logits: np.ndarray) -> np.ndarray:
-        if self.problem == "regression":
-            return np.asarray(logits).reshape(-1)
-        return np.asarray(logits).argmax(axis=-1)
+PRECISIONS = ("fp32", "fp16", "bf16")
 
 
 @dataclass
 class PipelineConfig:
+    """Settings of the three stages. Checked when built: a :class:`PowerBertError` names the
+    setting (with its ``power-bert`` flag) before any work starts."""
+
     model: str
     output_dir: str
     max_length: int = 128
@@ -90,12 +69,40 @@ class PipelineConfig:
     logging_steps: int = 50
     progress: bool = True
 
+    def __post_init__(self):
+        def bad(name, rule):
+            flag = "--" + {"lam": "lambda"}.get(name, name).replace("_", "-")
+            raise PowerBertError(f"{flag} must be {rule}, got {getattr(self, name)!r}")
+
+        def number(name):
+            v = getattr(self, name)
+            return not isinstance(v, bool) and isinstance(v, (int, float)) and math.isfinite(v)
+
+        for name in ("max_length", "batch_size", "eval_batch_size"):
+            if not number(name) or int(getattr(self, name)) != getattr(self, name) or getattr(self, name) < 1:
+                bad(name, "a whole number >= 1")
+        if self.max_length < 4:
+            bad("max_length", "at least 4 tokens ([CLS], [SEP] and words)")
+        for name in ("finetune_epochs", "search_epochs", "retrain_epochs", "lr_bert", "lr_soft"):
+            if not number(name) or getattr(self, name) <= 0:
+                bad(name, "a number > 0")
+        if not number("lam") or self.lam < 0:
+            bad("lam", "a number >= 0")
+        if not isinstance(self.max_steps, int) or self.max_steps == 0 or self.max_steps < -1:
+            bad("max_steps", "-1 (no cap) or a whole number >= 1")
+        if self.precision not in PRECISIONS:
+            bad("precision", f"one of {PRECISIONS}")
+        self.device = check_device(self.device)
+
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
 
 
 @dataclass
 class StageResult:
+    """A finished stage. ``model_dir`` is absolute in memory; stage.json stores it relative to
+    the run folder, so a copied or moved run folder reads its own models."""
+
     stage: str
     model_dir: str
     metrics: dict
@@ -103,14 +110,20 @@ class StageResult:
 
     @classmethod
     def load(cls, stage_dir: Path) -> "StageResult | None":
-        path = stage_dir / STAGE_FILE
+        """The stage's result, or None when it has not finished. The run folder is the stage
+        folder's lexical parent (a λ sweep's shared ``finetune`` is a symlink inside it)."""
+        path = Path(stage_dir) / STAGE_FILE
         if not path.exists():
             return None
-        return cls(**json.loads(path.read_text()))
+        fields = json.loads(path.read_text())
+        fields["model_dir"] = str(Path(stage_dir).parent / fields["model_dir"])
+        return cls(**fields)
 
     def save(self, stage_dir: Path) -> None:
+        fields = dataclasses.asdict(self)
+        fields["model_dir"] = os.path.relpath(self.model_dir, Path(stage_dir).parent)
         tmp = stage_dir / (STAGE_FILE + ".tmp")
-        tmp.write_text(json.dumps(dataclasses.asdict(self), indent=1))
+        tmp.write_text(json.dumps(fields, indent=1))
         os.replace(tmp, stage_dir / STAGE_FILE)
 
 
@@ -172,9 +185,29 @@ def _label_kwargs(task: PreparedTask) -> dict:
     return kw
 
 
+def _checkpoint_complete(path: Path) -> bool:
+    """Whether Trainer finished writing ``checkpoint-N``: its state, optimiser and scheduler
+    files are there and its weights are whole."""
+    try:
+        state = json.loads((path / "trainer_state.json").read_text())
+        if "global_step" not in state:
+            return False
+        check_weights(path)
+    except (OSError, ValueError):
+        return False
+    return all((path / f).is_file() for f in ("optimizer.pt", "scheduler.pt"))
+
+
 def _newest_checkpoint(out: Path) -> str | None:
-    ckpts = sorted((out / "checkpoints").glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[-1]))
-    return str(ckpts[-1]) if ckpts else None
+    """The newest complete checkpoint of an interrupted stage; incomplete ones (a kill while
+    Trainer wrote them) are removed, so Trainer neither resumes from nor rotates them."""
+    ckpts = [p for p in (out / "checkpoints").glob("checkpoint-*") if p.name.split("-")[-1].isdigit()]
+    for path in sorted(ckpts, key=lambda p: int(p.name.split("-")[-1]), reverse=True):
+        if _checkpoint_complete(path):
+            return str(path)
+        print(f"power-bert: {path} is incomplete (the run was stopped while writing it); removed it")
+        shutil.rmtree(path, ignore_errors=True)
+    return None
 
 
 def _is_power_bert_dir(path: str) -> bool:
@@ -196,10 +229,6 @@ STAGE_SETTINGS = {
 SETTINGS_FILE = "settings.json"
 
 
-class StageSettingsError(ValueError):
-    """A stage directory holds a result computed with other settings."""
-
-
 def _stage_settings(stage: str, cfg: PipelineConfig) -> dict:
     return {k: getattr(cfg, k) for k in STAGE_SETTINGS[stage]}
 
@@ -219,15 +248,41 @@ def _write_stage_settings(stage: str, cfg: PipelineConfig, out: Path) -> None:
     (out / SETTINGS_FILE).write_text(json.dumps(_stage_settings(stage, cfg), indent=1))
 
 
-def run_stage(stage: str, cfg: PipelineConfig, task: PreparedTask, previous: StageResult | None = None) -> StageResult:
-    """Runs one stage (resuming from its newest checkpoint if it was interrupted)."""
+def load_finished(stage_dir: Path) -> StageResult | None:
+    """A finished stage whose model is whole, or None when the stage has not finished.
+    CorruptModelError names the damaged file of a finished one."""
+    done = StageResult.load(stage_dir)
+    if done is not None:
+        check_weights(done.model_dir)
+    return done
+
+
+def _discard(stage_dir: Path) -> None:
+    """Forgets a finished stage (its result and model), keeping its settings file."""
+    (stage_dir / STAGE_FILE).unlink(missing_ok=True)
+    shutil.rmtree(stage_dir / "model", ignore_errors=True)
+
+
+def run_stage(stage: str, cfg: PipelineConfig, task: PreparedTask, previous: StageResult | None = None,
+              redo: bool = False) -> StageResult:
+    """Runs one stage (resuming from its newest complete checkpoint if it was interrupted).
+    A finished stage is returned as it is, unless ``redo`` or its saved model is damaged:
+    then it runs again."""
     if stage not in STAGES:
         raise ValueError(f"stage must be one of {STAGES}, got {stage!r}")
     out = Path(cfg.output_dir) / stage
     _check_stage_settings(stage, cfg, out)
-    done = StageResult.load(out)
-    if done is not None:
+    try:
+        done = load_finished(out)
+    except CorruptModelError as e:
+        print(f"power-bert: {e}. Redoing stage {stage!r}.")
+        done, redo = None, True
+    if done is not None and not redo:
+        if task.tokenizer is not None and not (Path(done.model_dir) / "tokenizer_config.json").exists():
+            save_tokenizer(task.tokenizer, done.model_dir, task.max_length)  # a folder saved without it
         return done
+    if redo:
+        _discard(out)
     out.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(cfg.seed)
     trainer_kw: dict = {}
@@ -261,6 +316,7 @@ def run_stage(stage: str, cfg: PipelineConfig, task: PreparedTask, previous: Sta
         callbacks=callbacks,
         **trainer_kw,
     )
+    readable_progress(trainer, stage, task.primary_metric, bars=cfg.progress)
     if trainer.is_world_process_zero():  # before training: an interrupted stage keeps them too
         _write_stage_settings(stage, cfg, out)
     trainer.train(resume_from_checkpoint=_newest_checkpoint(out))
@@ -274,6 +330,8 @@ def run_stage(stage: str, cfg: PipelineConfig, task: PreparedTask, previous: Sta
     result = StageResult(stage=stage, model_dir=str(model_dir), metrics=metrics, retention=retention)
     if trainer.is_world_process_zero():  # in a distributed run only the main process writes
         trainer.model.save_pretrained(model_dir)
+        if task.tokenizer is not None:
+            save_tokenizer(task.tokenizer, model_dir, task.max_length)
         if stage == "search":
             (out / "retention.json").write_text(json.dumps(retention))
         shutil.rmtree(out / "checkpoints", ignore_errors=True)
@@ -290,14 +348,26 @@ def run_pipeline(cfg: PipelineConfig, task: PreparedTask, stages=STAGES) -> dict
         raise ValueError(f"unknown stages {unknown}; stages are {STAGES}")
     last = max(STAGES.index(s) for s in stages)
     results: dict[str, StageResult] = {}
-    previous = None
+    previous, ran = None, False
     for stage in STAGES[: last + 1]:
+        stage_dir = Path(cfg.output_dir) / stage
         if stage not in stages:
-            previous = StageResult.load(Path(cfg.output_dir) / stage)
+            try:
+                previous = load_finished(stage_dir)
+            except CorruptModelError as e:
+                raise CorruptModelError(f"{e}; or run `power-bert {stage}` with the same arguments") from None
             if previous is None:
-                raise ValueError(f"stage {stage!r} has not run in {cfg.output_dir}; run it first")
+                raise PowerBertError(f"stage {stage!r} has not run in {cfg.output_dir}; run it first "
+                                     f"(`power-bert {stage}` with the same arguments)")
             results[stage] = previous
             continue
-        previous = run_stage(stage, cfg, task, previous)
+        try:
+            finished = load_finished(stage_dir) is not None
+        except CorruptModelError:
+            finished = False  # run_stage says so and redoes it
+        if ran and finished:
+            print(f"power-bert: redoing stage {stage!r} too (it was derived from the stage that just ran)")
+        previous = run_stage(stage, cfg, task, previous, redo=ran)
+        ran = ran or not finished
         results[stage] = previous
     return results

@@ -102,3 +102,47 @@ def write_sweep(out_dir: Path, rows: list[dict]) -> dict:
     fig.savefig(out_dir / "sweep.png", dpi=120)
     plt.close(fig)
     return {"json": out_dir / "sweep.json", "markdown": out_dir / "sweep.md", "plot": out_dir / "sweep.png"}
+
+
+def write_benchmark_report(out_dir: Path, r: dict) -> dict:
+    """``power-bert benchmark --output-dir``: report.json (the result as returned), report.md
+    and speedup.png (seconds per pass of each model, fixed N and dynamic padding, with the
+    speed-ups and the FLOP bound in the title). Returns the paths."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / "report.json").write_text(json.dumps(r, indent=1))
+    d = r.get("dynamic")
+    lines = [
+        "# PoWER-BERT benchmark",
+        "",
+        f"- model `{r['model']}` against baseline `{r['baseline']}`",
+        f"- N = {r['max_length']}, {r['examples']} examples ({r['truncated']} truncated), batch {r['batch_size']}, "
+        f"{r['dtype']}, {r['device']}, {r['threads']} threads, median of {r['repeats']} passes",
+        f"- retention ℓ: {r['retention']}",
+        f"- FLOP bound **{r['flop_bound']:.2f}x**; measured **{r['speedup']:.2f}x** "
+        f"({r['speedup'] / r['flop_bound']:.0%} of the bound): baseline {r['baseline_seconds']:.3f} s, "
+        f"PoWER-BERT {r['power_bert_seconds']:.3f} s per pass",
+    ]
+    if d:
+        lines.append(f"- against dynamic padding ({d['mean_batch_length']:.1f} of {d['padded_length']} tokens on "
+                     f"average): **{d['speedup']:.2f}x** (baseline {d['baseline_seconds']:.3f} s, PoWER-BERT "
+                     f"{d['power_bert_seconds']:.3f} s); PoWER-BERT at fixed N: {d['speedup_power_bert_fixed']:.2f}x")
+    lines += ["", "![seconds per pass](speedup.png)"]
+    (out_dir / "report.md").write_text("\n".join(lines) + "\n")
+    groups = [("fixed N", r["baseline_seconds"], r["power_bert_seconds"])]
+    if d:
+        groups.append(("dynamic padding", d["baseline_seconds"], d["power_bert_seconds"]))
+    fig, ax = plt.subplots(figsize=(6, 3.4))
+    x = range(len(groups))
+    ax.bar([i - 0.2 for i in x], [g[1] for g in groups], width=0.4, color="#999999", label="baseline")
+    ax.bar([i + 0.2 for i in x], [g[2] for g in groups], width=0.4, color="#3a7dc9", label="PoWER-BERT")
+    for i, g in enumerate(groups):
+        ax.annotate(f"{g[1] / g[2]:.2f}x", (i + 0.2, g[2]), ha="center", va="bottom", fontsize=9)
+    ax.set_xticks(list(x), [g[0] for g in groups])
+    ax.set_ylabel("seconds per pass")
+    ax.set_title(f"N = {r['max_length']}: FLOP bound {r['flop_bound']:.2f}x, measured {r['speedup']:.2f}x")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(out_dir / "speedup.png", dpi=120)
+    plt.close(fig)
+    return {"json": out_dir / "report.json", "markdown": out_dir / "report.md", "plot": out_dir / "speedup.png"}

@@ -1,0 +1,170 @@
+"""Model folders as the pipeline writes and reads them: a Hugging Face checkpoint (safetensors
+only) with its tokenizer beside it, ``model_max_length`` = the N it was trained at.
+
+Every load here checks what it reads and names the file at fault: a missing folder, an
+unreadable config, truncated weights, a tokenizer that is missing or whose vocabulary does not
+fit the model's embeddings (a [UNK]-only tokenizer silently turns every word into [UNK]).
+"""
+from __future__ import annotations
+
+import json
+import struct
+from pathlib import Path
+
+from safetensors import SafetensorError, safe_open
+from transformers import (
+    AutoConfig,
+    AutoModelForMultipleChoice,
+    AutoModelForSequenceClassification,
+    AutoTokenizer,
+    PreTrainedConfig,
+)
+
+from ..modeling import PowerBertForMultipleChoice, PowerBertForSequenceClassification
+from ..modeling.configuration_power_bert import base_config_from_dict, check_supported, max_positions
+from .errors import CorruptModelError, PowerBertError
+
+__all__ = [
+    "check_checkpoint", "check_weights", "default_max_length", "label_names", "load_model", "load_tokenizer",
+    "position_limit", "save_tokenizer",
+]
+
+# How far a tokenizer's size may fall below the embedding rows: checkpoints round vocab_size up
+# (e.g. to a multiple of 8 or 128), but a tokenizer holding half the rows is not the model's.
+_MIN_VOCAB_FRACTION = 0.5
+
+
+def _fix_hint(model_dir) -> str:
+    return (f"re-create {model_dir} (a `power-bert run` with the same arguments redoes a stage whose model is "
+            f"damaged)")
+
+
+def check_weights(model_dir) -> list[Path]:
+    """The folder's .safetensors files, each checked whole: its header parses and the file is
+    as long as the tensors the header lists. CorruptModelError names a file that is not."""
+    model_dir = Path(model_dir)
+    files = sorted(model_dir.glob("*.safetensors"))
+    if not files:
+        raise CorruptModelError(f"{model_dir} has no .safetensors weights (pickled checkpoints are not loaded); "
+                                f"{_fix_hint(model_dir)}")
+    for f in files:
+        try:
+            size = f.stat().st_size
+            with open(f, "rb") as fh:
+                head = fh.read(8)
+                (n,) = struct.unpack("<Q", head) if len(head) == 8 else (None,)
+                header = json.loads(fh.read(n)) if n is not None and n <= size else None
+            if header is None:
+                raise ValueError("the header is cut off")
+            end = max((t["data_offsets"][1] for k, t in header.items() if k != "__metadata__"), default=0)
+            if size < 8 + n + end:
+                raise ValueError(f"the file holds {size} bytes, its tensors need {8 + n + end}")
+            with safe_open(str(f), "pt") as st:
+                st.keys()
+        except (OSError, ValueError, KeyError, TypeError, struct.error, SafetensorError) as e:
+            raise CorruptModelError(f"{f} is truncated or not a safetensors file ({e}); {_fix_hint(model_dir)}") \
+                from None
+    return files
+
+
+def read_config(model_dir, what: str = "model folder") -> PreTrainedConfig:
+    """The folder's config.json as a transformers config; PowerBertError when the folder or
+    its config is missing or unreadable."""
+    path = Path(model_dir)
+    if not path.is_dir():
+        raise PowerBertError(f"{what} {model_dir} does not exist or is not a folder (no hub access here: give "
+                             f"a local checkpoint folder)")
+    if not (path / "config.json").is_file():
+        raise PowerBertError(f"{what} {model_dir} holds no config.json: it is not a Hugging Face model folder")
+    try:
+        return AutoConfig.from_pretrained(str(path))
+    except (OSError, ValueError, json.JSONDecodeError) as e:
+        raise PowerBertError(f"{model_dir} is not a readable Hugging Face checkpoint: {e}") from None
+
+
+def _base_config(cfg):
+    return base_config_from_dict(cfg.base_config) if cfg.model_type == "power_bert" else cfg
+
+
+def check_checkpoint(model_dir) -> PreTrainedConfig:
+    """Fails before any work when ``model_dir`` is not a loadable checkpoint of a supported
+    family: a missing folder or config.json, a foreign architecture, weights that are missing,
+    pickled or truncated. Returns its config."""
+    cfg = read_config(model_dir, "--model")
+    try:
+        check_supported(_base_config(cfg))
+    except ValueError as e:
+        raise PowerBertError(str(e)) from None
+    check_weights(model_dir)
+    return cfg
+
+
+def position_limit(cfg) -> int:
+    """The longest input (tokens) the checkpoint's position embeddings hold."""
+    return max_positions(_base_config(cfg))
+
+
+def load_tokenizer(model_dir, cfg=None):
+    """The tokenizer saved in ``model_dir``, checked against the model's embedding rows."""
+    cfg = cfg if cfg is not None else read_config(model_dir)
+    try:
+        tok = AutoTokenizer.from_pretrained(str(model_dir))
+    except (OSError, ValueError, TypeError, json.JSONDecodeError) as e:
+        raise CorruptModelError(f"{model_dir}: its tokenizer cannot be loaded ({e}); the folder needs the "
+                                f"tokenizer files it was trained with (tokenizer.json / vocab.txt ...)") from None
+    rows = int(getattr(_base_config(cfg), "vocab_size", 0) or 0)
+    if rows and not rows * _MIN_VOCAB_FRACTION <= len(tok) <= rows:
+        raise CorruptModelError(
+            f"{model_dir}: its tokenizer has {len(tok)} tokens but the model's embeddings have {rows} rows: the "
+            f"tokenizer files (tokenizer.json / vocab.txt) are missing or belong to another model; copy the "
+            f"tokenizer the model was trained with into the folder")
+    return tok
+
+
+def save_tokenizer(tokenizer, model_dir, max_length: int) -> None:
+    """Saves ``tokenizer`` into ``model_dir`` with ``model_max_length`` = N, so
+    ``pipeline(..., truncation=True)`` and every ``power-bert`` command run at the trained N."""
+    tokenizer.model_max_length = int(max_length)
+    tokenizer.save_pretrained(str(model_dir))
+
+
+def default_max_length(model, tokenizer) -> int | None:
+    """The N a saved model was trained at: a PoWER-BERT model's ``sequence_length``, else its
+    tokenizer's ``model_max_length`` when it is a real length; None when neither says."""
+    n = getattr(model.config, "sequence_length", None)
+    if n:
+        return int(n)
+    n = getattr(tokenizer, "model_max_length", None)
+    limit = position_limit(model.config)
+    return int(n) if n and 1 <= int(n) <= limit else None
+
+
+def load_model(model_dir, *, dtype=None, device: str | None = None):
+    """A saved PoWER-BERT model (its mode and ℓ) or a plain Hugging Face classifier, and its
+    tokenizer, each checked (see the module docstring). ``dtype`` as in ``from_pretrained``."""
+    cfg = read_config(model_dir)
+    try:
+        check_supported(_base_config(cfg))
+    except ValueError as e:
+        raise PowerBertError(str(e)) from None
+    check_weights(model_dir)
+    tokenizer = load_tokenizer(model_dir, cfg)
+    mc = any(a.endswith("ForMultipleChoice") for a in (getattr(cfg, "architectures", None) or []))
+    kwargs = {} if dtype is None else {"dtype": dtype}
+    if cfg.model_type == "power_bert":
+        cls = PowerBertForMultipleChoice if mc else PowerBertForSequenceClassification
+        model = cls.from_pretrained(str(model_dir), config=cfg, **kwargs)
+    else:
+        cls = AutoModelForMultipleChoice if mc else AutoModelForSequenceClassification
+        model = cls.from_pretrained(str(model_dir), use_safetensors=True, **kwargs)
+    if device is not None:
+        model.to(device)
+    return model.eval(), tokenizer
+
+
+def label_names(model) -> list[str] | None:
+    """The class names a classifier was trained with (None for regression, multiple choice or
+    Hugging Face's LABEL_<i> placeholders)."""
+    id2label = getattr(model.config, "id2label", None) or {}
+    names = [id2label[i] for i in sorted(id2label)]
+    return None if not names or names[0] == "LABEL_0" else names

@@ -1,0 +1,17 @@
+"""The pipeline's error for a setting, file or folder it cannot use. The message names the
+setting (or path) and what to do; the ``power-bert`` command prints it as one line and exits 2."""
+from __future__ import annotations
+
+__all__ = ["CorruptModelError", "PowerBertError", "StageSettingsError"]
+
+
+class PowerBertError(ValueError):
+    """A setting, file or folder the pipeline cannot use; raised before any work it would spoil."""
+
+
+class StageSettingsError(PowerBertError):
+    """A stage directory holds a result computed with other settings."""
+
+
+class CorruptModelError(PowerBertError):
+    """A saved model's weights or tokenizer cannot be read (truncated, corrupt or missing)."""

@@ -1,0 +1,151 @@
+"""What the pipeline's models are used for afterwards, from Python as from the command line:
+:func:`evaluate` (metrics on a labelled dataset), :func:`predict` (class probabilities of a
+file's texts, to CSV) and :func:`benchmark` (measured speed-up over the baseline, with the FLOP
+bound). Each runs at the N the model was trained at unless told otherwise, so its figures equal
+the ones the run's report gives for the same model and data."""
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader
+from tqdm.auto import tqdm
+
+from .. import data as D
+from ..flops import flop_bound
+from .artifacts import default_max_length, label_names, load_model, position_limit
+from .errors import PowerBertError
+from .prepare import DataArgs, predictions, subset
+from .report import write_benchmark_report
+from .speed import MODEL_INPUTS, measure_speedup
+from .trainer import check_device, resolve_device
+
+__all__ = ["benchmark", "evaluate", "predict", "predict_logits", "resolve_max_length"]
+
+
+def predict_logits(model, dataset, batch_size: int, device: str, progress: bool = False):
+    """Logits (float32 numpy [examples, outputs]) of ``model`` over ``dataset`` (dicts of model
+    inputs), and the labels (numpy) when the dataset has them, else None."""
+    model.to(device).eval()
+    outs, labels = [], []
+    with torch.inference_mode():
+        for batch in tqdm(DataLoader(dataset, batch_size=batch_size), disable=not progress, desc="batches",
+                          leave=False):
+            outs.append(model(**{k: v.to(device) for k, v in batch.items() if k in MODEL_INPUTS}).logits.float().cpu())
+            if "labels" in batch:
+                labels.append(batch["labels"])
+    return torch.cat(outs).numpy(), (torch.cat(labels).numpy() if labels else None)
+
+
+def resolve_max_length(model, tokenizer, max_length: int | None, data: DataArgs | None = None) -> int:
+    """N: the one asked for (checked against the position embeddings), else the model's trained N
+    (:func:`artifacts.default_max_length`), else the task's paper value, else 128."""
+    limit = position_limit(model.config)
+    if max_length is not None:
+        if isinstance(max_length, bool) or not isinstance(max_length, int) or not 4 <= max_length <= limit:
+            raise PowerBertError(f"--max-length must be a whole number in [4, {limit}] (the model's position "
+                                 f"embeddings), got {max_length!r}")
+        return max_length
+    n = default_max_length(model, tokenizer)
+    if n is None and data is not None and data.metric_kind:
+        n = D.get_task(data.metric_kind).max_length
+    return min(n or 128, limit)
+
+
+def _eval_data(data: DataArgs, model, tokenizer, max_length: int):
+    if data.eval_file or data.test_file:
+        raw = D.load_files(None, data.eval_file, data.text_column, data.label_column, data.text_pair_column,
+                           data.test_file, is_regression=data.regression, label_names=label_names(model))
+        ds = raw.get("eval") or raw.get("test")
+    else:
+        ds = D.load_task(data.name, data.eval_split, data_dir=data.data_dir)
+    ds = subset(ds, data.max_eval_examples, data.seed)
+    return D.tokenize_dataset(ds, tokenizer, max_length)
+
+
+def _device(device: str) -> str:
+    return resolve_device(check_device(device))
+
+
+def evaluate(model_dir, data: DataArgs, max_length: int | None = None, batch_size: int = 64,
+             device: str = "auto", progress: bool = False) -> dict:
+    """Metrics of the model saved in ``model_dir`` on ``data``'s eval split (or eval / test
+    file). Returns ``{"model", "max_length", "examples", "truncated", <metric>: value, ...}``."""
+    _check_batch_size(batch_size)
+    device = _device(device)
+    model, tokenizer = load_model(model_dir)
+    n = resolve_max_length(model, tokenizer, max_length, data)
+    ds = _eval_data(data, model, tokenizer, n)
+    logits, labels = predict_logits(model, ds, batch_size, device, progress)
+    if labels is None:
+        raise D.DataError("evaluate: the dataset has no labels (use `power-bert predict`)")
+    kind = data.metric_kind or ds.problem
+    metrics = D.compute_metrics(kind, predictions(ds.problem, logits), labels)
+    return {"model": str(model_dir), "max_length": n, "examples": len(ds), "truncated": int(ds.num_truncated),
+            **metrics}
+
+
+def _softmax(logits: np.ndarray) -> np.ndarray:
+    z = logits - logits.max(axis=-1, keepdims=True)
+    e = np.exp(z)
+    return e / e.sum(axis=-1, keepdims=True)
+
+
+def predict(model_dir, input_file, output_file, text_column: str = "text", text_pair_column: str | None = None,
+            max_length: int | None = None, batch_size: int = 64, device: str = "auto", progress: bool = False) -> dict:
+    """Writes one CSV row per input text: the text (and pair), the predicted label and, for a
+    classifier, the probability of each class (softmax) under ``score_<label>``; for
+    regression the predicted value. Returns ``{"output_file", "examples", "max_length", "truncated"}``."""
+    _check_batch_size(batch_size)
+    device = _device(device)
+    out = Path(output_file)
+    if out.is_dir() or not out.parent.is_dir():
+        raise PowerBertError(f"--output-file {output_file}: {'is a folder' if out.is_dir() else 'its folder does not exist'}")
+    model, tokenizer = load_model(model_dir)
+    n = resolve_max_length(model, tokenizer, max_length)
+    table = D.load_files(None, None, text_column, None, text_pair_column, input_file)["test"]
+    ds = D.tokenize_dataset(table, tokenizer, n)
+    logits, _ = predict_logits(model, ds, batch_size, device, progress)
+    names = label_names(model)
+    regression = logits.shape[-1] == 1
+    probs = None if regression else _softmax(logits)
+    with open(out, "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["text"] + (["text_pair"] if table.text_pairs else []) + ["prediction"] +
+                   ([] if regression else [f"score_{c}" for c in (names or range(logits.shape[-1]))]))
+        for i, row in enumerate(logits):
+            pred = float(row[0]) if regression else (names[int(row.argmax())] if names else int(row.argmax()))
+            w.writerow([table.texts[i]] + ([table.text_pairs[i]] if table.text_pairs else []) + [pred] +
+                       ([] if regression else [f"{x:.6f}" for x in probs[i]]))
+    return {"output_file": str(out), "examples": len(ds), "max_length": n, "truncated": int(ds.num_truncated)}
+
+
+def benchmark(model_dir, baseline_dir, data: DataArgs, max_length: int | None = None, batch_size: int = 64,
+              device: str = "auto", dtype: torch.dtype = torch.float32, output_dir=None) -> dict:
+    """Times the PoWER-BERT model in ``model_dir`` (hard mode) against the Hugging Face model in
+    ``baseline_dir`` on ``data``'s eval split, at the model's trained N unless ``max_length``
+    says otherwise (:func:`.speed.measure_speedup`), and adds the FLOP bound. With
+    ``output_dir``, writes report.json, report.md and the speed-up plot there."""
+    _check_batch_size(batch_size)
+    device = _device(device)
+    power, tokenizer = load_model(model_dir)
+    if getattr(power.config, "model_type", "") != "power_bert" or power.retention is None or power.mode != "hard":
+        raise PowerBertError(f"--model-dir {model_dir} is not a PoWER-BERT model in hard mode (benchmark the "
+                             f"retrain stage's model)")
+    baseline, _ = load_model(baseline_dir)
+    n = resolve_max_length(power, tokenizer, max_length, data)
+    ds = _eval_data(data, power, tokenizer, n)
+    speed = measure_speedup(baseline, power, ds, batch_size, device, dtype=dtype)
+    result = {"model": str(model_dir), "baseline": str(baseline_dir), "max_length": n, "examples": len(ds),
+              "truncated": int(ds.num_truncated), "retention": list(power.retention),
+              "flop_bound": flop_bound(power.config, list(power.retention), n), **speed}
+    if output_dir is not None:
+        result["files"] = {k: str(v) for k, v in write_benchmark_report(Path(output_dir), result).items()}
+    return result
+
+
+def _check_batch_size(batch_size) -> None:
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise PowerBertError(f"--batch-size must be a whole number >= 1, got {batch_size!r}")

@@ -1,0 +1,164 @@
+"""From the data layer (:mod:`power_bert_ops.data`) to a :class:`PreparedTask` for the pipeline:
+which data (:class:`DataArgs`), read, subset, checked and tokenised at N."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import numpy as np
+from transformers import AutoModelForMultipleChoice, AutoModelForSequenceClassification, DataCollatorWithPadding
+
+from .. import data as D
+from ..modeling import PowerBertForMultipleChoice, PowerBertForSequenceClassification
+
+__all__ = ["DataArgs", "PreparedTask", "load_raw", "prepare", "subset"]
+
+
+@dataclass
+class DataArgs:
+    task: str | None = None  # a task name (GLUE, race, rotten_tomatoes, 20newsgroups, r8) or "hf:<path>"
+    data_dir: str | None = None
+    train_file: str | None = None
+    eval_file: str | None = None
+    test_file: str | None = None
+    text_column: str = "text"
+    text_pair_column: str | None = None
+    label_column: str = "label"
+    regression: bool = False
+    eval_split: str = "dev"
+    max_train_examples: int | None = None  # a fixed, seeded subset (quick runs on small machines); 0 or None: all
+    max_eval_examples: int | None = None
+    seed: int = 0
+
+    def __post_init__(self):
+        for name in ("max_train_examples", "max_eval_examples"):
+            value = getattr(self, name)
+            if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 0):
+                flag = "--" + name.replace("_", "-")
+                raise D.DataError(f"{flag} must be a whole number >= 0 (0 means all the data), got {value!r}")
+
+    @property
+    def name(self) -> str:
+        if self.train_file or self.eval_file:
+            return self.task or "files"
+        return self.task or "rotten_tomatoes"
+
+    @property
+    def metric_kind(self) -> str | None:
+        """The task name metrics are looked up by, or None for the user's own files (then the
+        problem kind decides)."""
+        return self.name if D.canonical_name(self.name) else None
+
+
+@dataclass
+class PreparedTask:
+    """A tokenised task ready for Trainer. ``train`` / ``eval`` yield dicts of model inputs
+    (input_ids, attention_mask, token_type_ids, labels), padded to ``max_length``.
+    ``compute_metrics(predictions, labels)`` takes class ids (or regression values).
+    ``tokenizer`` is saved beside every model the pipeline writes, with ``model_max_length`` N."""
+
+    name: str
+    problem: str  # "classification" | "regression" | "multiple_choice"
+    num_labels: int
+    label_names: list[str] | None
+    train: Any
+    eval: Any
+    max_length: int
+    compute_metrics: Callable[[np.ndarray, np.ndarray], dict]
+    primary_metric: str
+    test: Any = None
+    truncated: dict = field(default_factory=dict)
+    collator: Any = None  # batches `train` (e.g. dynamic padding); None: default stacking
+    tokenizer: Any = None
+
+    @property
+    def power_class(self):
+        return PowerBertForMultipleChoice if self.problem == "multiple_choice" else PowerBertForSequenceClassification
+
+    @property
+    def hf_class(self):
+        return AutoModelForMultipleChoice if self.problem == "multiple_choice" else AutoModelForSequenceClassification
+
+    def predictions(self, logits: np.ndarray) -> np.ndarray:
+        return predictions(self.problem, logits)
+
+
+def predictions(problem: str, logits: np.ndarray) -> np.ndarray:
+    """Class ids (argmax) or, for regression, the single output per example."""
+    if problem == "regression":
+        return np.asarray(logits).reshape(-1)
+    return np.asarray(logits).argmax(axis=-1)
+
+
+def load_raw(args: DataArgs, label_names=None) -> dict:
+    """{"train", "eval", "test"?} datasets (TextDataset / MultipleChoiceDataset)."""
+    if args.train_file or args.eval_file or args.test_file:
+        if args.train_file is None and label_names is None:
+            raise D.DataError("--eval-file without --train-file needs the model's saved label mapping")
+        return D.load_files(args.train_file, args.eval_file, args.text_column, args.label_column,
+                            args.text_pair_column, args.test_file, is_regression=args.regression,
+                            label_names=label_names, task=args.task)
+    name = args.name
+    out = {"train": D.load_task(name, "train", data_dir=args.data_dir),
+           "eval": D.load_task(name, args.eval_split, data_dir=args.data_dir)}
+    try:
+        test = D.load_task(name, "test", data_dir=args.data_dir)
+        if test.has_labels:
+            out["test"] = test
+    except (D.DataError, FileNotFoundError, KeyError, ValueError):
+        pass
+    return out
+
+
+def subset(ds, n: int | None, seed: int):
+    """A fixed, seeded subset of ``n`` examples (in their original order); ``n`` None or 0, or
+    at least the dataset's size: the whole dataset."""
+    if not n or n >= len(ds):
+        return ds
+    idx = np.random.default_rng(seed).permutation(len(ds))[:n]
+    return ds.select(sorted(idx.tolist()))
+
+
+def _check_trainable(train) -> None:
+    """A classification training split needs two classes present; otherwise Hugging Face would
+    build a one-output (regression) head and every score would be meaningless."""
+    if train.problem != "classification" or not train.has_labels:
+        return
+    present = sorted(set(train.labels))
+    names = train.label_names or []
+    if len(names) < 2 or len(present) < 2:
+        seen = [names[i] if i < len(names) else i for i in present]
+        raise D.DataError(f"the training data holds a single class ({', '.join(map(str, seen)) or 'none'}): "
+                          f"classification needs examples of at least two labels (for numeric targets pass "
+                          f"--regression)")
+
+
+def prepare(args: DataArgs, tokenizer, max_length: int) -> PreparedTask:
+    raw = load_raw(args)
+    train = subset(raw["train"], args.max_train_examples, args.seed)
+    _check_trainable(train)
+    ev = subset(raw["eval"], args.max_eval_examples, args.seed)
+    test = raw.get("test")
+    if test is not None:
+        test = subset(test, args.max_eval_examples, args.seed)
+    # Training batches are padded to their longest row (dynamic padding: the model keeps
+    # min(ℓ_j, rows) per layer); eval / test stay at the fixed N the speed-up is defined at.
+    dynamic = train.problem != "multiple_choice"
+    toks = {k: D.tokenize_dataset(v, tokenizer, max_length, padding=False if k == "train" and dynamic else "max_length")
+            for k, v in (("train", train), ("eval", ev), ("test", test)) if v is not None}
+    problem = train.problem
+    kind = args.metric_kind or problem
+    labels = getattr(train, "label_names", None)
+    return PreparedTask(
+        name=args.name,
+        problem=problem,
+        num_labels=1 if problem == "regression" else (train.num_choices if problem == "multiple_choice" else len(labels)),
+        label_names=list(labels) if labels and problem != "multiple_choice" else None,
+        train=toks["train"], eval=toks["eval"], test=toks.get("test"), max_length=max_length,
+        compute_metrics=lambda p, y: D.compute_metrics(kind, p, y),
+        primary_metric=D.primary_metric(kind),
+        truncated={k: int(v.num_truncated) for k, v in toks.items()},
+        # [C, N] multiple-choice features are padded to N when tokenised: default stacking.
+        collator=None if problem == "multiple_choice" else DataCollatorWithPadding(tokenizer),
+        tokenizer=tokenizer,
+    )

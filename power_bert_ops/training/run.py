@@ -1,0 +1,229 @@
+"""A whole ``power-bert run`` from Python: every check first, then the output folder is claimed,
+the stages run (:mod:`.pipeline`) and the report is written.
+
+    from power_bert_ops.training import DataArgs, PipelineConfig, train
+    report = train(PipelineConfig(model="my-bert", output_dir="out", max_length=64),
+                   DataArgs(train_file="train.csv", eval_file="dev.csv"))
+
+Nothing is written before every setting, the model, its tokenizer and the data have been
+checked, so a mistyped command leaves no trace and the corrected one is not refused. A run is
+identified by the *content* of its model and data files (not the paths that named them), and
+stage.json files name models relative to the run folder, so a copied or moved run folder resumes
+as itself.
+"""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import os
+import tempfile
+from pathlib import Path
+
+import torch
+from accelerate import PartialState
+
+from ..flops import flop_bound
+from .artifacts import check_checkpoint, load_tokenizer, position_limit
+from .errors import PowerBertError
+from .inference import predict_logits
+from .pipeline import STAGES, PipelineConfig, StageResult, run_pipeline
+from .prepare import DataArgs, PreparedTask, prepare
+from .report import write_report, write_sweep
+from .speed import measure_speedup
+from .trainer import resolve_device
+
+__all__ = ["DTYPES", "RUN_FILE", "finish_run", "is_main_process", "run_identity", "torch_dtype", "train"]
+
+RUN_FILE = "run_config.json"
+DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+
+
+def torch_dtype(precision: str) -> torch.dtype:
+    """``"fp32"`` / ``"fp16"`` / ``"bf16"`` -> the torch dtype."""
+    if precision not in DTYPES:
+        raise PowerBertError(f"--precision must be one of {list(DTYPES)}, got {precision!r}")
+    return DTYPES[precision]
+
+
+def is_main_process() -> bool:
+    """False on the non-zero ranks of a torchrun / accelerate launch."""
+    return int(os.environ.get("RANK", "0")) == 0
+
+
+def _hash_files(paths) -> str:
+    h = hashlib.sha256()
+    for p in paths:
+        h.update(Path(p).name.encode() + b"\0")
+        with open(p, "rb") as f:
+            for block in iter(lambda: f.read(1 << 20), b""):
+                h.update(block)
+    return h.hexdigest()[:16]
+
+
+def _hash_tree(root: Path) -> str:
+    files = sorted(p for p in root.rglob("*") if p.is_file())
+    h = hashlib.sha256()
+    for p in files:
+        h.update(str(p.relative_to(root)).encode() + b"\0" + _hash_files([p]).encode())
+    return h.hexdigest()[:16]
+
+
+def run_identity(model: str, data: DataArgs, max_length: int, seed: int) -> dict:
+    """What makes a run the same run: the model's and the data's content (a hash of the model's
+    config and weights, of each data file or data folder), the task, N, the columns, the seed and
+    the training subset. Paths are not part of it."""
+    model_dir = Path(model)
+    files = {"train_file": data.train_file, "eval_file": data.eval_file, "test_file": data.test_file}
+    return {
+        "model": _hash_files([model_dir / "config.json", *sorted(model_dir.glob("*.safetensors"))]),
+        "task": data.name,
+        **{k: _hash_files([v]) if v else None for k, v in files.items()},
+        "data_dir": _hash_tree(Path(data.data_dir)) if data.data_dir else None,
+        "max_length": max_length, "text_column": data.text_column, "text_pair_column": data.text_pair_column,
+        "label_column": data.label_column, "regression": data.regression, "eval_split": data.eval_split,
+        "seed": seed, "max_train_examples": data.max_train_examples or None,
+        "max_eval_examples": data.max_eval_examples or None,
+    }
+
+
+def check_output_dir(out: Path, identity: dict | None = None) -> None:
+    """Refuses, before anything is written, an output folder that cannot hold this run: a file,
+    a folder that cannot be created or written, a folder holding files of something else, or
+    (with ``identity``) one holding another run."""
+    if out.exists() and not out.is_dir():
+        raise PowerBertError(f"--output-dir {out} is a file, not a folder")
+    f = out / RUN_FILE
+    if f.exists():
+        if identity is not None:
+            previous = json.loads(f.read_text())
+            if previous != identity:
+                diff = sorted(k for k in set(previous) | set(identity) if previous.get(k) != identity.get(k))
+                raise PowerBertError(f"{out} holds another run (it differs in {', '.join(diff)}); use a new "
+                                     f"--output-dir")
+    elif out.is_dir() and any(out.iterdir()):
+        raise PowerBertError(f"--output-dir {out} is not empty and holds no power-bert run; use a new --output-dir")
+    existing = out
+    while not existing.exists():
+        existing = existing.parent
+    if not existing.is_dir():
+        raise PowerBertError(f"--output-dir {out} cannot be created: {existing} is a file")
+    try:
+        with tempfile.TemporaryFile(dir=existing):
+            pass
+    except OSError as e:
+        raise PowerBertError(f"--output-dir {out} cannot be written ({existing}: {e.strerror or e})") from None
+
+
+def _claim_output_dir(out: Path, identity: dict) -> None:
+    check_output_dir(out, identity)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        (out / RUN_FILE).write_text(json.dumps(identity, indent=1))
+    except OSError as e:
+        raise PowerBertError(f"--output-dir {out} cannot be written: {e.strerror or e}") from None
+
+
+def check_lambdas(lambdas) -> list[float] | None:
+    """A λ sweep's values: numbers >= 0, at least one."""
+    if lambdas is None:
+        return None
+    values = []
+    for x in lambdas:
+        try:
+            v = float(x)
+        except (TypeError, ValueError):
+            raise PowerBertError(f"--lambdas must be comma-separated numbers >= 0; {str(x).strip()!r} is not a "
+                                 f"number") from None
+        if not v >= 0 or v == float("inf"):
+            raise PowerBertError(f"--lambdas must be comma-separated numbers >= 0; got {x!r}")
+        values.append(v)
+    if not values:
+        raise PowerBertError("--lambdas needs at least one value")
+    return values
+
+
+def train(cfg: PipelineConfig, data: DataArgs, stages=STAGES, lambdas=None) -> dict | None:
+    """Checks everything, then runs ``stages`` into ``cfg.output_dir`` and, when they include
+    stage 3, writes the report (returned). ``lambdas``: a λ sweep sharing stage 1 (one sub-run
+    per λ under ``lambda_<λ>/``, then sweep.md / sweep.json / sweep.png); the last report is
+    returned. Finished stages are reused (see :mod:`.pipeline`)."""
+    lambdas = check_lambdas(lambdas)
+    model_cfg = check_checkpoint(cfg.model)
+    limit = position_limit(model_cfg)
+    if cfg.max_length > limit:
+        raise PowerBertError(f"--max-length {cfg.max_length} is longer than the model's position embeddings "
+                             f"hold ({limit} tokens); use at most {limit}")
+    out = Path(cfg.output_dir)
+    check_output_dir(out)
+    tokenizer = load_tokenizer(cfg.model, model_cfg)
+    task = prepare(data, tokenizer, cfg.max_length)
+    identity = run_identity(cfg.model, data, cfg.max_length, cfg.seed)
+    with PartialState(cpu=resolve_device(cfg.device) == "cpu").main_process_first():
+        _claim_output_dir(out, identity)
+    reports = []
+    for lam in lambdas or [None]:
+        run_cfg = cfg if lam is None else dataclasses.replace(cfg, lam=lam)
+        if lambdas and len(lambdas) > 1:  # stage 1 shared; stages 2-3 per λ
+            run_pipeline(run_cfg, task, stages=("finetune",))
+            sub = out / f"lambda_{lam:g}"
+            sub.mkdir(exist_ok=True)
+            if not (sub / "finetune").exists():
+                (sub / "finetune").symlink_to(Path("..") / "finetune")  # relative: the folder moves as one
+            run_cfg = dataclasses.replace(run_cfg, output_dir=str(sub))
+        results = run_pipeline(run_cfg, task, stages=stages)
+        if "retrain" in stages and is_main_process():
+            reports.append(finish_run(run_cfg, task, results, Path(run_cfg.output_dir)))
+    if len(reports) > 1 and is_main_process():
+        paths = write_sweep(out, reports)
+        print(f"sweep written to {paths['markdown']} and {paths['plot']}")
+    return reports[-1] if reports else None
+
+
+def finish_run(cfg: PipelineConfig, task: PreparedTask, results: dict[str, StageResult], out: Path) -> dict:
+    """Evaluates baseline and PoWER-BERT (eval and test splits), measures the speed-up on the eval
+    set, computes the FLOP bound, writes report.json / report.md / the plot."""
+    device = resolve_device(cfg.device)
+    baseline = task.hf_class.from_pretrained(results["finetune"].model_dir, attn_implementation="sdpa")
+    power = task.power_class.from_pretrained(results["retrain"].model_dir)
+    retention = list(power.retention)
+    metric = task.primary_metric
+    evals = {}
+    for name, model in (("baseline", baseline), ("power_bert", power)):
+        for split, ds in (("eval", task.eval), ("test", task.test)):
+            if ds is None:
+                continue
+            logits, labels = predict_logits(model, ds, cfg.eval_batch_size, device)
+            if labels is not None:
+                evals.setdefault(name, {})[split] = task.compute_metrics(task.predictions(logits), labels)
+    speed = measure_speedup(baseline, power, task.eval, cfg.eval_batch_size, device, dtype=torch_dtype(cfg.precision))
+    split = "test" if task.test is not None else "eval"
+    report = {
+        "task": task.name,
+        "model": cfg.model,
+        "max_length": task.max_length,
+        "lambda": cfg.lam,
+        "baseline": {"metric": {"name": metric, "value": evals["baseline"][split][metric], "split": split},
+                     "metrics": evals["baseline"]},
+        "power_bert": {"metric": {"name": metric, "value": evals["power_bert"][split][metric], "split": split},
+                       "metrics": evals["power_bert"]},
+        "retention": retention,
+        "flop_bound": flop_bound(power.config, retention, task.max_length),
+        "measured_speedup": speed["speedup"],
+        "speed": speed,
+        "device": device_name(device),
+        "examples": {k: len(v) for k, v in (("eval", task.eval), ("test", task.test)) if v is not None},
+        "truncated": task.truncated,
+        "stages": {k: v.metrics for k, v in results.items()},
+        "config": cfg.to_dict(),
+    }
+    paths = write_report(out, report)
+    b, p = report["baseline"]["metric"], report["power_bert"]["metric"]
+    print(f"\n{task.name} (N={task.max_length}, {split} split): baseline {metric} {b['value']:.4f} | PoWER-BERT "
+          f"{p['value']:.4f} | retention {retention} | FLOP bound {report['flop_bound']:.2f}x | measured speed-up "
+          f"{report['measured_speedup']:.2f}x on {report['device']}\nreport: {paths['json']}")
+    return report
+
+
+def device_name(device: str) -> str:
+    return torch.cuda.get_device_name() if device.startswith("cuda") else f"cpu ({torch.get_num_threads()} threads)"

@@ -1,0 +1,377 @@
+"""Every path a user takes after training, and every fault they can meet (issue "Numbers a user
+can trust"): the figures `evaluate` / `benchmark` give of a run's models equal its report; saved
+folders carry their tokenizer at the trained N; transformers' Auto classes and `pipeline` load
+them; killed, copied, moved, corrupted and full-disk runs recover or say what to do; bad settings
+are refused before anything is written, in one line, with exit status 2."""
+import csv
+import json
+import os
+import shutil
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from power_bert_ops import cli
+from power_bert_ops.training import trainer as trainer_module
+
+from tiny_models import run_args, synthetic_csv
+
+STAGES = ("finetune", "search", "retrain")
+EVAL = ["--text-column", "review", "--label-column", "sentiment"]
+
+
+def _stamps(run):
+    return {s: (run / s / "stage.json").stat().st_mtime_ns for s in STAGES}
+
+
+def _json(capsys) -> dict:
+    out = capsys.readouterr().out
+    assert out.count("\n") == 1, f"--json prints exactly one line: {out!r}"
+    return json.loads(out)
+
+
+# ---------------------------------------------------------------------------------------------
+# The numbers agree with each other
+# ---------------------------------------------------------------------------------------------
+def test_evaluate_and_benchmark_every_stage_equal_the_report(workdir, finished_run, capsys, tmp_path):
+    """No --max-length anywhere: every command runs at the trained N and reproduces report.json."""
+    report = json.loads((finished_run / "report.json").read_text())
+    eval_file = ["--eval-file", str(workdir / "eval.csv"), *EVAL]
+    expected = {"finetune": report["baseline"]["metrics"]["eval"]["accuracy"],
+                "search": report["stages"]["search"]["eval_accuracy"],
+                "retrain": report["power_bert"]["metrics"]["eval"]["accuracy"]}
+    for stage in STAGES:
+        assert cli.main(["evaluate", "--model-dir", str(finished_run / stage / "model"), *eval_file, "--json",
+                         "--no-progress"]) == 0
+        got = _json(capsys)
+        assert got["max_length"] == report["max_length"] == 16
+        assert got["examples"] == report["examples"]["eval"] == 96
+        assert got["truncated"] == report["truncated"]["eval"]
+        assert got["accuracy"] == pytest.approx(expected[stage], abs=1e-12), stage
+    assert cli.main(["benchmark", "--model-dir", str(finished_run / "retrain" / "model"), "--baseline",
+                     str(finished_run / "finetune" / "model"), *eval_file, "--json", "--no-progress",
+                     "--output-dir", str(tmp_path / "bench")]) == 0
+    speed = _json(capsys)
+    assert speed["max_length"] == 16 and speed["retention"] == report["retention"]
+    assert speed["flop_bound"] == pytest.approx(report["flop_bound"], rel=1e-12)
+    assert speed["examples"] == 96 and speed["truncated"] == report["truncated"]["eval"]
+    assert speed["speedup"] > 0 and speed["dynamic"]["padded_length"] == 16 and speed["dynamic"]["speedup"] > 0
+    for name in ("report.json", "report.md", "speedup.png"):
+        assert (tmp_path / "bench" / name).stat().st_size > 100, name
+    assert json.loads((tmp_path / "bench" / "report.json").read_text())["flop_bound"] == speed["flop_bound"]
+
+
+def test_summary_lines_for_people(workdir, finished_run, capsys, tmp_path):
+    model = str(finished_run / "retrain" / "model")
+    assert cli.main(["evaluate", "--model-dir", model, "--eval-file", str(workdir / "eval.csv"), *EVAL,
+                     "--no-progress"]) == 0
+    out = capsys.readouterr().out.strip()
+    assert "\n" not in out and out.startswith("accuracy 0.") and "on 96 examples (N = 16" in out
+    assert cli.main(["benchmark", "--model-dir", model, "--baseline", str(finished_run / "finetune" / "model"),
+                     "--eval-file", str(workdir / "eval.csv"), *EVAL, "--no-progress",
+                     "--output-dir", str(tmp_path / "b")]) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert lines[0].startswith("measured speed-up ") and "FLOP bound" in lines[0] and "dynamic padding" in lines[0]
+    assert lines[1] == f"report: {tmp_path / 'b' / 'report.md'}"
+
+
+def test_predict_writes_probabilities_at_the_trained_length(workdir, finished_run, tmp_path, capsys):
+    long_text = " ".join(["good movie"] * 30)
+    (tmp_path / "in.csv").write_text(f"review\ngood movie\nboring plot\n{long_text}\n")
+    assert cli.main(["predict", "--model-dir", str(finished_run / "retrain" / "model"), "--input-file",
+                     str(tmp_path / "in.csv"), "--output-file", str(tmp_path / "out.csv"), "--text-column", "review",
+                     "--no-progress"]) == 0
+    assert "1 texts truncated to N = 16 tokens" in capsys.readouterr().out
+    rows = list(csv.DictReader(open(tmp_path / "out.csv")))
+    assert len(rows) == 3
+    for row in rows:
+        p = [float(row["score_neg"]), float(row["score_pos"])]
+        assert all(0.0 <= x <= 1.0 for x in p) and sum(p) == pytest.approx(1.0, abs=2e-6)
+        assert row["prediction"] == ("pos" if p[1] > p[0] else "neg")
+
+
+# ---------------------------------------------------------------------------------------------
+# Saved folders: tokenizer, Auto classes, pipeline, dtype
+# ---------------------------------------------------------------------------------------------
+def test_every_stage_folder_carries_its_tokenizer_at_n(finished_run):
+    from transformers import AutoConfig, AutoTokenizer
+
+    for stage in STAGES:
+        folder = finished_run / stage / "model"
+        tok = AutoTokenizer.from_pretrained(folder)
+        cfg = AutoConfig.from_pretrained(folder)
+        vocab = cfg.base_config["vocab_size"] if cfg.model_type == "power_bert" else cfg.vocab_size
+        assert len(tok) == vocab, stage
+        assert tok.model_max_length == 16, stage
+        assert tok("the movie was good")["input_ids"][1] != tok.unk_token_id
+
+
+def test_tokenizer_that_does_not_fit_the_model_is_refused(workdir, finished_run, tmp_path, capsys):
+    folder = tmp_path / "no_tokenizer"
+    shutil.copytree(finished_run / "finetune" / "model", folder)
+    for name in ("tokenizer.json", "tokenizer_config.json", "vocab.txt", "special_tokens_map.json"):
+        (folder / name).unlink(missing_ok=True)
+    assert cli.main(["evaluate", "--model-dir", str(folder), "--eval-file", str(workdir / "eval.csv"), *EVAL]) == 2
+    err = capsys.readouterr().err
+    assert "tokenizer" in err and str(folder) in err and err.count("\n") == 1
+    args = run_args(workdir, tmp_path / "o")
+    args[args.index("--model") + 1] = str(folder)
+    assert cli.main(args) == 2
+    assert "tokenizer" in capsys.readouterr().err and not (tmp_path / "o").exists()
+
+
+def test_auto_classes_and_pipeline_after_import(finished_run):
+    """`import power_bert_ops` (which itself imports no transformers) is enough for the Auto
+    classes and pipeline; pipeline(truncation=True) runs at the trained N."""
+    code = f"""
+import sys
+import power_bert_ops
+assert "transformers" not in sys.modules
+from transformers import AutoConfig, AutoModelForSequenceClassification, pipeline
+folder = {str(finished_run / "retrain" / "model")!r}
+model = AutoModelForSequenceClassification.from_pretrained(folder)
+assert type(model).__name__ == "PowerBertForSequenceClassification" and model.mode == "hard", type(model)
+assert AutoConfig.from_pretrained(folder).model_type == "power_bert"
+clf = pipeline("text-classification", model=folder, truncation=True)
+seen = []
+model = clf.model
+model.register_forward_pre_hook(lambda m, a, kw: seen.append(kw["input_ids"].shape[-1]), with_kwargs=True)
+out = clf(" ".join(["good movie"] * 100))
+assert out[0]["label"] in ("neg", "pos"), out
+assert seen == [16], seen
+print("ok")
+"""
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0 and r.stdout.strip().endswith("ok"), r.stderr[-3000:]
+
+
+@pytest.mark.parametrize("how", ["dtype", "torch_dtype", "string"])
+def test_from_pretrained_dtype(finished_run, how):
+    from power_bert_ops.modeling import PowerBertForSequenceClassification
+
+    value = "bfloat16" if how == "string" else torch.bfloat16
+    kwargs = {"torch_dtype" if how == "torch_dtype" else "dtype": value}
+    model = PowerBertForSequenceClassification.from_pretrained(finished_run / "retrain" / "model", **kwargs)
+    assert {p.dtype for p in model.model.parameters()} == {torch.bfloat16}
+    assert model.retention_params.dtype == torch.float32  # ranks and masses stay fp32
+    assert model.config.dtype == torch.bfloat16 and model.model.config.dtype == torch.bfloat16
+    ids = torch.randint(5, 29, (2, 16))
+    ids[:, 0] = 2
+    with torch.inference_mode():
+        assert model(input_ids=ids, attention_mask=torch.ones_like(ids)).logits.dtype == torch.bfloat16
+
+
+# ---------------------------------------------------------------------------------------------
+# Stuck or lost work
+# ---------------------------------------------------------------------------------------------
+def test_copied_and_moved_run_folders_read_their_own_models(workdir, finished_run, tmp_path, monkeypatch):
+    copy = tmp_path / "copy"
+    shutil.copytree(finished_run, copy, symlinks=True)
+    stamps = _stamps(copy)
+    moved = tmp_path / "moved"
+    copy.rename(moved)
+    # the data and the model named by other (relative) paths are the same run
+    monkeypatch.chdir(workdir)
+    args = run_args(workdir, moved)
+    for flag, name in (("--train-file", "train.csv"), ("--eval-file", "eval.csv"), ("--model", "model")):
+        args[args.index(flag) + 1] = name
+    assert cli.main(args) == 0
+    assert _stamps(moved) == stamps
+    for stage in STAGES:
+        stage_json = json.loads((moved / stage / "stage.json").read_text())
+        assert stage_json["model_dir"] == f"{stage}/model"
+    assert json.loads((moved / "report.json").read_text())["model"] == "model"
+
+
+def test_another_file_at_the_same_path_is_another_run(workdir, finished_run, tmp_path, capsys):
+    run = tmp_path / "run"
+    shutil.copytree(finished_run, run)
+    data = tmp_path / "data"
+    data.mkdir()
+    shutil.copy(workdir / "eval.csv", data / "eval.csv")
+    synthetic_csv(data / "train.csv", 384, seed=5)  # other content, same name
+    args = run_args(workdir, run)
+    args[args.index("--train-file") + 1] = str(data / "train.csv")
+    args[args.index("--eval-file") + 1] = str(data / "eval.csv")
+    assert cli.main(args) == 2
+    assert "holds another run (it differs in train_file)" in capsys.readouterr().err
+
+
+def test_kill_while_checkpointing_then_resume(workdir, tmp_path, monkeypatch, capfd):
+    """Ctrl-C right after the first checkpoint: a clean stop that says how to resume. A checkpoint
+    cut short (only config.json and a temp file) is skipped on resume, not fatal."""
+    out = tmp_path / "killed"
+    args = ["finetune", *run_args(workdir, out)[1:]]
+    args[args.index("--finetune-epochs") + 1] = "2"
+
+    def interrupt(self, a, state, control, **kw):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(trainer_module.StopOnNonFiniteLoss, "on_save", interrupt, raising=False)
+    assert cli.main(args) == 130
+    err = capfd.readouterr().err
+    assert "interrupted; finished stages are kept in" in err and "run the same command again" in err
+    assert "Traceback" not in err
+    ckpts = list((out / "finetune" / "checkpoints").glob("checkpoint-*"))
+    assert len(ckpts) == 1
+    monkeypatch.undo()
+    broken = out / "finetune" / "checkpoints" / "checkpoint-9999"
+    broken.mkdir()
+    (broken / "config.json").write_text("{}")
+    (broken / "model.safetensors.tmp").write_bytes(b"\0" * 10)
+    assert cli.main(args) == 0
+    assert "checkpoint-9999 is incomplete" in capfd.readouterr().out
+    assert (out / "finetune" / "stage.json").exists() and not broken.exists()
+
+
+def test_corrupt_stage_model_named_and_redone(workdir, finished_run, tmp_path, capsys):
+    run = tmp_path / "run"
+    shutil.copytree(finished_run, run)
+    stamps = _stamps(run)
+    weights = run / "retrain" / "model" / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:1000])
+    assert cli.main(["evaluate", "--model-dir", str(run / "retrain" / "model"), "--eval-file",
+                     str(workdir / "eval.csv"), *EVAL]) == 2
+    err = capsys.readouterr().err
+    assert f"{weights} is truncated" in err and err.count("\n") == 1
+    assert cli.main(run_args(workdir, run)) == 0
+    assert f"{weights} is truncated" in capsys.readouterr().out
+    now = _stamps(run)
+    assert now["finetune"] == stamps["finetune"] and now["search"] == stamps["search"]
+    assert now["retrain"] != stamps["retrain"]
+    assert json.loads((run / "report.json").read_text())["retention"] == \
+        json.loads((finished_run / "report.json").read_text())["retention"]
+
+
+def test_full_disk_says_so(workdir, tmp_path):
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=200k", "tmpfs", str(disk)], capture_output=True).returncode:
+        pytest.skip("cannot mount a small tmpfs here (needs root in a container that allows it)")
+    try:
+        args = ["finetune", *run_args(workdir, disk / "out")[1:]]
+        r = subprocess.run([sys.executable, "-m", "power_bert_ops.cli", *args], capture_output=True, text=True,
+                           timeout=600)
+    finally:
+        subprocess.run(["umount", str(disk)], capture_output=True)
+    assert r.returncode == 1, r.stderr[-3000:]
+    assert "no space left on " in r.stderr and str(disk) in r.stderr
+    assert "Traceback" not in r.stderr
+
+
+# ---------------------------------------------------------------------------------------------
+# Nonsense refused before any work, in one line, exit 2, nothing written
+# ---------------------------------------------------------------------------------------------
+BAD_RUN_SETTINGS = [
+    (["--max-length", "0"], "--max-length"),
+    (["--max-length", "100000"], "--max-length 100000 is longer than the model's position embeddings hold (64"),
+    (["--lambda", "-1"], "--lambda must be a number >= 0"),
+    (["--batch-size", "0"], "--batch-size must be a whole number >= 1"),
+    (["--lambdas", "1e-3,abc"], "--lambdas must be comma-separated numbers >= 0; 'abc'"),
+    (["--max-train-examples", "-5"], "--max-train-examples must be a whole number >= 0"),
+    (["--finetune-epochs", "-1"], "--finetune-epochs must be a number > 0"),
+    (["--search-epochs", "0"], "--search-epochs must be a number > 0"),
+    (["--lr-bert", "nan"], "--lr-bert must be a number > 0"),
+    (["--text-column", "nope"], "'nope' not found"),
+    (["--batch-size", "abc"], "argument --batch-size: invalid int value"),
+]
+
+
+@pytest.mark.parametrize("extra,message", BAD_RUN_SETTINGS, ids=[" ".join(e) for e, _ in BAD_RUN_SETTINGS])
+def test_bad_run_settings_refused_before_anything(workdir, tmp_path, capsys, extra, message):
+    out = tmp_path / "o"
+    args = run_args(workdir, out)
+    flag = extra[0]
+    if flag in args:
+        i = args.index(flag)
+        args[i:i + 2] = extra
+    else:
+        args += extra
+    if flag == "--lambdas":
+        i = args.index("--lambda")
+        del args[i:i + 2]
+    try:
+        rc = cli.main(args)
+    except SystemExit as e:  # argparse's own type errors
+        rc = e.code
+    err = capsys.readouterr().err
+    assert rc == 2
+    assert message in err, err
+    assert err.strip().count("\n") == 0, f"one line: {err!r}"
+    assert not out.exists(), "nothing written"
+
+
+def test_corrected_command_is_not_refused(workdir, tmp_path, capsys):
+    out = tmp_path / "o"
+    args = run_args(workdir, out)
+    args[args.index("--text-column") + 1] = "nope"
+    assert cli.main(args) == 2
+    args = ["finetune", *run_args(workdir, out)[1:], "--max-steps", "1"]
+    assert cli.main(args) == 0
+    assert (out / "finetune" / "stage.json").exists()
+
+
+def test_device_cuda_without_gpu(workdir, tmp_path, capsys):
+    if torch.cuda.is_available():
+        pytest.skip("a GPU is present")
+    assert cli.main(run_args(workdir, tmp_path / "o", "--device", "cuda")) == 2
+    assert "--device cuda: no CUDA GPU" in capsys.readouterr().err and not (tmp_path / "o").exists()
+
+
+@pytest.mark.parametrize("where", ["under_a_file", "proc"])
+def test_output_dir_that_cannot_be_written(workdir, tmp_path, capsys, where):
+    if where == "under_a_file":
+        (tmp_path / "f").write_text("x")
+        out = tmp_path / "f" / "run"
+    else:
+        out = "/proc/power_bert_run"
+    assert cli.main(run_args(workdir, out)) == 2
+    err = capsys.readouterr().err
+    assert f"--output-dir {out} cannot be" in err and err.count("\n") == 1
+
+
+def test_single_class_training_file_refused(workdir, tmp_path, capsys):
+    (tmp_path / "one.csv").write_text("review,sentiment\n" + "".join(f"good film {i},pos\n" for i in range(20)))
+    args = run_args(workdir, tmp_path / "o")
+    args[args.index("--train-file") + 1] = str(tmp_path / "one.csv")
+    args[args.index("--eval-file") + 1] = str(tmp_path / "one.csv")
+    assert cli.main(args) == 2
+    err = capsys.readouterr().err
+    assert "single class (pos)" in err and not (tmp_path / "o").exists()
+
+
+def test_max_train_examples_zero_means_all(workdir, tmp_path):
+    out = tmp_path / "o"
+    args = ["finetune", *run_args(workdir, out)[1:], "--max-train-examples", "0", "--max-steps", "1"]
+    assert cli.main(args) == 0
+    assert json.loads((out / "run_config.json").read_text())["max_train_examples"] is None
+
+
+def test_bad_model_folders_for_evaluate_and_explain(workdir, finished_run, tmp_path, capsys):
+    assert cli.main(["evaluate", "--model-dir", str(tmp_path / "missing"), "--eval-file", str(workdir / "eval.csv"),
+                     *EVAL]) == 2
+    assert f"{tmp_path / 'missing'} does not exist" in capsys.readouterr().err
+    assert cli.main(["explain", "--model-dir", str(finished_run / "search" / "model"), "--text", "good film"]) == 2
+    err = capsys.readouterr().err
+    assert "not a PoWER-BERT model in hard mode" in err and err.count("\n") == 1
+    assert cli.main(["evaluate", "--model-dir", str(finished_run / "retrain" / "model"), "--eval-file",
+                     str(workdir / "eval.csv"), *EVAL, "--max-length", "100000"]) == 2
+    assert "--max-length must be a whole number in [4, 64]" in capsys.readouterr().err
+
+
+def test_log_is_readable(workdir, tmp_path):
+    """One line per epoch with the metric; no weight-loading bars, load reports or raw dicts."""
+    args = ["finetune", *run_args(workdir, tmp_path / "o")[1:]]
+    args[args.index("--finetune-epochs") + 1] = "2"
+    args.remove("--no-progress")
+    r = subprocess.run([sys.executable, "-m", "power_bert_ops.cli", *args], capture_output=True, text=True,
+                       timeout=600)
+    assert r.returncode == 0, r.stderr[-3000:]
+    text = r.stdout + r.stderr
+    assert "finetune epoch 1/2: dev accuracy " in text and "finetune epoch 2/2: dev accuracy " in text
+    assert "finetune done: dev accuracy " in text
+    for noise in ("Loading weights", "LOAD REPORT", "{'loss'", "{'eval_loss'", "'train_runtime'"):
+        assert noise not in text, noise
+    assert "it/s]" in r.stderr or "s/it]" in r.stderr  # the training progress bar stays
