@@ -281,6 +281,7 @@ class PowerBertPreTrainedModel(PreTrainedModel):
         if kwargs.get("use_safetensors") is False:
             raise ValueError("PoWER-BERT loads safetensors checkpoints only (use_safetensors=False is not supported)")
         kwargs["use_safetensors"] = True
+        dtype = kwargs.get("dtype", kwargs.get("torch_dtype"))
         if kwargs.get("trust_remote_code"):
             raise ValueError("PoWER-BERT: trust_remote_code is not supported")
         if config is None:
@@ -298,6 +299,7 @@ class PowerBertPreTrainedModel(PreTrainedModel):
             sequence_length = None
             if retention is _UNSET:
                 retention = None
+        model._apply_dtype(dtype)
         if sequence_length is not None and sequence_length != model.config.sequence_length:
             model.set_sequence_length(sequence_length)
         if exclude_self is not None:
@@ -312,6 +314,22 @@ class PowerBertPreTrainedModel(PreTrainedModel):
             model._apply_mode(model.config.mode, model.config.retention)
         model.eval()
         return model
+
+    def _apply_dtype(self, dtype) -> None:
+        """``from_pretrained(..., dtype=...)``: the wrapped model's parameters in ``dtype`` (a
+        torch.dtype, its name, or "auto": the dtype the checkpoint was saved in), recorded in
+        both configs. The retention parameters stay float32 (SPEC 1.3 accumulates in fp32)."""
+        if dtype is None:
+            return
+        if dtype == "auto":
+            dtype = self.model.config.dtype or self.config.dtype or torch.float32
+        if isinstance(dtype, str):
+            dtype = getattr(torch, dtype.removeprefix("torch."), None)
+        if not isinstance(dtype, torch.dtype) or not dtype.is_floating_point:
+            raise ValueError(f"PoWER-BERT: dtype must be a floating torch.dtype, its name or 'auto'; got {dtype!r}")
+        self.model.to(dtype)
+        self.model.config.dtype = dtype
+        self.config.dtype = dtype
 
     @classmethod
     def from_hf_model(cls, hf_model: PreTrainedModel, retention: Sequence[int] | None = None, mode: str | None = None,
