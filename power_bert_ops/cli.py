@@ -54,6 +54,15 @@ def _add_data_args(p: argparse.ArgumentParser, train: bool = True) -> None:
                         "it was trained at)")
 
 
+def _lambda_value(text: str):
+    if text == "paper":
+        return text
+    try:
+        return float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a number or 'paper', got {text!r}") from None
+
+
 def _add_train_args(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("training")
     g.add_argument("--model", default=None, help="Hugging Face checkpoint directory (BERT, RoBERTa, ALBERT, ELECTRA); "
@@ -64,9 +73,16 @@ def _add_train_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--retrain-epochs", type=float, default=2.0)
     g.add_argument("--lr-bert", type=float, default=None, help="default: the task's paper value, else 3e-5")
     g.add_argument("--lr-soft", type=float, default=None, help="default: the task's paper value, else 1e-3")
-    g.add_argument("--lambda", dest="lam", type=float, default=None, help="λ of the stage-2 loss term; default: "
-                   "the task's paper value, else 1e-3")
+    g.add_argument("--target-speedup", type=float, default=None,
+                   help="stage 2 ends with a configuration whose FLOP bound is this speed-up (±3%%); without "
+                        "a λ the default is 3")
+    g.add_argument("--target-speedups", default=None,
+                   help="comma-separated target speed-ups: the trade-off curve (stage 1 shared), sweep.md + plot")
+    g.add_argument("--lambda", dest="lam", type=_lambda_value, default=None, help="λ of the stage-2 loss term: "
+                   "the paper's procedure instead of a target; 'paper' takes the task's published λ (else 1e-3)")
     g.add_argument("--lambdas", default=None, help="comma-separated λ values: a sweep (stage 1 shared)")
+    g.add_argument("--distill", action=argparse.BooleanOptionalAction, default=False,
+                   help="stage-1 model as teacher of stages 2 and 3 (logit distillation); default off")
     g.add_argument("--batch-size", type=int, default=None)
     g.add_argument("--eval-batch-size", type=int, default=64)
     g.add_argument("--seed", type=int, default=42)
@@ -138,7 +154,8 @@ def _data_args(a):
 def cmd_train(a) -> dict | None:
     from . import data as D
     from .assets import packaged_model_dir
-    from .training import PipelineConfig, train
+    from .training import PipelineConfig, PowerBertError, train
+    from .training.run import DEFAULT_TARGET_SPEEDUP
 
     data = _data_args(a)
     canon = D.canonical_name(data.name)
@@ -147,16 +164,25 @@ def cmd_train(a) -> dict | None:
     def pick(value, key, fallback):
         return value if value is not None else defaults.get(key, fallback)
 
+    lambda_given = a.lam is not None or a.lambdas is not None
+    target_given = a.target_speedup is not None or a.target_speedups is not None
+    if lambda_given and target_given:
+        raise PowerBertError("give a target speed-up (--target-speedup / --target-speedups) or a λ (--lambda / "
+                             "--lambdas), not both")
+    target = a.target_speedup if target_given else (None if lambda_given else DEFAULT_TARGET_SPEEDUP)
+    lam = defaults.get("lambda_reg", 1e-3) if a.lam in (None, "paper") else a.lam
     cfg = PipelineConfig(
         model=a.model or str(packaged_model_dir()), output_dir=a.output_dir,
         max_length=pick(a.max_length, "max_length", 128), finetune_epochs=a.finetune_epochs,
         search_epochs=a.search_epochs, retrain_epochs=a.retrain_epochs, lr_bert=pick(a.lr_bert, "lr_bert", 3e-5),
-        lr_soft=pick(a.lr_soft, "lr_soft", 1e-3), lam=pick(a.lam, "lambda_reg", 1e-3),
+        lr_soft=pick(a.lr_soft, "lr_soft", 1e-3), lam=lam, target_speedup=target,
+        distill=a.distill,
         batch_size=pick(a.batch_size, "batch_size", 32), eval_batch_size=a.eval_batch_size, seed=a.seed,
         device=a.device, precision=a.precision, max_steps=a.max_steps, progress=not a.no_progress,
     )
     lambdas = a.lambdas.split(",") if a.lambdas is not None else None
-    report = train(cfg, data, stages=a.stages, lambdas=lambdas)
+    targets = a.target_speedups.split(",") if a.target_speedups is not None else None
+    report = train(cfg, data, stages=a.stages, lambdas=lambdas, targets=targets)
     _shut_down_process_group()
     return report
 

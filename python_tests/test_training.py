@@ -224,7 +224,7 @@ def test_lambda_sweep_shares_stage_one(workdir, tmp_path):
     assert cli.main(args) == 0
     rows = json.loads((out / "sweep.json").read_text())
     assert [r["lambda"] for r in rows] == [1e-4, 2e-2]
-    assert (out / "sweep.png").stat().st_size > 1000 and "| λ |" in (out / "sweep.md").read_text()
+    assert (out / "sweep.png").stat().st_size > 1000 and "| λ=0.0001 |" in (out / "sweep.md").read_text()
     for lam in ("0.0001", "0.02"):
         assert (out / f"lambda_{lam}" / "report.json").exists()
         assert (out / f"lambda_{lam}" / "finetune").resolve() == (out / "finetune").resolve()  # run once

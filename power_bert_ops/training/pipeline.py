@@ -30,6 +30,7 @@ from transformers import AutoConfig, EvalPrediction, TrainingArguments
 from .artifacts import check_weights, save_tokenizer
 from .errors import CorruptModelError, PowerBertError, StageSettingsError
 from .prepare import PreparedTask
+from .target import BREAK_EVEN_KEEP, DEFAULT_ALPHA, DEFAULT_TEMPERATURE, TargetController
 from .trainer import (
     ClampRetentionCallback,
     PowerBertTrainer,
@@ -60,6 +61,11 @@ class PipelineConfig:
     lr_bert: float = 3e-5
     lr_soft: float = 1e-3
     lam: float = 1e-3
+    target_speedup: float | None = None  # stage 2 ends at this FLOP bound (±3%); None: SPEC 1.3's λ procedure
+    break_even_keep: float | None = BREAK_EVEN_KEEP  # target mode: layers keeping more than this share drop none
+    distill: bool = False  # stage-1 model as teacher of stages 2 and 3 (logit KD)
+    distill_temperature: float = DEFAULT_TEMPERATURE
+    distill_alpha: float = DEFAULT_ALPHA
     batch_size: int = 32
     eval_batch_size: int = 64
     seed: int = 42
@@ -88,6 +94,14 @@ class PipelineConfig:
                 bad(name, "a number > 0")
         if not number("lam") or self.lam < 0:
             bad("lam", "a number >= 0")
+        if self.target_speedup is not None and (not number("target_speedup") or self.target_speedup < 1):
+            bad("target_speedup", "a number >= 1 (the FLOP-bound speed-up to reach)")
+        if self.break_even_keep is not None and not (number("break_even_keep") and 0 < self.break_even_keep <= 1):
+            bad("break_even_keep", "a fraction in (0, 1]")
+        if not number("distill_temperature") or self.distill_temperature <= 0:
+            bad("distill_temperature", "a number > 0")
+        if not number("distill_alpha") or not 0 <= self.distill_alpha <= 1:
+            bad("distill_alpha", "a number in [0, 1]")
         if not isinstance(self.max_steps, int) or self.max_steps == 0 or self.max_steps < -1:
             bad("max_steps", "-1 (no cap) or a whole number >= 1")
         if self.precision not in PRECISIONS:
@@ -220,17 +234,26 @@ def _is_power_bert_dir(path: str) -> bool:
 # The settings each stage's result depends on (besides the data and the model, which the
 # output directory's run_config.json pins): a finished or interrupted stage is reused only when
 # they are the same, so a rerun with, say, another λ cannot silently return the old result.
+_DISTILL = ("distill", "distill_temperature", "distill_alpha")
 STAGE_SETTINGS = {
     "finetune": ("max_length", "finetune_epochs", "lr_bert", "batch_size", "seed", "precision", "max_steps"),
-    "search": ("max_length", "search_epochs", "lr_bert", "lr_soft", "lam", "batch_size", "seed", "precision",
-               "max_steps"),
-    "retrain": ("max_length", "retrain_epochs", "lr_bert", "batch_size", "seed", "precision", "max_steps"),
+    "search": ("max_length", "search_epochs", "lr_bert", "lr_soft", "lam", "target_speedup", "break_even_keep",
+               "batch_size", "seed", "precision", "max_steps", *_DISTILL),
+    "retrain": ("max_length", "retrain_epochs", "lr_bert", "batch_size", "seed", "precision", "max_steps", *_DISTILL),
 }
+TARGET_FILE = "target.json"
 SETTINGS_FILE = "settings.json"
 
 
 def _stage_settings(stage: str, cfg: PipelineConfig) -> dict:
-    return {k: getattr(cfg, k) for k in STAGE_SETTINGS[stage]}
+    settings = {k: getattr(cfg, k) for k in STAGE_SETTINGS[stage]}
+    if stage == "search":  # what the chosen method does not use does not make another run
+        for k in ("lam",) if cfg.target_speedup is not None else ("target_speedup", "break_even_keep"):
+            settings.pop(k, None)
+    if not cfg.distill:
+        for k in _DISTILL[1:]:
+            settings.pop(k, None)
+    return settings
 
 
 def _check_stage_settings(stage: str, cfg: PipelineConfig, out: Path) -> None:
@@ -264,7 +287,7 @@ def _discard(stage_dir: Path) -> None:
 
 
 def run_stage(stage: str, cfg: PipelineConfig, task: PreparedTask, previous: StageResult | None = None,
-              redo: bool = False) -> StageResult:
+              redo: bool = False, teacher_dir: str | None = None) -> StageResult:
     """Runs one stage (resuming from its newest complete checkpoint if it was interrupted).
     A finished stage is returned as it is, unless ``redo`` or its saved model is damaged:
     then it runs again."""
@@ -305,6 +328,9 @@ def run_stage(stage: str, cfg: PipelineConfig, task: PreparedTask, previous: Sta
     else:
         model = task.power_class.from_pretrained(previous.model_dir, retention=previous.retention)
         epochs, best = cfg.retrain_epochs, True
+    if cfg.distill and stage != "finetune":
+        trainer_kw.update(teacher=task.hf_class.from_pretrained(teacher_dir), distill_temperature=cfg.distill_temperature,
+                          distill_alpha=cfg.distill_alpha, problem=task.problem)
     model.train()
     trainer = PowerBertTrainer(
         model=model,
@@ -317,12 +343,17 @@ def run_stage(stage: str, cfg: PipelineConfig, task: PreparedTask, previous: Sta
         **trainer_kw,
     )
     readable_progress(trainer, stage, task.primary_metric, bars=cfg.progress)
+    controller = None
+    if stage == "search" and cfg.target_speedup is not None:
+        controller = TargetController(cfg.target_speedup, model.config, task.max_length).attach(trainer)
     if trainer.is_world_process_zero():  # before training: an interrupted stage keeps them too
         _write_stage_settings(stage, cfg, out)
     trainer.train(resume_from_checkpoint=_newest_checkpoint(out))
     retention = None
-    if stage == "search":
-        retention = trainer.model.derive_retention()  # identical on every rank (synchronised weights)
+    if controller is not None:  # identical on every rank (synchronised weights)
+        retention = controller.final_retention(trainer.model, keep_threshold=cfg.break_even_keep)
+    elif stage == "search":
+        retention = trainer.model.derive_retention()
     elif stage == "retrain":
         retention = list(trainer.model.retention)
     metrics = trainer.evaluate()
@@ -334,6 +365,10 @@ def run_stage(stage: str, cfg: PipelineConfig, task: PreparedTask, previous: Sta
             save_tokenizer(task.tokenizer, model_dir, task.max_length)
         if stage == "search":
             (out / "retention.json").write_text(json.dumps(retention))
+            method = {"method": "lambda (SPEC 1.3)", "lambda": cfg.lam, "lr_soft": cfg.lr_soft}
+            if controller is not None:
+                method = {**controller.settings(), "break_even_keep": cfg.break_even_keep}
+            (out / TARGET_FILE).write_text(json.dumps({**method, "distill": cfg.distill}, indent=1))
         shutil.rmtree(out / "checkpoints", ignore_errors=True)
         result.save(out)
     trainer.accelerator.wait_for_everyone()  # the next stage reads these files on every rank
@@ -367,7 +402,8 @@ def run_pipeline(cfg: PipelineConfig, task: PreparedTask, stages=STAGES) -> dict
             finished = False  # run_stage says so and redoes it
         if ran and finished:
             print(f"power-bert: redoing stage {stage!r} too (it was derived from the stage that just ran)")
-        previous = run_stage(stage, cfg, task, previous, redo=ran)
+        teacher = results["finetune"].model_dir if "finetune" in results else None
+        previous = run_stage(stage, cfg, task, previous, redo=ran, teacher_dir=teacher)
         ran = ran or not finished
         results[stage] = previous
     return results

@@ -31,7 +31,8 @@ def render_markdown(r: dict, plot_name: str | None = None) -> str:
         f"- model: `{r.get('model')}`, max_length N = {r['max_length']}, device {r['device']}",
         f"- baseline (fine-tuned) {b['name']}: **{b['value']:.4f}**",
         f"- PoWER-BERT {p['name']}: **{p['value']:.4f}** ({p['value'] - b['value']:+.4f})",
-        f"- retention configuration ℓ: {r['retention']}",
+        f"- retention configuration ℓ: {r['retention']} ({setting_label(r)}"
+        f"{', distilled from the fine-tuned model' if (r.get('search') or {}).get('distill') else ''})",
         f"- FLOP bound (SPEC 3): **{r['flop_bound']:.2f}x**; measured speed-up: **{r['measured_speedup']:.2f}x** "
         f"({r['measured_speedup'] / r['flop_bound']:.0%} of the bound)",
     ]
@@ -72,16 +73,24 @@ def plot_retention(r: dict, path: Path) -> None:
     plt.close(fig)
 
 
+def setting_label(r: dict) -> str:
+    """How a run's configuration was asked for: ``target 3x`` or ``λ=0.0005``."""
+    return f"target {r['target_speedup']:g}x" if r.get("target_speedup") is not None else f"λ={r['lambda']:g}"
+
+
 def write_sweep(out_dir: Path, rows: list[dict]) -> dict:
-    """rows: one report dict per λ. Writes sweep.json, sweep.md and sweep.png (metric against
-    speed-up: FLOP bound and measured, with the baseline metric as a line)."""
+    """rows: one report dict per λ or target speed-up. Writes sweep.json, sweep.md and sweep.png
+    (metric against speed-up: FLOP bound and measured, with the baseline metric as a line)."""
     out_dir = Path(out_dir)
     (out_dir / "sweep.json").write_text(json.dumps(rows, indent=1))
     name = rows[0]["power_bert"]["metric"]["name"]
-    md = [f"# λ sweep: {rows[0]['task']}", "", f"| λ | {name} | baseline | ℓ | FLOP bound | measured |", "|---|---|---|---|---|---|"]
+    kind = "target speed-up" if rows[0].get("target_speedup") is not None else "λ"
+    md = [f"# {kind} sweep: {rows[0]['task']}", "",
+          f"| setting | {name} | baseline | ℓ | FLOP bound | measured |", "|---|---|---|---|---|---|"]
     for r in rows:
-        md.append(f"| {r['lambda']:g} | {r['power_bert']['metric']['value']:.4f} | {r['baseline']['metric']['value']:.4f} "
-                  f"| {r['retention']} | {r['flop_bound']:.2f}x | {r['measured_speedup']:.2f}x |")
+        md.append(f"| {setting_label(r)} | {r['power_bert']['metric']['value']:.4f} | "
+                  f"{r['baseline']['metric']['value']:.4f} | {r['retention']} | {r['flop_bound']:.2f}x | "
+                  f"{r['measured_speedup']:.2f}x |")
     md += ["", "![trade-off](sweep.png)"]
     (out_dir / "sweep.md").write_text("\n".join(md) + "\n")
     fig, ax = plt.subplots(figsize=(6, 3.6))
@@ -92,7 +101,7 @@ def write_sweep(out_dir: Path, rows: list[dict]) -> dict:
             label="vs measured speed-up")
     ax.axhline(rows[0]["baseline"]["metric"]["value"], color="gray", ls=":", label="fine-tuned baseline")
     for r in rows:
-        ax.annotate(f"λ={r['lambda']:g}", (r["flop_bound"], r["power_bert"]["metric"]["value"]), fontsize=7,
+        ax.annotate(setting_label(r), (r["flop_bound"], r["power_bert"]["metric"]["value"]), fontsize=7,
                     textcoords="offset points", xytext=(3, 3))
     ax.set_xlabel("speed-up over the fine-tuned model")
     ax.set_ylabel(name)

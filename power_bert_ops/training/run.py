@@ -27,15 +27,19 @@ from ..flops import flop_bound
 from .artifacts import check_checkpoint, load_tokenizer, position_limit
 from .errors import PowerBertError
 from .inference import predict_logits
-from .pipeline import STAGES, PipelineConfig, StageResult, run_pipeline
+from .pipeline import STAGES, TARGET_FILE, PipelineConfig, StageResult, run_pipeline
 from .prepare import DataArgs, PreparedTask, prepare
 from .report import write_report, write_sweep
 from .speed import measure_speedup
+from .target import check_target
 from .trainer import resolve_device
 
-__all__ = ["DTYPES", "RUN_FILE", "finish_run", "is_main_process", "run_identity", "torch_dtype", "train"]
+__all__ = ["DEFAULT_TARGET_SPEEDUP", "DTYPES", "RUN_FILE", "finish_run", "is_main_process", "run_identity",
+           "torch_dtype", "train"]
 
 RUN_FILE = "run_config.json"
+# What `power-bert run` aims for when given neither a target nor a λ: a FLOP bound of 3x.
+DEFAULT_TARGET_SPEEDUP = 3.0
 DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 
 
@@ -124,36 +128,61 @@ def _claim_output_dir(out: Path, identity: dict) -> None:
         raise PowerBertError(f"--output-dir {out} cannot be written: {e.strerror or e}") from None
 
 
-def check_lambdas(lambdas) -> list[float] | None:
-    """A λ sweep's values: numbers >= 0, at least one."""
-    if lambdas is None:
+def _numbers(values, flag: str, rule: str, ok) -> list[float] | None:
+    """A sweep's values (``--lambdas`` / ``--target-speedups``), each checked; None for none."""
+    if values is None:
         return None
-    values = []
-    for x in lambdas:
+    out = []
+    for x in values:
         try:
             v = float(x)
         except (TypeError, ValueError):
-            raise PowerBertError(f"--lambdas must be comma-separated numbers >= 0; {str(x).strip()!r} is not a "
+            raise PowerBertError(f"{flag} must be comma-separated numbers {rule}; {str(x).strip()!r} is not a "
                                  f"number") from None
-        if not v >= 0 or v == float("inf"):
-            raise PowerBertError(f"--lambdas must be comma-separated numbers >= 0; got {x!r}")
-        values.append(v)
-    if not values:
-        raise PowerBertError("--lambdas needs at least one value")
-    return values
+        if not ok(v) or v == float("inf"):
+            raise PowerBertError(f"{flag} must be comma-separated numbers {rule}; got {x!r}")
+        out.append(v)
+    if not out:
+        raise PowerBertError(f"{flag} needs at least one value")
+    return out
 
 
-def train(cfg: PipelineConfig, data: DataArgs, stages=STAGES, lambdas=None) -> dict | None:
+def check_lambdas(lambdas) -> list[float] | None:
+    """A λ sweep's values: numbers >= 0, at least one."""
+    return _numbers(lambdas, "--lambdas", ">= 0", lambda v: v >= 0)
+
+
+def _variants(cfg: PipelineConfig, lambdas, targets) -> list[tuple[str | None, PipelineConfig]]:
+    """(sub-folder, settings) per run of a sweep; one (None, cfg) without a sweep."""
+    if lambdas and targets:
+        raise PowerBertError("give --lambdas or --target-speedups, not both")
+    if lambdas:
+        return [(f"lambda_{v:g}", dataclasses.replace(cfg, lam=v, target_speedup=None)) for v in lambdas]
+    if targets:
+        return [(f"target_{v:g}x", dataclasses.replace(cfg, target_speedup=v)) for v in targets]
+    return [(None, cfg)]
+
+
+def train(cfg: PipelineConfig, data: DataArgs, stages=STAGES, lambdas=None, targets=None) -> dict | None:
     """Checks everything, then runs ``stages`` into ``cfg.output_dir`` and, when they include
-    stage 3, writes the report (returned). ``lambdas``: a λ sweep sharing stage 1 (one sub-run
-    per λ under ``lambda_<λ>/``, then sweep.md / sweep.json / sweep.png); the last report is
-    returned. Finished stages are reused (see :mod:`.pipeline`)."""
+    stage 3, writes the report (returned). A sweep shares stage 1 and runs stages 2-3 once per
+    value, under ``lambda_<λ>/`` (``lambdas``: SPEC 1.3's procedure) or ``target_<X>x/``
+    (``targets``: target speed-ups), then writes sweep.md / sweep.json / sweep.png; the last
+    report is returned. Finished stages are reused (see :mod:`.pipeline`)."""
     lambdas = check_lambdas(lambdas)
+    targets = _numbers(targets, "--target-speedups", ">= 1", lambda v: v >= 1)
+    variants = _variants(cfg, lambdas, targets)
     model_cfg = check_checkpoint(cfg.model)
     limit = position_limit(model_cfg)
     if cfg.max_length > limit:
         raise PowerBertError(f"--max-length {cfg.max_length} is longer than the model's position embeddings "
                              f"hold ({limit} tokens); use at most {limit}")
+    for _, v in variants:
+        if v.target_speedup is not None:
+            try:
+                check_target(v.target_speedup, model_cfg, cfg.max_length)
+            except ValueError as e:
+                raise PowerBertError(f"--target-speedup: {e}") from None
     out = Path(cfg.output_dir)
     check_output_dir(out)
     tokenizer = load_tokenizer(cfg.model, model_cfg)
@@ -162,11 +191,10 @@ def train(cfg: PipelineConfig, data: DataArgs, stages=STAGES, lambdas=None) -> d
     with PartialState(cpu=resolve_device(cfg.device) == "cpu").main_process_first():
         _claim_output_dir(out, identity)
     reports = []
-    for lam in lambdas or [None]:
-        run_cfg = cfg if lam is None else dataclasses.replace(cfg, lam=lam)
-        if lambdas and len(lambdas) > 1:  # stage 1 shared; stages 2-3 per λ
+    for folder, run_cfg in variants:
+        if folder is not None and len(variants) > 1:  # stage 1 shared; stages 2-3 per value
             run_pipeline(run_cfg, task, stages=("finetune",))
-            sub = out / f"lambda_{lam:g}"
+            sub = out / folder
             sub.mkdir(exist_ok=True)
             if not (sub / "finetune").exists():
                 (sub / "finetune").symlink_to(Path("..") / "finetune")  # relative: the folder moves as one
@@ -198,11 +226,14 @@ def finish_run(cfg: PipelineConfig, task: PreparedTask, results: dict[str, Stage
                 evals.setdefault(name, {})[split] = task.compute_metrics(task.predictions(logits), labels)
     speed = measure_speedup(baseline, power, task.eval, cfg.eval_batch_size, device, dtype=torch_dtype(cfg.precision))
     split = "test" if task.test is not None else "eval"
+    search_file = Path(results["search"].model_dir).parent / TARGET_FILE
     report = {
         "task": task.name,
         "model": cfg.model,
         "max_length": task.max_length,
-        "lambda": cfg.lam,
+        "lambda": cfg.lam if cfg.target_speedup is None else None,
+        "target_speedup": cfg.target_speedup,
+        "search": json.loads(search_file.read_text()) if search_file.exists() else None,
         "baseline": {"metric": {"name": metric, "value": evals["baseline"][split][metric], "split": split},
                      "metrics": evals["baseline"]},
         "power_bert": {"metric": {"name": metric, "value": evals["power_bert"][split][metric], "split": split},

@@ -9,6 +9,7 @@ import torch
 from transformers import PrinterCallback, ProgressCallback, Trainer, TrainerCallback
 
 from .errors import PowerBertError
+from .target import DEFAULT_ALPHA, DEFAULT_TEMPERATURE, distillation_loss, mix_distillation
 
 
 DEVICES = ("auto", "cpu", "cuda")
@@ -20,15 +21,28 @@ class NonFiniteLossError(RuntimeError):
 
 class PowerBertTrainer(Trainer):
     """transformers.Trainer plus, when ``lam`` is set (stage 2), ``lam * Σ_j j·mass_j`` in the
-    loss and a separate optimiser group for the retention parameters at ``lr_soft``."""
+    loss and a separate optimiser group for the retention parameters at ``lr_soft``; with a
+    ``teacher`` (the stage-1 model), the task loss is mixed with logit distillation:
+    ``(1 - distill_alpha)·task + distill_alpha·KD`` (:func:`.target.distillation_loss`)."""
 
-    def __init__(self, *args, lam: float | None = None, lr_soft: float | None = None, **kwargs):
+    def __init__(self, *args, lam: float | None = None, lr_soft: float | None = None, teacher=None,
+                 distill_temperature: float = DEFAULT_TEMPERATURE, distill_alpha: float = DEFAULT_ALPHA,
+                 problem: str = "classification", **kwargs):
         self.lam = lam
         self.lr_soft = lr_soft
+        self.teacher = teacher.eval().requires_grad_(False) if teacher is not None else None
+        self.distill_temperature, self.distill_alpha, self.problem = distill_temperature, distill_alpha, problem
         super().__init__(*args, **kwargs)
 
     def compute_loss(self, model, inputs, return_outputs=False, **kwargs):
         loss, outputs = super().compute_loss(model, inputs, return_outputs=True, **kwargs)
+        if self.teacher is not None and model.training:
+            logits = outputs["logits"] if isinstance(outputs, dict) else outputs[1]
+            self.teacher.to(logits.device)
+            with torch.no_grad():
+                teacher_logits = self.teacher(**{k: v for k, v in inputs.items() if k != "labels"}).logits
+            kd = distillation_loss(logits, teacher_logits, self.distill_temperature, self.problem)
+            loss = mix_distillation(loss, kd, self.distill_alpha)
         if self.lam:
             core = model.module if hasattr(model, "module") else model
             loss = loss + core.retention_loss(self.lam)

@@ -1,0 +1,72 @@
+"""`power-bert run --target-speedup` end to end on the tiny model: the report's FLOP bound is the
+target within ±3%, the trade-off curve from one command, distillation, and targets refused
+before any training (issue "Ask for a speed-up, get it")."""
+import json
+
+import pytest
+
+from power_bert_ops import cli
+from power_bert_ops.flops import flop_bound
+from power_bert_ops.training.target import max_reachable_speedup
+
+from tiny_models import run_args
+
+
+def _target_args(workdir, out, *extra):
+    args = run_args(workdir, out, *extra)
+    i = args.index("--lambda")
+    del args[i:i + 2]
+    args[args.index("--finetune-epochs") + 1] = "4"
+    return args
+
+
+def test_target_sweep_with_distillation(workdir, tmp_path):
+    out = tmp_path / "curve"
+    assert cli.main(_target_args(workdir, out, "--target-speedups", "1.3,2", "--distill")) == 0
+    rows = json.loads((out / "sweep.json").read_text())
+    assert [r["target_speedup"] for r in rows] == [1.3, 2.0]
+    for r in rows:
+        assert r["lambda"] is None
+        assert abs(r["flop_bound"] / r["target_speedup"] - 1) <= 0.03, r["retention"]
+        # the bound in the report is the SPEC 3 bound of the configuration the model holds
+        from power_bert_ops.modeling import PowerBertForSequenceClassification
+
+        sub = out / f"target_{r['target_speedup']:g}x"
+        model = PowerBertForSequenceClassification.from_pretrained(sub / "retrain" / "model")
+        assert model.retention == r["retention"]
+        assert flop_bound(model.config, model.retention, 16) == pytest.approx(r["flop_bound"])
+        search = r["search"]
+        assert search["method"].startswith("controller") and search["target"] == r["target_speedup"]
+        assert search["distill"] is True and search["max_reachable_bound"] > 2
+        assert (sub / "finetune").resolve() == (out / "finetune").resolve()  # stage 1 ran once
+    md = (out / "sweep.md").read_text()
+    assert "| target 1.3x |" in md and "| target 2x |" in md
+    assert (out / "sweep.png").stat().st_size > 1000
+    assert sum(rows[1]["retention"]) < sum(rows[0]["retention"])  # a larger target keeps fewer rows
+
+
+def test_default_is_a_target(workdir, tmp_path, capsys):
+    """No λ and no target: `run` targets 3x; on a model where 3x cannot be reached the message
+    names the largest reachable bound, before anything is written."""
+    args = _target_args(workdir, tmp_path / "o")
+    args[args.index("--max-length") + 1] = "4"  # 2 layers at N=4 cannot reach 3x
+    assert cli.main(args) == 2
+    err = capsys.readouterr().err
+    from transformers import AutoConfig
+
+    top = max_reachable_speedup(AutoConfig.from_pretrained(workdir / "model"), 4)
+    assert top < 3 and f"target speed-up 3 is above the largest reachable FLOP bound {top:.3f}" in err
+    assert not (tmp_path / "o").exists()
+
+
+@pytest.mark.parametrize("extra,message", [
+    (["--target-speedup", "0.5"], "--target-speedup must be a number >= 1"),
+    (["--target-speedup", "500"], "is above the largest reachable FLOP bound"),
+    (["--target-speedups", "2,x"], "--target-speedups must be comma-separated numbers >= 1; 'x'"),
+    (["--target-speedup", "2", "--lambda", "1e-3"], "not both"),
+])
+def test_bad_targets_refused_before_training(workdir, tmp_path, capsys, extra, message):
+    assert cli.main(_target_args(workdir, tmp_path / "o", *extra)) == 2
+    err = capsys.readouterr().err
+    assert message in err and err.count("\n") == 1
+    assert not (tmp_path / "o").exists()
