@@ -205,8 +205,11 @@ def cmd_predict(a) -> dict:
 
     r = predict(a.model_dir, a.input_file, a.output_file, a.text_column, a.text_pair_column, a.max_length,
                 a.batch_size, a.device, progress=not a.no_progress)
-    print(f"{r['examples']} predictions written to {r['output_file']} ({r['truncated']} texts truncated to "
-          f"N = {r['max_length']} tokens)")
+    if int(os.environ.get("RANK", "0")) == 0:
+        print(f"{r['examples']} predictions written to {r['output_file']} ({r['truncated']} texts truncated to "
+              f"N = {r['max_length']} tokens; {r['rows_per_second']:.1f} rows/s on {r['processes']} "
+              f"process{'es' if r['processes'] > 1 else ''})")
+    _shut_down_process_group()
     return r
 
 

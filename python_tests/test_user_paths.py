@@ -375,3 +375,35 @@ def test_log_is_readable(workdir, tmp_path):
     for noise in ("Loading weights", "LOAD REPORT", "{'loss'", "{'eval_loss'", "'train_runtime'"):
         assert noise not in text, noise
     assert "it/s]" in r.stderr or "s/it]" in r.stderr  # the training progress bar stays
+
+
+def test_predict_sharded_over_two_processes_matches_one(workdir, finished_run, tmp_path):
+    """torchrun with 2 CPU processes (gloo): each scores a shard, one file in input order."""
+    import random
+
+    from tiny_models import WORDS
+
+    rng = random.Random(3)
+    with open(tmp_path / "in.csv", "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["review"])
+        for _ in range(77):
+            w.writerow([" ".join(rng.choice(WORDS) for _ in range(rng.randint(1, 25)))])
+    base = ["predict", "--model-dir", str(finished_run / "retrain" / "model"), "--input-file", str(tmp_path / "in.csv"),
+            "--text-column", "review", "--batch-size", "8", "--no-progress", "--device", "cpu"]
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    one = subprocess.run([sys.executable, "-m", "power_bert_ops.cli", *base, "--output-file", str(tmp_path / "one.csv")],
+                         capture_output=True, text=True, env=env, timeout=600)
+    assert one.returncode == 0, one.stderr[-3000:]
+    two = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port",
+                          "29519", "-m", "power_bert_ops.cli", *base, "--output-file", str(tmp_path / "two.csv")],
+                         capture_output=True, text=True, env=env, timeout=600)
+    assert two.returncode == 0, two.stderr[-3000:]
+    assert two.stdout.count("predictions written") == 1 and "rows/s on 2 processes" in two.stdout
+    a = list(csv.reader(open(tmp_path / "one.csv")))
+    b = list(csv.reader(open(tmp_path / "two.csv")))
+    assert len(a) == len(b) == 78
+    for ra, rb in zip(a, b):
+        assert ra[:2] == rb[:2]  # text and prediction, row for row
+        if ra is not a[0]:
+            assert all(abs(float(x) - float(y)) <= 1e-5 for x, y in zip(ra[2:], rb[2:]))

@@ -6,11 +6,14 @@ the ones the run's report gives for the same model and data."""
 from __future__ import annotations
 
 import csv
+import time
 from pathlib import Path
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader
+from accelerate import PartialState
+from accelerate.utils import gather_object
+from torch.utils.data import DataLoader, Subset
 from tqdm.auto import tqdm
 
 from .. import data as D
@@ -95,19 +98,37 @@ def _softmax(logits: np.ndarray) -> np.ndarray:
 
 def predict(model_dir, input_file, output_file, text_column: str = "text", text_pair_column: str | None = None,
             max_length: int | None = None, batch_size: int = 64, device: str = "auto", progress: bool = False) -> dict:
-    """Writes one CSV row per input text: the text (and pair), the predicted label and, for a
-    classifier, the probability of each class (softmax) under ``score_<label>``; for
-    regression the predicted value. Returns ``{"output_file", "examples", "max_length", "truncated"}``."""
+    """Writes one CSV row per input text, in input order: the text (and pair), the predicted
+    label and, for a classifier, the probability of each class (softmax) under
+    ``score_<label>``; for regression the predicted value.
+
+    Under ``torchrun`` / ``accelerate launch`` every process scores a contiguous shard of the
+    input (on its own GPU, or its CPU cores) and the main process writes the one output file.
+    Returns ``{"output_file", "examples", "max_length", "truncated", "seconds", "rows_per_second",
+    "processes"}`` (the same on every process)."""
     _check_batch_size(batch_size)
     device = _device(device)
     out = Path(output_file)
     if out.is_dir() or not out.parent.is_dir():
         raise PowerBertError(f"--output-file {output_file}: {'is a folder' if out.is_dir() else 'its folder does not exist'}")
+    state = PartialState(cpu=device == "cpu")
+    if device.startswith("cuda") and state.num_processes > 1:
+        device = str(state.device)
     model, tokenizer = load_model(model_dir)
     n = resolve_max_length(model, tokenizer, max_length)
     table = D.load_files(None, None, text_column, None, text_pair_column, input_file)["test"]
     ds = D.tokenize_dataset(table, tokenizer, n)
-    logits, _ = predict_logits(model, ds, batch_size, device, progress)
+    start = time.perf_counter()
+    with state.split_between_processes(list(range(len(ds)))) as shard:
+        logits, _ = predict_logits(model, Subset(ds, shard), batch_size, device, progress and state.is_main_process)
+        rows = list(zip(shard, logits.tolist()))
+    rows = gather_object(rows) if state.num_processes > 1 else rows  # shards in process order = input order
+    seconds = time.perf_counter() - start
+    result = {"output_file": str(out), "examples": len(ds), "max_length": n, "truncated": int(ds.num_truncated),
+              "seconds": seconds, "rows_per_second": len(ds) / max(seconds, 1e-9), "processes": state.num_processes}
+    if not state.is_main_process:
+        return result
+    logits = np.asarray([r[1] for r in sorted(rows, key=lambda r: r[0])], dtype=np.float32).reshape(len(ds), -1)
     names = label_names(model)
     regression = logits.shape[-1] == 1
     probs = None if regression else _softmax(logits)
@@ -119,7 +140,7 @@ def predict(model_dir, input_file, output_file, text_column: str = "text", text_
             pred = float(row[0]) if regression else (names[int(row.argmax())] if names else int(row.argmax()))
             w.writerow([table.texts[i]] + ([table.text_pairs[i]] if table.text_pairs else []) + [pred] +
                        ([] if regression else [f"{x:.6f}" for x in probs[i]]))
-    return {"output_file": str(out), "examples": len(ds), "max_length": n, "truncated": int(ds.num_truncated)}
+    return result
 
 
 def benchmark(model_dir, baseline_dir, data: DataArgs, max_length: int | None = None, batch_size: int = 64,
