@@ -207,9 +207,10 @@ def onnx_translation_table() -> dict:
     def significance_of(probs, real, exclude_self):
         # SPEC 1.1: sum over heads and real query rows, minus the diagonal (query k = key k is
         # real wherever the result is not -inf, so the masked sum's diagonal is the one needed).
-        p = op.Cast(probs, to=FLOAT)
-        zero = const_f(0.0, p)
-        s = op.ReduceSum(op.Where(op.Unsqueeze(real, ints(1, 3)), p, zero), ints(1), keepdims=0)  # [B, n, n]
+        # Heads are summed first (one pass over [B, H, n, n]); padded query rows (finite
+        # probabilities) are then zeroed in the [B, n, n] sum.
+        s = op.ReduceSum(op.Cast(probs, to=FLOAT), ints(1), keepdims=0)  # [B, n, n]
+        s = op.Where(op.Unsqueeze(real, ints(2)), s, const_f(0.0, s))
         sig = op.ReduceSum(s, ints(1), keepdims=0)  # [B, n]
         if exclude_self:
             n = op.Shape(real, start=1, end=2)
@@ -224,7 +225,7 @@ def onnx_translation_table() -> dict:
             scale = const_f(d ** -0.5, q)
         else:
             scale = op.CastLike(op.Reciprocal(op.Sqrt(op.Cast(op.Shape(q, start=3, end=4), to=FLOAT))), q)
-        logits = op.Mul(op.MatMul(q, op.Transpose(k, perm=[0, 1, 3, 2])), scale)
+        logits = op.MatMul(op.Mul(q, scale), op.Transpose(k, perm=[0, 1, 3, 2]))  # scaling q: fewer elements
         logits = op.Where(op.Unsqueeze(real, ints(1, 2)), logits, const_f(float("-inf"), logits))
         probs = op.Softmax(logits, axis=-1)
         out = op.MatMul(probs, v)
@@ -347,12 +348,9 @@ def _load_model(model_dir_or_model):
             raise ValueError("export: model_dir_or_model is in soft mode (stage 2 of training); only hard mode is "
                              "exported: call model.set_mode('hard') (derives ℓ_j from the retention parameters) "
                              "and save it first")
-    else:
-        base_prefix = getattr(model, "base_model_prefix", None)
-        if not hasattr(model, "config") or "ForSequenceClassification" not in type(model).__name__:
-            raise ValueError(f"export: model_dir_or_model is a {type(model).__name__}; export takes a PoWER-BERT "
-                             "model or a Hugging Face *ForSequenceClassification model")
-        del base_prefix
+    elif not hasattr(model, "config") or "ForSequenceClassification" not in type(model).__name__:
+        raise ValueError(f"export: model_dir_or_model is a {type(model).__name__}; export takes a PoWER-BERT "
+                         "model or a Hugging Face *ForSequenceClassification model")
     return model.eval(), power
 
 
@@ -469,8 +467,6 @@ def export(model_dir_or_model, output, format: str = "onnx", quantize: str | Non
         raise ValueError(f"export: model_dir_or_model has {param.dtype} weights; export takes float32 models")
     if param.device.type != "cpu":
         model = model.cpu()
-    if power and model.config.power_attention == "eager":
-        pass  # significance of the probabilities: translated like the fused op
     token_types = _accepts_token_types(model, power)
     wrapper = _Logits(model, token_types, max_length).eval()
     meta = _metadata(model, power, max_length, token_types, format, quantize)

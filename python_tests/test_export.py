@@ -189,10 +189,15 @@ def test_onnx_packaged_minilm(tmp_path):
 # ---------------------------------------------------------------------------------------------
 # pt2 (AOTInductor)
 # ---------------------------------------------------------------------------------------------
-@pytest.mark.slow  # an AOTInductor compile: about a minute on 2 cores
-def test_pt2_power_matches_eager_across_batches_and_lengths(tmp_path):
+@pytest.fixture(scope="module")
+def power_pt2(tmp_path_factory):
     model = tiny_power(seed=5)
-    path = export(model, tmp_path / "power.pt2", format="pt2")
+    return model, export(model, tmp_path_factory.mktemp("pt2") / "power.pt2", format="pt2")
+
+
+@pytest.mark.slow  # an AOTInductor compile: about a minute on 2 cores
+def test_pt2_power_matches_eager_across_batches_and_lengths(power_pt2):
+    model, path = power_pt2
     run = load_pt2(path)
     assert run.metadata["kind"] == "power_bert" and run.max_length == N
     assert_matches(run, model)
@@ -203,6 +208,44 @@ def test_pt2_power_matches_eager_across_batches_and_lengths(tmp_path):
     raw = torch._inductor.aoti_load_package(str(path))
     ids, mask, tt = batch(3, 11, seed=7)
     torch.testing.assert_close(raw(ids, mask, tt), eager_logits(model, ids, mask, tt), atol=ATOL, rtol=0)
+
+
+@pytest.mark.slow  # builds the op library and the example with CMake
+def test_pt2_cpp_loader_example_matches_python(power_pt2, tmp_path):
+    """examples/aoti_classify: torch::inductor::AOTIModelPackageLoader plus the op library built
+    by CMake classifies token ids read from a file; its logits equal eager PyTorch's."""
+    import os
+    import shutil
+    import subprocess
+
+    if shutil.which("cmake") is None:
+        if os.environ.get("POWER_BERT_REQUIRE_BUILD_TOOLS") == "1":
+            pytest.fail("cmake not found but POWER_BERT_REQUIRE_BUILD_TOOLS=1")
+        pytest.skip("cmake not found")
+    model, path = power_pt2
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    build = tmp_path / "build"
+    prefix = torch.utils.cmake_prefix_path
+    for cmd in (["cmake", "-S", os.path.join(root, "examples", "aoti_classify"), "-B", str(build),
+                 f"-DCMAKE_PREFIX_PATH={prefix}"],
+                ["cmake", "--build", str(build), "-j", str(os.cpu_count() or 2), "--target", "classify"]):
+        res = subprocess.run(cmd, capture_output=True, text=True)
+        assert res.returncode == 0, f"{' '.join(cmd)}\n{res.stdout[-3000:]}\n{res.stderr[-3000:]}"
+    rows = [[2, 17, 40, 99, 3], [2, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 3], [2, 3]]
+    (tmp_path / "ids.txt").write_text("\n".join(" ".join(map(str, r)) for r in rows) + "\n")
+    res = subprocess.run([str(build / "classify"), str(path), str(tmp_path / "ids.txt")], capture_output=True,
+                         text=True)
+    assert res.returncode == 0, res.stderr
+    got = torch.tensor([[float(x) for x in line.split()] for line in res.stdout.strip().splitlines()])
+    n = max(map(len, rows))
+    ids = torch.tensor([r + [0] * (n - len(r)) for r in rows])
+    mask = (ids != 0).long()
+    torch.testing.assert_close(got, eager_logits(model, ids, mask, torch.zeros_like(ids)), atol=ATOL, rtol=0)
+    # A length above the trained N: a clear error, no logits.
+    (tmp_path / "long.txt").write_text(" ".join(["5"] * (N + 1)) + "\n")
+    res = subprocess.run([str(build / "classify"), str(path), str(tmp_path / "long.txt")], capture_output=True,
+                         text=True)
+    assert res.returncode == 2 and "takes at most 16" in res.stderr, res.stderr
 
 
 # ---------------------------------------------------------------------------------------------
