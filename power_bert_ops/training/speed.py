@@ -13,6 +13,7 @@ import statistics
 import time
 
 import torch
+from torch.utils.data import DataLoader
 
 # The tokeniser outputs a BERT-family classifier takes (labels and bookkeeping are dropped).
 MODEL_INPUTS = ("input_ids", "attention_mask", "token_type_ids")
@@ -46,8 +47,6 @@ def measure_speedup(baseline, power_model, dataset, batch_size: int, device: str
     padded to N; with ``dynamic_padding`` also under ``"dynamic"`` the same with every batch cut
     to its longest row (``speedup``: PoWER-BERT on those batches;
     ``speedup_power_bert_fixed``: PoWER-BERT at fixed N against that baseline)."""
-    from torch.utils.data import DataLoader
-
     batches = []
     for i, batch in enumerate(DataLoader(dataset, batch_size=batch_size, shuffle=False)):
         if max_batches is not None and i >= max_batches:
