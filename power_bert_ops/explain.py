@@ -12,7 +12,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import matplotlib
 import torch
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
 
 
 @dataclass
@@ -65,11 +69,6 @@ def explain(model, tokenizer, text: str, text_pair: str | None = None, max_lengt
 
 def plot_explanation(exp: Explanation, path: str) -> None:
     """A layers x tokens picture: a filled cell where the token is still alive after the layer."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     L, n = len(exp.kept), len(exp.tokens)
     grid = torch.zeros(L, n)
     for j, positions in enumerate(exp.kept):

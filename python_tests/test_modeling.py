@@ -529,16 +529,18 @@ def test_auto_power_attention_picks_fused_where_the_kernel_runs(monkeypatch):
     for d in (8, 32, 100):
         for dtype in (torch.float16, torch.float32, torch.float64):
             assert mpb.fused_attention_runs(cpu, dtype, d)  # the C++ kernel takes everything
-    monkeypatch.setattr(mpb, "_TRITON", True)
+    from power_bert_ops import _backend
+
+    monkeypatch.setitem(_backend.CUDA_DEFAULTS, "_attention_forward", "triton")
     assert mpb.fused_attention_runs(cuda, torch.float16, 64)
     assert mpb.fused_attention_runs(cuda, torch.float32, 128)
     assert not mpb.fused_attention_runs(cuda, torch.float16, 8)  # head size the Triton kernels lack
     assert not mpb.fused_attention_runs(cuda, torch.float64, 64)
-    monkeypatch.setattr(mpb, "_TRITON", False)
+    monkeypatch.setitem(_backend.CUDA_DEFAULTS, "_attention_forward", None)  # no triton
     assert not mpb.fused_attention_runs(cuda, torch.float16, 64)
     from power_bert_ops.triton.attention_triton import SUPPORTED_HEAD_SIZES
 
-    monkeypatch.setattr(mpb, "_TRITON", True)  # the model asks exactly what the kernels take
+    monkeypatch.setitem(_backend.CUDA_DEFAULTS, "_attention_forward", "triton")  # the model asks what the kernels take
     assert [d for d in range(1, 257) if mpb.fused_attention_runs(cuda, torch.float16, d)] == list(SUPPORTED_HEAD_SIZES)
 
 
@@ -849,7 +851,7 @@ def test_construct_from_config():
 
 def test_plain_pytorch_selection_fallback_matches_kernel():
     """The sync-free selection used on CUDA when the CUDA kernels were not built."""
-    from power_bert_ops.modeling.modeling_power_bert import _extract_scored_torch
+    from power_bert_ops.reference import extract_scored as _extract_scored_torch
 
     g = torch.Generator().manual_seed(0)
     hidden = torch.randn(6, 20, 8, generator=g)

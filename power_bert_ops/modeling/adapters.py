@@ -25,8 +25,6 @@ class BertAdapter:
     """attention.self.{query,key,value}, attention.output.{dense,dropout,LayerNorm},
     intermediate.{dense,act}, output.{dense,dropout,LayerNorm}."""
 
-    child_names = ("layer",)
-
     @staticmethod
     def layers(encoder: nn.Module, config) -> list[nn.Module]:
         return list(encoder.layer)
@@ -68,8 +66,6 @@ class AlbertAdapter:
     """AlbertTransformer: embedding_hidden_mapping_in, albert_layer_groups[g].albert_layers[i] with
     attention.{query,key,value,dense,output_dropout,LayerNorm}, ffn, activation, ffn_output,
     full_layer_layer_norm."""
-
-    child_names = ("embedding_hidden_mapping_in", "albert_layer_groups")
 
     @staticmethod
     def layers(encoder: nn.Module, config) -> list[nn.Module]:
