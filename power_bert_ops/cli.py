@@ -132,6 +132,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--output-dir", default=None, help="write report.md, report.json and speedup.png here")
     p.add_argument("--json", action="store_true", help="print one JSON object instead of the summary line")
     p.set_defaults(func=cmd_benchmark)
+    p = sub.add_parser("export", help="an ONNX (ONNX Runtime) or AOTInductor (pt2) artifact, every batch and length")
+    p.add_argument("--model-dir", required=True, help="a PoWER-BERT model (hard mode) or a Hugging Face classifier")
+    p.add_argument("--format", required=True, choices=["onnx", "pt2"])
+    p.add_argument("--output", required=True, help="the file to write (.onnx / .pt2)")
+    p.add_argument("--quantize", default=None, choices=["int8"], help="ONNX only: ONNX Runtime's dynamic int8")
+    p.add_argument("--max-length", type=int, default=None, help="the longest input the artifact takes "
+                   "(default: the N the model was trained at)")
+    p.add_argument("--ort-optimization", default="basic", choices=["disable", "basic", "extended", "all"],
+                   help="ONNX: the ONNX Runtime graph optimisation level whose result is saved")
+    p.set_defaults(func=cmd_export)
     p = sub.add_parser("explain", help="which words survive each layer")
     p.add_argument("--model-dir", required=True)
     p.add_argument("--text", required=True)
@@ -248,6 +258,22 @@ def cmd_explain(a) -> None:
     if a.image:
         plot_explanation(exp, a.image)
         print(f"picture: {a.image}")
+
+
+def cmd_export(a) -> None:
+    from .export import export
+    from .training import PowerBertError
+
+    try:
+        path = export(a.model_dir, a.output, a.format, a.quantize, max_length=a.max_length,
+                      ort_optimization=a.ort_optimization)
+    except ImportError as e:  # the optional `export` extra is missing; the message names it
+        raise PowerBertError(str(e)) from None
+    except ValueError as e:  # export's argument checks, made before any work
+        if not str(e).startswith("export:"):
+            raise
+        raise PowerBertError(str(e).removeprefix("export: ")) from None
+    print(f"{a.format} artifact written to {path} (checked against PyTorch on random inputs)")
 
 
 def _shut_down_process_group() -> None:

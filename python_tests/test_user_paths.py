@@ -407,3 +407,35 @@ def test_predict_sharded_over_two_processes_matches_one(workdir, finished_run, t
         assert ra[:2] == rb[:2]  # text and prediction, row for row
         if ra is not a[0]:
             assert all(abs(float(x) - float(y)) <= 1e-5 for x, y in zip(ra[2:], rb[2:]))
+
+
+def test_export_command(finished_run, tmp_path, capsys):
+    """`power-bert export` writes an ONNX file that ONNX Runtime runs at any length up to N, and
+    refuses a soft-mode model and an unwritable path in one line (exit 2)."""
+    ort = pytest.importorskip("onnxruntime")
+    model = finished_run / "retrain" / "model"
+    out = tmp_path / "m.onnx"
+    assert cli.main(["export", "--model-dir", str(model), "--format", "onnx", "--output", str(out)]) == 0
+    assert f"onnx artifact written to {out}" in capsys.readouterr().out
+    from power_bert_ops.modeling import PowerBertForSequenceClassification
+
+    torch_model = PowerBertForSequenceClassification.from_pretrained(model)
+    session = ort.InferenceSession(str(out))
+    names = [i.name for i in session.get_inputs()]
+    for n in (5, 16):
+        ids = torch.randint(5, 29, (3, n))
+        ids[:, 0] = 2
+        mask = torch.ones_like(ids)
+        mask[1, n // 2:] = 0
+        feeds = {"input_ids": ids.numpy(), "attention_mask": mask.numpy(), "token_type_ids": (ids * 0).numpy()}
+        got = session.run(None, {k: v for k, v in feeds.items() if k in names})[0]
+        with torch.inference_mode():
+            want = torch_model(input_ids=ids, attention_mask=mask, token_type_ids=ids * 0).logits
+        torch.testing.assert_close(torch.from_numpy(got), want, atol=1e-4, rtol=0)
+    assert cli.main(["export", "--model-dir", str(finished_run / "search" / "model"), "--format", "onnx",
+                     "--output", str(tmp_path / "s.onnx")]) == 2
+    err = capsys.readouterr().err
+    assert "soft mode" in err and err.count("\n") == 1
+    assert cli.main(["export", "--model-dir", str(model), "--format", "onnx", "--output",
+                     str(tmp_path / "missing" / "m.onnx")]) == 2
+    assert "does not exist" in capsys.readouterr().err
