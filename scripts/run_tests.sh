@@ -4,7 +4,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-python3}
-EXTRA="pytest pytest-benchmark expecttest"
+EXTRA="pytest pytest-benchmark expecttest onnx onnxscript onnxruntime"  # onnx*: the export extra, tested
 command -v cmake >/dev/null || EXTRA="$EXTRA cmake"  # the libtorch build test (PyPI's cmake where none is installed)
 POWER_BERT_EXTRA_PACKAGES="$EXTRA" bash scripts/install.sh
 
