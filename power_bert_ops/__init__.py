@@ -32,8 +32,10 @@ from .ops import (
 
 __version__ = "0.1.0"
 
-# Names served by power_bert_ops.modeling, imported on first access (it needs transformers).
+# Names served by power_bert_ops.modeling and power_bert_ops.deploy, imported on first access
+# (they need transformers; deploy's ONNX path also the `export` extra).
 _MODELING = ("PowerBertConfig", "PowerBertForSequenceClassification", "PowerBertForMultipleChoice")
+_DEPLOY = ("export", "OnnxClassifier", "load_pt2")
 
 
 def _register_with_transformers() -> None:
@@ -78,24 +80,29 @@ elif not any(isinstance(f, _RegisterOnTransformersImport) for f in sys.meta_path
 def __getattr__(name):
     if name in _MODELING:
         return getattr(importlib.import_module(".modeling", __name__), name)
+    if name in _DEPLOY:
+        return getattr(importlib.import_module(".deploy", __name__), name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def __dir__():
-    return sorted(list(globals()) + list(_MODELING))
+    return sorted(list(globals()) + list(_MODELING) + list(_DEPLOY))
 
 
 __all__ = [
     "BACKENDS",
     "ExtractOutput",
+    "OnnxClassifier",
     "PowerBertConfig",
     "PowerBertForMultipleChoice",
     "PowerBertForSequenceClassification",
     "attention",
     "built_with_cuda",
     "cuda_version",
+    "export",
     "extract",
     "extract_scored",
+    "load_pt2",
     "reference",
     "significance",
     "soft_extract",

@@ -261,7 +261,7 @@ def cmd_explain(a) -> None:
 
 
 def cmd_export(a) -> None:
-    from .export import export
+    from .deploy import export
     from .training import PowerBertError
 
     try:

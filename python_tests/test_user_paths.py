@@ -413,6 +413,9 @@ def test_export_command(finished_run, tmp_path, capsys):
     """`power-bert export` writes an ONNX file that ONNX Runtime runs at any length up to N, and
     refuses a soft-mode model and an unwritable path in one line (exit 2)."""
     ort = pytest.importorskip("onnxruntime")
+    import power_bert_ops
+
+    assert callable(power_bert_ops.export) and power_bert_ops.export.__module__ == "power_bert_ops.deploy"
     model = finished_run / "retrain" / "model"
     out = tmp_path / "m.onnx"
     assert cli.main(["export", "--model-dir", str(model), "--format", "onnx", "--output", str(out)]) == 0

@@ -181,7 +181,7 @@ def _ort():
     try:
         import onnxruntime
     except ImportError as e:
-        raise ImportError(f"power_bert_ops.export: ONNX Runtime is not installed: {_EXTRA_HINT}") from e
+        raise ImportError(f"power_bert_ops.deploy: ONNX Runtime is not installed: {_EXTRA_HINT}") from e
     return onnxruntime
 
 
