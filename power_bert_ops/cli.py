@@ -121,6 +121,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--text-column", default="text")
     p.add_argument("--text-pair-column", default=None)
     p.add_argument("--max-length", type=int, default=None, help="default: the N the model was trained at")
+    p.add_argument("--artifact", default=None, help="score with this ONNX file / pt2 package exported from "
+                   "--model-dir (which still gives the tokenizer and labels)")
     _add_inference_args(p)
     p.set_defaults(func=cmd_predict)
     p = sub.add_parser("benchmark", help="measured speed-up over a baseline model, with the FLOP bound")
@@ -214,7 +216,7 @@ def cmd_predict(a) -> dict:
     from .training import predict
 
     r = predict(a.model_dir, a.input_file, a.output_file, a.text_column, a.text_pair_column, a.max_length,
-                a.batch_size, a.device, progress=not a.no_progress)
+                a.batch_size, a.device, progress=not a.no_progress, artifact=a.artifact)
     if int(os.environ.get("RANK", "0")) == 0:
         print(f"{r['examples']} predictions written to {r['output_file']} ({r['truncated']} texts truncated to "
               f"N = {r['max_length']} tokens; {r['rows_per_second']:.1f} rows/s on {r['processes']} "

@@ -1,11 +1,8 @@
 """The training pipeline and the power-bert command, end to end on a tiny random BERT and a
 learnable synthetic CSV (SPEC 1.4; the issue 'The three-stage training pipeline')."""
 import json
-import os
 import re
 import shutil
-import subprocess
-import sys
 
 import pytest
 import torch
@@ -13,7 +10,7 @@ import torch
 from power_bert_ops import cli
 from power_bert_ops.training.trainer import StopOnNonFiniteLoss, NonFiniteLossError
 
-from tiny_models import run_args, synthetic_race
+from tiny_models import one_and_two_processes, run_args, synthetic_race
 
 
 def test_run_writes_report(finished_run):
@@ -149,14 +146,7 @@ def test_two_processes_match_one(workdir, tmp_path):
             "--eval-file", str(workdir / "eval.csv"), "--text-column", "review", "--label-column", "sentiment",
             "--max-length", "16", "--batch-size", "32", "--finetune-epochs", "1", "--lr-bert", "2e-3",
             "--no-progress", "--device", "cpu"]
-    env = dict(os.environ, OMP_NUM_THREADS="1")
-    one = subprocess.run([sys.executable, "-m", "power_bert_ops.cli", *base, "--output-dir", str(tmp_path / "one")],
-                         capture_output=True, text=True, env=env, timeout=600)
-    assert one.returncode == 0, one.stderr[-3000:]
-    two = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port",
-                          "29517", "-m", "power_bert_ops.cli", *base, "--output-dir", str(tmp_path / "two")],
-                         capture_output=True, text=True, env=env, timeout=600)
-    assert two.returncode == 0, two.stderr[-3000:]
+    one_and_two_processes(base, "--output-dir", tmp_path / "one", tmp_path / "two", port=29517)
     from safetensors.torch import load_file
 
     a = load_file(str(tmp_path / "one" / "finetune" / "model" / "model.safetensors"))

@@ -5,7 +5,6 @@ them; killed, copied, moved, corrupted and full-disk runs recover or say what to
 are refused before anything is written, in one line, with exit status 2."""
 import csv
 import json
-import os
 import shutil
 import subprocess
 import sys
@@ -16,7 +15,7 @@ import torch
 from power_bert_ops import cli
 from power_bert_ops.training import trainer as trainer_module
 
-from tiny_models import run_args, synthetic_csv
+from tiny_models import one_and_two_processes, run_args, synthetic_csv
 
 STAGES = ("finetune", "search", "retrain")
 EVAL = ["--text-column", "review", "--label-column", "sentiment"]
@@ -391,14 +390,7 @@ def test_predict_sharded_over_two_processes_matches_one(workdir, finished_run, t
             w.writerow([" ".join(rng.choice(WORDS) for _ in range(rng.randint(1, 25)))])
     base = ["predict", "--model-dir", str(finished_run / "retrain" / "model"), "--input-file", str(tmp_path / "in.csv"),
             "--text-column", "review", "--batch-size", "8", "--no-progress", "--device", "cpu"]
-    env = dict(os.environ, OMP_NUM_THREADS="1")
-    one = subprocess.run([sys.executable, "-m", "power_bert_ops.cli", *base, "--output-file", str(tmp_path / "one.csv")],
-                         capture_output=True, text=True, env=env, timeout=600)
-    assert one.returncode == 0, one.stderr[-3000:]
-    two = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port",
-                          "29519", "-m", "power_bert_ops.cli", *base, "--output-file", str(tmp_path / "two.csv")],
-                         capture_output=True, text=True, env=env, timeout=600)
-    assert two.returncode == 0, two.stderr[-3000:]
+    _, two = one_and_two_processes(base, "--output-file", tmp_path / "one.csv", tmp_path / "two.csv", port=29519)
     assert two.stdout.count("predictions written") == 1 and "rows/s on 2 processes" in two.stdout
     a = list(csv.reader(open(tmp_path / "one.csv")))
     b = list(csv.reader(open(tmp_path / "two.csv")))
@@ -435,6 +427,17 @@ def test_export_command(finished_run, tmp_path, capsys):
         with torch.inference_mode():
             want = torch_model(input_ids=ids, attention_mask=mask, token_type_ids=ids * 0).logits
         torch.testing.assert_close(torch.from_numpy(got), want, atol=1e-4, rtol=0)
+    # predict scores with the exported file as with the PyTorch model, row for row
+    (tmp_path / "in.csv").write_text("review\ngood movie\nboring plot\n" + " ".join(["good film"] * 20) + "\n")
+    for name, extra in (("torch.csv", []), ("onnx.csv", ["--artifact", str(out)])):
+        assert cli.main(["predict", "--model-dir", str(model), "--input-file", str(tmp_path / "in.csv"), "--output-file",
+                         str(tmp_path / name), "--text-column", "review", "--no-progress", *extra]) == 0
+    a = list(csv.reader(open(tmp_path / "torch.csv")))
+    b = list(csv.reader(open(tmp_path / "onnx.csv")))
+    assert len(a) == len(b) == 4 and a[0] == b[0]
+    for ra, rb in zip(a[1:], b[1:]):
+        assert ra[:2] == rb[:2] and all(abs(float(x) - float(y)) <= 1e-5 for x, y in zip(ra[2:], rb[2:]))
+    capsys.readouterr()
     assert cli.main(["export", "--model-dir", str(finished_run / "search" / "model"), "--format", "onnx",
                      "--output", str(tmp_path / "s.onnx")]) == 2
     err = capsys.readouterr().err

@@ -77,3 +77,21 @@ def run_args(root, out, *extra):
             "--max-length", "16", "--output-dir", str(out), "--batch-size", "32", "--eval-batch-size", "64",
             "--finetune-epochs", "8", "--search-epochs", "2", "--retrain-epochs", "2", "--lr-bert", "3e-3",
             "--lr-soft", "5e-2", "--lambda", "2e-3", "--no-progress", *extra]
+
+
+def one_and_two_processes(args, out_flag: str, one, two, port: int):
+    """Runs ``power-bert <args>`` in one process and under torchrun with 2 CPU processes (gloo),
+    writing to ``one`` / ``two`` through ``out_flag``; asserts both succeed; returns both results."""
+    import os
+    import subprocess
+    import sys
+
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    runs = []
+    for launcher, out in (([], one), (["-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port",
+                                       str(port)], two)):
+        r = subprocess.run([sys.executable, *launcher, "-m", "power_bert_ops.cli", *args, out_flag, str(out)],
+                           capture_output=True, text=True, env=env, timeout=600)
+        assert r.returncode == 0, r.stderr[-3000:]
+        runs.append(r)
+    return runs

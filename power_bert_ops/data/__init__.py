@@ -26,7 +26,7 @@ from .registry import GLUE_TASKS, TASKS, TaskSpec, canonical_name, get_task, res
 from .types import DataError, MultipleChoiceDataset, TextDataset
 
 __all__ = [
-    "DataError", "GLUE_TASKS", "MultipleChoiceDataset", "TASKS", "TaskSpec", "TextDataset", "TokenizedDataset",
+    "DataError", "GLUE_TASKS", "MultipleChoiceDataset", "SOURCES", "TASKS", "TaskSpec", "TextDataset", "TokenizedDataset",
     "build_label_names", "cache_dir", "canonical_name", "compute_metrics", "get_task", "glue_file",
     "load_corpus", "load_files", "load_hf", "load_label_map", "load_task", "make_trainer_metrics",
     "metric_names", "primary_metric", "primary_score", "read_glue", "read_glue_file", "read_race", "read_table",

@@ -86,11 +86,11 @@ def _base_config(cfg):
     return base_config_from_dict(cfg.base_config) if cfg.model_type == "power_bert" else cfg
 
 
-def check_checkpoint(model_dir) -> PreTrainedConfig:
+def check_checkpoint(model_dir, what: str = "--model") -> PreTrainedConfig:
     """Fails before any work when ``model_dir`` is not a loadable checkpoint of a supported
     family: a missing folder or config.json, a foreign architecture, weights that are missing,
-    pickled or truncated. Returns its config."""
-    cfg = read_config(model_dir, "--model")
+    pickled or truncated. Returns its config. ``what`` names the folder in messages."""
+    cfg = read_config(model_dir, what)
     try:
         check_supported(_base_config(cfg))
     except ValueError as e:
@@ -142,12 +142,7 @@ def default_max_length(model, tokenizer) -> int | None:
 def load_model(model_dir, *, dtype=None, device: str | None = None):
     """A saved PoWER-BERT model (its mode and ℓ) or a plain Hugging Face classifier, and its
     tokenizer, each checked (see the module docstring). ``dtype`` as in ``from_pretrained``."""
-    cfg = read_config(model_dir)
-    try:
-        check_supported(_base_config(cfg))
-    except ValueError as e:
-        raise PowerBertError(str(e)) from None
-    check_weights(model_dir)
+    cfg = check_checkpoint(model_dir, "model folder")
     tokenizer = load_tokenizer(model_dir, cfg)
     mc = any(a.endswith("ForMultipleChoice") for a in (getattr(cfg, "architectures", None) or []))
     kwargs = {} if dtype is None else {"dtype": dtype}

@@ -8,6 +8,7 @@ from __future__ import annotations
 import csv
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import torch
@@ -96,11 +97,40 @@ def _softmax(logits: np.ndarray) -> np.ndarray:
     return e / e.sum(axis=-1, keepdims=True)
 
 
+class _Artifact:
+    """An exported model (ONNX file or pt2 package, :mod:`power_bert_ops.deploy`) called like a
+    Hugging Face classifier by :func:`predict_logits` (CPU inputs; ``.logits`` out)."""
+
+    def __init__(self, path):
+        from ..deploy import OnnxClassifier, load_pt2
+
+        path = Path(path)
+        if not path.is_file() or path.suffix not in (".onnx", ".pt2"):
+            raise PowerBertError(f"--artifact {path}: not an .onnx file or .pt2 package (power-bert export writes them)")
+        self.run = OnnxClassifier(path) if path.suffix == ".onnx" else load_pt2(path)
+        self.max_length = self.run.max_length
+
+    def to(self, device):
+        return self
+
+    def eval(self):
+        return self
+
+    def __call__(self, input_ids, attention_mask, token_type_ids=None):
+        out = self.run(input_ids, attention_mask, token_type_ids)
+        return SimpleNamespace(logits=torch.as_tensor(out))
+
+
 def predict(model_dir, input_file, output_file, text_column: str = "text", text_pair_column: str | None = None,
-            max_length: int | None = None, batch_size: int = 64, device: str = "auto", progress: bool = False) -> dict:
+            max_length: int | None = None, batch_size: int = 64, device: str = "auto", progress: bool = False,
+            artifact=None) -> dict:
     """Writes one CSV row per input text, in input order: the text (and pair), the predicted
     label and, for a classifier, the probability of each class (softmax) under
     ``score_<label>``; for regression the predicted value.
+
+    ``artifact``: an ONNX file or pt2 package exported from ``model_dir`` (``power-bert export``)
+    scores the texts instead of the PyTorch model (on the CPU); ``model_dir`` still gives the
+    tokenizer and the label names.
 
     Under ``torchrun`` / ``accelerate launch`` every process scores a contiguous shard of the
     input (on its own GPU, or its CPU cores) and the main process writes the one output file.
@@ -116,11 +146,17 @@ def predict(model_dir, input_file, output_file, text_column: str = "text", text_
         device = str(state.device)
     model, tokenizer = load_model(model_dir)
     n = resolve_max_length(model, tokenizer, max_length)
+    scorer = model
+    if artifact is not None:
+        scorer, device = _Artifact(artifact), "cpu"
+        if n > scorer.max_length:
+            raise PowerBertError(f"--artifact {artifact} takes at most {scorer.max_length} tokens; N is {n} "
+                                 f"(pass --max-length {scorer.max_length})")
     table = D.load_files(None, None, text_column, None, text_pair_column, input_file)["test"]
     ds = D.tokenize_dataset(table, tokenizer, n)
     start = time.perf_counter()
     with state.split_between_processes(list(range(len(ds)))) as shard:
-        logits, _ = predict_logits(model, Subset(ds, shard), batch_size, device, progress and state.is_main_process)
+        logits, _ = predict_logits(scorer, Subset(ds, shard), batch_size, device, progress and state.is_main_process)
         rows = list(zip(shard, logits.tolist()))
     rows = gather_object(rows) if state.num_processes > 1 else rows  # shards in process order = input order
     seconds = time.perf_counter() - start

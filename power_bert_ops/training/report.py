@@ -12,6 +12,13 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
 
+def _save(fig, ax, path: Path, legend_loc: str = "best") -> None:
+    ax.legend(loc=legend_loc, fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
 def write_report(out_dir: Path, report: dict) -> dict:
     """Writes report.json, report.md and retention.png into ``out_dir``; returns the paths."""
     out_dir = Path(out_dir)
@@ -67,10 +74,7 @@ def plot_retention(r: dict, path: Path) -> None:
     ax.set_ylabel("word vectors kept")
     ax.set_title(f"{r['task']}: FLOP bound {r['flop_bound']:.2f}x, measured {r['measured_speedup']:.2f}x")
     ax.set_xticks(range(1, len(ell) + 1))
-    ax.legend(loc="upper right", fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    _save(fig, ax, path, legend_loc="upper right")
 
 
 def setting_label(r: dict) -> str:
@@ -106,10 +110,7 @@ def write_sweep(out_dir: Path, rows: list[dict]) -> dict:
     ax.set_xlabel("speed-up over the fine-tuned model")
     ax.set_ylabel(name)
     ax.set_title(f"{rows[0]['task']}: accuracy / speed-up trade-off")
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(out_dir / "sweep.png", dpi=120)
-    plt.close(fig)
+    _save(fig, ax, out_dir / "sweep.png")
     return {"json": out_dir / "sweep.json", "markdown": out_dir / "sweep.md", "plot": out_dir / "sweep.png"}
 
 
@@ -150,8 +151,5 @@ def write_benchmark_report(out_dir: Path, r: dict) -> dict:
     ax.set_xticks(list(x), [g[0] for g in groups])
     ax.set_ylabel("seconds per pass")
     ax.set_title(f"N = {r['max_length']}: FLOP bound {r['flop_bound']:.2f}x, measured {r['speedup']:.2f}x")
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(out_dir / "speedup.png", dpi=120)
-    plt.close(fig)
+    _save(fig, ax, out_dir / "speedup.png")
     return {"json": out_dir / "report.json", "markdown": out_dir / "report.md", "plot": out_dir / "speedup.png"}
