@@ -83,6 +83,9 @@ def _add_train_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--lambdas", default=None, help="comma-separated λ values: a sweep (stage 1 shared)")
     g.add_argument("--distill", action=argparse.BooleanOptionalAction, default=False,
                    help="stage-1 model as teacher of stages 2 and 3 (logit distillation); default off")
+    g.add_argument("--attention-dropout", type=float, default=None,
+                   help="dropout on attention probabilities in training (default: the model's); 0 makes a CPU "
+                        "training step about 3x faster, as SDPA's fused CPU kernel has no dropout")
     g.add_argument("--batch-size", type=int, default=None)
     g.add_argument("--eval-batch-size", type=int, default=64)
     g.add_argument("--seed", type=int, default=42)
@@ -190,6 +193,7 @@ def cmd_train(a) -> dict | None:
         lr_soft=pick(a.lr_soft, "lr_soft", 1e-3), lam=lam, target_speedup=target,
         distill=a.distill,
         batch_size=pick(a.batch_size, "batch_size", 32), eval_batch_size=a.eval_batch_size, seed=a.seed,
+        attention_dropout=a.attention_dropout,
         device=a.device, precision=a.precision, max_steps=a.max_steps, progress=not a.no_progress,
     )
     lambdas = a.lambdas.split(",") if a.lambdas is not None else None

@@ -2,11 +2,13 @@
 target within ±3%, the trade-off curve from one command, distillation, and targets refused
 before any training (issue "Ask for a speed-up, get it")."""
 import json
+import shutil
 
 import pytest
 
 from power_bert_ops import cli
 from power_bert_ops.flops import flop_bound
+from power_bert_ops.training import trainer as trainer_module
 from power_bert_ops.training.target import max_reachable_speedup
 
 from tiny_models import run_args
@@ -70,3 +72,32 @@ def test_bad_targets_refused_before_training(workdir, tmp_path, capsys, extra, m
     err = capsys.readouterr().err
     assert message in err and err.count("\n") == 1
     assert not (tmp_path / "o").exists()
+
+
+def test_resumed_search_continues_the_controller(workdir, tmp_path, monkeypatch):
+    """A search stopped after its first checkpoint and resumed ends exactly where an uninterrupted
+    search ends: the controller's integral and history come back from the checkpoint."""
+    whole, cut = tmp_path / "whole", tmp_path / "cut"
+    assert cli.main(_target_args(workdir, whole, "--target-speedup", "1.6")) == 0
+    cut.mkdir()  # stage 1 copied: the searches are what is compared
+    shutil.copytree(whole / "finetune", cut / "finetune")
+    shutil.copy(whole / "run_config.json", cut / "run_config.json")
+
+    def interrupt(self, a, state, control, **kw):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(trainer_module.StopOnNonFiniteLoss, "on_save", interrupt, raising=False)
+    assert cli.main(["search", *_target_args(workdir, cut, "--target-speedup", "1.6")[1:]]) == 130
+    ckpts = list((cut / "search" / "checkpoints").glob("checkpoint-*"))
+    assert len(ckpts) == 1
+    saved = json.loads((ckpts[0] / "trainer_state.json").read_text())["stateful_callbacks"]["TargetController"]
+    assert 0 < len(saved["attributes"]["history"]) and saved["attributes"]["integral"] != 0
+    monkeypatch.undo()
+    assert cli.main(_target_args(workdir, cut, "--target-speedup", "1.6")) == 0
+    a = json.loads((whole / "search" / "target.json").read_text())
+    b = json.loads((cut / "search" / "target.json").read_text())
+    assert b["steps"] == a["steps"], "the history goes on from the checkpoint"
+    assert b["u_final"] == pytest.approx(a["u_final"], rel=1e-4, abs=1e-6)
+    assert b["soft_bound_final"] == pytest.approx(a["soft_bound_final"], rel=1e-4)
+    assert json.loads((cut / "search" / "retention.json").read_text()) == \
+        json.loads((whole / "search" / "retention.json").read_text())

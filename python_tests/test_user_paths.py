@@ -275,6 +275,8 @@ BAD_RUN_SETTINGS = [
     (["--lr-bert", "nan"], "--lr-bert must be a number > 0"),
     (["--text-column", "nope"], "'nope' not found"),
     (["--batch-size", "abc"], "argument --batch-size: invalid int value"),
+    (["--attention-dropout", "1"], "--attention-dropout must be a probability in [0, 1), got 1.0"),
+    (["--attention-dropout", "-0.1"], "--attention-dropout must be a probability in [0, 1)"),
 ]
 
 
@@ -445,3 +447,39 @@ def test_export_command(finished_run, tmp_path, capsys):
     assert cli.main(["export", "--model-dir", str(model), "--format", "onnx", "--output",
                      str(tmp_path / "missing" / "m.onnx")]) == 2
     assert "does not exist" in capsys.readouterr().err
+
+
+# ---------------------------------------------------------------------------------------------
+# --attention-dropout: set in stage 1, carried by the saved folders into stages 2 and 3
+# ---------------------------------------------------------------------------------------------
+def _attention_dropouts(model):
+    return [m.p for n, m in model.named_modules()
+            if isinstance(m, torch.nn.Dropout) and n.endswith("attention.self.dropout")]
+
+
+def test_attention_dropout_reaches_every_stage(workdir, tmp_path):
+    from transformers import AutoConfig
+
+    from power_bert_ops import PowerBertForSequenceClassification
+
+    out = tmp_path / "o"
+    assert cli.main(run_args(workdir, out, "--attention-dropout", "0.25", "--max-steps", "1")) == 0
+    assert AutoConfig.from_pretrained(out / "finetune" / "model").attention_probs_dropout_prob == 0.25
+    for stage in ("search", "retrain"):
+        model = PowerBertForSequenceClassification.from_pretrained(out / stage / "model")
+        assert _attention_dropouts(model) == [0.25, 0.25], stage
+        assert model.config.base_config["hidden_dropout_prob"] == 0.0, "only attention dropout changes"
+    settings = json.loads((out / "finetune" / "settings.json").read_text())
+    assert settings["attention_dropout"] == 0.25
+
+
+def test_attention_dropout_on_a_power_bert_folder(finished_run, tmp_path):
+    from power_bert_ops import PowerBertForSequenceClassification
+    from power_bert_ops.training.pipeline import set_attention_dropout
+
+    model = PowerBertForSequenceClassification.from_pretrained(finished_run / "retrain" / "model")
+    assert _attention_dropouts(model) == [0.0, 0.0]
+    set_attention_dropout(model, 0.3)
+    assert _attention_dropouts(model) == [0.3, 0.3]
+    model.save_pretrained(tmp_path / "m")
+    assert _attention_dropouts(PowerBertForSequenceClassification.from_pretrained(tmp_path / "m")) == [0.3, 0.3]

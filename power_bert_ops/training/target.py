@@ -31,12 +31,15 @@ Four pieces, each usable on its own:
 """
 from __future__ import annotations
 
+import json
 import math
+from pathlib import Path
 from typing import Sequence
 
 import torch
 import torch.nn.functional as F
 from transformers import TrainerCallback
+from transformers.trainer_callback import ExportableState
 
 from ..flops import _dims, encoder_macs
 
@@ -440,7 +443,7 @@ def _core(model):
     return model.module if hasattr(model, "module") else model
 
 
-class TargetController(TrainerCallback):
+class TargetController(TrainerCallback, ExportableState):
     """Stage 2 with a target speed-up X: the learning rate of r and a controlled elimination
     pressure, so that the bound of the current masses tracks X.
 
@@ -551,6 +554,59 @@ class TargetController(TrainerCallback):
                 "k_p": self.k_p, "k_i": self.k_i, "u_max": self.u_max, "travel": self.travel,
                 "lr_soft": self.lr_soft, "u_final": self.u, "lam_final": self.lam,
                 "soft_bound_final": self.bound, "max_reachable_bound": self.max_bound, "steps": len(self.history)}
+
+    # -- checkpoints -------------------------------------------------------------------------------
+    _STATE = ("integral", "u", "lam", "bound", "history")
+
+    def state(self) -> dict:
+        """What a resumed search needs to go on where it stopped (the integral, u, λ, the last
+        bound and the history). Trainer stores it in each checkpoint's trainer_state.json
+        (``stateful_callbacks``); :meth:`load_state` reads it back.
+
+        Returns:
+            ``{"args": constructor arguments, "attributes": the control state}``, JSON-serialisable.
+        """
+        return {"args": {"target": self.target, "config": list(self.dims), "n": self.n, "mode": self.mode,
+                         "k_p": self.k_p, "k_i": self.k_i, "u_max": self.u_max, "travel": self.travel,
+                         "lam_scale": self.lam_scale, "set_lr": self.set_lr, "tol": self.tol},
+                "attributes": {k: getattr(self, k) for k in self._STATE}}
+
+    def load_state(self, state: dict) -> "TargetController":
+        """Restores the control state saved by :meth:`state` (from a checkpoint of the same search).
+
+        Args:
+            state: the dict :meth:`state` returned.
+
+        Returns:
+            self.
+        """
+        if float(state["args"]["target"]) != self.target:
+            raise ValueError(f"TargetController.load_state: the checkpoint's target is {state['args']['target']}, "
+                             f"this search's {self.target}")
+        for k in self._STATE:
+            setattr(self, k, state["attributes"][k])
+        if self.trainer is not None:
+            self.trainer.lam = self.lam
+        return self
+
+    def load_checkpoint(self, checkpoint) -> bool:
+        """Restores the control state from a Trainer checkpoint folder, if it holds one.
+
+        Args:
+            checkpoint: the checkpoint folder (``checkpoint-<step>``) a search resumes from.
+
+        Returns:
+            True when a state was found and restored.
+        """
+        path = Path(checkpoint) / "trainer_state.json"
+        saved = json.loads(path.read_text()).get("stateful_callbacks", {}) if path.exists() else {}
+        state = saved.get(type(self).__name__)
+        if isinstance(state, list):
+            state = state[0] if state else None
+        if state is None:
+            return False
+        self.load_state(state)
+        return True
 
     # -- the schedule ------------------------------------------------------------------------------
     def schedule_weights(self, total_steps: int, factor=None) -> list[float]:
