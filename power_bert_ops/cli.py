@@ -63,6 +63,15 @@ def _lambda_value(text: str):
         raise argparse.ArgumentTypeError(f"must be a number or 'paper', got {text!r}") from None
 
 
+def _break_even_value(text: str) -> float | str:
+    if text.strip().lower() == "off":
+        return "off"
+    try:
+        return float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a fraction in (0, 1) or 'off', got {text!r}") from None
+
+
 def _add_train_args(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("training")
     g.add_argument("--model", default=None, help="Hugging Face checkpoint directory (BERT, RoBERTa, ALBERT, ELECTRA); "
@@ -81,6 +90,10 @@ def _add_train_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--lambda", dest="lam", type=_lambda_value, default=None, help="λ of the stage-2 loss term: "
                    "the paper's procedure instead of a target; 'paper' takes the task's published λ (else 1e-3)")
     g.add_argument("--lambdas", default=None, help="comma-separated λ values: a sweep (stage 1 shared)")
+    g.add_argument("--break-even-keep", type=_break_even_value, default=None,
+                   help="a layer keeping more than this share of its input rows keeps them all (it would pay more "
+                        "for significance than it saves); 'off' keeps the searched configuration as it is "
+                        "(default 0.9)")
     g.add_argument("--distill", action=argparse.BooleanOptionalAction, default=False,
                    help="stage-1 model as teacher of stages 2 and 3 (logit distillation); default off")
     g.add_argument("--attention-dropout", type=float, default=None,
@@ -171,6 +184,7 @@ def cmd_train(a) -> dict | None:
     from .assets import packaged_model_dir
     from .training import PipelineConfig, PowerBertError, train
     from .training.run import DEFAULT_TARGET_SPEEDUP
+    from .training.target import BREAK_EVEN_KEEP
 
     data = _data_args(a)
     canon = D.canonical_name(data.name)
@@ -192,6 +206,7 @@ def cmd_train(a) -> dict | None:
         search_epochs=a.search_epochs, retrain_epochs=a.retrain_epochs, lr_bert=pick(a.lr_bert, "lr_bert", 3e-5),
         lr_soft=pick(a.lr_soft, "lr_soft", 1e-3), lam=lam, target_speedup=target,
         distill=a.distill,
+        break_even_keep={None: BREAK_EVEN_KEEP, "off": None}.get(a.break_even_keep, a.break_even_keep),
         batch_size=pick(a.batch_size, "batch_size", 32), eval_batch_size=a.eval_batch_size, seed=a.seed,
         attention_dropout=a.attention_dropout,
         device=a.device, precision=a.precision, max_steps=a.max_steps, progress=not a.no_progress,

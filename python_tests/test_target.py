@@ -3,6 +3,7 @@ learned retention masses onto a FLOP-bound target, refusal of unreachable target
 break-even guard, the stage-2 controller on a tiny soft-mode model with a real Trainer, and the
 distillation loss against hand-computed values."""
 import copy
+import json
 import math
 import random
 import time
@@ -247,6 +248,36 @@ def test_controller_schedule_weights_and_observe():
     ctl.integral = 0.0
     u2 = ctl.observe([1.0, 1.0, 1.0], 1)  # bound at its maximum > 2: push back
     assert u2 < 0
+
+
+@pytest.mark.parametrize("weighting,u,expected", [
+    ("last", 1.0, [1 / 3, 2 / 3, 1.0]),  # the deepest layer moves by at most Adam's largest step
+    ("mean", 2.0, [1.0, 2.0, 3.0]),  # j / j̄ (j̄ = 2) at u = 2
+])
+def test_pressure_weights(stage1, weighting, u, expected):
+    model = PowerBertForSequenceClassification.from_hf_model(copy.deepcopy(stage1), mode="soft",
+                                                             sequence_length=N_TINY)
+    with torch.no_grad():
+        model.retention_params.fill_(0.5)
+    ctl = TargetController(2.0, model.config, N_TINY, weighting=weighting, u_max=2.0)
+    ctl.u = u
+    ctl.apply_pressure_(model, lr=0.01)
+    moved = (0.5 - model.retention_params[:, 1:]).mean(dim=1) / 0.01
+    assert moved.tolist() == pytest.approx(expected, rel=1e-4)
+
+
+def test_controller_state_round_trip():
+    a = TargetController(2.0, (32, 3, 64), 32)
+    a.schedule_weights(10)
+    for i, m in enumerate(([32.0] * 3, [20.0] * 3, [10.0] * 3)):
+        a.observe(m, i)
+    state = json.loads(json.dumps(a.state()))  # what trainer_state.json stores
+    b = TargetController(**state["args"]).load_state(state)
+    assert (b.integral, b.u, b.bound, b.history) == (a.integral, a.u, a.bound, a.history)
+    b.schedule_weights(10)
+    assert b.observe([8.0] * 3, 3) == a.observe([8.0] * 3, 3)
+    with pytest.raises(ValueError, match="target is 2.0, this search's 3.0"):
+        TargetController(3.0, (32, 3, 64), 32).load_state(state)
 
 
 # -- distillation ------------------------------------------------------------------------------

@@ -277,6 +277,8 @@ BAD_RUN_SETTINGS = [
     (["--batch-size", "abc"], "argument --batch-size: invalid int value"),
     (["--attention-dropout", "1"], "--attention-dropout must be a probability in [0, 1), got 1.0"),
     (["--attention-dropout", "-0.1"], "--attention-dropout must be a probability in [0, 1)"),
+    (["--break-even-keep", "1"], "--break-even-keep must be a fraction in (0, 1), or off, got 1.0"),
+    (["--break-even-keep", "most"], "argument --break-even-keep: must be a fraction in (0, 1) or 'off'"),
 ]
 
 
@@ -359,7 +361,11 @@ def test_bad_model_folders_for_evaluate_and_explain(workdir, finished_run, tmp_p
     assert "not a PoWER-BERT model in hard mode" in err and err.count("\n") == 1
     assert cli.main(["evaluate", "--model-dir", str(finished_run / "retrain" / "model"), "--eval-file",
                      str(workdir / "eval.csv"), *EVAL, "--max-length", "100000"]) == 2
-    assert "--max-length must be a whole number in [4, 64]" in capsys.readouterr().err
+    assert "--max-length 100000 is longer than the model's position embeddings hold (64 tokens)" in \
+        capsys.readouterr().err
+    assert cli.main(["evaluate", "--model-dir", str(finished_run / "retrain" / "model"), "--eval-file",
+                     str(workdir / "eval.csv"), *EVAL, "--max-length", "3"]) == 2
+    assert "--max-length must be a whole number >= 4, got 3" in capsys.readouterr().err
 
 
 def test_log_is_readable(workdir, tmp_path):
@@ -483,3 +489,25 @@ def test_attention_dropout_on_a_power_bert_folder(finished_run, tmp_path):
     assert _attention_dropouts(model) == [0.3, 0.3]
     model.save_pretrained(tmp_path / "m")
     assert _attention_dropouts(PowerBertForSequenceClassification.from_pretrained(tmp_path / "m")) == [0.3, 0.3]
+
+
+# ---------------------------------------------------------------------------------------------
+# The break-even guard applies to the paper's λ procedure too (never slower than the baseline)
+# ---------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("keep", ["0.05", "off"])
+def test_break_even_guard_in_lambda_mode(workdir, finished_run, tmp_path, keep):
+    from power_bert_ops.training.target import apply_break_even
+
+    out = tmp_path / "run"
+    out.mkdir()
+    shutil.copytree(finished_run / "finetune", out / "finetune")
+    shutil.copy(finished_run / "run_config.json", out / "run_config.json")
+    assert cli.main(run_args(workdir, out, "--break-even-keep", keep)) == 0
+    search = json.loads((out / "search" / "target.json").read_text())
+    derived, got = search["derived"], json.loads((out / "search" / "retention.json").read_text())
+    assert derived != [16, 16], "the search eliminated rows (else this test shows nothing)"
+    if keep == "off":
+        assert search["break_even_keep"] is None and got == derived
+    else:  # every ℓ_j >= 1 keeps more than 5% of 16 rows: the guard raises every layer
+        assert search["break_even_keep"] == 0.05 and got == [16, 16] == apply_break_even(derived, 16, 0.05)
+    assert json.loads((out / "report.json").read_text())["retention"] == got

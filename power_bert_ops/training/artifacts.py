@@ -22,10 +22,10 @@ from transformers import (
 
 from ..modeling import PowerBertForMultipleChoice, PowerBertForSequenceClassification
 from ..modeling.configuration_power_bert import base_config_from_dict, check_supported, max_positions
-from .errors import CorruptModelError, PowerBertError
+from .errors import CorruptModelError, PowerBertError, check_whole_number
 
 __all__ = [
-    "check_checkpoint", "check_weights", "default_max_length", "label_names", "load_model", "load_tokenizer",
+    "check_checkpoint", "check_max_length", "check_weights", "default_max_length", "label_names", "load_model", "load_tokenizer",
     "position_limit", "save_tokenizer",
 ]
 
@@ -102,6 +102,25 @@ def check_checkpoint(model_dir, what: str = "--model") -> PreTrainedConfig:
 def position_limit(cfg) -> int:
     """The longest input (tokens) the checkpoint's position embeddings hold."""
     return max_positions(_base_config(cfg))
+
+
+def check_max_length(max_length, cfg) -> int:
+    """``--max-length`` checked against a model: a whole number of at least 4 tokens ([CLS],
+    [SEP] and words) that its position embeddings hold.
+
+    Args:
+        max_length: the N asked for.
+        cfg: the model's config (Hugging Face or PoWER-BERT) or its dict.
+
+    Returns:
+        ``max_length`` as an int.
+    """
+    n = check_whole_number(max_length, "--max-length", minimum=4)
+    limit = position_limit(cfg)
+    if n > limit:
+        raise PowerBertError(f"--max-length {n} is longer than the model's position embeddings hold ({limit} "
+                             f"tokens); use at most {limit}")
+    return n
 
 
 def load_tokenizer(model_dir, cfg=None):

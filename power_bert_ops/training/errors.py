@@ -2,7 +2,7 @@
 setting (or path) and what to do; the ``power-bert`` command prints it as one line and exits 2."""
 from __future__ import annotations
 
-__all__ = ["CorruptModelError", "PowerBertError", "StageSettingsError"]
+__all__ = ["CorruptModelError", "PowerBertError", "StageSettingsError", "check_whole_number"]
 
 
 class PowerBertError(ValueError):
@@ -15,3 +15,11 @@ class StageSettingsError(PowerBertError):
 
 class CorruptModelError(PowerBertError):
     """A saved model's weights or tokenizer cannot be read (truncated, corrupt or missing)."""
+
+
+def check_whole_number(value, flag: str, minimum: int = 1) -> int:
+    """``value`` if it is a whole number >= ``minimum``; else a PowerBertError naming ``flag``."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or value != value or value in (
+            float("inf"), float("-inf")) or int(value) != value or value < minimum:
+        raise PowerBertError(f"{flag} must be a whole number >= {minimum}, got {value!r}")
+    return int(value)

@@ -19,8 +19,8 @@ from tqdm.auto import tqdm
 
 from .. import data as D
 from ..flops import flop_bound
-from .artifacts import default_max_length, label_names, load_model, position_limit
-from .errors import PowerBertError
+from .artifacts import check_max_length, default_max_length, label_names, load_model, position_limit
+from .errors import PowerBertError, check_whole_number
 from .prepare import DataArgs, predictions, subset
 from .report import write_benchmark_report
 from .speed import MODEL_INPUTS, measure_speedup
@@ -46,16 +46,12 @@ def predict_logits(model, dataset, batch_size: int, device: str, progress: bool 
 def resolve_max_length(model, tokenizer, max_length: int | None, data: DataArgs | None = None) -> int:
     """N: the one asked for (checked against the position embeddings), else the model's trained N
     (:func:`artifacts.default_max_length`), else the task's paper value, else 128."""
-    limit = position_limit(model.config)
     if max_length is not None:
-        if isinstance(max_length, bool) or not isinstance(max_length, int) or not 4 <= max_length <= limit:
-            raise PowerBertError(f"--max-length must be a whole number in [4, {limit}] (the model's position "
-                                 f"embeddings), got {max_length!r}")
-        return max_length
+        return check_max_length(max_length, model.config)
     n = default_max_length(model, tokenizer)
     if n is None and data is not None and data.metric_kind:
         n = D.get_task(data.metric_kind).max_length
-    return min(n or 128, limit)
+    return min(n or 128, position_limit(model.config))
 
 
 def _eval_data(data: DataArgs, model, tokenizer, max_length: int):
@@ -77,7 +73,7 @@ def evaluate(model_dir, data: DataArgs, max_length: int | None = None, batch_siz
              device: str = "auto", progress: bool = False) -> dict:
     """Metrics of the model saved in ``model_dir`` on ``data``'s eval split (or eval / test
     file). Returns ``{"model", "max_length", "examples", "truncated", <metric>: value, ...}``."""
-    _check_batch_size(batch_size)
+    check_whole_number(batch_size, "--batch-size")
     device = _device(device)
     model, tokenizer = load_model(model_dir)
     n = resolve_max_length(model, tokenizer, max_length, data)
@@ -136,7 +132,7 @@ def predict(model_dir, input_file, output_file, text_column: str = "text", text_
     input (on its own GPU, or its CPU cores) and the main process writes the one output file.
     Returns ``{"output_file", "examples", "max_length", "truncated", "seconds", "rows_per_second",
     "processes"}`` (the same on every process)."""
-    _check_batch_size(batch_size)
+    check_whole_number(batch_size, "--batch-size")
     device = _device(device)
     out = Path(output_file)
     if out.is_dir() or not out.parent.is_dir():
@@ -185,7 +181,7 @@ def benchmark(model_dir, baseline_dir, data: DataArgs, max_length: int | None = 
     ``baseline_dir`` on ``data``'s eval split, at the model's trained N unless ``max_length``
     says otherwise (:func:`.speed.measure_speedup`), and adds the FLOP bound. With
     ``output_dir``, writes report.json, report.md and the speed-up plot there."""
-    _check_batch_size(batch_size)
+    check_whole_number(batch_size, "--batch-size")
     device = _device(device)
     power, tokenizer = load_model(model_dir)
     if getattr(power.config, "model_type", "") != "power_bert" or power.retention is None or power.mode != "hard":
@@ -203,6 +199,3 @@ def benchmark(model_dir, baseline_dir, data: DataArgs, max_length: int | None = 
     return result
 
 
-def _check_batch_size(batch_size) -> None:
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-        raise PowerBertError(f"--batch-size must be a whole number >= 1, got {batch_size!r}")

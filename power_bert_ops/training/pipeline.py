@@ -28,9 +28,9 @@ import torch
 from transformers import AutoConfig, EvalPrediction, TrainingArguments
 
 from .artifacts import check_weights, save_tokenizer
-from .errors import CorruptModelError, PowerBertError, StageSettingsError
+from .errors import CorruptModelError, PowerBertError, StageSettingsError, check_whole_number
 from .prepare import PreparedTask
-from .target import BREAK_EVEN_KEEP, DEFAULT_ALPHA, DEFAULT_TEMPERATURE, TargetController
+from .target import BREAK_EVEN_KEEP, DEFAULT_ALPHA, DEFAULT_TEMPERATURE, TargetController, apply_break_even
 from .trainer import (
     ClampRetentionCallback,
     PowerBertTrainer,
@@ -62,7 +62,7 @@ class PipelineConfig:
     lr_soft: float = 1e-3
     lam: float = 1e-3
     target_speedup: float | None = None  # stage 2 ends at this FLOP bound (±3%); None: SPEC 1.3's λ procedure
-    break_even_keep: float | None = BREAK_EVEN_KEEP  # target mode: layers keeping more than this share drop none
+    break_even_keep: float | None = BREAK_EVEN_KEEP  # layers keeping more than this share drop none; None: off
     distill: bool = False  # stage-1 model as teacher of stages 2 and 3 (logit KD)
     distill_temperature: float = DEFAULT_TEMPERATURE
     distill_alpha: float = DEFAULT_ALPHA
@@ -85,11 +85,8 @@ class PipelineConfig:
             v = getattr(self, name)
             return not isinstance(v, bool) and isinstance(v, (int, float)) and math.isfinite(v)
 
-        for name in ("max_length", "batch_size", "eval_batch_size"):
-            if not number(name) or int(getattr(self, name)) != getattr(self, name) or getattr(self, name) < 1:
-                bad(name, "a whole number >= 1")
-        if self.max_length < 4:
-            bad("max_length", "at least 4 tokens ([CLS], [SEP] and words)")
+        for name, minimum in (("max_length", 4), ("batch_size", 1), ("eval_batch_size", 1)):
+            check_whole_number(getattr(self, name), "--" + name.replace("_", "-"), minimum)
         for name in ("finetune_epochs", "search_epochs", "retrain_epochs", "lr_bert", "lr_soft"):
             if not number(name) or getattr(self, name) <= 0:
                 bad(name, "a number > 0")
@@ -97,8 +94,8 @@ class PipelineConfig:
             bad("lam", "a number >= 0")
         if self.target_speedup is not None and (not number("target_speedup") or self.target_speedup < 1):
             bad("target_speedup", "a number >= 1 (the FLOP-bound speed-up to reach)")
-        if self.break_even_keep is not None and not (number("break_even_keep") and 0 < self.break_even_keep <= 1):
-            bad("break_even_keep", "a fraction in (0, 1]")
+        if self.break_even_keep is not None and not (number("break_even_keep") and 0 < self.break_even_keep < 1):
+            bad("break_even_keep", "a fraction in (0, 1), or off")
         if not number("distill_temperature") or self.distill_temperature <= 0:
             bad("distill_temperature", "a number > 0")
         if not number("distill_alpha") or not 0 <= self.distill_alpha <= 1:
@@ -272,7 +269,7 @@ SETTINGS_FILE = "settings.json"
 def _stage_settings(stage: str, cfg: PipelineConfig) -> dict:
     settings = {k: getattr(cfg, k) for k in STAGE_SETTINGS[stage]}
     if stage == "search":  # what the chosen method does not use does not make another run
-        for k in ("lam",) if cfg.target_speedup is not None else ("target_speedup", "break_even_keep"):
+        for k in ("lam",) if cfg.target_speedup is not None else ("target_speedup",):
             settings.pop(k, None)
     if cfg.attention_dropout is None:  # the model's own: runs from before the setting existed match
         settings.pop("attention_dropout", None)
@@ -315,8 +312,14 @@ def _discard(stage_dir: Path) -> None:
 def run_stage(stage: str, cfg: PipelineConfig, task: PreparedTask, previous: StageResult | None = None,
               redo: bool = False, teacher_dir: str | None = None) -> StageResult:
     """Runs one stage (resuming from its newest complete checkpoint if it was interrupted).
-    A finished stage is returned as it is, unless ``redo`` or its saved model is damaged:
-    then it runs again."""
+    A finished stage is returned as it is, unless ``redo`` (a stage it derives from ran again)
+    or its saved model is damaged: then it runs again."""
+    return _run_stage(stage, cfg, task, previous, redo, teacher_dir)[0]
+
+
+def _run_stage(stage: str, cfg: PipelineConfig, task: PreparedTask, previous: StageResult | None,
+               redo: bool, teacher_dir: str | None) -> tuple[StageResult, bool]:
+    """:func:`run_stage`, and whether the stage trained (False: its finished result was reused)."""
     if stage not in STAGES:
         raise ValueError(f"stage must be one of {STAGES}, got {stage!r}")
     out = Path(cfg.output_dir) / stage
@@ -329,7 +332,9 @@ def run_stage(stage: str, cfg: PipelineConfig, task: PreparedTask, previous: Sta
     if done is not None and not redo:
         if task.tokenizer is not None and not (Path(done.model_dir) / "tokenizer_config.json").exists():
             save_tokenizer(task.tokenizer, done.model_dir, task.max_length)  # a folder saved without it
-        return done
+        return done, False
+    if done is not None:
+        print(f"power-bert: redoing stage {stage!r} too (it was derived from a stage that just ran)")
     if redo:
         _discard(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -383,8 +388,10 @@ def run_stage(stage: str, cfg: PipelineConfig, task: PreparedTask, previous: Sta
     retention = None
     if controller is not None:  # identical on every rank (synchronised weights)
         retention = controller.final_retention(trainer.model, keep_threshold=cfg.break_even_keep)
-    elif stage == "search":
-        retention = trainer.model.derive_retention()
+    elif stage == "search":  # SPEC 1.3's rule, then the break-even guard unless it is off
+        derived = trainer.model.derive_retention()
+        retention = derived if cfg.break_even_keep is None else apply_break_even(derived, task.max_length,
+                                                                                 cfg.break_even_keep)
     elif stage == "retrain":
         retention = list(trainer.model.retention)
     metrics = trainer.evaluate()
@@ -396,14 +403,16 @@ def run_stage(stage: str, cfg: PipelineConfig, task: PreparedTask, previous: Sta
             save_tokenizer(task.tokenizer, model_dir, task.max_length)
         if stage == "search":
             (out / "retention.json").write_text(json.dumps(retention))
-            method = {"method": "lambda (SPEC 1.3)", "lambda": cfg.lam, "lr_soft": cfg.lr_soft}
             if controller is not None:
-                method = {**controller.settings(), "break_even_keep": cfg.break_even_keep}
+                method = controller.settings()
+            else:  # "derived": SPEC 1.3's configuration before the guard
+                method = {"method": "lambda (SPEC 1.3)", "lambda": cfg.lam, "lr_soft": cfg.lr_soft, "derived": derived}
+            method["break_even_keep"] = cfg.break_even_keep
             (out / TARGET_FILE).write_text(json.dumps({**method, "distill": cfg.distill}, indent=1))
         shutil.rmtree(out / "checkpoints", ignore_errors=True)
         result.save(out)
     trainer.accelerator.wait_for_everyone()  # the next stage reads these files on every rank
-    return result
+    return result, True
 
 
 def run_pipeline(cfg: PipelineConfig, task: PreparedTask, stages=STAGES) -> dict[str, StageResult]:
@@ -427,14 +436,8 @@ def run_pipeline(cfg: PipelineConfig, task: PreparedTask, stages=STAGES) -> dict
                                      f"(`power-bert {stage}` with the same arguments)")
             results[stage] = previous
             continue
-        try:
-            finished = load_finished(stage_dir) is not None
-        except CorruptModelError:
-            finished = False  # run_stage says so and redoes it
-        if ran and finished:
-            print(f"power-bert: redoing stage {stage!r} too (it was derived from the stage that just ran)")
         teacher = results["finetune"].model_dir if "finetune" in results else None
-        previous = run_stage(stage, cfg, task, previous, redo=ran, teacher_dir=teacher)
-        ran = ran or not finished
+        previous, trained = _run_stage(stage, cfg, task, previous, ran, teacher)
+        ran = ran or trained
         results[stage] = previous
     return results

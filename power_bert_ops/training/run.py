@@ -24,7 +24,7 @@ import torch
 from accelerate import PartialState
 
 from ..flops import flop_bound
-from .artifacts import check_checkpoint, load_tokenizer, position_limit
+from .artifacts import check_checkpoint, check_max_length, load_tokenizer
 from .errors import PowerBertError
 from .inference import predict_logits
 from .pipeline import STAGES, TARGET_FILE, PipelineConfig, StageResult, run_pipeline
@@ -173,10 +173,7 @@ def train(cfg: PipelineConfig, data: DataArgs, stages=STAGES, lambdas=None, targ
     targets = _numbers(targets, "--target-speedups", ">= 1", lambda v: v >= 1)
     variants = _variants(cfg, lambdas, targets)
     model_cfg = check_checkpoint(cfg.model)
-    limit = position_limit(model_cfg)
-    if cfg.max_length > limit:
-        raise PowerBertError(f"--max-length {cfg.max_length} is longer than the model's position embeddings "
-                             f"hold ({limit} tokens); use at most {limit}")
+    check_max_length(cfg.max_length, model_cfg)
     for _, v in variants:
         if v.target_speedup is not None:
             try:
