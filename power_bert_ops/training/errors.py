@@ -2,6 +2,8 @@
 setting (or path) and what to do; the ``power-bert`` command prints it as one line and exits 2."""
 from __future__ import annotations
 
+import math
+
 __all__ = ["CorruptModelError", "PowerBertError", "StageSettingsError", "check_whole_number"]
 
 
@@ -19,7 +21,7 @@ class CorruptModelError(PowerBertError):
 
 def check_whole_number(value, flag: str, minimum: int = 1) -> int:
     """``value`` if it is a whole number >= ``minimum``; else a PowerBertError naming ``flag``."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or value != value or value in (
-            float("inf"), float("-inf")) or int(value) != value or value < minimum:
+    if (isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value)
+            or int(value) != value or value < minimum):
         raise PowerBertError(f"{flag} must be a whole number >= {minimum}, got {value!r}")
     return int(value)
