@@ -52,6 +52,10 @@ inline void check_k(int64_t k, int64_t N, const char* op) {
               ", got k = ", k);
 }
 
+// A per-row k of extract / extract_scored: int64 [B] on hidden's device. Its values (1 <= row_k[b]
+// <= k) are checked by the kernels that read them (check_row_k_values).
+inline void check_row_k(const c10::optional<at::Tensor>& row_k, const at::Tensor& hidden, const char* op);
+
 inline void check_same_device(const at::Tensor& ref, const char* ref_name, const at::Tensor& t,
                               const char* name, const char* op) {
   TORCH_CHECK_VALUE(t.device() == ref.device(), "power_bert.", op, ": `", name, "` is on ", t.device(),
@@ -168,22 +172,50 @@ inline at::Tensor real_tokens(const at::Tensor& mask) {
 
 // out_mask = mask.gather(1, index) in mask's dtype, for every mask dtype: ATen's gather has no
 // kernel for some (uint16/32/64, float8), so those are gathered as signed integers of their width.
-inline at::Tensor gather_mask(const at::Tensor& mask, const at::Tensor& index) {
+inline void check_row_k(const c10::optional<at::Tensor>& row_k, const at::Tensor& hidden, const char* op) {
+  if (!row_k.has_value()) return;
+  const at::Tensor& r = *row_k;
+  TORCH_CHECK_VALUE(r.dim() == 1 && r.size(0) == hidden.size(0), "power_bert.", op,
+                    ": `row_k` must be [B] = [", hidden.size(0), "], got shape ", r.sizes());
+  TORCH_CHECK_TYPE(r.scalar_type() == at::kLong, "power_bert.", op, ": `row_k` must be int64, got ",
+                   r.scalar_type());
+  check_same_device(hidden, "hidden", r, "row_k", op);
+}
+
+// Host-side value check of a CPU row_k: every 1 <= row_k[b] <= k.
+inline void check_row_k_values(const int64_t* row_k, int64_t B, int64_t k, const char* op) {
+  for (int64_t b = 0; b < B; ++b) {
+    TORCH_CHECK_VALUE(row_k[b] >= 1 && row_k[b] <= k, "power_bert.", op, ": `row_k` must satisfy 1 <= row_k[b] <= k = ",
+                      k, ", got row_k[", b, "] = ", row_k[b]);
+  }
+}
+
+// The mask viewed as a dtype gather / masked_fill have kernels for (same bytes).
+inline at::Tensor mask_as_supported(const at::Tensor& mask) {
   switch (mask.scalar_type()) {
     case at::kBool: case at::kByte: case at::kChar: case at::kShort: case at::kInt: case at::kLong:
     case at::kHalf: case at::kBFloat16: case at::kFloat: case at::kDouble:
-      return mask.gather(1, index);
+      return mask;
     default: break;
   }
-  at::ScalarType as;
   switch (mask.element_size()) {
-    case 1: as = at::kChar; break;
-    case 2: as = at::kShort; break;
-    case 4: as = at::kInt; break;
-    case 8: as = at::kLong; break;
+    case 1: return mask.view(at::kChar);
+    case 2: return mask.view(at::kShort);
+    case 4: return mask.view(at::kInt);
+    case 8: return mask.view(at::kLong);
     default: TORCH_CHECK_TYPE(false, "power_bert: unsupported `mask` dtype ", mask.scalar_type());
   }
-  return mask.view(as).gather(1, index).view(mask.scalar_type());
+}
+
+// out_mask of extract: mask gathered at index, 0 in the slots at or beyond row_k[b] when given.
+inline at::Tensor extract_out_mask(const at::Tensor& mask, const at::Tensor& index,
+                                   const c10::optional<at::Tensor>& row_k) {
+  at::Tensor gathered = mask_as_supported(mask).gather(1, index);
+  if (row_k.has_value()) {
+    const at::Tensor slots = at::arange(index.size(1), index.options());
+    gathered = gathered.masked_fill(slots.unsqueeze(0) >= row_k->unsqueeze(1), 0);
+  }
+  return gathered.view(mask.scalar_type());
 }
 
 }  // namespace power_bert

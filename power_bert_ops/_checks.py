@@ -74,6 +74,31 @@ def check_k(k: int, N: int, op: str) -> None:
         _fail(op, f"`k` must satisfy 1 <= k <= N = {N}, got k = {k}")
 
 
+def check_row_k(row_k, hidden: torch.Tensor, op: str, name: str = "row_k") -> None:
+    """A per-row k: int64 [B] on hidden's device (None passes). Its values: :func:`check_row_k_values`."""
+    if row_k is None:
+        return
+    if not isinstance(row_k, torch.Tensor):
+        raise TypeError(f"power_bert.{op}: `{name}` must be an int64 tensor [B], got {type(row_k).__name__}")
+    B = hidden.shape[0]
+    if row_k.dim() != 1 or row_k.shape[0] != B:
+        _fail(op, f"`{name}` must be [B] = [{B}], got shape {list(row_k.shape)}")
+    if row_k.dtype != torch.int64:
+        raise TypeError(f"power_bert.{op}: `{name}` must be int64, got {row_k.dtype}")
+    if row_k.device != hidden.device:
+        _fail(op, f"`{name}` is on {row_k.device} but `hidden` is on {hidden.device}; all tensors must be on one device")
+
+
+def check_row_k_values(row_k: torch.Tensor, k: int, op: str, name: str = "row_k") -> None:
+    """Every 1 <= row_k[b] <= k. Reads data: eager only, skipped where :func:`_no_data`."""
+    if _no_data(row_k):
+        return
+    bad = ((row_k < 1) | (row_k > k)).nonzero()
+    if bad.numel():
+        b = int(bad[0, 0])
+        _fail(op, f"`{name}` must satisfy 1 <= {name}[b] <= {k}, got {name}[{b}] = {int(row_k[b])}")
+
+
 def check_n(n: int, op: str) -> None:
     if isinstance(n, bool) or not isinstance(n, (int, torch.SymInt)):
         raise TypeError(f"power_bert.{op}: `n` must be an int, got {type(n).__name__}")

@@ -58,24 +58,25 @@ _META_KEY = "power_bert"
 # ---------------------------------------------------------------------------------------------
 @torch.library.custom_op("power_bert_export::extract_scored", mutates_args=())
 def _x_extract_scored(hidden: torch.Tensor, scores: torch.Tensor, mask: torch.Tensor,
-                      k: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    return tuple(t.clone() for t in torch.ops.power_bert.extract_scored(hidden, scores, mask, int(k)))
+                      k: int, row_k: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    return tuple(t.clone() for t in torch.ops.power_bert.extract_scored(hidden, scores, mask, int(k), row_k))
 
 
 @_x_extract_scored.register_fake
-def _(hidden, scores, mask, k):
+def _(hidden, scores, mask, k, row_k=None):
     B, _, D = hidden.shape
     return hidden.new_empty((B, k, D)), hidden.new_empty((B, k), dtype=torch.int64), mask.new_empty((B, k))
 
 
 @torch.library.custom_op("power_bert_export::extract", mutates_args=())
 def _x_extract(hidden: torch.Tensor, attn: torch.Tensor, mask: torch.Tensor, k: int,
-               exclude_self: bool = True) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    return tuple(t.clone() for t in torch.ops.power_bert.extract(hidden, attn, mask, int(k), exclude_self))
+               exclude_self: bool = True, row_k: torch.Tensor | None = None
+               ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    return tuple(t.clone() for t in torch.ops.power_bert.extract(hidden, attn, mask, int(k), exclude_self, row_k))
 
 
 @_x_extract.register_fake
-def _(hidden, attn, mask, k, exclude_self=True):
+def _(hidden, attn, mask, k, exclude_self=True, row_k=None):
     B, _, D = hidden.shape
     return hidden.new_empty((B, k, D)), hidden.new_empty((B, k), dtype=torch.int64), mask.new_empty((B, k))
 
@@ -95,33 +96,12 @@ def _(q, k, v, mask, dropout_p, need_significance, exclude_self):
 
 
 # ---------------------------------------------------------------------------------------------
-# Plain-PyTorch selection for pt2 (SPEC 1.2, symbolic k): position 0 first, then the reference
-# ranking (real numbers descending, then real NaN, then padding; ties toward lower position).
+# Plain-PyTorch selection for pt2 (SPEC 1.2, symbolic k): the reference, which has static shapes.
 # ---------------------------------------------------------------------------------------------
-def _select_torch(scores, mask, k):
-    s = scores.detach().float()
-    real = mask != 0
-    first = torch.arange(s.shape[1], device=s.device) == 0
-    s = torch.where(first, float("inf"), s)
-    group = torch.where(real, torch.where(torch.isnan(s), 1, 2), 0)
-    value = torch.where(torch.isnan(s) | ~real, float("-inf"), s)
-    order = torch.argsort(value, dim=-1, descending=True, stable=True)
-    regroup = torch.argsort(group.gather(-1, order), dim=-1, descending=True, stable=True)
-    # The first k by gather, not slicing: slicing a symbolic k off a symbolic n would guard k <= n.
-    first_k = torch.arange(k, device=s.device).expand(s.shape[0], k)
-    return order.gather(-1, regroup.gather(-1, first_k)).sort(dim=-1).values
+def _extract_torch(hidden, attn, mask, k, exclude_self=True, row_k=None):
+    from .reference import extract_scored
 
-
-def _extract_scored_torch(hidden, scores, mask, k):
-    from .reference import gather_mask
-
-    index = _select_torch(scores, mask, k)
-    out = hidden.gather(1, index.unsqueeze(-1).expand(-1, -1, hidden.shape[-1]))
-    return out, index, gather_mask(mask, index)
-
-
-def _extract_torch(hidden, attn, mask, k, exclude_self=True):
-    return _extract_scored_torch(hidden, torch.ops.power_bert.significance(attn, mask, exclude_self), mask, k)
+    return extract_scored(hidden, torch.ops.power_bert.significance(attn, mask, exclude_self), mask, k, row_k)
 
 
 def _op_name(func) -> str | None:
@@ -159,7 +139,9 @@ class _ExportRouting(TorchFunctionMode):
                       "extract": torch.ops.power_bert_export.extract,
                       "attention": torch.ops.power_bert_export.attention}.get(name)
         else:
-            target = {"extract_scored": _extract_scored_torch, "extract": _extract_torch}.get(name)
+            from .reference import extract_scored
+
+            target = {"extract_scored": extract_scored, "extract": _extract_torch}.get(name)
         return (target or func)(*args, **kwargs)
 
 
@@ -246,7 +228,7 @@ def onnx_translation_table() -> dict:
     def significance(attn, mask, exclude_self: bool = True):
         return significance_of(attn, op.Cast(mask, to=BOOL), exclude_self)
 
-    def extract_scored(hidden, scores, mask, k):
+    def extract_scored(hidden, scores, mask, k, row_k=None):
         # SPEC 1.2 selection with ONNX TopK, which breaks ties toward the lower index. Keys in
         # float64 keep the reference order exactly: position 0 first (+inf), then real numbers
         # descending (a real -inf maps to -1e300, below every float32), then real NaN (-2e300),
@@ -260,14 +242,29 @@ def onnx_translation_table() -> dict:
         pos = op.Range(op.Constant(value_int=0), op.Squeeze(n), op.Constant(value_int=1))
         s = op.Where(op.Equal(pos, op.Constant(value_int=0)), const_d(float("inf")), s)
         kk = op.Constant(value_ints=[int(k)]) if isinstance(k, int) else op.Reshape(op.Cast(k, to=INT64), ints(1))
-        _, ranked = op.TopK(s, kk, axis=-1, largest=1, sorted=1)
-        index, _ = op.TopK(ranked, kk, axis=-1, largest=0, sorted=1)  # ascending positions
+        _, ranked = op.TopK(s, kk, axis=-1, largest=1, sorted=1)  # positions by rank
+        if row_k is None:
+            index, _ = op.TopK(ranked, kk, axis=-1, largest=0, sorted=1)  # ascending positions
+            return gather_rows(hidden, mask, index, None)
+        # Per-row k: slots at or beyond row_k[b] (by rank) sort after the kept ones (offset N).
+        slots = op.Range(op.Constant(value_int=0), op.Squeeze(kk), op.Constant(value_int=1))
+        dropped = op.GreaterOrEqual(op.Unsqueeze(slots, ints(0)), op.Unsqueeze(row_k, ints(1)))
+        keyed = op.Add(ranked, op.Mul(op.Cast(dropped, to=INT64), n))
+        index, _ = op.TopK(keyed, kk, axis=-1, largest=0, sorted=1)
+        index = op.Mod(index, n)
+        kept = op.Less(op.Unsqueeze(slots, ints(0)), op.Unsqueeze(row_k, ints(1)))
+        return gather_rows(hidden, mask, index, kept)
+
+    def gather_rows(hidden, mask, index, kept):
         shape = op.Concat(op.Shape(index), op.Shape(hidden, start=2, end=3), axis=0)
         out = op.GatherElements(hidden, op.Expand(op.Unsqueeze(index, ints(2)), shape), axis=1)
-        return out, index, op.GatherElements(mask, index, axis=1)
+        out_mask = op.GatherElements(mask, index, axis=1)
+        if kept is not None:
+            out_mask = op.Where(kept, out_mask, op.CastLike(op.Constant(value_int=0), out_mask))
+        return out, index, out_mask
 
-    def extract(hidden, attn, mask, k, exclude_self: bool = True):
-        return extract_scored(hidden, significance(attn, mask, exclude_self), mask, k)
+    def extract(hidden, attn, mask, k, exclude_self: bool = True, row_k=None):
+        return extract_scored(hidden, significance(attn, mask, exclude_self), mask, k, row_k)
 
     table = {
         torch.ops.power_bert.significance.default: significance,

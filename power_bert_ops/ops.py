@@ -63,14 +63,16 @@ def _extract_outputs_fake(hidden, mask, k):
 
 
 @torch.library.register_fake("power_bert::extract")
-def _extract_fake(hidden, attn, mask, k, exclude_self=True):
+def _extract_fake(hidden, attn, mask, k, exclude_self=True, row_k=None):
     checks.check_extract_args(hidden, attn, mask, k)
+    checks.check_row_k(row_k, hidden, "extract")
     return _extract_outputs_fake(hidden, mask, k)
 
 
 @torch.library.register_fake("power_bert::extract_scored")
-def _extract_scored_fake(hidden, scores, mask, k):
+def _extract_scored_fake(hidden, scores, mask, k, row_k=None):
     checks.check_extract_scored_args(hidden, scores, mask, k)
+    checks.check_row_k(row_k, hidden, "extract_scored")
     return _extract_outputs_fake(hidden, mask, k)
 
 
@@ -273,35 +275,71 @@ def significance(attn: torch.Tensor, mask: torch.Tensor, exclude_self: bool = Tr
     return _run(impl, attn.device, "significance", lambda: ops.significance(attn, mask, exclude_self))
 
 
-def extract(hidden, attn, mask, k: int, exclude_self: bool = True, *, backend: str = "auto") -> ExtractOutput:
+def _width_and_rows(k, width, hidden, op: str):
+    """(output width, per-row k tensor or None) from the public ``k`` (an int, or an int64 [B]
+    tensor) and ``width``. A tensor k without ``width`` takes the batch's largest k (one host
+    read; pass ``width``, a static cap, under torch.compile, export or CUDA graphs)."""
+    if not isinstance(k, torch.Tensor):
+        if width is not None:
+            raise TypeError(f"power_bert.{op}: `width` goes with a per-row `k` tensor; with an int k the width is k")
+        return checks.as_k(k, op), None
+    if k.dim() == 0:
+        raise TypeError(f"power_bert.{op}: `k` must be an int or an int64 tensor [B] (rows kept per example), "
+                        "got a 0-d tensor")
+    checks.check_row_k(k, hidden, op, name="k")
+    if width is None:
+        if checks._no_data(k):
+            raise ValueError(f"power_bert.{op}: a per-row `k` needs `width=` (a static cap on k) while tracing "
+                             "or capturing, where the batch's largest k cannot be read")
+        checks.check_row_k_values(k, hidden.shape[1], op, name="k")
+        return (int(k.max()) if k.numel() else 1), k
+    width = checks.as_k(width, op)
+    checks.check_k(width, hidden.shape[1], op)
+    checks.check_row_k_values(k, width, op, name="k")
+    return width, k
+
+
+def extract(hidden, attn, mask, k, exclude_self: bool = True, *, width: int | None = None,
+            backend: str = "auto") -> ExtractOutput:
     """SPEC 1.2 fused extract: significance from ``attn``, keep [CLS] and the k-1 most
     significant other rows, in their original order.
 
-    hidden [B, N, D], attn [B, H, N, N], mask [B, N] -> :class:`ExtractOutput`
-    (out [B, k, D], index int64 [B, k], mask [B, k]). Gradient flows to ``hidden`` only.
-    A NaN significance ranks below every number; rows shorter than k are padded with padding
-    positions (mask 0).
+    Args:
+        hidden: [B, N, D]; attn: [B, H, N, N] probabilities; mask: [B, N].
+        k: rows kept, an int, or an int64 tensor [B] of rows kept per example
+            (1 <= k[b] <= N).
+        width: with a tensor ``k``, the output width W (>= every k[b]); default the batch's
+            largest k (a host read).
+    Returns:
+        :class:`ExtractOutput` (out [B, W, D], index int64 [B, W], mask [B, W]); W = k for an
+        int k. Row b's k[b] kept positions fill its first slots in ascending order; the
+        remaining slots hold the next-ranked positions (ascending) with mask 0. Rows shorter
+        than k are padded with padding positions (mask 0). Gradient flows to ``hidden`` only.
+        A NaN significance ranks below every number.
     """
-    k = checks.as_k(k, "extract")
+    k, row_k = _width_and_rows(k, width, hidden, "extract")
     checks.check_extract_args(hidden, attn, mask, k)
     checks.check_cls_real(mask, "extract")
     impl = _backend.choose("extract", backend, hidden.device)
     if impl == "reference":
-        return ExtractOutput(*reference.extract(hidden, attn, mask, k, exclude_self))
-    return ExtractOutput(*_run(impl, hidden.device, "extract", lambda: ops.extract(hidden, attn, mask, k, exclude_self)))
+        return ExtractOutput(*reference.extract(hidden, attn, mask, k, exclude_self, row_k))
+    return ExtractOutput(*_run(impl, hidden.device, "extract",
+                               lambda: ops.extract(hidden, attn, mask, k, exclude_self, row_k)))
 
 
-def extract_scored(hidden, scores, mask, k: int, *, backend: str = "auto") -> ExtractOutput:
+def extract_scored(hidden, scores, mask, k, *, width: int | None = None, backend: str = "auto") -> ExtractOutput:
     """SPEC 1.2 selection and gather from precomputed ``scores`` [B, N] (compared as float32).
 
-    hidden [B, N, D], scores [B, N], mask [B, N] -> :class:`ExtractOutput`."""
-    k = checks.as_k(k, "extract_scored")
+    hidden [B, N, D], scores [B, N], mask [B, N]; ``k`` and ``width`` as in :func:`extract`
+    -> :class:`ExtractOutput`."""
+    k, row_k = _width_and_rows(k, width, hidden, "extract_scored")
     checks.check_extract_scored_args(hidden, scores, mask, k)
     checks.check_cls_real(mask, "extract_scored")
     impl = _backend.choose("extract_scored", backend, hidden.device)
     if impl == "reference":
-        return ExtractOutput(*reference.extract_scored(hidden, scores, mask, k))
-    return ExtractOutput(*_run(impl, hidden.device, "extract_scored", lambda: ops.extract_scored(hidden, scores, mask, k)))
+        return ExtractOutput(*reference.extract_scored(hidden, scores, mask, k, row_k))
+    return ExtractOutput(*_run(impl, hidden.device, "extract_scored",
+                               lambda: ops.extract_scored(hidden, scores, mask, k, row_k)))
 
 
 def soft_extract(hidden, scores, mask, retention, *, backend: str = "auto"):

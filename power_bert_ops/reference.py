@@ -20,6 +20,8 @@ __all__ = [
     "significance",
     "rank_order",
     "select_positions",
+    "kept_slots",
+    "extract_out_mask",
     "extract_scored",
     "extract",
     "extract_backward",
@@ -60,25 +62,51 @@ def rank_order(scores: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     return order.gather(-1, regroup)
 
 
-def select_positions(scores: torch.Tensor, mask: torch.Tensor, k: int) -> torch.Tensor:
+def select_positions(scores: torch.Tensor, mask: torch.Tensor, k: int, row_k: torch.Tensor | None = None
+                     ) -> torch.Tensor:
     """SPEC 1.2 selection: position 0 plus the k-1 best other positions, ascending. -> int64 [B, k].
+
+    ``row_k`` (int64 [B], 1 <= row_k[b] <= k), when given, is the number of rows row b keeps:
+    its top ``row_k[b]`` positions (position 0 and the row_k[b]-1 best others) fill slots
+    ``0 .. row_k[b]-1`` in ascending position order, and the next-ranked ``k - row_k[b]``
+    positions fill the remaining slots, also ascending (their output mask is 0). With every
+    ``row_k[b] == k`` this is the plain selection.
 
     Static shapes and no host synchronisation (usable inside a compiled or CUDA-graphed model):
     position 0 is moved to the front of the ranking by a stable sort on ``order != 0``."""
     order = rank_order(scores, mask)
     zero_first = torch.argsort((order != 0).to(torch.int8), dim=-1, stable=True)
-    return order.gather(-1, zero_first)[:, :k].sort(dim=-1).values
+    # The first k by gather, not slicing: slicing a symbolic k (torch.export) off a symbolic N
+    # would guard k <= N.
+    first_k = torch.arange(k, device=order.device).expand(order.shape[0], k)
+    top = order.gather(-1, zero_first.gather(-1, first_k))
+    if row_k is None:
+        return top.sort(dim=-1).values
+    n = scores.shape[1]
+    # Kept positions sort before the others: offset the others by N, sort, remove the offset.
+    dropped = torch.arange(k, device=top.device) >= row_k[:, None]
+    return (top + dropped * n).sort(dim=-1).values % n
 
 
-def extract_scored(hidden: torch.Tensor, scores: torch.Tensor, mask: torch.Tensor, k: int):
+def kept_slots(row_k: torch.Tensor | None, k: int) -> torch.Tensor | None:
+    """bool [B, k]: slot i of row b holds a kept row (i < row_k[b]); None when ``row_k`` is None."""
+    if row_k is None:
+        return None
+    return torch.arange(k, device=row_k.device) < row_k[:, None]
+
+
+def extract_scored(hidden: torch.Tensor, scores: torch.Tensor, mask: torch.Tensor, k: int,
+                   row_k: torch.Tensor | None = None):
     """SPEC 1.2 from precomputed scores.
 
-    hidden [B, N, D], scores [B, N], mask [B, N] -> (out [B, k, D], index int64 [B, k],
-    out_mask [B, k] in mask's dtype). Differentiable in ``hidden``.
+    hidden [B, N, D], scores [B, N], mask [B, N], optional ``row_k`` int64 [B] (rows kept per
+    example, see :func:`select_positions`) -> (out [B, k, D], index int64 [B, k], out_mask [B, k]
+    in mask's dtype: the gathered mask, 0 in slots at or beyond ``row_k[b]``). Differentiable in
+    ``hidden``.
     """
-    index = select_positions(scores, mask, k)
+    index = select_positions(scores, mask, k, row_k)
     out = hidden.gather(1, index[:, :, None].expand(-1, -1, hidden.shape[-1]))
-    return out, index, gather_mask(mask, index)
+    return out, index, extract_out_mask(mask, index, row_k)
 
 
 _GATHER_DTYPES = {torch.bool, torch.uint8, torch.int8, torch.int16, torch.int32, torch.int64,
@@ -94,9 +122,26 @@ def gather_mask(mask: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
     return mask.view(_INT_OF_WIDTH[mask.element_size()]).gather(1, index).view(mask.dtype)
 
 
-def extract(hidden, attn, mask, k: int, exclude_self: bool = True):
+def extract_out_mask(mask: torch.Tensor, index: torch.Tensor, row_k: torch.Tensor | None = None) -> torch.Tensor:
+    """extract's ``out_mask``: ``mask`` gathered at ``index`` [B, k], 0 in the slots at or beyond
+    ``row_k[b]`` when ``row_k`` is given."""
+    out_mask = gather_mask(mask, index)
+    if row_k is None:
+        return out_mask
+    return zero_mask_slots(out_mask, ~kept_slots(row_k, index.shape[1]))
+
+
+def zero_mask_slots(mask: torch.Tensor, drop: torch.Tensor) -> torch.Tensor:
+    """``mask`` with 0 where ``drop`` (bool, same shape) is True, for every mask dtype (through
+    the signed integer of the same width where masked_fill has no kernel, as :func:`gather_mask`)."""
+    if mask.dtype in _GATHER_DTYPES:
+        return mask.masked_fill(drop, 0)
+    return mask.view(_INT_OF_WIDTH[mask.element_size()]).masked_fill(drop, 0).view(mask.dtype)
+
+
+def extract(hidden, attn, mask, k: int, exclude_self: bool = True, row_k: torch.Tensor | None = None):
     """SPEC 1.2: significance from attn [B, H, N, N], then :func:`extract_scored`."""
-    return extract_scored(hidden, significance(attn, mask, exclude_self), mask, k)
+    return extract_scored(hidden, significance(attn, mask, exclude_self), mask, k, row_k)
 
 
 def extract_backward(grad_out: torch.Tensor, index: torch.Tensor, n: int) -> torch.Tensor:

@@ -169,6 +169,26 @@ def test_exact_scores_equal_reference_bit_for_bit(dtype, exclude_self, shape):
     assert torch.equal(res[0], want[0]) and torch.equal(res[2], want[2])
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=str)
+@pytest.mark.parametrize("shape", [(2, 3, 21, 3, 8), (3, 2, 40, 2, 40), (1, 1, 9, 1, 5), (4, 1, 67, 2, 34)], ids=str)
+def test_row_k_equals_reference_bit_for_bit(dtype, shape):
+    """A per-row k (int64 [B]): each row's kept positions first, then the next-ranked ones,
+    out_mask 0 beyond row_k[b], exactly as the reference (through the op and its autograd)."""
+    B, H, N, D, k = shape
+    mask = make_mask(B, N, "random")
+    attn = dyadic_attn(B, H, N, mask, dtype)
+    hidden = make_hidden(B, N, D, dtype).requires_grad_()
+    row_k = torch.randint(1, k + 1, (B,), device=DEVICE)
+    res = ops.extract(hidden, attn, mask, k, True, row_k)
+    want = reference.extract(hidden, attn, mask, k, True, row_k)
+    for got, exp in zip(res, want):
+        assert torch.equal(got, exp), (got, exp)
+    grad = torch.randn_like(res[0])
+    (g,) = torch.autograd.grad(res[0], hidden, grad)
+    (w,) = torch.autograd.grad(want[0], hidden, grad)
+    assert torch.equal(g, w)
+
+
 def test_fp32_index_equals_reference_without_near_ties():
     B, H, N, D, k = 4, 3, 29, 5, 11
     mask = make_mask(B, N, "random")
@@ -490,7 +510,9 @@ for eb, N, D in ((2, 512, 768), (4, 8192, 1), (8, 7, 5)):
     res.append(build(et._keys_kernel, {"PART": acc, "ATTN": PTR[eb], "REAL": "*i8", "KEYS": "*i64"},
                      dict(EXCLUDE_SELF=True, BLOCK_P=BP), w))
     res.append(build(et._rank_kernel, {"KEYS": "*i64", "RANK": "*i32"}, dict(BLOCK_I=BI, BLOCK_J=BJ), w))
-    res.append(build(et._compact_kernel, {"RANK": "*i32", "INDEX": "*i64"}, dict(BLOCK_P=BP), w))
+    for has_row_k in (False, True):
+        res.append(build(et._compact_kernel, {"RANK": "*i32", "ROW_K": "*i64", "INDEX": "*i64"},
+                         dict(HAS_ROW_K=has_row_k, BLOCK_P=BP), w))
     CR, CD, w = et._copy_config(D, eb, cuda)
     res.append(build(et._gather_kernel, {"HIDDEN": PTR[eb], "INDEX": "*i64", "OUT": PTR[eb]},
                      dict(BLOCK_R=CR, BLOCK_D=CD), w))

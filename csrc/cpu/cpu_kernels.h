@@ -12,10 +12,11 @@ at::Tensor significance_scores(const at::Tensor& attn, const at::Tensor& real, b
 at::Tensor significance(const at::Tensor& attn, const at::Tensor& mask, bool exclude_self);
 std::tuple<at::Tensor, at::Tensor, at::Tensor> extract(const at::Tensor& hidden, const at::Tensor& attn,
                                                        const at::Tensor& mask, int64_t k,
-                                                       bool exclude_self);
+                                                       bool exclude_self, const c10::optional<at::Tensor>& row_k);
 std::tuple<at::Tensor, at::Tensor, at::Tensor> extract_scored(const at::Tensor& hidden,
                                                               const at::Tensor& scores,
-                                                              const at::Tensor& mask, int64_t k);
+                                                              const at::Tensor& mask, int64_t k,
+                                                              const c10::optional<at::Tensor>& row_k);
 at::Tensor extract_backward(const at::Tensor& grad_out, const at::Tensor& index, int64_t n);
 at::Tensor soft_extract(const at::Tensor& hidden, const at::Tensor& scores, const at::Tensor& mask,
                         const at::Tensor& retention);

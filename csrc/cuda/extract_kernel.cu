@@ -3,8 +3,10 @@
 // select:  one block per row b. Keys (selection_key.h; cls_key() at position 0) go to dynamic
 //          shared memory, padded with 0 keys to P = next_pow2(N) (0 is below every real key), a
 //          block bitonic sort puts them in descending order, the first k keys flag their
-//          positions, and a block prefix scan over the flags (in position order) writes the
-//          flagged positions ascending to index[b, 0..k).
+//          positions (flag 1 for the first kept = row_k[b] (or k), flag 2 for the rest), and a
+//          block prefix scan over the flags (in position order, both counts packed in one int)
+//          writes the flag-1 positions ascending to index[b, 0..kept) and the flag-2 positions
+//          ascending to index[b, kept..k).
 // gather:  out[b,i,:] = hidden[b,index[b,i],:]; scatter: grad_hidden[b,n,:] = the gradient row
 //          selecting n, or zeros. Both are row copies of bytes: the widest unit (16/8/4/2 bytes)
 //          dividing the row size and the pointer alignments is moved per thread, tx threads per
@@ -28,7 +30,8 @@ using detail::ceil_div;
 // ---- select ---------------------------------------------------------------------------------
 // Dynamic shared memory: P uint64 keys, then N uint8 flags.
 __global__ void __launch_bounds__(1024) select_kernel(const float* __restrict__ scores, const uint8_t* __restrict__ real,
-                              int N, int P, int k, int64_t* __restrict__ index) {
+                              int N, int P, int k, const int64_t* __restrict__ row_k,
+                              int64_t* __restrict__ index) {
   extern __shared__ uint64_t smem[];
   uint64_t* keys = smem;
   uint8_t* flags = reinterpret_cast<uint8_t*>(smem + P);
@@ -48,15 +51,22 @@ __global__ void __launch_bounds__(1024) select_kernel(const float* __restrict__ 
   }
   for (int p = threadIdx.x; p < N; p += blockDim.x) flags[p] = 0;
   detail::block_bitonic_sort_desc(keys, P);  // syncs before and after
-  for (int i = threadIdx.x; i < k; i += blockDim.x) flags[key_position(keys[i])] = 1;
+  // Out-of-range row_k values are clamped into [1, k] (the wrappers refuse them on the host).
+  int kept = k;
+  if (row_k != nullptr) {
+    const int64_t r = row_k[b];
+    kept = r < 1 ? 1 : (r > k ? k : static_cast<int>(r));
+  }
+  for (int i = threadIdx.x; i < k; i += blockDim.x) flags[key_position(keys[i])] = i < kept ? 1 : 2;
   __syncthreads();
 
-  // Each thread owns a contiguous run of positions; exclusive scan of the per-thread counts.
+  // Each thread owns a contiguous run of positions; exclusive scan of the per-thread counts
+  // (flag-1 count in the low 16 bits, flag-2 count in the high bits: N <= kMaxSelectN < 2^15).
   const int per = (N + blockDim.x - 1) / blockDim.x;
   const int p0 = threadIdx.x * per;
   const int p1 = p0 + per < N ? p0 + per : N;
   int count = 0;
-  for (int p = p0; p < p1; ++p) count += flags[p];
+  for (int p = p0; p < p1; ++p) count += flags[p] == 1 ? 1 : (flags[p] == 2 ? (1 << 16) : 0);
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
   int incl = count;
 #pragma unroll
@@ -69,8 +79,10 @@ __global__ void __launch_bounds__(1024) select_kernel(const float* __restrict__ 
   int offset = incl - count;
   for (int w = 0; w < warp; ++w) offset += warp_sums[w];
   int64_t* out = index + b * k;
+  int first = offset & 0xFFFF, rest = kept + (offset >> 16);
   for (int p = p0; p < p1; ++p) {
-    if (flags[p]) out[offset++] = p;
+    if (flags[p] == 1) out[first++] = p;
+    else if (flags[p] == 2) out[rest++] = p;
   }
 }
 
@@ -196,7 +208,7 @@ int64_t select_shared_bytes(int64_t N) {
 }
 
 cudaError_t launch_select(const float* scores, const uint8_t* real, int64_t B, int64_t N,
-                          int64_t k, int64_t* index, cudaStream_t stream) {
+                          int64_t k, const int64_t* row_k, int64_t* index, cudaStream_t stream) {
   if (B <= 0) return cudaSuccess;
   if (N < 1 || N > kMaxSelectN || k < 1 || k > N) return cudaErrorInvalidValue;
   const int64_t P = detail::next_pow2(N);
@@ -205,7 +217,7 @@ cudaError_t launch_select(const float* scores, const uint8_t* real, int64_t B, i
   if (err != cudaSuccess) return err;
   const int threads = detail::sort_threads(P);
   select_kernel<<<static_cast<unsigned>(B), threads, smem, stream>>>(
-      scores, real, static_cast<int>(N), static_cast<int>(P), static_cast<int>(k), index);
+      scores, real, static_cast<int>(N), static_cast<int>(P), static_cast<int>(k), row_k, index);
   return cudaGetLastError();
 }
 

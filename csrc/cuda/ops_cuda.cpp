@@ -72,20 +72,23 @@ at::Tensor significance_scores(const at::Tensor& attn, const at::Tensor& real, b
 std::tuple<at::Tensor, at::Tensor, at::Tensor> extract_from_scores(const at::Tensor& hidden,
                                                                    const at::Tensor& scores,
                                                                    const at::Tensor& real,
-                                                                   const at::Tensor& mask, int64_t k) {
+                                                                   const at::Tensor& mask, int64_t k,
+                                                                   const c10::optional<at::Tensor>& row_k) {
   const int64_t B = hidden.size(0), N = hidden.size(1), D = hidden.size(2);
+  const at::Tensor rk = row_k.has_value() ? row_k->contiguous() : at::Tensor();
   at::Tensor index = new_output({B, k}, hidden.options().dtype(at::kLong));
   at::Tensor out = new_output({B, k, D}, hidden.options());
   if (B > 0) {
     const cudaStream_t stream = c10::cuda::getCurrentCUDAStream();
     C10_CUDA_CHECK(launch_select(scores.const_data_ptr<float>(), real.const_data_ptr<uint8_t>(), B, N, k,
+                                 rk.defined() ? rk.const_data_ptr<int64_t>() : nullptr,
                                  index.mutable_data_ptr<int64_t>(), stream));
     const at::Tensor h = hidden.contiguous();
     C10_CUDA_CHECK(launch_gather_rows(h.const_data_ptr(), to_dtype(h.scalar_type()),
                                       index.const_data_ptr<int64_t>(), B, N, k, D, out.mutable_data_ptr(),
                                       stream));
   }
-  return {out, index, gather_mask(mask, index)};
+  return {out, index, extract_out_mask(mask, index, row_k)};
 }
 
 // rank and order int64 [B,N] of the rows of scores (B > 0).
@@ -111,22 +114,25 @@ at::Tensor significance(const at::Tensor& attn, const at::Tensor& mask, bool exc
 
 std::tuple<at::Tensor, at::Tensor, at::Tensor> extract(const at::Tensor& hidden, const at::Tensor& attn,
                                                        const at::Tensor& mask, int64_t k,
-                                                       bool exclude_self) {
+                                                       bool exclude_self, const c10::optional<at::Tensor>& row_k) {
   check_extract_args(hidden, attn, mask, k, "extract");
+  check_row_k(row_k, hidden, "extract");
   check_select_n(hidden, "extract");
   const c10::cuda::CUDAGuard guard(hidden.device());
   const at::Tensor real = real_bytes(mask);
   const at::Tensor scores = significance_scores(attn.contiguous(), real, exclude_self);
-  return extract_from_scores(hidden, scores, real, mask, k);
+  return extract_from_scores(hidden, scores, real, mask, k, row_k);
 }
 
 std::tuple<at::Tensor, at::Tensor, at::Tensor> extract_scored(const at::Tensor& hidden,
                                                               const at::Tensor& scores,
-                                                              const at::Tensor& mask, int64_t k) {
+                                                              const at::Tensor& mask, int64_t k,
+                                                              const c10::optional<at::Tensor>& row_k) {
   check_extract_scored_args(hidden, scores, mask, k, "extract_scored");
+  check_row_k(row_k, hidden, "extract_scored");
   check_select_n(hidden, "extract_scored");
   const c10::cuda::CUDAGuard guard(hidden.device());
-  return extract_from_scores(hidden, float_scores(scores), real_bytes(mask), mask, k);
+  return extract_from_scores(hidden, float_scores(scores), real_bytes(mask), mask, k, row_k);
 }
 
 at::Tensor extract_backward(const at::Tensor& grad_out, const at::Tensor& index, int64_t n) {

@@ -33,9 +33,10 @@ cudaError_t launch_significance(const void* attn, DType dt, const uint8_t* real,
 
 // ---- extract (SPEC 1.2) -----------------------------------------------------------------------
 // scores float [B,N] -> index int64 [B,k]: position 0 plus the k-1 highest keys of the others
-// (selection_key.h), ascending. 1 <= k <= N <= kMaxSelectN.
+// (selection_key.h), ascending. 1 <= k <= N <= kMaxSelectN. row_k (int64 [B], or null for all
+// k): row b's row_k[b] highest first (ascending), then the rest (ascending); clamped to [1, k].
 cudaError_t launch_select(const float* scores, const uint8_t* real, int64_t B, int64_t N,
-                          int64_t k, int64_t* index, cudaStream_t stream);
+                          int64_t k, const int64_t* row_k, int64_t* index, cudaStream_t stream);
 // out[b,i,:] = hidden[b,index[b,i],:]. hidden [B,N,D], out [B,k,D] (dtype dt).
 cudaError_t launch_gather_rows(const void* hidden, DType dt, const int64_t* index, int64_t B,
                                int64_t N, int64_t k, int64_t D, void* out, cudaStream_t stream);

@@ -51,7 +51,7 @@ import triton
 import triton.language as tl
 
 from .. import _checks
-from ..reference import gather_mask
+from ..reference import extract_out_mask
 from . import _launch
 from ._launch import interpreted
 
@@ -162,27 +162,39 @@ def _rank_kernel(
 @triton.jit
 def _compact_kernel(
     RANK,  # [B, N] int32
+    ROW_K,  # [B] int64 rows kept per example (read when HAS_ROW_K)
     INDEX,  # [B, k] int64 out
     N, k,
+    HAS_ROW_K: tl.constexpr,
     BLOCK_P: tl.constexpr,
 ):
-    """index[b, slot(p)] = p for every selected p (rank < k), slots in ascending position order."""
+    """index[b, slot(p)] = p for every selected p (rank < k): the kept ones (rank < row_k[b], or
+    all) in slots 0.. ascending, the others after them, ascending."""
     b = tl.program_id(0)
     start = tl.program_id(1) * BLOCK_P
     row = RANK + b.to(tl.int64) * N
+    if HAS_ROW_K:
+        kept = tl.minimum(tl.maximum(tl.load(ROW_K + b).to(tl.int32), 1), k)
+    else:
+        kept = k
     lanes = tl.arange(0, BLOCK_P)
-    before = tl.zeros([BLOCK_P], dtype=tl.int32)
+    before_kept = tl.zeros([BLOCK_P], dtype=tl.int32)
+    before_rest = tl.zeros([BLOCK_P], dtype=tl.int32)
     for j0 in range(0, start, BLOCK_P):
         r = tl.load(row + j0 + lanes, mask=j0 + lanes < N, other=k)
-        before += (r < k).to(tl.int32)
-    base = tl.sum(before, axis=0)
+        before_kept += (r < kept).to(tl.int32)
+        before_rest += ((r >= kept) & (r < k)).to(tl.int32)
     pos = start + lanes
     ok = pos < N
     r = tl.load(row + pos, mask=ok, other=k)
-    sel = (r < k) & ok
-    flags = sel.to(tl.int32)
-    slot = base + tl.cumsum(flags, axis=0) - flags
-    tl.store(INDEX + b.to(tl.int64) * k + slot, pos.to(tl.int64), mask=sel)
+    sel_kept = (r < kept) & ok
+    sel_rest = (r >= kept) & (r < k) & ok
+    f_kept = sel_kept.to(tl.int32)
+    f_rest = sel_rest.to(tl.int32)
+    slot_kept = tl.sum(before_kept, axis=0) + tl.cumsum(f_kept, axis=0) - f_kept
+    slot_rest = kept + tl.sum(before_rest, axis=0) + tl.cumsum(f_rest, axis=0) - f_rest
+    slot = tl.where(sel_kept, slot_kept, slot_rest)
+    tl.store(INDEX + b.to(tl.int64) * k + slot, pos.to(tl.int64), mask=sel_kept | sel_rest)
 
 
 @triton.jit
@@ -295,11 +307,16 @@ def _copy_config(D: int, elem_bytes: int, device: torch.device):
 # ---------------------------------------------------------------------------------------------
 
 
-def extract(hidden: torch.Tensor, attn: torch.Tensor, mask: torch.Tensor, k: int, exclude_self: bool = True):
-    """hidden [B, N, D], attn [B, H, N, N], mask [B, N] ->
-    (out [B, k, D] hidden's dtype, index int64 [B, k] ascending with index[:, 0] = 0,
-    out_mask [B, k] = mask.gather(1, index) in mask's dtype)."""
+def extract(hidden: torch.Tensor, attn: torch.Tensor, mask: torch.Tensor, k: int, exclude_self: bool = True,
+            row_k: torch.Tensor | None = None):
+    """hidden [B, N, D], attn [B, H, N, N], mask [B, N], optional row_k int64 [B] ->
+    (out [B, k, D] hidden's dtype, index int64 [B, k] ascending with index[:, 0] = 0 (with row_k:
+    the row_k[b] kept positions ascending, then the others ascending), out_mask [B, k] =
+    mask.gather(1, index) in mask's dtype, 0 in slots at or beyond row_k[b]). row_k values are
+    clamped into [1, k] on the device (the public wrapper refuses others on the host)."""
     _checks.check_extract_args(hidden, attn, mask, k)
+    _checks.check_row_k(row_k, hidden, "extract")
+    row_k = row_k.contiguous() if row_k is not None else None
     B, N, D = hidden.shape
     H = attn.shape[1]
     dev = hidden.device
@@ -309,7 +326,7 @@ def extract(hidden: torch.Tensor, attn: torch.Tensor, mask: torch.Tensor, k: int
     out = _launch.empty((B, k, D), dev, hidden.dtype)
     index = _launch.empty((B, k), dev, torch.int64)
     if B == 0:
-        return out, index, gather_mask(mask, index)
+        return out, index, extract_out_mask(mask, index, row_k)
 
     real = _launch.real_bytes(mask)
     acc_dtype = torch.float64 if attn.dtype == torch.float64 else torch.float32
@@ -330,7 +347,8 @@ def extract(hidden: torch.Tensor, attn: torch.Tensor, mask: torch.Tensor, k: int
         keys, rank, N, BLOCK_I=BI, BLOCK_J=BJ, num_warps=warps,
     )
     torch.library.wrap_triton(_compact_kernel)[(B, triton.cdiv(N, BP))](
-        rank, index, N, k, BLOCK_P=BP, num_warps=warps,
+        rank, row_k if row_k is not None else rank, index, N, k, HAS_ROW_K=row_k is not None,
+        BLOCK_P=BP, num_warps=warps,
     )
 
     if D > 0:
@@ -338,7 +356,7 @@ def extract(hidden: torch.Tensor, attn: torch.Tensor, mask: torch.Tensor, k: int
         torch.library.wrap_triton(_gather_kernel)[(triton.cdiv(B * k, CR), triton.cdiv(D, CD))](
             hidden, index, out, N, k, D, B * k, BLOCK_R=CR, BLOCK_D=CD, num_warps=warps,
         )
-    return out, index, gather_mask(mask, index)
+    return out, index, extract_out_mask(mask, index, row_k)
 
 
 def extract_backward(grad_out: torch.Tensor, index: torch.Tensor, n: int) -> torch.Tensor:
