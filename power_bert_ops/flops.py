@@ -12,7 +12,30 @@ from __future__ import annotations
 import math
 from typing import Sequence
 
-__all__ = ["encoder_macs", "flop_bound", "layer_macs", "retention_for_bound"]
+__all__ = ["FlopModel", "RETENTION_SCALES", "encoder_macs", "flop_bound", "layer_macs", "retention_for_bound",
+           "rows_kept"]
+
+RETENTION_SCALES = ("relative", "absolute")
+"""How ℓ_j is read (SPEC 1.6): ``absolute`` keeps min(ℓ_j, rows in) rows of every example (the
+paper); ``relative`` keeps k_j(x) = min(len(x), max(1, ceil(ℓ_j·len(x)/N))) rows of an example
+of len(x) real tokens, i.e. the fraction ρ_j = ℓ_j/N of its length."""
+
+
+def check_scale(scale: str) -> str:
+    if scale not in RETENTION_SCALES:
+        raise ValueError(f"retention scale must be one of {RETENTION_SCALES}, got {scale!r}")
+    return scale
+
+
+def rows_kept(retention: Sequence[int], N: int, length: int, scale: str = "absolute") -> list[int]:
+    """Rows layer j keeps of one example with ``length`` real tokens (SPEC 1.2 / 1.6)."""
+    check_scale(scale)
+    out, prev = [], int(length)
+    for lj in retention:
+        k = -(-int(lj) * int(length) // int(N)) if scale == "relative" else int(lj)
+        prev = min(prev, max(1, k))
+        out.append(prev)
+    return out
 
 
 def layer_macs(n_in: int, n_out: int, hidden: int, ffn: int | None = None) -> int:
@@ -91,3 +114,99 @@ def retention_for_bound(config_or_dims, N: int, target: float) -> list[int]:
         else:
             hi, best = r, ell
     return best
+
+
+class FlopModel(tuple):
+    """(D, L, F) of a model with the run's N and, optionally, the length distribution of its
+    data: the FLOP bound of a retention configuration over real lengths (SPEC 1.6, 6).
+
+    Without ``lengths`` every example is N tokens long and :meth:`bound` is :func:`flop_bound`.
+    With them, :meth:`bound` is against the dense model at each example's real length (what a
+    length-bucketing deployer runs) and :meth:`padded_bound` against the dense model at N.
+
+    Args:
+        config_or_dims: as :func:`flop_bound` (a config, (D, L[, F]) or D with ``layers``).
+        N: the sequence length (ℓ_j ≤ N; relative ℓ_j reads as ρ_j = ℓ_j / N).
+        lengths: real token counts of the examples (clipped to [1, N]), or None.
+        scale: ``"absolute"`` or ``"relative"`` (:data:`RETENTION_SCALES`).
+    """
+
+    def __new__(cls, config_or_dims, N: int, lengths=None, scale: str = "absolute", layers: int | None = None):
+        D, L, F = _dims(config_or_dims)
+        L = layers if L is None else L
+        if L is None:
+            raise ValueError("FlopModel: give the number of layers (a config or (D, L))")
+        self = super().__new__(cls, (D, int(L), F))
+        self.N = int(N)
+        self.scale = check_scale(scale)
+        import numpy as np
+
+        if lengths is None:
+            self.lengths, self.counts = np.array([self.N], dtype=np.float64), np.array([1.0])
+        else:
+            arr = np.clip(np.asarray(list(lengths), dtype=np.int64), 1, self.N)
+            if arr.size == 0:
+                raise ValueError("FlopModel: `lengths` is empty")
+            values, counts = np.unique(arr, return_counts=True)
+            self.lengths, self.counts = values.astype(np.float64), counts.astype(np.float64)
+        self.has_lengths = lengths is not None
+        return self
+
+    def __reduce__(self):
+        lengths = None if not self.has_lengths else [int(v) for v, c in zip(self.lengths, self.counts)
+                                                     for _ in range(int(c))]
+        return (FlopModel, (tuple(self), self.N, lengths, self.scale))
+
+    def _macs(self, rows_per_layer) -> float:
+        """Σ over examples (weighted by count) of Σ_j macs_j, rows given per layer as arrays."""
+        D, _, F = self
+        F = 4 * D if F is None else F
+        n_in = self.lengths
+        total = 0.0
+        for n_out in rows_per_layer:
+            total = total + 3 * n_in * D * D + 2 * n_in * n_in * D + n_out * D * D + 2 * n_out * D * F
+            n_in = n_out
+        return float((total * self.counts).sum())
+
+    def _rows(self, values, integer: bool):
+        import numpy as np
+
+        prev, out = self.lengths, []
+        for v in values:
+            if self.scale == "relative" and integer:  # ceil(ℓ_j·len/N) in integers
+                k = -(-(int(v) * self.lengths.astype(np.int64)) // self.N).astype(np.float64)
+            elif self.scale == "relative":
+                k = float(v) * self.lengths / self.N
+            else:
+                k = np.full_like(self.lengths, float(v))
+            prev = np.minimum(prev, np.maximum(1.0, k))
+            out.append(prev)
+        return out
+
+    def dense_macs(self, padded: bool = False) -> float:
+        """Multiply-adds of the dense model over the data: at real lengths, or padded to N."""
+        if padded:
+            return float(encoder_macs(tuple(self), None, self.N)) * float(self.counts.sum())
+        return self._macs([self.lengths] * self[1])
+
+    def macs(self, retention: Sequence[int]) -> float:
+        if len(retention) != self[1]:
+            raise ValueError(f"flop_bound: the retention configuration has {len(retention)} entries but the model "
+                             f"has {self[1]} layers")
+        return self._macs(self._rows([int(v) for v in retention], integer=True))
+
+    def bound(self, retention: Sequence[int]) -> float:
+        """Speed-up bound against the dense model at the examples' real lengths."""
+        return self.dense_macs() / self.macs(retention)
+
+    def padded_bound(self, retention: Sequence[int]) -> float:
+        """Speed-up bound against the dense model padded to N."""
+        return self.dense_macs(padded=True) / self.macs(retention)
+
+    def soft_bound(self, masses: Sequence[float]) -> float:
+        """:meth:`bound` of real-valued masses (rows not rounded, each ≥ 1): for the controller."""
+        rows, prev = [], float(self.N)
+        for m in masses:
+            prev = min(prev, max(1.0, float(m)))
+            rows.append(prev)
+        return self.dense_macs() / self._macs(self._rows(rows, integer=False))

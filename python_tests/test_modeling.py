@@ -863,3 +863,68 @@ def test_plain_pytorch_selection_fallback_matches_kernel():
         ref = torch.ops.power_bert.extract_scored(hidden, scores, mask, k)
         for a, b in zip(got, ref):
             torch.testing.assert_close(a, b)
+
+
+# ------------------------------------------------------------------------------------------------
+# Relative retention (SPEC 1.6): each example keeps ceil(ℓ_j·len/N) rows
+# ------------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("family", FAMILIES)
+@pytest.mark.parametrize("seed", [0, 1])
+def test_relative_hard_equals_per_example_reference(family, seed):
+    """The batched model (per-row k through extract_scored) equals a loop over single examples,
+    each cut to its real length, with that example's k_j(x) as an absolute ℓ."""
+    from power_bert_ops.flops import rows_kept
+
+    hf = tiny_hf(family, seed=seed)
+    L, N = len(_layers(hf)), 20
+    retention = random_retention(L, N, seed=seed + 20)
+    power = wrap(hf, retention=retention, sequence_length=N, retention_scale="relative")
+    batch = inputs((6, N), pair=family != "roberta", seed=seed + 5)
+    lengths = batch["attention_mask"].sum(1).tolist()
+    with torch.no_grad():
+        got = power(**batch).logits
+        cut = power(**{k: v[:, :max(lengths)] for k, v in batch.items()}).logits
+    for b, length in enumerate(lengths):
+        one = {k: v[b:b + 1, :length] for k, v in batch.items()}
+        ref = reference_logits(hf, rows_kept(retention, N, length, "relative"), **one)
+        torch.testing.assert_close(got[b:b + 1], ref, atol=ATOL, rtol=0)
+    torch.testing.assert_close(cut, got, atol=ATOL, rtol=0)  # batch width changes nothing
+
+
+def test_relative_soft_ranks_by_fraction_of_length():
+    """Soft mode, relative: the row ranked t of an example of len real tokens is scaled by
+    r_j[floor(t·N/len)]; a step r with mass m keeps ceil(m·len/N) rows, as hard mode would."""
+    from power_bert_ops.modeling.modeling_power_bert import relative_rows, relative_soft_factor
+
+    N = 16
+    r = torch.zeros(N)
+    r[:6] = 1.0  # mass 6: ρ = 6/16
+    lengths = torch.tensor([16, 9, 3, 1])
+    mask = (torch.arange(N)[None] < lengths[:, None]).long()
+    sig = torch.randn(4, N)
+    factor = relative_soft_factor(r, sig, mask, lengths)
+    kept = ((factor > 0) & (mask > 0)).sum(1)
+    assert torch.equal(kept, relative_rows(6, lengths, N))
+    assert kept.tolist() == [6, 4, 2, 1]
+
+
+def test_relative_soft_gradients_reach_retention():
+    hf = tiny_hf("bert", seed=3)
+    power = wrap(hf, mode="soft", sequence_length=12, retention_scale="relative").train()
+    batch = inputs((4, 12), seed=2)
+    out = power(**batch, labels=torch.tensor([0, 1, 0, 1]))
+    out.loss.backward()
+    assert power.retention_params.grad is not None and power.retention_params.grad.abs().sum() > 0
+
+
+def test_relative_scale_saved_and_loaded(tmp_path):
+    hf = tiny_hf("bert", seed=1)
+    power = wrap(hf, retention=[10, 6, 3], sequence_length=12, retention_scale="relative")
+    power.save_pretrained(tmp_path)
+    again = PowerBertForSequenceClassification.from_pretrained(tmp_path)
+    assert again.config.retention_scale == "relative" and again.retention == [10, 6, 3]
+    batch = inputs((3, 12), seed=4)
+    with torch.no_grad():
+        torch.testing.assert_close(again(**batch).logits, power(**batch).logits, atol=ATOL, rtol=0)
+    with pytest.raises(ValueError, match="retention scale must be one of"):
+        PowerBertForSequenceClassification.from_pretrained(tmp_path, retention_scale="ratio")

@@ -11,9 +11,12 @@ from typing import Sequence
 
 from transformers import AutoConfig, PreTrainedConfig
 
+from ..flops import RETENTION_SCALES, check_scale
+
 __all__ = [
     "MODES",
     "POWER_ATTENTION",
+    "RETENTION_SCALES",
     "check_power_attention",
     "PowerBertConfig",
     "SUPPORTED_MODEL_TYPES",
@@ -157,6 +160,9 @@ class PowerBertConfig(PreTrainedConfig):
         exclude_self (`bool`): subtract each token's attention to itself from its significance.
         sequence_length (`int`, *optional*): N, the length of the retention parameters and the
             upper bound of every ℓ_j; defaults to the longest input the base model accepts.
+        retention_scale (`str`): how ℓ_j is read: ``"absolute"`` (the paper: keep min(ℓ_j, rows
+            in) rows of every example) or ``"relative"`` (keep min(len, max(1, ceil(ℓ_j·len/N)))
+            rows of an example with len real tokens: the fraction ρ_j = ℓ_j/N of its length).
         power_attention (`str`): attention of the layers that compute significance: ``"fused"``
             (``power_bert.attention``, no N x N probabilities), ``"eager"`` (probabilities formed,
             then ``power_bert.significance``) or ``"auto"`` (fused where the device's kernel takes
@@ -171,8 +177,10 @@ class PowerBertConfig(PreTrainedConfig):
     exclude_self: bool = True
     sequence_length: int | None = None
     power_attention: str = "auto"
+    retention_scale: str = "absolute"
 
     def __post_init__(self, **kwargs):
+        check_scale(self.retention_scale)
         if self.mode not in MODES:
             raise ValueError(f"PoWER-BERT: mode must be one of {MODES}, got {self.mode!r}")
         check_power_attention(self.power_attention)

@@ -49,6 +49,7 @@ from transformers.modeling_outputs import BaseModelOutputWithPastAndCrossAttenti
 
 from .. import ops as _ops  # noqa: F401  (registers torch.ops.power_bert: kernels, fake kernels, autograd)
 from .._backend import attention_kernel_runs as fused_attention_runs
+from ..flops import check_scale
 from .adapters import ADAPTERS
 from .configuration_power_bert import (
     MODES,
@@ -123,6 +124,8 @@ class PowerBertEncoder(nn.Module):
         self.head_dim = int(config.hidden_size) // self.num_heads
         self.mode = "full"
         self.retention: list[int] | None = None
+        self.retention_scale = "absolute"  # "absolute" | "relative" (configuration_power_bert)
+        self.sequence_length: int | None = None  # N, the denominator of relative retention
         self.exclude_self = True
         self.power_attention = "auto"  # "auto" | "fused" | "eager"; set by the PoWER model per forward
         self.collect_hidden_states: list | None = None  # set by the PoWER model for output_hidden_states
@@ -141,6 +144,7 @@ class PowerBertEncoder(nn.Module):
             x, mask, self._layers, self.adapter, self.num_heads, self.head_dim, self.mode, self.retention,
             power_bert_retention, self.exclude_self, self.training, collect=self.collect_hidden_states,
             power_attention=self.power_attention, collect_kept=self.collect_kept,
+            relative_n=self.sequence_length if self.retention_scale == "relative" else None,
         )
         return BaseModelOutputWithPastAndCrossAttentions(last_hidden_state=y)
 
@@ -156,15 +160,39 @@ def _mask_from_hf(attention_mask: torch.Tensor, n: int) -> torch.Tensor:
     return m > torch.finfo(m.dtype).min / 2 if m.is_floating_point() else m != 0
 
 
+def relative_rows(retention_j: int, lengths: torch.Tensor, n_cfg: int) -> torch.Tensor:
+    """Relative retention (SPEC 1.6): rows kept of each example, min(len, max(1, ceil(ℓ_j·len/N))),
+    in integers. lengths int64 [B] -> int64 [B]."""
+    k = (lengths * int(retention_j) + (n_cfg - 1)) // n_cfg
+    return torch.minimum(k.clamp(min=1), lengths)
+
+
+def relative_soft_factor(retention_row: torch.Tensor, sig: torch.Tensor, mask: torch.Tensor,
+                         lengths: torch.Tensor) -> torch.Tensor:
+    """Stage 2 for relative retention: the row ranked t of an example with len real tokens gets
+    r_j[floor(t·N/len)], so mass_j / N is the kept fraction. -> float32 [B, n] (differentiable in
+    ``retention_row`` [N])."""
+    from ..reference import rank_order
+
+    n_cfg = retention_row.shape[0]
+    order = rank_order(sig, mask)
+    rank = torch.empty_like(order).scatter_(1, order, torch.arange(order.shape[1], device=order.device)
+                                            .expand_as(order).contiguous())
+    bins = torch.div(rank * n_cfg, lengths.clamp(min=1)[:, None], rounding_mode="floor").clamp(max=n_cfg - 1)
+    return retention_row[bins]
+
+
 def power_encoder_loop(x, mask, layers, adapter, num_heads, head_dim, mode, retention, retention_params,
                        exclude_self, training, collect: list | None = None, power_attention: str = "auto",
-                       collect_kept: list | None = None):
+                       collect_kept: list | None = None, relative_n: int | None = None):
     """The PoWER-BERT encoder (SPEC 1.2 / 1.3). x [B, n, D] after the embeddings (and any input
     projection), mask [B, n] key padding or None (all real) -> last hidden states [B, n_L, D].
     ``collect``, when a list, receives the encoder input and every layer's output (layer j's
     holds its kept rows, [B, ℓ_j, D] in hard mode). ``collect_kept``, when a list, receives one
     entry per layer: the int64 [B, ℓ_j] positions (among the layer's input rows) it kept, or None
-    where it kept every row. ``power_attention``: see the module docstring."""
+    where it kept every row. ``power_attention``: see the module docstring. ``relative_n``: N of
+    relative retention (layer j keeps :func:`relative_rows` of each example, an output width of
+    min(rows in, ceil(ℓ_j·n/N)) for an input of n rows), or None for absolute ℓ_j."""
     B, n, D = x.shape
     if collect is not None:
         collect.append(x)
@@ -175,6 +203,11 @@ def power_encoder_loop(x, mask, layers, adapter, num_heads, head_dim, mode, rete
     all_real = mask is None
     if all_real and mode != "full":
         mask = torch.ones((B, n), dtype=torch.bool, device=x.device)
+    relative = relative_n is not None and mode != "full"
+    lengths = (mask != 0).sum(dim=1) if relative else None
+    if relative and mode == "hard":
+        all_real = False  # per-example row counts leave padding slots in the kept rows
+    n0, prev_ell = n, relative_n
     sdpa_mask = None if all_real else (mask != 0)[:, None, None, :]
     for j, layer in enumerate(layers):
         q_lin, k_lin, v_lin = adapter.qkv(layer)
@@ -182,8 +215,17 @@ def power_encoder_loop(x, mask, layers, adapter, num_heads, head_dim, mode, rete
         q = q_lin(x).view(B, n, num_heads, head_dim).transpose(1, 2)
         k = k_lin(x).view(B, n, num_heads, head_dim).transpose(1, 2)
         v = v_lin(x).view(B, n, num_heads, head_dim).transpose(1, 2)
+        row_k = None
         if mode != "hard":
             keep, eliminate = n, False
+        elif relative:
+            # Rows change only where ℓ_j drops; the width is the longest example's count.
+            eliminate = retention[j] < prev_ell
+            prev_ell = retention[j]
+            width = (n0 * retention[j] + relative_n - 1) // relative_n
+            keep = (torch.sym_min(width, n) if isinstance(n, torch.SymInt) or isinstance(width, torch.SymInt)
+                    else min(width, n)) if eliminate else n
+            row_k = relative_rows(retention[j], lengths, relative_n) if eliminate else None
         elif isinstance(n, torch.SymInt):
             # Dynamic length (torch.export): ℓ_j is capped at the row count inside the graph
             # (no guard on n), and a layer whose ℓ_j is at least every possible n keeps all rows.
@@ -203,13 +245,15 @@ def power_encoder_loop(x, mask, layers, adapter, num_heads, head_dim, mode, rete
         if eliminate:
             # SPEC 1.2 shortcut: select on the attention context, gather the residual alike,
             # then W_o, LayerNorm and the FFN run on `keep` rows only.
-            ctx, index, mask = _ops_ns.extract_scored(ctx, sig, mask, keep)
+            ctx, index, mask = _ops_ns.extract_scored(ctx, sig, mask, keep, row_k)
             residual = x.gather(1, index.unsqueeze(-1).expand(B, keep, D))
             n = keep
             if not all_real:
                 sdpa_mask = (mask != 0)[:, None, None, :]
         x = adapter.attention_output(layer, ctx, residual)
-        if mode == "soft":
+        if mode == "soft" and relative:
+            x = x * relative_soft_factor(retention_params[j], sig, mask, lengths).to(x.dtype)[:, :, None]
+        elif mode == "soft":
             x = _ops_ns.soft_extract(x, sig, mask, retention_params[j, :n])
         x = adapter.feed_forward(layer, x)
         if collect is not None:
@@ -267,7 +311,8 @@ class PowerBertPreTrainedModel(PreTrainedModel):
 
     @classmethod
     def from_pretrained(cls, pretrained_model_name_or_path, *model_args, retention=_UNSET, mode=None,
-                        exclude_self=None, sequence_length=None, power_attention=None, config=None, **kwargs):
+                        exclude_self=None, sequence_length=None, power_attention=None, retention_scale=None,
+                        config=None, **kwargs):
         """Loads a PoWER-BERT model (safetensors only, never pickle).
 
         ``pretrained_model_name_or_path`` is a plain Hugging Face checkpoint of a supported
@@ -276,7 +321,9 @@ class PowerBertPreTrainedModel(PreTrainedModel):
         ``retention=None`` ``full`` mode; left out, a plain checkpoint loads in ``full`` mode and a
         PoWER-BERT one keeps its saved mode and configuration. ``mode='soft'`` starts stage 2.
         ``power_attention`` ('auto', 'fused' or 'eager') picks the attention of the layers that
-        compute significance (module docstring). Other keyword arguments (num_labels, dtype, ...) go to Hugging Face's from_pretrained.
+        compute significance (module docstring). ``retention_scale`` ('absolute' or 'relative')
+        says how ℓ is read (:class:`PowerBertConfig`). Other keyword arguments (num_labels,
+        dtype, ...) go to Hugging Face's from_pretrained.
         """
         if kwargs.get("use_safetensors") is False:
             raise ValueError("PoWER-BERT loads safetensors checkpoints only (use_safetensors=False is not supported)")
@@ -306,6 +353,8 @@ class PowerBertPreTrainedModel(PreTrainedModel):
             model.config.exclude_self = bool(exclude_self)  # applied by set_mode / _apply_mode below
         if power_attention is not None:
             model.config.power_attention = check_power_attention(power_attention)
+        if retention_scale is not None:
+            model.config.retention_scale = check_scale(retention_scale)
         if retention is not _UNSET:
             model.set_mode(mode or ("hard" if retention is not None else "full"), retention=retention)
         elif mode is not None:
@@ -333,14 +382,16 @@ class PowerBertPreTrainedModel(PreTrainedModel):
 
     @classmethod
     def from_hf_model(cls, hf_model: PreTrainedModel, retention: Sequence[int] | None = None, mode: str | None = None,
-                      exclude_self: bool = True, sequence_length: int | None = None, power_attention: str = "auto"):
+                      exclude_self: bool = True, sequence_length: int | None = None, power_attention: str = "auto",
+                      retention_scale: str = "absolute"):
         """Wraps an already-built Hugging Face model (its encoder is replaced in place: pass a
         copy to keep the original). ``retention`` gives ``hard`` mode unless ``mode`` says otherwise."""
         check_supported(hf_model.config)
         if mode is None:
             mode = "hard" if retention is not None else "full"
         pcfg = PowerBertConfig(base_config=hf_model.config.to_dict(), mode="full", exclude_self=exclude_self,
-                               sequence_length=sequence_length, power_attention=power_attention)
+                               sequence_length=sequence_length, power_attention=power_attention,
+                               retention_scale=retention_scale)
         model = cls(pcfg, hf_model=hf_model)
         model.set_mode(mode, retention=retention)
         model.train(hf_model.training)
@@ -378,12 +429,15 @@ class PowerBertPreTrainedModel(PreTrainedModel):
         enc.mode = mode
         enc.retention = list(retention) if retention is not None else None
         enc.exclude_self = bool(self.config.exclude_self)
+        enc.retention_scale = self.config.retention_scale
+        enc.sequence_length = int(self.config.sequence_length)
         self.config.mode = mode
         self.config.retention = list(retention) if retention is not None else None
         self.retention_params.requires_grad_(mode == "soft")
 
-    def set_mode(self, mode: str, retention: Sequence[int] | None = None):
-        """Switches between ``full``, ``soft`` and ``hard``; returns self.
+    def set_mode(self, mode: str, retention: Sequence[int] | None = None, retention_scale: str | None = None):
+        """Switches between ``full``, ``soft`` and ``hard``; returns self. ``retention_scale``
+        ('absolute' or 'relative'), when given, sets how ℓ is read (and how soft mode ranks).
 
         ``hard`` takes ``retention`` when given; otherwise, coming from ``soft``, the
         configuration is derived from the retention parameters (SPEC 1.3,
@@ -391,6 +445,8 @@ class PowerBertPreTrainedModel(PreTrainedModel):
         """
         if mode not in MODES:
             raise ValueError(f"PoWER-BERT: mode must be one of {MODES}, got {mode!r}")
+        if retention_scale is not None:
+            self.config.retention_scale = check_scale(retention_scale)
         if mode == "hard":
             if retention is None:
                 if self.config.mode == "soft":

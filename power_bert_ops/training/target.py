@@ -41,7 +41,7 @@ import torch.nn.functional as F
 from transformers import TrainerCallback
 from transformers.trainer_callback import ExportableState
 
-from ..flops import _dims, encoder_macs
+from ..flops import FlopModel, _dims, encoder_macs
 
 __all__ = [
     "BREAK_EVEN_KEEP",
@@ -85,7 +85,10 @@ class TargetUnreachableError(ValueError):
 # FLOP-bound helpers
 # ------------------------------------------------------------------------------------------------
 def _layers(config, n_layers: int | None = None) -> tuple[int, int, int | None]:
-    """(D, L, F) from anything :func:`power_bert_ops.flops.flop_bound` accepts; L is required."""
+    """(D, L, F) from anything :func:`power_bert_ops.flops.flop_bound` accepts; L is required. A
+    :class:`~power_bert_ops.flops.FlopModel` (bounds over a length distribution) passes as it is."""
+    if isinstance(config, FlopModel):
+        return config
     D, L, Fw = _dims(config)
     L = n_layers if L is None else L
     if L is None:
@@ -94,7 +97,10 @@ def _layers(config, n_layers: int | None = None) -> tuple[int, int, int | None]:
 
 
 def _bound(dims: tuple[int, int, int | None], ell: Sequence[int], n: int) -> float:
-    """SPEC 3 FLOP bound of the integer configuration ``ell`` at N = ``n``."""
+    """SPEC 3 FLOP bound of the integer configuration ``ell`` at N = ``n`` (over the lengths of a
+    FlopModel when ``dims`` is one)."""
+    if isinstance(dims, FlopModel):
+        return dims.bound(ell)
     return encoder_macs(dims, None, n) / encoder_macs(dims, ell, n)
 
 
@@ -123,6 +129,8 @@ def soft_bound(masses: Sequence[float], config, n: int) -> float:
         The bound Σ_j macs_j(N, N) / Σ_j macs_j(rows_{j-1}, rows_j) as a float ≥ 1.
     """
     dims = _layers(config, len(masses))
+    if isinstance(dims, FlopModel):
+        return dims.soft_bound(masses)
     rows, prev = [], float(n)
     for m in masses:
         prev = min(prev, max(1.0, float(m)))
@@ -283,6 +291,8 @@ def _dp_search(n: int, target: float, tol: float, dims, pinned: frozenset) -> li
         The configuration closest to the target (in |log bound/X|) found, or None when the
         programme would exceed :data:`_DP_BUDGET`.
     """
+    if isinstance(dims, FlopModel):
+        return None  # the programme sums per-layer terms at one length
     D, L, Fw = dims
     base = encoder_macs(dims, None, n)
     lo_total, hi_total = base / (target * (1 + tol)), base / (target * (1 - tol))
