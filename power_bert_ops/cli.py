@@ -22,6 +22,8 @@ import os
 import sys
 from pathlib import Path
 
+from .flops import RETENTION_SCALES
+
 
 class _Parser(argparse.ArgumentParser):
     """Argument errors as one line (exit 2), naming the setting, with where to find help."""
@@ -94,6 +96,10 @@ def _add_train_args(p: argparse.ArgumentParser) -> None:
                    help="a layer keeping more than this share of its input rows keeps them all (it would pay more "
                         "for significance than it saves); 'off' keeps the searched configuration as it is "
                         "(default 0.9)")
+    g.add_argument("--retention", dest="retention_scale", choices=RETENTION_SCALES, default="relative",
+                   help="relative (default): layer j keeps a learned fraction of each example's real length, and "
+                        "the target speed-up is against the dense model at real lengths; absolute: the paper's "
+                        "row counts, the same for every example")
     g.add_argument("--distill", action=argparse.BooleanOptionalAction, default=False,
                    help="stage-1 model as teacher of stages 2 and 3 (logit distillation); default off")
     g.add_argument("--attention-dropout", type=float, default=None,
@@ -108,8 +114,11 @@ def _add_train_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--no-progress", action="store_true", help="no progress bars")
 
 
-def _add_inference_args(p: argparse.ArgumentParser) -> None:
+def _add_inference_args(p: argparse.ArgumentParser, sort: bool = True) -> None:
     p.add_argument("--batch-size", type=int, default=64)
+    if sort:
+        p.add_argument("--no-sort", action="store_true", help="score batches in file order, padded to N, instead "
+                       "of length-bucketed batches cut to their longest row (results are in input order either way)")
     p.add_argument("--device", default="auto")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
 
@@ -145,7 +154,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model-dir", required=True, help="a PoWER-BERT model (hard mode)")
     p.add_argument("--baseline", required=True, help="the Hugging Face model it came from")
     _add_data_args(p, train=False)
-    _add_inference_args(p)
+    _add_inference_args(p, sort=False)
     p.add_argument("--precision", default="fp32", choices=["fp32", "fp16", "bf16"])
     p.add_argument("--output-dir", default=None, help="write report.md, report.json and speedup.png here")
     p.add_argument("--json", action="store_true", help="print one JSON object instead of the summary line")
@@ -208,7 +217,7 @@ def cmd_train(a) -> dict | None:
         distill=a.distill,
         break_even_keep={None: BREAK_EVEN_KEEP, "off": None}.get(a.break_even_keep, a.break_even_keep),
         batch_size=pick(a.batch_size, "batch_size", 32), eval_batch_size=a.eval_batch_size, seed=a.seed,
-        attention_dropout=a.attention_dropout,
+        attention_dropout=a.attention_dropout, retention_scale=a.retention_scale,
         device=a.device, precision=a.precision, max_steps=a.max_steps, progress=not a.no_progress,
     )
     lambdas = a.lambdas.split(",") if a.lambdas is not None else None
@@ -221,7 +230,8 @@ def cmd_train(a) -> dict | None:
 def cmd_evaluate(a) -> dict:
     from .training import evaluate
 
-    r = evaluate(a.model_dir, _data_args(a), a.max_length, a.batch_size, a.device, progress=not a.no_progress)
+    r = evaluate(a.model_dir, _data_args(a), a.max_length, a.batch_size, a.device, progress=not a.no_progress,
+                 sort=not a.no_sort)
     if a.json:
         print(json.dumps(r))
     else:
@@ -235,7 +245,7 @@ def cmd_predict(a) -> dict:
     from .training import predict
 
     r = predict(a.model_dir, a.input_file, a.output_file, a.text_column, a.text_pair_column, a.max_length,
-                a.batch_size, a.device, progress=not a.no_progress, artifact=a.artifact)
+                a.batch_size, a.device, progress=not a.no_progress, artifact=a.artifact, sort=not a.no_sort)
     if int(os.environ.get("RANK", "0")) == 0:
         print(f"{r['examples']} predictions written to {r['output_file']} ({r['truncated']} texts truncated to "
               f"N = {r['max_length']} tokens; {r['rows_per_second']:.1f} rows/s on {r['processes']} "
@@ -246,19 +256,19 @@ def cmd_predict(a) -> dict:
 
 def cmd_benchmark(a) -> dict:
     from .training import DTYPES, benchmark
+    from .training.speed import describe_speedup
 
     r = benchmark(a.model_dir, a.baseline, _data_args(a), a.max_length, a.batch_size, a.device, DTYPES[a.precision],
                   a.output_dir)
     if a.json:
         print(json.dumps(r))
         return r
-    d = r.get("dynamic")
-    line = (f"measured speed-up {r['speedup']:.2f}x (FLOP bound {r['flop_bound']:.2f}x, "
-            f"{r['speedup'] / r['flop_bound']:.0%} of it): baseline {r['baseline_seconds']:.3f} s, PoWER-BERT "
-            f"{r['power_bert_seconds']:.3f} s per pass over {r['examples']} examples at N = {r['max_length']}, "
-            f"batch {r['batch_size']}, {r['dtype']}")
-    if d:
-        line += f"; against dynamic padding {d['speedup']:.2f}x"
+    p = r["padded"]
+    line = (f"speed-up against the dense model on length-bucketed batches (each cut to its longest row, "
+            f"{r['mean_batch_length']:.1f} tokens on average): {describe_speedup(r)}: baseline "
+            f"{r['baseline_seconds']:.3f} s, PoWER-BERT {r['power_bert_seconds']:.3f} s per pass over {r['examples']} "
+            f"examples, batch {r['batch_size']}, {r['dtype']}; both padded to N = {r['max_length']}: "
+            f"{p['speedup']:.2f}x (FLOP bound {p['flop_bound']:.2f}x)")
     print(line)
     if "files" in r:
         print(f"report: {r['files']['markdown']}")

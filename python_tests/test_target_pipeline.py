@@ -24,7 +24,8 @@ def _target_args(workdir, out, *extra):
 
 def test_target_sweep_with_distillation(workdir, tmp_path):
     out = tmp_path / "curve"
-    assert cli.main(_target_args(workdir, out, "--target-speedups", "1.3,2", "--distill")) == 0
+    assert cli.main(_target_args(workdir, out, "--target-speedups", "1.3,2", "--distill", "--retention",
+                                 "absolute")) == 0
     rows = json.loads((out / "sweep.json").read_text())
     assert [r["target_speedup"] for r in rows] == [1.3, 2.0]
     for r in rows:
@@ -101,3 +102,19 @@ def test_resumed_search_continues_the_controller(workdir, tmp_path, monkeypatch)
     assert b["soft_bound_final"] == pytest.approx(a["soft_bound_final"], rel=1e-4)
     assert json.loads((cut / "search" / "retention.json").read_text()) == \
         json.loads((whole / "search" / "retention.json").read_text())
+
+
+def test_relative_target_is_against_real_lengths(workdir, tmp_path):
+    """The default, relative retention: the target is the bound over the training data's real
+    lengths (report's target_bound); the report gives the bucketed and the padded bound."""
+    from power_bert_ops.modeling import PowerBertForSequenceClassification
+
+    out = tmp_path / "rel"
+    assert cli.main(_target_args(workdir, out, "--target-speedup", "1.5")) == 0
+    r = json.loads((out / "report.json").read_text())
+    assert r["retention_scale"] == "relative"
+    assert abs(r["target_bound"] / 1.5 - 1) <= 0.03, r["retention"]
+    model = PowerBertForSequenceClassification.from_pretrained(out / "retrain" / "model")
+    assert model.config.retention_scale == "relative" and model.retention == r["retention"]
+    assert r["padded"]["flop_bound"] == pytest.approx(flop_bound(model.config, r["retention"], 16))
+    assert r["padded"]["flop_bound"] > r["flop_bound"] >= 1.0  # padding inflates the padded figure

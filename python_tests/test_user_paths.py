@@ -56,7 +56,8 @@ def test_evaluate_and_benchmark_every_stage_equal_the_report(workdir, finished_r
     assert speed["max_length"] == 16 and speed["retention"] == report["retention"]
     assert speed["flop_bound"] == pytest.approx(report["flop_bound"], rel=1e-12)
     assert speed["examples"] == 96 and speed["truncated"] == report["truncated"]["eval"]
-    assert speed["speedup"] > 0 and speed["dynamic"]["padded_length"] == 16 and speed["dynamic"]["speedup"] > 0
+    assert speed["speedup"] > 0 and speed["padded_length"] == 16 and speed["padded"]["speedup"] > 0
+    assert speed["padded"]["flop_bound"] == pytest.approx(report["padded"]["flop_bound"], rel=1e-12)
     for name in ("report.json", "report.md", "speedup.png"):
         assert (tmp_path / "bench" / name).stat().st_size > 100, name
     assert json.loads((tmp_path / "bench" / "report.json").read_text())["flop_bound"] == speed["flop_bound"]
@@ -511,3 +512,23 @@ def test_break_even_guard_in_lambda_mode(workdir, finished_run, tmp_path, keep):
     else:  # every ℓ_j >= 1 keeps more than 5% of 16 rows: the guard raises every layer
         assert search["break_even_keep"] == 0.05 and got == [16, 16] == apply_break_even(derived, 16, 0.05)
     assert json.loads((out / "report.json").read_text())["retention"] == got
+
+
+def test_bucketed_scoring_changes_no_prediction(finished_run, workdir):
+    """Length-bucketed batches (the default) give the same logits and labels, row for row, as
+    batches in file order padded to N, for the dense and the PoWER-BERT model."""
+    import numpy as np
+
+    from power_bert_ops.training.artifacts import load_model
+    from power_bert_ops.training.inference import _eval_data, predict_logits
+    from power_bert_ops.training.prepare import DataArgs
+
+    for stage in ("finetune", "retrain"):
+        model, tok = load_model(finished_run / stage / "model")
+        data = DataArgs(eval_file=str(workdir / "eval.csv"), text_column="review", label_column="sentiment")
+        ds = _eval_data(data, model, tok, 16)
+        sorted_logits, sorted_labels = predict_logits(model, ds, 7, "cpu", sort=True)
+        plain_logits, plain_labels = predict_logits(model, ds, 7, "cpu", sort=False)
+        assert np.array_equal(sorted_labels, plain_labels)
+        np.testing.assert_allclose(sorted_logits, plain_logits, atol=1e-5, rtol=0)
+        assert (sorted_logits.argmax(-1) == plain_logits.argmax(-1)).all()

@@ -18,29 +18,45 @@ from torch.utils.data import DataLoader, Subset
 from tqdm.auto import tqdm
 
 from .. import data as D
-from ..flops import flop_bound
 from .artifacts import check_max_length, default_max_length, label_names, load_model, position_limit
 from .errors import PowerBertError, check_whole_number
 from .prepare import DataArgs, predictions, subset
 from .report import write_benchmark_report
-from .speed import MODEL_INPUTS, measure_speedup
+from .speed import MODEL_INPUTS, bucketed_batches, speed_report
 from .trainer import check_device, resolve_device
 
 __all__ = ["benchmark", "evaluate", "predict", "predict_logits", "resolve_max_length"]
 
 
-def predict_logits(model, dataset, batch_size: int, device: str, progress: bool = False):
+def predict_logits(model, dataset, batch_size: int, device: str, progress: bool = False, sort: bool = True):
     """Logits (float32 numpy [examples, outputs]) of ``model`` over ``dataset`` (dicts of model
-    inputs), and the labels (numpy) when the dataset has them, else None."""
+    inputs), and the labels (numpy) when the dataset has them, else None; both in input order.
+    ``sort``: score length-bucketed batches, each cut to its longest row (the results are put
+    back in input order); False: batches in input order, padded as the dataset is."""
     model.to(device).eval()
-    outs, labels = [], []
+    if sort:
+        batches = bucketed_batches(dataset, batch_size)
+    else:
+        batches = ((None, b) for b in DataLoader(dataset, batch_size=batch_size))
+    outs, labels, where = [], [], []
     with torch.inference_mode():
-        for batch in tqdm(DataLoader(dataset, batch_size=batch_size), disable=not progress, desc="batches",
-                          leave=False):
+        for rows, batch in tqdm(batches, total=-(-len(dataset) // batch_size), disable=not progress,
+                                desc="batches", leave=False):
             outs.append(model(**{k: v.to(device) for k, v in batch.items() if k in MODEL_INPUTS}).logits.float().cpu())
             if "labels" in batch:
                 labels.append(batch["labels"])
-    return torch.cat(outs).numpy(), (torch.cat(labels).numpy() if labels else None)
+            if rows is not None:
+                where.extend(rows)
+    if not outs:
+        return np.zeros((0, 0), dtype=np.float32), None
+    logits = torch.cat(outs)
+    label_t = torch.cat(labels) if labels else None
+    if where:
+        inverse = torch.empty(len(where), dtype=torch.long)
+        inverse[torch.tensor(where)] = torch.arange(len(where))
+        logits = logits[inverse]
+        label_t = label_t[inverse] if label_t is not None else None
+    return logits.numpy(), (label_t.numpy() if label_t is not None else None)
 
 
 def resolve_max_length(model, tokenizer, max_length: int | None, data: DataArgs | None = None) -> int:
@@ -70,15 +86,16 @@ def _device(device: str) -> str:
 
 
 def evaluate(model_dir, data: DataArgs, max_length: int | None = None, batch_size: int = 64,
-             device: str = "auto", progress: bool = False) -> dict:
+             device: str = "auto", progress: bool = False, sort: bool = True) -> dict:
     """Metrics of the model saved in ``model_dir`` on ``data``'s eval split (or eval / test
-    file). Returns ``{"model", "max_length", "examples", "truncated", <metric>: value, ...}``."""
+    file), scored on length-bucketed batches unless ``sort`` is False (the metrics are the same).
+    Returns ``{"model", "max_length", "examples", "truncated", <metric>: value, ...}``."""
     check_whole_number(batch_size, "--batch-size")
     device = _device(device)
     model, tokenizer = load_model(model_dir)
     n = resolve_max_length(model, tokenizer, max_length, data)
     ds = _eval_data(data, model, tokenizer, n)
-    logits, labels = predict_logits(model, ds, batch_size, device, progress)
+    logits, labels = predict_logits(model, ds, batch_size, device, progress, sort=sort)
     if labels is None:
         raise D.DataError("evaluate: the dataset has no labels (use `power-bert predict`)")
     kind = data.metric_kind or ds.problem
@@ -119,14 +136,15 @@ class _Artifact:
 
 def predict(model_dir, input_file, output_file, text_column: str = "text", text_pair_column: str | None = None,
             max_length: int | None = None, batch_size: int = 64, device: str = "auto", progress: bool = False,
-            artifact=None) -> dict:
+            artifact=None, sort: bool = True) -> dict:
     """Writes one CSV row per input text, in input order: the text (and pair), the predicted
     label and, for a classifier, the probability of each class (softmax) under
     ``score_<label>``; for regression the predicted value.
 
     ``artifact``: an ONNX file or pt2 package exported from ``model_dir`` (``power-bert export``)
     scores the texts instead of the PyTorch model (on the CPU); ``model_dir`` still gives the
-    tokenizer and the label names.
+    tokenizer and the label names. ``sort``: score length-bucketed batches (rows are written in
+    input order either way).
 
     Under ``torchrun`` / ``accelerate launch`` every process scores a contiguous shard of the
     input (on its own GPU, or its CPU cores) and the main process writes the one output file.
@@ -152,7 +170,8 @@ def predict(model_dir, input_file, output_file, text_column: str = "text", text_
     ds = D.tokenize_dataset(table, tokenizer, n)
     start = time.perf_counter()
     with state.split_between_processes(list(range(len(ds)))) as shard:
-        logits, _ = predict_logits(scorer, Subset(ds, shard), batch_size, device, progress and state.is_main_process)
+        logits, _ = predict_logits(scorer, Subset(ds, shard), batch_size, device, progress and state.is_main_process,
+                                   sort=sort)
         rows = list(zip(shard, logits.tolist()))
     rows = gather_object(rows) if state.num_processes > 1 else rows  # shards in process order = input order
     seconds = time.perf_counter() - start
@@ -190,10 +209,10 @@ def benchmark(model_dir, baseline_dir, data: DataArgs, max_length: int | None = 
     baseline, _ = load_model(baseline_dir)
     n = resolve_max_length(power, tokenizer, max_length, data)
     ds = _eval_data(data, power, tokenizer, n)
-    speed = measure_speedup(baseline, power, ds, batch_size, device, dtype=dtype)
+    speed = speed_report(baseline, power, ds, batch_size, device, dtype=dtype)
     result = {"model": str(model_dir), "baseline": str(baseline_dir), "max_length": n, "examples": len(ds),
               "truncated": int(ds.num_truncated), "retention": list(power.retention),
-              "flop_bound": flop_bound(power.config, list(power.retention), n), **speed}
+              "retention_scale": power.config.retention_scale, **speed}
     if output_dir is not None:
         result["files"] = {k: str(v) for k, v in write_benchmark_report(Path(output_dir), result).items()}
     return result

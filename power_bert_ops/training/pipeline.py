@@ -30,6 +30,8 @@ from transformers import AutoConfig, EvalPrediction, TrainingArguments
 from .artifacts import check_weights, save_tokenizer
 from .errors import CorruptModelError, PowerBertError, StageSettingsError, check_whole_number
 from .prepare import PreparedTask
+from ..flops import RETENTION_SCALES, FlopModel
+from .speed import example_lengths
 from .target import BREAK_EVEN_KEEP, DEFAULT_ALPHA, DEFAULT_TEMPERATURE, TargetController, apply_break_even
 from .trainer import (
     ClampRetentionCallback,
@@ -67,6 +69,7 @@ class PipelineConfig:
     distill_temperature: float = DEFAULT_TEMPERATURE
     distill_alpha: float = DEFAULT_ALPHA
     attention_dropout: float | None = None  # dropout on attention probabilities; None: the model's
+    retention_scale: str = "relative"  # "relative": ℓ_j as a fraction of each example's length; "absolute": the paper
     batch_size: int = 32
     eval_batch_size: int = 64
     seed: int = 42
@@ -106,6 +109,8 @@ class PipelineConfig:
             bad("max_steps", "-1 (no cap) or a whole number >= 1")
         if self.precision not in PRECISIONS:
             bad("precision", f"one of {PRECISIONS}")
+        if self.retention_scale not in RETENTION_SCALES:
+            raise PowerBertError(f"--retention must be one of {RETENTION_SCALES}, got {self.retention_scale!r}")
         self.device = check_device(self.device)
 
     def to_dict(self) -> dict:
@@ -259,7 +264,7 @@ STAGE_SETTINGS = {
     "finetune": ("max_length", "finetune_epochs", "lr_bert", "batch_size", "seed", "precision", "max_steps",
                  "attention_dropout"),
     "search": ("max_length", "search_epochs", "lr_bert", "lr_soft", "lam", "target_speedup", "break_even_keep",
-               "batch_size", "seed", "precision", "max_steps", *_DISTILL),
+               "batch_size", "seed", "precision", "max_steps", "retention_scale", *_DISTILL),
     "retrain": ("max_length", "retrain_epochs", "lr_bert", "batch_size", "seed", "precision", "max_steps", *_DISTILL),
 }
 TARGET_FILE = "target.json"
@@ -273,6 +278,8 @@ def _stage_settings(stage: str, cfg: PipelineConfig) -> dict:
             settings.pop(k, None)
     if cfg.attention_dropout is None:  # the model's own: runs from before the setting existed match
         settings.pop("attention_dropout", None)
+    if cfg.retention_scale == "absolute":  # the only scale of runs from before the setting existed
+        settings.pop("retention_scale", None)
     if not cfg.distill:
         for k in _DISTILL[1:]:
             settings.pop(k, None)
@@ -317,6 +324,12 @@ def run_stage(stage: str, cfg: PipelineConfig, task: PreparedTask, previous: Sta
     return _run_stage(stage, cfg, task, previous, redo, teacher_dir)[0]
 
 
+def flop_model(config, task: PreparedTask, scale: str) -> FlopModel:
+    """The FLOP model a target speed-up is measured by: the training data's real lengths (each
+    example against the dense model at its own length, SPEC 1.6) under ``scale``."""
+    return FlopModel(config, task.max_length, lengths=example_lengths(task.train), scale=scale)
+
+
 def _run_stage(stage: str, cfg: PipelineConfig, task: PreparedTask, previous: StageResult | None,
                redo: bool, teacher_dir: str | None) -> tuple[StageResult, bool]:
     """:func:`run_stage`, and whether the stage trained (False: its finished result was reused)."""
@@ -353,7 +366,8 @@ def _run_stage(stage: str, cfg: PipelineConfig, task: PreparedTask, previous: St
             set_attention_dropout(model, cfg.attention_dropout)
         epochs, best = cfg.finetune_epochs, True
     elif stage == "search":
-        model = task.power_class.from_pretrained(previous.model_dir, mode="soft", sequence_length=task.max_length)
+        model = task.power_class.from_pretrained(previous.model_dir, mode="soft", sequence_length=task.max_length,
+                                                 retention_scale=cfg.retention_scale)
         model.reset_retention_params_()
         trainer_kw = dict(lam=cfg.lam, lr_soft=cfg.lr_soft)
         callbacks.append(ClampRetentionCallback())
@@ -378,7 +392,8 @@ def _run_stage(stage: str, cfg: PipelineConfig, task: PreparedTask, previous: St
     readable_progress(trainer, stage, task.primary_metric, bars=cfg.progress)
     controller = None
     if stage == "search" and cfg.target_speedup is not None:
-        controller = TargetController(cfg.target_speedup, model.config, task.max_length).attach(trainer)
+        controller = TargetController(cfg.target_speedup, flop_model(model.config, task, cfg.retention_scale),
+                                      task.max_length).attach(trainer)
     if trainer.is_world_process_zero():  # before training: an interrupted stage keeps them too
         _write_stage_settings(stage, cfg, out)
     checkpoint = _newest_checkpoint(out)

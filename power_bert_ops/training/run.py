@@ -27,10 +27,10 @@ from ..flops import flop_bound
 from .artifacts import check_checkpoint, check_max_length, load_tokenizer
 from .errors import PowerBertError
 from .inference import predict_logits
-from .pipeline import STAGES, TARGET_FILE, PipelineConfig, StageResult, run_pipeline
+from .pipeline import STAGES, TARGET_FILE, PipelineConfig, StageResult, flop_model, run_pipeline
 from .prepare import DataArgs, PreparedTask, prepare
 from .report import write_report, write_sweep
-from .speed import measure_speedup
+from .speed import describe_speedup, speed_report
 from .target import check_target
 from .trainer import resolve_device
 
@@ -174,16 +174,18 @@ def train(cfg: PipelineConfig, data: DataArgs, stages=STAGES, lambdas=None, targ
     variants = _variants(cfg, lambdas, targets)
     model_cfg = check_checkpoint(cfg.model)
     check_max_length(cfg.max_length, model_cfg)
-    for _, v in variants:
-        if v.target_speedup is not None:
-            try:
-                check_target(v.target_speedup, model_cfg, cfg.max_length)
-            except ValueError as e:
-                raise PowerBertError(f"--target-speedup: {e}") from None
     out = Path(cfg.output_dir)
     check_output_dir(out)
     tokenizer = load_tokenizer(cfg.model, model_cfg)
     task = prepare(data, tokenizer, cfg.max_length)
+    if any(v.target_speedup is not None for _, v in variants):
+        lengths_model = flop_model(model_cfg, task, cfg.retention_scale)  # the bound the target is measured by
+        for _, v in variants:
+            if v.target_speedup is not None:
+                try:
+                    check_target(v.target_speedup, lengths_model, cfg.max_length)
+                except ValueError as e:
+                    raise PowerBertError(f"--target-speedup: {e}") from None
     identity = run_identity(cfg.model, data, cfg.max_length, cfg.seed)
     with PartialState(cpu=resolve_device(cfg.device) == "cpu").main_process_first():
         _claim_output_dir(out, identity)
@@ -221,7 +223,7 @@ def finish_run(cfg: PipelineConfig, task: PreparedTask, results: dict[str, Stage
             logits, labels = predict_logits(model, ds, cfg.eval_batch_size, device)
             if labels is not None:
                 evals.setdefault(name, {})[split] = task.compute_metrics(task.predictions(logits), labels)
-    speed = measure_speedup(baseline, power, task.eval, cfg.eval_batch_size, device, dtype=torch_dtype(cfg.precision))
+    speed = speed_report(baseline, power, task.eval, cfg.eval_batch_size, device, dtype=torch_dtype(cfg.precision))
     split = "test" if task.test is not None else "eval"
     search_file = Path(results["search"].model_dir).parent / TARGET_FILE
     report = {
@@ -236,8 +238,12 @@ def finish_run(cfg: PipelineConfig, task: PreparedTask, results: dict[str, Stage
         "power_bert": {"metric": {"name": metric, "value": evals["power_bert"][split][metric], "split": split},
                        "metrics": evals["power_bert"]},
         "retention": retention,
-        "flop_bound": flop_bound(power.config, retention, task.max_length),
+        "retention_scale": power.config.retention_scale,
+        # what --target-speedup is measured by: the training data's lengths (SPEC 1.6)
+        "target_bound": flop_model(power.config, task, power.config.retention_scale).bound(retention),
+        "flop_bound": speed["flop_bound"],
         "measured_speedup": speed["speedup"],
+        "padded": {"flop_bound": speed["padded"]["flop_bound"], "measured_speedup": speed["padded"]["speedup"]},
         "speed": speed,
         "device": device_name(device),
         "examples": {k: len(v) for k, v in (("eval", task.eval), ("test", task.test)) if v is not None},
@@ -248,8 +254,9 @@ def finish_run(cfg: PipelineConfig, task: PreparedTask, results: dict[str, Stage
     paths = write_report(out, report)
     b, p = report["baseline"]["metric"], report["power_bert"]["metric"]
     print(f"\n{task.name} (N={task.max_length}, {split} split): baseline {metric} {b['value']:.4f} | PoWER-BERT "
-          f"{p['value']:.4f} | retention {retention} | FLOP bound {report['flop_bound']:.2f}x | measured speed-up "
-          f"{report['measured_speedup']:.2f}x on {report['device']}\nreport: {paths['json']}")
+          f"{p['value']:.4f} | retention {retention} ({report['retention_scale']}) | speed-up against the dense model "
+          f"on length-bucketed batches: {describe_speedup(speed)}; padded to N: {speed['padded']['speedup']:.2f}x "
+          f"(bound {speed['padded']['flop_bound']:.2f}x) on {report['device']}\nreport: {paths['json']}")
     return report
 
 

@@ -1,11 +1,14 @@
 """Measured inference speed-up of a PoWER-BERT model over its fine-tuned baseline: the same
-eval batches, batch size, device and dtype, timed in one run, alternating the models.
+eval examples, batch size, device and dtype, timed in one run, alternating the models.
 
-Two padding regimes are timed (SPEC 6):
+Two batching regimes are timed (SPEC 6):
 
-* fixed: every batch padded to N (the max_length the retention configuration is for);
-* dynamic: every batch cut to its longest row, as a Hugging Face user with a padding collator
-  runs the baseline. PoWER-BERT runs such batches too (ℓ_j capped at the batch's length).
+* bucketed (the headline): examples sorted by length into batches, each cut to its longest row,
+  as a deployer with length bucketing runs the dense model; PoWER-BERT runs the same batches;
+* padded: every batch padded to N (the paper's setting), both models.
+
+Each regime's speed-up is the ratio of median seconds per pass; the per-repeat ratios give its
+range, and a range that contains 1 is reported as no measurable speed-up (``within_noise``).
 """
 from __future__ import annotations
 
@@ -13,7 +16,7 @@ import statistics
 import time
 
 import torch
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, default_collate
 
 # The tokeniser outputs a BERT-family classifier takes (labels and bookkeeping are dropped).
 MODEL_INPUTS = ("input_ids", "attention_mask", "token_type_ids")
@@ -37,54 +40,115 @@ def trim_to_longest(batch: dict) -> dict:
     """Dynamic padding: a right-padded batch cut to its longest row (attention_mask's last real
     column). Reads the mask on the host, so it is done when batches are prepared, not timed."""
     n = int(batch["attention_mask"].sum(dim=-1).max())
-    return {k: v[..., :n] for k, v in batch.items()}
+    return {k: v[..., :n] if k in MODEL_INPUTS else v for k, v in batch.items()}
+
+
+def example_lengths(dataset) -> list[int]:
+    """Real tokens of each example (multiple choice: its longest choice), from attention_mask."""
+    return [int(torch.as_tensor(dataset[i]["attention_mask"]).sum(dim=-1).max()) for i in range(len(dataset))]
+
+
+def bucketed_order(lengths) -> list[int]:
+    """Example indices sorted by length (stable): consecutive slices are length buckets."""
+    return sorted(range(len(lengths)), key=lambda i: lengths[i])
+
+
+def bucketed_batches(dataset, batch_size: int, lengths=None):
+    """(indices, batch) pairs over ``dataset`` sorted by length, each batch cut to its longest row;
+    the indices say where each row came from, so results can be put back in input order."""
+    lengths = example_lengths(dataset) if lengths is None else lengths
+    order = bucketed_order(lengths)
+    for start in range(0, len(order), batch_size):
+        rows = order[start:start + batch_size]
+        yield rows, trim_to_longest(default_collate([dataset[i] for i in rows]))
+
+
+def _ratios(base: list[float], power: list[float]) -> dict:
+    per_repeat = [b / p for b, p in zip(base, power)]
+    lo, hi = min(per_repeat), max(per_repeat)
+    return {
+        "baseline_seconds": statistics.median(base),
+        "power_bert_seconds": statistics.median(power),
+        "speedup": statistics.median(base) / statistics.median(power),
+        "speedup_range": [lo, hi],
+        "within_noise": lo <= 1.0 <= hi,
+    }
 
 
 def measure_speedup(baseline, power_model, dataset, batch_size: int, device: str, dtype=torch.float32,
-                    repeats: int = 3, max_batches: int | None = None, dynamic_padding: bool = True) -> dict:
+                    repeats: int = 3, max_batches: int | None = None) -> dict:
     """Times full passes of both models over ``dataset`` (dicts of [N]-long tensors; labels
-    dropped). Returns seconds per pass (median of ``repeats``) and the speed-up with batches
-    padded to N; with ``dynamic_padding`` also under ``"dynamic"`` the same with every batch cut
-    to its longest row (``speedup``: PoWER-BERT on those batches;
-    ``speedup_power_bert_fixed``: PoWER-BERT at fixed N against that baseline)."""
-    batches = []
+    dropped), on length-bucketed batches (the headline: ``speedup``, ``baseline_seconds``, ...)
+    and on batches padded to N (under ``"padded"``). Seconds are medians of ``repeats``;
+    ``speedup_range`` is the range of the per-repeat ratios and ``within_noise`` whether it
+    contains 1."""
+    lengths = example_lengths(dataset)
+    keep = lambda batch: {k: v.to(device) for k, v in batch.items() if k in MODEL_INPUTS}  # noqa: E731
+    padded, bucketed = [], []
     for i, batch in enumerate(DataLoader(dataset, batch_size=batch_size, shuffle=False)):
         if max_batches is not None and i >= max_batches:
             break
-        batches.append({k: v.to(device) for k, v in batch.items() if k in MODEL_INPUTS})
-    runs = {"baseline": (baseline, batches), "power_bert": (power_model, batches)}
-    trimmed = [trim_to_longest(b) for b in batches] if dynamic_padding else []
-    if dynamic_padding:
-        runs.update({"baseline_dynamic": (baseline, trimmed), "power_bert_dynamic": (power_model, trimmed)})
+        padded.append(keep(batch))
+    for i, (_, batch) in enumerate(bucketed_batches(dataset, batch_size, lengths)):
+        if max_batches is not None and i >= max_batches:
+            break
+        bucketed.append(keep(batch))
+    runs = {"baseline": (baseline, bucketed), "power_bert": (power_model, bucketed),
+            "baseline_padded": (baseline, padded), "power_bert_padded": (power_model, padded)}
     for m in (baseline, power_model):
         m.to(device=device, dtype=dtype).eval()
-    for m, bs in runs.values():  # warm-up (each length once)
-        _time_model(m, bs[:1], device)
+    for m, bs in runs.values():  # warm-up (the longest and the shortest batch)
+        _time_model(m, bs[-1:] + bs[:1], device)
     times = {name: [] for name in runs}
     for _ in range(repeats):
         for name, (m, bs) in runs.items():
             times[name].append(_time_model(m, bs, device))
-    med = {name: statistics.median(t) for name, t in times.items()}
-    result = {
-        "baseline_seconds": med["baseline"],
-        "power_bert_seconds": med["power_bert"],
-        "speedup": med["baseline"] / med["power_bert"],
+    widths = [b["input_ids"].shape[-1] for b in bucketed]
+    return {
+        **_ratios(times["baseline"], times["power_bert"]),
+        "baseline_kind": "length-bucketed batches, each cut to its longest row",
+        "mean_batch_length": sum(widths) / max(len(widths), 1),
+        "mean_length": sum(lengths) / max(len(lengths), 1),
+        "padded_length": padded[0]["input_ids"].shape[-1] if padded else 0,
+        "padded": _ratios(times["baseline_padded"], times["power_bert_padded"]),
         "batch_size": batch_size,
-        "batches": len(batches),
-        "examples": sum(b["input_ids"].shape[0] for b in batches),
+        "batches": len(bucketed),
+        "examples": sum(b["input_ids"].shape[0] for b in bucketed),
         "device": device,
         "dtype": str(dtype).replace("torch.", ""),
         "threads": torch.get_num_threads(),
         "repeats": repeats,
     }
-    if dynamic_padding:
-        lengths = [b["input_ids"].shape[-1] for b in trimmed]
-        result["dynamic"] = {
-            "baseline_seconds": med["baseline_dynamic"],
-            "power_bert_seconds": med["power_bert_dynamic"],
-            "speedup": med["baseline_dynamic"] / med["power_bert_dynamic"],
-            "speedup_power_bert_fixed": med["baseline_dynamic"] / med["power_bert"],
-            "mean_batch_length": sum(lengths) / max(len(lengths), 1),
-            "padded_length": batches[0]["input_ids"].shape[-1] if batches else 0,
-        }
-    return result
+
+
+def speed_bounds(config, retention, n: int, lengths) -> dict:
+    """The FLOP bounds of the two timed regimes: against the dense model at the examples' real
+    lengths (``flop_bound``, what bucketing approaches) and padded to N (``padded``)."""
+    from ..flops import FlopModel, flop_bound
+
+    scale = getattr(config, "retention_scale", "absolute")
+    return {"flop_bound": FlopModel(config, n, lengths=lengths, scale=scale).bound(retention),
+            "padded_flop_bound": flop_bound(config, retention, n)}
+
+
+def speed_report(baseline, power_model, dataset, batch_size: int, device: str, dtype=torch.float32,
+                 repeats: int = 3) -> dict:
+    """:func:`measure_speedup` with each regime's FLOP bound beside its measured speed-up
+    (``flop_bound`` for the bucketed headline, ``padded["flop_bound"]`` at N)."""
+    speed = measure_speedup(baseline, power_model, dataset, batch_size, device, dtype=dtype, repeats=repeats)
+    retention = list(power_model.retention)
+    bounds = speed_bounds(power_model.config, retention, int(speed["padded_length"]), example_lengths(dataset))
+    speed["flop_bound"] = bounds["flop_bound"]
+    speed["padded"]["flop_bound"] = bounds["padded_flop_bound"]
+    return speed
+
+
+def describe_speedup(s: dict) -> str:
+    """'2.61x (0.87 of the 3.01x FLOP bound; range 2.55-2.70x over 3 passes)', or the statement
+    that no speed-up was measured when the per-repeat range contains 1."""
+    lo, hi = s["speedup_range"]
+    if s["within_noise"]:
+        return (f"no measurable speed-up ({s['speedup']:.2f}x, within the timing noise: {lo:.2f}-{hi:.2f}x over "
+                f"the passes; FLOP bound {s['flop_bound']:.2f}x)")
+    return (f"{s['speedup']:.2f}x ({s['speedup'] / s['flop_bound']:.2f} of the {s['flop_bound']:.2f}x FLOP bound; "
+            f"{lo:.2f}-{hi:.2f}x over the passes)")
