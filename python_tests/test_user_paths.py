@@ -73,7 +73,8 @@ def test_summary_lines_for_people(workdir, finished_run, capsys, tmp_path):
                      "--eval-file", str(workdir / "eval.csv"), *EVAL, "--no-progress",
                      "--output-dir", str(tmp_path / "b")]) == 0
     lines = capsys.readouterr().out.strip().splitlines()
-    assert lines[0].startswith("measured speed-up ") and "FLOP bound" in lines[0] and "dynamic padding" in lines[0]
+    assert lines[0].startswith("speed-up against the dense model on length-bucketed batches") and \
+        "FLOP bound" in lines[0] and "both padded to N = 16" in lines[0]
     assert lines[1] == f"report: {tmp_path / 'b' / 'report.md'}"
 
 
