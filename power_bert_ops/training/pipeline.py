@@ -325,9 +325,11 @@ def run_stage(stage: str, cfg: PipelineConfig, task: PreparedTask, previous: Sta
 
 
 def flop_model(config, task: PreparedTask, scale: str) -> FlopModel:
-    """The FLOP model a target speed-up is measured by: the training data's real lengths (each
-    example against the dense model at its own length, SPEC 1.6) under ``scale``."""
-    return FlopModel(config, task.max_length, lengths=example_lengths(task.train), scale=scale)
+    """The FLOP model a target speed-up is measured by: relative retention, the training data's
+    real lengths (each example against the dense model at its own length, SPEC 1.6); absolute
+    retention, the paper's bound at N (SPEC 3)."""
+    lengths = example_lengths(task.train) if scale == "relative" else None
+    return FlopModel(config, task.max_length, lengths=lengths, scale=scale)
 
 
 def _run_stage(stage: str, cfg: PipelineConfig, task: PreparedTask, previous: StageResult | None,
