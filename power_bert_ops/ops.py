@@ -255,6 +255,10 @@ def attention(q, k, v, mask, dropout_p: float = 0.0, need_significance: bool = T
     (``_backend.attention_kernel_runs``).
     """
     checks.check_attention_args(q, k, v, mask, dropout_p)
+    checks.check_bool(need_significance, "attention", "need_significance")
+    checks.check_bool(exclude_self, "attention", "exclude_self")
+    for name, t in (("q", q), ("k", k), ("v", v)):
+        checks.check_copy_fits(t, "attention", name)
     checks.check_rows_have_a_real_key(mask, "attention")
     impl = _backend.choose("attention", backend, q.device, q.dtype, q.shape[-1])
     if impl == "reference":
@@ -267,6 +271,8 @@ def significance(attn: torch.Tensor, mask: torch.Tensor, exclude_self: bool = Tr
     """SPEC 1.1 significance. attn [B, H, N, N] probabilities, mask [B, N] -> float32 [B, N]
     (``-inf`` at padding). Padded query rows are excluded (the authors' Keras code includes them)."""
     checks.check_significance_args(attn, mask)
+    checks.check_bool(exclude_self, "significance", "exclude_self")
+    checks.check_copy_fits(attn, "significance", "attn")
     impl = _backend.choose("significance", backend, attn.device)
     if impl == "reference":
         return reference.significance(attn, mask, exclude_self)
@@ -284,6 +290,8 @@ def extract(hidden, attn, mask, k: int, exclude_self: bool = True, *, backend: s
     """
     k = checks.as_k(k, "extract")
     checks.check_extract_args(hidden, attn, mask, k)
+    checks.check_bool(exclude_self, "extract", "exclude_self")
+    checks.check_copy_fits(attn, "extract", "attn")
     checks.check_cls_real(mask, "extract")
     impl = _backend.choose("extract", backend, hidden.device)
     if impl == "reference":
