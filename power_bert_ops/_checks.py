@@ -66,6 +66,12 @@ def check_copy_fits(t: torch.Tensor, op: str, name: str) -> None:
     if t.is_contiguous() or _no_data(t):
         return
     need = t.numel() * t.element_size()
+    try:
+        held = t.untyped_storage().nbytes()
+    except (RuntimeError, NotImplementedError):
+        held = 0
+    if need <= held:  # a transposed or sliced view: its copy is no larger than the memory it holds
+        return
     free = available_memory(t.device)
     if free is not None and need > free:
         _fail(op, f"`{name}` of shape {list(t.shape)} is not contiguous (strides {list(t.stride())}, e.g. "

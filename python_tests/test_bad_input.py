@@ -240,8 +240,11 @@ def test_expanded_attn_that_would_not_fit_is_refused_before_copying(monkeypatch)
     from power_bert_ops import _checks
 
     h, a, m = good()
-    expanded = a[:1].expand(2, -1, -1, -1)
+    expanded = a[:1].clone().expand(2, -1, -1, -1)  # one example's memory, seen as two
     assert not expanded.is_contiguous()
+    strided = a.transpose(2, 3)  # not contiguous, but its copy is no larger than what it holds
+    monkeypatch.setattr(_checks, "available_memory", lambda device: pytest.fail("a plain strided view is not checked"))
+    power_bert_ops.significance(strided, m)
     monkeypatch.setattr(_checks, "available_memory", lambda device: expanded.numel() * 4 - 1)
     for call in (lambda: power_bert_ops.significance(expanded, m), lambda: power_bert_ops.extract(h, expanded, m, 2)):
         with pytest.raises(ValueError, match=r"`attn` of shape \[2, 2, 6, 6\] is not contiguous .* would take"):
