@@ -41,6 +41,7 @@ LIBRARY_SETTINGS = [
     (["--batch-size", "99999999999999999999"], "--batch-size must be a whole number from 1 to "),
     (["--eval-batch-size", "99999999999999999999"], "--eval-batch-size must be a whole number from 1 to "),
     (["--max-steps", "99999999999999999999"], "--max-steps must be -1 (no cap) or a whole number >= 1"),
+    (["--finetune-epochs", "1e308"], "--finetune-epochs must be a number > 0 and at most 9223372036854775807"),
 ]
 
 

@@ -92,6 +92,9 @@ class PipelineConfig:
         for name in ("finetune_epochs", "search_epochs", "retrain_epochs", "lr_bert", "lr_soft"):
             if not number(name) or getattr(self, name) <= 0:
                 bad(name, "a number > 0")
+        for name in ("finetune_epochs", "search_epochs", "retrain_epochs"):
+            if getattr(self, name) > MAX_COUNT:  # Trainer's step count, epochs x steps per epoch, must stay finite
+                bad(name, f"a number > 0 and at most {MAX_COUNT}")
         if not number("lam") or self.lam < 0:
             bad("lam", "a number >= 0")
         if self.target_speedup is not None and (not number("target_speedup") or self.target_speedup < 1):
