@@ -21,18 +21,79 @@ def _fail(op: str, msg: str):
     raise ValueError(f"power_bert.{op}: {msg}")
 
 
+def check_tensor(t, op: str, name: str) -> None:
+    """``t`` must be a torch.Tensor (a NumPy array or a list is refused, naming the argument,
+    instead of failing later on a missing ``.dim``)."""
+    if not isinstance(t, torch.Tensor):
+        hint = " (convert it with torch.as_tensor)" if hasattr(t, "__array__") or isinstance(t, (list, tuple)) else ""
+        raise TypeError(f"power_bert.{op}: `{name}` must be a torch.Tensor, got {type(t).__name__}{hint}")
+
+
+def check_bool(value, op: str, name: str) -> bool:
+    """``value`` if it is a bool; a TypeError naming the argument otherwise (``None`` or ``0``
+    must not silently mean False)."""
+    if not isinstance(value, bool):
+        raise TypeError(f"power_bert.{op}: `{name}` must be a bool (True or False), got {value!r}")
+    return value
+
+
+def available_memory(device: torch.device) -> int | None:
+    """Bytes a new tensor on ``device`` can take: free memory on a CUDA device, MemAvailable
+    (else the physical memory) on the CPU; None when unknown (no check)."""
+    if device.type == "cuda":
+        return torch.cuda.mem_get_info(device)[0]
+    if device.type != "cpu":
+        return None
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    try:
+        import os
+
+        return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):
+        return None
+
+
+def check_copy_fits(t: torch.Tensor, op: str, name: str) -> None:
+    """Kernels read ``t`` contiguous: a strided ``t`` (e.g. a stride-0 ``expand``) is copied first.
+    Refuses, before copying, a ``t`` whose contiguous copy would not fit in the device's
+    available memory (:func:`available_memory`), instead of an allocator error after the work."""
+    if t.is_contiguous() or _no_data(t):
+        return
+    need = t.numel() * t.element_size()
+    try:
+        held = t.untyped_storage().nbytes()
+    except (RuntimeError, NotImplementedError):
+        held = 0
+    if need <= held:  # a transposed or sliced view: its copy is no larger than the memory it holds
+        return
+    free = available_memory(t.device)
+    if free is not None and need > free:
+        _fail(op, f"`{name}` of shape {list(t.shape)} is not contiguous (strides {list(t.stride())}, e.g. "
+                  f"expanded), and its contiguous copy would take {need / 2**30:.4g} GiB, more than the "
+                  f"{free / 2**30:.4g} GiB available on {t.device}; pass a smaller or materialised tensor")
+
+
 def check_floating(t: torch.Tensor, op: str, name: str) -> None:
+    check_tensor(t, op, name)
     if t.dtype not in SUPPORTED_FLOATS:
         raise TypeError(f"power_bert.{op}: `{name}` must be float32, float16, bfloat16 or float64, got {t.dtype}")
 
 
 def check_hidden(hidden: torch.Tensor, op: str) -> None:
+    check_tensor(hidden, op, "hidden")
     if hidden.dim() != 3:
         _fail(op, f"`hidden` must be [B, N, D], got shape {list(hidden.shape)}")
     check_floating(hidden, op, "hidden")
 
 
 def check_mask(mask: torch.Tensor, B: int, N: int, op: str) -> None:
+    check_tensor(mask, op, "mask")
     if mask.dim() != 2 or mask.shape[0] != B or mask.shape[1] != N:
         _fail(op, f"`mask` must be [B, N] = [{B}, {N}], got shape {list(mask.shape)}")
     if mask.is_complex():
@@ -40,18 +101,21 @@ def check_mask(mask: torch.Tensor, B: int, N: int, op: str) -> None:
 
 
 def check_attn(attn: torch.Tensor, B: int, N: int, op: str) -> None:
+    check_tensor(attn, op, "attn")
     if attn.dim() != 4 or attn.shape[0] != B or attn.shape[2] != N or attn.shape[3] != N:
         _fail(op, f"`attn` must be [B, H, N, N] with B = {B} and N = {N}, got shape {list(attn.shape)}")
     check_floating(attn, op, "attn")
 
 
 def check_scores(scores: torch.Tensor, B: int, N: int, op: str) -> None:
+    check_tensor(scores, op, "scores")
     if scores.dim() != 2 or scores.shape[0] != B or scores.shape[1] != N:
         _fail(op, f"`scores` must be [B, N] = [{B}, {N}], got shape {list(scores.shape)}")
     check_floating(scores, op, "scores")
 
 
 def check_retention(retention: torch.Tensor, N: int, op: str) -> None:
+    check_tensor(retention, op, "retention")
     if retention.dim() != 1 or retention.shape[0] != N:
         _fail(op, f"`retention` must be [N] = [{N}], got shape {list(retention.shape)}")
     check_floating(retention, op, "retention")
@@ -155,6 +219,8 @@ def check_extract_scored_args(hidden, scores, mask, k, op: str = "extract_scored
 
 
 def check_extract_backward_args(grad_out, index, n, op: str = "extract_backward") -> None:
+    check_tensor(grad_out, op, "grad_out")
+    check_tensor(index, op, "index")
     if grad_out.dim() != 3:
         _fail(op, f"`grad_out` must be [B, k, D], got shape {list(grad_out.shape)}")
     check_floating(grad_out, op, "grad_out")
@@ -178,6 +244,7 @@ def check_soft_extract_args(hidden, scores, mask, retention, op: str = "soft_ext
 
 
 def check_significance_args(attn, mask, op: str = "significance") -> None:
+    check_tensor(attn, op, "attn")
     if attn.dim() != 4 or attn.shape[2] != attn.shape[3]:
         _fail(op, f"`attn` must be [B, H, N, N], got shape {list(attn.shape)}")
     check_floating(attn, op, "attn")
@@ -186,6 +253,8 @@ def check_significance_args(attn, mask, op: str = "significance") -> None:
 
 
 def check_attention_args(q, k, v, mask, dropout_p, op: str = "attention") -> None:
+    for name, t in (("q", q), ("k", k), ("v", v)):
+        check_tensor(t, op, name)
     if q.dim() != 4:
         _fail(op, f"`q` must be [B, H, N, d], got shape {list(q.shape)}")
     if k.shape != q.shape:

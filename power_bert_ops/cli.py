@@ -16,7 +16,9 @@ Bad settings are refused before any work, with one line naming the setting, and 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import errno
+import inspect
 import json
 import os
 import sys
@@ -32,28 +34,67 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
 
-def _add_data_args(p: argparse.ArgumentParser, train: bool = True) -> None:
+class _HelpFormatter(argparse.RawDescriptionHelpFormatter):
+    """``--help`` shows every option's default: ``(default: X)`` after the help of an option
+    with a value as default (read from the config dataclasses and library constants where the
+    parser is built, never a second copy); an option whose default depends on the task or the
+    model (None here) says which in its own help."""
+
+    def _get_help_string(self, action):
+        text = action.help or ""
+        switch = isinstance(action, (argparse._StoreTrueAction, argparse._StoreFalseAction))
+        if (action.option_strings and not action.required and not switch and "%(default)" not in text
+                and action.default is not None and action.default is not argparse.SUPPRESS):
+            text += " (default: %(default)s)"
+        return text
+
+
+def _defaults() -> dict:
+    """The values the options default to, from where the library keeps them."""
+    import dataclasses
+
+    from .training import evaluate, predict
+    from .training.errors import MAX_SEED
+    from .training.pipeline import PipelineConfig
+    from .training.run import DEFAULT_TARGET_SPEEDUP
+
+    d = {f.name: f.default for f in dataclasses.fields(PipelineConfig) if f.default is not dataclasses.MISSING}
+    d["target_speedup"] = DEFAULT_TARGET_SPEEDUP  # `run` without a λ aims for it
+    d["max_seed"] = MAX_SEED
+    inference = inspect.signature(evaluate).parameters
+    d["inference_batch_size"] = inference["batch_size"].default
+    d["inference_device"] = inference["device"].default
+    d["predict_text_column"] = inspect.signature(predict).parameters["text_column"].default
+    return d
+
+
+def _add_data_args(p: argparse.ArgumentParser, d: dict, train: bool = True) -> None:
+    from .training import DataArgs
+
+    cols = {f: DataArgs.__dataclass_fields__[f].default for f in ("text_column", "label_column", "eval_split")}
     g = p.add_argument_group("data (a task, or your own files)")
     g.add_argument("--task", default=None, help="GLUE task (cola, sst2, mrpc, qqp, stsb, mnli, qnli, rte, wnli), "
                    "race, a packaged corpus (rotten_tomatoes, 20newsgroups, r8) or hf:<dataset>[:<config>]; "
                    "default rotten_tomatoes when no files are given")
-    g.add_argument("--data-dir", default=None, help="GLUE task folder / root or RACE folder")
+    g.add_argument("--data-dir", default=None, help="GLUE task folder / root or RACE folder (default: none)")
     if train:
-        g.add_argument("--train-file", default=None, help="CSV, TSV or JSONL")
-    g.add_argument("--eval-file", default=None, help="CSV, TSV or JSONL")
-    g.add_argument("--test-file", default=None)
-    g.add_argument("--text-column", default="text")
-    g.add_argument("--text-pair-column", default=None)
-    g.add_argument("--label-column", default="label")
+        g.add_argument("--train-file", default=None, help="CSV, TSV or JSONL (default: none, the task's data)")
+    g.add_argument("--eval-file", default=None, help="CSV, TSV or JSONL (default: none, the task's data)")
+    g.add_argument("--test-file", default=None, help="CSV, TSV or JSONL (default: none)")
+    g.add_argument("--text-column", default=cols["text_column"], help="the column holding the texts")
+    g.add_argument("--text-pair-column", default=None,
+                   help="the column holding each text's second sentence (sentence pairs); default: none")
+    g.add_argument("--label-column", default=cols["label_column"], help="the column holding the labels")
     g.add_argument("--regression", action="store_true", help="the label column holds numbers to regress")
-    g.add_argument("--eval-split", default="dev", help="split of a named task to evaluate on (dev, test, matched, ...)")
+    g.add_argument("--eval-split", default=cols["eval_split"],
+                   help="split of a named task to evaluate on (dev, test, matched, ...)")
     if train:
         g.add_argument("--max-train-examples", type=int, default=None,
-                       help="fixed seeded subset of the train split (0: all)")
-    g.add_argument("--max-eval-examples", type=int, default=None, help="fixed seeded subset (0: all)")
+                       help="fixed seeded subset of the train split (0: all); default: all")
+    g.add_argument("--max-eval-examples", type=int, default=None, help="fixed seeded subset (0: all); default: all")
     g.add_argument("--max-length", type=int, default=None,
-                   help="N: tokens per example (training: the task's paper value, else 128; a saved model: the N "
-                        "it was trained at)")
+                   help=f"N: tokens per example (default: training: the task's paper value, else {d['max_length']}; "
+                        f"a saved model: the N it was trained at)")
 
 
 def _lambda_value(text: str):
@@ -74,107 +115,129 @@ def _break_even_value(text: str) -> float | str:
         raise argparse.ArgumentTypeError(f"must be a fraction in (0, 1) or 'off', got {text!r}") from None
 
 
-def _add_train_args(p: argparse.ArgumentParser) -> None:
+def _add_train_args(p: argparse.ArgumentParser, d: dict) -> None:
     g = p.add_argument_group("training")
     g.add_argument("--model", default=None, help="Hugging Face checkpoint directory (BERT, RoBERTa, ALBERT, ELECTRA); "
                    "default: the packaged all-MiniLM-L6-v2")
     g.add_argument("--output-dir", required=True)
-    g.add_argument("--finetune-epochs", type=float, default=3.0)
-    g.add_argument("--search-epochs", type=float, default=1.0)
-    g.add_argument("--retrain-epochs", type=float, default=2.0)
-    g.add_argument("--lr-bert", type=float, default=None, help="default: the task's paper value, else 3e-5")
-    g.add_argument("--lr-soft", type=float, default=None, help="default: the task's paper value, else 1e-3")
+    g.add_argument("--finetune-epochs", type=float, default=d["finetune_epochs"], help="stage 1 (fine-tune) epochs")
+    g.add_argument("--search-epochs", type=float, default=d["search_epochs"],
+                   help="stage 2 (configuration search) epochs")
+    g.add_argument("--retrain-epochs", type=float, default=d["retrain_epochs"], help="stage 3 (retrain) epochs")
+    g.add_argument("--lr-bert", type=float, default=None,
+                   help=f"learning rate of the model's weights (default: the task's paper value, else {d['lr_bert']})")
+    g.add_argument("--lr-soft", type=float, default=None,
+                   help=f"learning rate of the retention parameters with --lambda (default: the task's paper "
+                        f"value, else {d['lr_soft']})")
     g.add_argument("--target-speedup", type=float, default=None,
-                   help="stage 2 ends with a configuration whose FLOP bound is this speed-up (±3%%); without "
-                        "a λ the default is 3")
+                   help=f"stage 2 ends with a configuration whose FLOP bound is this speed-up (±3%%) (default: "
+                        f"{d['target_speedup']:g} when no λ is given)")
     g.add_argument("--target-speedups", default=None,
-                   help="comma-separated target speed-ups: the trade-off curve (stage 1 shared), sweep.md + plot")
-    g.add_argument("--lambda", dest="lam", type=_lambda_value, default=None, help="λ of the stage-2 loss term: "
-                   "the paper's procedure instead of a target; 'paper' takes the task's published λ (else 1e-3)")
-    g.add_argument("--lambdas", default=None, help="comma-separated λ values: a sweep (stage 1 shared)")
-    g.add_argument("--break-even-keep", type=_break_even_value, default=None,
+                   help="comma-separated target speed-ups: the trade-off curve (stage 1 shared), sweep.md + plot; "
+                        "default: none")
+    g.add_argument("--lambda", dest="lam", type=_lambda_value, default=None, help=f"λ of the stage-2 loss term: "
+                   f"the paper's procedure instead of a target; 'paper' takes the task's published λ, else "
+                   f"{d['lam']} (default: none, a target speed-up)")
+    g.add_argument("--lambdas", default=None, help="comma-separated λ values: a sweep (stage 1 shared); default: none")
+    g.add_argument("--break-even-keep", type=_break_even_value, default=d["break_even_keep"],
                    help="a layer keeping more than this share of its input rows keeps them all (it would pay more "
-                        "for significance than it saves); 'off' keeps the searched configuration as it is "
-                        "(default 0.9)")
-    g.add_argument("--retention", dest="retention_scale", choices=RETENTION_SCALES, default="relative",
-                   help="relative (default): layer j keeps a learned fraction of each example's real length, and "
-                        "the target speed-up is against the dense model at real lengths; absolute: the paper's "
-                        "row counts, the same for every example")
-    g.add_argument("--distill", action=argparse.BooleanOptionalAction, default=False,
-                   help="stage-1 model as teacher of stages 2 and 3 (logit distillation); default off")
+                        "for significance than it saves); 'off' keeps the searched configuration as it is")
+    g.add_argument("--retention", dest="retention_scale", choices=RETENTION_SCALES, default=d["retention_scale"],
+                   help="relative: layer j keeps a learned fraction of each example's real length, and the target "
+                        "speed-up is against the dense model at real lengths; absolute: the paper's row counts, the "
+                        "same for every example, and its FLOP bound at N")
+    g.add_argument("--distill", action=argparse.BooleanOptionalAction, default=d["distill"],
+                   help="stage-1 model as teacher of stages 2 and 3 (logit distillation)")
     g.add_argument("--attention-dropout", type=float, default=None,
                    help="dropout on attention probabilities in training (default: the model's); 0 makes a CPU "
                         "training step about 3x faster, as SDPA's fused CPU kernel has no dropout")
-    g.add_argument("--batch-size", type=int, default=None)
-    g.add_argument("--eval-batch-size", type=int, default=64)
-    g.add_argument("--seed", type=int, default=42)
-    g.add_argument("--device", default="auto", help="auto, cpu, cuda")
-    g.add_argument("--precision", default="fp32", choices=["fp32", "fp16", "bf16"])
-    g.add_argument("--max-steps", type=int, default=-1, help="cap each stage at this many steps (quick runs)")
+    g.add_argument("--batch-size", type=int, default=None,
+                   help=f"training batch, over all processes (default: the task's paper value, else "
+                        f"{d['batch_size']})")
+    g.add_argument("--eval-batch-size", type=int, default=d["eval_batch_size"], help="evaluation batch")
+    g.add_argument("--seed", type=int, default=d["seed"], help=f"random seed, 0 to {d['max_seed']}")
+    g.add_argument("--device", default=d["device"], help="auto, cpu, cuda")
+    g.add_argument("--precision", default=d["precision"], choices=["fp32", "fp16", "bf16"],
+                   help="training precision (fp16 / bf16: mixed precision on a GPU)")
+    g.add_argument("--max-steps", type=int, default=d["max_steps"],
+                   help="cap each stage at this many steps (quick runs; -1: no cap)")
     g.add_argument("--no-progress", action="store_true", help="no progress bars")
 
 
-def _add_inference_args(p: argparse.ArgumentParser, sort: bool = True) -> None:
-    p.add_argument("--batch-size", type=int, default=64)
+def _add_inference_args(p: argparse.ArgumentParser, d: dict, sort: bool = True) -> None:
+    p.add_argument("--batch-size", type=int, default=d["inference_batch_size"], help="examples per batch")
     if sort:
         p.add_argument("--no-sort", action="store_true", help="score batches in file order, padded to N, instead "
                        "of length-bucketed batches cut to their longest row (results are in input order either way)")
-    p.add_argument("--device", default="auto")
+    p.add_argument("--device", default=d["inference_device"], help="auto, cpu, cuda")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    ap = _Parser(prog="power-bert", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    from .deploy import export
+
+    d = _defaults()
+    export_defaults = inspect.signature(export).parameters
+    ap = _Parser(prog="power-bert", description=__doc__, formatter_class=_HelpFormatter)
     sub = ap.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    def add_parser(name, **kw):
+        return sub.add_parser(name, formatter_class=_HelpFormatter, **kw)
+
     for name, help_, stages in (("run", "all three stages, then the report", ("finetune", "search", "retrain")),
                                 ("finetune", "stage 1", ("finetune",)), ("search", "stage 2 (needs stage 1)", ("search",)),
                                 ("retrain", "stage 3 (needs stages 1-2)", ("retrain",))):
-        p = sub.add_parser(name, help=help_)
-        _add_data_args(p)
-        _add_train_args(p)
+        p = add_parser(name, help=help_)
+        _add_data_args(p, d)
+        _add_train_args(p, d)
         p.set_defaults(func=cmd_train, stages=stages)
-    p = sub.add_parser("evaluate", help="metrics of a model on a dataset")
+    p = add_parser("evaluate", help="metrics of a model on a dataset")
     p.add_argument("--model-dir", required=True)
-    _add_data_args(p, train=False)
-    _add_inference_args(p)
+    _add_data_args(p, d, train=False)
+    _add_inference_args(p, d)
     p.add_argument("--json", action="store_true", help="print one JSON object instead of the summary line")
     p.set_defaults(func=cmd_evaluate)
-    p = sub.add_parser("predict", help="class probabilities of a file's texts, to a CSV file")
+    p = add_parser("predict", help="class probabilities of a file's texts, to a CSV file")
     p.add_argument("--model-dir", required=True)
     p.add_argument("--input-file", required=True)
-    p.add_argument("--output-file", required=True)
-    p.add_argument("--text-column", default="text")
-    p.add_argument("--text-pair-column", default=None)
+    p.add_argument("--output-file", required=True, help="the CSV file to write (not the --input-file)")
+    p.add_argument("--text-column", default=d["predict_text_column"], help="the column holding the texts")
+    p.add_argument("--text-pair-column", default=None,
+                   help="the column holding each text's second sentence (sentence pairs); default: none")
     p.add_argument("--max-length", type=int, default=None, help="default: the N the model was trained at")
     p.add_argument("--artifact", default=None, help="score with this ONNX file / pt2 package exported from "
-                   "--model-dir (which still gives the tokenizer and labels)")
-    _add_inference_args(p)
+                   "--model-dir (which still gives the tokenizer and labels); default: the PyTorch model")
+    _add_inference_args(p, d)
     p.set_defaults(func=cmd_predict)
-    p = sub.add_parser("benchmark", help="measured speed-up over a baseline model, with the FLOP bound")
+    p = add_parser("benchmark", help="measured speed-up over a baseline model, with the FLOP bound")
     p.add_argument("--model-dir", required=True, help="a PoWER-BERT model (hard mode)")
     p.add_argument("--baseline", required=True, help="the Hugging Face model it came from")
-    _add_data_args(p, train=False)
-    _add_inference_args(p, sort=False)
-    p.add_argument("--precision", default="fp32", choices=["fp32", "fp16", "bf16"])
-    p.add_argument("--output-dir", default=None, help="write report.md, report.json and speedup.png here")
+    _add_data_args(p, d, train=False)
+    _add_inference_args(p, d, sort=False)
+    p.add_argument("--precision", default=d["precision"], choices=["fp32", "fp16", "bf16"], help="the models' dtype")
+    p.add_argument("--output-dir", default=None, help="write report.md, report.json and speedup.png here (not into "
+                   "a run's folder); default: none, the summary line only")
     p.add_argument("--json", action="store_true", help="print one JSON object instead of the summary line")
     p.set_defaults(func=cmd_benchmark)
-    p = sub.add_parser("export", help="an ONNX (ONNX Runtime) or AOTInductor (pt2) artifact, every batch and length")
+    p = add_parser("export", help="an ONNX (ONNX Runtime) or AOTInductor (pt2) artifact, every batch and length")
     p.add_argument("--model-dir", required=True, help="a PoWER-BERT model (hard mode) or a Hugging Face classifier")
     p.add_argument("--format", required=True, choices=["onnx", "pt2"])
     p.add_argument("--output", required=True, help="the file to write (.onnx / .pt2)")
-    p.add_argument("--quantize", default=None, choices=["int8"], help="ONNX only: ONNX Runtime's dynamic int8")
+    p.add_argument("--quantize", default=export_defaults["quantize"].default, choices=["int8"],
+                   help="ONNX only: ONNX Runtime's dynamic int8; default: none (the model's dtype)")
     p.add_argument("--max-length", type=int, default=None, help="the longest input the artifact takes "
                    "(default: the N the model was trained at)")
-    p.add_argument("--ort-optimization", default="basic", choices=["disable", "basic", "extended", "all"],
+    p.add_argument("--ort-optimization", default=export_defaults["ort_optimization"].default,
+                   choices=["disable", "basic", "extended", "all"],
                    help="ONNX: the ONNX Runtime graph optimisation level whose result is saved")
     p.set_defaults(func=cmd_export)
-    p = sub.add_parser("explain", help="which words survive each layer")
+    p = add_parser("explain", help="which words survive each layer")
     p.add_argument("--model-dir", required=True)
     p.add_argument("--text", required=True)
-    p.add_argument("--text-pair", default=None)
-    p.add_argument("--max-length", type=int, default=None)
-    p.add_argument("--image", default=None, help="write the picture here (PNG)")
+    p.add_argument("--text-pair", default=None, help="a second sentence; default: none")
+    p.add_argument("--max-length", type=int, default=None, help="default: the N the model was trained at")
+    p.add_argument("--image", default=None, help="write the picture here (PNG, or the format of its suffix); "
+                   "default: none, text only")
     p.set_defaults(func=cmd_explain)
     return ap
 
@@ -193,30 +256,35 @@ def cmd_train(a) -> dict | None:
     from .assets import packaged_model_dir
     from .training import PipelineConfig, PowerBertError, train
     from .training.run import DEFAULT_TARGET_SPEEDUP
-    from .training.target import BREAK_EVEN_KEEP
 
     data = _data_args(a)
     canon = D.canonical_name(data.name)
     defaults = D.get_task(canon).hyperparameters() if canon else {}
+    fallback = _defaults()  # PipelineConfig's, for what neither the command nor the task says
 
-    def pick(value, key, fallback):
-        return value if value is not None else defaults.get(key, fallback)
+    def pick(value, key, name):
+        return value if value is not None else defaults.get(key, fallback[name])
 
+    for one, many in (("target_speedup", "target_speedups"), ("lam", "lambdas")):
+        if getattr(a, one) is not None and getattr(a, many) is not None:
+            flag = "--" + {"lam": "lambda"}.get(one, one).replace("_", "-")
+            raise PowerBertError(f"{flag} and --{many.replace('_', '-')} both given: {flag} asks for one run, "
+                                 f"--{many.replace('_', '-')} for a sweep; give one of them")
     lambda_given = a.lam is not None or a.lambdas is not None
     target_given = a.target_speedup is not None or a.target_speedups is not None
     if lambda_given and target_given:
         raise PowerBertError("give a target speed-up (--target-speedup / --target-speedups) or a λ (--lambda / "
                              "--lambdas), not both")
     target = a.target_speedup if target_given else (None if lambda_given else DEFAULT_TARGET_SPEEDUP)
-    lam = defaults.get("lambda_reg", 1e-3) if a.lam in (None, "paper") else a.lam
+    lam = defaults.get("lambda_reg", fallback["lam"]) if a.lam in (None, "paper") else a.lam
     cfg = PipelineConfig(
         model=a.model or str(packaged_model_dir()), output_dir=a.output_dir,
-        max_length=pick(a.max_length, "max_length", 128), finetune_epochs=a.finetune_epochs,
-        search_epochs=a.search_epochs, retrain_epochs=a.retrain_epochs, lr_bert=pick(a.lr_bert, "lr_bert", 3e-5),
-        lr_soft=pick(a.lr_soft, "lr_soft", 1e-3), lam=lam, target_speedup=target,
+        max_length=pick(a.max_length, "max_length", "max_length"), finetune_epochs=a.finetune_epochs,
+        search_epochs=a.search_epochs, retrain_epochs=a.retrain_epochs, lr_bert=pick(a.lr_bert, "lr_bert", "lr_bert"),
+        lr_soft=pick(a.lr_soft, "lr_soft", "lr_soft"), lam=lam, target_speedup=target,
         distill=a.distill,
-        break_even_keep={None: BREAK_EVEN_KEEP, "off": None}.get(a.break_even_keep, a.break_even_keep),
-        batch_size=pick(a.batch_size, "batch_size", 32), eval_batch_size=a.eval_batch_size, seed=a.seed,
+        break_even_keep=None if a.break_even_keep == "off" else a.break_even_keep,
+        batch_size=pick(a.batch_size, "batch_size", "batch_size"), eval_batch_size=a.eval_batch_size, seed=a.seed,
         attention_dropout=a.attention_dropout, retention_scale=a.retention_scale,
         device=a.device, precision=a.precision, max_steps=a.max_steps, progress=not a.no_progress,
     )
@@ -279,7 +347,10 @@ def cmd_explain(a) -> None:
     from .explain import explain, plot_explanation
     from .training import PowerBertError
     from .training.artifacts import load_model
+    from .training.outputs import check_image_path
 
+    if a.image:  # before any work: a picture that cannot be written is refused first
+        check_image_path(a.image)
     model, tokenizer = load_model(a.model_dir)
     if getattr(model.config, "model_type", "") != "power_bert" or model.mode != "hard":
         raise PowerBertError(f"--model-dir {a.model_dir} is not a PoWER-BERT model in hard mode: explain shows what "
@@ -317,12 +388,21 @@ def _shut_down_process_group() -> None:
         dist.destroy_process_group()
 
 
-def _quiet_transformers() -> None:
-    """No weight-loading bars or load reports from transformers: the command prints its own."""
+@contextlib.contextmanager
+def _quiet_transformers():
+    """No weight-loading bars or load reports from transformers while the command runs: it
+    prints its own. Restored afterwards (``main`` called from Python leaves them as they were)."""
     from transformers.utils import logging as hf_logging
 
+    verbosity, bars = hf_logging.get_verbosity(), hf_logging.is_progress_bar_enabled()
     hf_logging.set_verbosity_error()
     hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        hf_logging.set_verbosity(verbosity)
+        if bars:
+            hf_logging.enable_progress_bar()
 
 
 def _disk_full(e: BaseException) -> str | None:
@@ -342,13 +422,13 @@ def _disk_full(e: BaseException) -> str | None:
 def main(argv=None) -> int:
     a = build_parser().parse_args(argv)
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    _quiet_transformers()
     from .data import DataError
     from .training import PowerBertError
 
     where = getattr(a, "output_dir", None) or getattr(a, "output_file", None)
     try:
-        a.func(a)
+        with _quiet_transformers():
+            a.func(a)
     except (DataError, PowerBertError) as e:
         print(f"power-bert {a.command}: {e}", file=sys.stderr)
         return 2

@@ -187,17 +187,17 @@ def onnx_translation_table() -> dict:
         return op.Constant(value_ints=list(v))
 
     def significance_of(probs, real, exclude_self):
-        # SPEC 1.1: sum over heads and real query rows, minus the diagonal (query k = key k is
-        # real wherever the result is not -inf, so the masked sum's diagonal is the one needed).
-        # Heads are summed first (one pass over [B, H, n, n]); padded query rows (finite
-        # probabilities) are then zeroed in the [B, n, n] sum.
+        # SPEC 1.1: sum over heads and real query rows, leaving out the diagonal. Heads are
+        # summed first (one pass over [B, H, n, n]); padded query rows (finite probabilities)
+        # and, for exclude_self, the diagonal are then zeroed in the [B, n, n] sum: skipped, not
+        # subtracted, so a non-finite diagonal cannot make its column inf - inf = NaN.
         s = op.ReduceSum(op.Cast(probs, to=FLOAT), ints(1), keepdims=0)  # [B, n, n]
         s = op.Where(op.Unsqueeze(real, ints(2)), s, const_f(0.0, s))
-        sig = op.ReduceSum(s, ints(1), keepdims=0)  # [B, n]
         if exclude_self:
             n = op.Shape(real, start=1, end=2)
-            eye = op.CastLike(op.EyeLike(op.ConstantOfShape(op.Concat(n, n, axis=0))), s)
-            sig = op.Sub(sig, op.ReduceSum(op.Mul(s, eye), ints(2), keepdims=0))
+            diagonal = op.Cast(op.EyeLike(op.ConstantOfShape(op.Concat(n, n, axis=0))), to=BOOL)  # [n, n]
+            s = op.Where(diagonal, const_f(0.0, s), s)
+        sig = op.ReduceSum(s, ints(1), keepdims=0)  # [B, n]
         return op.Where(real, sig, const_f(float("-inf"), sig))
 
     def attention_core(q, k, v, mask, need_significance, exclude_self, want_lse=False):

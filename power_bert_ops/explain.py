@@ -11,12 +11,15 @@ input positions. Whichever kernel the selection runs, the record is the same.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 import matplotlib
 import torch
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
+
+from ._quiet import quiet_transformers  # noqa: E402
 
 
 @dataclass
@@ -42,7 +45,8 @@ def explain(model, tokenizer, text: str, text_pair: str | None = None, max_lengt
     if getattr(model, "retention", None) is None or model.mode != "hard":
         raise ValueError("explain: the model must be a PoWER-BERT model in hard mode (it has no retention configuration)")
     max_length = max_length or model.config.sequence_length
-    enc = tokenizer(text, text_pair, truncation=True, max_length=max_length, return_tensors="pt")
+    with quiet_transformers():  # a text longer than N is truncated on purpose
+        enc = tokenizer(text, text_pair, truncation=True, max_length=max_length, return_tensors="pt")
     device = next(model.parameters()).device
     model.eval()
     encoder = model.power_encoder()
@@ -68,7 +72,12 @@ def explain(model, tokenizer, text: str, text_pair: str | None = None, max_lengt
 
 
 def plot_explanation(exp: Explanation, path: str) -> None:
-    """A layers x tokens picture: a filled cell where the token is still alive after the layer."""
+    """A layers x tokens picture: a filled cell where the token is still alive after the layer.
+    The format follows the suffix (none: PNG, written to ``path`` as given); the picture is
+    written to a temporary file renamed over ``path``, so a failure leaves no half file."""
+    from .training.outputs import replace_atomically
+
+    fmt = Path(path).suffix[1:].lower() or "png"
     L, n = len(exp.kept), len(exp.tokens)
     grid = torch.zeros(L, n)
     for j, positions in enumerate(exp.kept):
@@ -81,5 +90,8 @@ def plot_explanation(exp: Explanation, path: str) -> None:
     ax.set_yticklabels([f"layer {j + 1} ({len(k)})" for j, k in enumerate(exp.kept)], fontsize=8)
     ax.set_title(f"word vectors kept per layer (prediction: {exp.prediction})", fontsize=9)
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    try:
+        with replace_atomically(path, "wb") as f:
+            fig.savefig(f, format=fmt, dpi=120)
+    finally:
+        plt.close(fig)

@@ -257,6 +257,10 @@ def attention(q, k, v, mask, dropout_p: float = 0.0, need_significance: bool = T
     (``_backend.attention_kernel_runs``).
     """
     checks.check_attention_args(q, k, v, mask, dropout_p)
+    checks.check_bool(need_significance, "attention", "need_significance")
+    checks.check_bool(exclude_self, "attention", "exclude_self")
+    for name, t in (("q", q), ("k", k), ("v", v)):
+        checks.check_copy_fits(t, "attention", name)
     checks.check_rows_have_a_real_key(mask, "attention")
     impl = _backend.choose("attention", backend, q.device, q.dtype, q.shape[-1])
     if impl == "reference":
@@ -269,6 +273,8 @@ def significance(attn: torch.Tensor, mask: torch.Tensor, exclude_self: bool = Tr
     """SPEC 1.1 significance. attn [B, H, N, N] probabilities, mask [B, N] -> float32 [B, N]
     (``-inf`` at padding). Padded query rows are excluded (the authors' Keras code includes them)."""
     checks.check_significance_args(attn, mask)
+    checks.check_bool(exclude_self, "significance", "exclude_self")
+    checks.check_copy_fits(attn, "significance", "attn")
     impl = _backend.choose("significance", backend, attn.device)
     if impl == "reference":
         return reference.significance(attn, mask, exclude_self)
@@ -279,6 +285,7 @@ def _width_and_rows(k, width, hidden, op: str):
     """(output width, per-row k tensor or None) from the public ``k`` (an int, or an int64 [B]
     tensor) and ``width``. A tensor k without ``width`` takes the batch's largest k (one host
     read; pass ``width``, a static cap, under torch.compile, export or CUDA graphs)."""
+    checks.check_tensor(hidden, op, "hidden")
     if not isinstance(k, torch.Tensor):
         if width is not None:
             raise TypeError(f"power_bert.{op}: `width` goes with a per-row `k` tensor; with an int k the width is k")
@@ -319,6 +326,8 @@ def extract(hidden, attn, mask, k, exclude_self: bool = True, *, width: int | No
     """
     k, row_k = _width_and_rows(k, width, hidden, "extract")
     checks.check_extract_args(hidden, attn, mask, k)
+    checks.check_bool(exclude_self, "extract", "exclude_self")
+    checks.check_copy_fits(attn, "extract", "attn")
     checks.check_cls_real(mask, "extract")
     impl = _backend.choose("extract", backend, hidden.device)
     if impl == "reference":

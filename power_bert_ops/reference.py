@@ -34,16 +34,18 @@ __all__ = [
 def significance(attn: torch.Tensor, mask: torch.Tensor, exclude_self: bool = True) -> torch.Tensor:
     """SPEC 1.1. attn [B, H, N, N] probabilities, mask [B, N] -> float32 [B, N].
 
-    ``sig[b, k] = sum_h sum_{q real} A[b, h, q, k] - exclude_self * sum_h A[b, h, k, k]``,
+    ``sig[b, k] = sum_h sum_{q real, q != k when exclude_self} A[b, h, q, k]``,
     accumulated in float32 (float64 for float64 input), ``-inf`` at padding keys.
-    Padded query rows are excluded.
+    Padded query rows are excluded. The diagonal is skipped, not summed and subtracted, so a
+    non-finite ``A[b, h, k, k]`` leaves column k finite (no ``inf - inf``).
     """
     acc = torch.float64 if attn.dtype == torch.float64 else torch.float32
     real = mask != 0
-    a = attn.detach().to(acc).masked_fill(~real[:, None, :, None], 0.0)
-    sig = a.sum(dim=(1, 2))
+    skip = ~real[:, None, :, None]  # padded query rows
     if exclude_self:
-        sig = sig - attn.detach().to(acc).diagonal(dim1=-2, dim2=-1).sum(dim=1)
+        n = attn.shape[-1]
+        skip = skip | torch.eye(n, dtype=torch.bool, device=attn.device)
+    sig = attn.detach().to(acc).masked_fill(skip, 0.0).sum(dim=(1, 2))
     return sig.float().masked_fill(~real, float("-inf"))
 
 

@@ -179,3 +179,94 @@ def test_extract_backward_bad_index():
         ops.extract_backward(torch.randn(1, 2, 3), torch.zeros(1, 2, dtype=torch.int32), 4)
     with pytest.raises(ValueError, match="outside"):
         ops.extract_backward(torch.randn(1, 2, 3), torch.tensor([[0, 9]]), 4)
+
+
+# ---------------------------------------------------------------------------------------------
+# Loose argument types (issue 22, item 8): a TypeError naming the argument, before any work
+# ---------------------------------------------------------------------------------------------
+def _wrapper_calls(h, a, m, **kw):
+    q = torch.randn(2, 2, 6, 8)
+    return {
+        "significance": lambda: power_bert_ops.significance(a, m, **kw),
+        "extract": lambda: power_bert_ops.extract(h, a, m, 2, **kw),
+        "attention": lambda: power_bert_ops.attention(q, q, q, m, **kw),
+    }
+
+
+@pytest.mark.parametrize("value", [None, 0, 1, "yes", torch.tensor(True)], ids=repr)
+@pytest.mark.parametrize("op", ["significance", "extract", "attention"])
+def test_exclude_self_must_be_a_bool(op, value):
+    h, a, m = good()
+    with pytest.raises(TypeError, match=rf"power_bert.{op}: `exclude_self` must be a bool"):
+        _wrapper_calls(h, a, m, exclude_self=value)[op]()
+
+
+def test_need_significance_must_be_a_bool():
+    q = torch.randn(2, 2, 6, 8)
+    with pytest.raises(TypeError, match="`need_significance` must be a bool"):
+        power_bert_ops.attention(q, q, q, torch.ones(2, 6), need_significance=None)
+
+
+@pytest.mark.parametrize("kind", ["numpy", "list"])
+def test_arrays_and_lists_are_named(kind):
+    pytest.importorskip("numpy")
+    h, a, m = good()
+    convert = (lambda t: t.numpy()) if kind == "numpy" else (lambda t: t.tolist())
+    s = power_bert_ops.significance(a, m)
+    q = torch.randn(2, 2, 6, 8)
+    cases = [
+        ("extract", "hidden", lambda: power_bert_ops.extract(convert(h), a, m, 2)),
+        ("extract", "attn", lambda: power_bert_ops.extract(h, convert(a), m, 2)),
+        ("extract", "mask", lambda: power_bert_ops.extract(h, a, convert(m), 2)),
+        ("extract_scored", "hidden", lambda: power_bert_ops.extract_scored(convert(h), s, m, 2)),
+        ("extract_scored", "scores", lambda: power_bert_ops.extract_scored(h, convert(s), m, 2)),
+        ("extract_scored", "mask", lambda: power_bert_ops.extract_scored(h, s, convert(m), 2)),
+        ("significance", "attn", lambda: power_bert_ops.significance(convert(a), m)),
+        ("significance", "mask", lambda: power_bert_ops.significance(a, convert(m))),
+        ("soft_extract", "hidden", lambda: power_bert_ops.soft_extract(convert(h), s, m, torch.ones(6))),
+        ("soft_extract", "retention", lambda: power_bert_ops.soft_extract(h, s, m, convert(torch.ones(6)))),
+        ("attention", "q", lambda: power_bert_ops.attention(convert(q), q, q, m)),
+        ("attention", "v", lambda: power_bert_ops.attention(q, q, convert(q), m)),
+        ("attention", "mask", lambda: power_bert_ops.attention(q, q, q, convert(m))),
+    ]
+    for op, name, call in cases:
+        with pytest.raises(TypeError, match=rf"power_bert.{op}: `{name}` must be a torch.Tensor, got "):
+            call()
+
+
+def test_expanded_attn_that_would_not_fit_is_refused_before_copying(monkeypatch):
+    """A stride-0 expanded attn is copied to contiguous memory by the kernels: refused first when
+    the copy would not fit. Here with a low limit on a small tensor..."""
+    from power_bert_ops import _checks
+
+    h, a, m = good()
+    expanded = a[:1].clone().expand(2, -1, -1, -1)  # one example's memory, seen as two
+    assert not expanded.is_contiguous()
+    strided = a.transpose(2, 3)  # not contiguous, but its copy is no larger than what it holds
+    monkeypatch.setattr(_checks, "available_memory", lambda device: pytest.fail("a plain strided view is not checked"))
+    power_bert_ops.significance(strided, m)
+    monkeypatch.setattr(_checks, "available_memory", lambda device: expanded.numel() * 4 - 1)
+    for call in (lambda: power_bert_ops.significance(expanded, m), lambda: power_bert_ops.extract(h, expanded, m, 2)):
+        with pytest.raises(ValueError, match=r"`attn` of shape \[2, 2, 6, 6\] is not contiguous .* would take"):
+            call()
+    # a contiguous attn, and an expanded one that fits, are taken
+    power_bert_ops.significance(a, m)
+    monkeypatch.setattr(_checks, "available_memory", lambda device: expanded.numel() * 4)
+    torch.testing.assert_close(power_bert_ops.significance(expanded, m), power_bert_ops.significance(
+        expanded.contiguous(), m))
+
+
+def test_huge_expanded_attn_is_refused_fast():
+    """... and with the machine's own memory, a [1e6, 12, 4096, 4096] view (800 TB as a copy)."""
+    import time
+
+    B, H, N = 10**6, 12, 4096
+    attn = torch.full((1, 1, 1, 1), 1.0 / N).expand(B, H, N, N)
+    mask = torch.ones(1, 1, dtype=torch.long).expand(B, N)
+    hidden = torch.zeros(1, 1, 1).expand(B, N, 8)
+    start = time.perf_counter()
+    with pytest.raises(ValueError, match=r"significance: `attn` of shape \[1000000, 12, 4096, 4096\] is not contig"):
+        power_bert_ops.significance(attn, mask)
+    with pytest.raises(ValueError, match=r"extract: `attn` .* is not contiguous"):
+        power_bert_ops.extract(hidden, attn, mask, 2)
+    assert time.perf_counter() - start < 5

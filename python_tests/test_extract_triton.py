@@ -505,10 +505,9 @@ for eb, N, D in ((2, 512, 768), (4, 8192, 1), (8, 7, 5)):
     acc = "*fp64" if eb == 8 else "*fp32"
     BR, BK, S, CHUNK, w = et._colsum_config(N, 12 * N, eb, cuda)
     res.append(build(et._colsum_kernel, {"ATTN": PTR[eb], "REAL": "*i8", "PART": acc},
-                     dict(BLOCK_R=BR, BLOCK_K=BK), w))
+                     dict(EXCLUDE_SELF=True, BLOCK_R=BR, BLOCK_K=BK), w))
     BP, BI, BJ, w = et._select_config(N, cuda)
-    res.append(build(et._keys_kernel, {"PART": acc, "ATTN": PTR[eb], "REAL": "*i8", "KEYS": "*i64"},
-                     dict(EXCLUDE_SELF=True, BLOCK_P=BP), w))
+    res.append(build(et._keys_kernel, {"PART": acc, "REAL": "*i8", "KEYS": "*i64"}, dict(BLOCK_P=BP), w))
     res.append(build(et._rank_kernel, {"KEYS": "*i64", "RANK": "*i32"}, dict(BLOCK_I=BI, BLOCK_J=BJ), w))
     for has_row_k in (False, True):
         res.append(build(et._compact_kernel, {"RANK": "*i32", "ROW_K": "*i64", "INDEX": "*i64"},

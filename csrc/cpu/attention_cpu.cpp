@@ -62,13 +62,15 @@ at::Tensor additive_key_bias(const at::Tensor& real, at::ScalarType dtype) {
       .masked_fill_(real.logical_not().view({B, 1, 1, N}), -std::numeric_limits<double>::infinity());
 }
 
-// sig[b, n] += sum over heads and the block's real query rows of p[b, h, i, n]; minus the
-// diagonal p[b, h, i, q0 + i] when exclude_self.
+// sig[b, n] += sum over heads and the block's real query rows of p[b, h, i, n], leaving out the
+// diagonal p[b, h, i, q0 + i] when exclude_self (skipped, not subtracted: a non-finite diagonal
+// must not turn its column into inf - inf).
 void accumulate_significance(at::Tensor& sig, const at::Tensor& p, const at::Tensor& real_acc, int64_t q0,
                              int64_t q1, bool exclude_self) {
   const int64_t B = p.size(0), rows = q1 - q0;
-  sig.add_(at::bmm(real_acc.slice(1, q0, q1).reshape({B, 1, rows}), p.sum(1)).squeeze(1));
-  if (exclude_self) sig.slice(1, q0, q1).sub_(p.diagonal(q0, -2, -1).sum(1));
+  at::Tensor heads = p.sum(1);  // [B, rows, N]; its diagonal sums only diagonal elements
+  if (exclude_self) heads.diagonal(q0, -2, -1).zero_();
+  sig.add_(at::bmm(real_acc.slice(1, q0, q1).reshape({B, 1, rows}), heads).squeeze(1));
 }
 
 // ---- Per-(batch row, head) forward, fp32/fp64 without dropout ---------------------------------
@@ -142,7 +144,7 @@ int64_t head_block_rows(int64_t N) { return std::min<int64_t>(N, std::max<int64_
 
 // out (q's shape, any strides; written), lse [B, H, N] contiguous (written), sig_part [B, H, N]
 // contiguous (written when defined): per (b, h), sum over the real query rows i of P[i, :],
-// minus P[i, i] when exclude_self. Keys past a row's last real token are not touched (their
+// leaving out P[i, i] when exclude_self. Keys past a row's last real token are not touched (their
 // probabilities are 0): the matmuls and row passes run over the first `end` keys only.
 template <typename T>
 void attention_heads_forward(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, const at::Tensor& real,
@@ -188,8 +190,12 @@ void attention_heads_forward(const at::Tensor& q, const at::Tensor& k, const at:
           lsep[t * N + q0 + i] = m + std::log(z);
           inv_z[i] = T(1) / z;
           if (col && rb[q0 + i]) {  // a real query row is below `end`, so its diagonal is too
-            axpy(col, row, inv_z[i], end);
-            if (exclude_self) col[q0 + i] -= row[q0 + i] * inv_z[i];
+            if (exclude_self) {  // every key but the diagonal q0 + i
+              axpy(col, row, inv_z[i], q0 + i);
+              axpy(col + q0 + i + 1, row + q0 + i + 1, inv_z[i], end - (q0 + i + 1));
+            } else {
+              axpy(col, row, inv_z[i], end);
+            }
           }
         }
         // out rows = (unnormalised rows) v, then scaled by 1/z
@@ -275,9 +281,9 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> attention_forward(const at::Tenso
       const int64_t q1 = std::min(N, q0 + rows), r = q1 - q0;
       const at::Tensor p =  // [BH, r, N]; the scale folded into the product
           at::baddbmm(neg_lse.slice(1, q0, q1), qs.slice(1, q0, q1), kT, /*beta=*/1, /*alpha=*/scale).exp_();
+      if (exclude_self) p.view({B, H, r, N}).diagonal(q0, -2, -1).zero_();  // skipped, not subtracted
       const at::Tensor w = real_acc.slice(1, q0, q1).unsqueeze(1).expand({B, H, r}).reshape({B, 1, H * r});
       sig_acc.add_(at::bmm(w, p.view({B, H * r, N})).squeeze(1));
-      if (exclude_self) sig_acc.slice(1, q0, q1).sub_(p.view({B, H, r, N}).diagonal(q0, -2, -1).sum(1));
     }
   } else {
     const at::Tensor qf = qc.to(acc), kT = kc.to(acc).transpose(-1, -2), vf = v.to(acc);

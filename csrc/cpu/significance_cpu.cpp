@@ -1,5 +1,6 @@
 // CPU kernel of power_bert::significance (SPEC 1.1): one pass over the attention
-// probabilities, summing the real query rows into per-key fp32 accumulators.
+// probabilities, summing the real query rows into per-key fp32 accumulators; with exclude_self
+// each row's diagonal element is skipped (never summed then subtracted).
 #include <ATen/ATen.h>
 #include <ATen/Dispatch.h>
 #include <ATen/OpMathType.h>
@@ -20,34 +21,66 @@ namespace cpu {
 namespace {
 
 // acc[j] += sum of the rows, four rows per pass so the accumulators are loaded and stored
-// once per four rows.
+// once per four rows. skip[i] is the column of row i that is left out (its diagonal element,
+// for exclude_self), or -1: the diagonal is skipped, not summed and subtracted, so a non-finite
+// diagonal (inf - inf = NaN) cannot reach its column. A column's sum is
+// (r0 + r1) + (r2 + r3) per group of four, a skipped element counting as 0, whatever the
+// column block: results do not depend on the thread count.
 template <typename T, typename A>
-inline void add_rows_impl(A* __restrict acc, const T* const* rows, int64_t count, int64_t w) {
+inline void add_rows_impl(A* __restrict acc, const T* const* rows, const int64_t* skip, int64_t count, int64_t w) {
   int64_t i = 0;
   for (; i + 4 <= count; i += 4) {
     const T* __restrict r0 = rows[i];
     const T* __restrict r1 = rows[i + 1];
     const T* __restrict r2 = rows[i + 2];
     const T* __restrict r3 = rows[i + 3];
-    for (int64_t j = 0; j < w; ++j) {
-      acc[j] += (static_cast<A>(r0[j]) + static_cast<A>(r1[j])) + (static_cast<A>(r2[j]) + static_cast<A>(r3[j]));
+    // The skipped columns of the four rows that lie in [0, w), ascending, then w.
+    int64_t cut[5];
+    int n = 0;
+    for (int t = 0; t < 4; ++t) {
+      const int64_t c = skip[i + t];
+      if (c < 0 || c >= w) continue;
+      int at = n++;
+      while (at > 0 && cut[at - 1] > c) {
+        cut[at] = cut[at - 1];
+        --at;
+      }
+      cut[at] = c;
+    }
+    cut[n] = w;
+    int64_t j = 0;
+    for (int e = 0; e <= n; ++e) {
+      const int64_t stop = cut[e];
+      for (; j < stop; ++j) {
+        acc[j] += (static_cast<A>(r0[j]) + static_cast<A>(r1[j])) + (static_cast<A>(r2[j]) + static_cast<A>(r3[j]));
+      }
+      if (e == n || j > stop) continue;  // the end, or a column already done (two rows skip it)
+      const A a0 = skip[i] == j ? A(0) : static_cast<A>(r0[j]);
+      const A a1 = skip[i + 1] == j ? A(0) : static_cast<A>(r1[j]);
+      const A a2 = skip[i + 2] == j ? A(0) : static_cast<A>(r2[j]);
+      const A a3 = skip[i + 3] == j ? A(0) : static_cast<A>(r3[j]);
+      acc[j] += (a0 + a1) + (a2 + a3);
+      ++j;
     }
   }
   for (; i < count; ++i) {
     const T* __restrict r = rows[i];
-    for (int64_t j = 0; j < w; ++j) acc[j] += static_cast<A>(r[j]);
+    const int64_t c = skip[i] >= 0 && skip[i] < w ? skip[i] : w;
+    for (int64_t j = 0; j < c; ++j) acc[j] += static_cast<A>(r[j]);
+    for (int64_t j = c + 1; j < w; ++j) acc[j] += static_cast<A>(r[j]);
   }
 }
 
-POWER_BERT_CLONES void add_rows(float* acc, const float* const* rows, int64_t count, int64_t w) {
-  add_rows_impl(acc, rows, count, w);
+POWER_BERT_CLONES void add_rows(float* acc, const float* const* rows, const int64_t* skip, int64_t count, int64_t w) {
+  add_rows_impl(acc, rows, skip, count, w);
 }
-POWER_BERT_CLONES void add_rows(double* acc, const double* const* rows, int64_t count, int64_t w) {
-  add_rows_impl(acc, rows, count, w);
+POWER_BERT_CLONES void add_rows(double* acc, const double* const* rows, const int64_t* skip, int64_t count,
+                                int64_t w) {
+  add_rows_impl(acc, rows, skip, count, w);
 }
 template <typename T>
-void add_rows(float* acc, const T* const* rows, int64_t count, int64_t w) {
-  add_rows_impl(acc, rows, count, w);
+void add_rows(float* acc, const T* const* rows, const int64_t* skip, int64_t count, int64_t w) {
+  add_rows_impl(acc, rows, skip, count, w);
 }
 
 // Columns per task: whole rows when the batch alone keeps every thread busy, else narrower
@@ -69,6 +102,7 @@ void significance_kernel(const T* attn, const bool* real, int64_t B, int64_t H, 
   at::parallel_for(0, B * blocks, 1, [&](int64_t begin, int64_t end) {
     std::vector<acc_t> acc(cw);
     std::vector<const T*> rows(H * N);
+    std::vector<int64_t> skip(H * N);
     for (int64_t task = begin; task < end; ++task) {
       const int64_t b = task / blocks;
       const int64_t c0 = (task % blocks) * cw;
@@ -79,23 +113,19 @@ void significance_kernel(const T* attn, const bool* real, int64_t B, int64_t H, 
       int64_t count = 0;  // the real query rows of every head, in (h, q) order
       for (int64_t h = 0; h < H; ++h) {
         for (int64_t q = 0; q < N; ++q) {
-          if (r[q]) rows[count++] = a + (h * N + q) * N + c0;
+          if (!r[q]) continue;
+          skip[count] = exclude_self ? q - c0 : -1;  // the diagonal A[h, q, q], relative to the block
+          rows[count++] = a + (h * N + q) * N + c0;
         }
       }
-      add_rows(acc.data(), rows.data(), count, w);
+      add_rows(acc.data(), rows.data(), skip.data(), count, w);
       for (int64_t j = 0; j < w; ++j) {
         const int64_t c = c0 + j;
         if (!r[c]) {
           out[b * N + c] = -std::numeric_limits<float>::infinity();
           continue;
         }
-        acc_t v = acc[j];
-        if (exclude_self) {
-          acc_t diag = 0;
-          for (int64_t h = 0; h < H; ++h) diag += static_cast<acc_t>(a[(h * N + c) * N + c]);
-          v -= diag;
-        }
-        out[b * N + c] = static_cast<float>(v);
+        out[b * N + c] = static_cast<float>(acc[j]);
       }
     }
   });

@@ -1,15 +1,17 @@
 // CUDA kernel of power_bert::significance (SPEC 1.1):
-//   sig[b,k] = sum_h sum_{q real} A[b,h,q,k] - (exclude_self ? sum_h A[b,h,k,k] : 0), -inf at padding.
+//   sig[b,k] = sum_h sum_{q real, q != k when exclude_self} A[b,h,q,k], -inf at padding.
+// The diagonal is skipped, not summed and subtracted: a non-finite A[b,h,k,k] would make its
+// column inf - inf = NaN.
 //
 // Pass 1 (significance_partial_kernel) reads every probability of the real query rows exactly
 // once, coalesced: a block owns (b, a tile of columns, a chunk of consecutive (h,q) rows);
 // threadIdx.x walks the columns (VEC consecutive columns per thread, one aligned vector load),
 // threadIdx.y the rows. The H*N rows of a batch are split into S chunks so that the grid has
 // about 4 blocks per SM even at B = 1. Each block writes its column sums to partial[s,b,:]
-// (acc type) and, for exclude_self, the diagonal elements it met to diag[b,h,q].
-// Pass 2 (significance_finalize_kernel) sums the S partials and the H diagonal elements of each
-// (b,k) in a fixed order (strided over 16 threads, then those 16 sums in ascending order),
-// subtracts, and writes -inf at padding keys. No atomics: the result is bitwise reproducible for
+// (acc type), each row's diagonal element left out for exclude_self.
+// Pass 2 (significance_finalize_kernel) sums the S partials of each (b,k) in a fixed order
+// (strided over 16 threads, then those 16 sums in ascending order) and writes -inf at padding
+// keys. No atomics: the result is bitwise reproducible for
 // a given GPU (sm_count fixes the split).
 #include <cuda_runtime.h>
 
@@ -67,8 +69,7 @@ template <typename T, int VEC>
 __global__ void
 significance_partial_kernel(const T* __restrict__ attn, const uint8_t* __restrict__ real, int64_t B,
                             int64_t H, int64_t N, int64_t tiles, int64_t chunks, int64_t chunk_rows,
-                            bool exclude_self, acc_t<T>* __restrict__ partial,
-                            acc_t<T>* __restrict__ diag) {
+                            bool exclude_self, acc_t<T>* __restrict__ partial) {
   using A = acc_t<T>;
   __shared__ int rows_s[kThreads];  // row offsets (from r0) of the real rows of a batch
   __shared__ int q_s[kThreads];     // their query positions q
@@ -123,17 +124,11 @@ significance_partial_kernel(const T* __restrict__ attn, const uint8_t* __restric
           const int64_t row = r0 + rows_s[j];
           const T* p = a_b + row * N + c0;
           const detail::Vec<T, VEC> v = *reinterpret_cast<const detail::Vec<T, VEC>*>(p);
+          // The element of A[b,h,q,q] among this thread's columns, or -1: skipped for exclude_self.
+          const int64_t skip = exclude_self ? q_s[j] - c0 : -1;
 #pragma unroll
-          for (int e = 0; e < VEC; ++e) acc[e] += detail::to_acc(v.v[e]);
-          if (exclude_self) {
-            const int64_t e = q_s[j] - c0;
-            if (e >= 0 && e < VEC) {
-              // One thread of one block meets A[b,h,q,q]: it records it for pass 2.
-#pragma unroll
-              for (int ee = 0; ee < VEC; ++ee) {
-                if (ee == e) diag[b * rows + row] = detail::to_acc(v.v[ee]);
-              }
-            }
+          for (int e = 0; e < VEC; ++e) {
+            if (e != skip) acc[e] += detail::to_acc(v.v[e]);
           }
         }
       }
@@ -161,47 +156,37 @@ significance_partial_kernel(const T* __restrict__ attn, const uint8_t* __restric
 }
 
 // Block (32, kFinalizeRows): threadIdx.x over 32 consecutive (b, k), threadIdx.y over the S
-// partials (s = y, y + kFinalizeRows, ...) and the H diagonal elements (h likewise), then row 0
+// partials (s = y, y + kFinalizeRows, ...), then row 0
 // adds the kFinalizeRows per-thread sums in ascending y: a fixed order (deterministic), and S
 // serial loads per (b, k) become S / kFinalizeRows (S is ~4 * SMs at B = 1).
 constexpr int kFinalizeRows = 16;
 
 template <typename A>
 __global__ void __launch_bounds__(32 * kFinalizeRows)
-significance_finalize_kernel(const A* __restrict__ partial, const A* __restrict__ diag,
-                             const uint8_t* __restrict__ real, int64_t B, int64_t H, int64_t N,
-                             int64_t chunks, bool exclude_self, float* __restrict__ scores) {
+significance_finalize_kernel(const A* __restrict__ partial, const uint8_t* __restrict__ real, int64_t B,
+                             int64_t N, int64_t chunks, float* __restrict__ scores) {
   __shared__ A part_s[kFinalizeRows][32];
-  __shared__ A part_d[kFinalizeRows][32];
   const int64_t total = B * N;
   // Block-uniform loop (barriers inside); lanes past the end idle.
   for (int64_t i0 = blockIdx.x * 32ll; i0 < total; i0 += static_cast<int64_t>(gridDim.x) * 32) {
     const int64_t i = i0 + threadIdx.x;
     const bool live = i < total && real[i] != 0;
-    A v = A(0), d = A(0);
+    A v = A(0);
     if (live) {
       for (int64_t s = threadIdx.y; s < chunks; s += kFinalizeRows) v += partial[s * total + i];
-      if (exclude_self) {
-        const int64_t b = i / N, k = i % N;
-        for (int64_t h = threadIdx.y; h < H; h += kFinalizeRows) d += diag[(b * H + h) * N + k];
-      }
     }
     part_s[threadIdx.y][threadIdx.x] = v;
-    part_d[threadIdx.y][threadIdx.x] = d;
     __syncthreads();
     if (threadIdx.y == 0 && i < total) {
       if (!live) {
         scores[i] = -INFINITY;
       } else {
-        A sv = A(0), sd = A(0);
-        for (int y = 0; y < kFinalizeRows; ++y) {
-          sv += part_s[y][threadIdx.x];
-          sd += part_d[y][threadIdx.x];
-        }
-        scores[i] = static_cast<float>(sv - sd);
+        A sv = A(0);
+        for (int y = 0; y < kFinalizeRows; ++y) sv += part_s[y][threadIdx.x];
+        scores[i] = static_cast<float>(sv);
       }
     }
-    __syncthreads();  // part_s / part_d reusable by the next iteration
+    __syncthreads();  // part_s reusable by the next iteration
   }
 }
 
@@ -212,18 +197,17 @@ cudaError_t launch_typed_vec(const T* attn, const uint8_t* real, int64_t B, int6
   using A = acc_t<T>;
   const Geometry g = make_geometry(B, H, N, sm_count, VEC);
   A* partial = reinterpret_cast<A*>(workspace);
-  A* diag = partial + g.chunks * B * N;
   const int64_t blocks = B * g.chunks * g.tiles;
   const dim3 block(g.tx, g.ty);
   const dim3 grid(static_cast<unsigned>(blocks < detail::kMaxGridX ? blocks : detail::kMaxGridX));
   significance_partial_kernel<T, VEC><<<grid, block, 0, stream>>>(
-      attn, real, B, H, N, g.tiles, g.chunks, g.chunk_rows, exclude_self, partial, diag);
+      attn, real, B, H, N, g.tiles, g.chunks, g.chunk_rows, exclude_self, partial);
   cudaError_t err = cudaGetLastError();
   if (err != cudaSuccess) return err;
   const int64_t fblocks = ceil_div(B * N, 32);
   significance_finalize_kernel<A><<<static_cast<unsigned>(fblocks < detail::kMaxGridX ? fblocks : detail::kMaxGridX),
-                                    dim3(32, kFinalizeRows), 0, stream>>>(partial, diag, real, B, H, N,
-                                                                          g.chunks, exclude_self, scores);
+                                    dim3(32, kFinalizeRows), 0, stream>>>(partial, real, B, N, g.chunks,
+                                                                          scores);
   return cudaGetLastError();
 }
 
@@ -251,10 +235,10 @@ cudaError_t launch_typed(const void* attn, const uint8_t* real, int64_t B, int64
 int64_t significance_workspace_elems(int64_t B, int64_t H, int64_t N, int sm_count) {
   if (B <= 0 || N <= 0) return 0;
   // The widest vector gives the fewest column tiles, hence the most chunks: an upper bound for
-  // every dtype and alignment. Partials [S,B,N] + diagonal [B,H,N] in acc type; two floats per
-  // element so that double accumulators (Float64) fit too.
+  // every dtype and alignment. Partials [S,B,N] in acc type; two floats per element so that
+  // double accumulators (Float64) fit too.
   const Geometry g = make_geometry(B, H, N, sm_count, kMaxVec);
-  return 2 * (g.chunks * B * N + B * H * N);
+  return 2 * g.chunks * B * N;
 }
 
 cudaError_t launch_significance(const void* attn, DType dt, const uint8_t* real, int64_t B,

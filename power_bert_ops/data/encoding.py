@@ -12,6 +12,7 @@ from typing import Any
 
 import torch
 
+from .._quiet import quiet_transformers
 from .race import question_with_option
 from .registry import canonical_name, get_task
 from .types import DataError, MultipleChoiceDataset, TextDataset
@@ -73,7 +74,14 @@ class TokenizedDataset(torch.utils.data.Dataset):
 
 def _encode(tokenizer, first, second, max_length, padding):
     """Encoded features and, per row, whether truncation dropped tokens: from the fast
-    tokenizer's ``Encoding.overflowing`` (one pass), else by re-tokenising without truncation."""
+    tokenizer's ``Encoding.overflowing`` (one pass), else by re-tokenising without truncation.
+    Long rows are truncated on purpose (and counted): transformers' warning about them is
+    silenced for the call."""
+    with quiet_transformers():
+        return _encode_rows(tokenizer, first, second, max_length, padding)
+
+
+def _encode_rows(tokenizer, first, second, max_length, padding):
     enc = tokenizer(first, second, truncation="longest_first" if second is not None else True,
                     max_length=max_length, padding="max_length" if padding == "max_length" else False,
                     return_attention_mask=True)

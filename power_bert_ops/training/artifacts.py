@@ -20,6 +20,7 @@ from transformers import (
     PreTrainedConfig,
 )
 
+from .._quiet import quiet_transformers
 from ..modeling import PowerBertForMultipleChoice, PowerBertForSequenceClassification
 from ..modeling.configuration_power_bert import base_config_from_dict, check_supported, max_positions
 from .errors import CorruptModelError, PowerBertError, check_whole_number
@@ -124,12 +125,17 @@ def check_max_length(max_length, cfg) -> int:
 
 
 def load_tokenizer(model_dir, cfg=None):
-    """The tokenizer saved in ``model_dir``, checked against the model's embedding rows."""
+    """The tokenizer saved in ``model_dir``, checked against the model's embedding rows. The
+    model's (base) config is handed to AutoTokenizer, so it does not read config.json again (for
+    a PoWER-BERT folder, through a class that warns about the model type); transformers'
+    messages that mean nothing to our users are silenced for the call (:mod:`.._quiet`)."""
     cfg = cfg if cfg is not None else read_config(model_dir)
     try:
-        tok = AutoTokenizer.from_pretrained(str(model_dir))
-    except (OSError, ValueError, TypeError, json.JSONDecodeError) as e:
-        raise CorruptModelError(f"{model_dir}: its tokenizer cannot be loaded ({e}); the folder needs the "
+        with quiet_transformers():
+            tok = AutoTokenizer.from_pretrained(str(model_dir), config=_base_config(cfg))
+    except (OSError, ValueError, TypeError, KeyError, json.JSONDecodeError) as e:
+        reason = " ".join(str(e).split())  # one line: transformers' messages run over several
+        raise CorruptModelError(f"{model_dir}: its tokenizer cannot be loaded ({reason}); the folder needs the "
                                 f"tokenizer files it was trained with (tokenizer.json / vocab.txt ...)") from None
     rows = int(getattr(_base_config(cfg), "vocab_size", 0) or 0)
     if rows and not rows * _MIN_VOCAB_FRACTION <= len(tok) <= rows:

@@ -3,8 +3,10 @@ setting (or path) and what to do; the ``power-bert`` command prints it as one li
 from __future__ import annotations
 
 import math
+import sys
 
-__all__ = ["CorruptModelError", "PowerBertError", "StageSettingsError", "check_whole_number"]
+__all__ = ["CorruptModelError", "MAX_COUNT", "MAX_SEED", "PowerBertError", "StageSettingsError",
+           "check_whole_number"]
 
 
 class PowerBertError(ValueError):
@@ -19,9 +21,19 @@ class CorruptModelError(PowerBertError):
     """A saved model's weights or tokenizer cannot be read (truncated, corrupt or missing)."""
 
 
-def check_whole_number(value, flag: str, minimum: int = 1) -> int:
-    """``value`` if it is a whole number >= ``minimum``; else a PowerBertError naming ``flag``."""
+# The largest count a setting may hold: Python's index limit, which torch's samplers, numpy and
+# Trainer take (a batch size of 10**20 would fail inside a library after the run was claimed).
+MAX_COUNT = sys.maxsize
+# Seeds reach numpy's legacy seeding (transformers.set_seed), which takes 0 .. 2**32 - 1.
+MAX_SEED = 2**32 - 1
+
+
+def check_whole_number(value, flag: str, minimum: int = 1, maximum: int = MAX_COUNT) -> int:
+    """``value`` if it is a whole number in [``minimum``, ``maximum``]; else a PowerBertError
+    naming ``flag``."""
     if (isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value)
             or int(value) != value or value < minimum):
         raise PowerBertError(f"{flag} must be a whole number >= {minimum}, got {value!r}")
+    if value > maximum:
+        raise PowerBertError(f"{flag} must be a whole number from {minimum} to {maximum}, got {value!r}")
     return int(value)

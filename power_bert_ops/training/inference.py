@@ -20,7 +20,8 @@ from tqdm.auto import tqdm
 from .. import data as D
 from .artifacts import check_max_length, default_max_length, label_names, load_model, position_limit
 from .errors import PowerBertError, check_whole_number
-from .prepare import DataArgs, predictions, subset
+from .outputs import check_benchmark_output_dir, check_output_file, replace_atomically
+from .prepare import DataArgs, check_distinct_columns, predictions, subset
 from .report import write_benchmark_report
 from .speed import MODEL_INPUTS, bucketed_batches, speed_report
 from .trainer import check_device, resolve_device
@@ -151,10 +152,9 @@ def predict(model_dir, input_file, output_file, text_column: str = "text", text_
     Returns ``{"output_file", "examples", "max_length", "truncated", "seconds", "rows_per_second",
     "processes"}`` (the same on every process)."""
     check_whole_number(batch_size, "--batch-size")
+    check_distinct_columns(**{"--text-column": text_column, "--text-pair-column": text_pair_column})
     device = _device(device)
-    out = Path(output_file)
-    if out.is_dir() or not out.parent.is_dir():
-        raise PowerBertError(f"--output-file {output_file}: {'is a folder' if out.is_dir() else 'its folder does not exist'}")
+    out = check_output_file(output_file, "--output-file", {"--input-file": input_file})
     state = PartialState(cpu=device == "cpu")
     if device.startswith("cuda") and state.num_processes > 1:
         device = str(state.device)
@@ -183,7 +183,7 @@ def predict(model_dir, input_file, output_file, text_column: str = "text", text_
     names = label_names(model)
     regression = logits.shape[-1] == 1
     probs = None if regression else _softmax(logits)
-    with open(out, "w", newline="") as f:
+    with replace_atomically(out, "w", newline="") as f:  # a failure leaves no half file
         w = csv.writer(f)
         w.writerow(["text"] + (["text_pair"] if table.text_pairs else []) + ["prediction"] +
                    ([] if regression else [f"score_{c}" for c in (names or range(logits.shape[-1]))]))
@@ -201,6 +201,8 @@ def benchmark(model_dir, baseline_dir, data: DataArgs, max_length: int | None = 
     says otherwise (:func:`.speed.measure_speedup`), and adds the FLOP bound. With
     ``output_dir``, writes report.json, report.md and the speed-up plot there."""
     check_whole_number(batch_size, "--batch-size")
+    if output_dir is not None:  # before the work: never over a run's report
+        check_benchmark_output_dir(output_dir)
     device = _device(device)
     power, tokenizer = load_model(model_dir)
     if getattr(power.config, "model_type", "") != "power_bert" or power.retention is None or power.mode != "hard":

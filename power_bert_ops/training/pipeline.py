@@ -28,7 +28,7 @@ import torch
 from transformers import AutoConfig, EvalPrediction, TrainingArguments
 
 from .artifacts import check_weights, save_tokenizer
-from .errors import CorruptModelError, PowerBertError, StageSettingsError, check_whole_number
+from .errors import MAX_COUNT, MAX_SEED, CorruptModelError, PowerBertError, StageSettingsError, check_whole_number
 from .prepare import PreparedTask
 from ..flops import RETENTION_SCALES, FlopModel
 from .speed import example_lengths
@@ -90,9 +90,14 @@ class PipelineConfig:
 
         for name, minimum in (("max_length", 4), ("batch_size", 1), ("eval_batch_size", 1)):
             check_whole_number(getattr(self, name), "--" + name.replace("_", "-"), minimum)
+        # The seed reaches numpy (transformers.set_seed): checked here, before anything is written.
+        check_whole_number(self.seed, "--seed", 0, MAX_SEED)
         for name in ("finetune_epochs", "search_epochs", "retrain_epochs", "lr_bert", "lr_soft"):
             if not number(name) or getattr(self, name) <= 0:
                 bad(name, "a number > 0")
+        for name in ("finetune_epochs", "search_epochs", "retrain_epochs"):
+            if getattr(self, name) > MAX_COUNT:  # Trainer's step count, epochs x steps per epoch, must stay finite
+                bad(name, f"a number > 0 and at most {MAX_COUNT}")
         if not number("lam") or self.lam < 0:
             bad("lam", "a number >= 0")
         if self.target_speedup is not None and (not number("target_speedup") or self.target_speedup < 1):
@@ -105,7 +110,8 @@ class PipelineConfig:
             bad("distill_alpha", "a number in [0, 1]")
         if self.attention_dropout is not None and not (number("attention_dropout") and 0 <= self.attention_dropout < 1):
             bad("attention_dropout", "a probability in [0, 1)")
-        if not isinstance(self.max_steps, int) or self.max_steps == 0 or self.max_steps < -1:
+        if (isinstance(self.max_steps, bool) or not isinstance(self.max_steps, int) or self.max_steps == 0
+                or self.max_steps < -1 or self.max_steps > MAX_COUNT):
             bad("max_steps", "-1 (no cap) or a whole number >= 1")
         if self.precision not in PRECISIONS:
             bad("precision", f"one of {PRECISIONS}")

@@ -36,6 +36,8 @@ class DataArgs:
             if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 0):
                 flag = "--" + name.replace("_", "-")
                 raise D.DataError(f"{flag} must be a whole number >= 0 (0 means all the data), got {value!r}")
+        check_distinct_columns(**{"--text-column": self.text_column, "--text-pair-column": self.text_pair_column,
+                                  "--label-column": self.label_column})
 
     @property
     def name(self) -> str:
@@ -48,6 +50,20 @@ class DataArgs:
         """The task name metrics are looked up by, or None for the user's own files (then the
         problem kind decides)."""
         return self.name if D.canonical_name(self.name) else None
+
+
+def check_distinct_columns(**columns: str | None) -> None:
+    """Refuses two column flags naming one column (``--text-column text --text-pair-column text``
+    would read the text twice, silently), naming both flags. ``columns``: flag -> column (None:
+    not given)."""
+    seen: dict[str, str] = {}
+    for flag, column in columns.items():
+        if column is None:
+            continue
+        if column in seen:
+            raise D.DataError(f"{seen[column]} and {flag} both name the column {column!r}; give each its own "
+                              f"column")
+        seen[column] = flag
 
 
 @dataclass

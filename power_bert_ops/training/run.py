@@ -55,35 +55,42 @@ def is_main_process() -> bool:
     return int(os.environ.get("RANK", "0")) == 0
 
 
-def _hash_files(paths) -> str:
+def _hash_files(paths, names: bool = False) -> str:
+    """A hash of the files' content, in order; their names are not part of it (a byte-identical
+    file under another name is the same data). ``names``: the hash runs before issue 22 stored,
+    which included each file's base name (read to resume their runs)."""
     h = hashlib.sha256()
     for p in paths:
-        h.update(Path(p).name.encode() + b"\0")
+        if names:
+            h.update(Path(p).name.encode() + b"\0")
         with open(p, "rb") as f:
             for block in iter(lambda: f.read(1 << 20), b""):
                 h.update(block)
     return h.hexdigest()[:16]
 
 
-def _hash_tree(root: Path) -> str:
+def _hash_tree(root: Path, names: bool = False) -> str:
+    """A folder's hash: each file's path inside it (a GLUE folder's layout is part of the data)
+    and content."""
     files = sorted(p for p in root.rglob("*") if p.is_file())
     h = hashlib.sha256()
     for p in files:
-        h.update(str(p.relative_to(root)).encode() + b"\0" + _hash_files([p]).encode())
+        h.update(str(p.relative_to(root)).encode() + b"\0" + _hash_files([p], names).encode())
     return h.hexdigest()[:16]
 
 
-def run_identity(model: str, data: DataArgs, max_length: int, seed: int) -> dict:
+def run_identity(model: str, data: DataArgs, max_length: int, seed: int, legacy: bool = False) -> dict:
     """What makes a run the same run: the model's and the data's content (a hash of the model's
     config and weights, of each data file or data folder), the task, N, the columns, the seed and
-    the training subset. Paths are not part of it."""
+    the training subset. Paths and file names are not part of it. ``legacy``: the identity as
+    runs before issue 22 stored it (their hashes included the files' base names)."""
     model_dir = Path(model)
     files = {"train_file": data.train_file, "eval_file": data.eval_file, "test_file": data.test_file}
     return {
-        "model": _hash_files([model_dir / "config.json", *sorted(model_dir.glob("*.safetensors"))]),
+        "model": _hash_files([model_dir / "config.json", *sorted(model_dir.glob("*.safetensors"))], legacy),
         "task": data.name,
-        **{k: _hash_files([v]) if v else None for k, v in files.items()},
-        "data_dir": _hash_tree(Path(data.data_dir)) if data.data_dir else None,
+        **{k: _hash_files([v], legacy) if v else None for k, v in files.items()},
+        "data_dir": _hash_tree(Path(data.data_dir), legacy) if data.data_dir else None,
         "max_length": max_length, "text_column": data.text_column, "text_pair_column": data.text_pair_column,
         "label_column": data.label_column, "regression": data.regression, "eval_split": data.eval_split,
         "seed": seed, "max_train_examples": data.max_train_examples or None,
@@ -91,17 +98,18 @@ def run_identity(model: str, data: DataArgs, max_length: int, seed: int) -> dict
     }
 
 
-def check_output_dir(out: Path, identity: dict | None = None) -> None:
+def check_output_dir(out: Path, identity: dict | None = None, legacy: dict | None = None) -> None:
     """Refuses, before anything is written, an output folder that cannot hold this run: a file,
     a folder that cannot be created or written, a folder holding files of something else, or
-    (with ``identity``) one holding another run."""
+    (with ``identity``) one holding another run. ``legacy``: the same run's identity as runs
+    before issue 22 stored it, also accepted."""
     if out.exists() and not out.is_dir():
         raise PowerBertError(f"--output-dir {out} is a file, not a folder")
     f = out / RUN_FILE
     if f.exists():
         if identity is not None:
             previous = json.loads(f.read_text())
-            if previous != identity:
+            if previous != identity and (legacy is None or previous != legacy):
                 diff = sorted(k for k in set(previous) | set(identity) if previous.get(k) != identity.get(k))
                 raise PowerBertError(f"{out} holds another run (it differs in {', '.join(diff)}); use a new "
                                      f"--output-dir")
@@ -119,8 +127,8 @@ def check_output_dir(out: Path, identity: dict | None = None) -> None:
         raise PowerBertError(f"--output-dir {out} cannot be written ({existing}: {e.strerror or e})") from None
 
 
-def _claim_output_dir(out: Path, identity: dict) -> None:
-    check_output_dir(out, identity)
+def _claim_output_dir(out: Path, identity: dict, legacy: dict | None = None) -> None:
+    check_output_dir(out, identity, legacy)
     try:
         out.mkdir(parents=True, exist_ok=True)
         (out / RUN_FILE).write_text(json.dumps(identity, indent=1))
@@ -187,8 +195,11 @@ def train(cfg: PipelineConfig, data: DataArgs, stages=STAGES, lambdas=None, targ
                 except ValueError as e:
                     raise PowerBertError(f"--target-speedup: {e}") from None
     identity = run_identity(cfg.model, data, cfg.max_length, cfg.seed)
+    legacy = None
+    if (out / RUN_FILE).exists() and json.loads((out / RUN_FILE).read_text()) != identity:
+        legacy = run_identity(cfg.model, data, cfg.max_length, cfg.seed, legacy=True)  # a run from before issue 22
     with PartialState(cpu=resolve_device(cfg.device) == "cpu").main_process_first():
-        _claim_output_dir(out, identity)
+        _claim_output_dir(out, identity, legacy)
     reports = []
     for folder, run_cfg in variants:
         if folder is not None and len(variants) > 1:  # stage 1 shared; stages 2-3 per value

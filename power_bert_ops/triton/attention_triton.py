@@ -10,8 +10,8 @@ sequence ``N``, head size ``d`` (32, 64 or 128).
 * ``P = softmax(q k^T / sqrt(d) + bias)`` with ``bias = -inf`` at padded keys;
   ``out = dropout(P) @ v`` [B, H, N, d] in q's dtype.
 * ``significance`` [B, N] float32:
-  ``sum_h sum_{q real} P[b, h, q, key] - exclude_self * sum_h P[b, h, key, key]``, ``-inf`` at
-  padded keys, from the un-dropped ``P``.
+  ``sum_h sum_{q real, q != key when exclude_self} P[b, h, q, key]`` (the diagonal skipped, not
+  subtracted), ``-inf`` at padded keys, from the un-dropped ``P``.
 
 The N x N probabilities are never stored:
 

@@ -5,8 +5,9 @@ sequence ``N``, hidden ``D``, kept rows ``k``.
 
 * ``hidden`` [B, N, D], ``attn`` [B, H, N, N] attention probabilities, ``mask`` [B, N] key
   padding (nonzero = real token, any dtype); float32 / float16 / bfloat16 / float64.
-* significance ``sig[b, p] = sum_h sum_{q real} attn[b, h, q, p] - exclude_self * sum_h attn[b, h, p, p]``
-  accumulated in float32 (float64 for float64 ``attn``), compared as float32.
+* significance ``sig[b, p] = sum_h sum_{q real, q != p when exclude_self} attn[b, h, q, p]``
+  accumulated in float32 (float64 for float64 ``attn``), compared as float32. The diagonal is
+  skipped, not subtracted, so a non-finite ``attn[b, h, p, p]`` cannot make ``inf - inf``.
 * ranking (``csrc/selection_key.h``): position 0 first, then real tokens by descending score
   (NaN below every number, ``-0.0 == +0.0``), then padding; ties toward the lower position.
 * ``index`` [B, k] int64: position 0 plus the k-1 best other positions, ascending;
@@ -18,10 +19,11 @@ Kernels (every output element is written by exactly one program; no atomics; det
    batch are split into ``S`` chunks of ``CHUNK`` rows (``S`` depends on ``H``, ``N`` only, so a
    row's result does not depend on ``B``, and is large enough that ``B = 1`` still launches
    ~2048 programs). A program streams its chunk in ``[BLOCK_R, BLOCK_K]`` tiles (coalesced over
-   keys; padded query rows are masked out of the load, costing no bandwidth), keeps a 2-D
-   accumulator and writes one partial column sum ``part[s, b, key block]`` ([S, B, N]).
+   keys; padded query rows, and the diagonal ``q == key`` when ``exclude_self``, are masked out
+   of the load, costing no bandwidth), keeps a 2-D accumulator and writes one partial column sum
+   ``part[s, b, key block]`` ([S, B, N]).
 2. ``_keys_kernel`` grid ``(B, cdiv(N, BLOCK_P))``: reduces the S partials in order ``s = 0..S-1``,
-   subtracts ``sum_h attn[b, h, p, p]`` when ``exclude_self``, rounds to float32 and builds the
+   rounds to float32 and builds the
    63-bit ranking key ``(order_bits(score) << 31) | (2^31 - 1 - p)`` (order bits 0 for padding,
    1 for NaN; position 0 gets the largest int64) -> ``keys`` [B, N] int64, unique per row.
 3. ``_rank_kernel`` grid ``(B, cdiv(N, BLOCK_I))``: ``rank[b, p] = #{q : key[q] > key[p]}`` by
@@ -69,10 +71,12 @@ def _colsum_kernel(
     REAL,  # [B, N] int8, 1 = real token
     PART,  # [S, B, N] float32 (float64 for float64 attn)
     B, N, R, S, CHUNK,  # R = H*N rows per batch; CHUNK rows per chunk (multiple of BLOCK_R)
+    EXCLUDE_SELF: tl.constexpr,
     BLOCK_R: tl.constexpr,
     BLOCK_K: tl.constexpr,
 ):
-    """part[s, b, kk] = sum over rows r in chunk s with real query (r % N) of attn[b, r, kk]."""
+    """part[s, b, kk] = sum over rows r in chunk s with real query q = r % N (and q != kk when
+    EXCLUDE_SELF) of attn[b, r, kk]."""
     pid = tl.program_id(0)
     b = pid // S
     s = pid % S
@@ -92,7 +96,10 @@ def _colsum_kernel(
         q = rows % N
         real = tl.load(real_row + q, mask=row_ok, other=0) != 0
         ptrs = base + rows.to(tl.int64)[:, None] * N + cols[None, :]
-        tile = tl.load(ptrs, mask=(row_ok & real)[:, None] & col_ok[None, :], other=0.0)
+        take = (row_ok & real)[:, None] & col_ok[None, :]
+        if EXCLUDE_SELF:
+            take = take & (q[:, None] != cols[None, :])
+        tile = tl.load(ptrs, mask=take, other=0.0)
         acc += tile.to(ACC)
     total = tl.sum(acc, axis=0)
     tl.store(PART + (s.to(tl.int64) * B + b) * N + cols, total, mask=col_ok)
@@ -101,11 +108,9 @@ def _colsum_kernel(
 @triton.jit
 def _keys_kernel(
     PART,  # [S, B, N] float32 / float64
-    ATTN,  # [B, H, N, N] contiguous
     REAL,  # [B, N] int8
     KEYS,  # [B, N] int64 out
-    B, N, H, S,
-    EXCLUDE_SELF: tl.constexpr,
+    B, N, S,
     BLOCK_P: tl.constexpr,
 ):
     """keys[b, p]: 63-bit ranking key of position p (larger = ranked earlier), unique per row."""
@@ -116,12 +121,6 @@ def _keys_kernel(
     acc = tl.zeros([BLOCK_P], dtype=ACC)
     for s in range(0, S):
         acc += tl.load(PART + (s * B + b).to(tl.int64) * N + pos, mask=ok, other=0.0)
-    if EXCLUDE_SELF:
-        diag = tl.zeros([BLOCK_P], dtype=ACC)
-        for h in range(0, H):
-            ptr = ATTN + ((b.to(tl.int64) * H + h) * N + pos) * N + pos
-            diag += tl.load(ptr, mask=ok, other=0.0).to(ACC)
-        acc = acc - diag
     score = acc.to(tl.float32)
     score = tl.where(score == 0.0, 0.0, score)  # -0.0 -> +0.0
     bits = score.to(tl.int32, bitcast=True)
@@ -334,13 +333,14 @@ def extract(hidden: torch.Tensor, attn: torch.Tensor, mask: torch.Tensor, k: int
     BR, BK, S, CHUNK, warps = _colsum_config(N, R, attn.element_size(), dev)
     part = torch.empty((S, B, N), device=dev, dtype=acc_dtype)
     torch.library.wrap_triton(_colsum_kernel)[(B * S, triton.cdiv(N, BK))](
-        attn, real, part, B, N, R, S, CHUNK, BLOCK_R=BR, BLOCK_K=BK, num_warps=warps,
+        attn, real, part, B, N, R, S, CHUNK, EXCLUDE_SELF=bool(exclude_self), BLOCK_R=BR, BLOCK_K=BK,
+        num_warps=warps,
     )
 
     BP, BI, BJ, warps = _select_config(N, dev)
     keys = torch.empty((B, N), device=dev, dtype=torch.int64)
     torch.library.wrap_triton(_keys_kernel)[(B, triton.cdiv(N, BP))](
-        part, attn, real, keys, B, N, H, S, EXCLUDE_SELF=bool(exclude_self), BLOCK_P=BP, num_warps=warps,
+        part, real, keys, B, N, S, BLOCK_P=BP, num_warps=warps,
     )
     rank = torch.empty((B, N), device=dev, dtype=torch.int32)
     torch.library.wrap_triton(_rank_kernel)[(B, triton.cdiv(N, BI))](

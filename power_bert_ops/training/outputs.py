@@ -1,0 +1,138 @@
+"""Files the commands write for a user (predictions, a benchmark report, a picture), checked
+before any work and written so that nothing a user had is lost:
+
+- an output path is refused, naming its flag, when it is a folder, lies under a missing folder or
+  a file, cannot be written, or is one of the command's own inputs (``predict --output-file X
+  --input-file X``, also through a symlink or another relative path);
+- a folder that holds a ``power-bert run`` (its report.json) is refused as a benchmark's
+  ``--output-dir``: the benchmark's report.json would replace the run's;
+- files are written to a temporary file beside the target and renamed over it, so a failure (a
+  full disk, Ctrl-C) never leaves a half-written file in its place.
+"""
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import tempfile
+from pathlib import Path
+
+from .errors import PowerBertError
+
+__all__ = ["check_benchmark_output_dir", "check_image_path", "check_output_file", "check_writable_folder",
+           "replace_atomically"]
+
+# The files `power-bert benchmark --output-dir` writes (power_bert_ops.training.report).
+BENCHMARK_FILES = ("report.json", "report.md", "speedup.png")
+
+
+def check_writable_folder(folder: Path, flag: str, what: str) -> None:
+    """``folder`` (existing, or to be created: its nearest existing parent) accepts new files;
+    else a PowerBertError naming ``flag`` and ``what`` (the path the user gave)."""
+    existing = Path(folder)
+    while not existing.exists():
+        if existing.parent == existing:
+            break
+        existing = existing.parent
+    if existing.exists() and not existing.is_dir():
+        raise PowerBertError(f"{flag} {what} cannot be created: {existing} is a file")
+    try:
+        with tempfile.TemporaryFile(dir=existing):
+            pass
+    except OSError as e:
+        raise PowerBertError(f"{flag} {what} cannot be written ({existing}: {e.strerror or e})") from None
+
+
+def _same_file(a: Path, b: Path) -> bool:
+    try:
+        if a.exists() and b.exists():
+            return os.path.samefile(a, b)
+        return a.resolve() == b.resolve()
+    except OSError:
+        return False
+
+
+def check_output_file(path, flag: str, inputs: dict | None = None) -> Path:
+    """An output file ``path`` that can be written without losing anything: not a folder, in an
+    existing, writable folder, and none of ``inputs`` (flag -> path: the command's own input
+    files). Returns it as a Path."""
+    out = Path(path)
+    if out.is_dir():
+        raise PowerBertError(f"{flag} {path}: is a folder")
+    if not out.parent.is_dir():
+        raise PowerBertError(f"{flag} {path}: its folder {'is a file' if out.parent.exists() else 'does not exist'}")
+    for in_flag, in_path in (inputs or {}).items():
+        if in_path is not None and _same_file(out, Path(in_path)):
+            raise PowerBertError(f"{flag} {path} is the {in_flag} ({in_path}): writing it would overwrite the input; "
+                                 f"give another {flag}")
+    check_writable_folder(out.parent, flag, str(path))
+    return out
+
+
+@contextlib.contextmanager
+def replace_atomically(path, mode: str = "w", **open_kwargs):
+    """Opens a temporary file beside ``path`` for writing and, when the block ends without an
+    error, renames it over ``path`` (an atomic replace on one file system); on an error the
+    temporary file is removed and ``path`` is untouched. Yields the open file."""
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, mode, **open_kwargs) as f:
+            yield f
+        os.chmod(tmp, 0o666 & ~_umask())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def _is_benchmark_report(report: Path) -> bool:
+    """Whether ``report`` is a report.json that ``power-bert benchmark`` wrote (its "baseline"
+    is the baseline's folder; a run's report holds the baseline's metrics and its stages)."""
+    try:
+        r = json.loads(report.read_text())
+    except (OSError, ValueError):
+        return False
+    return isinstance(r, dict) and isinstance(r.get("baseline"), str) and "flop_bound" in r and "stages" not in r
+
+
+def check_benchmark_output_dir(path, flag: str = "--output-dir") -> Path:
+    """A folder ``power-bert benchmark`` may write report.json, report.md and speedup.png into:
+    not a file, creatable and writable, and not holding anything those files would replace
+    except an earlier benchmark's report (a run's report.json, or a run folder, is refused)."""
+    out = Path(path)
+    if out.exists() and not out.is_dir():
+        raise PowerBertError(f"{flag} {path} is a file, not a folder")
+    from .run import RUN_FILE  # a run folder: its report.json is the run's
+
+    if (out / RUN_FILE).exists():
+        raise PowerBertError(f"{flag} {path} holds a power-bert run: the benchmark's report.json would replace the "
+                             f"run's; give another {flag} (e.g. {Path(path) / 'benchmark'})")
+    present = [name for name in BENCHMARK_FILES if (out / name).exists()]
+    if present and not _is_benchmark_report(out / "report.json"):
+        what = "a run's report" if (out / "report.json").exists() else "files"
+        raise PowerBertError(f"{flag} {path} holds {what} that the benchmark would replace ({', '.join(present)}); "
+                             f"give another {flag} (e.g. {Path(path) / 'benchmark'})")
+    check_writable_folder(out, flag, str(path))
+    return out
+
+
+def check_image_path(path, flag: str = "--image") -> tuple[Path, str]:
+    """A picture file to write: :func:`check_output_file`, and a format matplotlib writes (from
+    the suffix; none: PNG). Returns (path, format)."""
+    out = check_output_file(path, flag)
+    fmt = out.suffix[1:].lower() or "png"
+    from matplotlib.backend_bases import FigureCanvasBase
+
+    supported = FigureCanvasBase.get_supported_filetypes()
+    if fmt not in supported:
+        raise PowerBertError(f"{flag} {path}: matplotlib cannot write .{fmt} pictures (use one of "
+                             f"{', '.join('.' + s for s in sorted(supported))})")
+    return out, fmt

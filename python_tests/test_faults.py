@@ -1,0 +1,382 @@
+"""Issue 22, "Nothing lost: the faults that are left": every command refuses what it cannot do
+before any work, in one line naming the setting (exit 2), leaves no trace when it refuses, and
+never overwrites what a user had (its input, a run's report, a half-written file in place of a
+whole one). The op-level items are in test_significance.py and test_bad_input.py."""
+import csv
+import json
+import logging
+import shutil
+
+import pytest
+
+from power_bert_ops import cli
+from power_bert_ops.training import inference as inference_module
+
+from tiny_models import run_args
+
+EVAL = ["--text-column", "review", "--label-column", "sentiment"]
+
+
+def _one_line(capsys) -> str:
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "Traceback" not in err, f"one line: {err!r}"
+    return err
+
+
+def _replace(args, flag, *values):
+    """args with ``flag``'s value replaced (or ``flag`` removed when no values are given)."""
+    args = list(args)
+    i = args.index(flag)
+    args[i:i + 2] = [flag, *values] if values else []
+    return args
+
+
+# ---------------------------------------------------------------------------------------------
+# 1. Settings that reach a library (numpy's seeding, Trainer's samplers) are checked first
+# ---------------------------------------------------------------------------------------------
+LIBRARY_SETTINGS = [
+    (["--seed", "-1"], "--seed must be a whole number >= 0, got -1"),
+    (["--seed", "99999999999999999999"], "--seed must be a whole number from 0 to 4294967295"),
+    (["--seed", "4294967296"], "--seed must be a whole number from 0 to 4294967295"),
+    (["--batch-size", "99999999999999999999"], "--batch-size must be a whole number from 1 to "),
+    (["--eval-batch-size", "99999999999999999999"], "--eval-batch-size must be a whole number from 1 to "),
+    (["--max-steps", "99999999999999999999"], "--max-steps must be -1 (no cap) or a whole number >= 1"),
+    (["--finetune-epochs", "1e308"], "--finetune-epochs must be a number > 0 and at most 9223372036854775807"),
+]
+
+
+@pytest.mark.parametrize("extra,message", LIBRARY_SETTINGS, ids=[" ".join(e) for e, _ in LIBRARY_SETTINGS])
+def test_library_settings_refused_before_anything(workdir, tmp_path, capsys, extra, message):
+    out = tmp_path / "o"
+    args = ["finetune", *run_args(workdir, out)[1:]]
+    args = _replace(args, extra[0], extra[1]) if extra[0] in args else args + extra
+    assert cli.main(args) == 2
+    assert message in _one_line(capsys)
+    assert not out.exists(), "a refused command leaves no trace"
+
+
+def test_seed_refused_then_the_corrected_command_runs(workdir, tmp_path, capsys):
+    """The README's promise: the corrected command in the same folder is not refused."""
+    out = tmp_path / "o"
+    args = ["finetune", *run_args(workdir, out)[1:], "--max-steps", "1"]
+    assert cli.main([*args, "--seed", "-1"]) == 2
+    assert "--seed" in _one_line(capsys) and not out.exists()
+    assert cli.main([*args, "--seed", "7"]) == 0
+    assert (out / "finetune" / "stage.json").exists()
+    assert json.loads((out / "run_config.json").read_text())["seed"] == 7
+
+
+# ---------------------------------------------------------------------------------------------
+# 2. predict never overwrites its input, and never leaves a half file
+# ---------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("how", ["same", "symlink", "relative"])
+def test_predict_refuses_to_write_over_its_input(finished_run, tmp_path, capsys, monkeypatch, how):
+    texts = tmp_path / "in.csv"
+    texts.write_text("review\ngood movie\nboring plot\n")
+    before = texts.read_bytes()
+    output = str(texts)
+    if how == "symlink":
+        (tmp_path / "link.csv").symlink_to(texts)
+        output = str(tmp_path / "link.csv")
+    elif how == "relative":
+        (tmp_path / "sub").mkdir()
+        monkeypatch.chdir(tmp_path / "sub")
+        output = "../in.csv"
+    assert cli.main(["predict", "--model-dir", str(finished_run / "retrain" / "model"), "--input-file", str(texts),
+                     "--output-file", output, "--text-column", "review", "--no-progress"]) == 2
+    err = _one_line(capsys)
+    assert f"--output-file {output} is the --input-file" in err
+    assert texts.read_bytes() == before
+
+
+def test_predict_failure_leaves_the_previous_file_whole(finished_run, tmp_path, capsys, monkeypatch):
+    (tmp_path / "in.csv").write_text("review\ngood movie\nboring plot\nthe end\n")
+    out = tmp_path / "out.csv"
+    out.write_text("my earlier predictions\n")
+
+    real_writer = csv.writer
+
+    class Failing:
+        def __init__(self, f):
+            self.w, self.rows = real_writer(f), 0
+
+        def writerow(self, row):
+            if self.rows == 2:
+                raise OSError(28, "No space left on device")
+            self.rows += 1
+            self.w.writerow(row)
+
+    monkeypatch.setattr(inference_module.csv, "writer", Failing)
+    args = ["predict", "--model-dir", str(finished_run / "retrain" / "model"), "--input-file",
+            str(tmp_path / "in.csv"), "--output-file", str(out), "--text-column", "review", "--no-progress"]
+    assert cli.main(args) == 1
+    assert "no space left" in capsys.readouterr().err
+    assert out.read_text() == "my earlier predictions\n", "a failed write must not cut the file short"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["in.csv", "out.csv"], "no temporary file is left"
+    monkeypatch.undo()
+    assert cli.main(args) == 0
+    assert len(list(csv.reader(open(out)))) == 4
+
+
+# ---------------------------------------------------------------------------------------------
+# 3. benchmark never replaces a run's report
+# ---------------------------------------------------------------------------------------------
+def test_benchmark_refuses_a_run_folder(workdir, finished_run, tmp_path, capsys):
+    run = tmp_path / "run"
+    shutil.copytree(finished_run, run, symlinks=True)
+    sweep_like = tmp_path / "lambda_0.001"  # a sweep's sub-folder: a run's report, no run_config.json
+    sweep_like.mkdir()
+    shutil.copy(run / "report.json", sweep_like / "report.json")
+    bench = ["benchmark", "--model-dir", str(run / "retrain" / "model"), "--baseline", str(run / "finetune" / "model"),
+             "--eval-file", str(workdir / "eval.csv"), *EVAL, "--no-progress"]
+    for folder in (run, sweep_like):
+        before = (folder / "report.json").read_bytes()
+        assert cli.main([*bench, "--output-dir", str(folder)]) == 2
+        err = _one_line(capsys)
+        assert f"--output-dir {folder} holds" in err and "give another --output-dir" in err
+        assert (folder / "report.json").read_bytes() == before
+    assert not (run / "speedup.png").exists() and not (sweep_like / "report.md").exists()
+    (tmp_path / "notes").mkdir()
+    (tmp_path / "notes" / "report.md").write_text("my notes")
+    assert cli.main([*bench, "--output-dir", str(tmp_path / "notes")]) == 2
+    assert "report.md" in _one_line(capsys) and (tmp_path / "notes" / "report.md").read_text() == "my notes"
+    # a folder of its own, and the same folder again (its own earlier report), are fine
+    for _ in range(2):
+        assert cli.main([*bench, "--output-dir", str(tmp_path / "bench")]) == 0
+        assert json.loads((tmp_path / "bench" / "report.json").read_text())["flop_bound"] > 0
+
+
+# ---------------------------------------------------------------------------------------------
+# 4. explain --image is checked before the work
+# ---------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("where,message", [("missing/kept.png", "its folder does not exist"), ("adir", "is a folder"),
+                                           ("afile/kept.png", "its folder is a file"),
+                                           ("kept.nope", "matplotlib cannot write .nope pictures")])
+def test_explain_image_path_checked_first(finished_run, tmp_path, capsys, where, message):
+    (tmp_path / "adir").mkdir()
+    (tmp_path / "afile").write_text("x")
+    image = tmp_path / where
+    assert cli.main(["explain", "--model-dir", str(finished_run / "retrain" / "model"), "--text", "good film",
+                     "--image", str(image)]) == 2
+    out = capsys.readouterr()
+    assert out.err.startswith(f"power-bert explain: --image {image}: {message}")
+    assert out.err.count("\n") == 1 and "Traceback" not in out.err
+    assert out.out == "", "refused before the work (nothing explained)"
+
+
+def test_explain_image_without_suffix_is_a_png_at_that_path(finished_run, tmp_path, capsys):
+    image = tmp_path / "kept"
+    assert cli.main(["explain", "--model-dir", str(finished_run / "retrain" / "model"), "--text", "good film",
+                     "--image", str(image)]) == 0
+    assert image.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and not (tmp_path / "kept.png").exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["kept"]
+
+
+# ---------------------------------------------------------------------------------------------
+# 5. Conflicting flags are refused, naming both
+# ---------------------------------------------------------------------------------------------
+CONFLICTS = [
+    (["--lambdas", "1e-3,2e-3"], ("--lambda", "--lambdas")),
+    (["--target-speedups", "2,3", "--target-speedup", "2"], ("--target-speedup", "--target-speedups")),
+    (["--text-pair-column", "review"], ("--text-column", "--text-pair-column")),
+    (["--label-column", "review"], ("--text-column", "--label-column")),
+    (["--text-pair-column", "sentiment"], ("--text-pair-column", "--label-column")),
+]
+
+
+@pytest.mark.parametrize("extra,flags", CONFLICTS, ids=[" ".join(e) for e, _ in CONFLICTS])
+def test_conflicting_flags_refused(workdir, tmp_path, capsys, extra, flags):
+    out = tmp_path / "o"
+    args = run_args(workdir, out)
+    if "--target-speedups" in extra:
+        args = _replace(args, "--lambda")
+    if extra[0] == "--label-column":
+        args = _replace(args, "--label-column", "review")
+    else:
+        args += extra
+    assert cli.main(args) == 2
+    err = _one_line(capsys)
+    assert all(f in err for f in flags), err
+    assert not out.exists()
+
+
+def test_same_column_twice_refused_by_evaluate_and_predict(workdir, finished_run, tmp_path, capsys):
+    model = str(finished_run / "retrain" / "model")
+    assert cli.main(["evaluate", "--model-dir", model, "--eval-file", str(workdir / "eval.csv"), *EVAL,
+                     "--text-pair-column", "review"]) == 2
+    assert "--text-column and --text-pair-column both name the column 'review'" in _one_line(capsys)
+    assert cli.main(["predict", "--model-dir", model, "--input-file", str(workdir / "eval.csv"), "--output-file",
+                     str(tmp_path / "p.csv"), "--text-column", "review", "--text-pair-column", "review"]) == 2
+    assert "--text-column and --text-pair-column" in _one_line(capsys) and not (tmp_path / "p.csv").exists()
+
+
+# ---------------------------------------------------------------------------------------------
+# 6. --help shows every default, read from the config dataclasses and library constants
+# ---------------------------------------------------------------------------------------------
+def _help(capsys, *command) -> str:
+    with pytest.raises(SystemExit) as e:
+        cli.main([*command, "--help"])
+    assert e.value.code == 0
+    return " ".join(capsys.readouterr().out.split())
+
+
+def test_help_shows_the_defaults(capsys):
+    from power_bert_ops.training import PipelineConfig
+    from power_bert_ops.training.run import DEFAULT_TARGET_SPEEDUP
+    from power_bert_ops.training.target import BREAK_EVEN_KEEP
+
+    text = _help(capsys, "run")
+    for name in ("finetune_epochs", "search_epochs", "retrain_epochs", "eval_batch_size", "seed", "precision",
+                 "device", "max_steps"):
+        flag = "--" + name.replace("_", "-")
+        value = PipelineConfig.__dataclass_fields__[name].default
+        section = text[text.rindex(f"{flag} "):]  # the option's entry, not the usage line
+        assert f"(default: {value})" in section[:400], (flag, section[:400])
+    for fallback in (f"else {PipelineConfig.lr_bert}", f"else {PipelineConfig.lr_soft}",
+                     f"else {PipelineConfig.batch_size})", f"else {PipelineConfig.max_length};",
+                     f"(default: {BREAK_EVEN_KEEP})", f"(default: {DEFAULT_TARGET_SPEEDUP:g} when no λ is given)"):
+        assert fallback in text, fallback
+    for command in ("evaluate", "predict", "benchmark"):
+        assert "--batch-size BATCH_SIZE examples per batch (default: 64)" in _help(capsys, command), command
+
+
+def test_help_defaults_are_not_a_second_copy(capsys, monkeypatch):
+    from power_bert_ops.training import PipelineConfig
+
+    fields = PipelineConfig.__dataclass_fields__
+    monkeypatch.setattr(fields["finetune_epochs"], "default", 7.5)
+    monkeypatch.setattr(fields["lr_bert"], "default", 4.25e-5)
+    monkeypatch.setattr(fields["break_even_keep"], "default", 0.8)
+    text = _help(capsys, "run")
+    assert "stage 1 (fine-tune) epochs (default: 7.5)" in text
+    assert "else 4.25e-05)" in text and "as it is (default: 0.8)" in text
+
+
+def test_every_option_says_its_default():
+    parser = cli.build_parser()
+    commands = parser._subparsers._group_actions[0].choices
+    for name, sub in commands.items():
+        formatter = sub._get_formatter()
+        for action in sub._actions:
+            if action.required or isinstance(action, (cli.argparse._HelpAction, cli.argparse._StoreTrueAction)):
+                continue
+            text = formatter._get_help_string(action) or ""
+            assert "default" in text.lower(), (name, action.option_strings, text)
+
+
+# ---------------------------------------------------------------------------------------------
+# 9. A run is its content: a byte-identical file under another name is the same run
+# ---------------------------------------------------------------------------------------------
+def test_identical_training_file_under_another_name_is_the_same_run(workdir, finished_run, tmp_path, capsys):
+    run = tmp_path / "run"
+    shutil.copytree(finished_run, run, symlinks=True)
+    stamp = (run / "finetune" / "stage.json").stat().st_mtime_ns
+    data = tmp_path / "data"
+    data.mkdir()
+    shutil.copy(workdir / "train.csv", data / "reviews_2024.csv")
+    shutil.copy(workdir / "eval.csv", data / "held_out.csv")
+    args = ["finetune", *run_args(workdir, run)[1:]]
+    args = _replace(args, "--train-file", str(data / "reviews_2024.csv"))
+    args = _replace(args, "--eval-file", str(data / "held_out.csv"))
+    assert cli.main(args) == 0, capsys.readouterr().err
+    assert (run / "finetune" / "stage.json").stat().st_mtime_ns == stamp, "the finished stage is reused"
+
+
+def test_a_run_from_before_content_hashes_still_resumes(workdir, finished_run, tmp_path):
+    """run_config.json written when the hash included the file names: the same run, upgraded."""
+    from power_bert_ops.training import DataArgs
+    from power_bert_ops.training.run import run_identity
+
+    run = tmp_path / "run"
+    shutil.copytree(finished_run, run, symlinks=True)
+    data = DataArgs(train_file=str(workdir / "train.csv"), eval_file=str(workdir / "eval.csv"),
+                    text_column="review", label_column="sentiment")
+    old = run_identity(str(workdir / "model"), data, 16, 42, legacy=True)
+    new = run_identity(str(workdir / "model"), data, 16, 42)
+    assert old != new
+    (run / "run_config.json").write_text(json.dumps(old))
+    assert cli.main(["finetune", *run_args(workdir, run)[1:]]) == 0
+    assert json.loads((run / "run_config.json").read_text()) == new
+
+
+# ---------------------------------------------------------------------------------------------
+# 10. Our one line is all a user sees
+# ---------------------------------------------------------------------------------------------
+@pytest.fixture
+def transformers_says():
+    """What transformers shows a user at its default verbosity (warnings), as a Python user has
+    it: the messages reaching its loggers' handlers."""
+    from transformers.utils import logging as hf_logging
+
+    said = []
+
+    class Collect(logging.Handler):
+        def emit(self, record):
+            said.append(record.getMessage())
+
+    root = logging.getLogger("transformers")
+    handler = Collect(logging.WARNING)
+    before = hf_logging.get_verbosity()
+    hf_logging.set_verbosity_warning()
+    root.addHandler(handler)
+    yield said
+    root.removeHandler(handler)
+    hf_logging.set_verbosity(before)
+
+
+def test_loading_a_power_bert_tokenizer_says_nothing(finished_run, monkeypatch, transformers_says):
+    """AutoTokenizer re-reading a PoWER-BERT folder's config through a class that cannot (here:
+    AutoConfig made to fail, as where power_bert is not registered) warned "You are using a model
+    of type power_bert to instantiate a model of type ``"."""
+    from transformers import AutoConfig
+
+    from power_bert_ops.training.artifacts import load_tokenizer, read_config
+
+    folder = finished_run / "retrain" / "model"
+    cfg = read_config(folder)
+
+    def unreadable(*args, **kwargs):
+        raise ValueError("Unrecognized model in the folder")
+
+    monkeypatch.setattr(AutoConfig, "from_pretrained", unreadable)
+    tok = load_tokenizer(folder, cfg)
+    assert len(tok) == cfg.base_config["vocab_size"]
+    assert not [m for m in transformers_says if m.startswith("You are using a model of type")], transformers_says
+
+
+def test_long_rows_warning_silenced_only_around_our_calls(finished_run, transformers_says):
+    from transformers import AutoTokenizer
+
+    from power_bert_ops._quiet import quiet_transformers
+
+    folder = finished_run / "retrain" / "model"
+    long_text = " ".join(["good movie"] * 30)
+    with quiet_transformers():
+        AutoTokenizer.from_pretrained(folder)(long_text)
+    assert not [m for m in transformers_says if m.startswith("Token indices")], transformers_says
+    AutoTokenizer.from_pretrained(folder)(long_text)  # outside our calls transformers speaks as before
+    assert [m for m in transformers_says if m.startswith("Token indices")]
+    assert not logging.getLogger("transformers.tokenization_utils_base").filters
+
+
+def test_predict_and_evaluate_long_rows_print_nothing_of_transformers(workdir, finished_run, tmp_path,
+                                                                      transformers_says):
+    from power_bert_ops.training import DataArgs, evaluate, predict
+
+    long_text = " ".join(["good movie"] * 30)
+    (tmp_path / "in.csv").write_text(f"review,sentiment\n{long_text},pos\nbad,neg\n")
+    model = finished_run / "retrain" / "model"
+    assert predict(model, tmp_path / "in.csv", tmp_path / "out.csv", text_column="review")["truncated"] == 1
+    assert evaluate(model, DataArgs(eval_file=str(tmp_path / "in.csv"), text_column="review",
+                                    label_column="sentiment"))["truncated"] == 1
+    assert not [m for m in transformers_says if m.startswith(("Token indices", "You are using a model of type"))]
+
+
+def test_power_bert_folder_without_tokenizer_is_one_line(workdir, finished_run, tmp_path, capsys):
+    folder = tmp_path / "no_tokenizer"
+    folder.mkdir()
+    for name in ("config.json", "model.safetensors"):
+        shutil.copy(finished_run / "retrain" / "model" / name, folder / name)
+    assert cli.main(["evaluate", "--model-dir", str(folder), "--eval-file", str(workdir / "eval.csv"), *EVAL]) == 2
+    err = _one_line(capsys)
+    assert err.startswith(f"power-bert evaluate: {folder}: its tokenizer") and "sentencepiece" not in err
