@@ -160,11 +160,10 @@ class FlopModel(tuple):
     def _macs(self, rows_per_layer) -> float:
         """Σ over examples (weighted by count) of Σ_j macs_j, rows given per layer as arrays."""
         D, _, F = self
-        F = 4 * D if F is None else F
         n_in = self.lengths
         total = 0.0
-        for n_out in rows_per_layer:
-            total = total + 3 * n_in * D * D + 2 * n_in * n_in * D + n_out * D * D + 2 * n_out * D * F
+        for n_out in rows_per_layer:  # layer_macs on arrays of row counts, one entry per length
+            total = total + layer_macs(n_in, n_out, D, F)
             n_in = n_out
         return float((total * self.counts).sum())
 

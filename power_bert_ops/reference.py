@@ -22,6 +22,7 @@ __all__ = [
     "select_positions",
     "kept_slots",
     "extract_out_mask",
+    "rank_of",
     "extract_scored",
     "extract",
     "extract_backward",
@@ -116,29 +117,24 @@ _GATHER_DTYPES = {torch.bool, torch.uint8, torch.int8, torch.int16, torch.int32,
 _INT_OF_WIDTH = {1: torch.int8, 2: torch.int16, 4: torch.int32, 8: torch.int64}
 
 
+def _supported(mask: torch.Tensor) -> torch.Tensor:
+    """``mask`` itself, or, for dtypes torch's gather / masked_fill have no kernel for (uint16/32/64,
+    float8), a view of it as the signed integer of its width."""
+    return mask if mask.dtype in _GATHER_DTYPES else mask.view(_INT_OF_WIDTH[mask.element_size()])
+
+
 def gather_mask(mask: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
-    """``mask.gather(1, index)`` for every mask dtype: torch's gather has no kernel for some
-    (uint16/32/64, float8), so those are gathered as signed integers of their width."""
-    if mask.dtype in _GATHER_DTYPES:
-        return mask.gather(1, index)
-    return mask.view(_INT_OF_WIDTH[mask.element_size()]).gather(1, index).view(mask.dtype)
+    """``mask.gather(1, index)`` for every mask dtype."""
+    return _supported(mask).gather(1, index).view(mask.dtype)
 
 
 def extract_out_mask(mask: torch.Tensor, index: torch.Tensor, row_k: torch.Tensor | None = None) -> torch.Tensor:
     """extract's ``out_mask``: ``mask`` gathered at ``index`` [B, k], 0 in the slots at or beyond
     ``row_k[b]`` when ``row_k`` is given."""
-    out_mask = gather_mask(mask, index)
-    if row_k is None:
-        return out_mask
-    return zero_mask_slots(out_mask, ~kept_slots(row_k, index.shape[1]))
-
-
-def zero_mask_slots(mask: torch.Tensor, drop: torch.Tensor) -> torch.Tensor:
-    """``mask`` with 0 where ``drop`` (bool, same shape) is True, for every mask dtype (through
-    the signed integer of the same width where masked_fill has no kernel, as :func:`gather_mask`)."""
-    if mask.dtype in _GATHER_DTYPES:
-        return mask.masked_fill(drop, 0)
-    return mask.view(_INT_OF_WIDTH[mask.element_size()]).masked_fill(drop, 0).view(mask.dtype)
+    out_mask = _supported(mask).gather(1, index)
+    if row_k is not None:
+        out_mask = out_mask.masked_fill(~kept_slots(row_k, index.shape[1]), 0)
+    return out_mask.view(mask.dtype)
 
 
 def extract(hidden, attn, mask, k: int, exclude_self: bool = True, row_k: torch.Tensor | None = None):
@@ -156,7 +152,7 @@ def extract_backward(grad_out: torch.Tensor, index: torch.Tensor, n: int) -> tor
     return zeros.scatter(1, index[:, :, None].expand(-1, -1, D), grad_out)
 
 
-def _ranks(scores: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+def rank_of(scores: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     """rank[b, p] = the rank of position p in row b (inverse of :func:`rank_order`). -> int64 [B, N]."""
     B, N = scores.shape
     order = rank_order(scores, mask)
@@ -172,7 +168,7 @@ def soft_extract(hidden: torch.Tensor, scores: torch.Tensor, mask: torch.Tensor,
     ``hidden`` and ``retention``.
     """
     acc = torch.promote_types(hidden.dtype, torch.float32)
-    factor = retention.to(acc)[_ranks(scores, mask)]
+    factor = retention.to(acc)[rank_of(scores, mask)]
     return (hidden.to(acc) * factor[:, :, None]).to(hidden.dtype)
 
 
@@ -183,7 +179,7 @@ def soft_extract_backward(grad_out: torch.Tensor, hidden: torch.Tensor, scores: 
     retention's dtype), ``grad_retention[t] = sum over (b, p) ranked t of <grad_out[b, p], hidden[b, p]>``."""
     N = scores.shape[1]
     acc = torch.promote_types(hidden.dtype, torch.float32)
-    rank = _ranks(scores, mask)
+    rank = rank_of(scores, mask)
     g = grad_out.to(acc)
     grad_hidden = (g * retention.to(acc)[rank][:, :, None]).to(hidden.dtype)
     per_row = (g * hidden.to(acc)).sum(dim=-1)

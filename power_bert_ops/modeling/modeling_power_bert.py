@@ -172,12 +172,10 @@ def relative_soft_factor(retention_row: torch.Tensor, sig: torch.Tensor, mask: t
     """Stage 2 for relative retention: the row ranked t of an example with len real tokens gets
     r_j[floor(t·N/len)], so mass_j / N is the kept fraction. -> float32 [B, n] (differentiable in
     ``retention_row`` [N])."""
-    from ..reference import rank_order
+    from ..reference import rank_of
 
     n_cfg = retention_row.shape[0]
-    order = rank_order(sig, mask)
-    rank = torch.empty_like(order).scatter_(1, order, torch.arange(order.shape[1], device=order.device)
-                                            .expand_as(order).contiguous())
+    rank = rank_of(sig, mask)
     bins = torch.div(rank * n_cfg, lengths.clamp(min=1)[:, None], rounding_mode="floor").clamp(max=n_cfg - 1)
     return retention_row[bins]
 

@@ -76,13 +76,13 @@ def _ratios(base: list[float], power: list[float]) -> dict:
 
 
 def measure_speedup(baseline, power_model, dataset, batch_size: int, device: str, dtype=torch.float32,
-                    repeats: int = 3, max_batches: int | None = None) -> dict:
+                    repeats: int = 3, max_batches: int | None = None, lengths=None) -> dict:
     """Times full passes of both models over ``dataset`` (dicts of [N]-long tensors; labels
     dropped), on length-bucketed batches (the headline: ``speedup``, ``baseline_seconds``, ...)
     and on batches padded to N (under ``"padded"``). Seconds are medians of ``repeats``;
     ``speedup_range`` is the range of the per-repeat ratios and ``within_noise`` whether it
-    contains 1."""
-    lengths = example_lengths(dataset)
+    contains 1. ``lengths``: the examples' real lengths when the caller has them."""
+    lengths = example_lengths(dataset) if lengths is None else lengths
     keep = lambda batch: {k: v.to(device) for k, v in batch.items() if k in MODEL_INPUTS}  # noqa: E731
     padded, bucketed = [], []
     for i, batch in enumerate(DataLoader(dataset, batch_size=batch_size, shuffle=False)):
@@ -135,9 +135,10 @@ def speed_report(baseline, power_model, dataset, batch_size: int, device: str, d
                  repeats: int = 3) -> dict:
     """:func:`measure_speedup` with each regime's FLOP bound beside its measured speed-up
     (``flop_bound`` for the bucketed headline, ``padded["flop_bound"]`` at N)."""
-    speed = measure_speedup(baseline, power_model, dataset, batch_size, device, dtype=dtype, repeats=repeats)
-    retention = list(power_model.retention)
-    bounds = speed_bounds(power_model.config, retention, int(speed["padded_length"]), example_lengths(dataset))
+    lengths = example_lengths(dataset)
+    speed = measure_speedup(baseline, power_model, dataset, batch_size, device, dtype=dtype, repeats=repeats,
+                            lengths=lengths)
+    bounds = speed_bounds(power_model.config, list(power_model.retention), int(speed["padded_length"]), lengths)
     speed["flop_bound"] = bounds["flop_bound"]
     speed["padded"]["flop_bound"] = bounds["padded_flop_bound"]
     return speed
