@@ -87,7 +87,7 @@ def select_positions(scores: torch.Tensor, mask: torch.Tensor, k: int, row_k: to
         return top.sort(dim=-1).values
     n = scores.shape[1]
     # Kept positions sort before the others: offset the others by N, sort, remove the offset.
-    dropped = torch.arange(k, device=top.device) >= row_k[:, None]
+    dropped = ~kept_slots(row_k, k)
     return (top + dropped * n).sort(dim=-1).values % n
 
 
@@ -95,7 +95,9 @@ def kept_slots(row_k: torch.Tensor | None, k: int) -> torch.Tensor | None:
     """bool [B, k]: slot i of row b holds a kept row (i < row_k[b]); None when ``row_k`` is None."""
     if row_k is None:
         return None
-    return torch.arange(k, device=row_k.device) < row_k[:, None]
+    # Both sides expanded to [B, k]: no broadcast of a k that may be 1 (torch.export would guard on it).
+    B = row_k.shape[0]
+    return torch.arange(k, device=row_k.device).unsqueeze(0).expand(B, k) < row_k.unsqueeze(1).expand(B, k)
 
 
 def extract_scored(hidden: torch.Tensor, scores: torch.Tensor, mask: torch.Tensor, k: int,

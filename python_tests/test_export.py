@@ -305,3 +305,18 @@ def test_missing_export_extra_names_it(tmp_path, monkeypatch):
             m.setitem(sys.modules, name, None)  # what `import name` sees when it is not installed
             with pytest.raises(ImportError, match=r"pip install -e \.\[export\]"):
                 export(tiny_power(), tmp_path / "m.onnx")
+
+
+# ---------------------------------------------------------------------------------------------
+# Relative retention (per-example row counts through extract_scored's per-row k)
+# ---------------------------------------------------------------------------------------------
+def test_onnx_relative_model_matches_eager(tmp_path):
+    model = tiny_power(seed=3, retention_scale="relative")
+    path = export(model, tmp_path / "relative.onnx", format="onnx")
+    assert_matches(OnnxClassifier(path), model)
+
+
+@pytest.mark.slow  # an AOTInductor compile
+def test_pt2_relative_model_matches_eager(tmp_path):
+    model = tiny_power(seed=4, retention_scale="relative")
+    assert_matches(load_pt2(export(model, tmp_path / "relative.pt2", format="pt2")), model)

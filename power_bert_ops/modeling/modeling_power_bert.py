@@ -221,6 +221,10 @@ def power_encoder_loop(x, mask, layers, adapter, num_heads, head_dim, mode, rete
             eliminate = retention[j] < prev_ell
             prev_ell = retention[j]
             width = (n0 * retention[j] + relative_n - 1) // relative_n
+            if isinstance(width, torch.SymInt):
+                # Under torch.export a width that may be 1 makes the layout guards fail; one more
+                # slot (mask 0 where no row keeps it) changes no result.
+                width = torch.sym_max(width, 2)
             keep = (torch.sym_min(width, n) if isinstance(n, torch.SymInt) or isinstance(width, torch.SymInt)
                     else min(width, n)) if eliminate else n
             row_k = relative_rows(retention[j], lengths, relative_n) if eliminate else None
