@@ -248,3 +248,16 @@ def test_multiple_choice_race_layout_end_to_end(workdir, tmp_path):
     ids[..., 0] = 2
     with torch.inference_mode():
         assert model(input_ids=ids, attention_mask=torch.ones_like(ids)).logits.shape == (3, 4)
+
+
+def test_speedup_within_noise_is_not_a_speedup():
+    """Issue 22 item 11: a ratio whose per-repeat range contains 1 is 'no measurable speed-up';
+    a range above 1 is stated with its range and share of the bound."""
+    from power_bert_ops.training.speed import _ratios, describe_speedup
+
+    noisy = {**_ratios([1.0, 1.3, 0.9], [1.0, 1.0, 1.0]), "flop_bound": 1.0}
+    assert noisy["within_noise"] and noisy["speedup_range"] == [0.9, 1.3]
+    assert describe_speedup(noisy).startswith("no measurable speed-up (1.00x, within the timing noise: 0.90-1.30x")
+    real = {**_ratios([3.0, 3.2, 2.9], [1.0, 1.0, 1.0]), "flop_bound": 4.0}
+    assert not real["within_noise"] and real["speedup"] == 3.0
+    assert describe_speedup(real) == "3.00x (0.75 of the 4.00x FLOP bound; 2.90-3.20x over the passes)"
