@@ -2,7 +2,8 @@
 from __future__ import annotations
 
 
-def plot_speedup_vs_bound(points, path: str, title: str, target_ratio: float) -> None:
+def plot_speedup_vs_bound(points, path: str, title: str, target_ratio: float,
+                          ylabel: str = "measured speed-up over HF (SDPA)") -> None:
     """points: dicts with ``bound``, ``speedup``, ``label`` and optional ``highlight`` (drawn in a
     second colour, e.g. batch 1). Writes a PNG with the speed-up = bound diagonal and the issue's
     target line (target_ratio x bound)."""
@@ -23,7 +24,7 @@ def plot_speedup_vs_bound(points, path: str, title: str, target_ratio: float) ->
     ax.set_xlim(1, top)
     ax.set_ylim(0, top)
     ax.set_xlabel("FLOP bound (SPEC 3)")
-    ax.set_ylabel("measured speed-up over HF (SDPA)")
+    ax.set_ylabel(ylabel)
     ax.set_title(title, fontsize=9)
     ax.legend(fontsize=7)
     fig.tight_layout()

@@ -1,0 +1,128 @@
+"""End-to-end CPU benchmark on texts of mixed length: PoWER-BERT against the dense model a
+deployer runs, both on length-bucketed batches cut to their longest row (SPEC 6), with the
+padded-to-N figures beside.
+
+    python -m pytest bench/bench_lengths_cpu.py -q -p no:cacheprovider \
+        --benchmark-json=bench/results/lengths_cpu.json
+
+Configuration: all-MiniLM-L6-v2's shape (6 layers, hidden 384, 12 heads, FFN 1536) with random
+weights (speed does not depend on weight values), fp32, N = 64, batch 64, 512 examples whose real
+lengths are drawn (seeded) like sentence data: log-normal with median 24 tokens, clipped to
+[4, 64] (mean about 26, as Rotten Tomatoes at N = 64). Each case is timed by
+``power_bert_ops.training.speed.speed_report``, the function behind ``power-bert benchmark``:
+full passes of both models over the same examples, alternated, median of 3, bucketed and padded.
+
+Cases:
+* ``relative-2x`` / ``relative-3x``: length-relative retention (the default) with a geometric
+  configuration whose FLOP bound against bucketed dense is 2x / 3x;
+* ``absolute-3x-padded``: the paper's absolute ℓ with a padded-to-N bound of 3x, the setting
+  whose speed mostly comes from padding.
+
+Each row's extra_info holds both regimes' measured speed-up, FLOP bound and their ratio; with
+``--benchmark-json=F`` the plot of speed-up against bound is written beside F.
+"""
+import copy
+import math
+import os
+
+import pytest
+import torch
+
+transformers = pytest.importorskip("transformers")
+from transformers import AutoModelForSequenceClassification, BertConfig  # noqa: E402
+
+from power_bert_ops.flops import FlopModel, retention_for_bound  # noqa: E402
+from power_bert_ops.modeling import PowerBertForSequenceClassification  # noqa: E402
+from power_bert_ops.training.speed import speed_report  # noqa: E402
+from plots import plot_speedup_vs_bound  # noqa: E402
+
+N, BATCH, EXAMPLES, REPEATS = 64, 64, 512, 3
+CASES = [("relative", "bucketed", 2.0), ("relative", "bucketed", 3.0), ("absolute", "padded", 3.0)]
+_points = []
+
+
+def sentence_lengths(n: int, seed: int = 0) -> list[int]:
+    """Seeded log-normal lengths (median 24 tokens, sigma 0.5) clipped to [4, N]."""
+    g = torch.Generator().manual_seed(seed)
+    z = torch.randn(n, generator=g)
+    return [int(min(N, max(4, round(24 * math.exp(0.5 * float(v)))))) for v in z]
+
+
+def geometric_retention(flops: FlopModel, target: float) -> list[int]:
+    """ℓ_j = ceil(N·r^j) whose FLOP bound against bucketed dense is the largest not above
+    ``target`` (bisection on r)."""
+    lo, hi, best = 0.0, 1.0, [N] * flops[1]
+    for _ in range(50):
+        r = (lo + hi) / 2
+        ell = [max(1, min(N, math.ceil(N * r ** (j + 1)))) for j in range(flops[1])]
+        lo, hi, best = (r, hi, best) if flops.bound(ell) > target else (lo, r, ell)
+    return best
+
+
+@pytest.fixture(scope="module")
+def setup():
+    torch.manual_seed(0)
+    cfg = BertConfig(hidden_size=384, num_hidden_layers=6, num_attention_heads=12, intermediate_size=1536,
+                     num_labels=2)
+    dense = AutoModelForSequenceClassification.from_config(cfg, attn_implementation="sdpa").eval()
+    lengths = sentence_lengths(EXAMPLES)
+    g = torch.Generator().manual_seed(1)
+    data = []
+    for n in lengths:
+        ids = torch.zeros(N, dtype=torch.long)
+        ids[:n] = torch.randint(1000, cfg.vocab_size, (n,), generator=g)
+        ids[0] = 101
+        mask = (torch.arange(N) < n).long()
+        data.append({"input_ids": ids, "attention_mask": mask, "token_type_ids": torch.zeros(N, dtype=torch.long)})
+    return cfg, dense, data, lengths
+
+
+@pytest.mark.benchmark(group=f"MiniLM-shaped, fp32, N={N}, batch {BATCH}, {EXAMPLES} sentence-length examples")
+@pytest.mark.parametrize("scale,against,target", CASES, ids=[f"{s}-{t:g}x-{a}" for s, a, t in CASES])
+def test_bucketed_speedup(benchmark, setup, scale, against, target):
+    cfg, dense, data, lengths = setup
+    flops = FlopModel(cfg, N, lengths=lengths, scale=scale)
+    ell = retention_for_bound(cfg, N, target) if against == "padded" else geometric_retention(flops, target)
+    power = PowerBertForSequenceClassification.from_hf_model(copy.deepcopy(dense), retention=ell,
+                                                             retention_scale=scale).eval()
+    result = {}
+    # --benchmark-disable (the suite's smoke run): one batch, one pass, to check the script
+    rows, repeats = (data[:BATCH], 1) if benchmark.disabled else (data, REPEATS)
+
+    def run():
+        result.update(speed_report(dense, power, rows, BATCH, "cpu", repeats=repeats))
+
+    benchmark.pedantic(run, rounds=1, warmup_rounds=0, iterations=1)
+    padded = result["padded"]
+    benchmark.extra_info.update(
+        retention=ell, retention_scale=scale, mean_length=round(result["mean_length"], 2),
+        mean_batch_length=round(result["mean_batch_length"], 2), torch_threads=torch.get_num_threads(),
+        bucketed=dict(speedup=round(result["speedup"], 3), flop_bound=round(result["flop_bound"], 3),
+                      ratio_to_bound=round(result["speedup"] / result["flop_bound"], 3),
+                      range=[round(v, 3) for v in result["speedup_range"]],
+                      seconds=dict(dense=round(result["baseline_seconds"], 3),
+                                   power=round(result["power_bert_seconds"], 3))),
+        padded=dict(speedup=round(padded["speedup"], 3), flop_bound=round(padded["flop_bound"], 3),
+                    ratio_to_bound=round(padded["speedup"] / padded["flop_bound"], 3),
+                    seconds=dict(dense=round(padded["baseline_seconds"], 3),
+                                 power=round(padded["power_bert_seconds"], 3))),
+    )
+    assert result["flop_bound"] > 1.0 and padded["flop_bound"] >= result["flop_bound"]
+    _points.append(dict(bound=result["flop_bound"], speedup=result["speedup"], label=f"{scale} (bucketed)"))
+    _points.append(dict(bound=padded["flop_bound"], speedup=padded["speedup"], label=f"{scale} (padded)",
+                        highlight=True))
+    print(f"\n{scale} ℓ={ell}: bucketed {result['speedup']:.2f}x of bound {result['flop_bound']:.2f}x; "
+          f"padded {padded['speedup']:.2f}x of bound {padded['flop_bound']:.2f}x")
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _plot_after_module(request):
+    yield
+    out = request.config.getoption("benchmark_json", None)
+    if out is None or not _points:
+        return
+    path = os.path.splitext(getattr(out, "name", str(out)))[0] + ".png"
+    title = (f"MiniLM-shaped fp32 N={N}, sentence lengths (mean {sum(sentence_lengths(EXAMPLES)) / EXAMPLES:.0f}), "
+             f"{torch.get_num_threads()} CPU threads, torch {torch.__version__}\n"
+             "blue: against dense on length-bucketed batches; orange: against dense padded to N")
+    plot_speedup_vs_bound(_points, path, title, target_ratio=0.85, ylabel="measured speed-up over dense (SDPA)")
