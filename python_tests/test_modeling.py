@@ -523,41 +523,42 @@ def test_eager_attention_path_training_with_dropout_runs():
 
 
 def test_auto_power_attention_picks_fused_where_the_kernel_runs(monkeypatch):
-    from power_bert_ops.modeling import modeling_power_bert as mpb
+    from power_bert_ops.modeling import encoder as encoder_module
 
     cpu, cuda = torch.device("cpu"), torch.device("cuda")
     for d in (8, 32, 100):
         for dtype in (torch.float16, torch.float32, torch.float64):
-            assert mpb.fused_attention_runs(cpu, dtype, d)  # the C++ kernel takes everything
+            assert encoder_module.attention_kernel_runs(cpu, dtype, d)  # the C++ kernel takes everything
     from power_bert_ops import _backend
 
     monkeypatch.setitem(_backend.CUDA_DEFAULTS, "_attention_forward", "triton")
-    assert mpb.fused_attention_runs(cuda, torch.float16, 64)
-    assert mpb.fused_attention_runs(cuda, torch.float32, 128)
-    assert not mpb.fused_attention_runs(cuda, torch.float16, 8)  # head size the Triton kernels lack
-    assert not mpb.fused_attention_runs(cuda, torch.float64, 64)
+    assert encoder_module.attention_kernel_runs(cuda, torch.float16, 64)
+    assert encoder_module.attention_kernel_runs(cuda, torch.float32, 128)
+    assert not encoder_module.attention_kernel_runs(cuda, torch.float16, 8)  # head size the Triton kernels lack
+    assert not encoder_module.attention_kernel_runs(cuda, torch.float64, 64)
     monkeypatch.setitem(_backend.CUDA_DEFAULTS, "_attention_forward", None)  # no triton
-    assert not mpb.fused_attention_runs(cuda, torch.float16, 64)
+    assert not encoder_module.attention_kernel_runs(cuda, torch.float16, 64)
     from power_bert_ops.triton.attention_triton import SUPPORTED_HEAD_SIZES
 
     monkeypatch.setitem(_backend.CUDA_DEFAULTS, "_attention_forward", "triton")  # the model asks what the kernels take
-    assert [d for d in range(1, 257) if mpb.fused_attention_runs(cuda, torch.float16, d)] == list(SUPPORTED_HEAD_SIZES)
+    runs = encoder_module.attention_kernel_runs
+    assert [d for d in range(1, 257) if runs(cuda, torch.float16, d)] == list(SUPPORTED_HEAD_SIZES)
 
 
 def test_auto_power_attention_uses_the_eager_path_where_fused_cannot_run(monkeypatch):
     # Where the fused kernel does not take the input, "auto" runs the eager path: counted here.
-    from power_bert_ops.modeling import modeling_power_bert as mpb
+    from power_bert_ops.modeling import encoder as encoder_module
 
     calls = []
-    real = mpb.eager_attention
-    monkeypatch.setattr(mpb, "eager_attention", lambda *a, **k: calls.append(1) or real(*a, **k))
+    real = encoder_module.eager_attention
+    monkeypatch.setattr(encoder_module, "eager_attention", lambda *a, **k: calls.append(1) or real(*a, **k))
     hf = tiny_hf("bert", seed=16)
     power = wrap(hf, retention=[12, 7, 3])
     batch = inputs((3, 16), pair=True)
     with torch.no_grad():
         fused = power(**batch).logits
         assert calls == []
-        monkeypatch.setattr(mpb, "fused_attention_runs", lambda *a: False)
+        monkeypatch.setattr(encoder_module, "attention_kernel_runs", lambda *a: False)
         auto = power(**batch).logits
     assert len(calls) == 3  # every eliminating layer
     torch.testing.assert_close(auto, fused, atol=ATOL, rtol=0)
@@ -894,7 +895,7 @@ def test_relative_hard_equals_per_example_reference(family, seed):
 def test_relative_soft_ranks_by_fraction_of_length():
     """Soft mode, relative: the row ranked t of an example of len real tokens is scaled by
     r_j[floor(t·N/len)]; a step r with mass m keeps ceil(m·len/N) rows, as hard mode would."""
-    from power_bert_ops.modeling.modeling_power_bert import relative_rows, relative_soft_factor
+    from power_bert_ops.modeling.widths import relative_rows, relative_soft_factor
 
     N = 16
     r = torch.zeros(N)
@@ -928,3 +929,57 @@ def test_relative_scale_saved_and_loaded(tmp_path):
         torch.testing.assert_close(again(**batch).logits, power(**batch).logits, atol=ATOL, rtol=0)
     with pytest.raises(ValueError, match="retention scale must be one of"):
         PowerBertForSequenceClassification.from_pretrained(tmp_path, retention_scale="ratio")
+
+
+# ------------------------------------------------------------------------------------------------
+# The encoder reads the model's config; the adapters set the attention dropout
+# ------------------------------------------------------------------------------------------------
+def test_encoder_reads_the_model_config(tmp_path):
+    hf = tiny_hf("bert", seed=2)
+    power = wrap(hf, retention=[12, 7, 3])
+    assert power.power_encoder().power_config is power.config
+    power.save_pretrained(tmp_path)
+    for loaded in (PowerBertForSequenceClassification.from_pretrained(tmp_path),
+                   AutoModelForSequenceClassification.from_pretrained(tmp_path),
+                   PowerBertForSequenceClassification(power.config)):
+        assert loaded.power_encoder().power_config is loaded.config
+    batch = inputs((3, 16), pair=True)
+    with torch.no_grad():
+        power.config.exclude_self = False  # read at the next call, no set_mode needed
+        torch.testing.assert_close(power(**batch).logits, reference_logits(hf, [12, 7, 3], exclude_self=False,
+                                                                           **batch), atol=ATOL, rtol=0)
+
+
+def test_encoder_record_holds_the_kept_rows():
+    from power_bert_ops.modeling import EncoderRecord
+
+    hf = tiny_hf("bert", seed=4)
+    power = wrap(hf, retention=[12, 12, 3])
+    batch = inputs((3, 16), pair=True)
+    record = EncoderRecord()
+    with torch.no_grad():
+        logits = power(**batch, power_bert_record=record).logits
+        torch.testing.assert_close(logits, power(**batch).logits)
+    assert [None if i is None else tuple(i.shape) for i in record.kept] == [(3, 12), None, (3, 3)]
+    assert record.hidden_states is None and record.last_hidden_state.shape == (3, 3, 32)
+    assert all(bool((i[:, 0] == 0).all()) and bool((i.diff(dim=1) > 0).all()) for i in record.kept if i is not None)
+
+
+@pytest.mark.parametrize("family", ["bert", "albert_groups"])
+def test_set_attention_dropout(family):
+    from power_bert_ops.modeling.adapters import set_attention_dropout
+
+    def probs_dropouts(model):
+        return [m.p for name, m in model.named_modules() if isinstance(m, torch.nn.Dropout)
+                and name.endswith(("attention.self.dropout", "attention.attention_dropout"))]
+
+    hf = tiny_hf(family)
+    set_attention_dropout(hf, 0.25)
+    assert probs_dropouts(hf) and set(probs_dropouts(hf)) == {0.25}
+    assert hf.config.attention_probs_dropout_prob == 0.25
+    power = wrap(hf, mode="soft", sequence_length=16)
+    power.set_attention_dropout(0.0)
+    assert set(probs_dropouts(power)) == {0.0}
+    assert power.model.config.attention_probs_dropout_prob == 0.0
+    assert power.config.base_config["attention_probs_dropout_prob"] == 0.0
+    assert set(probs_dropouts(hf)) == {0.25}  # wrap() wrapped a copy

@@ -184,6 +184,7 @@ class PowerBertConfig(PreTrainedConfig):
         if self.mode not in MODES:
             raise ValueError(f"PoWER-BERT: mode must be one of {MODES}, got {self.mode!r}")
         check_power_attention(self.power_attention)
+        self.exclude_self = bool(self.exclude_self)
         if self.base_config is not None:
             if not isinstance(self.base_config, dict):
                 self.base_config = self.base_config.to_dict()
@@ -208,7 +209,3 @@ class PowerBertConfig(PreTrainedConfig):
         if self.mode == "hard" and self.retention is None:
             raise ValueError("PoWER-BERT: mode='hard' needs a retention configuration (retention=[ℓ_1, ..., ℓ_L])")
         super().__post_init__(**kwargs)
-
-    @property
-    def num_power_layers(self) -> int:
-        return num_power_layers(self.base_config)
