@@ -29,6 +29,7 @@ from transformers import (  # noqa: E402
 )
 from transformers.utils import logging as hf_logging  # noqa: E402
 
+from power_bert_ops import reference  # noqa: E402
 from power_bert_ops.modeling import (  # noqa: E402
     PowerBertConfig,
     PowerBertForMultipleChoice,
@@ -119,7 +120,7 @@ def random_retention(L, N, seed):
 
 
 # ------------------------------------------------------------------------------------------------
-# The obviously-correct reference (SPEC 1.1 / 1.2), written against the Hugging Face modules.
+# The reference (SPEC 1.1 / 1.2): power_bert_ops.reference.model_logits
 # ------------------------------------------------------------------------------------------------
 def _layers(hf):
     base = hf.base_model
@@ -133,78 +134,15 @@ def _layers(hf):
     return list(base.encoder.layer)
 
 
-def _layer_parts(hf, layer):
-    """(Wq, Wk, Wv, W_o, LN1, ffn(x) -> FFN(x) without residual, LN2) of one layer."""
-    if hf.config.model_type == "albert":
-        a = layer.attention
-        return (a.query, a.key, a.value, a.dense, a.LayerNorm,
-                lambda x: layer.ffn_output(layer.activation(layer.ffn(x))), layer.full_layer_layer_norm)
-    s, o = layer.attention.self, layer.attention.output
-    return (s.query, s.key, s.value, o.dense, o.LayerNorm,
-            lambda x: layer.output.dense(layer.intermediate.intermediate_act_fn(layer.intermediate.dense(x))),
-            layer.output.LayerNorm)
-
-
-def _head(hf, x, task):
-    """The Hugging Face head on last hidden states x [B', n, D] (reads row 0)."""
-    mt, base = hf.config.model_type, hf.base_model
-    if mt == "bert":
-        logits = hf.classifier(hf.dropout(base.pooler(x)))
-    elif mt == "albert":
-        logits = hf.classifier(hf.dropout(base.pooler_activation(base.pooler(x[:, 0]))))
-    elif mt == "roberta":
-        logits = hf.classifier(x) if task == "seq" else hf.classifier(hf.dropout(base.pooler(x)))
-    elif mt == "electra":
-        logits = hf.classifier(x) if task == "seq" else hf.classifier(hf.sequence_summary(x))
-    else:
-        raise AssertionError(mt)
-    return logits
-
-
-@torch.no_grad()
 def reference_logits(hf, retention, input_ids, attention_mask=None, token_type_ids=None, task="seq",
                      exclude_self=True):
-    """Loop over layers with eager attention probabilities; significance from them (padded query
-    rows excluded, self-attention subtracted); keep [CLS] + the ℓ_j-1 most significant other rows
-    in original order (padding last, ties to the lower position); x' gathered after W_o; FFN."""
-    shape = input_ids.shape
-    n = shape[-1]
-    ids = input_ids.reshape(-1, n)
-    mask = (attention_mask if attention_mask is not None else torch.ones_like(input_ids)).reshape(-1, n).bool()
-    tt = token_type_ids.reshape(-1, n) if token_type_ids is not None else None
-    base, cfg = hf.base_model, hf.config
-    x = base.embeddings(input_ids=ids, token_type_ids=tt)
-    if hasattr(base, "embeddings_project"):
-        x = base.embeddings_project(x)
-    if cfg.model_type == "albert":
-        x = base.encoder.embedding_hidden_mapping_in(x)
-    H = cfg.num_attention_heads
-    for j, layer in enumerate(_layers(hf)):
-        wq, wk, wv, wo, ln1, ffn, ln2 = _layer_parts(hf, layer)
-        B, n, D = x.shape
-        d = D // H
-        q, k, v = (w(x).view(B, n, H, d).transpose(1, 2) for w in (wq, wk, wv))
-        scores = q @ k.transpose(-1, -2) / math.sqrt(d)
-        scores = scores.masked_fill(~mask[:, None, None, :], float("-inf"))
-        probs = scores.softmax(-1)  # [B, H, n, n]
-        ctx = (probs @ v).transpose(1, 2).reshape(B, n, D)
-        x1 = ln1(x + wo(ctx))
-        keep = n if retention is None else min(retention[j], n)
-        if keep < n:
-            sig = (probs * mask[:, None, :, None]).sum(dim=(1, 2))
-            if exclude_self:
-                sig = sig - probs.diagonal(dim1=-2, dim2=-1).sum(1)
-            rows, masks = [], []
-            for b in range(B):
-                s, real = sig[b].tolist(), mask[b].tolist()
-                others = sorted(range(1, n), key=lambda p: (not real[p], -s[p], p))
-                idx = sorted([0] + others[: keep - 1])
-                rows.append(x1[b, idx])
-                masks.append(mask[b, idx])
-            x1, mask = torch.stack(rows), torch.stack(masks)
-        x = ln2(x1 + ffn(x1))
-    logits = _head(hf, x, task)
-    return logits.view(shape[0], -1) if task == "mc" else logits
+    """The plain-PyTorch model (power_bert_ops.reference.model_logits), without gradients:
+    eager attention probabilities, significance from them, [CLS] + the ℓ_j-1 most significant
+    other rows kept in original order, W_o / LayerNorm / FFN on the kept rows."""
+    assert (task == "mc") == (input_ids.dim() == 3)
+    with torch.no_grad():
+        return reference.model_logits(hf, retention, input_ids, attention_mask, token_type_ids,
+                                      exclude_self=exclude_self)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -591,30 +529,15 @@ def test_torch_compile_eager_attention_path_matches_eager():
 
 def test_soft_matches_reference_soft_extract():
     """soft mode with random r equals the SPEC 1.3 formula applied to x' in every layer."""
-    from power_bert_ops import reference
-
     hf = tiny_hf("bert", seed=3)
     soft = wrap(hf, mode="soft", sequence_length=10)
     with torch.no_grad():
         soft.retention_params.copy_(torch.rand(3, 10))
     batch = inputs((3, 10), pair=True)
     r = soft.retention_params.detach()
-
-    # reference: hook x' -> soft_extract(x', sig, mask, r_j) through a plain layer loop
-    base = hf.base_model
     with torch.no_grad():
-        x = base.embeddings(input_ids=batch["input_ids"], token_type_ids=batch["token_type_ids"])
-        mask = batch["attention_mask"]
-        for j, layer in enumerate(_layers(hf)):
-            wq, wk, wv, wo, ln1, ffn, ln2 = _layer_parts(hf, layer)
-            B, n, D = x.shape
-            q, k, v = (w(x).view(B, n, 4, D // 4).transpose(1, 2) for w in (wq, wk, wv))
-            probs = (q @ k.transpose(-1, -2) / math.sqrt(D // 4)).masked_fill(
-                mask[:, None, None, :] == 0, float("-inf")).softmax(-1)
-            x1 = ln1(x + wo((probs @ v).transpose(1, 2).reshape(B, n, D)))
-            x1 = reference.soft_extract(x1, reference.significance(probs, mask), mask, r[j, :n])
-            x = ln2(x1 + ffn(x1))
-        ref = _head(hf, x, "seq")
+        # reference: x' -> soft_extract(x', sig, mask, r_j) through the plain layer loop
+        ref = reference.model_logits(hf, None, **batch, soft=r)
         torch.testing.assert_close(soft(**batch).logits, ref, atol=ATOL, rtol=0)
 
 
