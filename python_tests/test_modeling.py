@@ -221,7 +221,7 @@ def test_minilm_from_pretrained_entry_point(minilm_dir):
 
 
 def test_top_level_entry_point_names():
-    # The entry point: power_bert_ops.PowerBertForSequenceClassification (lazy: importing
+    # The top-level entry point: power_bert_ops.PowerBertForSequenceClassification (lazy: importing
     # power_bert_ops alone does not import transformers; checked in a fresh interpreter).
     import power_bert_ops
     from power_bert_ops import modeling
