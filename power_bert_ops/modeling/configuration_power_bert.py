@@ -59,7 +59,8 @@ def check_supported(base) -> str:
     if model_type not in SUPPORTED_MODEL_TYPES:
         raise ValueError(
             f"PoWER-BERT: unsupported checkpoint architecture model_type={model_type!r} "
-            f"(architectures={_get(base, 'architectures')}); supported model types: {', '.join(sorted(SUPPORTED_MODEL_TYPES))}"
+            f"(architectures={_get(base, 'architectures')}); supported model types: "
+            f"{', '.join(sorted(SUPPORTED_MODEL_TYPES))}"
         )
     if _get(base, "is_decoder", False) or _get(base, "add_cross_attention", False):
         raise ValueError(f"PoWER-BERT: {model_type} configured as a decoder (is_decoder / add_cross_attention) is "
