@@ -55,4 +55,4 @@ def eager_power_bert_logits(hf, retention, input_ids, attention_mask, token_type
     residual gather shortcut, then W_o, LayerNorm and the FFN on the kept rows. Same weights,
     same logits as the PoWER model's hard mode."""
     return reference.model_logits(hf, retention, input_ids, attention_mask, token_type_ids,
-                                  attend=attention, select=extract_scored)
+                                  attend=attention, select=extract_scored, gather_before_wo=True)

@@ -223,18 +223,20 @@ __all__ += ["model_logits"]
 
 
 def model_logits(hf, retention, input_ids, attention_mask=None, token_type_ids=None, exclude_self: bool = True,
-                 soft=None, attend=attention, select=extract_scored):
+                 soft=None, attend=attention, select=extract_scored, gather_before_wo: bool = False):
     """PoWER-BERT's logits in plain PyTorch, over the Hugging Face classifier ``hf`` of a supported
     family (sequence classification, inputs [B, N]; multiple choice, inputs [B, C, N]), reaching
     its layers through the model's adapters (``power_bert_ops.modeling.adapters``).
 
     Every layer: eager attention probabilities and their significance (``attend``, with
-    :func:`attention`'s signature); in layers with ℓ_j below the rows in, [CLS] and the ℓ_j - 1
-    most significant other rows (``select``, with :func:`extract_scored`'s signature) of the
-    attention context, the residual gathered alike (SPEC 1.2); W_o, LayerNorm and the FFN on the
-    kept rows. ``soft`` [L, N] (retention parameters, SPEC 1.3) instead scales x' by
-    :func:`soft_extract` in every layer. ``retention`` None and ``soft`` None: no elimination,
-    Hugging Face's own logits. The benchmarks pass faster compositions as ``attend`` / ``select``."""
+    :func:`attention`'s signature), x' = LayerNorm(x + W_o a); in layers with ℓ_j below the rows
+    in, [CLS] and the ℓ_j - 1 most significant other rows of x' (``select``, with
+    :func:`extract_scored`'s signature); the FFN on the kept rows. ``gather_before_wo``: SPEC
+    1.2's shortcut instead (select on the attention context a, gather the residual alike, then
+    W_o and LayerNorm on the kept rows only; same result, fewer FLOPs). ``soft`` [L, N]
+    (retention parameters, SPEC 1.3) instead scales x' by :func:`soft_extract` in every layer.
+    ``retention`` None and ``soft`` None: no elimination, Hugging Face's own logits. The
+    benchmarks pass faster compositions as ``attend`` / ``select``, with the shortcut."""
     from .modeling.adapters import ADAPTERS
     from .modeling.configuration_power_bert import check_supported
 
@@ -253,11 +255,14 @@ def model_logits(hf, retention, input_ids, attention_mask=None, token_type_ids=N
         q, k, v = (w(x).view(B, n, H, D // H).transpose(1, 2) for w in adapter.qkv(layer))
         keep = n if retention is None else min(retention[j], n)
         ctx, sig = attend(q, k, v, mask, 0.0, keep < n or soft is not None, exclude_self)
-        ctx, residual = ctx.transpose(1, 2).reshape(B, n, D), x
-        if keep < n:
+        ctx = ctx.transpose(1, 2).reshape(B, n, D)
+        if keep < n and gather_before_wo:
             ctx, index, mask = select(ctx, sig, mask, keep)
-            residual = x.gather(1, index[:, :, None].expand(-1, -1, D))
-        x = adapter.attention_output(layer, ctx, residual)
+            x = adapter.attention_output(layer, ctx, x.gather(1, index[:, :, None].expand(-1, -1, D)))
+        else:
+            x = adapter.attention_output(layer, ctx, x)
+            if keep < n:
+                x, _, mask = select(x, sig, mask, keep)
         if soft is not None:
             x = soft_extract(x, sig, mask, soft[j, :n])
         x = adapter.feed_forward(layer, x)

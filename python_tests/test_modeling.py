@@ -262,6 +262,21 @@ def test_hard_matches_reference(family, seed):
     assert (got - full).abs().max() > 100 * ATOL  # elimination really happened and matters
 
 
+@pytest.mark.parametrize("family", ["bert", "albert_groups", "electra"])
+def test_reference_shortcut_equals_spec_order(family):
+    """The reference with SPEC 1.2's shortcut (select on the attention context before W_o, as the
+    model and the benchmarks' eager composition do) equals it with x' selected after W_o."""
+    hf = tiny_hf(family, seed=4)
+    retention = random_retention(len(_layers(hf)), 20, seed=14)
+    batch = inputs((5, 20), pair=True, seed=6)
+    with torch.no_grad():
+        spec = reference.model_logits(hf, retention, **batch)
+        shortcut = reference.model_logits(hf, retention, **batch, gather_before_wo=True)
+        full = reference.model_logits(hf, None, **batch)
+    torch.testing.assert_close(shortcut, spec, atol=ATOL, rtol=0)
+    assert (spec - full).abs().max() > 100 * ATOL
+
+
 @pytest.mark.parametrize("exclude_self", [True, False])
 def test_hard_exclude_self_option(exclude_self):
     hf = tiny_hf("bert", seed=9)
