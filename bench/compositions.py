@@ -2,6 +2,8 @@
 formulations, not the slow-but-obvious reference): what a user would write without us."""
 import torch
 
+from power_bert_ops import reference
+
 
 def significance(attn, mask, exclude_self=True):
     """attn [B, H, N, N], mask [B, N] -> float32 [B, N]: masked sum over heads and queries."""
@@ -34,30 +36,23 @@ def soft_extract(hidden, scores, mask, retention):
     return hidden * retention[rank][:, :, None].to(hidden.dtype)
 
 
+def attention(q, k, v, mask, dropout_p=0.0, need_significance=True, exclude_self=True):
+    """softmax(QKᵀ/√d + padding bias) V and, when asked, ``significance`` of the probabilities
+    (reference.attention's signature; no dropout)."""
+    B, n = mask.shape
+    bias = torch.zeros(B, 1, 1, n, dtype=q.dtype, device=q.device).masked_fill(mask[:, None, None, :] == 0,
+                                                                              float("-inf"))
+    probs = torch.softmax(q @ k.transpose(-1, -2) * q.shape[-1] ** -0.5 + bias, dim=-1)
+    return probs @ v, significance(probs, mask, exclude_self) if need_significance else None
+
+
 @torch.inference_mode()
 def eager_power_bert_logits(hf, retention, input_ids, attention_mask, token_type_ids=None):
-    """SPEC 1.2 in plain eager PyTorch over a Hugging Face BERT sequence classifier (what a
-    user would write without our kernels): per layer eager attention probabilities [B, H, n, n],
-    significance by ``significance`` above, selection by ``extract_scored`` (topk + sort +
-    gather) on the attention context, the W_o / residual gather shortcut, then W_o, LayerNorm
-    and the FFN on the kept rows. Same weights, same logits as the PoWER model's hard mode."""
-    base = hf.base_model
-    mask = attention_mask
-    x = base.embeddings(input_ids=input_ids, token_type_ids=token_type_ids)
-    H = hf.config.num_attention_heads
-    for j, layer in enumerate(base.encoder.layer):
-        s, o = layer.attention.self, layer.attention.output
-        B, n, D = x.shape
-        d = D // H
-        q, k, v = (w(x).view(B, n, H, d).transpose(1, 2) for w in (s.query, s.key, s.value))
-        bias = torch.zeros(B, 1, 1, n, dtype=x.dtype).masked_fill(mask[:, None, None, :] == 0, float("-inf"))
-        probs = torch.softmax(q @ k.transpose(-1, -2) * d**-0.5 + bias, dim=-1)
-        ctx = (probs @ v).transpose(1, 2).reshape(B, n, D)
-        residual = x
-        keep = min(retention[j], n)
-        if keep < n:
-            ctx, index, mask = extract_scored(ctx, significance(probs, mask), mask, keep)
-            residual = x.gather(1, index[:, :, None].expand(-1, -1, D))
-        x = o.LayerNorm(o.dense(ctx) + residual)
-        x = layer.output.LayerNorm(layer.output.dense(layer.intermediate(x)) + x)
-    return hf.classifier(base.pooler(x))
+    """SPEC 1.2 in plain eager PyTorch over a Hugging Face BERT-family classifier (what a user
+    would write without our kernels): the model reference (``reference.model_logits``) with the
+    compositions above: eager attention probabilities, significance by ``significance``,
+    selection by ``extract_scored`` (topk + sort + gather) on the attention context, the W_o /
+    residual gather shortcut, then W_o, LayerNorm and the FFN on the kept rows. Same weights,
+    same logits as the PoWER model's hard mode."""
+    return reference.model_logits(hf, retention, input_ids, attention_mask, token_type_ids,
+                                  attend=attention, select=extract_scored, gather_before_wo=True)

@@ -4,9 +4,9 @@
     kept = explain(model, tokenizer, "a gripping, beautifully shot film")
     plot_explanation(kept, "kept.png")
 
-The model is run as it is (hard mode) with its encoder recording the rows each layer keeps
-(``PowerBertEncoder.collect_kept``, filled by ``power_encoder_loop``); those are composed back to
-input positions. Whichever kernel the selection runs, the record is the same.
+The model is run as it is (hard mode) with an :class:`~power_bert_ops.modeling.EncoderRecord`,
+which its encoder fills with the rows each layer keeps; those are composed back to input
+positions. Whichever kernel the selection runs, the record is the same.
 """
 from __future__ import annotations
 
@@ -20,6 +20,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
 from ._quiet import quiet_transformers  # noqa: E402
+from .modeling import EncoderRecord  # noqa: E402
 
 
 @dataclass
@@ -49,15 +50,11 @@ def explain(model, tokenizer, text: str, text_pair: str | None = None, max_lengt
         enc = tokenizer(text, text_pair, truncation=True, max_length=max_length, return_tensors="pt")
     device = next(model.parameters()).device
     model.eval()
-    encoder = model.power_encoder()
-    encoder.collect_kept = recorded = []
-    try:
-        logits = model(**{k: v.to(device) for k, v in enc.items()}).logits[0].float().cpu()
-    finally:
-        encoder.collect_kept = None
+    record = EncoderRecord()
+    logits = model(**{k: v.to(device) for k, v in enc.items()}, power_bert_record=record).logits[0].float().cpu()
     alive = torch.arange(enc["input_ids"].shape[1])
     kept = []
-    for index in recorded:  # one entry per layer: the rows it kept among its input rows, or None
+    for index in record.kept:  # one entry per layer: the rows it kept among its input rows, or None
         if index is not None:
             alive = alive[index[0].cpu()]
         kept.append(alive.tolist())

@@ -214,3 +214,71 @@ def attention(q, k, v, mask, dropout_p: float = 0.0, need_significance: bool = T
     elif dropout_p > 0.0:
         dropped = torch.nn.functional.dropout(probs, dropout_p)
     return torch.matmul(dropped, v.to(acc)).to(q.dtype), sig
+
+
+# ------------------------------------------------------------------------------------------------
+# The model: PoWER-BERT (SPEC 1.2 / 1.3) over a Hugging Face classifier, layer by layer
+# ------------------------------------------------------------------------------------------------
+__all__ += ["model_logits"]
+
+
+def model_logits(hf, retention, input_ids, attention_mask=None, token_type_ids=None, exclude_self: bool = True,
+                 soft=None, attend=attention, select=extract_scored, gather_before_wo: bool = False):
+    """PoWER-BERT's logits in plain PyTorch, over the Hugging Face classifier ``hf`` of a supported
+    family (sequence classification, inputs [B, N]; multiple choice, inputs [B, C, N]), reaching
+    its layers through the model's adapters (``power_bert_ops.modeling.adapters``).
+
+    Every layer: eager attention probabilities and their significance (``attend``, with
+    :func:`attention`'s signature), x' = LayerNorm(x + W_o a); in layers with ℓ_j below the rows
+    in, [CLS] and the ℓ_j - 1 most significant other rows of x' (``select``, with
+    :func:`extract_scored`'s signature); the FFN on the kept rows. ``gather_before_wo``: SPEC
+    1.2's shortcut instead (select on the attention context a, gather the residual alike, then
+    W_o and LayerNorm on the kept rows only; same result, fewer FLOPs). ``soft`` [L, N]
+    (retention parameters, SPEC 1.3) instead scales x' by :func:`soft_extract` in every layer.
+    ``retention`` None and ``soft`` None: no elimination, Hugging Face's own logits. The
+    benchmarks pass faster compositions as ``attend`` / ``select``, with the shortcut."""
+    from .modeling.adapters import ADAPTERS
+    from .modeling.configuration_power_bert import check_supported
+
+    adapter = ADAPTERS[check_supported(hf.config)]
+    shape, n = input_ids.shape, input_ids.shape[-1]
+    mask = (attention_mask if attention_mask is not None else torch.ones_like(input_ids)).reshape(-1, n)
+    base = hf.base_model
+    x = base.embeddings(input_ids=input_ids.reshape(-1, n),
+                        token_type_ids=token_type_ids.reshape(-1, n) if token_type_ids is not None else None)
+    if hasattr(base, "embeddings_project"):
+        x = base.embeddings_project(x)
+    x = adapter.pre(base.encoder, x)
+    H = hf.config.num_attention_heads
+    for j, layer in enumerate(adapter.layers(base.encoder, hf.config)):
+        B, n, D = x.shape
+        q, k, v = (w(x).view(B, n, H, D // H).transpose(1, 2) for w in adapter.qkv(layer))
+        keep = n if retention is None else min(retention[j], n)
+        ctx, sig = attend(q, k, v, mask, 0.0, keep < n or soft is not None, exclude_self)
+        ctx = ctx.transpose(1, 2).reshape(B, n, D)
+        if keep < n and gather_before_wo:
+            ctx, index, mask = select(ctx, sig, mask, keep)
+            x = adapter.attention_output(layer, ctx, x.gather(1, index[:, :, None].expand(-1, -1, D)))
+        else:
+            x = adapter.attention_output(layer, ctx, x)
+            if keep < n:
+                x, _, mask = select(x, sig, mask, keep)
+        if soft is not None:
+            x = soft_extract(x, sig, mask, soft[j, :n])
+        x = adapter.feed_forward(layer, x)
+    logits = _head(hf, x, multiple_choice=len(shape) == 3)
+    return logits.view(shape[0], -1) if len(shape) == 3 else logits
+
+
+def _head(hf, x: torch.Tensor, multiple_choice: bool) -> torch.Tensor:
+    """The Hugging Face head of ``hf`` on last hidden states x [B', n, D] (it reads row 0)."""
+    mt, base = hf.config.model_type, hf.base_model
+    if mt == "bert":
+        return hf.classifier(hf.dropout(base.pooler(x)))
+    if mt == "albert":
+        return hf.classifier(hf.dropout(base.pooler_activation(base.pooler(x[:, 0]))))
+    if mt in ("roberta", "xlm-roberta"):
+        return hf.classifier(hf.dropout(base.pooler(x))) if multiple_choice else hf.classifier(x)
+    if mt == "electra":
+        return hf.classifier(hf.sequence_summary(x)) if multiple_choice else hf.classifier(x)
+    raise ValueError(f"reference.model_logits: no head for model_type={mt!r}")

@@ -11,7 +11,7 @@ from transformers import AutoTokenizer  # noqa: E402
 from power_bert_ops import _backend, reference  # noqa: E402
 from power_bert_ops.explain import explain  # noqa: E402
 from power_bert_ops.modeling import PowerBertForSequenceClassification  # noqa: E402
-from power_bert_ops.modeling import modeling_power_bert as mpb  # noqa: E402
+from power_bert_ops.modeling import encoder as encoder_module  # noqa: E402
 
 from tiny_models import tiny_bert_checkpoint  # noqa: E402
 
@@ -37,10 +37,13 @@ def _check(exp, retention):
 
 def test_explain_kept_rows(model_and_tokenizer):
     model, tok = model_and_tokenizer
+    encoder = model.power_encoder()
+    before = {name: id(value) for name, value in vars(encoder).items()}
     exp = explain(model, tok, TEXT)
     _check(exp, model.retention)
     assert len(exp.tokens) == 14 and len(exp.kept[0]) == 9 and exp.kept[1] == exp.kept[2]
-    assert model.power_encoder().collect_kept is None  # the record is switched off afterwards
+    # the record travels with the call: explain leaves no state on the encoder
+    assert {name: id(value) for name, value in vars(encoder).items()} == before
 
 
 def test_explain_with_the_reference_as_the_selection_kernel(model_and_tokenizer):
@@ -66,6 +69,6 @@ def test_explain_when_the_selection_is_not_the_op(model_and_tokenizer, monkeypat
     # nothing here; the encoder's own record still has every layer.
     model, tok = model_and_tokenizer
     want = explain(model, tok, TEXT)
-    monkeypatch.setattr(mpb, "_ops_ns", _OpsWithPlainSelection())
+    monkeypatch.setattr(encoder_module, "_ops_ns", _OpsWithPlainSelection())
     got = explain(model, tok, TEXT)
     assert got.kept == want.kept and got.prediction == want.prediction

@@ -29,6 +29,7 @@ from transformers import (  # noqa: E402
 )
 from transformers.utils import logging as hf_logging  # noqa: E402
 
+from power_bert_ops import reference  # noqa: E402
 from power_bert_ops.modeling import (  # noqa: E402
     PowerBertConfig,
     PowerBertForMultipleChoice,
@@ -119,7 +120,7 @@ def random_retention(L, N, seed):
 
 
 # ------------------------------------------------------------------------------------------------
-# The obviously-correct reference (SPEC 1.1 / 1.2), written against the Hugging Face modules.
+# The reference (SPEC 1.1 / 1.2): power_bert_ops.reference.model_logits
 # ------------------------------------------------------------------------------------------------
 def _layers(hf):
     base = hf.base_model
@@ -133,78 +134,15 @@ def _layers(hf):
     return list(base.encoder.layer)
 
 
-def _layer_parts(hf, layer):
-    """(Wq, Wk, Wv, W_o, LN1, ffn(x) -> FFN(x) without residual, LN2) of one layer."""
-    if hf.config.model_type == "albert":
-        a = layer.attention
-        return (a.query, a.key, a.value, a.dense, a.LayerNorm,
-                lambda x: layer.ffn_output(layer.activation(layer.ffn(x))), layer.full_layer_layer_norm)
-    s, o = layer.attention.self, layer.attention.output
-    return (s.query, s.key, s.value, o.dense, o.LayerNorm,
-            lambda x: layer.output.dense(layer.intermediate.intermediate_act_fn(layer.intermediate.dense(x))),
-            layer.output.LayerNorm)
-
-
-def _head(hf, x, task):
-    """The Hugging Face head on last hidden states x [B', n, D] (reads row 0)."""
-    mt, base = hf.config.model_type, hf.base_model
-    if mt == "bert":
-        logits = hf.classifier(hf.dropout(base.pooler(x)))
-    elif mt == "albert":
-        logits = hf.classifier(hf.dropout(base.pooler_activation(base.pooler(x[:, 0]))))
-    elif mt == "roberta":
-        logits = hf.classifier(x) if task == "seq" else hf.classifier(hf.dropout(base.pooler(x)))
-    elif mt == "electra":
-        logits = hf.classifier(x) if task == "seq" else hf.classifier(hf.sequence_summary(x))
-    else:
-        raise AssertionError(mt)
-    return logits
-
-
-@torch.no_grad()
 def reference_logits(hf, retention, input_ids, attention_mask=None, token_type_ids=None, task="seq",
                      exclude_self=True):
-    """Loop over layers with eager attention probabilities; significance from them (padded query
-    rows excluded, self-attention subtracted); keep [CLS] + the ℓ_j-1 most significant other rows
-    in original order (padding last, ties to the lower position); x' gathered after W_o; FFN."""
-    shape = input_ids.shape
-    n = shape[-1]
-    ids = input_ids.reshape(-1, n)
-    mask = (attention_mask if attention_mask is not None else torch.ones_like(input_ids)).reshape(-1, n).bool()
-    tt = token_type_ids.reshape(-1, n) if token_type_ids is not None else None
-    base, cfg = hf.base_model, hf.config
-    x = base.embeddings(input_ids=ids, token_type_ids=tt)
-    if hasattr(base, "embeddings_project"):
-        x = base.embeddings_project(x)
-    if cfg.model_type == "albert":
-        x = base.encoder.embedding_hidden_mapping_in(x)
-    H = cfg.num_attention_heads
-    for j, layer in enumerate(_layers(hf)):
-        wq, wk, wv, wo, ln1, ffn, ln2 = _layer_parts(hf, layer)
-        B, n, D = x.shape
-        d = D // H
-        q, k, v = (w(x).view(B, n, H, d).transpose(1, 2) for w in (wq, wk, wv))
-        scores = q @ k.transpose(-1, -2) / math.sqrt(d)
-        scores = scores.masked_fill(~mask[:, None, None, :], float("-inf"))
-        probs = scores.softmax(-1)  # [B, H, n, n]
-        ctx = (probs @ v).transpose(1, 2).reshape(B, n, D)
-        x1 = ln1(x + wo(ctx))
-        keep = n if retention is None else min(retention[j], n)
-        if keep < n:
-            sig = (probs * mask[:, None, :, None]).sum(dim=(1, 2))
-            if exclude_self:
-                sig = sig - probs.diagonal(dim1=-2, dim2=-1).sum(1)
-            rows, masks = [], []
-            for b in range(B):
-                s, real = sig[b].tolist(), mask[b].tolist()
-                others = sorted(range(1, n), key=lambda p: (not real[p], -s[p], p))
-                idx = sorted([0] + others[: keep - 1])
-                rows.append(x1[b, idx])
-                masks.append(mask[b, idx])
-            x1, mask = torch.stack(rows), torch.stack(masks)
-        x = ln2(x1 + ffn(x1))
-    logits = _head(hf, x, task)
-    return logits.view(shape[0], -1) if task == "mc" else logits
+    """The plain-PyTorch model (power_bert_ops.reference.model_logits), without gradients:
+    eager attention probabilities, significance from them, [CLS] + the ℓ_j-1 most significant
+    other rows kept in original order, W_o / LayerNorm / FFN on the kept rows."""
+    assert (task == "mc") == (input_ids.dim() == 3)
+    with torch.no_grad():
+        return reference.model_logits(hf, retention, input_ids, attention_mask, token_type_ids,
+                                      exclude_self=exclude_self)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -283,7 +221,7 @@ def test_minilm_from_pretrained_entry_point(minilm_dir):
 
 
 def test_top_level_entry_point_names():
-    # The issue's entry point: power_bert_ops.PowerBertForSequenceClassification (lazy: importing
+    # The top-level entry point: power_bert_ops.PowerBertForSequenceClassification (lazy: importing
     # power_bert_ops alone does not import transformers; checked in a fresh interpreter).
     import power_bert_ops
     from power_bert_ops import modeling
@@ -322,6 +260,21 @@ def test_hard_matches_reference(family, seed):
     ref = reference_logits(hf, retention, **batch)
     torch.testing.assert_close(got, ref, atol=ATOL, rtol=0)
     assert (got - full).abs().max() > 100 * ATOL  # elimination really happened and matters
+
+
+@pytest.mark.parametrize("family", ["bert", "albert_groups", "electra"])
+def test_reference_shortcut_equals_spec_order(family):
+    """The reference with SPEC 1.2's shortcut (select on the attention context before W_o, as the
+    model and the benchmarks' eager composition do) equals it with x' selected after W_o."""
+    hf = tiny_hf(family, seed=4)
+    retention = random_retention(len(_layers(hf)), 20, seed=14)
+    batch = inputs((5, 20), pair=True, seed=6)
+    with torch.no_grad():
+        spec = reference.model_logits(hf, retention, **batch)
+        shortcut = reference.model_logits(hf, retention, **batch, gather_before_wo=True)
+        full = reference.model_logits(hf, None, **batch)
+    torch.testing.assert_close(shortcut, spec, atol=ATOL, rtol=0)
+    assert (spec - full).abs().max() > 100 * ATOL
 
 
 @pytest.mark.parametrize("exclude_self", [True, False])
@@ -523,41 +476,42 @@ def test_eager_attention_path_training_with_dropout_runs():
 
 
 def test_auto_power_attention_picks_fused_where_the_kernel_runs(monkeypatch):
-    from power_bert_ops.modeling import modeling_power_bert as mpb
+    from power_bert_ops.modeling import encoder as encoder_module
 
     cpu, cuda = torch.device("cpu"), torch.device("cuda")
     for d in (8, 32, 100):
         for dtype in (torch.float16, torch.float32, torch.float64):
-            assert mpb.fused_attention_runs(cpu, dtype, d)  # the C++ kernel takes everything
+            assert encoder_module.attention_kernel_runs(cpu, dtype, d)  # the C++ kernel takes everything
     from power_bert_ops import _backend
 
     monkeypatch.setitem(_backend.CUDA_DEFAULTS, "_attention_forward", "triton")
-    assert mpb.fused_attention_runs(cuda, torch.float16, 64)
-    assert mpb.fused_attention_runs(cuda, torch.float32, 128)
-    assert not mpb.fused_attention_runs(cuda, torch.float16, 8)  # head size the Triton kernels lack
-    assert not mpb.fused_attention_runs(cuda, torch.float64, 64)
+    assert encoder_module.attention_kernel_runs(cuda, torch.float16, 64)
+    assert encoder_module.attention_kernel_runs(cuda, torch.float32, 128)
+    assert not encoder_module.attention_kernel_runs(cuda, torch.float16, 8)  # head size the Triton kernels lack
+    assert not encoder_module.attention_kernel_runs(cuda, torch.float64, 64)
     monkeypatch.setitem(_backend.CUDA_DEFAULTS, "_attention_forward", None)  # no triton
-    assert not mpb.fused_attention_runs(cuda, torch.float16, 64)
+    assert not encoder_module.attention_kernel_runs(cuda, torch.float16, 64)
     from power_bert_ops.triton.attention_triton import SUPPORTED_HEAD_SIZES
 
     monkeypatch.setitem(_backend.CUDA_DEFAULTS, "_attention_forward", "triton")  # the model asks what the kernels take
-    assert [d for d in range(1, 257) if mpb.fused_attention_runs(cuda, torch.float16, d)] == list(SUPPORTED_HEAD_SIZES)
+    runs = encoder_module.attention_kernel_runs
+    assert [d for d in range(1, 257) if runs(cuda, torch.float16, d)] == list(SUPPORTED_HEAD_SIZES)
 
 
 def test_auto_power_attention_uses_the_eager_path_where_fused_cannot_run(monkeypatch):
     # Where the fused kernel does not take the input, "auto" runs the eager path: counted here.
-    from power_bert_ops.modeling import modeling_power_bert as mpb
+    from power_bert_ops.modeling import encoder as encoder_module
 
     calls = []
-    real = mpb.eager_attention
-    monkeypatch.setattr(mpb, "eager_attention", lambda *a, **k: calls.append(1) or real(*a, **k))
+    real = encoder_module.eager_attention
+    monkeypatch.setattr(encoder_module, "eager_attention", lambda *a, **k: calls.append(1) or real(*a, **k))
     hf = tiny_hf("bert", seed=16)
     power = wrap(hf, retention=[12, 7, 3])
     batch = inputs((3, 16), pair=True)
     with torch.no_grad():
         fused = power(**batch).logits
         assert calls == []
-        monkeypatch.setattr(mpb, "fused_attention_runs", lambda *a: False)
+        monkeypatch.setattr(encoder_module, "attention_kernel_runs", lambda *a: False)
         auto = power(**batch).logits
     assert len(calls) == 3  # every eliminating layer
     torch.testing.assert_close(auto, fused, atol=ATOL, rtol=0)
@@ -590,30 +544,15 @@ def test_torch_compile_eager_attention_path_matches_eager():
 
 def test_soft_matches_reference_soft_extract():
     """soft mode with random r equals the SPEC 1.3 formula applied to x' in every layer."""
-    from power_bert_ops import reference
-
     hf = tiny_hf("bert", seed=3)
     soft = wrap(hf, mode="soft", sequence_length=10)
     with torch.no_grad():
         soft.retention_params.copy_(torch.rand(3, 10))
     batch = inputs((3, 10), pair=True)
     r = soft.retention_params.detach()
-
-    # reference: hook x' -> soft_extract(x', sig, mask, r_j) through a plain layer loop
-    base = hf.base_model
     with torch.no_grad():
-        x = base.embeddings(input_ids=batch["input_ids"], token_type_ids=batch["token_type_ids"])
-        mask = batch["attention_mask"]
-        for j, layer in enumerate(_layers(hf)):
-            wq, wk, wv, wo, ln1, ffn, ln2 = _layer_parts(hf, layer)
-            B, n, D = x.shape
-            q, k, v = (w(x).view(B, n, 4, D // 4).transpose(1, 2) for w in (wq, wk, wv))
-            probs = (q @ k.transpose(-1, -2) / math.sqrt(D // 4)).masked_fill(
-                mask[:, None, None, :] == 0, float("-inf")).softmax(-1)
-            x1 = ln1(x + wo((probs @ v).transpose(1, 2).reshape(B, n, D)))
-            x1 = reference.soft_extract(x1, reference.significance(probs, mask), mask, r[j, :n])
-            x = ln2(x1 + ffn(x1))
-        ref = _head(hf, x, "seq")
+        # reference: x' -> soft_extract(x', sig, mask, r_j) through the plain layer loop
+        ref = reference.model_logits(hf, None, **batch, soft=r)
         torch.testing.assert_close(soft(**batch).logits, ref, atol=ATOL, rtol=0)
 
 
@@ -894,7 +833,7 @@ def test_relative_hard_equals_per_example_reference(family, seed):
 def test_relative_soft_ranks_by_fraction_of_length():
     """Soft mode, relative: the row ranked t of an example of len real tokens is scaled by
     r_j[floor(t·N/len)]; a step r with mass m keeps ceil(m·len/N) rows, as hard mode would."""
-    from power_bert_ops.modeling.modeling_power_bert import relative_rows, relative_soft_factor
+    from power_bert_ops.modeling.widths import relative_rows, relative_soft_factor
 
     N = 16
     r = torch.zeros(N)
@@ -928,3 +867,57 @@ def test_relative_scale_saved_and_loaded(tmp_path):
         torch.testing.assert_close(again(**batch).logits, power(**batch).logits, atol=ATOL, rtol=0)
     with pytest.raises(ValueError, match="retention scale must be one of"):
         PowerBertForSequenceClassification.from_pretrained(tmp_path, retention_scale="ratio")
+
+
+# ------------------------------------------------------------------------------------------------
+# The encoder reads the model's config; the adapters set the attention dropout
+# ------------------------------------------------------------------------------------------------
+def test_encoder_reads_the_model_config(tmp_path):
+    hf = tiny_hf("bert", seed=2)
+    power = wrap(hf, retention=[12, 7, 3])
+    assert power.power_encoder().power_config is power.config
+    power.save_pretrained(tmp_path)
+    for loaded in (PowerBertForSequenceClassification.from_pretrained(tmp_path),
+                   AutoModelForSequenceClassification.from_pretrained(tmp_path),
+                   PowerBertForSequenceClassification(power.config)):
+        assert loaded.power_encoder().power_config is loaded.config
+    batch = inputs((3, 16), pair=True)
+    with torch.no_grad():
+        power.config.exclude_self = False  # read at the next call, no set_mode needed
+        torch.testing.assert_close(power(**batch).logits, reference_logits(hf, [12, 7, 3], exclude_self=False,
+                                                                           **batch), atol=ATOL, rtol=0)
+
+
+def test_encoder_record_holds_the_kept_rows():
+    from power_bert_ops.modeling import EncoderRecord
+
+    hf = tiny_hf("bert", seed=4)
+    power = wrap(hf, retention=[12, 12, 3])
+    batch = inputs((3, 16), pair=True)
+    record = EncoderRecord()
+    with torch.no_grad():
+        logits = power(**batch, power_bert_record=record).logits
+        torch.testing.assert_close(logits, power(**batch).logits)
+    assert [None if i is None else tuple(i.shape) for i in record.kept] == [(3, 12), None, (3, 3)]
+    assert record.hidden_states is None and record.last_hidden_state.shape == (3, 3, 32)
+    assert all(bool((i[:, 0] == 0).all()) and bool((i.diff(dim=1) > 0).all()) for i in record.kept if i is not None)
+
+
+@pytest.mark.parametrize("family", ["bert", "albert_groups"])
+def test_set_attention_dropout(family):
+    from power_bert_ops.modeling.adapters import set_attention_dropout
+
+    def probs_dropouts(model):
+        return [m.p for name, m in model.named_modules() if isinstance(m, torch.nn.Dropout)
+                and name.endswith(("attention.self.dropout", "attention.attention_dropout"))]
+
+    hf = tiny_hf(family)
+    set_attention_dropout(hf, 0.25)
+    assert probs_dropouts(hf) and set(probs_dropouts(hf)) == {0.25}
+    assert hf.config.attention_probs_dropout_prob == 0.25
+    power = wrap(hf, mode="soft", sequence_length=16)
+    power.set_attention_dropout(0.0)
+    assert set(probs_dropouts(power)) == {0.0}
+    assert power.model.config.attention_probs_dropout_prob == 0.0
+    assert power.config.base_config["attention_probs_dropout_prob"] == 0.0
+    assert set(probs_dropouts(hf)) == {0.25}  # wrap() wrapped a copy

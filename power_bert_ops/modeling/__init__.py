@@ -11,7 +11,7 @@ and AutoModelForMultipleChoice. Needs ``transformers`` (not a dependency of the 
 """
 from transformers import AutoConfig, AutoModelForMultipleChoice, AutoModelForSequenceClassification
 
-from ..flops import encoder_macs, flop_bound, layer_macs
+from ..flops import flop_bound
 from .configuration_power_bert import (
     MODES,
     POWER_ATTENTION,
@@ -20,13 +20,11 @@ from .configuration_power_bert import (
     check_retention,
     derive_retention,
 )
+from .encoder import EncoderRecord, PowerBertEncoder
 from .modeling_power_bert import (
-    PowerBertEncoder,
     PowerBertForMultipleChoice,
     PowerBertForSequenceClassification,
     PowerBertPreTrainedModel,
-    eager_attention,
-    fused_attention_runs,
 )
 
 AutoConfig.register("power_bert", PowerBertConfig, exist_ok=True)
@@ -37,6 +35,7 @@ __all__ = [
     "MODES",
     "POWER_ATTENTION",
     "SUPPORTED_MODEL_TYPES",
+    "EncoderRecord",
     "PowerBertConfig",
     "PowerBertEncoder",
     "PowerBertForMultipleChoice",
@@ -44,9 +43,5 @@ __all__ = [
     "PowerBertPreTrainedModel",
     "check_retention",
     "derive_retention",
-    "eager_attention",
-    "encoder_macs",
-    "fused_attention_runs",
     "flop_bound",
-    "layer_macs",
 ]

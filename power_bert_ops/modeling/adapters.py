@@ -1,6 +1,6 @@
 """Per-family adapters: how the PoWER encoder reaches the pieces of a Hugging Face layer.
 
-The PoWER encoder (``modeling_power_bert.PowerBertEncoder``) runs every layer as
+The PoWER encoder (``encoder.PowerBertEncoder``) runs every layer as
 
     q, k, v = adapter.qkv(layer)(x)                # projections
     a       = attention(q, k, v)                    # [+ significance in eliminating layers]
@@ -18,7 +18,9 @@ from __future__ import annotations
 
 from torch import nn
 
-__all__ = ["ADAPTERS", "AlbertAdapter", "BertAdapter"]
+from .configuration_power_bert import check_supported
+
+__all__ = ["ADAPTERS", "AlbertAdapter", "BertAdapter", "set_attention_dropout"]
 
 
 class BertAdapter:
@@ -52,6 +54,10 @@ class BertAdapter:
     @staticmethod
     def attention_dropout(layer) -> float:
         return float(layer.attention.self.dropout.p)
+
+    @staticmethod
+    def set_attention_dropout(layer, p: float) -> None:
+        layer.attention.self.dropout.p = p
 
     @staticmethod
     def attention_output(layer, context, residual):
@@ -97,6 +103,10 @@ class AlbertAdapter:
         return float(layer.attention.attention_dropout.p)
 
     @staticmethod
+    def set_attention_dropout(layer, p: float) -> None:
+        layer.attention.attention_dropout.p = p
+
+    @staticmethod
     def attention_output(layer, context, residual):
         a = layer.attention
         return a.LayerNorm(residual + a.output_dropout(a.dense(context)))
@@ -108,3 +118,14 @@ class AlbertAdapter:
 
 
 ADAPTERS = {"bert": BertAdapter, "albert": AlbertAdapter}
+
+
+def set_attention_dropout(hf_model: nn.Module, p: float) -> None:
+    """Sets the dropout on attention probabilities of ``hf_model`` (a Hugging Face model of a
+    supported family, plain or wrapped by a PoWER model) to ``p``: in every layer and in its
+    config (``attention_probs_dropout_prob``)."""
+    adapter = ADAPTERS[check_supported(hf_model.config)]
+    encoder = getattr(hf_model, hf_model.base_model_prefix).encoder
+    for layer in adapter.layers(encoder, hf_model.config):
+        adapter.set_attention_dropout(layer, p)
+    hf_model.config.attention_probs_dropout_prob = p

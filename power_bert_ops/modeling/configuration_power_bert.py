@@ -11,16 +11,16 @@ from typing import Sequence
 
 from transformers import AutoConfig, PreTrainedConfig
 
-from ..flops import RETENTION_SCALES, check_scale
+from ..flops import check_scale
 
 __all__ = [
     "MODES",
     "POWER_ATTENTION",
-    "RETENTION_SCALES",
     "check_power_attention",
     "PowerBertConfig",
     "SUPPORTED_MODEL_TYPES",
     "base_config_from_dict",
+    "check_supported",
     "check_retention",
     "derive_retention",
     "max_positions",
@@ -48,10 +48,6 @@ SUPPORTED_MODEL_TYPES = {
 _ROBERTA_POSITIONS = ("roberta", "xlm-roberta")  # positions start at pad_token_id + 1
 
 
-def _supported_names() -> str:
-    return ", ".join(sorted(SUPPORTED_MODEL_TYPES))
-
-
 def _get(cfg, name, default=None):
     return cfg.get(name, default) if isinstance(cfg, dict) else getattr(cfg, name, default)
 
@@ -63,7 +59,8 @@ def check_supported(base) -> str:
     if model_type not in SUPPORTED_MODEL_TYPES:
         raise ValueError(
             f"PoWER-BERT: unsupported checkpoint architecture model_type={model_type!r} "
-            f"(architectures={_get(base, 'architectures')}); supported model types: {_supported_names()}"
+            f"(architectures={_get(base, 'architectures')}); supported model types: "
+            f"{', '.join(sorted(SUPPORTED_MODEL_TYPES))}"
         )
     if _get(base, "is_decoder", False) or _get(base, "add_cross_attention", False):
         raise ValueError(f"PoWER-BERT: {model_type} configured as a decoder (is_decoder / add_cross_attention) is "
@@ -184,6 +181,7 @@ class PowerBertConfig(PreTrainedConfig):
         if self.mode not in MODES:
             raise ValueError(f"PoWER-BERT: mode must be one of {MODES}, got {self.mode!r}")
         check_power_attention(self.power_attention)
+        self.exclude_self = bool(self.exclude_self)
         if self.base_config is not None:
             if not isinstance(self.base_config, dict):
                 self.base_config = self.base_config.to_dict()
@@ -208,7 +206,3 @@ class PowerBertConfig(PreTrainedConfig):
         if self.mode == "hard" and self.retention is None:
             raise ValueError("PoWER-BERT: mode='hard' needs a retention configuration (retention=[ℓ_1, ..., ℓ_L])")
         super().__post_init__(**kwargs)
-
-    @property
-    def num_power_layers(self) -> int:
-        return num_power_layers(self.base_config)

@@ -2,10 +2,11 @@
 
 Design: a PoWER model holds the ordinary Hugging Face model (``AutoModelForSequenceClassification``
 or ``AutoModelForMultipleChoice`` built from the checkpoint's own config, attribute ``model``) and
-replaces only its encoder with :class:`PowerBertEncoder`. That encoder takes over the original
-encoder's submodules (same parameter names) and runs the PoWER layer loop of SPEC 1.2 through a
-per-family adapter (``adapters.py``). Embeddings, poolers, heads, losses and the multiple-choice
-reshaping are Hugging Face's own: heads read row 0 only, and [CLS] stays at row 0.
+replaces only its encoder with :class:`~.encoder.PowerBertEncoder`. That encoder takes over the
+original encoder's submodules (same parameter names), reads this model's config, and runs the
+PoWER layer loop of SPEC 1.2 through a per-family adapter (``adapters.py``). Embeddings, poolers,
+heads, losses and the multiple-choice reshaping are Hugging Face's own: heads read row 0 only, and
+[CLS] stays at row 0.
 
 Modes (``set_mode``):
 
@@ -36,21 +37,16 @@ import os
 from typing import Sequence
 
 import torch
-import torch.nn.functional as F
 from torch import nn
-from torch.fx.experimental.symbolic_shapes import statically_known_true
 from transformers import (
     AutoConfig,
     AutoModelForMultipleChoice,
     AutoModelForSequenceClassification,
     PreTrainedModel,
 )
-from transformers.modeling_outputs import BaseModelOutputWithPastAndCrossAttentions
 
-from .. import ops as _ops  # noqa: F401  (registers torch.ops.power_bert: kernels, fake kernels, autograd)
-from .._backend import attention_kernel_runs as fused_attention_runs
 from ..flops import check_scale
-from .adapters import ADAPTERS
+from .adapters import set_attention_dropout
 from .configuration_power_bert import (
     MODES,
     PowerBertConfig,
@@ -62,207 +58,16 @@ from .configuration_power_bert import (
     max_positions,
     num_power_layers,
 )
+from .encoder import EncoderRecord, PowerBertEncoder
 
 __all__ = [
-    "PowerBertEncoder",
     "PowerBertForMultipleChoice",
     "PowerBertForSequenceClassification",
     "PowerBertPreTrainedModel",
 ]
 
-# The model calls the public ops, as a user does; which kernel runs on each device is decided
-# once in power_bert_ops._backend. fused_attention_runs (its attention_kernel_runs) says whether
-# the fused attention has a kernel for the input: power_attention='auto' uses it to choose
-# between the 'fused' and 'eager' paths.
-_ops_ns = torch.ops.power_bert
-
-
-def eager_attention(q, k, v, mask, dropout_p: float, exclude_self: bool):
-    """The eager-probabilities path: softmax probabilities [B, H, n, n] (in float32, then q's
-    dtype), SPEC 1.1 significance of them (no gradient), and their (dropped-out) product with v.
-
-    q, k, v [B, H, n, d], mask [B, n] key padding -> (out [B, H, n, d], significance f32 [B, n])."""
-    logits = torch.matmul(q, k.transpose(-1, -2)).float() * (q.shape[-1] ** -0.5)
-    logits = logits.masked_fill((mask == 0)[:, None, None, :], float("-inf"))
-    probs = torch.softmax(logits, dim=-1).to(q.dtype)
-    sig = _ops_ns.significance(probs.detach(), mask, exclude_self)
-    if dropout_p > 0.0:
-        probs = F.dropout(probs, dropout_p, training=True)
-    return torch.matmul(probs, v), sig
-
-
 _UNSET = object()
 _HUB_KWARGS = ("cache_dir", "force_download", "local_files_only", "token", "revision", "subfolder", "proxies")
-
-
-class PowerBertEncoder(nn.Module):
-    """Drop-in replacement of a Hugging Face encoder (BertEncoder, RobertaEncoder, ElectraEncoder,
-    AlbertTransformer) running the PoWER-BERT layer loop. It adopts the original encoder's
-    children under their own names, so parameter names (and checkpoints) are unchanged.
-
-    Called by the Hugging Face base model as ``encoder(hidden_states, attention_mask, ...,
-    power_bert_mask=mask2d, power_bert_retention=r)``; the 2-D key-padding mask travels in
-    ``power_bert_mask`` (the PoWER model passes ``attention_mask=None`` to Hugging Face so that
-    no [B, 1, N, N] mask is built). ``mode``, ``retention`` and ``exclude_self`` are plain Python
-    attributes set by :meth:`PowerBertPreTrainedModel.set_mode`.
-    """
-
-    def __init__(self, original: nn.Module, config, family: str):
-        super().__init__()
-        self.config = config
-        self.family = family
-        self.adapter = ADAPTERS[family]
-        for name, child in original.named_children():
-            self.add_module(name, child)
-        layers = self.adapter.layers(self, config)
-        for layer in layers:
-            self.adapter.check_layer(layer)
-        # Plain list (not a ModuleList): the layers are registered through the adopted children,
-        # and ALBERT applies one shared layer several times.
-        self._layers = layers
-        self.num_heads = int(config.num_attention_heads)
-        self.head_dim = int(config.hidden_size) // self.num_heads
-        self.mode = "full"
-        self.retention: list[int] | None = None
-        self.retention_scale = "absolute"  # "absolute" | "relative" (configuration_power_bert)
-        self.sequence_length: int | None = None  # N, the denominator of relative retention
-        self.exclude_self = True
-        self.power_attention = "auto"  # "auto" | "fused" | "eager"; set by the PoWER model per forward
-        self.collect_hidden_states: list | None = None  # set by the PoWER model for output_hidden_states
-        self.collect_kept: list | None = None  # set by power_bert_ops.explain: kept positions per layer
-
-    def forward(self, hidden_states, attention_mask=None, *args, power_bert_mask=None, power_bert_retention=None,
-                **kwargs):
-        x = self.adapter.pre(self, hidden_states)
-        if self.mode == "soft" and power_bert_retention is None:
-            raise ValueError("PoWER-BERT: soft mode needs the retention parameters; call the PoWER-BERT model, not "
-                             "the wrapped Hugging Face model")
-        mask = power_bert_mask
-        if mask is None and attention_mask is not None:
-            mask = _mask_from_hf(attention_mask, x.shape[1])
-        y = power_encoder_loop(
-            x, mask, self._layers, self.adapter, self.num_heads, self.head_dim, self.mode, self.retention,
-            power_bert_retention, self.exclude_self, self.training, collect=self.collect_hidden_states,
-            power_attention=self.power_attention, collect_kept=self.collect_kept,
-            relative_n=self.sequence_length if self.retention_scale == "relative" else None,
-        )
-        return BaseModelOutputWithPastAndCrossAttentions(last_hidden_state=y)
-
-
-def _mask_from_hf(attention_mask: torch.Tensor, n: int) -> torch.Tensor:
-    """2-D key mask from a mask Hugging Face prepared: 2-D as is; 4-D bool (True = attend) or
-    additive float (0 = attend): row 0 of the first head."""
-    if attention_mask.dim() == 2:
-        return attention_mask
-    m = attention_mask[:, 0, 0, :n] if attention_mask.dim() == 4 else attention_mask.reshape(-1, n)
-    if m.dtype == torch.bool:
-        return m
-    return m > torch.finfo(m.dtype).min / 2 if m.is_floating_point() else m != 0
-
-
-def relative_rows(retention_j: int, lengths: torch.Tensor, n_cfg: int) -> torch.Tensor:
-    """Relative retention (SPEC 1.6): rows kept of each example, min(len, max(1, ceil(ℓ_j·len/N))),
-    in integers. lengths int64 [B] -> int64 [B]."""
-    k = (lengths * int(retention_j) + (n_cfg - 1)) // n_cfg
-    return torch.minimum(k.clamp(min=1), lengths)
-
-
-def relative_soft_factor(retention_row: torch.Tensor, sig: torch.Tensor, mask: torch.Tensor,
-                         lengths: torch.Tensor) -> torch.Tensor:
-    """Stage 2 for relative retention: the row ranked t of an example with len real tokens gets
-    r_j[floor(t·N/len)], so mass_j / N is the kept fraction. -> float32 [B, n] (differentiable in
-    ``retention_row`` [N])."""
-    from ..reference import rank_of
-
-    n_cfg = retention_row.shape[0]
-    rank = rank_of(sig, mask)
-    bins = torch.div(rank * n_cfg, lengths.clamp(min=1)[:, None], rounding_mode="floor").clamp(max=n_cfg - 1)
-    return retention_row[bins]
-
-
-def power_encoder_loop(x, mask, layers, adapter, num_heads, head_dim, mode, retention, retention_params,
-                       exclude_self, training, collect: list | None = None, power_attention: str = "auto",
-                       collect_kept: list | None = None, relative_n: int | None = None):
-    """The PoWER-BERT encoder (SPEC 1.2 / 1.3). x [B, n, D] after the embeddings (and any input
-    projection), mask [B, n] key padding or None (all real) -> last hidden states [B, n_L, D].
-    ``collect``, when a list, receives the encoder input and every layer's output (layer j's
-    holds its kept rows, [B, ℓ_j, D] in hard mode). ``collect_kept``, when a list, receives one
-    entry per layer: the int64 [B, ℓ_j] positions (among the layer's input rows) it kept, or None
-    where it kept every row. ``power_attention``: see the module docstring. ``relative_n``: N of
-    relative retention (layer j keeps :func:`relative_rows` of each example, an output width of
-    min(rows in, ceil(ℓ_j·n/N)) for an input of n rows), or None for absolute ℓ_j."""
-    B, n, D = x.shape
-    if collect is not None:
-        collect.append(x)
-    if power_attention == "auto":
-        fused = fused_attention_runs(x.device, x.dtype, head_dim)
-    else:
-        fused = power_attention == "fused"
-    all_real = mask is None
-    if all_real and mode != "full":
-        mask = torch.ones((B, n), dtype=torch.bool, device=x.device)
-    relative = relative_n is not None and mode != "full"
-    lengths = (mask != 0).sum(dim=1) if relative else None
-    if relative and mode == "hard":
-        all_real = False  # per-example row counts leave padding slots in the kept rows
-    n0, prev_ell = n, relative_n
-    sdpa_mask = None if all_real else (mask != 0)[:, None, None, :]
-    for j, layer in enumerate(layers):
-        q_lin, k_lin, v_lin = adapter.qkv(layer)
-        p = adapter.attention_dropout(layer) if training else 0.0
-        q = q_lin(x).view(B, n, num_heads, head_dim).transpose(1, 2)
-        k = k_lin(x).view(B, n, num_heads, head_dim).transpose(1, 2)
-        v = v_lin(x).view(B, n, num_heads, head_dim).transpose(1, 2)
-        row_k = None
-        if mode != "hard":
-            keep, eliminate = n, False
-        elif relative:
-            # Rows change only where ℓ_j drops; the width is the longest example's count.
-            eliminate = retention[j] < prev_ell
-            prev_ell = retention[j]
-            width = (n0 * retention[j] + relative_n - 1) // relative_n
-            if isinstance(width, torch.SymInt):
-                # Under torch.export a width that may be 1 makes the layout guards fail; one more
-                # slot (mask 0 where no row keeps it) changes no result.
-                width = torch.sym_max(width, 2)
-            keep = (torch.sym_min(width, n) if isinstance(n, torch.SymInt) or isinstance(width, torch.SymInt)
-                    else min(width, n)) if eliminate else n
-            row_k = relative_rows(retention[j], lengths, relative_n) if eliminate else None
-        elif isinstance(n, torch.SymInt):
-            # Dynamic length (torch.export): ℓ_j is capped at the row count inside the graph
-            # (no guard on n), and a layer whose ℓ_j is at least every possible n keeps all rows.
-            eliminate = not statically_known_true(retention[j] >= n)
-            keep = torch.sym_min(retention[j], n) if eliminate else n
-        else:
-            keep = min(retention[j], n)
-            eliminate = keep < n
-        if (eliminate or mode == "soft") and fused:
-            ctx, sig = _ops_ns.attention(q, k, v, mask, p, True, exclude_self)
-        elif eliminate or mode == "soft":
-            ctx, sig = eager_attention(q, k, v, mask, p, exclude_self)
-        else:
-            ctx = F.scaled_dot_product_attention(q, k, v, attn_mask=sdpa_mask, dropout_p=p)
-        ctx = ctx.transpose(1, 2).reshape(B, n, D)
-        residual = x
-        if eliminate:
-            # SPEC 1.2 shortcut: select on the attention context, gather the residual alike,
-            # then W_o, LayerNorm and the FFN run on `keep` rows only.
-            ctx, index, mask = _ops_ns.extract_scored(ctx, sig, mask, keep, row_k)
-            residual = x.gather(1, index.unsqueeze(-1).expand(B, keep, D))
-            n = keep
-            if not all_real:
-                sdpa_mask = (mask != 0)[:, None, None, :]
-        x = adapter.attention_output(layer, ctx, residual)
-        if mode == "soft" and relative:
-            x = x * relative_soft_factor(retention_params[j], sig, mask, lengths).to(x.dtype)[:, :, None]
-        elif mode == "soft":
-            x = _ops_ns.soft_extract(x, sig, mask, retention_params[j, :n])
-        x = adapter.feed_forward(layer, x)
-        if collect is not None:
-            collect.append(x)
-        if collect_kept is not None:
-            collect_kept.append(index if eliminate else None)
-    return x
 
 
 class PowerBertPreTrainedModel(PreTrainedModel):
@@ -286,7 +91,7 @@ class PowerBertPreTrainedModel(PreTrainedModel):
         base = getattr(hf_model, hf_model.base_model_prefix)
         if isinstance(base.encoder, PowerBertEncoder):
             raise ValueError("PoWER-BERT: this Hugging Face model is already wrapped by a PoWER-BERT model")
-        base.encoder = PowerBertEncoder(base.encoder, hf_model.config, family)
+        base.encoder = PowerBertEncoder(base.encoder, hf_model.config, family, config)
         self._check_head(hf_model)
         self.model = hf_model
         L, N = num_power_layers(hf_model.config), config.sequence_length
@@ -352,7 +157,7 @@ class PowerBertPreTrainedModel(PreTrainedModel):
         if sequence_length is not None and sequence_length != model.config.sequence_length:
             model.set_sequence_length(sequence_length)
         if exclude_self is not None:
-            model.config.exclude_self = bool(exclude_self)  # applied by set_mode / _apply_mode below
+            model.config.exclude_self = bool(exclude_self)
         if power_attention is not None:
             model.config.power_attention = check_power_attention(power_attention)
         if retention_scale is not None:
@@ -427,12 +232,8 @@ class PowerBertPreTrainedModel(PreTrainedModel):
         return self.config.retention
 
     def _apply_mode(self, mode: str, retention):
-        enc = self.power_encoder()
-        enc.mode = mode
-        enc.retention = list(retention) if retention is not None else None
-        enc.exclude_self = bool(self.config.exclude_self)
-        enc.retention_scale = self.config.retention_scale
-        enc.sequence_length = int(self.config.sequence_length)
+        """Records the mode and configuration in the config (which the encoder reads) and lets
+        the retention parameters train in soft mode only."""
         self.config.mode = mode
         self.config.retention = list(retention) if retention is not None else None
         self.retention_params.requires_grad_(mode == "soft")
@@ -478,6 +279,12 @@ class PowerBertPreTrainedModel(PreTrainedModel):
         self.retention_params = nn.Parameter(torch.ones(p.shape[0], int(n), dtype=p.dtype, device=p.device),
                                              requires_grad=p.requires_grad)
         return self
+
+    def set_attention_dropout(self, p: float) -> None:
+        """Sets the dropout on attention probabilities to ``p`` in every layer and in the wrapped
+        model's config (also recorded in ``config.base_config``, so a saved model keeps it)."""
+        set_attention_dropout(self.model, p)
+        self.config.base_config = self.model.config.to_dict()
 
     def retention_parameters(self) -> list[nn.Parameter]:
         """The stage-2 retention parameters (their own optimiser group, no weight decay)."""
@@ -531,8 +338,10 @@ class PowerBertPreTrainedModel(PreTrainedModel):
         return n
 
     def forward(self, input_ids=None, attention_mask=None, token_type_ids=None, position_ids=None,
-                inputs_embeds=None, labels=None, **kwargs):
-        """Same arguments and outputs as the wrapped Hugging Face model's forward."""
+                inputs_embeds=None, labels=None, power_bert_record: EncoderRecord | None = None, **kwargs):
+        """Same arguments and outputs as the wrapped Hugging Face model's forward.
+        ``power_bert_record``, when given, is filled with the encoder's record of this pass (the
+        rows each layer kept; ``power_bert_ops.explain`` reads them)."""
         n = self._check_inputs(input_ids, inputs_embeds, attention_mask)
         if kwargs.pop("output_attentions", None):
             raise NotImplementedError("PoWER-BERT: output_attentions=True is not supported (eliminating layers "
@@ -540,22 +349,18 @@ class PowerBertPreTrainedModel(PreTrainedModel):
         want_hidden = bool(kwargs.pop("output_hidden_states", None) or self.config.output_hidden_states)
         mask = attention_mask.reshape(-1, n) if attention_mask is not None else None
         kwargs.pop("return_dict", None)
-        encoder = self.power_encoder()
-        encoder.power_attention = self.config.power_attention
-        collected = [] if want_hidden else None
-        encoder.collect_hidden_states = collected
-        try:
-            out = self.model(
-                input_ids=input_ids, attention_mask=None, token_type_ids=token_type_ids, position_ids=position_ids,
-                inputs_embeds=inputs_embeds, labels=labels, return_dict=True,
-                power_bert_mask=mask, power_bert_retention=self.retention_params, **kwargs,
-            )
-        finally:
-            encoder.collect_hidden_states = None
+        record = EncoderRecord() if power_bert_record is None else power_bert_record
+        if want_hidden and record.hidden_states is None:
+            record.hidden_states = []
+        out = self.model(
+            input_ids=input_ids, attention_mask=None, token_type_ids=token_type_ids, position_ids=position_ids,
+            inputs_embeds=inputs_embeds, labels=labels, return_dict=True,
+            power_bert_mask=mask, power_bert_retention=self.retention_params, power_bert_record=record, **kwargs,
+        )
         if want_hidden:
             # (encoder input, layer 1, ..., layer L) as Hugging Face orders them; layer j's output
             # holds the rows it kept ([B, ℓ_j, D] in hard mode; [B*C, ...] for multiple choice).
-            out.hidden_states = tuple(collected)
+            out.hidden_states = tuple(record.hidden_states)
         return out
 
 

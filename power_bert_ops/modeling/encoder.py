@@ -1,0 +1,179 @@
+"""The PoWER-BERT encoder: the layer loop of SPEC 1.2 / 1.3 over a Hugging Face encoder's own
+layers, reached through a per-family adapter (``adapters.py``).
+
+The encoder reads its settings (mode, retention, exclude_self, retention_scale,
+sequence_length, power_attention) from the :class:`PowerBertConfig` of the PoWER model that
+owns it, at every call. One pass returns an :class:`EncoderRecord`: the last hidden states,
+the rows each eliminating layer kept (read by ``power_bert_ops.explain``) and, when asked,
+every layer's output.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from transformers.modeling_outputs import BaseModelOutputWithPastAndCrossAttentions
+
+from .. import ops as _ops  # noqa: F401  (registers torch.ops.power_bert: kernels, fake kernels, autograd)
+from .._backend import attention_kernel_runs
+from .adapters import ADAPTERS
+from .widths import hard_widths, relative_rows, relative_soft_factor
+
+__all__ = ["EncoderRecord", "PowerBertEncoder", "eager_attention"]
+
+# The encoder calls the public ops, as a user does; which kernel runs on each device is decided
+# once in power_bert_ops._backend. attention_kernel_runs says whether the fused attention has a
+# kernel for the input: power_attention='auto' uses it to choose between 'fused' and 'eager'.
+_ops_ns = torch.ops.power_bert
+
+
+def eager_attention(q, k, v, mask, dropout_p: float, exclude_self: bool):
+    """The eager-probabilities path: softmax probabilities [B, H, n, n] (in float32, then q's
+    dtype), SPEC 1.1 significance of them (no gradient), and their (dropped-out) product with v.
+
+    q, k, v [B, H, n, d], mask [B, n] key padding -> (out [B, H, n, d], significance f32 [B, n])."""
+    logits = torch.matmul(q, k.transpose(-1, -2)).float() * (q.shape[-1] ** -0.5)
+    logits = logits.masked_fill((mask == 0)[:, None, None, :], float("-inf"))
+    probs = torch.softmax(logits, dim=-1).to(q.dtype)
+    sig = _ops_ns.significance(probs.detach(), mask, exclude_self)
+    if dropout_p > 0.0:
+        probs = F.dropout(probs, dropout_p, training=True)
+    return torch.matmul(probs, v), sig
+
+
+@dataclass
+class EncoderRecord:
+    """One pass of the PoWER encoder.
+
+    ``kept[j]``: the int64 [B, ℓ_j] positions (among layer j's input rows) that layer j kept,
+    or None where it kept every row. ``hidden_states``: None, or (when the caller passes a list)
+    the encoder input followed by every layer's output (layer j's holds its kept rows)."""
+
+    hidden_states: list[torch.Tensor] | None = None
+    kept: list[torch.Tensor | None] = field(default_factory=list)
+    last_hidden_state: torch.Tensor | None = None
+
+    def add_layer(self, x: torch.Tensor, index: torch.Tensor | None) -> None:
+        self.kept.append(index)
+        if self.hidden_states is not None:
+            self.hidden_states.append(x)
+
+
+def _mask_from_hf(attention_mask: torch.Tensor, n: int) -> torch.Tensor:
+    """2-D key mask from a mask Hugging Face prepared: 2-D as is; 4-D bool (True = attend) or
+    additive float (0 = attend): row 0 of the first head."""
+    if attention_mask.dim() == 2:
+        return attention_mask
+    m = attention_mask[:, 0, 0, :n] if attention_mask.dim() == 4 else attention_mask.reshape(-1, n)
+    if m.dtype == torch.bool:
+        return m
+    return m > torch.finfo(m.dtype).min / 2 if m.is_floating_point() else m != 0
+
+
+class PowerBertEncoder(nn.Module):
+    """Drop-in replacement of a Hugging Face encoder (BertEncoder, RobertaEncoder, ElectraEncoder,
+    AlbertTransformer) running the PoWER-BERT layer loop. It adopts the original encoder's
+    children under their own names, so parameter names (and checkpoints) are unchanged.
+
+    Called by the Hugging Face base model as ``encoder(hidden_states, attention_mask, ...,
+    power_bert_mask=mask2d, power_bert_retention=r, power_bert_record=record)``; the 2-D
+    key-padding mask travels in ``power_bert_mask`` (the PoWER model passes ``attention_mask=None``
+    to Hugging Face so that no [B, 1, N, N] mask is built). ``power_config`` is the owning PoWER
+    model's :class:`PowerBertConfig`.
+    """
+
+    def __init__(self, original: nn.Module, config, family: str, power_config):
+        super().__init__()
+        self.config = config
+        self.power_config = power_config
+        self.adapter = ADAPTERS[family]
+        for name, child in original.named_children():
+            self.add_module(name, child)
+        layers = self.adapter.layers(self, config)
+        for layer in layers:
+            self.adapter.check_layer(layer)
+        # Plain list (not a ModuleList): the layers are registered through the adopted children,
+        # and ALBERT applies one shared layer several times.
+        self._layers = layers
+        self.num_heads = int(config.num_attention_heads)
+        self.head_dim = int(config.hidden_size) // self.num_heads
+
+    def forward(self, hidden_states, attention_mask=None, *args, power_bert_mask=None, power_bert_retention=None,
+                power_bert_record: EncoderRecord | None = None, **kwargs):
+        x = self.adapter.pre(self, hidden_states)
+        if self.power_config.mode == "soft" and power_bert_retention is None:
+            raise ValueError("PoWER-BERT: soft mode needs the retention parameters; call the PoWER-BERT model, not "
+                             "the wrapped Hugging Face model")
+        mask = power_bert_mask
+        if mask is None and attention_mask is not None:
+            mask = _mask_from_hf(attention_mask, x.shape[1])
+        record = self.run(x, mask, power_bert_retention, power_bert_record)
+        return BaseModelOutputWithPastAndCrossAttentions(last_hidden_state=record.last_hidden_state)
+
+    def _use_fused(self, x: torch.Tensor) -> bool:
+        choice = self.power_config.power_attention
+        if choice == "auto":
+            return attention_kernel_runs(x.device, x.dtype, self.head_dim)
+        return choice == "fused"
+
+    def _attention(self, layer, x, mask, sdpa_mask, significance: bool, fused: bool):
+        """Layer attention on x [B, n, D] -> (context [B, n, D], significance f32 [B, n] or None)."""
+        B, n, D = x.shape
+        q, k, v = (w(x).view(B, n, self.num_heads, self.head_dim).transpose(1, 2) for w in self.adapter.qkv(layer))
+        p = self.adapter.attention_dropout(layer) if self.training else 0.0
+        exclude_self = self.power_config.exclude_self
+        sig = None
+        if significance and fused:
+            ctx, sig = _ops_ns.attention(q, k, v, mask, p, True, exclude_self)
+        elif significance:
+            ctx, sig = eager_attention(q, k, v, mask, p, exclude_self)
+        else:
+            ctx = F.scaled_dot_product_attention(q, k, v, attn_mask=sdpa_mask, dropout_p=p)
+        return ctx.transpose(1, 2).reshape(B, n, D), sig
+
+    def run(self, x, mask, retention_params=None, record: EncoderRecord | None = None) -> EncoderRecord:
+        """The PoWER-BERT encoder (SPEC 1.2 / 1.3). x [B, n, D] after the embeddings (and any
+        input projection), mask [B, n] key padding or None (all real), ``retention_params``
+        [L, N] (soft mode) -> ``record`` (a new one when None) with ``last_hidden_state``
+        [B, n_L, D]. Hard mode with relative retention keeps :func:`relative_rows` of each
+        example, an output width of min(rows in, ceil(ℓ_j·n/N)) for an input of n rows."""
+        cfg = self.power_config
+        mode, retention = cfg.mode, cfg.retention
+        record = EncoderRecord() if record is None else record
+        if record.hidden_states is not None:
+            record.hidden_states.append(x)
+        B, n, D = x.shape
+        fused = self._use_fused(x)
+        relative = cfg.retention_scale == "relative" and mode != "full"
+        relative_n = cfg.sequence_length if relative else None
+        # Per-example row counts leave padding slots in the kept rows of relative hard mode.
+        all_real = mask is None and not (relative and mode == "hard")
+        if mask is None and mode != "full":
+            mask = torch.ones((B, n), dtype=torch.bool, device=x.device)
+        lengths = (mask != 0).sum(dim=1) if relative else None
+        widths = hard_widths(retention, n, relative_n) if mode == "hard" else None
+        sdpa_mask = None if all_real else (mask != 0)[:, None, None, :]
+        for j, layer in enumerate(self._layers):
+            keep, eliminate = widths[j] if widths is not None else (n, False)
+            ctx, sig = self._attention(layer, x, mask, sdpa_mask, eliminate or mode == "soft", fused)
+            residual, index = x, None
+            if eliminate:
+                # SPEC 1.2 shortcut: select on the attention context, gather the residual alike,
+                # then W_o, LayerNorm and the FFN run on `keep` rows only.
+                row_k = relative_rows(retention[j], lengths, relative_n) if relative else None
+                ctx, index, mask = _ops_ns.extract_scored(ctx, sig, mask, keep, row_k)
+                residual = x.gather(1, index.unsqueeze(-1).expand(B, keep, D))
+                n = keep
+                if not all_real:
+                    sdpa_mask = (mask != 0)[:, None, None, :]
+            x = self.adapter.attention_output(layer, ctx, residual)
+            if mode == "soft" and relative:
+                x = x * relative_soft_factor(retention_params[j], sig, mask, lengths).to(x.dtype)[:, :, None]
+            elif mode == "soft":
+                x = _ops_ns.soft_extract(x, sig, mask, retention_params[j, :n])
+            x = self.adapter.feed_forward(layer, x)
+            record.add_layer(x, index)
+        record.last_hidden_state = x
+        return record
