@@ -223,7 +223,7 @@ def _help(capsys, *command) -> str:
 def test_help_shows_the_defaults(capsys):
     from power_bert_ops.training import PipelineConfig
     from power_bert_ops.training.run import DEFAULT_TARGET_SPEEDUP
-    from power_bert_ops.training.target import BREAK_EVEN_KEEP
+    from power_bert_ops.training.projection import BREAK_EVEN_KEEP
 
     text = _help(capsys, "run")
     for name in ("finetune_epochs", "search_epochs", "retrain_epochs", "eval_batch_size", "seed", "precision",

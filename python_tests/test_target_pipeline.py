@@ -9,7 +9,7 @@ import pytest
 from power_bert_ops import cli
 from power_bert_ops.flops import flop_bound
 from power_bert_ops.training import trainer as trainer_module
-from power_bert_ops.training.target import max_reachable_speedup
+from power_bert_ops.flops import max_reachable_speedup
 
 from tiny_models import run_args
 

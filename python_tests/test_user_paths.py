@@ -498,7 +498,7 @@ def test_attention_dropout_on_a_power_bert_folder(finished_run, tmp_path):
 # ---------------------------------------------------------------------------------------------
 @pytest.mark.parametrize("keep", ["0.05", "off"])
 def test_break_even_guard_in_lambda_mode(workdir, finished_run, tmp_path, keep):
-    from power_bert_ops.training.target import apply_break_even
+    from power_bert_ops.training.projection import apply_break_even
 
     out = tmp_path / "run"
     out.mkdir()

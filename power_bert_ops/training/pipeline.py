@@ -32,7 +32,9 @@ from .errors import MAX_COUNT, MAX_SEED, CorruptModelError, PowerBertError, Stag
 from .prepare import PreparedTask
 from ..flops import RETENTION_SCALES, FlopModel
 from .speed import example_lengths
-from .target import BREAK_EVEN_KEEP, DEFAULT_ALPHA, DEFAULT_TEMPERATURE, TargetController, apply_break_even
+from .controller import TargetController
+from .distillation import DEFAULT_ALPHA, DEFAULT_TEMPERATURE
+from .projection import BREAK_EVEN_KEEP, apply_break_even
 from .trainer import (
     ClampRetentionCallback,
     PowerBertTrainer,

@@ -23,7 +23,7 @@ from pathlib import Path
 import torch
 from accelerate import PartialState
 
-from ..flops import flop_bound
+from ..flops import check_target, flop_bound
 from .artifacts import check_checkpoint, check_max_length, load_tokenizer
 from .errors import PowerBertError
 from .inference import predict_logits
@@ -31,7 +31,6 @@ from .pipeline import STAGES, TARGET_FILE, PipelineConfig, StageResult, flop_mod
 from .prepare import DataArgs, PreparedTask, prepare
 from .report import write_report, write_sweep
 from .speed import describe_speedup, speed_report
-from .target import check_target
 from .trainer import resolve_device
 
 __all__ = ["DEFAULT_TARGET_SPEEDUP", "DTYPES", "RUN_FILE", "finish_run", "is_main_process", "run_identity",
