@@ -295,3 +295,28 @@ def test_distillation_loss_against_hand_computed():
         distillation_loss(torch.zeros(2, 3), torch.zeros(2, 2), T, "classification")
     with pytest.raises(ValueError):
         mix_distillation(torch.tensor(1.0), torch.tensor(1.0), 1.5)
+
+
+# -- the end of the search -----------------------------------------------------------------------
+def test_search_runs_its_planned_steps_then_ends_once_the_bound_held(stage1, tmp_path):
+    """With planned_steps below max_steps the search trains at least planned_steps, then stops at
+    the first step where the soft bound has been within 5% of X for 25% of its steps."""
+    X = 2.0
+    model, trainer, ctl = _search(stage1, tmp_path, 64, X, planned_steps=8)  # max_steps: 3 epochs x 8 = 24
+    steps = len(ctl.history)
+    assert 8 <= steps < 24, [round(h["soft_bound"], 3) for h in ctl.history]
+    assert trainer.state.global_step == steps and ctl.held()
+    within = [abs(h["soft_bound"] / X - 1) <= 0.05 for h in ctl.history]
+    assert within[-1] and sum(within) >= 0.25 * steps
+    if steps > 8:  # it ends at the first step after the planned ones where the bound has held
+        assert not (within[-2] and sum(within[:-1]) >= 0.25 * (steps - 1))
+    # the learning rate of r is set for `travel` over the planned steps, not over max_steps
+    assert ctl.lr_soft * ctl._factor_sum == pytest.approx(ctl.travel)
+    assert sum(ctl._weights[:8]) == pytest.approx(1.0) and len(ctl._weights) == 24
+    s = ctl.settings()
+    assert s["planned_steps"] == 8 and s["held"] is True and s["held_steps"] == sum(within)
+
+
+def test_search_that_cannot_hold_runs_to_its_cap(stage1, tmp_path):
+    model, trainer, ctl = _search(stage1, tmp_path, 64, 3.0, planned_steps=8, travel=0.01)  # r can barely move
+    assert len(ctl.history) == 24 and not ctl.held() and ctl.settings()["held"] is False

@@ -259,6 +259,8 @@ def finish_run(cfg: PipelineConfig, task: PreparedTask, results: dict[str, Stage
         "examples": {k: len(v) for k, v in (("eval", task.eval), ("test", task.test)) if v is not None},
         "truncated": task.truncated,
         "stages": {k: v.metrics for k, v in results.items()},
+        # per stage: the dev metric per evaluation, the epoch kept, whether dev was still rising
+        "training": {k: v.training for k, v in results.items()},
         "config": cfg.to_dict(),
     }
     paths = write_report(out, report)
