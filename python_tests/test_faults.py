@@ -227,7 +227,7 @@ def test_help_shows_the_defaults(capsys):
 
     text = _help(capsys, "run")
     for name in ("finetune_epochs", "search_epochs", "retrain_epochs", "eval_batch_size", "seed", "precision",
-                 "device", "max_steps"):
+                 "device", "max_steps", "patience", "search_min_steps"):
         flag = "--" + name.replace("_", "-")
         value = PipelineConfig.__dataclass_fields__[name].default
         section = text[text.rindex(f"{flag} "):]  # the option's entry, not the usage line

@@ -274,6 +274,8 @@ BAD_RUN_SETTINGS = [
     (["--max-train-examples", "-5"], "--max-train-examples must be a whole number >= 0"),
     (["--finetune-epochs", "-1"], "--finetune-epochs must be a number > 0"),
     (["--search-epochs", "0"], "--search-epochs must be a number > 0"),
+    (["--patience", "-1"], "--patience must be a whole number >= 0, got -1"),
+    (["--search-min-steps", "-3"], "--search-min-steps must be a whole number >= 0, got -3"),
     (["--lr-bert", "nan"], "--lr-bert must be a number > 0"),
     (["--text-column", "nope"], "'nope' not found"),
     (["--batch-size", "abc"], "argument --batch-size: invalid int value"),

@@ -64,7 +64,7 @@ class PipelineConfig:
     search_epochs: float = 1.0
     retrain_epochs: float = 4.0  # the cap, as finetune_epochs
     patience: int = 2  # epochs without a better dev score before stages 1 and 3 stop; 0: train every epoch
-    search_min_steps: int = 150  # a target search's floor on steps (more epochs on small data); 0: the epochs as given
+    search_min_steps: int = 120  # a target search's floor on steps (more epochs on small data); 0: the epochs as given
     lr_bert: float = 3e-5
     lr_soft: float = 1e-3
     lam: float = 1e-3

@@ -27,7 +27,7 @@ if TYPE_CHECKING:
     from .pipeline import PipelineConfig
     from .prepare import PreparedTask
 
-SEARCH_EXTEND = 2.0
+SEARCH_EXTEND = 1.5
 """A target search runs at most this many times its planned steps while the soft bound has not held."""
 
 JUMP_WARNING = 0.10
