@@ -128,7 +128,7 @@ def _add_train_args(p: argparse.ArgumentParser, d: dict) -> None:
     g.add_argument("--retrain-epochs", type=float, default=d["retrain_epochs"], help="stage 3 (retrain) epochs")
     g.add_argument("--patience", type=int, default=d["patience"],
                    help="stages 1 and 3 stop once the dev metric has not improved for this many epochs, keeping the "
-                        "best; --finetune-epochs and --retrain-epochs are then caps (0: train every epoch)")
+                        "best; their epoch counts are then caps (0: train every epoch)")
     g.add_argument("--search-min-steps", type=int, default=d["search_min_steps"],
                    help=f"a target search trains at least this many steps (more epochs on small data), then on, up "
                         f"to {d['search_extend']:g} times that, until its soft FLOP bound has held at the target "

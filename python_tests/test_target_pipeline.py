@@ -172,7 +172,7 @@ def test_search_floor_extends_records_and_reports(workdir, tmp_path, capsys):
     args = _target_args(workdir, out, "--target-speedup", "1.6", "--patience", "1")[:-2]
     assert cli.main(args + ["--search-min-steps", "40"]) == 0
     printed = capsys.readouterr().out
-    assert "search: 24 steps (2 epochs) are under the floor of 40; extending to 40 steps" in printed
+    assert "search: 24 steps (--search-epochs 2) are under the floor of 40; extending to 40 steps" in printed
     search = json.loads((out / "search" / "target.json").read_text())
     assert search["requested_steps"] == 24 and search["planned_steps"] == 40 and search["max_steps"] == 60
     assert 40 <= search["steps"] <= 60 and search["extended_steps"] == search["steps"] - 24

@@ -160,7 +160,7 @@ class StageResult:
 
 
 def _training_args(cfg: PipelineConfig, task: PreparedTask, out: Path, epochs: float, best: bool,
-                   max_steps: int = -1) -> TrainingArguments:
+                   max_steps: int = -1, eval_steps: int | None = None) -> TrainingArguments:
     device = resolve_device(cfg.device)
     return TrainingArguments(
         output_dir=str(out / "checkpoints"),
@@ -172,9 +172,9 @@ def _training_args(cfg: PipelineConfig, task: PreparedTask, out: Path, epochs: f
         weight_decay=0.01,
         warmup_steps=0.1,  # a float in [0, 1): ratio of the total steps
         lr_scheduler_type="linear",
-        eval_strategy="epoch" if cfg.max_steps <= 0 else "steps",
+        eval_strategy="steps" if cfg.max_steps > 0 or eval_steps else "epoch",
         save_strategy="epoch" if cfg.max_steps <= 0 else "steps",
-        eval_steps=max(1, cfg.max_steps) if cfg.max_steps > 0 else None,
+        eval_steps=max(1, cfg.max_steps) if cfg.max_steps > 0 else eval_steps,
         save_steps=max(1, cfg.max_steps) if cfg.max_steps > 0 else None,
         load_best_model_at_end=best,
         metric_for_best_model=task.primary_metric if best else None,
@@ -329,7 +329,7 @@ def _trainer(stage: str, cfg: PipelineConfig, task: PreparedTask, out: Path, pla
     plan.model.train()
     trainer = PowerBertTrainer(
         model=plan.model,
-        args=_training_args(cfg, task, out, plan.epochs, plan.best, plan.max_steps),
+        args=_training_args(cfg, task, out, plan.epochs, plan.best, plan.max_steps, plan.eval_steps),
         train_dataset=task.train,
         eval_dataset=task.eval,
         data_collator=task.collator,

@@ -10,6 +10,7 @@ records. :func:`.pipeline._run_stage` resumes, trains and saves over :data:`STAG
 from __future__ import annotations
 
 import math
+import os
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Callable
 
@@ -37,13 +38,15 @@ JUMP_WARNING = 0.10
 @dataclass
 class StagePlan:
     """How one stage trains: its model, the epochs (the cap when ``best``), ``best`` (keep the best
-    dev checkpoint and stop on patience), a step count overriding the epochs (> 0), the trainer's
-    extra arguments and callbacks, and a search controller."""
+    dev checkpoint and stop on patience), a step count overriding the epochs (> 0), a dev
+    evaluation interval in steps (None: every epoch), the trainer's extra arguments and callbacks,
+    and a search controller."""
 
     model: torch.nn.Module
     epochs: float
     best: bool
     max_steps: int = -1
+    eval_steps: int | None = None  # evaluate every this many steps instead of every epoch
     trainer_kw: dict = field(default_factory=dict)
     callbacks: list = field(default_factory=list)
     controller: TargetController | None = None
@@ -159,6 +162,12 @@ def describe_training(stage: str, rec: dict) -> str:
     return line
 
 
+def _say(line: str) -> None:
+    """Prints ``line`` once in a distributed run (on rank 0)."""
+    if int(os.environ.get("RANK", "0")) == 0:
+        print(line)
+
+
 def _early_stopping(cfg: "PipelineConfig") -> list:
     if cfg.patience > 0 and cfg.max_steps <= 0:
         return [EarlyStoppingCallback(early_stopping_patience=cfg.patience)]
@@ -193,14 +202,16 @@ def _plan_search(cfg: "PipelineConfig", task: "PreparedTask", previous) -> Stage
     if cfg.target_speedup is None:
         return plan
     steps = search_steps(cfg, task)
-    plan.max_steps, plan.record = steps["cap"], steps
-    plan.epochs = steps["cap"] / steps["steps_per_epoch"]
+    # one dev evaluation at the planned end (and the stage's final one): a search stretched over
+    # many epochs of a small data set does not evaluate every epoch
+    plan.max_steps, plan.eval_steps, plan.record = steps["cap"], steps["planned"], steps
+    plan.epochs = round(steps["cap"] / steps["steps_per_epoch"], 2)
     plan.controller = TargetController(cfg.target_speedup, flop_model(model.config, task, cfg.retention_scale),
                                        task.max_length, planned_steps=steps["planned"])
     if steps["planned"] > steps["requested"]:
-        print(f"power-bert: search: {steps['requested']} steps ({cfg.search_epochs:g} epochs) are under the floor "
-              f"of {cfg.search_min_steps}; extending to {steps['planned']} steps "
-              f"({steps['planned'] / steps['steps_per_epoch']:.1f} epochs)")
+        _say(f"power-bert: search: {steps['requested']} steps (--search-epochs {cfg.search_epochs:g}) are under the "
+             f"floor of {cfg.search_min_steps}; extending to {steps['planned']} steps "
+             f"({steps['planned'] / steps['steps_per_epoch']:.1f} epochs)")
     return plan
 
 
@@ -230,7 +241,7 @@ def _finish_search(cfg: "PipelineConfig", task: "PreparedTask", plan: StagePlan,
     method.update(projected_bound=projected, projection_jump=projected / method["soft_bound_final"],
                   break_even_keep=cfg.break_even_keep, distill=cfg.distill)
     if abs(method["projection_jump"] - 1.0) > JUMP_WARNING:
-        print(f"power-bert: WARNING: the search ended at a soft FLOP bound of {method['soft_bound_final']:.2f}x and "
+        _say(f"power-bert: WARNING: the search ended at a soft FLOP bound of {method['soft_bound_final']:.2f}x and "
               f"the projection to ℓ = {retention} moved it to {projected:.2f}x (x{method['projection_jump']:.2f}); "
               f"stage 3 has to recover from that jump: expect a larger accuracy loss, or give the search more "
               f"steps (--search-epochs / --search-min-steps)")
