@@ -132,7 +132,7 @@ def _add_train_args(p: argparse.ArgumentParser, d: dict) -> None:
     g.add_argument("--search-min-steps", type=int, default=d["search_min_steps"],
                    help=f"a target search trains at least this many steps (more epochs on small data), then on, up "
                         f"to {d['search_extend']:g} times that, until its soft FLOP bound has held at the target "
-                        f"(0: --search-epochs as given)")
+                        f"(0: the search epochs as given)")
     g.add_argument("--lr-bert", type=float, default=None,
                    help=f"learning rate of the model's weights (default: the task's paper value, else {d['lr_bert']})")
     g.add_argument("--lr-soft", type=float, default=None,
