@@ -14,7 +14,9 @@ eliminated), and updates a proportional-integral law
 
     I ← clamp(I + k_i · e · w_s, ±u_max),   u = clamp(I + k_p · e, ±u_max)
 
-where w_s = schedule(s) / Σ_{s < planned} schedule is the step's share of the planned search's
+(the integral is held while u is saturated and e would push it further: no wind-up on the way
+to X, which otherwise carries the bound past X for many steps), where
+w_s = schedule(s) / Σ_{s < planned} schedule is the step's share of the planned search's
 learning-rate progress: time is measured in r's travel, so the gains mean the same on 24 steps or
 24,000 and the integral does not wind up while the learning rate is small. Right after each
 optimiser step r_j ← clamp(r_j − lr_soft(s) · u · j / L, 0, 1): SPEC 1.3's λ·Σ_j j·mass_j term
@@ -292,7 +294,8 @@ class TargetController(TrainerCallback, ExportableState):
         e = math.log(self.target / self.bound)
         i = len(self.history) if step is None else int(step)
         w = self._weights[min(i, len(self._weights) - 1)] if self._weights else 1e-3
-        self.integral = min(self.u_max, max(-self.u_max, self.integral + self.k_i * e * w))
+        if abs(self.integral + self.k_p * e) < self.u_max or e * self.integral < 0:  # no wind-up while saturated
+            self.integral = min(self.u_max, max(-self.u_max, self.integral + self.k_i * e * w))
         self.u = min(self.u_max, max(-self.u_max, self.integral + self.k_p * e))
         self.history.append({"step": i + 1, "u": self.u, "soft_bound": self.bound})
         return self.u
