@@ -53,7 +53,7 @@ def epochs_kept(r: dict, stage: str) -> str:
     rec = (r.get("training") or {}).get(stage)
     if not rec or rec.get("epoch_kept") is None:
         return "?"
-    return f"{rec['epoch_kept']:g}/{rec['epochs_run']:g}" + (" ↑" if rec.get("still_rising") else "")
+    return f"{rec['epoch_kept']:.3g}/{rec['epochs_run']:.3g}" + (" ↑" if rec.get("still_rising") else "")
 
 
 def search_line(r: dict) -> str | None:

@@ -23,7 +23,7 @@ from pathlib import Path
 import torch
 from accelerate import PartialState
 
-from ..flops import check_target, flop_bound
+from ..flops import check_target
 from .artifacts import check_checkpoint, check_max_length, load_tokenizer
 from .errors import PowerBertError
 from .inference import predict_logits

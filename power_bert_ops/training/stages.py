@@ -139,10 +139,10 @@ def training_record(trainer, metric: str, epochs: float, patience: int) -> dict:
     curve = [[round(float(h["epoch"]), 4), float(h[f"eval_{metric}"])] for h in state.log_history
              if f"eval_{metric}" in h]
     best = trainer.args.load_best_model_at_end
-    kept = None
-    if curve:
+    kept = round(float(state.epoch or 0.0), 4)  # a stage that keeps its last model
+    if best:
         values = [v for _, v in curve]
-        kept = curve[values.index(max(values))][0] if best else curve[-1][0]
+        kept = curve[values.index(max(values))][0] if curve else None
     rising = None if len(curve) < 2 else curve[-1][1] > max(v for _, v in curve[:-1])
     return {"epochs_cap": epochs, "epochs_run": round(float(state.epoch or 0.0), 4), "steps": state.global_step,
             "max_steps": state.max_steps, "epoch_kept": kept, "dev_curve": curve,
