@@ -57,10 +57,12 @@ def _defaults() -> dict:
     from .training.errors import MAX_SEED
     from .training.pipeline import PipelineConfig
     from .training.run import DEFAULT_TARGET_SPEEDUP
+    from .training.stages import SEARCH_EXTEND
 
     d = {f.name: f.default for f in dataclasses.fields(PipelineConfig) if f.default is not dataclasses.MISSING}
     d["target_speedup"] = DEFAULT_TARGET_SPEEDUP  # `run` without a λ aims for it
     d["max_seed"] = MAX_SEED
+    d["search_extend"] = SEARCH_EXTEND
     inference = inspect.signature(evaluate).parameters
     d["inference_batch_size"] = inference["batch_size"].default
     d["inference_device"] = inference["device"].default
@@ -124,6 +126,13 @@ def _add_train_args(p: argparse.ArgumentParser, d: dict) -> None:
     g.add_argument("--search-epochs", type=float, default=d["search_epochs"],
                    help="stage 2 (configuration search) epochs")
     g.add_argument("--retrain-epochs", type=float, default=d["retrain_epochs"], help="stage 3 (retrain) epochs")
+    g.add_argument("--patience", type=int, default=d["patience"],
+                   help="stages 1 and 3 stop once the dev metric has not improved for this many epochs, keeping the "
+                        "best; their epoch counts are then caps (0: train every epoch)")
+    g.add_argument("--search-min-steps", type=int, default=d["search_min_steps"],
+                   help=f"a target search trains at least this many steps (more epochs on small data), then on, up "
+                        f"to {d['search_extend']:g} times that, until its soft FLOP bound has held at the target "
+                        f"(0: the search epochs as given)")
     g.add_argument("--lr-bert", type=float, default=None,
                    help=f"learning rate of the model's weights (default: the task's paper value, else {d['lr_bert']})")
     g.add_argument("--lr-soft", type=float, default=None,
@@ -280,7 +289,8 @@ def cmd_train(a) -> dict | None:
     cfg = PipelineConfig(
         model=a.model or str(packaged_model_dir()), output_dir=a.output_dir,
         max_length=pick(a.max_length, "max_length", "max_length"), finetune_epochs=a.finetune_epochs,
-        search_epochs=a.search_epochs, retrain_epochs=a.retrain_epochs, lr_bert=pick(a.lr_bert, "lr_bert", "lr_bert"),
+        search_epochs=a.search_epochs, retrain_epochs=a.retrain_epochs, patience=a.patience,
+        search_min_steps=a.search_min_steps, lr_bert=pick(a.lr_bert, "lr_bert", "lr_bert"),
         lr_soft=pick(a.lr_soft, "lr_soft", "lr_soft"), lam=lam, target_speedup=target,
         distill=a.distill,
         break_even_keep=None if a.break_even_keep == "off" else a.break_even_keep,

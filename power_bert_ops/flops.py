@@ -12,8 +12,8 @@ from __future__ import annotations
 import math
 from typing import Sequence
 
-__all__ = ["FlopModel", "RETENTION_SCALES", "encoder_macs", "flop_bound", "layer_macs", "retention_for_bound",
-           "rows_kept"]
+__all__ = ["FlopModel", "RETENTION_SCALES", "bound_of", "check_target", "encoder_macs", "flop_bound", "flop_dims",
+           "layer_macs", "max_reachable_speedup", "retention_for_bound", "rows_kept", "soft_bound"]
 
 RETENTION_SCALES = ("relative", "absolute")
 """How ℓ_j is read (SPEC 1.6): ``absolute`` keeps min(ℓ_j, rows in) rows of every example (the
@@ -38,8 +38,9 @@ def rows_kept(retention: Sequence[int], N: int, length: int, scale: str = "absol
     return out
 
 
-def layer_macs(n_in: int, n_out: int, hidden: int, ffn: int | None = None) -> int:
-    """Multiply-adds of one encoder layer with n_in rows in and n_out rows kept."""
+def layer_macs(n_in, n_out, hidden: int, ffn: int | None = None):
+    """Multiply-adds of one encoder layer with n_in rows in and n_out rows kept. The row counts may
+    be ints, real numbers (the search's smooth bound) or numpy arrays (one entry per length)."""
     D = int(hidden)
     F = 4 * D if ffn is None else int(ffn)
     return 3 * n_in * D * D + 2 * n_in * n_in * D + n_out * D * D + 2 * n_out * D * F
@@ -209,3 +210,94 @@ class FlopModel(tuple):
             prev = min(prev, max(1.0, float(m)))
             rows.append(prev)
         return self.dense_macs() / self._macs(self._rows(rows, integer=False))
+
+
+# ------------------------------------------------------------------------------------------------
+# Bounds for the configuration search: a model's (D, L, F), or a FlopModel over real lengths
+# ------------------------------------------------------------------------------------------------
+def flop_dims(config, n_layers: int | None = None):
+    """(D, L, F) from anything :func:`flop_bound` accepts, L required (``n_layers`` when the
+    config has none). A :class:`FlopModel` (bounds over a length distribution) passes as it is."""
+    if isinstance(config, FlopModel):
+        return config
+    D, L, F = _dims(config)
+    L = n_layers if L is None else L
+    if L is None:
+        raise ValueError("give the number of layers: a model config or a (hidden, layers) tuple")
+    return D, int(L), F
+
+
+def bound_of(dims, ell: Sequence[int], n: int) -> float:
+    """SPEC 3 FLOP bound of the integer configuration ``ell`` at N = ``n`` (over the lengths of a
+    FlopModel when ``dims`` is one)."""
+    if isinstance(dims, FlopModel):
+        return dims.bound(ell)
+    return encoder_macs(dims, None, n) / encoder_macs(dims, ell, n)
+
+
+def soft_bound(masses: Sequence[float], config, n: int) -> float:
+    """The FLOP bound of real-valued retention masses: row counts clamp(cummin(mass_j), 1, n),
+    no rounding. A smooth version of flop_bound(derive_retention(masses)) for the controller.
+
+    Args:
+        masses: mass_j = Σ_t r_j[t] per layer (L floats).
+        config: a model config (PowerBertConfig, Hugging Face config or dict), (D, L[, F]) or a
+            :class:`FlopModel`.
+        n: the sequence length N.
+
+    Returns:
+        The bound Σ_j macs_j(N, N) / Σ_j macs_j(rows_{j-1}, rows_j) as a float ≥ 1.
+    """
+    dims = flop_dims(config, len(masses))
+    model = dims if isinstance(dims, FlopModel) else FlopModel(dims, n)
+    return model.soft_bound(masses)
+
+
+def max_reachable_speedup(config, n: int) -> float:
+    """The largest FLOP bound any configuration reaches at N = ``n``: ℓ = [1]*L.
+
+    Args:
+        config: a model config (PowerBertConfig, Hugging Face config or dict) or (D, L[, F]).
+        n: the sequence length N (≥ 1).
+
+    Returns:
+        flop_bound(config, [1]*L, n).
+    """
+    dims = flop_dims(config)
+    return bound_of(dims, [1] * dims[1], int(n))
+
+
+def check_target(target: float, config, n: int) -> float:
+    """Refuses a target speed-up no configuration can give. Cheap (two FLOP sums): call it
+    before training.
+
+    Args:
+        target: the requested FLOP-bound speed-up X.
+        config: a model config (PowerBertConfig, Hugging Face config or dict) or (D, L[, F]).
+        n: the sequence length N of the run.
+
+    Returns:
+        The largest reachable bound (ℓ = [1]*L), for the caller's report.
+
+    Raises:
+        ValueError: X is not a finite number, X < 1, or X is above the largest reachable bound
+            (the message names that bound, the model's D and L, and N).
+    """
+    dims = flop_dims(config)
+    if int(n) < 1:
+        raise ValueError(f"target speed-up: the sequence length must be >= 1, got {n}")
+    top = bound_of(dims, [1] * dims[1], int(n))
+    where = f"for this model (D={dims[0]}, L={dims[1]}) at N={n}"
+    try:
+        x = float(target)
+    except (TypeError, ValueError):
+        raise ValueError(f"target speed-up must be a number, got {target!r}; the largest reachable FLOP bound "
+                         f"{where} is {top:.3f}") from None
+    if not math.isfinite(x) or x < 1.0:
+        raise ValueError(f"target speed-up must be a number >= 1 (1 = no elimination), got {target!r}; the largest "
+                         f"reachable FLOP bound {where} is {top:.3f}")
+    if x > top:
+        raise ValueError(f"target speed-up {x:g} is above the largest reachable FLOP bound {top:.3f} {where} "
+                         f"(keeping one row in every layer); ask for at most {top:.3f} or use a longer sequence "
+                         f"length")
+    return top

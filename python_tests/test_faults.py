@@ -223,11 +223,11 @@ def _help(capsys, *command) -> str:
 def test_help_shows_the_defaults(capsys):
     from power_bert_ops.training import PipelineConfig
     from power_bert_ops.training.run import DEFAULT_TARGET_SPEEDUP
-    from power_bert_ops.training.target import BREAK_EVEN_KEEP
+    from power_bert_ops.training.projection import BREAK_EVEN_KEEP
 
     text = _help(capsys, "run")
     for name in ("finetune_epochs", "search_epochs", "retrain_epochs", "eval_batch_size", "seed", "precision",
-                 "device", "max_steps"):
+                 "device", "max_steps", "patience", "search_min_steps"):
         flag = "--" + name.replace("_", "-")
         value = PipelineConfig.__dataclass_fields__[name].default
         section = text[text.rindex(f"{flag} "):]  # the option's entry, not the usage line

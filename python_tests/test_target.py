@@ -1,4 +1,4 @@
-"""Issue 12: target-driven configuration search (power_bert_ops.training.target): projection of
+"""Target-driven configuration search (training.projection, training.controller, flops): projection of
 learned retention masses onto a FLOP-bound target, refusal of unreachable targets, the
 break-even guard, the stage-2 controller on a tiny soft-mode model with a real Trainer, and the
 distillation loss against hand-computed values."""
@@ -12,20 +12,12 @@ import pytest
 import torch
 from transformers import BertConfig, BertForSequenceClassification, Trainer, TrainingArguments
 
-from power_bert_ops.flops import flop_bound, retention_for_bound
+from power_bert_ops.flops import check_target, flop_bound, max_reachable_speedup, retention_for_bound, soft_bound
 from power_bert_ops.modeling import PowerBertForSequenceClassification
 from power_bert_ops.modeling.configuration_power_bert import derive_retention
-from power_bert_ops.training.target import (
-    TargetController,
-    TargetUnreachableError,
-    apply_break_even,
-    check_target,
-    distillation_loss,
-    max_reachable_speedup,
-    mix_distillation,
-    project_to_target,
-    soft_bound,
-)
+from power_bert_ops.training.controller import TargetController
+from power_bert_ops.training.distillation import distillation_loss, mix_distillation
+from power_bert_ops.training.projection import TargetUnreachableError, apply_break_even, project_to_target
 from power_bert_ops.training.trainer import ClampRetentionCallback, PowerBertTrainer
 
 TARGETS = (1.5, 2.0, 3.0, 4.5, 6.0, 8.0)
@@ -231,13 +223,6 @@ def test_controller_drives_the_bound_to_the_target(stage1, tmp_path, size):
     assert s["target"] == X and s["steps"] == steps and s["method"] == "controller-decoupled+projection"
 
 
-def test_controller_lambda_mode_writes_lambda(stage1, tmp_path):
-    model, trainer, ctl = _search(stage1, tmp_path, 64, 2.0, mode="lambda", lam_scale=1e-6)
-    assert trainer.lam == ctl.lam != 0.0
-    assert any(h["lam"] > 0 for h in ctl.history)
-    assert ctl.history[-1]["soft_bound"] > 1.2  # λ's term eliminated rows
-
-
 def test_controller_schedule_weights_and_observe():
     ctl = TargetController(2.0, (32, 3, 64), 32)
     w = ctl.schedule_weights(10, lambda s: min(1.0, (s + 1) / 2))
@@ -250,16 +235,13 @@ def test_controller_schedule_weights_and_observe():
     assert u2 < 0
 
 
-@pytest.mark.parametrize("weighting,u,expected", [
-    ("last", 1.0, [1 / 3, 2 / 3, 1.0]),  # the deepest layer moves by at most Adam's largest step
-    ("mean", 2.0, [1.0, 2.0, 3.0]),  # j / j̄ (j̄ = 2) at u = 2
-])
-def test_pressure_weights(stage1, weighting, u, expected):
+def test_pressure_weights(stage1):
+    u, expected = 1.0, [1 / 3, 2 / 3, 1.0]  # the deepest layer moves by at most Adam's largest step
     model = PowerBertForSequenceClassification.from_hf_model(copy.deepcopy(stage1), mode="soft",
                                                              sequence_length=N_TINY)
     with torch.no_grad():
         model.retention_params.fill_(0.5)
-    ctl = TargetController(2.0, model.config, N_TINY, weighting=weighting, u_max=2.0)
+    ctl = TargetController(2.0, model.config, N_TINY, u_max=2.0)
     ctl.u = u
     ctl.apply_pressure_(model, lr=0.01)
     moved = (0.5 - model.retention_params[:, 1:]).mean(dim=1) / 0.01
@@ -313,3 +295,28 @@ def test_distillation_loss_against_hand_computed():
         distillation_loss(torch.zeros(2, 3), torch.zeros(2, 2), T, "classification")
     with pytest.raises(ValueError):
         mix_distillation(torch.tensor(1.0), torch.tensor(1.0), 1.5)
+
+
+# -- the end of the search -----------------------------------------------------------------------
+def test_search_runs_its_planned_steps_then_ends_once_the_bound_held(stage1, tmp_path):
+    """With planned_steps below max_steps the search trains at least planned_steps, then stops at
+    the first step where the soft bound has been within 5% of X for 25% of its steps."""
+    X = 1.5
+    model, trainer, ctl = _search(stage1, tmp_path, 64, X, planned_steps=8)  # max_steps: 3 epochs x 8 = 24
+    steps = len(ctl.history)
+    assert 8 <= steps < 24, [round(h["soft_bound"], 3) for h in ctl.history]
+    assert trainer.state.global_step == steps and ctl.held()
+    within = [abs(h["soft_bound"] / X - 1) <= 0.05 for h in ctl.history]
+    assert within[-1] and sum(within) >= 0.25 * steps
+    if steps > 8:  # it ends at the first step after the planned ones where the bound has held
+        assert not (within[-2] and sum(within[:-1]) >= 0.25 * (steps - 1))
+    # the learning rate of r is set for `travel` over the planned steps, not over max_steps
+    assert ctl.lr_soft * ctl._factor_sum == pytest.approx(ctl.travel)
+    assert sum(ctl._weights[:8]) == pytest.approx(1.0) and len(ctl._weights) == 24
+    s = ctl.settings()
+    assert s["planned_steps"] == 8 and s["held"] is True and s["held_steps"] == sum(within)
+
+
+def test_search_that_cannot_hold_runs_to_its_cap(stage1, tmp_path):
+    model, trainer, ctl = _search(stage1, tmp_path, 64, 3.0, planned_steps=8, travel=0.01)  # r can barely move
+    assert len(ctl.history) == 24 and not ctl.held() and ctl.settings()["held"] is False

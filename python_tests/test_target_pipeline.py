@@ -2,6 +2,7 @@
 target within ±3%, the trade-off curve from one command, distillation, and targets refused
 before any training (issue "Ask for a speed-up, get it")."""
 import json
+import math
 import shutil
 
 import pytest
@@ -9,7 +10,7 @@ import pytest
 from power_bert_ops import cli
 from power_bert_ops.flops import flop_bound
 from power_bert_ops.training import trainer as trainer_module
-from power_bert_ops.training.target import max_reachable_speedup
+from power_bert_ops.flops import max_reachable_speedup
 
 from tiny_models import run_args
 
@@ -19,7 +20,7 @@ def _target_args(workdir, out, *extra):
     i = args.index("--lambda")
     del args[i:i + 2]
     args[args.index("--finetune-epochs") + 1] = "4"
-    return args
+    return args + ["--search-min-steps", "0"]  # the search runs --search-epochs exactly (test_search_floor: the floor)
 
 
 def test_target_sweep_with_distillation(workdir, tmp_path):
@@ -119,3 +120,83 @@ def test_relative_target_is_against_real_lengths(workdir, tmp_path):
     assert model.config.retention_scale == "relative" and model.retention == r["retention"]
     assert r["padded"]["flop_bound"] == pytest.approx(flop_bound(model.config, r["retention"], 16))
     assert r["padded"]["flop_bound"] > r["flop_bound"] >= 1.0  # padding inflates the padded figure
+
+
+# -- a search that ends at its target, stages that stop on the dev metric -----------------------
+def test_search_step_plan_has_a_floor_independent_of_data_size():
+    from types import SimpleNamespace
+
+    from power_bert_ops.training import PipelineConfig
+    from power_bert_ops.training.stages import SEARCH_EXTEND, search_steps
+
+    def plan(n, **kw):
+        cfg = PipelineConfig(model="m", output_dir="o", batch_size=32, target_speedup=3.0, **kw)
+        return search_steps(cfg, SimpleNamespace(train=range(n)))
+
+    floor = PipelineConfig.search_min_steps
+    small = plan(100)  # 4 steps per epoch
+    assert (small["requested"], small["planned"], small["cap"]) == (4, floor, math.ceil(SEARCH_EXTEND * floor))
+    big = plan(100_000, search_epochs=2.0)  # above the floor: its own epochs, and room to hold
+    assert (big["requested"], big["planned"], big["cap"]) == (6250, 6250, math.ceil(SEARCH_EXTEND * 6250))
+    assert plan(100, search_min_steps=0)["cap"] == 4  # off: the epochs as given
+    assert plan(100, max_steps=10)["cap"] == plan(100, max_steps=10)["planned"] == 10
+
+
+def _fake_trainer(curve, global_step, max_steps):
+    from types import SimpleNamespace
+
+    log = [{"loss": 1.0}] + [{"epoch": e, "eval_accuracy": v} for e, v in curve]
+    state = SimpleNamespace(log_history=log, epoch=curve[-1][0], global_step=global_step, max_steps=max_steps)
+    return SimpleNamespace(state=state, args=SimpleNamespace(load_best_model_at_end=True))
+
+
+def test_training_record_says_epoch_kept_and_whether_dev_still_rose():
+    from power_bert_ops.training.stages import describe_training, training_record
+
+    rising = training_record(_fake_trainer([(1.0, 0.5), (2.0, 0.6), (3.0, 0.7)], 30, 30), "accuracy", 3.0, 2)
+    assert rising["epoch_kept"] == 3.0 and rising["still_rising"] is True and rising["stopped_early"] is False
+    assert "still rising" in describe_training("finetune", rising)
+    stopped = training_record(_fake_trainer([(1.0, 0.5), (2.0, 0.7), (3.0, 0.65), (4.0, 0.6)], 40, 60),
+                              "accuracy", 6.0, 2)
+    assert stopped["epoch_kept"] == 2.0 and stopped["still_rising"] is False and stopped["stopped_early"] is True
+    assert stopped["dev_curve"] == [[1.0, 0.5], [2.0, 0.7], [3.0, 0.65], [4.0, 0.6]]
+    assert describe_training("retrain", stopped).startswith("retrain: kept epoch 2 of 4 run (cap 6), stopped")
+
+
+def test_search_floor_extends_records_and_reports(workdir, tmp_path, capsys):
+    """The default run: stage 1 and 3 stop on the dev metric (record in stage.json), the target
+    search extends to its floor and says so, target.json records the soft bound, the steps and the
+    projection's jump, and report.md / report.json show them; a search too short to reach the
+    target warns about the jump."""
+    out = tmp_path / "floor"
+    args = _target_args(workdir, out, "--target-speedup", "1.6", "--patience", "1")[:-2]
+    assert cli.main(args + ["--search-min-steps", "40"]) == 0
+    printed = capsys.readouterr().out
+    assert "search: 24 steps (--search-epochs 2) are under the floor of 40; extending to 40 steps" in printed
+    search = json.loads((out / "search" / "target.json").read_text())
+    assert search["requested_steps"] == 24 and search["planned_steps"] == 40 and search["max_steps"] == 60
+    assert 40 <= search["steps"] <= 60 and search["extended_steps"] == search["steps"] - 24
+    assert search["steps"] == 60 or search["held"] is True
+    assert search["projection_jump"] == pytest.approx(search["projected_bound"] / search["soft_bound_final"])
+    report = json.loads((out / "report.json").read_text())
+    assert report["search"]["projection_jump"] == search["projection_jump"]
+    for stage in ("finetune", "retrain"):
+        rec = json.loads((out / stage / "stage.json").read_text())["training"]
+        assert rec == report["training"][stage] and rec["patience"] == 1
+        values = [v for _, v in rec["dev_curve"]]
+        assert rec["epoch_kept"] == rec["dev_curve"][values.index(max(values))][0]
+        if rec["stopped_early"]:  # one evaluation without a better score after the best, then the stop
+            assert values.index(max(values)) == len(values) - 2
+        assert f"{stage}: kept epoch {rec['epoch_kept']:g} of" in printed
+    md = (out / "report.md").read_text()
+    assert f"soft FLOP bound reached **{search['soft_bound_final']:.2f}x** in {search['steps']} steps" in md
+    assert f"(jump **x{search['projection_jump']:.2f}**)" in md and "| finetune | " in md
+    # a 2-step search (no floor) does not settle at 2x: the projection jumps, and the run says so
+    short = tmp_path / "short"
+    short.mkdir()
+    shutil.copytree(out / "finetune", short / "finetune")
+    shutil.copy(out / "run_config.json", short / "run_config.json")
+    assert cli.main(["search", *_target_args(workdir, short, "--target-speedup", "2", "--search-epochs", "0.1")[1:],
+                     "--patience", "1"]) == 0
+    jump = json.loads((short / "search" / "target.json").read_text())["projection_jump"]
+    assert abs(jump - 1) > 0.1 and "WARNING: the search ended at a soft FLOP bound of" in capsys.readouterr().out

@@ -274,6 +274,8 @@ BAD_RUN_SETTINGS = [
     (["--max-train-examples", "-5"], "--max-train-examples must be a whole number >= 0"),
     (["--finetune-epochs", "-1"], "--finetune-epochs must be a number > 0"),
     (["--search-epochs", "0"], "--search-epochs must be a number > 0"),
+    (["--patience", "-1"], "--patience must be a whole number >= 0, got -1"),
+    (["--search-min-steps", "-3"], "--search-min-steps must be a whole number >= 0, got -3"),
     (["--lr-bert", "nan"], "--lr-bert must be a number > 0"),
     (["--text-column", "nope"], "'nope' not found"),
     (["--batch-size", "abc"], "argument --batch-size: invalid int value"),
@@ -498,7 +500,7 @@ def test_attention_dropout_on_a_power_bert_folder(finished_run, tmp_path):
 # ---------------------------------------------------------------------------------------------
 @pytest.mark.parametrize("keep", ["0.05", "off"])
 def test_break_even_guard_in_lambda_mode(workdir, finished_run, tmp_path, keep):
-    from power_bert_ops.training.target import apply_break_even
+    from power_bert_ops.training.projection import apply_break_even
 
     out = tmp_path / "run"
     out.mkdir()

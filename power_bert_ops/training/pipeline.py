@@ -1,11 +1,17 @@
 """The three stages of SPEC 1.4, each a resumable unit under ``output_dir/<stage>/``:
 
-1. ``finetune``: the plain Hugging Face model fine-tuned on the task, best dev checkpoint kept.
-   Its directory is an ordinary HF checkpoint: the baseline for accuracy and speed.
+1. ``finetune``: the plain Hugging Face model fine-tuned on the task until the dev metric has not
+   improved for ``patience`` epochs (at most ``finetune_epochs``), best dev checkpoint kept. Its
+   directory is an ordinary HF checkpoint: the baseline for accuracy and speed.
 2. ``search``: from stage 1, soft-extract in every layer; retention parameters at lr_soft (no
    weight decay), the model at lr_bert, linear warm-up over 10% of the steps then linear decay,
-   r clamped to [0, 1] after every step; loss = task loss + λ·Σ_j j·mass_j. Derives ℓ.
-3. ``retrain``: from the stage-2 weights, hard extract with ℓ, best dev checkpoint kept.
+   r clamped to [0, 1] after every step. With a target speed-up the controller
+   (:mod:`.controller`) drives the soft FLOP bound to it for at least ``search_min_steps`` steps
+   and projects ℓ onto it; with λ, loss = task loss + λ·Σ_j j·mass_j and ℓ is derived (SPEC 1.3).
+3. ``retrain``: from the stage-2 weights, hard extract with ℓ, stopped on the dev metric like
+   stage 1 (at most ``retrain_epochs``), best dev checkpoint kept.
+
+What each stage loads and records is in :data:`.stages.STAGE_TABLE`.
 
 A stage is finished when ``<stage>/stage.json`` exists and its model's weights are whole;
 :func:`run_pipeline` skips finished stages, redoes a stage whose saved model is damaged (and the
@@ -25,22 +31,19 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from transformers import AutoConfig, EvalPrediction, TrainingArguments
+from transformers import EvalPrediction, TrainingArguments
 
+from ..flops import RETENTION_SCALES
 from .artifacts import check_weights, save_tokenizer
+from .distillation import DEFAULT_ALPHA, DEFAULT_TEMPERATURE
 from .errors import MAX_COUNT, MAX_SEED, CorruptModelError, PowerBertError, StageSettingsError, check_whole_number
 from .prepare import PreparedTask
-from ..flops import RETENTION_SCALES, FlopModel
-from .speed import example_lengths
-from .target import BREAK_EVEN_KEEP, DEFAULT_ALPHA, DEFAULT_TEMPERATURE, TargetController, apply_break_even
-from .trainer import (
-    ClampRetentionCallback,
-    PowerBertTrainer,
-    StopOnNonFiniteLoss,
-    check_device,
-    readable_progress,
-    resolve_device,
-)
+from .projection import BREAK_EVEN_KEEP
+from .stages import STAGE_TABLE, StagePlan, describe_training, flop_model, set_attention_dropout, training_record
+from .trainer import PowerBertTrainer, StopOnNonFiniteLoss, check_device, readable_progress, resolve_device
+
+__all__ = ["STAGES", "PipelineConfig", "StageResult", "flop_model", "load_finished", "run_pipeline", "run_stage",
+           "set_attention_dropout"]
 
 STAGES = ("finetune", "search", "retrain")
 STAGE_FILE = "stage.json"
@@ -57,9 +60,11 @@ class PipelineConfig:
     model: str
     output_dir: str
     max_length: int = 128
-    finetune_epochs: float = 3.0
+    finetune_epochs: float = 6.0  # the cap: stage 1 stops earlier after `patience` epochs without a better dev score
     search_epochs: float = 1.0
-    retrain_epochs: float = 2.0
+    retrain_epochs: float = 4.0  # the cap, as finetune_epochs
+    patience: int = 2  # epochs without a better dev score before stages 1 and 3 stop; 0: train every epoch
+    search_min_steps: int = 120  # a target search's floor on steps (more epochs on small data); 0: the epochs as given
     lr_bert: float = 3e-5
     lr_soft: float = 1e-3
     lam: float = 1e-3
@@ -88,7 +93,8 @@ class PipelineConfig:
             v = getattr(self, name)
             return not isinstance(v, bool) and isinstance(v, (int, float)) and math.isfinite(v)
 
-        for name, minimum in (("max_length", 4), ("batch_size", 1), ("eval_batch_size", 1)):
+        for name, minimum in (("max_length", 4), ("batch_size", 1), ("eval_batch_size", 1), ("patience", 0),
+                              ("search_min_steps", 0)):
             check_whole_number(getattr(self, name), "--" + name.replace("_", "-"), minimum)
         # The seed reaches numpy (transformers.set_seed): checked here, before anything is written.
         check_whole_number(self.seed, "--seed", 0, MAX_SEED)
@@ -132,6 +138,7 @@ class StageResult:
     model_dir: str
     metrics: dict
     retention: list[int] | None = None
+    training: dict | None = None  # :func:`.stages.training_record`: epochs run and kept, the dev curve
 
     @classmethod
     def load(cls, stage_dir: Path) -> "StageResult | None":
@@ -152,21 +159,22 @@ class StageResult:
         os.replace(tmp, stage_dir / STAGE_FILE)
 
 
-def _training_args(cfg: PipelineConfig, task: PreparedTask, out: Path, epochs: float, best: bool) -> TrainingArguments:
+def _training_args(cfg: PipelineConfig, task: PreparedTask, out: Path, epochs: float, best: bool,
+                   max_steps: int = -1, eval_steps: int | None = None) -> TrainingArguments:
     device = resolve_device(cfg.device)
     return TrainingArguments(
         output_dir=str(out / "checkpoints"),
         per_device_train_batch_size=cfg.batch_size,
         per_device_eval_batch_size=cfg.eval_batch_size,
         num_train_epochs=epochs,
-        max_steps=cfg.max_steps,
+        max_steps=cfg.max_steps if cfg.max_steps > 0 else max_steps,
         learning_rate=cfg.lr_bert,
         weight_decay=0.01,
         warmup_steps=0.1,  # a float in [0, 1): ratio of the total steps
         lr_scheduler_type="linear",
-        eval_strategy="epoch" if cfg.max_steps <= 0 else "steps",
+        eval_strategy="steps" if cfg.max_steps > 0 or eval_steps else "epoch",
         save_strategy="epoch" if cfg.max_steps <= 0 else "steps",
-        eval_steps=max(1, cfg.max_steps) if cfg.max_steps > 0 else None,
+        eval_steps=max(1, cfg.max_steps) if cfg.max_steps > 0 else eval_steps,
         save_steps=max(1, cfg.max_steps) if cfg.max_steps > 0 else None,
         load_best_model_at_end=best,
         metric_for_best_model=task.primary_metric if best else None,
@@ -198,18 +206,6 @@ def _metrics_fn(task: PreparedTask):
     return compute
 
 
-def _label_kwargs(task: PreparedTask) -> dict:
-    if task.problem == "multiple_choice":
-        return {}
-    kw = {"num_labels": task.num_labels}
-    if task.problem == "regression":
-        kw["problem_type"] = "regression"
-    elif task.label_names:
-        kw["id2label"] = dict(enumerate(task.label_names))
-        kw["label2id"] = {n: i for i, n in enumerate(task.label_names)}
-    return kw
-
-
 def _checkpoint_complete(path: Path) -> bool:
     """Whether Trainer finished writing ``checkpoint-N``: its state, optimiser and scheduler
     files are there and its weights are whole."""
@@ -235,43 +231,17 @@ def _newest_checkpoint(out: Path) -> str | None:
     return None
 
 
-def set_attention_dropout(model: torch.nn.Module, p: float) -> None:
-    """Sets the dropout on attention probabilities of ``model`` (a Hugging Face encoder
-    classifier or a PoWER-BERT model) to ``p``, in its layers and in its config, so the stages
-    loaded from its saved folder train with it too. On CPU, ``p = 0`` lets SDPA use its fused
-    kernel instead of the math path: a training step at N = 512 takes about a third of the time."""
-    power = model.config.model_type == "power_bert"
-    hf_config = model.model.config if power else model.config  # PoWER-BERT wraps the Hugging Face model
-    hf_config.attention_probs_dropout_prob = p
-    if power:
-        model.config.base_config = hf_config.to_dict()
-    found = 0
-    for name, module in model.named_modules():
-        if isinstance(module, torch.nn.Dropout) and name.endswith(("attention.self.dropout",
-                                                                    "attention.attention_dropout")):
-            module.p = p
-            found += 1
-    if not found:
-        raise PowerBertError(f"--attention-dropout: no attention dropout found in {type(model).__name__}")
-
-
-def _is_power_bert_dir(path: str) -> bool:
-    try:
-        return AutoConfig.from_pretrained(path).model_type == "power_bert"
-    except (OSError, ValueError):
-        return False
-
-
 # The settings each stage's result depends on (besides the data and the model, which the
 # output directory's run_config.json pins): a finished or interrupted stage is reused only when
 # they are the same, so a rerun with, say, another λ cannot silently return the old result.
 _DISTILL = ("distill", "distill_temperature", "distill_alpha")
 STAGE_SETTINGS = {
     "finetune": ("max_length", "finetune_epochs", "lr_bert", "batch_size", "seed", "precision", "max_steps",
-                 "attention_dropout"),
+                 "attention_dropout", "patience"),
     "search": ("max_length", "search_epochs", "lr_bert", "lr_soft", "lam", "target_speedup", "break_even_keep",
-               "batch_size", "seed", "precision", "max_steps", "retention_scale", *_DISTILL),
-    "retrain": ("max_length", "retrain_epochs", "lr_bert", "batch_size", "seed", "precision", "max_steps", *_DISTILL),
+               "batch_size", "seed", "precision", "max_steps", "retention_scale", "search_min_steps", *_DISTILL),
+    "retrain": ("max_length", "retrain_epochs", "lr_bert", "batch_size", "seed", "precision", "max_steps", "patience",
+                *_DISTILL),
 }
 TARGET_FILE = "target.json"
 SETTINGS_FILE = "settings.json"
@@ -280,7 +250,7 @@ SETTINGS_FILE = "settings.json"
 def _stage_settings(stage: str, cfg: PipelineConfig) -> dict:
     settings = {k: getattr(cfg, k) for k in STAGE_SETTINGS[stage]}
     if stage == "search":  # what the chosen method does not use does not make another run
-        for k in ("lam",) if cfg.target_speedup is not None else ("target_speedup",):
+        for k in ("lam",) if cfg.target_speedup is not None else ("target_speedup", "search_min_steps"):
             settings.pop(k, None)
     if cfg.attention_dropout is None:  # the model's own: runs from before the setting existed match
         settings.pop("attention_dropout", None)
@@ -330,12 +300,62 @@ def run_stage(stage: str, cfg: PipelineConfig, task: PreparedTask, previous: Sta
     return _run_stage(stage, cfg, task, previous, redo, teacher_dir)[0]
 
 
-def flop_model(config, task: PreparedTask, scale: str) -> FlopModel:
-    """The FLOP model a target speed-up is measured by: relative retention, the training data's
-    real lengths (each example against the dense model at its own length, SPEC 1.6); absolute
-    retention, the paper's bound at N (SPEC 3)."""
-    lengths = example_lengths(task.train) if scale == "relative" else None
-    return FlopModel(config, task.max_length, lengths=lengths, scale=scale)
+def _reusable(stage: str, out: Path, task: PreparedTask, redo: bool) -> StageResult | None:
+    """The stage's finished result when it can be reused; else None, after forgetting a finished
+    result that must be redone (``redo``: a stage it derives from ran again; or a damaged model)."""
+    try:
+        done = load_finished(out)
+    except CorruptModelError as e:
+        print(f"power-bert: {e}. Redoing stage {stage!r}.")
+        done, redo = None, True
+    if done is not None and not redo:
+        if task.tokenizer is not None and not (Path(done.model_dir) / "tokenizer_config.json").exists():
+            save_tokenizer(task.tokenizer, done.model_dir, task.max_length)  # a folder saved without it
+        return done
+    if done is not None:
+        print(f"power-bert: redoing stage {stage!r} too (it was derived from a stage that just ran)")
+    if redo:
+        _discard(out)
+    return None
+
+
+def _trainer(stage: str, cfg: PipelineConfig, task: PreparedTask, out: Path, plan: StagePlan,
+             teacher_dir: str | None) -> PowerBertTrainer:
+    """The stage's Trainer from its plan, with distillation from stage 1 when asked (stages 2-3)."""
+    trainer_kw = dict(plan.trainer_kw)
+    if cfg.distill and stage != "finetune":
+        trainer_kw.update(teacher=task.hf_class.from_pretrained(teacher_dir), distill_temperature=cfg.distill_temperature,
+                          distill_alpha=cfg.distill_alpha, problem=task.problem)
+    plan.model.train()
+    trainer = PowerBertTrainer(
+        model=plan.model,
+        args=_training_args(cfg, task, out, plan.epochs, plan.best, plan.max_steps, plan.eval_steps),
+        train_dataset=task.train,
+        eval_dataset=task.eval,
+        data_collator=task.collator,
+        compute_metrics=_metrics_fn(task),
+        callbacks=[StopOnNonFiniteLoss(), *plan.callbacks],
+        **trainer_kw,
+    )
+    readable_progress(trainer, stage, task.primary_metric, bars=cfg.progress)
+    if plan.controller is not None:
+        plan.controller.attach(trainer)
+    return trainer
+
+
+def _save_stage(stage: str, task: PreparedTask, out: Path, trainer, result: StageResult, search: dict | None) -> None:
+    """Writes the stage's model (with the tokenizer), its search record and stage.json, and removes
+    its checkpoints; in a distributed run only the main process writes."""
+    if trainer.is_world_process_zero():
+        trainer.model.save_pretrained(result.model_dir)
+        if task.tokenizer is not None:
+            save_tokenizer(task.tokenizer, result.model_dir, task.max_length)
+        if search is not None:
+            (out / "retention.json").write_text(json.dumps(result.retention))
+            (out / TARGET_FILE).write_text(json.dumps(search, indent=1))
+        shutil.rmtree(out / "checkpoints", ignore_errors=True)
+        result.save(out)
+    trainer.accelerator.wait_for_everyone()  # the next stage reads these files on every rank
 
 
 def _run_stage(stage: str, cfg: PipelineConfig, task: PreparedTask, previous: StageResult | None,
@@ -345,96 +365,27 @@ def _run_stage(stage: str, cfg: PipelineConfig, task: PreparedTask, previous: St
         raise ValueError(f"stage must be one of {STAGES}, got {stage!r}")
     out = Path(cfg.output_dir) / stage
     _check_stage_settings(stage, cfg, out)
-    try:
-        done = load_finished(out)
-    except CorruptModelError as e:
-        print(f"power-bert: {e}. Redoing stage {stage!r}.")
-        done, redo = None, True
-    if done is not None and not redo:
-        if task.tokenizer is not None and not (Path(done.model_dir) / "tokenizer_config.json").exists():
-            save_tokenizer(task.tokenizer, done.model_dir, task.max_length)  # a folder saved without it
-        return done, False
+    done = _reusable(stage, out, task, redo)
     if done is not None:
-        print(f"power-bert: redoing stage {stage!r} too (it was derived from a stage that just ran)")
-    if redo:
-        _discard(out)
+        return done, False
     out.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(cfg.seed)
-    trainer_kw: dict = {}
-    callbacks = [StopOnNonFiniteLoss()]
-    if stage == "finetune":
-        if _is_power_bert_dir(cfg.model):
-            model = task.power_class.from_pretrained(cfg.model, retention=None)
-        else:
-            # A checkpoint fine-tuned for another task may carry a head of another shape (e.g. 2
-            # labels, loaded for multiple choice): stage 1 trains a fresh head then.
-            model = task.hf_class.from_pretrained(cfg.model, use_safetensors=True, ignore_mismatched_sizes=True,
-                                                  **_label_kwargs(task))
-        if cfg.attention_dropout is not None:
-            set_attention_dropout(model, cfg.attention_dropout)
-        epochs, best = cfg.finetune_epochs, True
-    elif stage == "search":
-        model = task.power_class.from_pretrained(previous.model_dir, mode="soft", sequence_length=task.max_length,
-                                                 retention_scale=cfg.retention_scale)
-        model.reset_retention_params_()
-        trainer_kw = dict(lam=cfg.lam, lr_soft=cfg.lr_soft)
-        callbacks.append(ClampRetentionCallback())
-        epochs, best = cfg.search_epochs, False
-    else:
-        model = task.power_class.from_pretrained(previous.model_dir, retention=previous.retention)
-        epochs, best = cfg.retrain_epochs, True
-    if cfg.distill and stage != "finetune":
-        trainer_kw.update(teacher=task.hf_class.from_pretrained(teacher_dir), distill_temperature=cfg.distill_temperature,
-                          distill_alpha=cfg.distill_alpha, problem=task.problem)
-    model.train()
-    trainer = PowerBertTrainer(
-        model=model,
-        args=_training_args(cfg, task, out, epochs, best),
-        train_dataset=task.train,
-        eval_dataset=task.eval,
-        data_collator=task.collator,
-        compute_metrics=_metrics_fn(task),
-        callbacks=callbacks,
-        **trainer_kw,
-    )
-    readable_progress(trainer, stage, task.primary_metric, bars=cfg.progress)
-    controller = None
-    if stage == "search" and cfg.target_speedup is not None:
-        controller = TargetController(cfg.target_speedup, flop_model(model.config, task, cfg.retention_scale),
-                                      task.max_length).attach(trainer)
+    row = STAGE_TABLE[stage]
+    plan = row.plan(cfg, task, previous)
+    trainer = _trainer(stage, cfg, task, out, plan, teacher_dir)
     if trainer.is_world_process_zero():  # before training: an interrupted stage keeps them too
         _write_stage_settings(stage, cfg, out)
     checkpoint = _newest_checkpoint(out)
-    if controller is not None and checkpoint is not None and not controller.load_checkpoint(checkpoint):
+    if plan.controller is not None and checkpoint is not None and not plan.controller.load_checkpoint(checkpoint):
         print(f"power-bert: {checkpoint} holds no controller state; the search's pressure starts again from 0")
     trainer.train(resume_from_checkpoint=checkpoint)
-    retention = None
-    if controller is not None:  # identical on every rank (synchronised weights)
-        retention = controller.final_retention(trainer.model, keep_threshold=cfg.break_even_keep)
-    elif stage == "search":  # SPEC 1.3's rule, then the break-even guard unless it is off
-        derived = trainer.model.derive_retention()
-        retention = derived if cfg.break_even_keep is None else apply_break_even(derived, task.max_length,
-                                                                                 cfg.break_even_keep)
-    elif stage == "retrain":
-        retention = list(trainer.model.retention)
-    metrics = trainer.evaluate()
-    model_dir = out / "model"
-    result = StageResult(stage=stage, model_dir=str(model_dir), metrics=metrics, retention=retention)
-    if trainer.is_world_process_zero():  # in a distributed run only the main process writes
-        trainer.model.save_pretrained(model_dir)
-        if task.tokenizer is not None:
-            save_tokenizer(task.tokenizer, model_dir, task.max_length)
-        if stage == "search":
-            (out / "retention.json").write_text(json.dumps(retention))
-            if controller is not None:
-                method = controller.settings()
-            else:  # "derived": SPEC 1.3's configuration before the guard
-                method = {"method": "lambda (SPEC 1.3)", "lambda": cfg.lam, "lr_soft": cfg.lr_soft, "derived": derived}
-            method["break_even_keep"] = cfg.break_even_keep
-            (out / TARGET_FILE).write_text(json.dumps({**method, "distill": cfg.distill}, indent=1))
-        shutil.rmtree(out / "checkpoints", ignore_errors=True)
-        result.save(out)
-    trainer.accelerator.wait_for_everyone()  # the next stage reads these files on every rank
+    record = training_record(trainer, task.primary_metric, plan.epochs, cfg.patience)
+    if plan.best and trainer.is_world_process_zero():
+        print("power-bert: " + describe_training(stage, record))
+    retention, search = row.finish(cfg, task, plan, trainer)
+    result = StageResult(stage=stage, model_dir=str(out / "model"), metrics=trainer.evaluate(), retention=retention,
+                         training=record)
+    _save_stage(stage, task, out, trainer, result, search)
     return result, True
 
 

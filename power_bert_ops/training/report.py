@@ -47,6 +47,29 @@ def write_report(out_dir: Path, report: dict) -> dict:
     return {"json": out_dir / "report.json", "markdown": out_dir / "report.md", "plot": plot}
 
 
+def epochs_kept(r: dict, stage: str) -> str:
+    """``3/5`` (epoch kept / epochs run) of a stage, with ``↑`` when its dev metric was still rising
+    at the end; ``?`` for a report without the record."""
+    rec = (r.get("training") or {}).get(stage)
+    if not rec or rec.get("epoch_kept") is None:
+        return "?"
+    return f"{rec['epoch_kept']:.3g}/{rec['epochs_run']:.3g}" + (" ↑" if rec.get("still_rising") else "")
+
+
+def search_line(r: dict) -> str | None:
+    """What the search reached: its soft FLOP bound, steps (and extension), and the projection's jump."""
+    s = r.get("search") or {}
+    if "soft_bound_final" not in s or "projection_jump" not in s:
+        return None
+    line = f"- search: soft FLOP bound reached **{s['soft_bound_final']:.2f}x** in {s['steps']} steps"
+    if s.get("requested_steps") is not None and s["steps"] > s["requested_steps"]:
+        line += f" ({s['requested_steps']} requested, extended by {s['steps'] - s['requested_steps']})"
+    if s.get("held") is not None:
+        line += f"; at the target (±{100 * s['hold_window']:g}%) for {s['held_steps']} steps"
+    return line + (f"; the projection to ℓ moved it to {s['projected_bound']:.2f}x "
+                   f"(jump **x{s['projection_jump']:.2f}**)")
+
+
 def render_markdown(r: dict, plot_name: str | None = None) -> str:
     b, p, s = r["baseline"]["metric"], r["power_bert"]["metric"], r.get("speed", {})
     lines = [
@@ -58,15 +81,17 @@ def render_markdown(r: dict, plot_name: str | None = None) -> str:
         f"- retention configuration ℓ: {r['retention']} ({setting_label(r)}"
         f"{', distilled from the fine-tuned model' if (r.get('search') or {}).get('distill') else ''})",
     ]
+    if search_line(r):
+        lines.append(search_line(r))
     if s:
         lines += speed_lines(s)
     if r.get("truncated"):
         lines.append(f"- texts truncated to N: {r['truncated']}")
-    lines += ["", "| stage | metrics |", "|---|---|"]
+    lines += ["", "| stage | epoch kept / run (↑: dev still rising) | metrics |", "|---|---|---|"]
     for stage, m in r.get("stages", {}).items():
         shown = ", ".join(f"{k.removeprefix('eval_')} {v:.4f}" for k, v in m.items()
                           if isinstance(v, float) and "runtime" not in k and "per_second" not in k)
-        lines.append(f"| {stage} | {shown} |")
+        lines.append(f"| {stage} | {epochs_kept(r, stage)} | {shown} |")
     if plot_name:
         lines += ["", f"![tokens kept per layer]({plot_name})"]
     return "\n".join(lines) + "\n"
@@ -99,12 +124,16 @@ def write_sweep(out_dir: Path, rows: list[dict]) -> dict:
     md = [f"# {kind} sweep: {rows[0]['task']}", "",
           "Speed-ups against the dense model on length-bucketed batches (each cut to its longest row); "
           "padded to N beside them.", "",
-          f"| setting | {name} | baseline | ℓ | FLOP bound | measured | padded: bound / measured |",
-          "|---|---|---|---|---|---|---|"]
+          f"| setting | {name} | baseline | ℓ | search: soft bound reached | projection jump | epochs kept "
+          f"(fine-tune / retrain) | FLOP bound | measured | padded: bound / measured |",
+          "|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
-        pad = r.get("padded") or {}
+        pad, search = r.get("padded") or {}, r.get("search") or {}
         md.append(f"| {setting_label(r)} | {r['power_bert']['metric']['value']:.4f} | "
-                  f"{r['baseline']['metric']['value']:.4f} | {r['retention']} | {r['flop_bound']:.2f}x | "
+                  f"{r['baseline']['metric']['value']:.4f} | {r['retention']} | "
+                  f"{search.get('soft_bound_final', float('nan')):.2f}x | "
+                  f"x{search.get('projection_jump', float('nan')):.2f} | "
+                  f"{epochs_kept(r, 'finetune')} / {epochs_kept(r, 'retrain')} | {r['flop_bound']:.2f}x | "
                   f"{r['measured_speedup']:.2f}x | {pad.get('flop_bound', float('nan')):.2f}x / "
                   f"{pad.get('measured_speedup', float('nan')):.2f}x |")
     md += ["", "![trade-off](sweep.png)"]

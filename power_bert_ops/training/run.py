@@ -23,7 +23,7 @@ from pathlib import Path
 import torch
 from accelerate import PartialState
 
-from ..flops import flop_bound
+from ..flops import check_target
 from .artifacts import check_checkpoint, check_max_length, load_tokenizer
 from .errors import PowerBertError
 from .inference import predict_logits
@@ -31,7 +31,6 @@ from .pipeline import STAGES, TARGET_FILE, PipelineConfig, StageResult, flop_mod
 from .prepare import DataArgs, PreparedTask, prepare
 from .report import write_report, write_sweep
 from .speed import describe_speedup, speed_report
-from .target import check_target
 from .trainer import resolve_device
 
 __all__ = ["DEFAULT_TARGET_SPEEDUP", "DTYPES", "RUN_FILE", "finish_run", "is_main_process", "run_identity",
@@ -260,6 +259,8 @@ def finish_run(cfg: PipelineConfig, task: PreparedTask, results: dict[str, Stage
         "examples": {k: len(v) for k, v in (("eval", task.eval), ("test", task.test)) if v is not None},
         "truncated": task.truncated,
         "stages": {k: v.metrics for k, v in results.items()},
+        # per stage: the dev metric per evaluation, the epoch kept, whether dev was still rising
+        "training": {k: v.training for k, v in results.items()},
         "config": cfg.to_dict(),
     }
     paths = write_report(out, report)

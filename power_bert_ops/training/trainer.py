@@ -9,7 +9,7 @@ import torch
 from transformers import PrinterCallback, ProgressCallback, Trainer, TrainerCallback
 
 from .errors import PowerBertError
-from .target import DEFAULT_ALPHA, DEFAULT_TEMPERATURE, distillation_loss, mix_distillation
+from .distillation import DEFAULT_ALPHA, DEFAULT_TEMPERATURE, distillation_loss, mix_distillation
 
 
 DEVICES = ("auto", "cpu", "cuda")
@@ -23,7 +23,7 @@ class PowerBertTrainer(Trainer):
     """transformers.Trainer plus, when ``lam`` is set (stage 2), ``lam * Σ_j j·mass_j`` in the
     loss and a separate optimiser group for the retention parameters at ``lr_soft``; with a
     ``teacher`` (the stage-1 model), the task loss is mixed with logit distillation:
-    ``(1 - distill_alpha)·task + distill_alpha·KD`` (:func:`.target.distillation_loss`)."""
+    ``(1 - distill_alpha)·task + distill_alpha·KD`` (:func:`.distillation.distillation_loss`)."""
 
     def __init__(self, *args, lam: float | None = None, lr_soft: float | None = None, teacher=None,
                  distill_temperature: float = DEFAULT_TEMPERATURE, distill_alpha: float = DEFAULT_ALPHA,

@@ -1,0 +1,68 @@
+"""Logit distillation from the stage-1 teacher (KL at temperature T scaled by T², MSE for
+regression) and the mixing rule ``loss = (1 - alpha)·task + alpha·KD``."""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+__all__ = ["DEFAULT_ALPHA", "DEFAULT_TEMPERATURE", "distillation_loss", "mix_distillation"]
+
+DEFAULT_TEMPERATURE = 2.0
+"""Distillation temperature used when the caller gives none."""
+
+DEFAULT_ALPHA = 0.5
+"""Weight of the distillation term in :func:`mix_distillation` when the caller gives none."""
+
+
+def distillation_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, temperature: float = DEFAULT_TEMPERATURE,
+                      problem: str = "classification") -> torch.Tensor:
+    """Logit distillation from the stage-1 teacher.
+
+    * classification / multiple_choice: T² · KL(softmax(t / T) ‖ softmax(s / T)), averaged over
+      the batch (the last axis holds the classes or choices). The T² keeps the gradient's size
+      comparable to the task loss's as T changes (Hinton et al., 2015).
+    * regression: mean squared error between the student's and the teacher's outputs
+      (the temperature does not apply).
+
+    Args:
+        student_logits: [B, C] (or [B] / [B, 1] for regression), differentiable.
+        teacher_logits: the same shape; no gradient flows into it (it is detached).
+        temperature: T > 0.
+        problem: "classification", "multiple_choice" or "regression".
+
+    Returns:
+        A scalar tensor in the student's dtype promoted to at least float32.
+    """
+    if student_logits.shape != teacher_logits.shape:
+        raise ValueError(f"distillation_loss: student logits {tuple(student_logits.shape)} and teacher logits "
+                         f"{tuple(teacher_logits.shape)} differ in shape")
+    teacher = teacher_logits.detach().float()
+    student = student_logits.float()
+    if problem == "regression":
+        return F.mse_loss(student, teacher)
+    if problem not in ("classification", "multiple_choice"):
+        raise ValueError(f"distillation_loss: problem must be classification, multiple_choice or regression, got "
+                         f"{problem!r}")
+    T = float(temperature)
+    if not T > 0:
+        raise ValueError(f"distillation_loss: temperature must be > 0, got {temperature}")
+    s = F.log_softmax(student / T, dim=-1).reshape(-1, student.shape[-1])
+    t = F.log_softmax(teacher / T, dim=-1).reshape(-1, student.shape[-1])
+    return F.kl_div(s, t, reduction="batchmean", log_target=True) * (T * T)
+
+
+def mix_distillation(task_loss: torch.Tensor, kd_loss: torch.Tensor, alpha: float = DEFAULT_ALPHA) -> torch.Tensor:
+    """The mixing rule: ``(1 - alpha) · task_loss + alpha · kd_loss``; alpha = 0 is no
+    distillation, alpha = 1 learns from the teacher alone. Stage 2 adds λ·Σ_j j·mass_j on top.
+
+    Args:
+        task_loss: the task loss (cross-entropy or MSE) on the labels.
+        kd_loss: :func:`distillation_loss` of the same batch.
+        alpha: in [0, 1].
+
+    Returns:
+        The mixed scalar loss.
+    """
+    if not 0.0 <= alpha <= 1.0:
+        raise ValueError(f"mix_distillation: alpha must be in [0, 1], got {alpha}")
+    return (1.0 - alpha) * task_loss + alpha * kd_loss
