@@ -18,8 +18,8 @@ import torch
 from transformers import AutoConfig, EarlyStoppingCallback
 
 from ..flops import FlopModel, soft_bound
+from ..modeling import adapters
 from .controller import TargetController
-from .errors import PowerBertError
 from .projection import apply_break_even
 from .speed import example_lengths
 from .trainer import ClampRetentionCallback
@@ -76,19 +76,10 @@ def set_attention_dropout(model: torch.nn.Module, p: float) -> None:
     classifier or a PoWER-BERT model) to ``p``, in its layers and in its config, so the stages
     loaded from its saved folder train with it too. On CPU, ``p = 0`` lets SDPA use its fused
     kernel instead of the math path: a training step at N = 512 takes about a third of the time."""
-    power = model.config.model_type == "power_bert"
-    hf_config = model.model.config if power else model.config  # PoWER-BERT wraps the Hugging Face model
-    hf_config.attention_probs_dropout_prob = p
-    if power:
-        model.config.base_config = hf_config.to_dict()
-    found = 0
-    for name, module in model.named_modules():
-        if isinstance(module, torch.nn.Dropout) and name.endswith(("attention.self.dropout",
-                                                                    "attention.attention_dropout")):
-            module.p = p
-            found += 1
-    if not found:
-        raise PowerBertError(f"--attention-dropout: no attention dropout found in {type(model).__name__}")
+    if model.config.model_type == "power_bert":
+        model.set_attention_dropout(p)
+    else:
+        adapters.set_attention_dropout(model, p)
 
 
 def _is_power_bert_dir(path: str) -> bool:
