@@ -21,7 +21,7 @@ import torch
 
 import power_bert_ops
 from power_bert_ops import data as D
-from power_bert_ops.deploy import OnnxClassifier, export
+from power_bert_ops.export import OnnxClassifier, export
 from power_bert_ops.flops import flop_bound
 from power_bert_ops.training.artifacts import load_model
 

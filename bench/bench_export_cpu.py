@@ -32,7 +32,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from power_bert_ops.deploy import OnnxClassifier, export
+from power_bert_ops.export import OnnxClassifier, export
 from power_bert_ops.flops import flop_bound
 
 MINILM_RETENTION = [42, 32, 23, 10, 6, 4]

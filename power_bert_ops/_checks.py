@@ -9,6 +9,7 @@ from __future__ import annotations
 import operator
 
 import torch
+from torch.fx.experimental.symbolic_shapes import statically_known_true
 
 SUPPORTED_FLOATS = (torch.float32, torch.float16, torch.bfloat16, torch.float64)
 # What the Triton attention kernels take (power_bert_ops.triton.attention_triton); here, free of
@@ -132,9 +133,15 @@ def as_k(k, op: str) -> int:
 
 
 def check_k(k: int, N: int, op: str) -> None:
+    """1 <= k <= N. Symbolic k or N (torch.compile, torch.export) fail only where the bound is
+    provably broken, adding no guard; the kernels check the values they run with."""
     if isinstance(k, bool) or not isinstance(k, (int, torch.SymInt)):
         raise TypeError(f"power_bert.{op}: `k` must be an int, got {type(k).__name__}")
-    if not 1 <= k <= N:
+    if isinstance(k, torch.SymInt) or isinstance(N, torch.SymInt):
+        bad = statically_known_true(k < 1) or statically_known_true(k > N)
+    else:
+        bad = not 1 <= k <= N
+    if bad:
         _fail(op, f"`k` must satisfy 1 <= k <= N = {N}, got k = {k}")
 
 
