@@ -8,7 +8,8 @@ Schemas: ``csrc/power_bert.cpp``. Kernels, one per dispatch key, chosen in
 (``csrc/cuda/``), the Triton kernels (``power_bert_ops/triton/``) or the plain-PyTorch reference.
 Every wrapper checks its arguments first (``_checks``, the same messages as ``csrc/checks.h``),
 asks ``_backend.choose`` which implementation runs, and calls the op (or, for
-``backend='reference'``, :mod:`power_bert_ops.reference`).
+``backend='reference'``, :mod:`power_bert_ops.reference` directly). No wrapper changes which
+kernel the op runs.
 """
 from __future__ import annotations
 
@@ -112,9 +113,8 @@ def _attention_backward_fake(grad_out, q, k, v, out, lse, mask, dropout_p, seed)
 
 # ---------------------------------------------------------------------------------------------
 # Autograd. Significance and the selection get no gradient (SPEC 1.1): only ``hidden`` (and
-# ``retention`` for soft_extract; q, k, v for attention) do. Each formula records which
-# implementation ran (``_backend.registered``) so the backward op runs the same one, also when a
-# wrapper's ``backend=`` swapped it in for the forward only.
+# ``retention`` for soft_extract; q, k, v for attention) do. The backward ops run the kernel
+# registered for their device, like every op.
 # ---------------------------------------------------------------------------------------------
 def _significance_setup_context(ctx, inputs, output):
     ctx.mark_non_differentiable(output)
@@ -127,24 +127,17 @@ def _no_gradient(ctx, *grads):
 torch.library.register_autograd("power_bert::significance", _no_gradient, setup_context=_significance_setup_context)
 
 
-def _record_backend(ctx, op: str, t: torch.Tensor) -> None:
-    ctx.device_type = t.device.type
-    ctx.backend = _backend.registered(op, ctx.device_type)
-
-
 def _extract_setup_context(ctx, inputs, output):
     ctx.n = inputs[0].shape[1]
     ctx.mark_non_differentiable(output[1], output[2])
     ctx.save_for_backward(output[1])
-    _record_backend(ctx, "extract_backward", inputs[0])
 
 
 def _extract_backward(ctx, grad_out, _grad_index, _grad_mask):
     (index,) = ctx.saved_tensors
     grad_hidden = None
     if ctx.needs_input_grad[0]:
-        with _backend.running(ctx.backend, ctx.device_type, ("extract_backward",)):
-            grad_hidden = ops.extract_backward(grad_out, index, ctx.n)
+        grad_hidden = ops.extract_backward(grad_out, index, ctx.n)
     return (grad_hidden,) + (None,) * (len(ctx.needs_input_grad) - 1)
 
 
@@ -173,13 +166,11 @@ torch.library.register_autograd(
 def _soft_extract_setup_context(ctx, inputs, output):
     hidden, scores, mask, retention = inputs
     ctx.save_for_backward(hidden, scores, mask, retention)
-    _record_backend(ctx, "soft_extract_backward", hidden)
 
 
 def _soft_extract_backward(ctx, grad_out):
     hidden, scores, mask, retention = ctx.saved_tensors
-    with _backend.running(ctx.backend, ctx.device_type, ("soft_extract_backward",)):
-        grad_hidden, grad_retention = ops.soft_extract_backward(grad_out, hidden, scores, mask, retention)
+    grad_hidden, grad_retention = ops.soft_extract_backward(grad_out, hidden, scores, mask, retention)
     need = ctx.needs_input_grad
     return (grad_hidden if need[0] else None, None, None, grad_retention if need[3] else None)
 
@@ -205,13 +196,11 @@ def _attention_setup_context(ctx, inputs, output):
     ctx.mark_non_differentiable(sig, lse)
     ctx.dropout_p = dropout_p
     ctx.save_for_backward(q, k, v, out, lse, mask, seed)
-    _record_backend(ctx, "_attention_backward", q)
 
 
 def _attention_backward(ctx, grad_out, _grad_sig, _grad_lse):
     q, k, v, out, lse, mask, seed = ctx.saved_tensors
-    with _backend.running(ctx.backend, ctx.device_type, ("_attention_backward",)):
-        dq, dk, dv = ops._attention_backward(grad_out, q, k, v, out, lse, mask, ctx.dropout_p, seed)
+    dq, dk, dv = ops._attention_backward(grad_out, q, k, v, out, lse, mask, ctx.dropout_p, seed)
     return dq, dk, dv, None, None, None, None, None
 
 
@@ -230,15 +219,6 @@ torch.library.register_autograd(
 # ---------------------------------------------------------------------------------------------
 # Public wrappers: check, choose the implementation (power_bert_ops._backend), run it.
 # ---------------------------------------------------------------------------------------------
-def _run(impl: str, device: torch.device, computation: str, call):
-    """``call()`` (which calls the op) with implementation ``impl`` swapped in where it is not
-    the registered kernel of the device (``backend=`` in tests and benchmarks)."""
-    if all(_backend.registered(op, device.type) == impl for op in _backend.OPS[computation]) or impl == "auto":
-        return call()
-    with _backend.running(impl, device.type, _backend.OPS[computation]):
-        return call()
-
-
 def attention(q, k, v, mask, dropout_p: float = 0.0, need_significance: bool = True, exclude_self: bool = True,
               *, backend: str = "auto"):
     """Softmax attention that also returns SPEC 1.1 significance, never materialising the
@@ -251,10 +231,10 @@ def attention(q, k, v, mask, dropout_p: float = 0.0, need_significance: bool = T
     and write ``out`` in [B, N, H, d] memory, so ``out.transpose(1, 2).reshape(B, N, H * d)`` is
     a view. Scale 1/sqrt(d). ``dropout_p`` drops attention
     probabilities (pass 0 in eval); significance uses the un-dropped ones and has no gradient.
-    Backends: 'cpu' (C++), 'triton' (CUDA tensors, or CPU under TRITON_INTERPRET=1),
-    'reference' (eager, O(N^2) memory); 'auto' runs the device's kernel (C++ on CPU, Triton on
-    CUDA), or the reference on CUDA where the Triton kernels do not take the input
-    (``_backend.attention_kernel_runs``).
+    Backends: 'auto' runs the device's kernel (C++ on CPU, Triton on CUDA), or the reference on
+    CUDA where the Triton kernels do not take the input (``_backend.attention_kernel_runs``);
+    'reference' calls :func:`power_bert_ops.reference.attention` (eager, O(N^2) memory); 'cpu'
+    and 'triton' name the device's kernel (checked).
     """
     checks.check_attention_args(q, k, v, mask, dropout_p)
     checks.check_bool(need_significance, "attention", "need_significance")
@@ -265,8 +245,7 @@ def attention(q, k, v, mask, dropout_p: float = 0.0, need_significance: bool = T
     impl = _backend.choose("attention", backend, q.device, q.dtype, q.shape[-1])
     if impl == "reference":
         return reference.attention(q, k, v, mask, dropout_p, need_significance, exclude_self)
-    return _run(impl, q.device, "attention",
-                lambda: ops.attention(q, k, v, mask, float(dropout_p), bool(need_significance), bool(exclude_self)))
+    return ops.attention(q, k, v, mask, float(dropout_p), bool(need_significance), bool(exclude_self))
 
 
 def significance(attn: torch.Tensor, mask: torch.Tensor, exclude_self: bool = True, *, backend: str = "auto"):
@@ -278,7 +257,7 @@ def significance(attn: torch.Tensor, mask: torch.Tensor, exclude_self: bool = Tr
     impl = _backend.choose("significance", backend, attn.device)
     if impl == "reference":
         return reference.significance(attn, mask, exclude_self)
-    return _run(impl, attn.device, "significance", lambda: ops.significance(attn, mask, exclude_self))
+    return ops.significance(attn, mask, exclude_self)
 
 
 def _width_and_rows(k, width, hidden, op: str):
@@ -332,8 +311,7 @@ def extract(hidden, attn, mask, k, exclude_self: bool = True, *, width: int | No
     impl = _backend.choose("extract", backend, hidden.device)
     if impl == "reference":
         return ExtractOutput(*reference.extract(hidden, attn, mask, k, exclude_self, row_k))
-    return ExtractOutput(*_run(impl, hidden.device, "extract",
-                               lambda: ops.extract(hidden, attn, mask, k, exclude_self, row_k)))
+    return ExtractOutput(*ops.extract(hidden, attn, mask, k, exclude_self, row_k))
 
 
 def extract_scored(hidden, scores, mask, k, *, width: int | None = None, backend: str = "auto") -> ExtractOutput:
@@ -347,8 +325,7 @@ def extract_scored(hidden, scores, mask, k, *, width: int | None = None, backend
     impl = _backend.choose("extract_scored", backend, hidden.device)
     if impl == "reference":
         return ExtractOutput(*reference.extract_scored(hidden, scores, mask, k, row_k))
-    return ExtractOutput(*_run(impl, hidden.device, "extract_scored",
-                               lambda: ops.extract_scored(hidden, scores, mask, k, row_k)))
+    return ExtractOutput(*ops.extract_scored(hidden, scores, mask, k, row_k))
 
 
 def soft_extract(hidden, scores, mask, retention, *, backend: str = "auto"):
@@ -359,4 +336,4 @@ def soft_extract(hidden, scores, mask, retention, *, backend: str = "auto"):
     impl = _backend.choose("soft_extract", backend, hidden.device)
     if impl == "reference":
         return reference.soft_extract(hidden, scores, mask, retention)
-    return _run(impl, hidden.device, "soft_extract", lambda: ops.soft_extract(hidden, scores, mask, retention))
+    return ops.soft_extract(hidden, scores, mask, retention)
