@@ -166,7 +166,10 @@ def reference_logits(hf, retention, input_ids, attention_mask=None, token_type_i
                      exclude_self=True):
     """Loop over layers with eager attention probabilities; significance from them (padded query
     rows excluded, self-attention subtracted); keep [CLS] + the ℓ_j-1 most significant other rows
-    in original order (padding last, ties to the lower position); x' gathered after W_o; FFN."""
+    in original order (padding last, ties to the lower position; power_bert_ops.reference's
+    selection); x' gathered after W_o; FFN."""
+    from power_bert_ops import reference
+
     shape = input_ids.shape
     n = shape[-1]
     ids = input_ids.reshape(-1, n)
@@ -194,14 +197,7 @@ def reference_logits(hf, retention, input_ids, attention_mask=None, token_type_i
             sig = (probs * mask[:, None, :, None]).sum(dim=(1, 2))
             if exclude_self:
                 sig = sig - probs.diagonal(dim1=-2, dim2=-1).sum(1)
-            rows, masks = [], []
-            for b in range(B):
-                s, real = sig[b].tolist(), mask[b].tolist()
-                others = sorted(range(1, n), key=lambda p: (not real[p], -s[p], p))
-                idx = sorted([0] + others[: keep - 1])
-                rows.append(x1[b, idx])
-                masks.append(mask[b, idx])
-            x1, mask = torch.stack(rows), torch.stack(masks)
+            x1, _, mask = reference.extract_scored(x1, sig, mask, keep)  # the ranking rule
         x = ln2(x1 + ffn(x1))
     logits = _head(hf, x, task)
     return logits.view(shape[0], -1) if task == "mc" else logits
