@@ -182,7 +182,7 @@ def test_extract_backward_bad_index():
 
 
 # ---------------------------------------------------------------------------------------------
-# Loose argument types (issue 22, item 8): a TypeError naming the argument, before any work
+# Loose argument types: a TypeError naming the argument, before any work
 # ---------------------------------------------------------------------------------------------
 def _wrapper_calls(h, a, m, **kw):
     q = torch.randn(2, 2, 6, 8)

@@ -353,7 +353,7 @@ def test_fake_tensor_and_meta_shapes():
 
 @pytest.mark.parametrize("requires_grad", [False, True])
 def test_opcheck(requires_grad):
-    # The AOT-dispatch tests run on CUDA only, as before the Triton kernels became the op's kernels.
+    # The AOT-dispatch tests run on CUDA only.
     utils = (("test_schema", "test_autograd_registration", "test_faketensor") if INTERPRET
              else ("test_schema", "test_autograd_registration", "test_faketensor", "test_aot_dispatch_dynamic"))
     B, H, N, D = 2, 2, 9, 5

@@ -76,7 +76,7 @@ def test_empty_batch(device):
 
 # ---------------------------------------------------------------------------------------------
 # A non-finite diagonal is skipped, not summed and subtracted (inf - inf = NaN), on every
-# backend (issue 22, item 7)
+# backend
 # ---------------------------------------------------------------------------------------------
 INF, NAN = float("inf"), float("nan")
 
