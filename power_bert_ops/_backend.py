@@ -111,14 +111,18 @@ def registered(op: str, device_type: str) -> str | None:
 
 def python_kernel(impl: str, op: str):
     """The Python implementation ``impl`` ('triton' or 'reference') of ``op`` as a dispatcher
-    kernel, imported on first call (triton is imported only when a Triton kernel runs)."""
+    kernel, imported on first call (triton is imported only when a Triton kernel runs). The
+    Triton entries check their arguments; the reference kernels run the op's checks first."""
     module, name = PYTHON_KERNELS[impl][op]
+    check = _checks.OP_ARGS[op] if impl == "reference" else None
     fn = None
 
     def kernel(*args):
         nonlocal fn
         if fn is None:
             fn = getattr(importlib.import_module(module), name)
+        if check is not None:
+            check(*args)
         return fn(*args)
 
     kernel.__name__ = f"{op}_{impl}"

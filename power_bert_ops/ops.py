@@ -6,9 +6,11 @@ Shapes: batch ``B``, sequence ``N``, hidden ``D``, heads ``H``, kept rows ``k``.
 Schemas: ``csrc/power_bert.cpp``. Kernels, one per dispatch key, chosen in
 :mod:`power_bert_ops._backend`: C++ on CPU (``csrc/cpu/``); on CUDA the C++ kernels
 (``csrc/cuda/``), the Triton kernels (``power_bert_ops/triton/``) or the plain-PyTorch reference.
-Every wrapper checks its arguments first (``_checks``, the same messages as ``csrc/checks.h``),
-asks ``_backend.choose`` which implementation runs, and calls the op (or, for
-``backend='reference'``, :mod:`power_bert_ops.reference` directly). No wrapper changes which
+Argument checks (``_checks``, the same messages as ``csrc/checks.h``): each op's shape, dtype
+and device rules run where the op runs (its C++ kernels, its fake kernel, its Python kernels);
+the wrappers check Python argument types and what reads tensor data, ask ``_backend.choose``
+which implementation runs, and call the op (or, for ``backend='reference'``,
+:mod:`power_bert_ops.reference` directly, after the op's checks). No wrapper changes which
 kernel the op runs.
 """
 from __future__ import annotations
@@ -50,7 +52,7 @@ class ExtractOutput(NamedTuple):
 # ---------------------------------------------------------------------------------------------
 @torch.library.register_fake("power_bert::significance")
 def _significance_fake(attn, mask, exclude_self=True):
-    checks.check_significance_args(attn, mask)
+    checks.OP_ARGS["significance"](attn, mask)
     return attn.new_empty((attn.shape[0], attn.shape[2]), dtype=torch.float32)
 
 
@@ -65,39 +67,37 @@ def _extract_outputs_fake(hidden, mask, k):
 
 @torch.library.register_fake("power_bert::extract")
 def _extract_fake(hidden, attn, mask, k, exclude_self=True, row_k=None):
-    checks.check_extract_args(hidden, attn, mask, k)
-    checks.check_row_k(row_k, hidden, "extract")
+    checks.OP_ARGS["extract"](hidden, attn, mask, k, exclude_self, row_k)
     return _extract_outputs_fake(hidden, mask, k)
 
 
 @torch.library.register_fake("power_bert::extract_scored")
 def _extract_scored_fake(hidden, scores, mask, k, row_k=None):
-    checks.check_extract_scored_args(hidden, scores, mask, k)
-    checks.check_row_k(row_k, hidden, "extract_scored")
+    checks.OP_ARGS["extract_scored"](hidden, scores, mask, k, row_k)
     return _extract_outputs_fake(hidden, mask, k)
 
 
 @torch.library.register_fake("power_bert::extract_backward")
 def _extract_backward_fake(grad_out, index, n):
-    checks.check_extract_backward_args(grad_out, index, n)
+    checks.OP_ARGS["extract_backward"](grad_out, index, n)
     return grad_out.new_empty((grad_out.shape[0], n, grad_out.shape[2]))
 
 
 @torch.library.register_fake("power_bert::soft_extract")
 def _soft_extract_fake(hidden, scores, mask, retention):
-    checks.check_soft_extract_args(hidden, scores, mask, retention)
+    checks.OP_ARGS["soft_extract"](hidden, scores, mask, retention)
     return torch.empty_like(hidden, memory_format=torch.contiguous_format)
 
 
 @torch.library.register_fake("power_bert::soft_extract_backward")
 def _soft_extract_backward_fake(grad_out, hidden, scores, mask, retention):
-    checks.check_soft_extract_args(hidden, scores, mask, retention, op="soft_extract_backward")
+    checks.OP_ARGS["soft_extract_backward"](grad_out, hidden, scores, mask, retention)
     return torch.empty_like(hidden, memory_format=torch.contiguous_format), torch.empty_like(retention)
 
 
 @torch.library.register_fake("power_bert::_attention_forward")
 def _attention_forward_fake(q, k, v, mask, dropout_p, need_significance, exclude_self, seed):
-    checks.check_attention_args(q, k, v, mask, dropout_p)
+    checks.OP_ARGS["_attention_forward"](q, k, v, mask, dropout_p, need_significance, exclude_self, seed)
     B, H, N, d = q.shape
     sig = q.new_empty((B, N) if need_significance else (0,), dtype=torch.float32)
     lse_dtype = torch.float64 if q.dtype == torch.float64 else torch.float32
@@ -217,8 +217,30 @@ torch.library.register_autograd(
 
 
 # ---------------------------------------------------------------------------------------------
-# Public wrappers: check, choose the implementation (power_bert_ops._backend), run it.
+# Public wrappers: check what the kernels cannot (Python argument types; tensor data), choose
+# the implementation (power_bert_ops._backend), run it. Shapes, dtypes and devices are checked
+# where the op runs: its C++ kernels, its fake kernel, its Python kernels, and before a direct
+# call of the reference (``_checks.OP_ARGS``).
 # ---------------------------------------------------------------------------------------------
+def _run(name: str, impl: str, device: torch.device, op, reference_fn, args: tuple, data_check=None):
+    """``op(*args)``, or for ``impl == 'reference'`` ``reference_fn(*args)`` after the op's
+    argument checks. ``data_check`` (reads tensor data) runs before, except on the CPU, whose C++
+    kernels run it themselves."""
+    if impl == "reference":
+        checks.OP_ARGS[name](*args)
+        if data_check is not None:
+            data_check()
+        return reference_fn(*args)
+    if data_check is not None and device.type != "cpu":
+        data_check()
+    return op(*args)
+
+
+def _tensors(op: str, **tensors) -> None:
+    for name, t in tensors.items():
+        checks.check_tensor(t, op, name)
+
+
 def attention(q, k, v, mask, dropout_p: float = 0.0, need_significance: bool = True, exclude_self: bool = True,
               *, backend: str = "auto"):
     """Softmax attention that also returns SPEC 1.1 significance, never materialising the
@@ -236,28 +258,26 @@ def attention(q, k, v, mask, dropout_p: float = 0.0, need_significance: bool = T
     'reference' calls :func:`power_bert_ops.reference.attention` (eager, O(N^2) memory); 'cpu'
     and 'triton' name the device's kernel (checked).
     """
-    checks.check_attention_args(q, k, v, mask, dropout_p)
+    _tensors("attention", q=q, k=k, v=v, mask=mask)
     checks.check_bool(need_significance, "attention", "need_significance")
     checks.check_bool(exclude_self, "attention", "exclude_self")
     for name, t in (("q", q), ("k", k), ("v", v)):
         checks.check_copy_fits(t, "attention", name)
-    checks.check_rows_have_a_real_key(mask, "attention")
-    impl = _backend.choose("attention", backend, q.device, q.dtype, q.shape[-1])
-    if impl == "reference":
-        return reference.attention(q, k, v, mask, dropout_p, need_significance, exclude_self)
-    return ops.attention(q, k, v, mask, float(dropout_p), bool(need_significance), bool(exclude_self))
+    impl = _backend.choose("attention", backend, q.device, q.dtype, q.shape[-1] if q.dim() else 0)
+    return _run("_attention_forward", impl, q.device, ops.attention, reference.attention,
+                (q, k, v, mask, float(dropout_p), need_significance, exclude_self),
+                lambda: checks.check_rows_have_a_real_key(mask, "attention"))
 
 
 def significance(attn: torch.Tensor, mask: torch.Tensor, exclude_self: bool = True, *, backend: str = "auto"):
     """SPEC 1.1 significance. attn [B, H, N, N] probabilities, mask [B, N] -> float32 [B, N]
     (``-inf`` at padding). Padded query rows are excluded (the authors' Keras code includes them)."""
-    checks.check_significance_args(attn, mask)
+    _tensors("significance", attn=attn, mask=mask)
     checks.check_bool(exclude_self, "significance", "exclude_self")
     checks.check_copy_fits(attn, "significance", "attn")
     impl = _backend.choose("significance", backend, attn.device)
-    if impl == "reference":
-        return reference.significance(attn, mask, exclude_self)
-    return ops.significance(attn, mask, exclude_self)
+    return _run("significance", impl, attn.device, ops.significance, reference.significance,
+                (attn, mask, exclude_self))
 
 
 def _width_and_rows(k, width, hidden, op: str):
@@ -304,14 +324,13 @@ def extract(hidden, attn, mask, k, exclude_self: bool = True, *, width: int | No
         A NaN significance ranks below every number.
     """
     k, row_k = _width_and_rows(k, width, hidden, "extract")
-    checks.check_extract_args(hidden, attn, mask, k)
+    _tensors("extract", attn=attn, mask=mask)
     checks.check_bool(exclude_self, "extract", "exclude_self")
     checks.check_copy_fits(attn, "extract", "attn")
-    checks.check_cls_real(mask, "extract")
     impl = _backend.choose("extract", backend, hidden.device)
-    if impl == "reference":
-        return ExtractOutput(*reference.extract(hidden, attn, mask, k, exclude_self, row_k))
-    return ExtractOutput(*ops.extract(hidden, attn, mask, k, exclude_self, row_k))
+    return ExtractOutput(*_run("extract", impl, hidden.device, ops.extract, reference.extract,
+                               (hidden, attn, mask, k, exclude_self, row_k),
+                               lambda: checks.check_cls_real(mask, "extract")))
 
 
 def extract_scored(hidden, scores, mask, k, *, width: int | None = None, backend: str = "auto") -> ExtractOutput:
@@ -320,20 +339,17 @@ def extract_scored(hidden, scores, mask, k, *, width: int | None = None, backend
     hidden [B, N, D], scores [B, N], mask [B, N]; ``k`` and ``width`` as in :func:`extract`
     -> :class:`ExtractOutput`."""
     k, row_k = _width_and_rows(k, width, hidden, "extract_scored")
-    checks.check_extract_scored_args(hidden, scores, mask, k)
-    checks.check_cls_real(mask, "extract_scored")
+    _tensors("extract_scored", scores=scores, mask=mask)
     impl = _backend.choose("extract_scored", backend, hidden.device)
-    if impl == "reference":
-        return ExtractOutput(*reference.extract_scored(hidden, scores, mask, k, row_k))
-    return ExtractOutput(*ops.extract_scored(hidden, scores, mask, k, row_k))
+    return ExtractOutput(*_run("extract_scored", impl, hidden.device, ops.extract_scored, reference.extract_scored,
+                               (hidden, scores, mask, k, row_k), lambda: checks.check_cls_real(mask, "extract_scored")))
 
 
 def soft_extract(hidden, scores, mask, retention, *, backend: str = "auto"):
     """SPEC 1.3: ``out[b, p] = hidden[b, p] * retention[rank_b(p)]``, ranks by descending
     ``scores`` (padding last, no [CLS] special case). hidden [B, N, D], scores [B, N],
     mask [B, N], retention [N] -> [B, N, D]. Differentiable in hidden and retention."""
-    checks.check_soft_extract_args(hidden, scores, mask, retention)
+    _tensors("soft_extract", hidden=hidden, scores=scores, mask=mask, retention=retention)
     impl = _backend.choose("soft_extract", backend, hidden.device)
-    if impl == "reference":
-        return reference.soft_extract(hidden, scores, mask, retention)
-    return ops.soft_extract(hidden, scores, mask, retention)
+    return _run("soft_extract", impl, hidden.device, ops.soft_extract, reference.soft_extract,
+                (hidden, scores, mask, retention))
