@@ -1,7 +1,7 @@
 """GPU benchmark of power_bert.attention (its CUDA kernels are Triton: attention + significance
 without the N x N matrix) against scaled_dot_product_attention alone and eager attention +
 power_bert.significance. In --smoke mode on the CPU the Triton kernels run interpreted, swapped in
-for the CPU key (power_bert_ops._backend.running).
+for the CPU key (power_bert_ops.testing.force_kernels).
 
     python bench/bench_attention_gpu.py --out bench/results/attention_gpu.json
 
@@ -22,7 +22,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from gpu_timing import environment, median_ms, write_report  # noqa: E402
 
 import power_bert_ops  # noqa: E402
-from power_bert_ops import _backend  # noqa: E402
+from power_bert_ops.testing import OPS, force_kernels  # noqa: E402
 
 ops = torch.ops.power_bert
 
@@ -71,7 +71,7 @@ def main(argv=None):
     H, d = (12, 64) if not args.smoke else (2, 32)
     sizes = [(B, N) for B in (32, 128) for N in (128, 256, 512)] if not args.smoke else [(1, 16), (2, 33)]
     rows = []
-    with _backend.running("triton", torch.device(dev).type, _backend.OPS["attention"]):
+    with force_kernels("triton", torch.device(dev).type, OPS["attention"]):
         for B, N in sizes:
             rows.append(measure(B, N, H, d, dtype, dev))
     env = environment(dev)

@@ -1,4 +1,4 @@
-"""What ONNX Runtime deployment gives on a trained run (issue 14, int8): the fine-tuned baseline
+"""What ONNX Runtime deployment gives on a trained run: the fine-tuned baseline
 and the PoWER-BERT model of a `power-bert run` folder exported to ONNX (fp32; PoWER-BERT also
 int8 with ONNX Runtime's dynamic quantisation), each scored on the task's test split and timed
 over it in the same interleaved rounds (median), against the fp32 baseline in ONNX Runtime.
@@ -21,7 +21,7 @@ import torch
 
 import power_bert_ops
 from power_bert_ops import data as D
-from power_bert_ops.deploy import OnnxClassifier, export
+from power_bert_ops.export import OnnxClassifier, export
 from power_bert_ops.flops import flop_bound
 from power_bert_ops.training.artifacts import load_model
 

@@ -1,4 +1,4 @@
-"""CPU benchmark of the exported artifacts (issue 14): ONNX Runtime, PoWER-BERT against the
+"""CPU benchmark of the exported artifacts: ONNX Runtime, PoWER-BERT against the
 exported Hugging Face baseline, and against our own PyTorch CPU path, same inputs, one run.
 
     python bench/bench_export_cpu.py --out bench/results/export_cpu.json
@@ -32,7 +32,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from power_bert_ops.deploy import OnnxClassifier, export
+from power_bert_ops.export import OnnxClassifier, export
 from power_bert_ops.flops import flop_bound
 
 MINILM_RETENTION = [42, 32, 23, 10, 6, 4]

@@ -7,8 +7,8 @@ memory floor (bytes it must move / this device's measured copy bandwidth).
 Issue targets (H100, fp16, H=12, D=768, k=N/2, B in {1, 32, 128}, N in {128, 512}): fused
 extract >= 70% of measured bandwidth at B >= 32 and >= 3x the composition at every size. Both
 GPU kernels of extract run through the one op, torch.ops.power_bert.extract: the C++ CUDA kernel
-(the default where it was built) and the Triton one, swapped in for the timing as backend='triton'
-does (power_bert_ops._backend.running). If Triton is the faster, POWER_BERT_GPU_BACKEND=triton
+(the default where it was built) and the Triton one, forced for the timing
+(power_bert_ops.testing.force_kernels). If Triton is the faster, POWER_BERT_GPU_BACKEND=triton
 makes it the default (power_bert_ops/_backend.py).
 """
 from __future__ import annotations
@@ -25,7 +25,7 @@ import compositions  # noqa: E402
 from gpu_timing import environment, measured_bandwidth_gbs, median_ms, write_report  # noqa: E402
 
 import power_bert_ops  # noqa: E402
-from power_bert_ops import _backend  # noqa: E402
+from power_bert_ops.testing import OPS, force_kernels  # noqa: E402
 
 ops = torch.ops.power_bert
 
@@ -73,7 +73,7 @@ def main(argv=None):
             else:
                 fn = lambda: ops.extract(hidden, attn, mask, k, True)
                 if which == "triton":
-                    swap = _backend.running("triton", torch.device(dev).type, _backend.OPS["extract"])
+                    swap = force_kernels("triton", torch.device(dev).type, OPS["extract"])
             with swap:
                 ms = median_ms(fn, dev)
             base = ms if which is None else base

@@ -103,26 +103,27 @@ inline void check_significance_args(const at::Tensor& attn, const at::Tensor& ma
   check_same_device(attn, "attn", mask, "mask", op);
 }
 
-inline void check_extract_args(const at::Tensor& hidden, const at::Tensor& attn, const at::Tensor& mask, int64_t k,
-                               const char* op) {
+// extract's and extract_scored's arguments; `source` is `attn` (check_attn) or `scores` (check_scores).
+inline void check_selection_args(const at::Tensor& hidden, const at::Tensor& source, const char* source_name,
+                                 void (*check_source)(const at::Tensor&, int64_t, int64_t, const char*),
+                                 const at::Tensor& mask, int64_t k, const char* op) {
   check_hidden(hidden, op);
   const int64_t B = hidden.size(0), N = hidden.size(1);
-  check_attn(attn, B, N, op);
+  check_source(source, B, N, op);
   check_mask(mask, B, N, op);
   check_k(k, N, op);
-  check_same_device(hidden, "hidden", attn, "attn", op);
+  check_same_device(hidden, "hidden", source, source_name, op);
   check_same_device(hidden, "hidden", mask, "mask", op);
+}
+
+inline void check_extract_args(const at::Tensor& hidden, const at::Tensor& attn, const at::Tensor& mask, int64_t k,
+                               const char* op) {
+  check_selection_args(hidden, attn, "attn", &check_attn, mask, k, op);
 }
 
 inline void check_extract_scored_args(const at::Tensor& hidden, const at::Tensor& scores, const at::Tensor& mask,
                                       int64_t k, const char* op) {
-  check_hidden(hidden, op);
-  const int64_t B = hidden.size(0), N = hidden.size(1);
-  check_scores(scores, B, N, op);
-  check_mask(mask, B, N, op);
-  check_k(k, N, op);
-  check_same_device(hidden, "hidden", scores, "scores", op);
-  check_same_device(hidden, "hidden", mask, "mask", op);
+  check_selection_args(hidden, scores, "scores", &check_scores, mask, k, op);
 }
 
 inline void check_extract_backward_args(const at::Tensor& grad_out, const at::Tensor& index, int64_t n,

@@ -21,16 +21,17 @@ int64_t cuda_version() {
 
 TORCH_LIBRARY(power_bert, m) {
   m.def("significance(Tensor attn, Tensor mask, bool exclude_self=True) -> Tensor");
-  // k is the output width; row_k (int64 [B], 1 <= row_k[b] <= k), when given, the rows each
+  // k is the output width (a SymInt: torch.compile and torch.export keep it symbolic; the C++
+  // kernels take it as int64_t); row_k (int64 [B], 1 <= row_k[b] <= k), when given, the rows each
   // example keeps: its top row_k[b] positions fill the first slots (ascending), the next-ranked
   // positions the rest (ascending, out_mask 0). See power_bert_ops/reference.py select_positions.
   m.def(
-      "extract(Tensor hidden, Tensor attn, Tensor mask, int k, bool exclude_self=True, Tensor? row_k=None) "
+      "extract(Tensor hidden, Tensor attn, Tensor mask, SymInt k, bool exclude_self=True, Tensor? row_k=None) "
       "-> (Tensor out, Tensor index, Tensor out_mask)");
   m.def(
-      "extract_scored(Tensor hidden, Tensor scores, Tensor mask, int k, Tensor? row_k=None) "
+      "extract_scored(Tensor hidden, Tensor scores, Tensor mask, SymInt k, Tensor? row_k=None) "
       "-> (Tensor out, Tensor index, Tensor out_mask)");
-  m.def("extract_backward(Tensor grad_out, Tensor index, int n) -> Tensor");
+  m.def("extract_backward(Tensor grad_out, Tensor index, SymInt n) -> Tensor");
   m.def("soft_extract(Tensor hidden, Tensor scores, Tensor mask, Tensor retention) -> Tensor");
   m.def(
       "soft_extract_backward(Tensor grad_out, Tensor hidden, Tensor scores, Tensor mask, "

@@ -32,10 +32,11 @@ from .ops import (
 
 __version__ = "0.1.0"
 
-# Names served by power_bert_ops.modeling and power_bert_ops.deploy, imported on first access
-# (they need transformers; deploy's ONNX path also the `export` extra).
+# Names served by power_bert_ops.modeling and power_bert_ops.export, imported on first access
+# (they need transformers; export's ONNX path also the `export` extra). ``export`` is the
+# package power_bert_ops.export, which is callable: power_bert_ops.export(...) runs its export().
 _MODELING = ("PowerBertConfig", "PowerBertForSequenceClassification", "PowerBertForMultipleChoice")
-_DEPLOY = ("export", "OnnxClassifier", "load_pt2")
+_EXPORT = ("export", "OnnxClassifier", "load_pt2")
 
 
 def _register_with_transformers() -> None:
@@ -80,13 +81,15 @@ elif not any(isinstance(f, _RegisterOnTransformersImport) for f in sys.meta_path
 def __getattr__(name):
     if name in _MODELING:
         return getattr(importlib.import_module(".modeling", __name__), name)
-    if name in _DEPLOY:
-        return getattr(importlib.import_module(".deploy", __name__), name)
+    if name == "export":
+        return importlib.import_module(".export", __name__)
+    if name in _EXPORT:
+        return getattr(importlib.import_module(".export", __name__), name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def __dir__():
-    return sorted(list(globals()) + list(_MODELING) + list(_DEPLOY))
+    return sorted(list(globals()) + list(_MODELING) + list(_EXPORT))
 
 
 __all__ = [

@@ -23,15 +23,15 @@ and one autograd formula (``power_bert_ops/ops.py``), and one kernel per dispatc
 The C++ kernels register themselves (``TORCH_LIBRARY_IMPL``); the Python kernels chosen above are
 registered for the CUDA key when this module is imported.
 
-``backend=`` on the wrappers (tests and benchmarks) picks another implementation: ``reference``
-calls :mod:`power_bert_ops.reference` directly; any other choice that differs from the kernel
-registered for the tensors' device is swapped in for that device key for the duration of the
-call (:func:`running`; process-wide, so not for concurrent use), and the op's backward runs the
-same implementation as its forward (``power_bert_ops/ops.py`` records it).
+``backend=`` on the wrappers: ``'auto'`` runs the op (the kernel registered for the tensors'
+device); ``'reference'`` calls :mod:`power_bert_ops.reference` directly; a kernel's name is
+checked against the tensors' device and must be the kernel chosen above. Nothing here swaps a
+kernel after import; tests and benchmarks that run another implementation behind the op use
+:func:`power_bert_ops.testing.force_kernels`.
 """
 from __future__ import annotations
 
-import contextlib
+import importlib
 import importlib.util
 import os
 import warnings
@@ -55,7 +55,7 @@ OPS = {
 
 # Implementations in Python, per op: (module, function). The C++ kernels ("cpu", "cuda") are
 # registered by the compiled library.
-_PYTHON_KERNELS = {
+PYTHON_KERNELS = {
     "triton": {
         "extract": ("power_bert_ops.triton.extract_triton", "extract"),
         "extract_backward": ("power_bert_ops.triton.extract_triton", "extract_backward"),
@@ -72,7 +72,7 @@ _PYTHON_KERNELS = {
     },
 }
 
-_DISPATCH_KEY = {"cpu": "CPU", "cuda": "CUDA"}
+DISPATCH_KEY = {"cpu": "CPU", "cuda": "CUDA"}
 
 
 def triton_available() -> bool:
@@ -99,15 +99,9 @@ def _cuda_defaults() -> dict[str, str | None]:
 
 CUDA_DEFAULTS = _cuda_defaults()
 
-# (op, device type) -> implementation swapped in by running(), innermost last.
-_swapped: dict[tuple[str, str], list[str]] = {}
-
 
 def registered(op: str, device_type: str) -> str | None:
-    """The implementation the dispatcher runs for ``op`` on ``device_type`` now."""
-    stack = _swapped.get((op, device_type))
-    if stack:
-        return stack[-1]
+    """The implementation chosen at import for ``op`` on ``device_type``."""
     if device_type == "cpu":
         return "cpu"
     if device_type == "cuda":
@@ -115,16 +109,20 @@ def registered(op: str, device_type: str) -> str | None:
     return None
 
 
-def _python_kernel(impl: str, op: str):
-    """The Python implementation ``impl`` of ``op``, imported on first call (triton is imported
-    only when a Triton kernel runs)."""
-    module, name = _PYTHON_KERNELS[impl][op]
+def python_kernel(impl: str, op: str):
+    """The Python implementation ``impl`` ('triton' or 'reference') of ``op`` as a dispatcher
+    kernel, imported on first call (triton is imported only when a Triton kernel runs). The
+    Triton entries check their arguments; the reference kernels run the op's checks first."""
+    module, name = PYTHON_KERNELS[impl][op]
+    check = _checks.OP_ARGS[op] if impl == "reference" else None
     fn = None
 
     def kernel(*args):
         nonlocal fn
         if fn is None:
             fn = getattr(importlib.import_module(module), name)
+        if check is not None:
+            check(*args)
         return fn(*args)
 
     kernel.__name__ = f"{op}_{impl}"
@@ -132,17 +130,18 @@ def _python_kernel(impl: str, op: str):
     return kernel
 
 
-def _register(lib: torch.library.Library, impl: str, op: str, device_type: str) -> None:
+def register(lib: torch.library.Library, impl: str, op: str, device_type: str) -> None:
+    """Registers the Python implementation ``impl`` of ``op`` for ``device_type`` in ``lib``."""
     with warnings.catch_warnings():
-        # Overriding a kernel (the C++ one, for a swap) warns; the override is what is wanted.
+        # Overriding a kernel registered before warns; the override is what is wanted.
         warnings.simplefilter("ignore", UserWarning)
-        lib.impl(op, _python_kernel(impl, op), _DISPATCH_KEY[device_type])
+        lib.impl(op, python_kernel(impl, op), DISPATCH_KEY[device_type])
 
 
 _lib = torch.library.Library("power_bert", "IMPL")
 for _op, _impl in CUDA_DEFAULTS.items():
-    if _impl in _PYTHON_KERNELS:
-        _register(_lib, _impl, _op, "cuda")
+    if _impl in PYTHON_KERNELS:
+        register(_lib, _impl, _op, "cuda")
 
 
 def attention_kernel_runs(device: torch.device, dtype: torch.dtype, head_size: int) -> bool:
@@ -161,12 +160,13 @@ def choose(computation: str, backend: str, device: torch.device, dtype: torch.dt
     """The implementation of ``computation`` (a key of :data:`OPS`) that a wrapper runs on
     ``device``: 'cpu', 'cuda', 'triton' or 'reference'. ``backend='auto'`` gives the registered
     kernel, or the reference where there is none (attention on CUDA without triton, or with a
-    dtype / head size the Triton kernels lack); any other value is checked and returned."""
+    dtype / head size the Triton kernels lack); any other value is checked (a kernel's name must
+    be the kernel registered for ``device``) and returned."""
     op = f"power_bert.{computation}"
     if backend not in BACKENDS:
         raise ValueError(f"{op}: `backend` must be one of {BACKENDS}, got {backend!r}")
     first = OPS[computation][0]
-    has_triton = first in _PYTHON_KERNELS["triton"]
+    has_triton = first in PYTHON_KERNELS["triton"]
     if backend == "auto":
         if device.type != "cuda":
             return "cpu" if device.type == "cpu" else "auto"  # meta: the fake kernel
@@ -182,6 +182,11 @@ def choose(computation: str, backend: str, device: torch.device, dtype: torch.dt
             raise RuntimeError(f"{op}: backend='triton' needs the triton package (pip install triton)")
         if device.type != "cuda" and os.environ.get("TRITON_INTERPRET") != "1":
             raise ValueError(f"{op}: backend='triton' needs CUDA tensors (or TRITON_INTERPRET=1 on CPU), got {device}")
+        if registered(first, device.type) != "triton":
+            raise RuntimeError(f"{op}: backend='triton' is not the kernel of {device.type} tensors in this process "
+                               f"(it is {registered(first, device.type)!r}, chosen at import; "
+                               "POWER_BERT_GPU_BACKEND=triton makes Triton the CUDA kernel); tests and benchmarks "
+                               "force it with power_bert_ops.testing.force_kernels")
         return "triton"
     if backend == "cpu":
         if device.type != "cpu":
@@ -202,29 +207,3 @@ def choose(computation: str, backend: str, device: torch.device, dtype: torch.dt
         raise RuntimeError(f"{op}: POWER_BERT_GPU_BACKEND=triton made Triton this op's CUDA kernel; "
                            "unset it to run the C++ CUDA kernel")
     return "cuda"
-
-
-@contextlib.contextmanager
-def running(impl: str | None, device_type: str, ops):
-    """Runs ``ops`` with implementation ``impl`` on ``device_type`` inside the block: nothing to do
-    where it is already the registered one (or ``impl`` is None or 'auto'), else its Python
-    kernel is registered for the device key and removed on exit."""
-    todo = [op for op in ops if impl not in (None, "auto") and registered(op, device_type) != impl]
-    if not todo:
-        yield
-        return
-    for op in todo:
-        if op not in _PYTHON_KERNELS.get(impl, {}):
-            raise RuntimeError(f"power_bert.{op}: no {impl!r} kernel to run on {device_type}")
-    lib = torch.library.Library("power_bert", "IMPL")
-    done = []
-    try:
-        for op in todo:
-            _register(lib, impl, op, device_type)
-            _swapped.setdefault((op, device_type), []).append(impl)
-            done.append(op)
-        yield
-    finally:
-        for op in done:
-            _swapped[(op, device_type)].pop()
-        lib._destroy()

@@ -1,14 +1,16 @@
-"""Argument checks of the Python wrappers, the fake (meta) kernels and the Triton kernels: the
-Python side of ``csrc/checks.h`` (the C++ kernels' checks), with the same messages, so users get
-the same error whichever path they take. Shape checks work on fake tensors; :func:`check_cls_real`
-and :func:`check_rows_have_a_real_key` read data and are skipped while tracing or capturing a
-CUDA graph.
+"""Argument checks of the fake (meta) kernels, the Python kernels (Triton, the reference) and the
+Python wrappers: the Python side of ``csrc/checks.h`` (the C++ kernels' checks), with the same
+messages, so users get the same error whichever path they take. Each op's shape, dtype and device
+checks are :data:`OP_ARGS`; they work on fake tensors. :func:`check_cls_real` and
+:func:`check_rows_have_a_real_key` read data (the wrappers run them) and are skipped while
+tracing or capturing a CUDA graph.
 """
 from __future__ import annotations
 
 import operator
 
 import torch
+from torch.fx.experimental.symbolic_shapes import statically_known_true
 
 SUPPORTED_FLOATS = (torch.float32, torch.float16, torch.bfloat16, torch.float64)
 # What the Triton attention kernels take (power_bert_ops.triton.attention_triton); here, free of
@@ -85,39 +87,37 @@ def check_floating(t: torch.Tensor, op: str, name: str) -> None:
         raise TypeError(f"power_bert.{op}: `{name}` must be float32, float16, bfloat16 or float64, got {t.dtype}")
 
 
+def _check_shape(t, op: str, name: str, want: list, stated: str) -> None:
+    """``t`` is a tensor of shape ``want`` (None: any size in that dimension); ``stated`` is the
+    shape as the message gives it."""
+    check_tensor(t, op, name)
+    if t.dim() != len(want) or any(w is not None and size != w for size, w in zip(t.shape, want)):
+        _fail(op, f"`{name}` must be {stated}, got shape {list(t.shape)}")
+
+
 def check_hidden(hidden: torch.Tensor, op: str) -> None:
-    check_tensor(hidden, op, "hidden")
-    if hidden.dim() != 3:
-        _fail(op, f"`hidden` must be [B, N, D], got shape {list(hidden.shape)}")
+    _check_shape(hidden, op, "hidden", [None, None, None], "[B, N, D]")
     check_floating(hidden, op, "hidden")
 
 
 def check_mask(mask: torch.Tensor, B: int, N: int, op: str) -> None:
-    check_tensor(mask, op, "mask")
-    if mask.dim() != 2 or mask.shape[0] != B or mask.shape[1] != N:
-        _fail(op, f"`mask` must be [B, N] = [{B}, {N}], got shape {list(mask.shape)}")
+    _check_shape(mask, op, "mask", [B, N], f"[B, N] = [{B}, {N}]")
     if mask.is_complex():
         raise TypeError(f"power_bert.{op}: `mask` must be bool, integer or floating, got {mask.dtype}")
 
 
 def check_attn(attn: torch.Tensor, B: int, N: int, op: str) -> None:
-    check_tensor(attn, op, "attn")
-    if attn.dim() != 4 or attn.shape[0] != B or attn.shape[2] != N or attn.shape[3] != N:
-        _fail(op, f"`attn` must be [B, H, N, N] with B = {B} and N = {N}, got shape {list(attn.shape)}")
+    _check_shape(attn, op, "attn", [B, None, N, N], f"[B, H, N, N] with B = {B} and N = {N}")
     check_floating(attn, op, "attn")
 
 
 def check_scores(scores: torch.Tensor, B: int, N: int, op: str) -> None:
-    check_tensor(scores, op, "scores")
-    if scores.dim() != 2 or scores.shape[0] != B or scores.shape[1] != N:
-        _fail(op, f"`scores` must be [B, N] = [{B}, {N}], got shape {list(scores.shape)}")
+    _check_shape(scores, op, "scores", [B, N], f"[B, N] = [{B}, {N}]")
     check_floating(scores, op, "scores")
 
 
 def check_retention(retention: torch.Tensor, N: int, op: str) -> None:
-    check_tensor(retention, op, "retention")
-    if retention.dim() != 1 or retention.shape[0] != N:
-        _fail(op, f"`retention` must be [N] = [{N}], got shape {list(retention.shape)}")
+    _check_shape(retention, op, "retention", [N], f"[N] = [{N}]")
     check_floating(retention, op, "retention")
 
 
@@ -132,9 +132,15 @@ def as_k(k, op: str) -> int:
 
 
 def check_k(k: int, N: int, op: str) -> None:
+    """1 <= k <= N. Symbolic k or N (torch.compile, torch.export) fail only where the bound is
+    provably broken, adding no guard; the kernels check the values they run with."""
     if isinstance(k, bool) or not isinstance(k, (int, torch.SymInt)):
         raise TypeError(f"power_bert.{op}: `k` must be an int, got {type(k).__name__}")
-    if not 1 <= k <= N:
+    if isinstance(k, torch.SymInt) or isinstance(N, torch.SymInt):
+        bad = statically_known_true(k < 1) or statically_known_true(k > N)
+    else:
+        bad = not 1 <= k <= N
+    if bad:
         _fail(op, f"`k` must satisfy 1 <= k <= N = {N}, got k = {k}")
 
 
@@ -193,40 +199,38 @@ def _no_data(mask: torch.Tensor) -> bool:
 def check_cls_real(mask: torch.Tensor, op: str) -> None:
     """Every row's position 0 ([CLS]) must be real. Reads data: eager only, skipped where
     :func:`_no_data`."""
-    if _no_data(mask):
+    if mask.dim() != 2 or mask.shape[1] == 0 or _no_data(mask):  # a malformed mask: the kernels' shape checks
         return
     if not bool((mask[:, 0] != 0).all()):
         _fail(op, "`mask` has a row whose position 0 ([CLS]) is padding (an all-padding or left-padded row); "
                   "PoWER-BERT always keeps position 0, so it must be a real token")
 
 
-def check_extract_args(hidden, attn, mask, k, op: str = "extract") -> None:
+def _check_selection_args(hidden, name: str, source, check_source, mask, k, op: str) -> None:
+    """extract's and extract_scored's arguments: ``source`` is ``attn`` or ``scores``."""
     check_hidden(hidden, op)
     B, N = hidden.shape[0], hidden.shape[1]
-    check_attn(attn, B, N, op)
+    check_source(source, B, N, op)
     check_mask(mask, B, N, op)
     check_k(k, N, op)
-    check_same_device(op, hidden=hidden, attn=attn, mask=mask)
+    check_same_device(op, hidden=hidden, **{name: source}, mask=mask)
+
+
+def check_extract_args(hidden, attn, mask, k, op: str = "extract") -> None:
+    _check_selection_args(hidden, "attn", attn, check_attn, mask, k, op)
 
 
 def check_extract_scored_args(hidden, scores, mask, k, op: str = "extract_scored") -> None:
-    check_hidden(hidden, op)
-    B, N = hidden.shape[0], hidden.shape[1]
-    check_scores(scores, B, N, op)
-    check_mask(mask, B, N, op)
-    check_k(k, N, op)
-    check_same_device(op, hidden=hidden, scores=scores, mask=mask)
+    _check_selection_args(hidden, "scores", scores, check_scores, mask, k, op)
 
 
 def check_extract_backward_args(grad_out, index, n, op: str = "extract_backward") -> None:
     check_tensor(grad_out, op, "grad_out")
     check_tensor(index, op, "index")
-    if grad_out.dim() != 3:
-        _fail(op, f"`grad_out` must be [B, k, D], got shape {list(grad_out.shape)}")
+    _check_shape(grad_out, op, "grad_out", [None, None, None], "[B, k, D]")
     check_floating(grad_out, op, "grad_out")
     B, k = grad_out.shape[0], grad_out.shape[1]
-    if index.dim() != 2 or index.shape[0] != B or index.shape[1] != k:
-        _fail(op, f"`index` must be [B, k] = [{B}, {k}], got shape {list(index.shape)}")
+    _check_shape(index, op, "index", [B, k], f"[B, k] = [{B}, {k}]")
     if index.dtype != torch.int64:
         raise TypeError(f"power_bert.{op}: `index` must be int64, got {index.dtype}")
     check_n(n, op)
@@ -292,7 +296,35 @@ def check_seed(seed, q, op: str = "attention") -> None:
 def check_rows_have_a_real_key(mask: torch.Tensor, op: str) -> None:
     """Eager only (reads data, skipped where :func:`_no_data`): every row needs at least one
     real token."""
-    if _no_data(mask):
+    if mask.dim() != 2 or _no_data(mask):  # a malformed mask: the kernels' shape checks
         return
     if not bool((mask != 0).any(dim=1).all()):
         _fail(op, "`mask` has a row with no real token (all padding); attention over it is undefined")
+
+
+# ---------------------------------------------------------------------------------------------
+# Each op's shape, dtype and device checks, taking the op's own arguments: run by its fake kernel,
+# by its Python kernels (Triton, the reference) and before a direct call of the reference. The
+# C++ kernels run the same checks (csrc/checks.h).
+# ---------------------------------------------------------------------------------------------
+def _extract_op_args(hidden, attn, mask, k, exclude_self=True, row_k=None):
+    check_extract_args(hidden, attn, mask, k)
+    check_row_k(row_k, hidden, "extract")
+
+
+def _extract_scored_op_args(hidden, scores, mask, k, row_k=None):
+    check_extract_scored_args(hidden, scores, mask, k)
+    check_row_k(row_k, hidden, "extract_scored")
+
+
+OP_ARGS = {
+    "significance": lambda attn, mask, exclude_self=True: check_significance_args(attn, mask),
+    "extract": _extract_op_args,
+    "extract_scored": _extract_scored_op_args,
+    "extract_backward": check_extract_backward_args,
+    "soft_extract": check_soft_extract_args,
+    "soft_extract_backward": lambda grad_out, hidden, scores, mask, retention: check_soft_extract_args(
+        hidden, scores, mask, retention, op="soft_extract_backward"),
+    "_attention_forward": lambda q, k, v, mask, dropout_p, need_significance, exclude_self, seed=None:
+        check_attention_args(q, k, v, mask, dropout_p),
+}

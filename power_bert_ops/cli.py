@@ -183,7 +183,7 @@ def _add_inference_args(p: argparse.ArgumentParser, d: dict, sort: bool = True) 
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from .deploy import export
+    from .export import export
 
     d = _defaults()
     export_defaults = inspect.signature(export).parameters
@@ -373,7 +373,7 @@ def cmd_explain(a) -> None:
 
 
 def cmd_export(a) -> None:
-    from .deploy import export
+    from .export import ExportError, export
     from .training import PowerBertError
 
     try:
@@ -381,10 +381,8 @@ def cmd_export(a) -> None:
                       ort_optimization=a.ort_optimization)
     except ImportError as e:  # the optional `export` extra is missing; the message names it
         raise PowerBertError(str(e)) from None
-    except ValueError as e:  # export's argument checks, made before any work
-        if not str(e).startswith("export:"):
-            raise
-        raise PowerBertError(str(e).removeprefix("export: ")) from None
+    except ExportError as e:  # export's argument checks, made before any work
+        raise PowerBertError(str(e)) from None
     print(f"{a.format} artifact written to {path} (checked against PyTorch on random inputs)")
 
 

@@ -6,9 +6,12 @@ Shapes: batch ``B``, sequence ``N``, hidden ``D``, heads ``H``, kept rows ``k``.
 Schemas: ``csrc/power_bert.cpp``. Kernels, one per dispatch key, chosen in
 :mod:`power_bert_ops._backend`: C++ on CPU (``csrc/cpu/``); on CUDA the C++ kernels
 (``csrc/cuda/``), the Triton kernels (``power_bert_ops/triton/``) or the plain-PyTorch reference.
-Every wrapper checks its arguments first (``_checks``, the same messages as ``csrc/checks.h``),
-asks ``_backend.choose`` which implementation runs, and calls the op (or, for
-``backend='reference'``, :mod:`power_bert_ops.reference`).
+Argument checks (``_checks``, the same messages as ``csrc/checks.h``): each op's shape, dtype
+and device rules run where the op runs (its C++ kernels, its fake kernel, its Python kernels);
+the wrappers check Python argument types and what reads tensor data, ask ``_backend.choose``
+which implementation runs, and call the op (or, for ``backend='reference'``,
+:mod:`power_bert_ops.reference` directly, after the op's checks). No wrapper changes which
+kernel the op runs.
 """
 from __future__ import annotations
 
@@ -49,7 +52,7 @@ class ExtractOutput(NamedTuple):
 # ---------------------------------------------------------------------------------------------
 @torch.library.register_fake("power_bert::significance")
 def _significance_fake(attn, mask, exclude_self=True):
-    checks.check_significance_args(attn, mask)
+    checks.OP_ARGS["significance"](attn, mask)
     return attn.new_empty((attn.shape[0], attn.shape[2]), dtype=torch.float32)
 
 
@@ -64,39 +67,37 @@ def _extract_outputs_fake(hidden, mask, k):
 
 @torch.library.register_fake("power_bert::extract")
 def _extract_fake(hidden, attn, mask, k, exclude_self=True, row_k=None):
-    checks.check_extract_args(hidden, attn, mask, k)
-    checks.check_row_k(row_k, hidden, "extract")
+    checks.OP_ARGS["extract"](hidden, attn, mask, k, exclude_self, row_k)
     return _extract_outputs_fake(hidden, mask, k)
 
 
 @torch.library.register_fake("power_bert::extract_scored")
 def _extract_scored_fake(hidden, scores, mask, k, row_k=None):
-    checks.check_extract_scored_args(hidden, scores, mask, k)
-    checks.check_row_k(row_k, hidden, "extract_scored")
+    checks.OP_ARGS["extract_scored"](hidden, scores, mask, k, row_k)
     return _extract_outputs_fake(hidden, mask, k)
 
 
 @torch.library.register_fake("power_bert::extract_backward")
 def _extract_backward_fake(grad_out, index, n):
-    checks.check_extract_backward_args(grad_out, index, n)
+    checks.OP_ARGS["extract_backward"](grad_out, index, n)
     return grad_out.new_empty((grad_out.shape[0], n, grad_out.shape[2]))
 
 
 @torch.library.register_fake("power_bert::soft_extract")
 def _soft_extract_fake(hidden, scores, mask, retention):
-    checks.check_soft_extract_args(hidden, scores, mask, retention)
+    checks.OP_ARGS["soft_extract"](hidden, scores, mask, retention)
     return torch.empty_like(hidden, memory_format=torch.contiguous_format)
 
 
 @torch.library.register_fake("power_bert::soft_extract_backward")
 def _soft_extract_backward_fake(grad_out, hidden, scores, mask, retention):
-    checks.check_soft_extract_args(hidden, scores, mask, retention, op="soft_extract_backward")
+    checks.OP_ARGS["soft_extract_backward"](grad_out, hidden, scores, mask, retention)
     return torch.empty_like(hidden, memory_format=torch.contiguous_format), torch.empty_like(retention)
 
 
 @torch.library.register_fake("power_bert::_attention_forward")
 def _attention_forward_fake(q, k, v, mask, dropout_p, need_significance, exclude_self, seed):
-    checks.check_attention_args(q, k, v, mask, dropout_p)
+    checks.OP_ARGS["_attention_forward"](q, k, v, mask, dropout_p, need_significance, exclude_self, seed)
     B, H, N, d = q.shape
     sig = q.new_empty((B, N) if need_significance else (0,), dtype=torch.float32)
     lse_dtype = torch.float64 if q.dtype == torch.float64 else torch.float32
@@ -112,9 +113,8 @@ def _attention_backward_fake(grad_out, q, k, v, out, lse, mask, dropout_p, seed)
 
 # ---------------------------------------------------------------------------------------------
 # Autograd. Significance and the selection get no gradient (SPEC 1.1): only ``hidden`` (and
-# ``retention`` for soft_extract; q, k, v for attention) do. Each formula records which
-# implementation ran (``_backend.registered``) so the backward op runs the same one, also when a
-# wrapper's ``backend=`` swapped it in for the forward only.
+# ``retention`` for soft_extract; q, k, v for attention) do. The backward ops run the kernel
+# registered for their device, like every op.
 # ---------------------------------------------------------------------------------------------
 def _significance_setup_context(ctx, inputs, output):
     ctx.mark_non_differentiable(output)
@@ -127,24 +127,17 @@ def _no_gradient(ctx, *grads):
 torch.library.register_autograd("power_bert::significance", _no_gradient, setup_context=_significance_setup_context)
 
 
-def _record_backend(ctx, op: str, t: torch.Tensor) -> None:
-    ctx.device_type = t.device.type
-    ctx.backend = _backend.registered(op, ctx.device_type)
-
-
 def _extract_setup_context(ctx, inputs, output):
     ctx.n = inputs[0].shape[1]
     ctx.mark_non_differentiable(output[1], output[2])
     ctx.save_for_backward(output[1])
-    _record_backend(ctx, "extract_backward", inputs[0])
 
 
 def _extract_backward(ctx, grad_out, _grad_index, _grad_mask):
     (index,) = ctx.saved_tensors
     grad_hidden = None
     if ctx.needs_input_grad[0]:
-        with _backend.running(ctx.backend, ctx.device_type, ("extract_backward",)):
-            grad_hidden = ops.extract_backward(grad_out, index, ctx.n)
+        grad_hidden = ops.extract_backward(grad_out, index, ctx.n)
     return (grad_hidden,) + (None,) * (len(ctx.needs_input_grad) - 1)
 
 
@@ -173,13 +166,11 @@ torch.library.register_autograd(
 def _soft_extract_setup_context(ctx, inputs, output):
     hidden, scores, mask, retention = inputs
     ctx.save_for_backward(hidden, scores, mask, retention)
-    _record_backend(ctx, "soft_extract_backward", hidden)
 
 
 def _soft_extract_backward(ctx, grad_out):
     hidden, scores, mask, retention = ctx.saved_tensors
-    with _backend.running(ctx.backend, ctx.device_type, ("soft_extract_backward",)):
-        grad_hidden, grad_retention = ops.soft_extract_backward(grad_out, hidden, scores, mask, retention)
+    grad_hidden, grad_retention = ops.soft_extract_backward(grad_out, hidden, scores, mask, retention)
     need = ctx.needs_input_grad
     return (grad_hidden if need[0] else None, None, None, grad_retention if need[3] else None)
 
@@ -205,13 +196,11 @@ def _attention_setup_context(ctx, inputs, output):
     ctx.mark_non_differentiable(sig, lse)
     ctx.dropout_p = dropout_p
     ctx.save_for_backward(q, k, v, out, lse, mask, seed)
-    _record_backend(ctx, "_attention_backward", q)
 
 
 def _attention_backward(ctx, grad_out, _grad_sig, _grad_lse):
     q, k, v, out, lse, mask, seed = ctx.saved_tensors
-    with _backend.running(ctx.backend, ctx.device_type, ("_attention_backward",)):
-        dq, dk, dv = ops._attention_backward(grad_out, q, k, v, out, lse, mask, ctx.dropout_p, seed)
+    dq, dk, dv = ops._attention_backward(grad_out, q, k, v, out, lse, mask, ctx.dropout_p, seed)
     return dq, dk, dv, None, None, None, None, None
 
 
@@ -228,15 +217,28 @@ torch.library.register_autograd(
 
 
 # ---------------------------------------------------------------------------------------------
-# Public wrappers: check, choose the implementation (power_bert_ops._backend), run it.
+# Public wrappers: check what the kernels cannot (Python argument types; tensor data), choose
+# the implementation (power_bert_ops._backend), run it. Shapes, dtypes and devices are checked
+# where the op runs: its C++ kernels, its fake kernel, its Python kernels, and before a direct
+# call of the reference (``_checks.OP_ARGS``).
 # ---------------------------------------------------------------------------------------------
-def _run(impl: str, device: torch.device, computation: str, call):
-    """``call()`` (which calls the op) with implementation ``impl`` swapped in where it is not
-    the registered kernel of the device (``backend=`` in tests and benchmarks)."""
-    if all(_backend.registered(op, device.type) == impl for op in _backend.OPS[computation]) or impl == "auto":
-        return call()
-    with _backend.running(impl, device.type, _backend.OPS[computation]):
-        return call()
+def _run(name: str, impl: str, device: torch.device, op, reference_fn, args: tuple, data_check=None):
+    """``op(*args)``, or for ``impl == 'reference'`` ``reference_fn(*args)`` after the op's
+    argument checks. ``data_check`` (reads tensor data) runs before, except on the CPU, whose C++
+    kernels run it themselves."""
+    if impl == "reference":
+        checks.OP_ARGS[name](*args)
+        if data_check is not None:
+            data_check()
+        return reference_fn(*args)
+    if data_check is not None and device.type != "cpu":
+        data_check()
+    return op(*args)
+
+
+def _tensors(op: str, **tensors) -> None:
+    for name, t in tensors.items():
+        checks.check_tensor(t, op, name)
 
 
 def attention(q, k, v, mask, dropout_p: float = 0.0, need_significance: bool = True, exclude_self: bool = True,
@@ -251,34 +253,31 @@ def attention(q, k, v, mask, dropout_p: float = 0.0, need_significance: bool = T
     and write ``out`` in [B, N, H, d] memory, so ``out.transpose(1, 2).reshape(B, N, H * d)`` is
     a view. Scale 1/sqrt(d). ``dropout_p`` drops attention
     probabilities (pass 0 in eval); significance uses the un-dropped ones and has no gradient.
-    Backends: 'cpu' (C++), 'triton' (CUDA tensors, or CPU under TRITON_INTERPRET=1),
-    'reference' (eager, O(N^2) memory); 'auto' runs the device's kernel (C++ on CPU, Triton on
-    CUDA), or the reference on CUDA where the Triton kernels do not take the input
-    (``_backend.attention_kernel_runs``).
+    Backends: 'auto' runs the device's kernel (C++ on CPU, Triton on CUDA), or the reference on
+    CUDA where the Triton kernels do not take the input (``_backend.attention_kernel_runs``);
+    'reference' calls :func:`power_bert_ops.reference.attention` (eager, O(N^2) memory); 'cpu'
+    and 'triton' name the device's kernel (checked).
     """
-    checks.check_attention_args(q, k, v, mask, dropout_p)
+    _tensors("attention", q=q, k=k, v=v, mask=mask)
     checks.check_bool(need_significance, "attention", "need_significance")
     checks.check_bool(exclude_self, "attention", "exclude_self")
     for name, t in (("q", q), ("k", k), ("v", v)):
         checks.check_copy_fits(t, "attention", name)
-    checks.check_rows_have_a_real_key(mask, "attention")
-    impl = _backend.choose("attention", backend, q.device, q.dtype, q.shape[-1])
-    if impl == "reference":
-        return reference.attention(q, k, v, mask, dropout_p, need_significance, exclude_self)
-    return _run(impl, q.device, "attention",
-                lambda: ops.attention(q, k, v, mask, float(dropout_p), bool(need_significance), bool(exclude_self)))
+    impl = _backend.choose("attention", backend, q.device, q.dtype, q.shape[-1] if q.dim() else 0)
+    return _run("_attention_forward", impl, q.device, ops.attention, reference.attention,
+                (q, k, v, mask, float(dropout_p), need_significance, exclude_self),
+                lambda: checks.check_rows_have_a_real_key(mask, "attention"))
 
 
 def significance(attn: torch.Tensor, mask: torch.Tensor, exclude_self: bool = True, *, backend: str = "auto"):
     """SPEC 1.1 significance. attn [B, H, N, N] probabilities, mask [B, N] -> float32 [B, N]
     (``-inf`` at padding). Padded query rows are excluded (the authors' Keras code includes them)."""
-    checks.check_significance_args(attn, mask)
+    _tensors("significance", attn=attn, mask=mask)
     checks.check_bool(exclude_self, "significance", "exclude_self")
     checks.check_copy_fits(attn, "significance", "attn")
     impl = _backend.choose("significance", backend, attn.device)
-    if impl == "reference":
-        return reference.significance(attn, mask, exclude_self)
-    return _run(impl, attn.device, "significance", lambda: ops.significance(attn, mask, exclude_self))
+    return _run("significance", impl, attn.device, ops.significance, reference.significance,
+                (attn, mask, exclude_self))
 
 
 def _width_and_rows(k, width, hidden, op: str):
@@ -325,15 +324,13 @@ def extract(hidden, attn, mask, k, exclude_self: bool = True, *, width: int | No
         A NaN significance ranks below every number.
     """
     k, row_k = _width_and_rows(k, width, hidden, "extract")
-    checks.check_extract_args(hidden, attn, mask, k)
+    _tensors("extract", attn=attn, mask=mask)
     checks.check_bool(exclude_self, "extract", "exclude_self")
     checks.check_copy_fits(attn, "extract", "attn")
-    checks.check_cls_real(mask, "extract")
     impl = _backend.choose("extract", backend, hidden.device)
-    if impl == "reference":
-        return ExtractOutput(*reference.extract(hidden, attn, mask, k, exclude_self, row_k))
-    return ExtractOutput(*_run(impl, hidden.device, "extract",
-                               lambda: ops.extract(hidden, attn, mask, k, exclude_self, row_k)))
+    return ExtractOutput(*_run("extract", impl, hidden.device, ops.extract, reference.extract,
+                               (hidden, attn, mask, k, exclude_self, row_k),
+                               lambda: checks.check_cls_real(mask, "extract")))
 
 
 def extract_scored(hidden, scores, mask, k, *, width: int | None = None, backend: str = "auto") -> ExtractOutput:
@@ -342,21 +339,17 @@ def extract_scored(hidden, scores, mask, k, *, width: int | None = None, backend
     hidden [B, N, D], scores [B, N], mask [B, N]; ``k`` and ``width`` as in :func:`extract`
     -> :class:`ExtractOutput`."""
     k, row_k = _width_and_rows(k, width, hidden, "extract_scored")
-    checks.check_extract_scored_args(hidden, scores, mask, k)
-    checks.check_cls_real(mask, "extract_scored")
+    _tensors("extract_scored", scores=scores, mask=mask)
     impl = _backend.choose("extract_scored", backend, hidden.device)
-    if impl == "reference":
-        return ExtractOutput(*reference.extract_scored(hidden, scores, mask, k, row_k))
-    return ExtractOutput(*_run(impl, hidden.device, "extract_scored",
-                               lambda: ops.extract_scored(hidden, scores, mask, k, row_k)))
+    return ExtractOutput(*_run("extract_scored", impl, hidden.device, ops.extract_scored, reference.extract_scored,
+                               (hidden, scores, mask, k, row_k), lambda: checks.check_cls_real(mask, "extract_scored")))
 
 
 def soft_extract(hidden, scores, mask, retention, *, backend: str = "auto"):
     """SPEC 1.3: ``out[b, p] = hidden[b, p] * retention[rank_b(p)]``, ranks by descending
     ``scores`` (padding last, no [CLS] special case). hidden [B, N, D], scores [B, N],
     mask [B, N], retention [N] -> [B, N, D]. Differentiable in hidden and retention."""
-    checks.check_soft_extract_args(hidden, scores, mask, retention)
+    _tensors("soft_extract", hidden=hidden, scores=scores, mask=mask, retention=retention)
     impl = _backend.choose("soft_extract", backend, hidden.device)
-    if impl == "reference":
-        return reference.soft_extract(hidden, scores, mask, retention)
-    return _run(impl, hidden.device, "soft_extract", lambda: ops.soft_extract(hidden, scores, mask, retention))
+    return _run("soft_extract", impl, hidden.device, ops.soft_extract, reference.soft_extract,
+                (hidden, scores, mask, retention))

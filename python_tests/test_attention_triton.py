@@ -16,7 +16,8 @@ os.environ.setdefault("POWER_BERT_POISON_OUTPUTS", "1")
 
 pytest.importorskip("triton")
 
-from power_bert_ops import _backend, reference  # noqa: E402
+from power_bert_ops import reference  # noqa: E402
+from power_bert_ops.testing import OPS, force_kernels  # noqa: E402
 from power_bert_ops.triton import attention_triton as at  # noqa: E402
 
 ops = torch.ops.power_bert
@@ -28,7 +29,7 @@ CUDA = torch.cuda.is_available() and not INTERPRET
 def triton_kernels():
     """Under the interpreter the Triton kernels are swapped in as the CPU kernels of the attention
     ops (on CUDA they are its kernels already)."""
-    swap = _backend.running("triton", "cpu", _backend.OPS["attention"]) if INTERPRET else contextlib.nullcontext()
+    swap = force_kernels("triton", "cpu", OPS["attention"]) if INTERPRET else contextlib.nullcontext()
     with swap:
         yield
 

@@ -182,7 +182,7 @@ def test_extract_backward_bad_index():
 
 
 # ---------------------------------------------------------------------------------------------
-# Loose argument types (issue 22, item 8): a TypeError naming the argument, before any work
+# Loose argument types: a TypeError naming the argument, before any work
 # ---------------------------------------------------------------------------------------------
 def _wrapper_calls(h, a, m, **kw):
     q = torch.randn(2, 2, 6, 8)
@@ -270,3 +270,27 @@ def test_huge_expanded_attn_is_refused_fast():
     with pytest.raises(ValueError, match=r"extract: `attn` .* is not contiguous"):
         power_bert_ops.extract(hidden, attn, mask, 2)
     assert time.perf_counter() - start < 5
+
+
+def test_reference_paths_check_like_the_kernels():
+    """backend='reference' (a direct call) and the reference as the op's kernel run the op's
+    checks, with the kernels' messages."""
+    from power_bert_ops.testing import force_kernels
+
+    h, a, m = good()
+    with pytest.raises(ValueError, match=r"`attn` must be \[B, H, N, N\]"):
+        power_bert_ops.extract(h, a[0], m, 2, backend="reference")
+    with pytest.raises(ValueError, match=r"`k` must satisfy 1 <= k <= N = 6, got k = 7"):
+        power_bert_ops.extract_scored(h, torch.randn(2, 6), m, 7, backend="reference")
+    padded = m.clone()
+    padded[1] = 0
+    with pytest.raises(ValueError, match=r"position 0 \(\[CLS\]\) is padding"):
+        power_bert_ops.extract(h, a, padded, 2, backend="reference")
+    with pytest.raises(ValueError, match="`mask` has a row with no real token"):
+        q = torch.randn(2, 2, 6, 4)
+        power_bert_ops.attention(q, q, q, padded, backend="reference")
+    with force_kernels("reference", "cpu", ("extract_scored", "soft_extract")):
+        with pytest.raises(ValueError, match=r"`scores` must be \[B, N\] = \[2, 6\]"):
+            ops.extract_scored(h, torch.randn(2, 5), m, 2)
+        with pytest.raises(ValueError, match=r"`retention` must be \[N\] = \[6\]"):
+            ops.soft_extract(h, torch.randn(2, 6), m, torch.ones(5))

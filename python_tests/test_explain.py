@@ -8,10 +8,11 @@ pytest.importorskip("transformers")
 
 from transformers import AutoTokenizer  # noqa: E402
 
-from power_bert_ops import _backend, reference  # noqa: E402
+from power_bert_ops import reference  # noqa: E402
 from power_bert_ops.explain import explain  # noqa: E402
 from power_bert_ops.modeling import PowerBertForSequenceClassification  # noqa: E402
 from power_bert_ops.modeling import encoder as encoder_module  # noqa: E402
+from power_bert_ops.testing import OPS, force_kernels, kernel_of  # noqa: E402
 
 from tiny_models import tiny_bert_checkpoint  # noqa: E402
 
@@ -49,8 +50,8 @@ def test_explain_kept_rows(model_and_tokenizer):
 def test_explain_with_the_reference_as_the_selection_kernel(model_and_tokenizer):
     model, tok = model_and_tokenizer
     want = explain(model, tok, TEXT)
-    with _backend.running("reference", "cpu", _backend.OPS["extract_scored"]):
-        assert _backend.registered("extract_scored", "cpu") == "reference"
+    with force_kernels("reference", "cpu", OPS["extract_scored"]):
+        assert kernel_of("extract_scored", "cpu") == "reference"
         got = explain(model, tok, TEXT)
     assert got.kept == want.kept and got.prediction == want.prediction
 

@@ -1,4 +1,4 @@
-"""power_bert_ops.export (power_bert_ops/deploy.py, issue 14): ONNX (stock onnxruntime, no custom-op library) and
+"""power_bert_ops.export (power_bert_ops/export/): ONNX (stock onnxruntime, no custom-op library) and
 AOTInductor pt2 artifacts of PoWER-BERT (hard mode) and plain Hugging Face classifiers, one file
 for every batch size and length up to the trained N, logits equal to eager PyTorch.
 
@@ -17,7 +17,7 @@ ort = pytest.importorskip("onnxruntime", reason="pip install -e .[export]")
 import onnx  # noqa: E402
 
 from power_bert_ops import reference  # noqa: E402
-from power_bert_ops.deploy import OnnxClassifier, export, load_pt2, onnx_translation_table  # noqa: E402
+from power_bert_ops.export import OnnxClassifier, export, load_pt2, onnx_translation_table  # noqa: E402
 
 N = 16  # the trained N of the tiny models
 RETENTION = [12, 7, 3]

@@ -1,6 +1,6 @@
 """The Triton kernels of extract and extract_backward (power_bert_ops.triton.extract_triton)
 against power_bert_ops.reference: called directly, and through torch.ops.power_bert.extract with
-them swapped in as the device's kernel (the `triton_kernels` fixture, as backend='triton' does).
+them swapped in as the device's kernel (the `triton_kernels` fixture, power_bert_ops.testing.force_kernels).
 
 Without CUDA the kernels run on CPU tensors under TRITON_INTERPRET=1 (set below before triton
 is imported), so shapes stay small. POWER_BERT_POISON_OUTPUTS=1 fills outputs with NaN / -12345
@@ -19,7 +19,8 @@ import pytest  # noqa: E402
 
 pytest.importorskip("triton")
 
-from power_bert_ops import _backend, reference  # noqa: E402
+from power_bert_ops import reference  # noqa: E402
+from power_bert_ops.testing import force_kernels  # noqa: E402
 from power_bert_ops.triton import _launch  # noqa: E402
 from power_bert_ops.triton import extract_triton as et  # noqa: E402
 
@@ -31,7 +32,7 @@ DEVICE = "cpu" if INTERPRET or not torch.cuda.is_available() else "cuda"
 @pytest.fixture(autouse=True)
 def triton_kernels():
     """The Triton kernels are the device's kernels of extract / extract_backward in every test."""
-    with _backend.running("triton", DEVICE, ("extract", "extract_backward")):
+    with force_kernels("triton", DEVICE, ("extract", "extract_backward")):
         yield
 
 
@@ -352,7 +353,7 @@ def test_fake_tensor_and_meta_shapes():
 
 @pytest.mark.parametrize("requires_grad", [False, True])
 def test_opcheck(requires_grad):
-    # The AOT-dispatch tests run on CUDA only, as before the Triton kernels became the op's kernels.
+    # The AOT-dispatch tests run on CUDA only.
     utils = (("test_schema", "test_autograd_registration", "test_faketensor") if INTERPRET
              else ("test_schema", "test_autograd_registration", "test_faketensor", "test_aot_dispatch_dynamic"))
     B, H, N, D = 2, 2, 9, 5

@@ -1,6 +1,8 @@
 """torch.library.opcheck (schema, fake kernels, autograd registration, AOT dispatch) and
 torch.compile(fullgraph=True) on the native ops; the op count the README states; one backend
-decision (power_bert_ops._backend) and the wrappers' backend= swap."""
+decision (power_bert_ops._backend); another implementation forced behind the ops
+(power_bert_ops.testing.force_kernels) for forward and backward, and the wrappers' backend=
+checked against the kernel chosen at import."""
 import os
 import re
 import subprocess
@@ -11,6 +13,7 @@ import torch
 
 import power_bert_ops
 from power_bert_ops import _backend, _checks
+from power_bert_ops.testing import force_kernels, kernel_of
 
 from inputs import make_attention, make_hidden, make_mask
 
@@ -104,8 +107,8 @@ def test_opcheck_with_the_reference_as_the_kernel():
     # The plain-PyTorch kernels (the CUDA kernels of a build without CUDA) behind the same ops:
     # swapped in for the CPU key, they pass the same checks as the C++ kernels.
     hidden, attn, mask, scores, retention = _inputs("cpu", requires_grad=True)
-    with _backend.running("reference", "cpu", REFERENCE_OPS):
-        assert all(_backend.registered(op, "cpu") == "reference" for op in REFERENCE_OPS)
+    with force_kernels("reference", "cpu", REFERENCE_OPS):
+        assert all(kernel_of(op, "cpu") == "reference" for op in REFERENCE_OPS)
         torch.library.opcheck(ops.significance.default, (attn, mask, True))
         torch.library.opcheck(ops.extract.default, (hidden, attn, mask, 4, True))
         torch.library.opcheck(ops.extract_scored.default, (hidden, scores, mask, 9))
@@ -114,25 +117,39 @@ def test_opcheck_with_the_reference_as_the_kernel():
         torch.library.opcheck(ops.extract_backward.default, (torch.randn(2, 4, 5), index, 9))
         g = torch.randn(2, 9, 5)
         torch.library.opcheck(ops.soft_extract_backward.default, (g, hidden.detach(), scores, mask, retention.detach()))
-    assert all(_backend.registered(op, "cpu") == "cpu" for op in REFERENCE_OPS)
+    assert all(kernel_of(op, "cpu") == "cpu" for op in REFERENCE_OPS)
 
 
 @pytest.mark.skipif(not (_backend.triton_available() and os.environ.get("TRITON_INTERPRET") == "1"),
                     reason="runs the Triton kernels on CPU tensors (TRITON_INTERPRET=1)")
-def test_backend_argument_swaps_the_kernel_for_forward_and_backward(monkeypatch):
+def test_forced_kernel_runs_forward_and_backward(monkeypatch):
     launched = []
     real = torch.library.wrap_triton
     monkeypatch.setattr(torch.library, "wrap_triton",
                         lambda kernel: launched.append(getattr(kernel, "fn", kernel).__name__) or real(kernel))
     hidden, attn, mask, _, _ = _inputs("cpu", requires_grad=True)
-    res = power_bert_ops.extract(hidden, attn, mask, 4, backend="triton")
-    assert "_gather_kernel" in launched and _backend.registered("extract", "cpu") == "cpu"
+    with force_kernels("triton", "cpu", _backend.OPS["extract"]):
+        res = power_bert_ops.extract(hidden, attn, mask, 4)
+        assert "_gather_kernel" in launched
+        launched.clear()
+        res.out.sum().backward()  # the backward op runs the forced kernel too
+        assert launched == ["_inverse_kernel", "_scatter_kernel"]
+    assert kernel_of("extract", "cpu") == "cpu" and kernel_of("extract_backward", "cpu") == "cpu"
     want = power_bert_ops.extract(hidden, attn, mask, 4)
     assert torch.equal(res.index, want.index) and torch.equal(res.out, want.out)
-    launched.clear()
-    res.out.sum().backward()  # the backward runs the forward's implementation, swapped in again
-    assert launched == ["_inverse_kernel", "_scatter_kernel"]
-    assert _backend.registered("extract_backward", "cpu") == "cpu"
+
+
+def test_backend_names_the_kernel_chosen_at_import():
+    """backend='triton' where the device's kernel is another one is refused: the wrappers swap no
+    kernel."""
+    hidden, attn, mask, _, _ = _inputs("cpu")
+    if _backend.triton_available():
+        with pytest.MonkeyPatch.context() as m:
+            m.setenv("TRITON_INTERPRET", "1")
+            with pytest.raises(RuntimeError, match="backend='triton' is not the kernel of cpu tensors"):
+                power_bert_ops.extract(hidden, attn, mask, 4, backend="triton")
+    assert torch.equal(power_bert_ops.extract(hidden, attn, mask, 4, backend="cpu").index,
+                       power_bert_ops.extract(hidden, attn, mask, 4, backend="reference").index)
 
 
 def test_one_attention_decision(monkeypatch):

@@ -76,7 +76,7 @@ def test_empty_batch(device):
 
 # ---------------------------------------------------------------------------------------------
 # A non-finite diagonal is skipped, not summed and subtracted (inf - inf = NaN), on every
-# backend (issue 22, item 7)
+# backend
 # ---------------------------------------------------------------------------------------------
 INF, NAN = float("inf"), float("nan")
 
@@ -146,7 +146,7 @@ def test_non_finite_diagonal_onnx():
     """The ONNX translation (stock onnxruntime) skips the diagonal too."""
     pytest.importorskip("onnxscript")
     ort = pytest.importorskip("onnxruntime")
-    from power_bert_ops.deploy import onnx_translation_table
+    from power_bert_ops.export import onnx_translation_table
 
     class Sig(torch.nn.Module):
         def forward(self, attn, mask):

@@ -419,7 +419,7 @@ def test_export_command(finished_run, tmp_path, capsys):
     ort = pytest.importorskip("onnxruntime")
     import power_bert_ops
 
-    assert callable(power_bert_ops.export) and power_bert_ops.export.__module__ == "power_bert_ops.deploy"
+    assert callable(power_bert_ops.export) and power_bert_ops.export.__module__ == "power_bert_ops.export"
     model = finished_run / "retrain" / "model"
     out = tmp_path / "m.onnx"
     assert cli.main(["export", "--model-dir", str(model), "--format", "onnx", "--output", str(out)]) == 0

@@ -1,4 +1,4 @@
-// Classifies token ids with an AOTInductor package of power_bert_ops.export(format="pt2") (power_bert_ops/deploy.py).
+// Classifies token ids with an AOTInductor package of power_bert_ops.export(format="pt2") (power_bert_ops/export/).
 //
 //   classify MODEL.pt2 IDS.txt
 //
@@ -50,7 +50,7 @@ int main(int argc, char** argv) {
   }
   try {
     torch::inductor::AOTIModelPackageLoader loader(argv[1]);
-    // power_bert_ops.deploy.export stores its settings as JSON under the metadata key "power_bert".
+    // power_bert_ops.export stores its settings as JSON under the metadata key "power_bert".
     const auto meta = loader.get_metadata();
     const auto it = meta.find("power_bert");
     const std::string settings = it == meta.end() ? "" : it->second;

@@ -26,7 +26,8 @@ from ..modeling.configuration_power_bert import base_config_from_dict, check_sup
 from .errors import CorruptModelError, PowerBertError, check_whole_number
 
 __all__ = [
-    "check_checkpoint", "check_max_length", "check_weights", "default_max_length", "label_names", "load_model", "load_tokenizer",
+    "check_checkpoint", "check_max_length", "check_weights", "default_max_length", "label_names", "load_classifier",
+    "load_model", "load_tokenizer",
     "position_limit", "save_tokenizer",
 ]
 
@@ -164,11 +165,12 @@ def default_max_length(model, tokenizer) -> int | None:
     return int(n) if n and 1 <= int(n) <= limit else None
 
 
-def load_model(model_dir, *, dtype=None, device: str | None = None):
-    """A saved PoWER-BERT model (its mode and ℓ) or a plain Hugging Face classifier, and its
-    tokenizer, each checked (see the module docstring). ``dtype`` as in ``from_pretrained``."""
-    cfg = check_checkpoint(model_dir, "model folder")
-    tokenizer = load_tokenizer(model_dir, cfg)
+def load_classifier(model_dir, cfg=None, *, dtype=None, device: str | None = None):
+    """The model of a saved folder (a PoWER-BERT model with its mode and ℓ, or a plain Hugging
+    Face classifier), in eval mode, without its tokenizer. ``cfg``: the folder's config when
+    already read and checked (else :func:`check_checkpoint` reads it); ``dtype`` as in
+    ``from_pretrained``."""
+    cfg = cfg if cfg is not None else check_checkpoint(model_dir, "model folder")
     mc = any(a.endswith("ForMultipleChoice") for a in (getattr(cfg, "architectures", None) or []))
     kwargs = {} if dtype is None else {"dtype": dtype}
     if cfg.model_type == "power_bert":
@@ -179,7 +181,15 @@ def load_model(model_dir, *, dtype=None, device: str | None = None):
         model = cls.from_pretrained(str(model_dir), use_safetensors=True, **kwargs)
     if device is not None:
         model.to(device)
-    return model.eval(), tokenizer
+    return model.eval()
+
+
+def load_model(model_dir, *, dtype=None, device: str | None = None):
+    """A saved PoWER-BERT model (its mode and ℓ) or a plain Hugging Face classifier, and its
+    tokenizer, each checked (see the module docstring). ``dtype`` as in ``from_pretrained``."""
+    cfg = check_checkpoint(model_dir, "model folder")
+    tokenizer = load_tokenizer(model_dir, cfg)
+    return load_classifier(model_dir, cfg, dtype=dtype, device=device), tokenizer
 
 
 def label_names(model) -> list[str] | None:

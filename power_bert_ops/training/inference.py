@@ -112,11 +112,11 @@ def _softmax(logits: np.ndarray) -> np.ndarray:
 
 
 class _Artifact:
-    """An exported model (ONNX file or pt2 package, :mod:`power_bert_ops.deploy`) called like a
+    """An exported model (ONNX file or pt2 package, :mod:`power_bert_ops.export`) called like a
     Hugging Face classifier by :func:`predict_logits` (CPU inputs; ``.logits`` out)."""
 
     def __init__(self, path):
-        from ..deploy import OnnxClassifier, load_pt2
+        from ..export import OnnxClassifier, load_pt2
 
         path = Path(path)
         if not path.is_file() or path.suffix not in (".onnx", ".pt2"):

@@ -30,9 +30,7 @@ Dropout: element ``(b, h, qrow, kcol)`` is kept when the Philox draw with key ``
 ``(kcol, qrow, b*H + h, 0)`` (all uint32, so unique for any size) maps to ``u >= dropout_p``.
 ``seed`` is an int64 tensor [1] on q's device, read inside the kernels (no host sync). Forward
 and backward regenerate the identical mask; :func:`dropout_keep_mask` materialises it for tests.
-
-Rows whose keys are all padding (a mask row of zeros) get ``out = 0`` and ``lse = +inf`` (the
-reference gives NaN there).
+Rows whose keys are all padding get ``out = 0`` and ``lse = +inf`` (the reference gives NaN).
 
 Padding costs nothing past each row's last real token: every kernel reads ``KV_END`` [B] int32
 (1 + the position of row b's last real token, 0 for a row of padding) and stops its key loop
@@ -40,11 +38,10 @@ there (forward, dQ), or its query loop too (significance: padded query rows are 
 a key block wholly past it (significance, dK/dV) writes zeros without a loop. Holes in the mask
 before that point are masked inside the tiles.
 
-:func:`forward` and :func:`backward` are the kernels of the ops ``power_bert::_attention_forward``
-and ``power_bert::_attention_backward`` on CUDA (registered by ``power_bert_ops._backend``; the
-schemas, fake kernels and autograd are the ops' own, in ``csrc/power_bert.cpp`` and
-``power_bert_ops/ops.py``; the public op ``power_bert::attention`` draws the seed and calls the
-forward). Called directly they run on CUDA tensors, or on CPU tensors under ``TRITON_INTERPRET=1``.
+:func:`forward` and :func:`backward` are the CUDA kernels of ``power_bert::_attention_forward`` and
+``_attention_backward`` (registered by ``power_bert_ops._backend``; schema, fake kernel and
+autograd: ``csrc/power_bert.cpp``, ``power_bert_ops/ops.py``). Called directly they run on CUDA
+tensors, or on CPU tensors under ``TRITON_INTERPRET=1``.
 """
 from __future__ import annotations
 
@@ -94,7 +91,7 @@ def _keep(seed, qrow, kcol, bh, dropout_p):
 def _split_pid(N, BLOCK: tl.constexpr):
     """(block index along N, b*H + h) of this program. The kernels use a 1-D grid of
     cdiv(N, BLOCK) * B*H programs (axis 0 allows 2^31 - 1; axes 1 and 2 only 65535, which
-    B*H alone exceeds at e.g. B = 4096, H = 16); blocks of one head are adjacent, as before."""
+    B*H alone exceeds at e.g. B = 4096, H = 16); blocks of one head are adjacent."""
     pid = tl.program_id(0)
     n_blocks = tl.cdiv(N, BLOCK)
     return pid % n_blocks, pid // n_blocks

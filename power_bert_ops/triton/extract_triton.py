@@ -23,9 +23,9 @@ Kernels (every output element is written by exactly one program; no atomics; det
    of the load, costing no bandwidth), keeps a 2-D accumulator and writes one partial column sum
    ``part[s, b, key block]`` ([S, B, N]).
 2. ``_keys_kernel`` grid ``(B, cdiv(N, BLOCK_P))``: reduces the S partials in order ``s = 0..S-1``,
-   rounds to float32 and builds the
-   63-bit ranking key ``(order_bits(score) << 31) | (2^31 - 1 - p)`` (order bits 0 for padding,
-   1 for NaN; position 0 gets the largest int64) -> ``keys`` [B, N] int64, unique per row.
+   rounds to float32 and builds the ranking key of ``csrc/selection_key.h``,
+   ``(float_order_bits(score) << 32) | (0xFFFFFFFF - p)`` (order bits 0 for padding, 1 for NaN;
+   position 0 gets the largest key) -> ``keys`` [B, N], uint64 bits in an int64 buffer.
 3. ``_rank_kernel`` grid ``(B, cdiv(N, BLOCK_I))``: ``rank[b, p] = #{q : key[q] > key[p]}`` by
    ``[BLOCK_I, BLOCK_J]`` compare tiles over all keys of the row (O(N^2) per row, parallel over
    position blocks so ``B = 1`` still spreads over many SMs) -> ``rank`` [B, N] int32, a permutation.
@@ -109,11 +109,14 @@ def _colsum_kernel(
 def _keys_kernel(
     PART,  # [S, B, N] float32 / float64
     REAL,  # [B, N] int8
-    KEYS,  # [B, N] int64 out
+    KEYS,  # [B, N] int64 buffer, written as uint64 keys
     B, N, S,
     BLOCK_P: tl.constexpr,
 ):
-    """keys[b, p]: 63-bit ranking key of position p (larger = ranked earlier), unique per row."""
+    """keys[b, p]: the ranking key of ``csrc/selection_key.h`` (larger = ranked earlier), unique
+    per row, as uint64 bits in the int64 buffer: bits 63..32 the order bits of the float32 score
+    (0 padding, 1 NaN, else the order-preserving image of the float), bits 31..0 0xFFFFFFFF - p;
+    position 0 gets the largest key."""
     b = tl.program_id(0)
     pos = tl.program_id(1) * BLOCK_P + tl.arange(0, BLOCK_P)
     ok = pos < N
@@ -123,21 +126,21 @@ def _keys_kernel(
         acc += tl.load(PART + (s * B + b).to(tl.int64) * N + pos, mask=ok, other=0.0)
     score = acc.to(tl.float32)
     score = tl.where(score == 0.0, 0.0, score)  # -0.0 -> +0.0
-    bits = score.to(tl.int32, bitcast=True)
-    # Order-preserving image of the float as a non-negative int64 < 2^32:
-    # negative floats -> ~bits (as uint32), non-negative -> bits | 0x80000000.
-    hi = tl.where(bits < 0, (~bits).to(tl.int64), bits.to(tl.int64) + 2147483647 + 1)
-    hi = tl.where(score != score, 1, hi)  # NaN: below every number, above padding
+    bits = score.to(tl.uint32, bitcast=True)
+    # float_order_bits: negative floats -> ~bits, non-negative -> bits | 0x80000000; NaN -> 1.
+    hi = tl.where((bits & 0x80000000) != 0, ~bits, bits | 0x80000000)
+    hi = tl.where(score != score, 1, hi)
     real = tl.load(REAL + b.to(tl.int64) * N + pos, mask=ok, other=0) != 0
     hi = tl.where(real, hi, 0)
-    key = (hi << 31) | (2147483647 - pos).to(tl.int64)
-    key = tl.where(pos == 0, 9223372036854775807, key)
-    tl.store(KEYS + b.to(tl.int64) * N + pos, key, mask=ok)
+    low = (4294967295 - pos.to(tl.int64)).to(tl.uint64)
+    key = (hi.to(tl.uint64) << 32) | low
+    key = tl.where(pos == 0, 18446744073709551615, key)  # cls_key()
+    tl.store(KEYS.to(tl.pointer_type(tl.uint64)) + b.to(tl.int64) * N + pos, key, mask=ok)
 
 
 @triton.jit
 def _rank_kernel(
-    KEYS,  # [B, N] int64
+    KEYS,  # [B, N] int64 buffer holding uint64 keys
     RANK,  # [B, N] int32 out
     N,
     BLOCK_I: tl.constexpr,
@@ -147,13 +150,13 @@ def _rank_kernel(
     b = tl.program_id(0)
     pi = tl.program_id(1) * BLOCK_I + tl.arange(0, BLOCK_I)
     ok_i = pi < N
-    row = KEYS + b.to(tl.int64) * N
+    row = KEYS.to(tl.pointer_type(tl.uint64)) + b.to(tl.int64) * N  # uint64 keys (_keys_kernel)
     ki = tl.load(row + pi, mask=ok_i, other=0)
     cnt = tl.zeros([BLOCK_I], dtype=tl.int32)
     for j0 in range(0, N, BLOCK_J):
         pj = j0 + tl.arange(0, BLOCK_J)
-        # Padding lanes get key -1: below every real key (all keys are >= 0).
-        kj = tl.load(row + pj, mask=pj < N, other=-1)
+        # Lanes past N get key 0: below every key of a position (its low bits are >= 1).
+        kj = tl.load(row + pj, mask=pj < N, other=0)
         cnt += tl.sum((kj[None, :] > ki[:, None]).to(tl.int32), axis=1)
     tl.store(RANK + b.to(tl.int64) * N + pi, cnt, mask=ok_i)
 
