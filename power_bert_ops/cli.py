@@ -118,6 +118,8 @@ def _break_even_value(text: str) -> float | str:
 
 
 def _add_train_args(p: argparse.ArgumentParser, d: dict) -> None:
+    from .training.pipeline import PRECISIONS
+
     g = p.add_argument_group("training")
     g.add_argument("--model", default=None, help="Hugging Face checkpoint directory (BERT, RoBERTa, ALBERT, ELECTRA); "
                    "default: the packaged all-MiniLM-L6-v2")
@@ -166,7 +168,7 @@ def _add_train_args(p: argparse.ArgumentParser, d: dict) -> None:
     g.add_argument("--eval-batch-size", type=int, default=d["eval_batch_size"], help="evaluation batch")
     g.add_argument("--seed", type=int, default=d["seed"], help=f"random seed, 0 to {d['max_seed']}")
     g.add_argument("--device", default=d["device"], help="auto, cpu, cuda")
-    g.add_argument("--precision", default=d["precision"], choices=["fp32", "fp16", "bf16"],
+    g.add_argument("--precision", default=d["precision"], choices=PRECISIONS,
                    help="training precision (fp16 / bf16: mixed precision on a GPU)")
     g.add_argument("--max-steps", type=int, default=d["max_steps"],
                    help="cap each stage at this many steps (quick runs; -1: no cap)")
@@ -183,7 +185,8 @@ def _add_inference_args(p: argparse.ArgumentParser, d: dict, sort: bool = True) 
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from .export import export
+    from .export import FORMATS, ORT_OPTIMIZATION, QUANTIZE, export
+    from .training.pipeline import PRECISIONS
 
     d = _defaults()
     export_defaults = inspect.signature(export).parameters
@@ -223,21 +226,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--baseline", required=True, help="the Hugging Face model it came from")
     _add_data_args(p, d, train=False)
     _add_inference_args(p, d, sort=False)
-    p.add_argument("--precision", default=d["precision"], choices=["fp32", "fp16", "bf16"], help="the models' dtype")
+    p.add_argument("--precision", default=d["precision"], choices=PRECISIONS, help="the models' dtype")
     p.add_argument("--output-dir", default=None, help="write report.md, report.json and speedup.png here (not into "
                    "a run's folder); default: none, the summary line only")
     p.add_argument("--json", action="store_true", help="print one JSON object instead of the summary line")
     p.set_defaults(func=cmd_benchmark)
     p = add_parser("export", help="an ONNX (ONNX Runtime) or AOTInductor (pt2) artifact, every batch and length")
     p.add_argument("--model-dir", required=True, help="a PoWER-BERT model (hard mode) or a Hugging Face classifier")
-    p.add_argument("--format", required=True, choices=["onnx", "pt2"])
+    p.add_argument("--format", required=True, choices=FORMATS)
     p.add_argument("--output", required=True, help="the file to write (.onnx / .pt2)")
-    p.add_argument("--quantize", default=export_defaults["quantize"].default, choices=["int8"],
+    p.add_argument("--quantize", default=export_defaults["quantize"].default, choices=[q for q in QUANTIZE if q],
                    help="ONNX only: ONNX Runtime's dynamic int8; default: none (the model's dtype)")
     p.add_argument("--max-length", type=int, default=None, help="the longest input the artifact takes "
                    "(default: the N the model was trained at)")
     p.add_argument("--ort-optimization", default=export_defaults["ort_optimization"].default,
-                   choices=["disable", "basic", "extended", "all"],
+                   choices=ORT_OPTIMIZATION,
                    help="ONNX: the ONNX Runtime graph optimisation level whose result is saved")
     p.set_defaults(func=cmd_export)
     p = add_parser("explain", help="which words survive each layer")
