@@ -1,7 +1,7 @@
 """Issue 22, "Nothing lost: the faults that are left": every command refuses what it cannot do
 before any work, in one line naming the setting (exit 2), leaves no trace when it refuses, and
 never overwrites what a user had (its input, a run's report, a half-written file in place of a
-whole one). The op-level items are in test_significance.py and test_bad_input.py."""
+whole one). The op-level items are in ops/test_significance.py and ops/test_bad_input.py."""
 import csv
 import json
 import logging
