@@ -879,7 +879,8 @@ def _check_tests_collect(checks: Checks, ctx: Ctx) -> None:
     for f in TEST_FILES_EXPECTED:
         if not any(i.startswith(f + "::") for i in ids):
             probs.append(f"the selection collects nothing from {f}")
-    if not any("[" in i and "cuda" in i.split("[", 1)[1] for i in ids if i.startswith("python_tests/ops/test_extract.py")):
+    extract_ids = [i for i in ids if i.startswith("python_tests/ops/test_extract.py")]
+    if not any("[" in i and "cuda" in i.split("[", 1)[1] for i in extract_ids):
         probs.append("no device-parametrised [cuda] case selected")
     checks.add("test selection collects the CUDA and Triton tests", probs, f"{len(ids)} tests")
 
