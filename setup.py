@@ -66,7 +66,7 @@ setup(
                       "scikit-learn", "scipy", "matplotlib"],
     extras_require={
         "triton": ["triton"],
-        # power_bert_ops.export (power_bert_ops/export/) to ONNX and its tests (python_tests/test_export.py)
+        # power_bert_ops.export (power_bert_ops/export/) to ONNX and its tests (python_tests/export/test_export.py)
         "export": ["onnx", "onnxscript", "onnxruntime"],
         "test": ["pytest", "pytest-benchmark", "expecttest", "triton"],
     },

@@ -1,6 +1,7 @@
 """Random inputs and comparison helpers for the op tests."""
 from __future__ import annotations
 
+import pytest
 import torch
 
 from power_bert_ops import reference
@@ -16,6 +17,17 @@ SHAPES = [
 ]
 
 FLOAT_DTYPES = [torch.float32, torch.float16, torch.bfloat16, torch.float64]
+PADDINGS = ["none", "random", "short"]
+
+
+def over_inputs(dtypes=FLOAT_DTYPES, shapes=SHAPES, paddings=PADDINGS):
+    """Parametrises an op test over every dtype x shape x padding (arguments ``dtype``, ``shape``
+    and ``padding``; test ids ``[padding-shape-dtype]``)."""
+    def parametrise(test):
+        test = pytest.mark.parametrize("padding", paddings)(test)
+        test = pytest.mark.parametrize("shape", shapes, ids=str)(test)
+        return pytest.mark.parametrize("dtype", dtypes, ids=str)(test)
+    return parametrise
 
 
 def make_mask(B: int, N: int, padding: str, device, dtype=torch.int64, min_len: int = 1) -> torch.Tensor:

@@ -72,12 +72,12 @@ TAR_FILE_LIMIT = 4 << 20  # files above this stay out of the tarball (weights, p
 OUT_FILES = ("summary.md", "summary.json", "tests_junit.xml", "ops_gpu.json", "attention_gpu.json", "model_gpu.json",
              "break_even_gpu.json", "gpu_check.tar.gz")
 BENCH_ENV_KEYS = ("date", "device", "torch", "cuda", "triton", "python", "commit", "command")  # gpu_timing.write_report
-# test_builds.py compiles with nvcc / cmake (the build step does that for real); *without_gpu skips on a GPU.
-TEST_SELECTION = ["python_tests", "-k", "(cuda or triton) and not without_gpu", "--ignore=python_tests/test_builds.py"]
-TEST_FILES_EXPECTED = ("python_tests/test_modeling_cuda.py", "python_tests/test_attention_triton.py",
-                       "python_tests/test_extract_triton.py", "python_tests/test_extract.py",
-                       "python_tests/test_significance.py", "python_tests/test_soft_extract.py",
-                       "python_tests/test_opcheck_compile.py")
+# python_tests/builds compiles with nvcc / cmake (the build step does that for real); *without_gpu skips on a GPU.
+TEST_SELECTION = ["python_tests", "-k", "(cuda or triton) and not without_gpu", "--ignore=python_tests/builds"]
+TEST_FILES_EXPECTED = ("python_tests/modeling/test_modeling_cuda.py", "python_tests/ops/test_attention_triton.py",
+                       "python_tests/ops/test_extract_triton.py", "python_tests/ops/test_extract.py",
+                       "python_tests/ops/test_significance.py", "python_tests/ops/test_soft_extract.py",
+                       "python_tests/ops/test_opcheck_compile.py")
 PER_TEST_TIMEOUT_S = 90
 # Run whatever --only says (cheap with --reuse-build): the later steps need them.
 SETUP_STEPS = ("environment", "carry", "reuse_build", "build_cuda", "check_cuda_build", "build_cpu_fallback")
@@ -879,7 +879,8 @@ def _check_tests_collect(checks: Checks, ctx: Ctx) -> None:
     for f in TEST_FILES_EXPECTED:
         if not any(i.startswith(f + "::") for i in ids):
             probs.append(f"the selection collects nothing from {f}")
-    if not any("[" in i and "cuda" in i.split("[", 1)[1] for i in ids if i.startswith("python_tests/test_extract.py")):
+    extract_ids = [i for i in ids if i.startswith("python_tests/ops/test_extract.py")]
+    if not any("[" in i and "cuda" in i.split("[", 1)[1] for i in extract_ids):
         probs.append("no device-parametrised [cuda] case selected")
     checks.add("test selection collects the CUDA and Triton tests", probs, f"{len(ids)} tests")
 

@@ -4,24 +4,16 @@ through the ops. Without a GPU the kernels run under TRITON_INTERPRET=1 on CPU t
 in as the CPU kernels (the `triton_kernels` fixture; tiny shapes; bfloat16 multiplies in float32
 there, see attention_triton._upcast)."""
 import contextlib
-import os
 
 import pytest
 import torch
-from triton_gpu_checks import GridRecorder, sm90_compile_report  # noqa: E402
+from triton_testing import INTERPRET, GridRecorder, ops, sm90_compile_report
 
-if not torch.cuda.is_available():
-    os.environ.setdefault("TRITON_INTERPRET", "1")
-os.environ.setdefault("POWER_BERT_POISON_OUTPUTS", "1")
+from inputs import make_mask
+from power_bert_ops import reference
+from power_bert_ops.testing import OPS, force_kernels
+from power_bert_ops.triton import attention_triton as at
 
-pytest.importorskip("triton")
-
-from power_bert_ops import reference  # noqa: E402
-from power_bert_ops.testing import OPS, force_kernels  # noqa: E402
-from power_bert_ops.triton import attention_triton as at  # noqa: E402
-
-ops = torch.ops.power_bert
-INTERPRET = os.environ.get("TRITON_INTERPRET") == "1"
 CUDA = torch.cuda.is_available() and not INTERPRET
 
 
@@ -55,17 +47,6 @@ TOL = {torch.float32: 1e-4, torch.float16: 2e-3, torch.bfloat16: 2e-2}
 @pytest.fixture(params=DEVICES)
 def device(request):
     return request.param
-
-
-def make_mask(B, N, padding, device, dtype=torch.int64):
-    """Right-padded key mask [B, N]: 'none', 'short' (lengths <= N // 2 + 1) or 'random' (>= 1)."""
-    if padding == "none":
-        lengths = torch.full((B,), N)
-    elif padding == "short":
-        lengths = torch.randint(1, N // 2 + 2, (B,)).clamp(max=N)
-    else:
-        lengths = torch.randint(1, N + 1, (B,))
-    return (torch.arange(N)[None, :] < lengths[:, None]).to(device=device, dtype=dtype)
 
 
 def make_qkv(B, H, N, d, dtype, device, requires_grad=False):

@@ -99,20 +99,21 @@ def test_misnamed_column_names_it(workdir, tmp_path, capsys):
     assert "text" in err and "review" in err
 
 
-def test_empty_file(workdir, tmp_path, capsys):
-    (tmp_path / "empty.csv").write_text("")
-    args = run_args(workdir, tmp_path / "o")
-    args[args.index("--train-file") + 1] = str(tmp_path / "empty.csv")
-    assert cli.main(args) == 2
-    assert "empty" in capsys.readouterr().err
+# (the option given the file, the file's text, what the error names)
+BAD_DATA_FILES = {
+    "empty_file": ("--train-file", "", "empty"),
+    "unseen_eval_labels": ("--eval-file", "review,sentiment\ngood film,pos\nodd film,meh\n", "meh"),
+}
 
 
-def test_unseen_eval_labels(workdir, tmp_path, capsys):
-    (tmp_path / "eval.csv").write_text("review,sentiment\ngood film,pos\nodd film,meh\n")
+@pytest.mark.parametrize("case", BAD_DATA_FILES)
+def test_bad_data_file_refused(workdir, tmp_path, capsys, case):
+    flag, text, named = BAD_DATA_FILES[case]
+    (tmp_path / "data.csv").write_text(text)
     args = run_args(workdir, tmp_path / "o")
-    args[args.index("--eval-file") + 1] = str(tmp_path / "eval.csv")
+    args[args.index(flag) + 1] = str(tmp_path / "data.csv")
     assert cli.main(args) == 2
-    assert "meh" in capsys.readouterr().err
+    assert named in capsys.readouterr().err
 
 
 def test_non_finite_loss_stops_with_clear_message():

@@ -6,26 +6,18 @@ Without CUDA the kernels run on CPU tensors under TRITON_INTERPRET=1 (set below 
 is imported), so shapes stay small. POWER_BERT_POISON_OUTPUTS=1 fills outputs with NaN / -12345
 before the kernels run, so an element a kernel forgets to write shows up as a mismatch.
 """
-import os
-
+import pytest
 import torch
-from triton_gpu_checks import GridRecorder, sm90_compile_report  # noqa: E402
+from triton_testing import INTERPRET, GridRecorder, ops, sm90_compile_report
 
-if not torch.cuda.is_available():
-    os.environ.setdefault("TRITON_INTERPRET", "1")
-os.environ.setdefault("POWER_BERT_POISON_OUTPUTS", "1")
+from inputs import FLOAT_DTYPES as DTYPES
+from inputs import SHAPES as INPUT_SHAPES
+from inputs import make_attention, make_hidden, make_mask, over_inputs
+from power_bert_ops import reference
+from power_bert_ops.testing import force_kernels
+from power_bert_ops.triton import _launch
+from power_bert_ops.triton import extract_triton as et
 
-import pytest  # noqa: E402
-
-pytest.importorskip("triton")
-
-from power_bert_ops import reference  # noqa: E402
-from power_bert_ops.testing import force_kernels  # noqa: E402
-from power_bert_ops.triton import _launch  # noqa: E402
-from power_bert_ops.triton import extract_triton as et  # noqa: E402
-
-ops = torch.ops.power_bert
-INTERPRET = os.environ.get("TRITON_INTERPRET") == "1"
 DEVICE = "cpu" if INTERPRET or not torch.cuda.is_available() else "cuda"
 
 
@@ -47,42 +39,14 @@ pytestmark = [
     pytest.mark.filterwarnings("ignore:invalid value encountered:RuntimeWarning"),
 ]
 
-DTYPES = [torch.float32, torch.float16, torch.bfloat16, torch.float64]
-# (B, H, N, D, k): B = 1, k = 1, k = N, odd N and D, N crossing several kernel blocks/chunks.
-SHAPES = [
-    (1, 1, 1, 1, 1),
-    (1, 3, 5, 7, 1),
-    (2, 2, 7, 5, 7),
-    (3, 3, 33, 17, 9),
-    (2, 2, 67, 3, 34),
-]
+# (B, H, N, D, k): inputs.py's smallest shapes (B = 1, k = 1, k = N, odd N and D), then N crossing
+# several kernel blocks/chunks at sizes the interpreter runs quickly.
+SHAPES = INPUT_SHAPES[:3] + [(3, 3, 33, 17, 9), (2, 2, 67, 3, 34)]
 
 
 # ---------------------------------------------------------------------------------------------
 # Inputs and checks
 # ---------------------------------------------------------------------------------------------
-
-
-def make_mask(B, N, padding, dtype=torch.int64):
-    """Right-padded [B, N]: 'none' all real, 'random' lengths in [1, N], 'short' lengths <= N//2+1."""
-    if padding == "none":
-        lengths = torch.full((B,), N)
-    elif padding == "random":
-        lengths = torch.randint(1, N + 1, (B,))
-    else:
-        lengths = torch.randint(1, N // 2 + 2, (B,)).clamp(max=N)
-    return (torch.arange(N)[None, :] < lengths[:, None]).to(device=DEVICE, dtype=dtype)
-
-
-def make_attn(B, H, N, mask, dtype):
-    """Softmax of random logits with key padding -> [B, H, N, N] probabilities."""
-    logits = torch.randn(B, H, N, N, dtype=torch.float64) * 3
-    bias = torch.where(mask.cpu().bool(), 0.0, float("-inf")).double()
-    return torch.softmax(logits + bias[:, None, None, :], -1).to(device=DEVICE, dtype=dtype)
-
-
-def make_hidden(B, N, D, dtype):
-    return torch.randn(B, N, D, dtype=torch.float64).to(device=DEVICE, dtype=dtype)
 
 
 def check_result(res, hidden, mask, k):
@@ -140,14 +104,12 @@ def dyadic_attn(B, H, N, mask, dtype, specials=True):
 # ---------------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("dtype", DTYPES, ids=str)
-@pytest.mark.parametrize("shape", SHAPES, ids=str)
-@pytest.mark.parametrize("padding", ["none", "random", "short"])
+@over_inputs(shapes=SHAPES)
 def test_matches_reference(dtype, shape, padding):
     B, H, N, D, k = shape
-    mask = make_mask(B, N, padding)
-    attn = make_attn(B, H, N, mask, dtype)
-    hidden = make_hidden(B, N, D, dtype)
+    mask = make_mask(B, N, padding, DEVICE)
+    attn = make_attention(B, H, N, mask, dtype, DEVICE)
+    hidden = make_hidden(B, N, D, dtype, DEVICE)
     res = extract(hidden, attn, mask, k)
     check_result(res, hidden, mask, k)
     check_selection(res[1], attn, mask, k)
@@ -160,9 +122,9 @@ def test_exact_scores_equal_reference_bit_for_bit(dtype, exclude_self, shape):
     """Ties, -0.0 vs +0.0, NaN (below every number among real), +-inf, short rows: with exactly
     representable sums the index must equal the reference's exactly."""
     B, H, N, D, k = shape
-    mask = make_mask(B, N, "random")
+    mask = make_mask(B, N, "random", DEVICE)
     attn = dyadic_attn(B, H, N, mask, dtype)
-    hidden = make_hidden(B, N, D, dtype)
+    hidden = make_hidden(B, N, D, dtype, DEVICE)
     res = extract(hidden, attn, mask, k, exclude_self)
     want = reference.extract(hidden, attn, mask, k, exclude_self)
     check_result(res, hidden, mask, k)
@@ -176,9 +138,9 @@ def test_row_k_equals_reference_bit_for_bit(dtype, shape):
     """A per-row k (int64 [B]): each row's kept positions first, then the next-ranked ones,
     out_mask 0 beyond row_k[b], exactly as the reference (through the op and its autograd)."""
     B, H, N, D, k = shape
-    mask = make_mask(B, N, "random")
+    mask = make_mask(B, N, "random", DEVICE)
     attn = dyadic_attn(B, H, N, mask, dtype)
-    hidden = make_hidden(B, N, D, dtype).requires_grad_()
+    hidden = make_hidden(B, N, D, dtype, DEVICE).requires_grad_()
     row_k = torch.randint(1, k + 1, (B,), device=DEVICE)
     res = ops.extract(hidden, attn, mask, k, True, row_k)
     want = reference.extract(hidden, attn, mask, k, True, row_k)
@@ -192,9 +154,9 @@ def test_row_k_equals_reference_bit_for_bit(dtype, shape):
 
 def test_fp32_index_equals_reference_without_near_ties():
     B, H, N, D, k = 4, 3, 29, 5, 11
-    mask = make_mask(B, N, "random")
-    attn = make_attn(B, H, N, mask, torch.float32)
-    hidden = make_hidden(B, N, D, torch.float32)
+    mask = make_mask(B, N, "random", DEVICE)
+    attn = make_attention(B, H, N, mask, torch.float32, DEVICE)
+    hidden = make_hidden(B, N, D, torch.float32, DEVICE)
     sig = reference.significance(attn, mask)
     real_sorted = [s[torch.isfinite(s)].sort().values for s in sig.cpu()]
     assert all(len(s) < 2 or float(s.diff().min()) > 1e-4 for s in real_sorted), "near-tie: reseed"
@@ -206,12 +168,12 @@ def test_fp32_index_equals_reference_without_near_ties():
 @pytest.mark.parametrize("exclude_self", [True, False])
 def test_uniform_attention_ties_go_to_lowest_positions(exclude_self):
     B, H, N, D, k = 3, 2, 16, 4, 5
-    mask = make_mask(B, N, "none")
+    mask = make_mask(B, N, "none", DEVICE)
     mask[1, 8:] = 0
     mask[2, 4:] = 0  # fewer real tokens than k: padding positions fill up, lowest first
     attn = torch.where(mask.bool()[:, None, None, :], 1.0, 0.0).expand(B, H, N, N).contiguous()
     attn = attn / attn.sum(-1, keepdim=True)  # 1/16, 1/8, 1/4: exact
-    hidden = make_hidden(B, N, D, torch.float32)
+    hidden = make_hidden(B, N, D, torch.float32, DEVICE)
     res = extract(hidden, attn, mask, k, exclude_self)
     check_result(res, hidden, mask, k)
     assert res[1].tolist() == [list(range(k))] * B
@@ -221,11 +183,11 @@ def test_uniform_attention_ties_go_to_lowest_positions(exclude_self):
 def test_nan_attention_ranks_lowest_among_real():
     B, H, N, D = 1, 2, 8, 3
     mask = torch.tensor([[1, 1, 1, 1, 1, 1, 0, 0]], device=DEVICE)
-    attn = make_attn(B, H, N, mask, torch.float32)
+    attn = make_attention(B, H, N, mask, torch.float32, DEVICE)
     attn[0, 1, 2, 3] = float("nan")  # key 3 gets a NaN score (query 2 is real)
     attn[0, 0, 7, 1] = float("nan")  # query 7 is padding: ignored
     attn[0, 0, 6, 6] = float("nan")  # padding key: stays padding
-    hidden = make_hidden(B, N, D, torch.float32)
+    hidden = make_hidden(B, N, D, torch.float32, DEVICE)
     for k in (5, 6, 7, 8):
         res = extract(hidden, attn, mask, k)
         want = reference.extract(hidden, attn, mask, k)
@@ -238,12 +200,12 @@ def test_nan_attention_ranks_lowest_among_real():
 def test_signed_zero_scores_tie():
     # float64 sums that round to -0.0 / +0.0 in float32 tie with exact zeros: lowest positions win.
     B, H, N, D, k = 1, 1, 6, 2, 3
-    mask = make_mask(B, N, "none")
+    mask = make_mask(B, N, "none", DEVICE)
     attn = torch.zeros(B, H, N, N, dtype=torch.float64, device=DEVICE)
     attn[0, 0, 0, 1] = -1e-50  # significance -1e-50 -> -0.0 in float32
     attn[0, 0, 0, 3] = 1e-50  # -> +0.0
     attn[0, 0, 0, 5] = -1.0
-    hidden = make_hidden(B, N, D, torch.float64)
+    hidden = make_hidden(B, N, D, torch.float64, DEVICE)
     res = extract(hidden, attn, mask, k, False)
     assert res[1].tolist() == [[0, 1, 2]] == reference.extract(hidden, attn, mask, k, False)[1].tolist()
 
@@ -251,9 +213,9 @@ def test_signed_zero_scores_tie():
 @pytest.mark.parametrize("mask_dtype", [torch.bool, torch.float32, torch.int32, torch.uint8], ids=str)
 def test_mask_dtypes(mask_dtype):
     B, H, N, D, k = 2, 2, 11, 4, 6
-    mask = make_mask(B, N, "short", mask_dtype)
-    attn = make_attn(B, H, N, mask, torch.float32)
-    hidden = make_hidden(B, N, D, torch.float32)
+    mask = make_mask(B, N, "short", DEVICE, mask_dtype)
+    attn = make_attention(B, H, N, mask, torch.float32, DEVICE)
+    hidden = make_hidden(B, N, D, torch.float32, DEVICE)
     res = extract(hidden, attn, mask, k)
     check_result(res, hidden, mask, k)
     check_selection(res[1], attn, mask, k)
@@ -261,9 +223,9 @@ def test_mask_dtypes(mask_dtype):
 
 def test_non_contiguous_inputs():
     B, H, N, D, k = 2, 3, 10, 6, 4
-    mask = make_mask(B, N, "random")
-    attn = make_attn(B, H, N, mask, torch.float32)
-    hidden = make_hidden(B, N, 2 * D, torch.float32)[:, :, ::2]
+    mask = make_mask(B, N, "random", DEVICE)
+    attn = make_attention(B, H, N, mask, torch.float32, DEVICE)
+    hidden = make_hidden(B, N, 2 * D, torch.float32, DEVICE)[:, :, ::2]
     attn_nc = attn.transpose(0, 1).contiguous().transpose(0, 1)
     assert not hidden.is_contiguous() and not attn_nc.is_contiguous()
     res = extract(hidden, attn_nc, mask, k)
@@ -278,11 +240,11 @@ def test_degenerate_sizes():
                                       torch.ones(0, 5, device=DEVICE), 2)
     assert out.shape == (0, 2, 3) and index.shape == (0, 2) and out_mask.shape == (0, 2)
     # D = 0 and H = 0 (all scores 0: lowest positions win).
-    mask = make_mask(2, 7, "random")
+    mask = make_mask(2, 7, "random", DEVICE)
     hidden = torch.randn(2, 7, 0, device=DEVICE)
-    res = extract(hidden, make_attn(2, 2, 7, mask, torch.float32), mask, 3)
+    res = extract(hidden, make_attention(2, 2, 7, mask, torch.float32, DEVICE), mask, 3)
     check_result(res, hidden, mask, 3)
-    hidden = make_hidden(2, 7, 3, torch.float32)
+    hidden = make_hidden(2, 7, 3, torch.float32, DEVICE)
     res = extract(hidden, torch.rand(2, 0, 7, 7, device=DEVICE), mask, 3)
     assert torch.equal(res[1], reference.extract(hidden, torch.rand(2, 0, 7, 7, device=DEVICE), mask, 3)[1])
 
@@ -295,9 +257,9 @@ def test_degenerate_sizes():
 @pytest.mark.parametrize("dtype", DTYPES, ids=str)
 def test_backward_equals_reference_autograd(dtype):
     B, H, N, D, k = 3, 2, 13, 5, 6
-    mask = make_mask(B, N, "random")
-    attn = make_attn(B, H, N, mask, dtype)
-    hidden = make_hidden(B, N, D, dtype).requires_grad_(True)
+    mask = make_mask(B, N, "random", DEVICE)
+    attn = make_attention(B, H, N, mask, dtype, DEVICE)
+    hidden = make_hidden(B, N, D, dtype, DEVICE).requires_grad_(True)
     out, index, _ = extract(hidden, attn, mask, k)
     g = torch.randn_like(out)
     (got,) = torch.autograd.grad(out, hidden, g)
@@ -319,9 +281,9 @@ def test_backward_op_with_unsorted_index():
 
 def test_gradcheck_and_gradgradcheck_float64():
     B, H, N, D, k = 2, 2, 6, 3, 3
-    mask = make_mask(B, N, "random")
-    attn = make_attn(B, H, N, mask, torch.float64)
-    hidden = make_hidden(B, N, D, torch.float64).requires_grad_(True)
+    mask = make_mask(B, N, "random", DEVICE)
+    attn = make_attention(B, H, N, mask, torch.float64, DEVICE)
+    hidden = make_hidden(B, N, D, torch.float64, DEVICE).requires_grad_(True)
     fn = lambda h: extract(h, attn, mask, k)[0]  # noqa: E731
     assert torch.autograd.gradcheck(fn, (hidden,))
     assert torch.autograd.gradgradcheck(fn, (hidden,))
@@ -357,9 +319,9 @@ def test_opcheck(requires_grad):
     utils = (("test_schema", "test_autograd_registration", "test_faketensor") if INTERPRET
              else ("test_schema", "test_autograd_registration", "test_faketensor", "test_aot_dispatch_dynamic"))
     B, H, N, D = 2, 2, 9, 5
-    mask = make_mask(B, N, "random")
-    attn = make_attn(B, H, N, mask, torch.float32)
-    hidden = make_hidden(B, N, D, torch.float32).requires_grad_(requires_grad)
+    mask = make_mask(B, N, "random", DEVICE)
+    attn = make_attention(B, H, N, mask, torch.float32, DEVICE)
+    hidden = make_hidden(B, N, D, torch.float32, DEVICE).requires_grad_(requires_grad)
     torch.library.opcheck(ops.extract.default, (hidden, attn, mask, 4, True), test_utils=utils)
     torch.library.opcheck(ops.extract.default, (hidden, attn, mask, 1, False), test_utils=utils)
     index = extract(hidden.detach(), attn, mask, 4)[1]
@@ -372,9 +334,9 @@ def test_compile_fullgraph_matches_eager():
     # which is what works under the interpreter; on CUDA the kernels also go through Inductor.
     backend = "eager" if INTERPRET else "inductor"
     B, H, N, D, k = 2, 2, 12, 6, 5
-    mask = make_mask(B, N, "random")
-    attn = make_attn(B, H, N, mask, torch.float32)
-    hidden = make_hidden(B, N, D, torch.float32).requires_grad_(True)
+    mask = make_mask(B, N, "random", DEVICE)
+    attn = make_attention(B, H, N, mask, torch.float32, DEVICE)
+    hidden = make_hidden(B, N, D, torch.float32, DEVICE).requires_grad_(True)
 
     def layer(hidden, attn, mask):
         out, index, out_mask = extract(hidden * 2, attn, mask, k)
@@ -397,7 +359,7 @@ def test_compile_fullgraph_matches_eager():
 
 def _good(B=2, H=2, N=6, D=4):
     mask = torch.ones(B, N, dtype=torch.long, device=DEVICE)
-    return make_hidden(B, N, D, torch.float32), make_attn(B, H, N, mask, torch.float32), mask
+    return make_hidden(B, N, D, torch.float32, DEVICE), make_attention(B, H, N, mask, torch.float32, DEVICE), mask
 
 
 def test_bad_input():
@@ -426,8 +388,8 @@ def test_bad_input():
 
 def test_kernels_called_directly_equal_the_op():
     B, H, N, D, k = 2, 2, 11, 3, 4
-    mask = make_mask(B, N, "random")
-    attn, hidden = make_attn(B, H, N, mask, torch.float32), make_hidden(B, N, D, torch.float32)
+    mask = make_mask(B, N, "random", DEVICE)
+    attn, hidden = make_attention(B, H, N, mask, torch.float32, DEVICE), make_hidden(B, N, D, torch.float32, DEVICE)
     for a, b in zip(et.extract(hidden, attn, mask, k), extract(hidden, attn, mask, k)):
         assert torch.equal(a, b)
     g = torch.randn(B, k, D, device=DEVICE)
@@ -440,9 +402,9 @@ def test_op_forward_and_backward_launch_the_triton_kernels(monkeypatch):
     real = torch.library.wrap_triton
     monkeypatch.setattr(torch.library, "wrap_triton",
                         lambda kernel: launched.append(getattr(kernel, "fn", kernel).__name__) or real(kernel))
-    mask = make_mask(2, 9, "random")
-    hidden = make_hidden(2, 9, 4, torch.float32).requires_grad_(True)
-    out = extract(hidden, make_attn(2, 2, 9, mask, torch.float32), mask, 3)[0]
+    mask = make_mask(2, 9, "random", DEVICE)
+    hidden = make_hidden(2, 9, 4, torch.float32, DEVICE).requires_grad_(True)
+    out = extract(hidden, make_attention(2, 2, 9, mask, torch.float32, DEVICE), mask, 3)[0]
     assert launched == ["_colsum_kernel", "_keys_kernel", "_rank_kernel", "_compact_kernel", "_gather_kernel"]
     out.sum().backward()
     assert launched[5:] == ["_inverse_kernel", "_scatter_kernel"]

@@ -263,53 +263,8 @@ def test_full_disk_says_so(workdir, tmp_path):
 
 
 # ---------------------------------------------------------------------------------------------
-# Nonsense refused before any work, in one line, exit 2, nothing written
+# Nonsense refused before any work: test_faults.py, REFUSED_SETTINGS
 # ---------------------------------------------------------------------------------------------
-BAD_RUN_SETTINGS = [
-    (["--max-length", "0"], "--max-length"),
-    (["--max-length", "100000"], "--max-length 100000 is longer than the model's position embeddings hold (64"),
-    (["--lambda", "-1"], "--lambda must be a number >= 0"),
-    (["--batch-size", "0"], "--batch-size must be a whole number >= 1"),
-    (["--lambdas", "1e-3,abc"], "--lambdas must be comma-separated numbers >= 0; 'abc'"),
-    (["--max-train-examples", "-5"], "--max-train-examples must be a whole number >= 0"),
-    (["--finetune-epochs", "-1"], "--finetune-epochs must be a number > 0"),
-    (["--search-epochs", "0"], "--search-epochs must be a number > 0"),
-    (["--patience", "-1"], "--patience must be a whole number >= 0, got -1"),
-    (["--search-min-steps", "-3"], "--search-min-steps must be a whole number >= 0, got -3"),
-    (["--lr-bert", "nan"], "--lr-bert must be a number > 0"),
-    (["--text-column", "nope"], "'nope' not found"),
-    (["--batch-size", "abc"], "argument --batch-size: invalid int value"),
-    (["--attention-dropout", "1"], "--attention-dropout must be a probability in [0, 1), got 1.0"),
-    (["--attention-dropout", "-0.1"], "--attention-dropout must be a probability in [0, 1)"),
-    (["--break-even-keep", "1"], "--break-even-keep must be a fraction in (0, 1), or off, got 1.0"),
-    (["--break-even-keep", "most"], "argument --break-even-keep: must be a fraction in (0, 1) or 'off'"),
-]
-
-
-@pytest.mark.parametrize("extra,message", BAD_RUN_SETTINGS, ids=[" ".join(e) for e, _ in BAD_RUN_SETTINGS])
-def test_bad_run_settings_refused_before_anything(workdir, tmp_path, capsys, extra, message):
-    out = tmp_path / "o"
-    args = run_args(workdir, out)
-    flag = extra[0]
-    if flag in args:
-        i = args.index(flag)
-        args[i:i + 2] = extra
-    else:
-        args += extra
-    if flag == "--lambdas":
-        i = args.index("--lambda")
-        del args[i:i + 2]
-    try:
-        rc = cli.main(args)
-    except SystemExit as e:  # argparse's own type errors
-        rc = e.code
-    err = capsys.readouterr().err
-    assert rc == 2
-    assert message in err, err
-    assert err.strip().count("\n") == 0, f"one line: {err!r}"
-    assert not out.exists(), "nothing written"
-
-
 def test_corrected_command_is_not_refused(workdir, tmp_path, capsys):
     out = tmp_path / "o"
     args = run_args(workdir, out)

@@ -223,7 +223,7 @@ def test_pt2_cpp_loader_example_matches_python(power_pt2, tmp_path):
             pytest.fail("cmake not found but POWER_BERT_REQUIRE_BUILD_TOOLS=1")
         pytest.skip("cmake not found")
     model, path = power_pt2
-    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     build = tmp_path / "build"
     prefix = torch.utils.cmake_prefix_path
     for cmd in (["cmake", "-S", os.path.join(root, "examples", "aoti_classify"), "-B", str(build),

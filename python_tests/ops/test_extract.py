@@ -8,11 +8,11 @@ from power_bert_ops import reference
 
 from inputs import (
     FLOAT_DTYPES,
-    SHAPES,
     assert_selection_valid,
     make_attention,
     make_hidden,
     make_mask,
+    over_inputs,
     sig_tolerance,
 )
 
@@ -32,9 +32,7 @@ def _check_extract_result(res, hidden, mask, k):
     assert torch.equal(real_kept, torch.minimum((mask != 0).sum(1), torch.tensor(k, device=mask.device)))
 
 
-@pytest.mark.parametrize("dtype", FLOAT_DTYPES, ids=str)
-@pytest.mark.parametrize("shape", SHAPES, ids=str)
-@pytest.mark.parametrize("padding", ["none", "random", "short"])
+@over_inputs()
 def test_extract_matches_reference(device, dtype, shape, padding):
     B, H, N, D, k = shape
     mask = make_mask(B, N, padding, device)
@@ -45,9 +43,7 @@ def test_extract_matches_reference(device, dtype, shape, padding):
     assert_selection_valid(res.index, reference.significance(attn.double(), mask), mask, k, sig_tolerance(attn))
 
 
-@pytest.mark.parametrize("dtype", FLOAT_DTYPES, ids=str)
-@pytest.mark.parametrize("shape", SHAPES, ids=str)
-@pytest.mark.parametrize("padding", ["none", "random", "short"])
+@over_inputs()
 def test_extract_scored_equals_reference_exactly(device, dtype, shape, padding):
     B, _, N, D, k = shape
     mask = make_mask(B, N, padding, device)

@@ -5,12 +5,10 @@ import torch
 import power_bert_ops
 from power_bert_ops import reference
 
-from inputs import FLOAT_DTYPES, SHAPES, make_attention, make_mask, sig_tolerance
+from inputs import make_attention, make_mask, over_inputs, sig_tolerance
 
 
-@pytest.mark.parametrize("dtype", FLOAT_DTYPES, ids=str)
-@pytest.mark.parametrize("shape", SHAPES, ids=str)
-@pytest.mark.parametrize("padding", ["none", "random", "short"])
+@over_inputs()
 @pytest.mark.parametrize("exclude_self", [True, False])
 def test_matches_reference(device, dtype, shape, padding, exclude_self):
     B, H, N, _, _ = shape

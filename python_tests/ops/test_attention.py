@@ -14,7 +14,7 @@ import torch.nn.functional as F
 import power_bert_ops
 from power_bert_ops import reference
 
-from inputs import assert_selection_valid, make_mask
+from inputs import PADDINGS, assert_selection_valid, make_mask, over_inputs
 
 ops = torch.ops.power_bert
 
@@ -32,9 +32,7 @@ def seed(value=1234):
 TOL = {torch.float64: 1e-10, torch.float32: 2e-5, torch.bfloat16: 2e-2, torch.float16: 3e-3}
 
 
-@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.bfloat16, torch.float16], ids=str)
-@pytest.mark.parametrize("shape", SHAPES, ids=str)
-@pytest.mark.parametrize("padding", ["none", "random", "short", "holes"])
+@over_inputs(shapes=SHAPES, paddings=PADDINGS + ["holes"])
 def test_forward_matches_reference_and_sdpa(dtype, shape, padding):
     B, H, N, d = shape
     mask = make_mask(B, N, padding, "cpu")

@@ -7,7 +7,7 @@ import torch
 import power_bert_ops
 from power_bert_ops import reference
 
-from inputs import FLOAT_DTYPES, SHAPES, make_attention, make_hidden, make_mask
+from inputs import SHAPES, make_attention, make_hidden, make_mask, over_inputs
 
 ops = torch.ops.power_bert
 
@@ -40,9 +40,7 @@ def _check_rows(res, hidden, scores, mask, row_k):
     assert torch.equal(out, hidden.gather(1, index[:, :, None].expand(-1, -1, hidden.shape[-1])))
 
 
-@pytest.mark.parametrize("dtype", FLOAT_DTYPES, ids=str)
-@pytest.mark.parametrize("shape", SHAPES, ids=str)
-@pytest.mark.parametrize("padding", ["none", "random", "short"])
+@over_inputs()
 def test_extract_scored_rows_equal_reference(device, dtype, shape, padding):
     B, _, N, D, k = shape
     mask = make_mask(B, N, padding, device)

@@ -1,7 +1,7 @@
 """Issue 22, "Nothing lost: the faults that are left": every command refuses what it cannot do
 before any work, in one line naming the setting (exit 2), leaves no trace when it refuses, and
 never overwrites what a user had (its input, a run's report, a half-written file in place of a
-whole one). The op-level items are in test_significance.py and test_bad_input.py."""
+whole one). The op-level items are in ops/test_significance.py and ops/test_bad_input.py."""
 import csv
 import json
 import logging
@@ -32,25 +32,52 @@ def _replace(args, flag, *values):
 
 
 # ---------------------------------------------------------------------------------------------
-# 1. Settings that reach a library (numpy's seeding, Trainer's samplers) are checked first
+# 1. Settings refused before any work: those that reach a library (numpy's seeding, Trainer's
+#    samplers; the `finetune` rows) and nonsense (the `run` rows)
 # ---------------------------------------------------------------------------------------------
-LIBRARY_SETTINGS = [
-    (["--seed", "-1"], "--seed must be a whole number >= 0, got -1"),
-    (["--seed", "99999999999999999999"], "--seed must be a whole number from 0 to 4294967295"),
-    (["--seed", "4294967296"], "--seed must be a whole number from 0 to 4294967295"),
-    (["--batch-size", "99999999999999999999"], "--batch-size must be a whole number from 1 to "),
-    (["--eval-batch-size", "99999999999999999999"], "--eval-batch-size must be a whole number from 1 to "),
-    (["--max-steps", "99999999999999999999"], "--max-steps must be -1 (no cap) or a whole number >= 1"),
-    (["--finetune-epochs", "1e308"], "--finetune-epochs must be a number > 0 and at most 9223372036854775807"),
+# (command, the option and its value, what the one-line error says)
+REFUSED_SETTINGS = [
+    ("finetune", ["--seed", "-1"], "--seed must be a whole number >= 0, got -1"),
+    ("finetune", ["--seed", "99999999999999999999"], "--seed must be a whole number from 0 to 4294967295"),
+    ("finetune", ["--seed", "4294967296"], "--seed must be a whole number from 0 to 4294967295"),
+    ("finetune", ["--batch-size", "99999999999999999999"], "--batch-size must be a whole number from 1 to "),
+    ("finetune", ["--eval-batch-size", "99999999999999999999"], "--eval-batch-size must be a whole number from 1 to "),
+    ("finetune", ["--max-steps", "99999999999999999999"], "--max-steps must be -1 (no cap) or a whole number >= 1"),
+    ("finetune", ["--finetune-epochs", "1e308"],
+     "--finetune-epochs must be a number > 0 and at most 9223372036854775807"),
+    ("run", ["--max-length", "0"], "--max-length"),
+    ("run", ["--max-length", "100000"], "--max-length 100000 is longer than the model's position embeddings hold (64"),
+    ("run", ["--lambda", "-1"], "--lambda must be a number >= 0"),
+    ("run", ["--batch-size", "0"], "--batch-size must be a whole number >= 1"),
+    ("run", ["--lambdas", "1e-3,abc"], "--lambdas must be comma-separated numbers >= 0; 'abc'"),
+    ("run", ["--max-train-examples", "-5"], "--max-train-examples must be a whole number >= 0"),
+    ("run", ["--finetune-epochs", "-1"], "--finetune-epochs must be a number > 0"),
+    ("run", ["--search-epochs", "0"], "--search-epochs must be a number > 0"),
+    ("run", ["--patience", "-1"], "--patience must be a whole number >= 0, got -1"),
+    ("run", ["--search-min-steps", "-3"], "--search-min-steps must be a whole number >= 0, got -3"),
+    ("run", ["--lr-bert", "nan"], "--lr-bert must be a number > 0"),
+    ("run", ["--text-column", "nope"], "'nope' not found"),
+    ("run", ["--batch-size", "abc"], "argument --batch-size: invalid int value"),
+    ("run", ["--attention-dropout", "1"], "--attention-dropout must be a probability in [0, 1), got 1.0"),
+    ("run", ["--attention-dropout", "-0.1"], "--attention-dropout must be a probability in [0, 1)"),
+    ("run", ["--break-even-keep", "1"], "--break-even-keep must be a fraction in (0, 1), or off, got 1.0"),
+    ("run", ["--break-even-keep", "most"], "argument --break-even-keep: must be a fraction in (0, 1) or 'off'"),
 ]
 
 
-@pytest.mark.parametrize("extra,message", LIBRARY_SETTINGS, ids=[" ".join(e) for e, _ in LIBRARY_SETTINGS])
-def test_library_settings_refused_before_anything(workdir, tmp_path, capsys, extra, message):
+@pytest.mark.parametrize("command,extra,message", REFUSED_SETTINGS,
+                         ids=[f"{command} {' '.join(extra)}" for command, extra, _ in REFUSED_SETTINGS])
+def test_settings_refused_before_anything(workdir, tmp_path, capsys, command, extra, message):
     out = tmp_path / "o"
-    args = ["finetune", *run_args(workdir, out)[1:]]
-    args = _replace(args, extra[0], extra[1]) if extra[0] in args else args + extra
-    assert cli.main(args) == 2
+    args = [command, *run_args(workdir, out)[1:]]
+    args = _replace(args, *extra) if extra[0] in args else args + extra
+    if extra[0] == "--lambdas":
+        args = _replace(args, "--lambda")
+    try:
+        rc = cli.main(args)
+    except SystemExit as e:  # argparse's own type errors
+        rc = e.code
+    assert rc == 2
     assert message in _one_line(capsys)
     assert not out.exists(), "a refused command leaves no trace"
 

@@ -84,7 +84,7 @@ def test_compile_backward_matches_eager(device):
         torch.testing.assert_close(c, e)
 
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 REFERENCE_OPS = ("significance", "extract", "extract_scored", "extract_backward", "soft_extract",
                  "soft_extract_backward")
 

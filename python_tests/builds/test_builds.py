@@ -16,7 +16,7 @@ import textwrap
 import pytest
 import torch
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 REQUIRE = os.environ.get("POWER_BERT_REQUIRE_BUILD_TOOLS") == "1"  # .ci/run sets it: no silent skips
 
 

@@ -5,7 +5,7 @@ import torch
 import power_bert_ops
 from power_bert_ops import reference
 
-from inputs import FLOAT_DTYPES, SHAPES, make_hidden, make_mask
+from inputs import make_hidden, make_mask, over_inputs
 
 TOL = {torch.float32: 1e-6, torch.float64: 1e-12, torch.float16: 1e-3, torch.bfloat16: 1e-2}
 
@@ -18,9 +18,7 @@ def _scores(B, N, device, ties: bool):
     return torch.randn(B, N, device=device)
 
 
-@pytest.mark.parametrize("dtype", FLOAT_DTYPES, ids=str)
-@pytest.mark.parametrize("shape", SHAPES, ids=str)
-@pytest.mark.parametrize("padding", ["none", "random", "short"])
+@over_inputs()
 @pytest.mark.parametrize("ties", [False, True], ids=["distinct", "ties"])
 def test_forward_backward_match_reference(device, dtype, shape, padding, ties):
     B, _, N, D, _ = shape
