@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""The GPU half of the project in one prepared command (issue 23). Run through
+"""The GPU half of the project in one prepared command. Run through
 scripts/gpu_check.sh from the repository root on the GPU machine:
 
     bash scripts/gpu_check.sh OUTDIR              # the real run, within GPU_CHECK_BUDGET_S (480 s)
