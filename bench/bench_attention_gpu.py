@@ -11,7 +11,6 @@ significance; backward <= 1.5x SDPA's backward.
 """
 from __future__ import annotations
 
-import argparse
 import os
 import sys
 
@@ -19,13 +18,17 @@ import torch
 import torch.nn.functional as F
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from gpu_timing import environment, median_ms, write_report  # noqa: E402
+from gpu_timing import bench_dtype, environment, median_ms, parse_bench_args, write_report  # noqa: E402
 
 import power_bert_ops  # noqa: E402
 from power_bert_ops.testing import OPS, force_kernels  # noqa: E402
 
 ops = torch.ops.power_bert
 
+
+# (heads H, head size d, [(batch B, length N)]): the measured sizes and the --smoke ones
+SIZES = (12, 64, [(B, N) for B in (32, 128) for N in (128, 256, 512)])
+SMOKE_SIZES = (2, 32, [(1, 16), (2, 33)])
 
 def measure(B, N, H, d, dtype, dev):
     """One row: forward and backward times of ours, SDPA and eager attention + significance."""
@@ -61,22 +64,16 @@ def measure(B, N, H, d, dtype, dev):
 
 
 def main(argv=None):
-    ap = argparse.ArgumentParser(description=__doc__)
-    ap.add_argument("--device", default="cuda")
-    ap.add_argument("--smoke", action="store_true", help="tiny sizes, to check the script itself (any device)")
-    ap.add_argument("--out", default="bench/results/attention_gpu.json")
-    args = ap.parse_args(argv)
+    args = parse_bench_args(argv, __doc__, "bench/results/attention_gpu.json")
     dev = args.device
-    dtype = torch.float16 if dev == "cuda" else torch.float32
-    H, d = (12, 64) if not args.smoke else (2, 32)
-    sizes = [(B, N) for B in (32, 128) for N in (128, 256, 512)] if not args.smoke else [(1, 16), (2, 33)]
+    dtype = bench_dtype(dev)
+    H, d, sizes = SMOKE_SIZES if args.smoke else SIZES
     rows = []
     with force_kernels("triton", torch.device(dev).type, OPS["attention"]):
         for B, N in sizes:
             rows.append(measure(B, N, H, d, dtype, dev))
     env = environment(dev)
     env["shape"] = f"H={H} d={d} dtype={dtype}, key padding lengths in [N/2, N]"
-    os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
     cols = ["B", "N", "sdpa_ms", "ours_ms", "ours_nosig_ms", "eager_sig_ms", "fwd_vs_sdpa", "speedup_vs_eager",
             "sdpa_bwd_ms", "ours_bwd_ms", "bwd_vs_sdpa"]
     print(env["shape"] + "\n" + write_report(args.out, env, rows, cols))

@@ -23,18 +23,16 @@ Each row's extra_info holds both regimes' measured speed-up, FLOP bound and thei
 """
 import copy
 import math
-import os
 
 import pytest
 import torch
 
 transformers = pytest.importorskip("transformers")
-from transformers import AutoModelForSequenceClassification, BertConfig  # noqa: E402
 
 from power_bert_ops.flops import FlopModel, retention_for_bound  # noqa: E402
 from power_bert_ops.modeling import PowerBertForSequenceClassification  # noqa: E402
 from power_bert_ops.training.speed import speed_report  # noqa: E402
-from plots import plot_speedup_vs_bound  # noqa: E402
+from compositions import dense_bert  # noqa: E402
 
 N, BATCH, EXAMPLES, REPEATS = 64, 64, 512, 3
 CASES = [("relative", "bucketed", 2.0), ("relative", "bucketed", 3.0), ("absolute", "padded", 3.0)]
@@ -61,10 +59,8 @@ def geometric_retention(flops: FlopModel, target: float) -> list[int]:
 
 @pytest.fixture(scope="module")
 def setup():
-    torch.manual_seed(0)
-    cfg = BertConfig(hidden_size=384, num_hidden_layers=6, num_attention_heads=12, intermediate_size=1536,
-                     num_labels=2)
-    dense = AutoModelForSequenceClassification.from_config(cfg, attn_implementation="sdpa").eval()
+    dense = dense_bert(hidden_size=384, num_hidden_layers=6, num_attention_heads=12, intermediate_size=1536)
+    cfg = dense.config
     lengths = sentence_lengths(EXAMPLES)
     g = torch.Generator().manual_seed(1)
     data = []
@@ -115,14 +111,11 @@ def test_bucketed_speedup(benchmark, setup, scale, against, target):
           f"padded {padded['speedup']:.2f}x of bound {padded['flop_bound']:.2f}x")
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _plot_after_module(request):
-    yield
-    out = request.config.getoption("benchmark_json", None)
-    if out is None or not _points:
-        return
-    path = os.path.splitext(getattr(out, "name", str(out)))[0] + ".png"
+def speedup_plot():
+    """The module's plot, drawn by conftest.py after the benchmarks (None: nothing measured)."""
+    if not _points:
+        return None
     title = (f"MiniLM-shaped fp32 N={N}, sentence lengths (mean {sum(sentence_lengths(EXAMPLES)) / EXAMPLES:.0f}), "
              f"{torch.get_num_threads()} CPU threads, torch {torch.__version__}\n"
              "blue: against dense on length-bucketed batches; orange: against dense padded to N")
-    plot_speedup_vs_bound(_points, path, title, target_ratio=0.85, ylabel="measured speed-up over dense (SDPA)")
+    return _points, title, dict(target_ratio=0.85, ylabel="measured speed-up over dense (SDPA)")

@@ -37,14 +37,12 @@ ROUNDS = 7
 IMPLS = ["hf_sdpa", "power_hard", "power_full"]  # hf first: the others compare against its median
 
 transformers = pytest.importorskip("transformers")
-from transformers import AutoModelForSequenceClassification, BertConfig  # noqa: E402
 
 from power_bert_ops.flops import retention_for_bound  # noqa: E402
 from power_bert_ops.modeling import PowerBertForSequenceClassification, flop_bound  # noqa: E402
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from compositions import eager_power_bert_logits  # noqa: E402
-from plots import plot_speedup_vs_bound  # noqa: E402
+from compositions import dense_bert, eager_power_bert_logits  # noqa: E402
 
 _medians = {}
 _sweep_points = []  # for the plot: dicts of bound, speedup, label
@@ -52,10 +50,8 @@ _sweep_points = []  # for the plot: dicts of bound, speedup, label
 
 @pytest.fixture(scope="module")
 def models():
-    torch.manual_seed(0)
-    cfg = BertConfig(hidden_size=768, num_hidden_layers=12, num_attention_heads=12, intermediate_size=3072,
-                     num_labels=2)
-    hf = AutoModelForSequenceClassification.from_config(cfg, attn_implementation="sdpa").eval()
+    hf = dense_bert(hidden_size=768, num_hidden_layers=12, num_attention_heads=12, intermediate_size=3072)
+    cfg = hf.config
     assert hf.config._attn_implementation == "sdpa"
     hard = PowerBertForSequenceClassification.from_hf_model(copy.deepcopy(hf), retention=RTE).eval()
     full = PowerBertForSequenceClassification.from_hf_model(copy.deepcopy(hf)).eval()
@@ -184,15 +180,12 @@ def test_bound_sweep(benchmark, models, n, target):
     _sweep_points.append(dict(bound=bound, speedup=speedup, label=f"N={n}"))
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _plot_after_module(request):
-    yield
-    out = request.config.getoption("benchmark_json", None)
-    if out is None or not _sweep_points:
-        return
+def speedup_plot():
+    """The module's plot, drawn by conftest.py after the benchmarks (None: nothing measured)."""
+    if not _sweep_points:
+        return None
     import platform
 
-    path = os.path.splitext(getattr(out, "name", str(out)))[0] + ".png"
     title = (f"BERT-base fp32 B={B}, {torch.get_num_threads()} CPU threads ({platform.processor() or 'cpu'}), "
              f"torch {torch.__version__}")
-    plot_speedup_vs_bound(_sweep_points, path, title, target_ratio=0.95)
+    return _sweep_points, title, dict(target_ratio=0.95)

@@ -12,7 +12,6 @@ full mode <= 1.10x HF's time. Padding to N (the speed-up is defined at fixed N).
 """
 from __future__ import annotations
 
-import argparse
 import copy
 import os
 import sys
@@ -20,7 +19,7 @@ import sys
 import torch
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from gpu_timing import environment, median_ms, write_report  # noqa: E402
+from gpu_timing import environment, median_ms, parse_bench_args, write_report  # noqa: E402
 from plots import plot_speedup_vs_bound  # noqa: E402
 
 from power_bert_ops.flops import flop_bound, retention_for_bound  # noqa: E402
@@ -30,11 +29,8 @@ RTE = [153, 125, 111, 105, 85, 80, 72, 48, 35, 27, 22, 5]
 
 
 def main(argv=None):
-    ap = argparse.ArgumentParser(description=__doc__)
-    ap.add_argument("--device", default="cuda")
-    ap.add_argument("--smoke", action="store_true", help="a tiny model and sizes, to check the script (any device)")
-    ap.add_argument("--out", default="bench/results/model_gpu.json")
-    args = ap.parse_args(argv)
+    args = parse_bench_args(argv, __doc__, "bench/results/model_gpu.json",
+                            "a tiny model and sizes, to check the script (any device)")
     dev = args.device
     from transformers import BertConfig, BertForSequenceClassification
 
@@ -73,7 +69,6 @@ def main(argv=None):
                          flop_bound=f"{bound:.2f}x", ratio=f"{t_hf / t_pb / bound:.2f}"))
     env = environment(dev)
     env["model"] = f"BERT (D={dims[0]}, L={dims[1]}, F={dims[2]}) random weights, {dtype}"
-    os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
     cols = ["batch", "N", "mode", "cuda_graphs", "hf_ms", "power_ms", "speedup", "flop_bound", "ratio", "retention"]
     print(env["model"] + "\n" + write_report(args.out, env, rows, cols))
     plot(rows, os.path.splitext(args.out)[0] + ".png", env)

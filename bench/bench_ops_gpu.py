@@ -13,7 +13,6 @@ makes it the default (power_bert_ops/_backend.py).
 """
 from __future__ import annotations
 
-import argparse
 import contextlib
 import os
 import sys
@@ -22,13 +21,19 @@ import torch
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import compositions  # noqa: E402
-from gpu_timing import environment, measured_bandwidth_gbs, median_ms, write_report  # noqa: E402
+from gpu_timing import (  # noqa: E402
+    bench_dtype, environment, measured_bandwidth_gbs, median_ms, parse_bench_args, write_report,
+)
 
 import power_bert_ops  # noqa: E402
 from power_bert_ops.testing import OPS, force_kernels  # noqa: E402
 
 ops = torch.ops.power_bert
 
+
+# (heads H, hidden size D, [(batch B, length N)]): the measured sizes and the --smoke ones
+SIZES = (12, 768, [(B, N) for B in (1, 32, 128) for N in (128, 512)])
+SMOKE_SIZES = (2, 16, [(1, 16), (2, 33)])
 
 def make(B, H, N, D, dtype, device):
     g = torch.Generator(device=device).manual_seed(0)
@@ -44,15 +49,10 @@ def make(B, H, N, D, dtype, device):
 
 
 def main(argv=None):
-    ap = argparse.ArgumentParser(description=__doc__)
-    ap.add_argument("--device", default="cuda")
-    ap.add_argument("--smoke", action="store_true", help="tiny sizes, to check the script itself (any device)")
-    ap.add_argument("--out", default="bench/results/ops_gpu.json")
-    args = ap.parse_args(argv)
+    args = parse_bench_args(argv, __doc__, "bench/results/ops_gpu.json")
     dev = args.device
-    dtype = torch.float16 if dev == "cuda" else torch.float32
-    H, D = (12, 768) if not args.smoke else (2, 16)
-    sizes = [(B, N) for B in (1, 32, 128) for N in (128, 512)] if not args.smoke else [(1, 16), (2, 33)]
+    dtype = bench_dtype(dev)
+    H, D, sizes = SMOKE_SIZES if args.smoke else SIZES
     bw = measured_bandwidth_gbs(dev)
     impls = {"composition": None}
     if dev == "cpu" or power_bert_ops.built_with_cuda():
@@ -98,7 +98,6 @@ def main(argv=None):
     env = environment(dev)
     env["measured_bandwidth_GBps"] = round(bw, 1)
     env["shape"] = f"H={H} D={D} k=N/2 dtype={dtype}"
-    os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
     text = write_report(args.out, env, rows, ["op", "impl", "B", "N", "ms", "speedup", "floor_frac"])
     print(f"measured bandwidth: {bw:.0f} GB/s; {env['shape']}\n" + text)
 

@@ -56,3 +56,14 @@ def eager_power_bert_logits(hf, retention, input_ids, attention_mask, token_type
     same logits as the PoWER model's hard mode."""
     return reference.model_logits(hf, retention, input_ids, attention_mask, token_type_ids,
                                   attend=attention, select=extract_scored, gather_before_wo=True)
+
+
+def dense_bert(**sizes):
+    """The dense model the model benchmarks measure against: BertForSequenceClassification with
+    ``sizes`` (BertConfig fields) and 2 labels, SDPA attention, random weights drawn after
+    torch.manual_seed(0), in eval mode."""
+    from transformers import AutoModelForSequenceClassification, BertConfig
+
+    torch.manual_seed(0)
+    cfg = BertConfig(num_labels=2, **sizes)
+    return AutoModelForSequenceClassification.from_config(cfg, attn_implementation="sdpa").eval()

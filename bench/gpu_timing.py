@@ -5,8 +5,10 @@ On CUDA: ``triton.testing.do_bench`` (warm-up, CUDA events, median). On CPU (onl
 """
 from __future__ import annotations
 
+import argparse
 import datetime
 import json
+import os
 import platform
 import statistics
 import subprocess
@@ -65,7 +67,24 @@ def environment(device: str) -> dict:
     }
 
 
+def parse_bench_args(argv, description: str, out: str,
+                     smoke_help: str = "tiny sizes, to check the script itself (any device)") -> argparse.Namespace:
+    """The options every GPU benchmark takes: --device (default cuda), --smoke and --out (default `out`)."""
+    ap = argparse.ArgumentParser(description=description)
+    ap.add_argument("--device", default="cuda")
+    ap.add_argument("--smoke", action="store_true", help=smoke_help)
+    ap.add_argument("--out", default=out)
+    return ap.parse_args(argv)
+
+
+def bench_dtype(device: str) -> torch.dtype:
+    """float16 on CUDA; float32 elsewhere (the CPU --smoke runs)."""
+    return torch.float16 if device == "cuda" else torch.float32
+
+
 def write_report(path_json: str, env: dict, rows: list[dict], columns: list[str]) -> str:
+    """Writes env and rows to path_json (creating its folder) and returns a Markdown report."""
+    os.makedirs(os.path.dirname(os.path.abspath(path_json)), exist_ok=True)
     with open(path_json, "w") as f:
         json.dump({"environment": env, "rows": rows}, f, indent=1)
     head = (

@@ -117,13 +117,15 @@ inline void check_selection_args(const at::Tensor& hidden, const at::Tensor& sou
 }
 
 inline void check_extract_args(const at::Tensor& hidden, const at::Tensor& attn, const at::Tensor& mask, int64_t k,
-                               const char* op) {
+                               const c10::optional<at::Tensor>& row_k, const char* op) {
   check_selection_args(hidden, attn, "attn", &check_attn, mask, k, op);
+  check_row_k(row_k, hidden, op);
 }
 
 inline void check_extract_scored_args(const at::Tensor& hidden, const at::Tensor& scores, const at::Tensor& mask,
-                                      int64_t k, const char* op) {
+                                      int64_t k, const c10::optional<at::Tensor>& row_k, const char* op) {
   check_selection_args(hidden, scores, "scores", &check_scores, mask, k, op);
+  check_row_k(row_k, hidden, op);
 }
 
 inline void check_extract_backward_args(const at::Tensor& grad_out, const at::Tensor& index, int64_t n,

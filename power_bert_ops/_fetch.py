@@ -26,6 +26,7 @@ def _run_pip(cmd: list[str]) -> subprocess.CompletedProcess:
 
 
 def sha256_of(path: Path) -> str:
+    """Hex SHA-256 of a file's bytes, read in 1 MiB chunks."""
     h = hashlib.sha256()
     with open(path, "rb") as f:
         for chunk in iter(lambda: f.read(1 << 20), b""):

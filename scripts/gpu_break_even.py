@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Break-even of one elimination on the GPU (issue 23): bench/bench_break_even.py's question,
+"""Break-even of one elimination on the GPU: bench/bench_break_even.py's question,
 configurations, interpolation, plot and JSON layout, timed on CUDA.
 
 bench/bench_break_even.py times on the CPU only (perf_counter, no --device): this wrapper reuses

@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""What travels to the GPU machine beside the repository (issue 23): the git-ignored folder
+"""What travels to the GPU machine beside the repository: the git-ignored folder
 ``.gpu_carry/`` described by the committed manifest ``scripts/gpu_carry_manifest.json``.
 
 The GPU machine reaches no package registry. Its image already holds every runtime dependency
@@ -24,7 +24,6 @@ pytest-timeout, ninja, ...); the manifest lists
 from __future__ import annotations
 
 import argparse
-import hashlib
 import importlib.util
 import json
 import os
@@ -46,12 +45,16 @@ DEVICE_TOOL_LIMIT_BYTES = 64 << 20  # the working tree that travels, carried pat
 FP16_SUFFIX = ".fp16.safetensors"
 
 
-def sha256_of(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
+def _fetch_module():
+    """power_bert_ops/_fetch.py loaded by its path (standard library only), so this script runs
+    before the package is built: importing power_bert_ops would load its compiled extension."""
+    spec = importlib.util.spec_from_file_location("_power_bert_fetch", ROOT / "power_bert_ops" / "_fetch.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+sha256_of = _fetch_module().sha256_of
 
 
 def load_manifest(path: Path = MANIFEST) -> dict:

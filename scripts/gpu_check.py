@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""The GPU half of the project in one prepared command (issue 23). Run through
+"""The GPU half of the project in one prepared command. Run through
 scripts/gpu_check.sh from the repository root on the GPU machine:
 
     bash scripts/gpu_check.sh OUTDIR              # the real run, within GPU_CHECK_BUDGET_S (480 s)
@@ -709,8 +709,9 @@ def probe_sdpa(out: Path) -> int:
 # ---------------------------------------------------------------------------------------------
 # Dry run: every command, path, wheel and schema checked on a CPU machine
 # ---------------------------------------------------------------------------------------------
-def _script_flags(path: Path) -> set[str] | None:
-    """The --flags a script's argparse parsers declare (read from its source, nothing run)."""
+def _script_flags(path: Path, siblings: bool = True) -> set[str] | None:
+    """The --flags a script's argparse parsers declare, with those of the modules beside it that
+    it imports from (bench/gpu_timing.py's shared options); read from the source, nothing run."""
     try:
         tree = ast.parse(path.read_text())
     except (OSError, SyntaxError):
@@ -719,6 +720,10 @@ def _script_flags(path: Path) -> set[str] | None:
     for node in ast.walk(tree):
         if isinstance(node, ast.Call) and getattr(node.func, "attr", "") == "add_argument":
             flags |= {a.value for a in node.args if isinstance(a, ast.Constant) and str(a.value).startswith("--")}
+        elif siblings and isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            sibling = path.parent / f"{node.module}.py"
+            if sibling.is_file():
+                flags |= _script_flags(sibling, siblings=False) or set()
     return flags
 
 

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The GPU half in one prepared command (issue 23). From the repository root on the GPU machine:
+# The GPU half in one prepared command. From the repository root on the GPU machine:
 #
 #   bash scripts/gpu_check.sh OUTDIR              # build with CUDA, CUDA/Triton tests, GPU benchmarks,
 #                                                 # a bf16 end-to-end job, the break-even; <= 8 min

@@ -81,8 +81,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> extract_from_scores(const at::Ten
 std::tuple<at::Tensor, at::Tensor, at::Tensor> extract(const at::Tensor& hidden, const at::Tensor& attn,
                                                        const at::Tensor& mask, int64_t k,
                                                        bool exclude_self, const c10::optional<at::Tensor>& row_k) {
-  check_extract_args(hidden, attn, mask, k, "extract");
-  check_row_k(row_k, hidden, "extract");
+  check_extract_args(hidden, attn, mask, k, row_k, "extract");
   const at::Tensor real = real_tokens(mask);
   check_cls_real(real, "extract");
   const at::Tensor scores = significance_scores(attn.contiguous(), real, exclude_self);
@@ -93,8 +92,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> extract_scored(const at::Tensor& 
                                                               const at::Tensor& scores,
                                                               const at::Tensor& mask, int64_t k,
                                                               const c10::optional<at::Tensor>& row_k) {
-  check_extract_scored_args(hidden, scores, mask, k, "extract_scored");
-  check_row_k(row_k, hidden, "extract_scored");
+  check_extract_scored_args(hidden, scores, mask, k, row_k, "extract_scored");
   const at::Tensor real = real_tokens(mask);
   check_cls_real(real, "extract_scored");
   return extract_from_scores(hidden, scores.to(at::kFloat).contiguous(), real, mask, k, row_k, "extract_scored");

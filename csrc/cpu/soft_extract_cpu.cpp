@@ -120,10 +120,8 @@ at::Tensor soft_extract(const at::Tensor& hidden, const at::Tensor& scores, cons
   return out;
 }
 
-std::tuple<at::Tensor, at::Tensor> soft_extract_backward(const at::Tensor& grad_out,
-                                                         const at::Tensor& hidden,
-                                                         const at::Tensor& scores,
-                                                         const at::Tensor& mask,
+std::tuple<at::Tensor, at::Tensor> soft_extract_backward(const at::Tensor& grad_out, const at::Tensor& hidden,
+                                                         const at::Tensor& scores, const at::Tensor& mask,
                                                          const at::Tensor& retention) {
   check_soft_extract_backward_args(grad_out, hidden, scores, mask, retention, "soft_extract_backward");
   const int64_t B = hidden.size(0), N = hidden.size(1), D = hidden.size(2);

@@ -109,19 +109,22 @@ dim3 row_grid(const RowGeometry& g, int64_t rows) {
               static_cast<unsigned>(gy < detail::kMaxGridY ? gy : detail::kMaxGridY));
 }
 
-// out row r = b*k + i  <-  hidden row b*N + index[r].
-template <typename U>
-__global__ void gather_rows_kernel(const U* __restrict__ hidden, const int64_t* __restrict__ index,
-                                   int64_t N, int64_t k, int64_t rows, int64_t units,
-                                   U* __restrict__ out) {
+// dst row r (item b = r / dst_rows)  <-  src row b*src_rows + map[r], or zeros where map[r] < 0.
+// Gather: src hidden (N rows per item), map index [B, k], dst out (k rows per item).
+// Scatter: src grad_out (k rows per item), map inverse [B, N], dst grad_hidden (N rows per item).
+template <typename U, typename I>
+__global__ void copy_rows_kernel(const U* __restrict__ src, const I* __restrict__ map, int64_t src_rows,
+                                 int64_t dst_rows, int64_t rows, int64_t units, U* __restrict__ dst) {
   for (int64_t r = blockIdx.x * static_cast<int64_t>(blockDim.y) + threadIdx.y; r < rows;
        r += static_cast<int64_t>(gridDim.x) * blockDim.y) {
-    const int64_t b = r / k;
-    const U* src = hidden + (b * N + index[r]) * units;
-    U* dst = out + r * units;
+    const int64_t b = r / dst_rows;
+    const int64_t i = map[r];
+    U* out = dst + r * units;
+    const U* in = i >= 0 ? src + (b * src_rows + i) * units : nullptr;
+    const U zero{};
     for (int64_t u = blockIdx.y * static_cast<int64_t>(blockDim.x) + threadIdx.x; u < units;
          u += static_cast<int64_t>(gridDim.y) * blockDim.x) {
-      dst[u] = src[u];
+      out[u] = i >= 0 ? in[u] : zero;
     }
   }
 }
@@ -134,32 +137,6 @@ __global__ void inverse_kernel(const int64_t* __restrict__ index, int64_t N, int
     const int64_t b = t / k, i = t % k;
     const int64_t p = index[t];
     if (p >= 0 && p < N) inverse[b * N + p] = static_cast<int32_t>(i);
-  }
-}
-
-// grad_hidden row r = b*N + n  <-  grad_out row b*k + inverse[r], or zeros.
-template <typename U>
-__global__ void scatter_rows_kernel(const U* __restrict__ grad_out, const int32_t* __restrict__ inverse,
-                                    int64_t N, int64_t k, int64_t rows, int64_t units,
-                                    U* __restrict__ grad_hidden) {
-  for (int64_t r = blockIdx.x * static_cast<int64_t>(blockDim.y) + threadIdx.y; r < rows;
-       r += static_cast<int64_t>(gridDim.x) * blockDim.y) {
-    const int64_t b = r / N;
-    const int32_t i = inverse[r];
-    U* dst = grad_hidden + r * units;
-    if (i >= 0) {
-      const U* src = grad_out + (b * k + i) * units;
-      for (int64_t u = blockIdx.y * static_cast<int64_t>(blockDim.x) + threadIdx.x; u < units;
-           u += static_cast<int64_t>(gridDim.y) * blockDim.x) {
-        dst[u] = src[u];
-      }
-    } else {
-      const U zero{};
-      for (int64_t u = blockIdx.y * static_cast<int64_t>(blockDim.x) + threadIdx.x; u < units;
-           u += static_cast<int64_t>(gridDim.y) * blockDim.x) {
-        dst[u] = zero;
-      }
-    }
   }
 }
 
@@ -196,6 +173,22 @@ cudaError_t dispatch_unit(int unit, F&& f) {
   return cudaErrorInvalidValue;
 }
 
+// Launches copy_rows_kernel over `rows` rows of D elements of es bytes, with the widest unsigned
+// copy unit both pointers allow.
+template <typename I>
+cudaError_t launch_copy_rows(int64_t D, int es, const void* src, const I* map, int64_t src_rows, int64_t dst_rows,
+                             int64_t rows, void* dst, cudaStream_t stream) {
+  const int64_t row_bytes = D * es;
+  const int unit = copy_unit(row_bytes, es, src, dst);
+  const RowGeometry g = row_geometry(row_bytes / unit);
+  return dispatch_unit(unit, [&](auto tag) {
+    using U = decltype(tag);
+    copy_rows_kernel<U, I><<<row_grid(g, rows), dim3(g.tx, g.ty), 0, stream>>>(
+        static_cast<const U*>(src), map, src_rows, dst_rows, rows, g.units, static_cast<U*>(dst));
+    return cudaGetLastError();
+  });
+}
+
 // select_kernel's dynamic shared memory: P = next_pow2(N) keys, then N real flags (8-byte aligned).
 size_t select_dynamic_bytes(int64_t N) {
   return static_cast<size_t>(detail::next_pow2(N)) * sizeof(uint64_t) + static_cast<size_t>(ceil_div(N, 8) * 8);
@@ -226,16 +219,8 @@ cudaError_t launch_gather_rows(const void* hidden, DType dt, const int64_t* inde
   const int es = elem_size(dt);
   if (es == 0) return cudaErrorInvalidValue;
   if (B <= 0 || k <= 0 || D <= 0) return cudaSuccess;
-  const int64_t row_bytes = D * es;
-  const int unit = copy_unit(row_bytes, es, hidden, out);
-  const RowGeometry g = row_geometry(row_bytes / unit);
   const int64_t rows = B * k;
-  return dispatch_unit(unit, [&](auto tag) {
-    using U = decltype(tag);
-    gather_rows_kernel<U><<<row_grid(g, rows), dim3(g.tx, g.ty), 0, stream>>>(
-        static_cast<const U*>(hidden), index, N, k, rows, g.units, static_cast<U*>(out));
-    return cudaGetLastError();
-  });
+  return launch_copy_rows(D, es, hidden, index, N, k, rows, out, stream);
 }
 
 cudaError_t launch_scatter_rows(const void* grad_out, DType dt, const int64_t* index, int64_t B,
@@ -254,16 +239,8 @@ cudaError_t launch_scatter_rows(const void* grad_out, DType dt, const int64_t* i
     err = cudaGetLastError();
     if (err != cudaSuccess) return err;
   }
-  const int64_t row_bytes = D * es;
-  const int unit = copy_unit(row_bytes, es, grad_out, grad_hidden);
-  const RowGeometry g = row_geometry(row_bytes / unit);
   const int64_t rows = B * N;
-  return dispatch_unit(unit, [&](auto tag) {
-    using U = decltype(tag);
-    scatter_rows_kernel<U><<<row_grid(g, rows), dim3(g.tx, g.ty), 0, stream>>>(
-        static_cast<const U*>(grad_out), workspace, N, k, rows, g.units, static_cast<U*>(grad_hidden));
-    return cudaGetLastError();
-  });
+  return launch_copy_rows(D, es, grad_out, workspace, k, N, rows, grad_hidden, stream);
 }
 
 }  // namespace cuda

@@ -14,6 +14,7 @@
 #include <tuple>
 
 #include "../checks.h"
+#include "../op_table.h"
 #include "../poison.h"
 #include "power_bert_kernels.h"
 
@@ -115,8 +116,7 @@ at::Tensor significance(const at::Tensor& attn, const at::Tensor& mask, bool exc
 std::tuple<at::Tensor, at::Tensor, at::Tensor> extract(const at::Tensor& hidden, const at::Tensor& attn,
                                                        const at::Tensor& mask, int64_t k,
                                                        bool exclude_self, const c10::optional<at::Tensor>& row_k) {
-  check_extract_args(hidden, attn, mask, k, "extract");
-  check_row_k(row_k, hidden, "extract");
+  check_extract_args(hidden, attn, mask, k, row_k, "extract");
   check_select_n(hidden, "extract");
   const c10::cuda::CUDAGuard guard(hidden.device());
   const at::Tensor real = real_bytes(mask);
@@ -128,8 +128,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> extract_scored(const at::Tensor& 
                                                               const at::Tensor& scores,
                                                               const at::Tensor& mask, int64_t k,
                                                               const c10::optional<at::Tensor>& row_k) {
-  check_extract_scored_args(hidden, scores, mask, k, "extract_scored");
-  check_row_k(row_k, hidden, "extract_scored");
+  check_extract_scored_args(hidden, scores, mask, k, row_k, "extract_scored");
   check_select_n(hidden, "extract_scored");
   const c10::cuda::CUDAGuard guard(hidden.device());
   return extract_from_scores(hidden, float_scores(scores), real_bytes(mask), mask, k, row_k);
@@ -168,10 +167,8 @@ at::Tensor soft_extract(const at::Tensor& hidden, const at::Tensor& scores, cons
   return out;
 }
 
-std::tuple<at::Tensor, at::Tensor> soft_extract_backward(const at::Tensor& grad_out,
-                                                         const at::Tensor& hidden,
-                                                         const at::Tensor& scores,
-                                                         const at::Tensor& mask,
+std::tuple<at::Tensor, at::Tensor> soft_extract_backward(const at::Tensor& grad_out, const at::Tensor& hidden,
+                                                         const at::Tensor& scores, const at::Tensor& mask,
                                                          const at::Tensor& retention) {
   check_soft_extract_backward_args(grad_out, hidden, scores, mask, retention, "soft_extract_backward");
   check_select_n(hidden, "soft_extract_backward");
@@ -198,11 +195,4 @@ std::tuple<at::Tensor, at::Tensor> soft_extract_backward(const at::Tensor& grad_
 }  // namespace cuda
 }  // namespace power_bert
 
-TORCH_LIBRARY_IMPL(power_bert, CUDA, m) {
-  m.impl("significance", &power_bert::cuda::significance);
-  m.impl("extract", &power_bert::cuda::extract);
-  m.impl("extract_scored", &power_bert::cuda::extract_scored);
-  m.impl("extract_backward", &power_bert::cuda::extract_backward);
-  m.impl("soft_extract", &power_bert::cuda::soft_extract);
-  m.impl("soft_extract_backward", &power_bert::cuda::soft_extract_backward);
-}
+TORCH_LIBRARY_IMPL(power_bert, CUDA, m) { POWER_BERT_IMPL_SELECTION_OPS(m, power_bert::cuda); }

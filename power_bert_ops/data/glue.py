@@ -85,24 +85,7 @@ def read_glue_file(task, path, split: str = "train", errors: str = "strict") -> 
     if not any(rows):
         raise DataError(f"{path}: empty file ({spec.name} {split})")
 
-    if spec.headerless_columns is not None and not is_test:
-        columns = list(spec.headerless_columns)
-        start = 0
-    else:
-        columns = [c.strip() for c in rows[0]]
-        start = 1
-
-    def col(name, role, required=True):
-        if name in columns:
-            return columns.index(name)
-        if required:
-            raise missing_column_error(path, name, f"{spec.name} {role} column", columns)
-        return None
-
-    i_text = col(spec.text_column, "text")
-    i_pair = col(spec.text_pair_column, "text-pair") if spec.text_pair_column else None
-    i_label = None if is_test else col(spec.label_column, "label")
-    i_id = col(spec.id_column, "id", required=False) if spec.id_column else None
+    columns, start, (i_text, i_pair, i_label, i_id) = _glue_columns(spec, rows, is_test, path)
 
     texts, pairs, labels, ids = [], [], [], []
     skipped, skipped_lines, empty = 0, [], 0
@@ -123,17 +106,10 @@ def read_glue_file(task, path, split: str = "train", errors: str = "strict") -> 
             empty += 1
         if i_label is not None:
             raw = row[i_label].strip()
-            if spec.is_regression:
-                try:
-                    y = float(raw)
-                except ValueError:
-                    bad_labels.setdefault(raw, []).append(line_of[k])
-                    continue
-            else:
-                if raw not in label_index:
-                    bad_labels.setdefault(raw, []).append(line_of[k])
-                    continue
-                y = label_index[raw]
+            y = _glue_label(spec, raw, label_index)
+            if y is None:
+                bad_labels.setdefault(raw, []).append(line_of[k])
+                continue
             labels.append(y)
         texts.append(t)
         if p is not None:
@@ -142,11 +118,7 @@ def read_glue_file(task, path, split: str = "train", errors: str = "strict") -> 
             ids.append(row[i_id])
 
     if bad_labels:
-        listed = ", ".join(f"{lab!r} ({len(lines)} rows, first at line {lines[0]})"
-                           for lab, lines in sorted(bad_labels.items()))
-        expected = "numbers" if spec.is_regression else list(spec.label_names)
-        raise DataError(f"{path}: {spec.label_column!r} values not valid for {spec.name} (expected {expected}): "
-                        f"{listed}")
+        _raise_bad_labels(spec, path, bad_labels)
     if skipped:
         logger.warning("%s: skipped %d malformed rows (field count differs from the %d columns; first at lines %s)",
                        path, skipped, len(columns), skipped_lines)
@@ -164,3 +136,42 @@ def read_glue_file(task, path, split: str = "train", errors: str = "strict") -> 
         stats={"source": str(path), "skipped_rows": skipped, "skipped_lines": skipped_lines, "empty_texts": empty},
     )
 
+
+def _glue_columns(spec, rows, is_test: bool, path):
+    """(column names, index of the first data row, column indices of text, text pair, label and
+    id: None where the split has no such column)."""
+    if spec.headerless_columns is not None and not is_test:
+        columns, start = list(spec.headerless_columns), 0
+    else:
+        columns, start = [c.strip() for c in rows[0]], 1
+
+    def col(name, role, required=True):
+        if name in columns:
+            return columns.index(name)
+        if required:
+            raise missing_column_error(path, name, f"{spec.name} {role} column", columns)
+        return None
+
+    i_text = col(spec.text_column, "text")
+    i_pair = col(spec.text_pair_column, "text-pair") if spec.text_pair_column else None
+    i_label = None if is_test else col(spec.label_column, "label")
+    i_id = col(spec.id_column, "id", required=False) if spec.id_column else None
+    return columns, start, (i_text, i_pair, i_label, i_id)
+
+
+def _glue_label(spec, raw: str, label_index: dict):
+    """The label a cell holds: a float (regression) or a class id; None when it is not valid."""
+    if spec.is_regression:
+        try:
+            return float(raw)
+        except ValueError:
+            return None
+    return label_index.get(raw)
+
+
+def _raise_bad_labels(spec, path, bad_labels: dict[str, list[int]]):
+    listed = ", ".join(f"{lab!r} ({len(lines)} rows, first at line {lines[0]})"
+                       for lab, lines in sorted(bad_labels.items()))
+    expected = "numbers" if spec.is_regression else list(spec.label_names)
+    raise DataError(f"{path}: {spec.label_column!r} values not valid for {spec.name} (expected {expected}): "
+                    f"{listed}")

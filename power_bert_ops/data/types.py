@@ -16,6 +16,14 @@ def _pick(seq, indices):
     return None if seq is None else [seq[i] for i in indices]
 
 
+def _item(out: dict, i: int, **columns) -> dict:
+    """``out`` with ``column[i]`` added under each name whose column is not None, in order."""
+    for name, column in columns.items():
+        if column is not None:
+            out[name] = column[i]
+    return out
+
+
 @dataclass
 class TextDataset:
     """Single-sentence or sentence-pair examples with class ids or regression targets.
@@ -52,14 +60,7 @@ class TextDataset:
         return len(self.texts)
 
     def __getitem__(self, i: int) -> dict:
-        out = {"text": self.texts[i]}
-        if self.text_pairs is not None:
-            out["text_pair"] = self.text_pairs[i]
-        if self.labels is not None:
-            out["label"] = self.labels[i]
-        if self.ids is not None:
-            out["id"] = self.ids[i]
-        return out
+        return _item({"text": self.texts[i]}, i, text_pair=self.text_pairs, label=self.labels, id=self.ids)
 
     def select(self, indices: Sequence[int]) -> "TextDataset":
         """A new dataset holding the examples at ``indices`` (in that order)."""
@@ -123,11 +124,7 @@ class MultipleChoiceDataset:
 
     def __getitem__(self, i: int) -> dict:
         out = {"context": self.contexts[i], "question": self.questions[i], "options": self.options[i]}
-        if self.labels is not None:
-            out["label"] = self.labels[i]
-        if self.ids is not None:
-            out["id"] = self.ids[i]
-        return out
+        return _item(out, i, label=self.labels, id=self.ids)
 
     def select(self, indices: Sequence[int]) -> "MultipleChoiceDataset":
         indices = list(indices)

@@ -17,7 +17,6 @@ import dataclasses
 import hashlib
 import json
 import os
-import tempfile
 from pathlib import Path
 
 import torch
@@ -27,6 +26,7 @@ from ..flops import check_target
 from .artifacts import check_checkpoint, check_max_length, load_tokenizer
 from .errors import PowerBertError
 from .inference import predict_logits
+from .outputs import check_writable_folder
 from .pipeline import STAGES, TARGET_FILE, PipelineConfig, StageResult, flop_model, run_pipeline
 from .prepare import DataArgs, PreparedTask, prepare
 from .report import write_report, write_sweep
@@ -56,8 +56,8 @@ def is_main_process() -> bool:
 
 def _hash_files(paths, names: bool = False) -> str:
     """A hash of the files' content, in order; their names are not part of it (a byte-identical
-    file under another name is the same data). ``names``: the hash runs before issue 22 stored,
-    which included each file's base name (read to resume their runs)."""
+    file under another name is the same data). ``names``: include each file's base name too, as
+    the hashes some run folders store do (read to resume those runs)."""
     h = hashlib.sha256()
     for p in paths:
         if names:
@@ -81,8 +81,8 @@ def _hash_tree(root: Path, names: bool = False) -> str:
 def run_identity(model: str, data: DataArgs, max_length: int, seed: int, legacy: bool = False) -> dict:
     """What makes a run the same run: the model's and the data's content (a hash of the model's
     config and weights, of each data file or data folder), the task, N, the columns, the seed and
-    the training subset. Paths and file names are not part of it. ``legacy``: the identity as
-    runs before issue 22 stored it (their hashes included the files' base names)."""
+    the training subset. Paths and file names are not part of it. ``legacy``: the identity with each
+    file's base name in its hashes, as some run folders store it (accepted on resume)."""
     model_dir = Path(model)
     files = {"train_file": data.train_file, "eval_file": data.eval_file, "test_file": data.test_file}
     return {
@@ -100,8 +100,8 @@ def run_identity(model: str, data: DataArgs, max_length: int, seed: int, legacy:
 def check_output_dir(out: Path, identity: dict | None = None, legacy: dict | None = None) -> None:
     """Refuses, before anything is written, an output folder that cannot hold this run: a file,
     a folder that cannot be created or written, a folder holding files of something else, or
-    (with ``identity``) one holding another run. ``legacy``: the same run's identity as runs
-    before issue 22 stored it, also accepted."""
+    (with ``identity``) one holding another run. ``legacy``: the same run's identity with the
+    files' base names in its hashes (as some run folders store it), also accepted."""
     if out.exists() and not out.is_dir():
         raise PowerBertError(f"--output-dir {out} is a file, not a folder")
     f = out / RUN_FILE
@@ -114,16 +114,7 @@ def check_output_dir(out: Path, identity: dict | None = None, legacy: dict | Non
                                      f"--output-dir")
     elif out.is_dir() and any(out.iterdir()):
         raise PowerBertError(f"--output-dir {out} is not empty and holds no power-bert run; use a new --output-dir")
-    existing = out
-    while not existing.exists():
-        existing = existing.parent
-    if not existing.is_dir():
-        raise PowerBertError(f"--output-dir {out} cannot be created: {existing} is a file")
-    try:
-        with tempfile.TemporaryFile(dir=existing):
-            pass
-    except OSError as e:
-        raise PowerBertError(f"--output-dir {out} cannot be written ({existing}: {e.strerror or e})") from None
+    check_writable_folder(out, "--output-dir", out)
 
 
 def _claim_output_dir(out: Path, identity: dict, legacy: dict | None = None) -> None:
@@ -196,7 +187,8 @@ def train(cfg: PipelineConfig, data: DataArgs, stages=STAGES, lambdas=None, targ
     identity = run_identity(cfg.model, data, cfg.max_length, cfg.seed)
     legacy = None
     if (out / RUN_FILE).exists() and json.loads((out / RUN_FILE).read_text()) != identity:
-        legacy = run_identity(cfg.model, data, cfg.max_length, cfg.seed, legacy=True)  # a run from before issue 22
+        # the folder may hold this run with file names in its hashes
+        legacy = run_identity(cfg.model, data, cfg.max_length, cfg.seed, legacy=True)
     with PartialState(cpu=resolve_device(cfg.device) == "cpu").main_process_first():
         _claim_output_dir(out, identity, legacy)
     reports = []

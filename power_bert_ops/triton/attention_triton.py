@@ -98,6 +98,41 @@ def _split_pid(N, BLOCK: tl.constexpr):
 
 
 @triton.jit
+def _head_program(N, H, BLOCK: tl.constexpr):
+    """(first position, the BLOCK positions along N, b*H + h, b, h) of this program (see _split_pid)."""
+    pid, bh = _split_pid(N, BLOCK)
+    start = pid * BLOCK
+    return start, start + tl.arange(0, BLOCK), bh, bh // H, bh % H
+
+
+@triton.jit
+def _load_tile(PTR, base, pos, stride, dcol, inside):
+    """PTR[base + pos * stride + dcol] as a [len(pos), len(dcol)] tile; rows outside read 0."""
+    return tl.load(PTR + base + pos[:, None].to(tl.int64) * stride + dcol[None, :], mask=inside[:, None], other=0.0)
+
+
+@triton.jit
+def _head_base(b, h, stride_b, stride_h):
+    """Offset of head h of batch item b in a tensor with strides (stride_b, stride_h, ...)."""
+    return b.to(tl.int64) * stride_b + h.to(tl.int64) * stride_h
+
+
+@triton.jit
+def _real_positions(REAL, b, N, pos):
+    """(pos < N, pos < N and real[b, pos]) for positions pos of batch item b; REAL [B, N] int8."""
+    inside = pos < N
+    return inside, inside & (tl.load(REAL + b.to(tl.int64) * N + pos, mask=inside, other=0) != 0)
+
+
+@triton.jit
+def _row_stats(LSE, DELTA, bh, N, rows, row_in):
+    """(lse in base 2, delta) of query rows `rows` of head bh; LSE, DELTA [B, H, N] f32."""
+    lse2 = tl.load(LSE + bh.to(tl.int64) * N + rows, mask=row_in, other=0.0) * 1.4426950408889634
+    delta = tl.load(DELTA + bh.to(tl.int64) * N + rows, mask=row_in, other=0.0)
+    return lse2, delta
+
+
+@triton.jit
 def _attn_fwd_kernel(
     Q, K, V, REAL, KV_END, SEED, OUT, LSE,
     sqb, sqh, sqn, skb, skh, skn, svb, svh, svn, sob, soh, son,
@@ -108,16 +143,13 @@ def _attn_fwd_kernel(
     """Q, K, V, OUT [B, H, N, d] with strides (s*b, s*h, s*n, 1); REAL [B, N] int8; KV_END [B]
     int32; SEED int64 [1]; LSE [B, H, N] f32 contiguous. 1-D grid over (b*H + h, query block),
     query block fastest."""
-    pid_m, bh = _split_pid(N, BLOCK_M)
-    b = bh // H
-    h = bh % H
-    q_base = b.to(tl.int64) * sqb + h.to(tl.int64) * sqh
-    k_base = b.to(tl.int64) * skb + h.to(tl.int64) * skh
-    v_base = b.to(tl.int64) * svb + h.to(tl.int64) * svh
-    rows = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
+    _, rows, bh, b, h = _head_program(N, H, BLOCK_M)
+    q_base = _head_base(b, h, sqb, sqh)
+    k_base = _head_base(b, h, skb, skh)
+    v_base = _head_base(b, h, svb, svh)
     dcol = tl.arange(0, BLOCK_D)
     row_ok = rows < N
-    q = tl.load(Q + q_base + rows[:, None].to(tl.int64) * sqn + dcol[None, :], mask=row_ok[:, None], other=0.0)
+    q = _load_tile(Q, q_base, rows, sqn, dcol, row_ok)
     qk_scale = scale * 1.4426950408889634  # work in base 2
 
     m_i = tl.full([BLOCK_M], float("-inf"), tl.float32)
@@ -128,9 +160,8 @@ def _attn_fwd_kernel(
     kv_end = tl.load(KV_END + b)
     for start_n in range(0, kv_end, BLOCK_N):
         cols = start_n + tl.arange(0, BLOCK_N)
-        col_in = cols < N
-        col_ok = col_in & (tl.load(REAL + b.to(tl.int64) * N + cols, mask=col_in, other=0) != 0)
-        k = tl.load(K + k_base + cols[:, None].to(tl.int64) * skn + dcol[None, :], mask=col_in[:, None], other=0.0)
+        col_in, col_ok = _real_positions(REAL, b, N, cols)
+        k = _load_tile(K, k_base, cols, skn, dcol, col_in)
         s = _mm(q, tl.trans(k), PRECISION, UPCAST) * qk_scale
         s = tl.where(col_ok[None, :], s, float("-inf"))
         m_new = tl.maximum(m_i, tl.max(s, 1))
@@ -140,7 +171,7 @@ def _attn_fwd_kernel(
         l_i = l_i * alpha + tl.sum(p, 1)
         if HAS_DROPOUT:
             p = tl.where(_keep(seed, rows[:, None], cols[None, :], bh, dropout_p), p, 0.0)
-        v = tl.load(V + v_base + cols[:, None].to(tl.int64) * svn + dcol[None, :], mask=col_in[:, None], other=0.0)
+        v = _load_tile(V, v_base, cols, svn, dcol, col_in)
         acc = acc * alpha[:, None] + _mm(p.to(v.dtype), v, PRECISION, UPCAST)
         m_i = m_new
 
@@ -167,25 +198,21 @@ def _significance_kernel(
     (s*b, s*h, s*n, 1); REAL [B, N] int8;
     KV_END [B] int32; LSE [B, H, N] f32 -> PART [B, H, N] f32 (one key block of one head per
     program; zeros for a block past the row's last real token)."""
-    pid_n, bh = _split_pid(N, BLOCK_N)
-    b = bh // H
-    h = bh % H
-    q_base = b.to(tl.int64) * sqb + h.to(tl.int64) * sqh
-    k_base = b.to(tl.int64) * skb + h.to(tl.int64) * skh
-    cols = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
+    n_start, cols, bh, b, h = _head_program(N, H, BLOCK_N)
+    q_base = _head_base(b, h, sqb, sqh)
+    k_base = _head_base(b, h, skb, skh)
     dcol = tl.arange(0, BLOCK_D)
     col_in = cols < N
-    k = tl.load(K + k_base + cols[:, None].to(tl.int64) * skn + dcol[None, :], mask=col_in[:, None], other=0.0)
+    k = _load_tile(K, k_base, cols, skn, dcol, col_in)
     qk_scale = scale * 1.4426950408889634
     colsum = tl.zeros([BLOCK_N], tl.float32)
     kv_end = tl.load(KV_END + b)
     # real query rows end where real keys do; a key block past them has nothing to sum
-    m_end = tl.where(pid_n * BLOCK_N < kv_end, kv_end, 0)
+    m_end = tl.where(n_start < kv_end, kv_end, 0)
     for start_m in range(0, m_end, BLOCK_M):
         rows = start_m + tl.arange(0, BLOCK_M)
-        row_in = rows < N
-        row_ok = row_in & (tl.load(REAL + b.to(tl.int64) * N + rows, mask=row_in, other=0) != 0)
-        q = tl.load(Q + q_base + rows[:, None].to(tl.int64) * sqn + dcol[None, :], mask=row_in[:, None], other=0.0)
+        row_in, row_ok = _real_positions(REAL, b, N, rows)
+        q = _load_tile(Q, q_base, rows, sqn, dcol, row_in)
         lse2 = tl.load(LSE + bh.to(tl.int64) * N + rows, mask=row_in, other=0.0) * 1.4426950408889634
         # transposed tile [BLOCK_N keys, BLOCK_M queries]
         s = _mm(k, tl.trans(q), PRECISION, UPCAST) * qk_scale
@@ -227,8 +254,7 @@ def _bwd_dkdv_kernel(
     base = bh.to(tl.int64) * N * BLOCK_D
     cols = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
     dcol = tl.arange(0, BLOCK_D)
-    col_in = cols < N
-    col_ok = col_in & (tl.load(REAL + b.to(tl.int64) * N + cols, mask=col_in, other=0) != 0)
+    col_in, col_ok = _real_positions(REAL, b, N, cols)
     kv_off = base + cols[:, None] * BLOCK_D + dcol[None, :]
     k = tl.load(K + kv_off, mask=col_in[:, None], other=0.0)
     v = tl.load(V + kv_off, mask=col_in[:, None], other=0.0)
@@ -246,8 +272,7 @@ def _bwd_dkdv_kernel(
         q_off = base + rows[:, None] * BLOCK_D + dcol[None, :]
         q = tl.load(Q + q_off, mask=row_in[:, None], other=0.0)
         do = tl.load(DO + q_off, mask=row_in[:, None], other=0.0)
-        lse2 = tl.load(LSE + bh.to(tl.int64) * N + rows, mask=row_in, other=0.0) * 1.4426950408889634
-        delta = tl.load(DELTA + bh.to(tl.int64) * N + rows, mask=row_in, other=0.0)
+        lse2, delta = _row_stats(LSE, DELTA, bh, N, rows, row_in)
         s = _mm(k, tl.trans(q), PRECISION, UPCAST) * qk_scale
         p = tl.where(col_ok[:, None] & row_in[None, :], tl.exp2(s - lse2[None, :]), 0.0)
         dp = _mm(v, tl.trans(do), PRECISION, UPCAST)
@@ -283,8 +308,7 @@ def _bwd_dq_kernel(
     q_off = base + rows[:, None] * BLOCK_D + dcol[None, :]
     q = tl.load(Q + q_off, mask=row_in[:, None], other=0.0)
     do = tl.load(DO + q_off, mask=row_in[:, None], other=0.0)
-    lse2 = tl.load(LSE + bh.to(tl.int64) * N + rows, mask=row_in, other=0.0) * 1.4426950408889634
-    delta = tl.load(DELTA + bh.to(tl.int64) * N + rows, mask=row_in, other=0.0)
+    lse2, delta = _row_stats(LSE, DELTA, bh, N, rows, row_in)
     qk_scale = scale * 1.4426950408889634
     dq = tl.zeros([BLOCK_M, BLOCK_D], tl.float32)
     if HAS_DROPOUT:
@@ -292,8 +316,7 @@ def _bwd_dq_kernel(
         inv_keep = 1.0 / (1.0 - dropout_p)
     for start_n in range(0, tl.load(KV_END + b), BLOCK_N):
         cols = start_n + tl.arange(0, BLOCK_N)
-        col_in = cols < N
-        col_ok = col_in & (tl.load(REAL + b.to(tl.int64) * N + cols, mask=col_in, other=0) != 0)
+        col_in, col_ok = _real_positions(REAL, b, N, cols)
         kv_off = base + cols[:, None] * BLOCK_D + dcol[None, :]
         k = tl.load(K + kv_off, mask=col_in[:, None], other=0.0)
         v = tl.load(V + kv_off, mask=col_in[:, None], other=0.0)

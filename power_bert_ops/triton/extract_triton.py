@@ -200,24 +200,27 @@ def _compact_kernel(
 
 
 @triton.jit
-def _gather_kernel(
-    HIDDEN,  # [B, N, D] contiguous
-    INDEX,  # [B, k] int64
-    OUT,  # [B, k, D] out
-    N, k, D, ROWS,  # ROWS = B * k
-    BLOCK_R: tl.constexpr,
-    BLOCK_D: tl.constexpr,
-):
-    """out[b, i, :] = hidden[b, index[b, i], :]."""
+def _copy_rows(SRC, MAP, DST, SRC_ROWS, DST_ROWS, D, ROWS, BLOCK_R: tl.constexpr, BLOCK_D: tl.constexpr):
+    """The row copy of _gather_kernel and _scatter_kernel: dst[b, r, :] = src[b, map[b, r], :], or 0
+    where map[b, r] < 0, for SRC [B, SRC_ROWS, D], MAP [B, DST_ROWS], DST [B, DST_ROWS, D] and
+    ROWS = B * DST_ROWS; this program's block of rows and columns."""
     rows = tl.program_id(0) * BLOCK_R + tl.arange(0, BLOCK_R)
     cols = tl.program_id(1) * BLOCK_D + tl.arange(0, BLOCK_D)
     row_ok = rows < ROWS
     rows64 = rows.to(tl.int64)
-    src_pos = tl.load(INDEX + rows64, mask=row_ok, other=0)
-    src_row = (rows64 // k) * N + src_pos
-    ok = row_ok[:, None] & (cols < D)[None, :]
-    vals = tl.load(HIDDEN + src_row[:, None] * D + cols[None, :], mask=ok)
-    tl.store(OUT + rows64[:, None] * D + cols[None, :], vals, mask=ok)
+    i = tl.load(MAP + rows64, mask=row_ok, other=-1)
+    src_row = (rows64 // DST_ROWS) * SRC_ROWS + i
+    col_ok = (cols < D)[None, :]
+    vals = tl.load(SRC + src_row[:, None] * D + cols[None, :], mask=(row_ok & (i >= 0))[:, None] & col_ok,
+                   other=0.0)
+    tl.store(DST + rows64[:, None] * D + cols[None, :], vals, mask=row_ok[:, None] & col_ok)
+
+
+@triton.jit
+def _gather_kernel(HIDDEN, INDEX, OUT, N, k, D, ROWS, BLOCK_R: tl.constexpr, BLOCK_D: tl.constexpr):
+    """out[b, i, :] = hidden[b, index[b, i], :]; HIDDEN [B, N, D] contiguous, INDEX [B, k] int64,
+    OUT [B, k, D], ROWS = B * k."""
+    _copy_rows(HIDDEN, INDEX, OUT, N, k, D, ROWS, BLOCK_R, BLOCK_D)
 
 
 @triton.jit
@@ -237,25 +240,10 @@ def _inverse_kernel(
 
 
 @triton.jit
-def _scatter_kernel(
-    GRAD_OUT,  # [B, k, D] contiguous
-    INV,  # [B, n] int32
-    GRAD_HIDDEN,  # [B, n, D] out
-    n, k, D, ROWS,  # ROWS = B * n
-    BLOCK_R: tl.constexpr,
-    BLOCK_D: tl.constexpr,
-):
-    """grad_hidden[b, p, :] = grad_out[b, inv[b, p], :], or 0 where inv[b, p] < 0."""
-    rows = tl.program_id(0) * BLOCK_R + tl.arange(0, BLOCK_R)
-    cols = tl.program_id(1) * BLOCK_D + tl.arange(0, BLOCK_D)
-    row_ok = rows < ROWS
-    rows64 = rows.to(tl.int64)
-    i = tl.load(INV + rows64, mask=row_ok, other=-1)
-    src_row = (rows64 // n) * k + i
-    col_ok = (cols < D)[None, :]
-    vals = tl.load(GRAD_OUT + src_row[:, None] * D + cols[None, :], mask=(row_ok & (i >= 0))[:, None] & col_ok,
-                   other=0.0)
-    tl.store(GRAD_HIDDEN + rows64[:, None] * D + cols[None, :], vals, mask=row_ok[:, None] & col_ok)
+def _scatter_kernel(GRAD_OUT, INV, GRAD_HIDDEN, n, k, D, ROWS, BLOCK_R: tl.constexpr, BLOCK_D: tl.constexpr):
+    """grad_hidden[b, p, :] = grad_out[b, inv[b, p], :], or 0 where inv[b, p] < 0; GRAD_OUT
+    [B, k, D] contiguous, INV [B, n] int32, GRAD_HIDDEN [B, n, D], ROWS = B * n."""
+    _copy_rows(GRAD_OUT, INV, GRAD_HIDDEN, k, n, D, ROWS, BLOCK_R, BLOCK_D)
 
 
 # ---------------------------------------------------------------------------------------------
