@@ -1,4 +1,4 @@
-"""scripts/gpu_check.sh, the one prepared command for the GPU machine (issue 23), checked on the
+"""scripts/gpu_check.sh, the one prepared command for the GPU machine, checked on the
 CPU: its dry run passes on this checkout and fails, naming the problem, on a broken carry
 manifest or a missing file; its runner records failed, timed-out and skipped steps and keeps
 OUTDIR within what the device tool brings back. No network, no GPU."""

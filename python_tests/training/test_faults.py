@@ -381,7 +381,7 @@ def test_long_rows_warning_silenced_only_around_our_calls(finished_run, transfor
     with quiet_transformers():
         AutoTokenizer.from_pretrained(folder)(long_text)
     assert not [m for m in transformers_says if m.startswith("Token indices")], transformers_says
-    AutoTokenizer.from_pretrained(folder)(long_text)  # outside our calls transformers speaks as before
+    AutoTokenizer.from_pretrained(folder)(long_text)  # outside our calls transformers logs as it normally does
     assert [m for m in transformers_says if m.startswith("Token indices")]
     assert not logging.getLogger("transformers.tokenization_utils_base").filters
 

@@ -74,7 +74,7 @@ def test_projection_keeps_a_learned_shape(X):
 
 
 def test_projection_of_the_failure_case_reaches_the_target():
-    """issue 12: a search that ended at ℓ = [64, 63, 62, 62, 62, 62] (bound 1.02)."""
+    """A configuration no better than dense: a search that ended at ℓ = [64, 63, 62, 62, 62, 62] (bound 1.02)."""
     dims, n = (384, 6, 1536), 64
     masses = [63.2, 62.4, 61.5, 61.9, 61.1, 61.3]
     assert flop_bound(dims, derive_retention(masses, n), n) < 1.05
