@@ -29,7 +29,7 @@ import torch
 
 transformers = pytest.importorskip("transformers")
 
-from power_bert_ops.flops import FlopModel, retention_for_bound  # noqa: E402
+from power_bert_ops.flops import retention_for_bound  # noqa: E402
 from power_bert_ops.modeling import PowerBertForSequenceClassification  # noqa: E402
 from power_bert_ops.training.speed import speed_report  # noqa: E402
 from compositions import dense_bert  # noqa: E402
@@ -44,17 +44,6 @@ def sentence_lengths(n: int, seed: int = 0) -> list[int]:
     g = torch.Generator().manual_seed(seed)
     z = torch.randn(n, generator=g)
     return [int(min(N, max(4, round(24 * math.exp(0.5 * float(v)))))) for v in z]
-
-
-def geometric_retention(flops: FlopModel, target: float) -> list[int]:
-    """ℓ_j = ceil(N·r^j) whose FLOP bound against bucketed dense is the largest not above
-    ``target`` (bisection on r)."""
-    lo, hi, best = 0.0, 1.0, [N] * flops[1]
-    for _ in range(50):
-        r = (lo + hi) / 2
-        ell = [max(1, min(N, math.ceil(N * r ** (j + 1)))) for j in range(flops[1])]
-        lo, hi, best = (r, hi, best) if flops.bound(ell) > target else (lo, r, ell)
-    return best
 
 
 @pytest.fixture(scope="module")
@@ -77,8 +66,8 @@ def setup():
 @pytest.mark.parametrize("scale,against,target", CASES, ids=[f"{s}-{t:g}x-{a}" for s, a, t in CASES])
 def test_bucketed_speedup(benchmark, setup, scale, against, target):
     cfg, dense, data, lengths = setup
-    flops = FlopModel(cfg, N, lengths=lengths, scale=scale)
-    ell = retention_for_bound(cfg, N, target) if against == "padded" else geometric_retention(flops, target)
+    # a geometric configuration whose bound against bucketed dense (or dense at N) is the target
+    ell = retention_for_bound(cfg, N, target, **({} if against == "padded" else dict(lengths=lengths, scale=scale)))
     power = PowerBertForSequenceClassification.from_hf_model(copy.deepcopy(dense), retention=ell,
                                                              retention_scale=scale).eval()
     result = {}

@@ -96,21 +96,24 @@ def flop_bound(config_or_dims, retention: Sequence[int], N: int) -> float:
     return encoder_macs((D, L, F), None, N) / encoder_macs((D, L, F), retention, N)
 
 
-def retention_for_bound(config_or_dims, N: int, target: float) -> list[int]:
+def retention_for_bound(config_or_dims, N: int, target: float, lengths=None, scale: str = "absolute") -> list[int]:
     """A geometric retention configuration ℓ_j = ceil(N·r^j) (j = 1..L) whose FLOP bound is the
     largest not above ``target`` (bisection on r). For benchmarks and sweeps that need a
-    configuration of a given bound, e.g. ``retention_for_bound(BertConfig(), 512, 4.5)``."""
+    configuration of a given bound, e.g. ``retention_for_bound(BertConfig(), 512, 4.5)``. With
+    ``lengths`` (and ``scale``) the bound is :class:`FlopModel`'s against the dense model at
+    those real lengths."""
     D, L, F = _dims(config_or_dims)
     if L is None:
         raise ValueError("retention_for_bound: give the number of layers (a config or (D, L))")
     if not target >= 1.0:
         raise ValueError(f"retention_for_bound: target must be >= 1 (a speed-up), got {target}")
     N = int(N)
+    bound = FlopModel((D, L, F), N, lengths=lengths, scale=scale).bound
     lo, hi, best = 0.0, 1.0, [N] * L
     for _ in range(50):
         r = (lo + hi) / 2
         ell = [max(1, min(N, math.ceil(N * r ** (j + 1)))) for j in range(L)]
-        if flop_bound((D, L, F), ell, N) > target:
+        if bound(ell) > target:
             lo = r
         else:
             hi, best = r, ell
@@ -123,7 +126,7 @@ class FlopModel(tuple):
 
     Without ``lengths`` every example is N tokens long and :meth:`bound` is :func:`flop_bound`.
     With them, :meth:`bound` is against the dense model at each example's real length (what a
-    length-bucketing deployer runs) and :meth:`padded_bound` against the dense model at N.
+    length-bucketing deployer runs).
 
     Args:
         config_or_dims: as :func:`flop_bound` (a config, (D, L[, F]) or D with ``layers``).
@@ -183,10 +186,8 @@ class FlopModel(tuple):
             out.append(prev)
         return out
 
-    def dense_macs(self, padded: bool = False) -> float:
-        """Multiply-adds of the dense model over the data: at real lengths, or padded to N."""
-        if padded:
-            return float(encoder_macs(tuple(self), None, self.N)) * float(self.counts.sum())
+    def dense_macs(self) -> float:
+        """Multiply-adds of the dense model over the data at its real lengths."""
         return self._macs([self.lengths] * self[1])
 
     def macs(self, retention: Sequence[int]) -> float:
@@ -198,10 +199,6 @@ class FlopModel(tuple):
     def bound(self, retention: Sequence[int]) -> float:
         """Speed-up bound against the dense model at the examples' real lengths."""
         return self.dense_macs() / self.macs(retention)
-
-    def padded_bound(self, retention: Sequence[int]) -> float:
-        """Speed-up bound against the dense model padded to N."""
-        return self.dense_macs(padded=True) / self.macs(retention)
 
     def soft_bound(self, masses: Sequence[float]) -> float:
         """:meth:`bound` of real-valued masses (rows not rounded, each ≥ 1): for the controller."""

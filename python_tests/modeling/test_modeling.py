@@ -690,6 +690,18 @@ def test_retention_for_bound(N, target):
         retention_for_bound(dims, N, 0.5)
 
 
+@pytest.mark.parametrize("scale", ["relative", "absolute"])
+def test_retention_for_bound_over_real_lengths(scale):
+    from power_bert_ops.flops import FlopModel, retention_for_bound
+
+    dims, N, target = (384, 6, 1536), 64, 2.5
+    lengths = [int(v) for v in torch.randint(4, N + 1, (200,), generator=torch.Generator().manual_seed(0))]
+    ell = retention_for_bound(dims, N, target, lengths=lengths, scale=scale)
+    bound = FlopModel(dims, N, lengths=lengths, scale=scale).bound(ell)
+    assert bound <= target + 1e-9 and bound > 0.95 * target
+    assert flop_bound(dims, ell, N) > bound  # against dense at N the same configuration bounds higher
+
+
 # ------------------------------------------------------------------------------------------------
 # Bad inputs
 # ------------------------------------------------------------------------------------------------
