@@ -52,12 +52,9 @@ def explain(model, tokenizer, text: str, text_pair: str | None = None, max_lengt
     model.eval()
     record = EncoderRecord()
     logits = model(**{k: v.to(device) for k, v in enc.items()}, power_bert_record=record).logits[0].float().cpu()
-    alive = torch.arange(enc["input_ids"].shape[1])
-    kept = []
-    for index in record.kept:  # one entry per layer: the rows it kept among its input rows, or None
-        if index is not None:
-            alive = alive[index[0].cpu()]
-        kept.append(alive.tolist())
+    n = enc["input_ids"].shape[1]
+    positions = (record.original_positions(j, n) for j in range(len(record.kept)))
+    kept = [list(range(n)) if pos is None else pos[0].tolist() for pos in positions]
     cfg = model.model.config
     if logits.numel() == 1:
         prediction = float(logits[0])

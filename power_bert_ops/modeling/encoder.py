@@ -48,17 +48,31 @@ class EncoderRecord:
     """One pass of the PoWER encoder.
 
     ``kept[j]``: the int64 [B, ℓ_j] positions (among layer j's input rows) that layer j kept,
-    or None where it kept every row. ``hidden_states``: None, or (when the caller passes a list)
-    the encoder input followed by every layer's output (layer j's holds its kept rows)."""
+    or None where it kept every row. ``masks[j]``: the key mask [B, ℓ_j] of layer j's output
+    rows (None where the pass had no mask and kept every row). ``hidden_states``: None, or (when
+    the caller passes a list) the encoder input followed by every layer's output (layer j's holds
+    its kept rows)."""
 
     hidden_states: list[torch.Tensor] | None = None
     kept: list[torch.Tensor | None] = field(default_factory=list)
+    masks: list[torch.Tensor | None] = field(default_factory=list)
     last_hidden_state: torch.Tensor | None = None
 
-    def add_layer(self, x: torch.Tensor, index: torch.Tensor | None) -> None:
+    def add_layer(self, x: torch.Tensor, index: torch.Tensor | None, mask: torch.Tensor | None) -> None:
         self.kept.append(index)
+        self.masks.append(mask)
         if self.hidden_states is not None:
             self.hidden_states.append(x)
+
+    def original_positions(self, layer: int, n: int) -> torch.Tensor | None:
+        """The int64 [B, ℓ_layer] positions in the input (of n rows) of the rows layer ``layer``
+        (0-based) output, composed through every earlier layer's ``kept``; None where no layer up
+        to it removed rows."""
+        pos = None
+        for index in self.kept[: layer + 1]:
+            if index is not None:
+                pos = index if pos is None else pos.gather(1, index)
+        return pos
 
 
 def _mask_from_hf(attention_mask: torch.Tensor, n: int) -> torch.Tensor:
@@ -174,6 +188,6 @@ class PowerBertEncoder(nn.Module):
             elif mode == "soft":
                 x = _ops_ns.soft_extract(x, sig, mask, retention_params[j, :n])
             x = self.adapter.feed_forward(layer, x)
-            record.add_layer(x, index)
+            record.add_layer(x, index, mask)
         record.last_hidden_state = x
         return record

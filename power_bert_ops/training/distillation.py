@@ -1,11 +1,13 @@
-"""Logit distillation from the stage-1 teacher (KL at temperature T scaled by T², MSE for
-regression) and the mixing rule ``loss = (1 - alpha)·task + alpha·KD``."""
+"""Distillation from the stage-1 teacher: logit distillation (KL at temperature T scaled by T²,
+MSE for regression) with the mixing rule ``loss = (1 - alpha)·task + alpha·KD``, and
+hidden-state distillation on the kept rows (each layer's output rows against the teacher's
+output of the same layer at the same input positions)."""
 from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
 
-__all__ = ["DEFAULT_ALPHA", "DEFAULT_TEMPERATURE", "distillation_loss", "mix_distillation"]
+__all__ = ["DEFAULT_ALPHA", "DEFAULT_TEMPERATURE", "distillation_loss", "hidden_distillation_loss", "mix_distillation"]
 
 DEFAULT_TEMPERATURE = 2.0
 """Distillation temperature used when the caller gives none."""
@@ -66,3 +68,36 @@ def mix_distillation(task_loss: torch.Tensor, kd_loss: torch.Tensor, alpha: floa
     if not 0.0 <= alpha <= 1.0:
         raise ValueError(f"mix_distillation: alpha must be in [0, 1], got {alpha}")
     return (1.0 - alpha) * task_loss + alpha * kd_loss
+
+
+def hidden_distillation_loss(student_hidden, record, teacher_hidden) -> torch.Tensor:
+    """Hidden-state distillation on the kept rows: for every layer j, the mean squared error
+    between the student's output rows and the teacher's layer-j output at the same input
+    positions, over the rows the student's mask marks real; averaged over the layers.
+
+    Args:
+        student_hidden: the student's (encoder input, layer 1, ..., layer L) outputs; layer j's
+            is [B, ℓ_j, D] (the rows it kept).
+        record: the student's :class:`~power_bert_ops.modeling.EncoderRecord` of the same pass
+            (``kept`` and ``masks`` per layer).
+        teacher_hidden: the teacher's ``hidden_states`` (L + 1 tensors [B, N, D]), no gradient.
+
+    Returns:
+        A float32 scalar tensor.
+    """
+    L = len(student_hidden) - 1
+    if len(teacher_hidden) != L + 1 or len(record.kept) != L:
+        raise ValueError(f"hidden_distillation_loss: the student has {L} layers and the teacher "
+                         f"{len(teacher_hidden) - 1}; distillation needs the same depth")
+    n = teacher_hidden[0].shape[1]
+    total = student_hidden[1].new_zeros((), dtype=torch.float32)
+    for j in range(L):
+        student, teacher = student_hidden[j + 1].float(), teacher_hidden[j + 1].detach().float()
+        pos = record.original_positions(j, n)
+        if pos is not None:
+            teacher = teacher.gather(1, pos[:, :, None].expand(-1, -1, teacher.shape[-1]))
+        mask = record.masks[j]
+        real = torch.ones(student.shape[:2], device=student.device) if mask is None else (mask != 0).float()
+        err = (student - teacher).pow(2).mean(dim=-1)
+        total = total + (err * real).sum() / real.sum().clamp_min(1.0)
+    return total / L

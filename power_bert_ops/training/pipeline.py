@@ -73,6 +73,7 @@ class PipelineConfig:
     distill: bool = False  # stage-1 model as teacher of stages 2 and 3 (logit KD)
     distill_temperature: float = DEFAULT_TEMPERATURE
     distill_alpha: float = DEFAULT_ALPHA
+    distill_hidden: float = 0.0  # weight of stage 3's hidden-state distillation on the kept rows; 0: none
     attention_dropout: float | None = None  # dropout on attention probabilities; None: the model's
     retention_scale: str = "relative"  # "relative": ℓ_j as a fraction of each example's length; "absolute": the paper
     batch_size: int = 32
@@ -114,6 +115,8 @@ class PipelineConfig:
             bad("distill_temperature", "a number > 0")
         if not number("distill_alpha") or not 0 <= self.distill_alpha <= 1:
             bad("distill_alpha", "a number in [0, 1]")
+        if not number("distill_hidden") or self.distill_hidden < 0:
+            bad("distill_hidden", "a number >= 0 (0: no hidden-state distillation)")
         if self.attention_dropout is not None and not (number("attention_dropout") and 0 <= self.attention_dropout < 1):
             bad("attention_dropout", "a probability in [0, 1)")
         if (isinstance(self.max_steps, bool) or not isinstance(self.max_steps, int) or self.max_steps == 0
@@ -241,7 +244,7 @@ STAGE_SETTINGS = {
     "search": ("max_length", "search_epochs", "lr_bert", "lr_soft", "lam", "target_speedup", "break_even_keep",
                "batch_size", "seed", "precision", "max_steps", "retention_scale", "search_min_steps", *_DISTILL),
     "retrain": ("max_length", "retrain_epochs", "lr_bert", "batch_size", "seed", "precision", "max_steps", "patience",
-                *_DISTILL),
+                *_DISTILL, "distill_hidden"),
 }
 TARGET_FILE = "target.json"
 SETTINGS_FILE = "settings.json"
@@ -259,6 +262,8 @@ def _stage_settings(stage: str, cfg: PipelineConfig) -> dict:
     if not cfg.distill:
         for k in _DISTILL[1:]:
             settings.pop(k, None)
+    if not cfg.distill_hidden:  # off: runs from before the setting existed match
+        settings.pop("distill_hidden", None)
     return settings
 
 
@@ -321,11 +326,14 @@ def _reusable(stage: str, out: Path, task: PreparedTask, redo: bool) -> StageRes
 
 def _trainer(stage: str, cfg: PipelineConfig, task: PreparedTask, out: Path, plan: StagePlan,
              teacher_dir: str | None) -> PowerBertTrainer:
-    """The stage's Trainer from its plan, with distillation from stage 1 when asked (stages 2-3)."""
+    """The stage's Trainer from its plan, with distillation from stage 1 when asked: logits in
+    stages 2-3, hidden states on the kept rows in stage 3."""
     trainer_kw = dict(plan.trainer_kw)
-    if cfg.distill and stage != "finetune":
+    hidden = cfg.distill_hidden if stage == "retrain" else 0.0
+    if (cfg.distill or hidden) and stage != "finetune":
         trainer_kw.update(teacher=task.hf_class.from_pretrained(teacher_dir), distill_temperature=cfg.distill_temperature,
-                          distill_alpha=cfg.distill_alpha, problem=task.problem)
+                          distill_alpha=cfg.distill_alpha if cfg.distill else 0.0, distill_hidden=hidden,
+                          problem=task.problem)
     plan.model.train()
     trainer = PowerBertTrainer(
         model=plan.model,

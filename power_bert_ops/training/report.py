@@ -70,6 +70,14 @@ def search_line(r: dict) -> str | None:
                    f"(jump **x{s['projection_jump']:.2f}**)")
 
 
+def distillation_label(r: dict) -> str:
+    """", distilled from the fine-tuned model (...)" naming the kinds a run used, or ""."""
+    cfg = r.get("config") or {}
+    kinds = (["logits"] if cfg.get("distill") or (r.get("search") or {}).get("distill") else []) + (
+        [f"stage 3 hidden states x{cfg['distill_hidden']:g}"] if cfg.get("distill_hidden") else [])
+    return f", distilled from the fine-tuned model: {', '.join(kinds)}" if kinds else ""
+
+
 def render_markdown(r: dict, plot_name: str | None = None) -> str:
     b, p, s = r["baseline"]["metric"], r["power_bert"]["metric"], r.get("speed", {})
     lines = [
@@ -79,7 +87,7 @@ def render_markdown(r: dict, plot_name: str | None = None) -> str:
         f"- baseline (fine-tuned) {b['name']}: **{b['value']:.4f}**",
         f"- PoWER-BERT {p['name']}: **{p['value']:.4f}** ({p['value'] - b['value']:+.4f})",
         f"- retention configuration ℓ: {r['retention']} ({setting_label(r)}"
-        f"{', distilled from the fine-tuned model' if (r.get('search') or {}).get('distill') else ''})",
+        f"{distillation_label(r)})",
     ]
     if search_line(r):
         lines.append(search_line(r))

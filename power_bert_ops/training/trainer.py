@@ -9,7 +9,9 @@ import torch
 from transformers import PrinterCallback, ProgressCallback, Trainer, TrainerCallback
 
 from .errors import PowerBertError
-from .distillation import DEFAULT_ALPHA, DEFAULT_TEMPERATURE, distillation_loss, mix_distillation
+from ..modeling import EncoderRecord
+from .distillation import (DEFAULT_ALPHA, DEFAULT_TEMPERATURE, distillation_loss, hidden_distillation_loss,
+                           mix_distillation)
 
 
 DEVICES = ("auto", "cpu", "cuda")
@@ -23,26 +25,38 @@ class PowerBertTrainer(Trainer):
     """transformers.Trainer plus, when ``lam`` is set (stage 2), ``lam * Σ_j j·mass_j`` in the
     loss and a separate optimiser group for the retention parameters at ``lr_soft``; with a
     ``teacher`` (the stage-1 model), the task loss is mixed with logit distillation:
-    ``(1 - distill_alpha)·task + distill_alpha·KD`` (:func:`.distillation.distillation_loss`)."""
+    ``(1 - distill_alpha)·task + distill_alpha·KD`` (:func:`.distillation.distillation_loss`;
+    ``distill_alpha`` = 0: none), plus ``distill_hidden · HD``, the hidden-state distillation on
+    the kept rows (:func:`.distillation.hidden_distillation_loss`; 0: none)."""
 
     def __init__(self, *args, lam: float | None = None, lr_soft: float | None = None, teacher=None,
                  distill_temperature: float = DEFAULT_TEMPERATURE, distill_alpha: float = DEFAULT_ALPHA,
-                 problem: str = "classification", **kwargs):
+                 distill_hidden: float = 0.0, problem: str = "classification", **kwargs):
         self.lam = lam
         self.lr_soft = lr_soft
         self.teacher = teacher.eval().requires_grad_(False) if teacher is not None else None
         self.distill_temperature, self.distill_alpha, self.problem = distill_temperature, distill_alpha, problem
+        self.distill_hidden = distill_hidden
         super().__init__(*args, **kwargs)
 
     def compute_loss(self, model, inputs, return_outputs=False, **kwargs):
+        hidden = self.teacher is not None and self.distill_hidden > 0 and model.training
+        record = EncoderRecord(hidden_states=[]) if hidden else None
+        if hidden:
+            inputs = {**inputs, "power_bert_record": record}
         loss, outputs = super().compute_loss(model, inputs, return_outputs=True, **kwargs)
         if self.teacher is not None and model.training:
             logits = outputs["logits"] if isinstance(outputs, dict) else outputs[1]
             self.teacher.to(logits.device)
+            plain = {k: v for k, v in inputs.items() if k not in ("labels", "power_bert_record")}
             with torch.no_grad():
-                teacher_logits = self.teacher(**{k: v for k, v in inputs.items() if k != "labels"}).logits
-            kd = distillation_loss(logits, teacher_logits, self.distill_temperature, self.problem)
-            loss = mix_distillation(loss, kd, self.distill_alpha)
+                teacher_out = self.teacher(**plain, output_hidden_states=hidden)
+            if self.distill_alpha > 0:
+                kd = distillation_loss(logits, teacher_out.logits, self.distill_temperature, self.problem)
+                loss = mix_distillation(loss, kd, self.distill_alpha)
+            if hidden:
+                loss = loss + self.distill_hidden * hidden_distillation_loss(
+                    record.hidden_states, record, teacher_out.hidden_states)
         if self.lam:
             core = model.module if hasattr(model, "module") else model
             loss = loss + core.retention_loss(self.lam)

@@ -1,7 +1,6 @@
 """Target-driven configuration search (training.projection, training.controller, flops): projection of
 learned retention masses onto a FLOP-bound target, refusal of unreachable targets, the
-break-even guard, the stage-2 controller on a tiny soft-mode model with a real Trainer, and the
-distillation loss against hand-computed values."""
+break-even guard and the stage-2 controller on a tiny soft-mode model with a real Trainer."""
 import copy
 import json
 import math
@@ -16,7 +15,6 @@ from power_bert_ops.flops import check_target, flop_bound, max_reachable_speedup
 from power_bert_ops.modeling import PowerBertForSequenceClassification
 from power_bert_ops.modeling.configuration_power_bert import derive_retention
 from power_bert_ops.training.controller import TargetController
-from power_bert_ops.training.distillation import distillation_loss, mix_distillation
 from power_bert_ops.training.projection import TargetUnreachableError, apply_break_even, project_to_target
 from power_bert_ops.training.trainer import ClampRetentionCallback, PowerBertTrainer
 
@@ -260,41 +258,6 @@ def test_controller_state_round_trip():
     assert b.observe([8.0] * 3, 3) == a.observe([8.0] * 3, 3)
     with pytest.raises(ValueError, match="target is 2.0, this search's 3.0"):
         TargetController(3.0, (32, 3, 64), 32).load_state(state)
-
-
-# -- distillation ------------------------------------------------------------------------------
-def _softmax(xs):
-    m = max(xs)
-    e = [math.exp(x - m) for x in xs]
-    return [v / sum(e) for v in e]
-
-
-def test_distillation_loss_against_hand_computed():
-    s = [[1.0, 2.0, 0.0], [0.0, -1.0, 3.0]]
-    t = [[0.5, 0.5, 2.0], [1.0, 0.0, 0.0]]
-    T = 2.0
-    want = 0.0
-    for srow, trow in zip(s, t):
-        ps, pt = _softmax([x / T for x in srow]), _softmax([x / T for x in trow])
-        want += sum(a * (math.log(a) - math.log(b)) for a, b in zip(pt, ps))
-    want = want / 2 * T * T
-    student = torch.tensor(s, requires_grad=True)
-    teacher = torch.tensor(t, requires_grad=True)
-    got = distillation_loss(student, teacher, T, "classification")
-    assert float(got.detach()) == pytest.approx(want, rel=1e-6)
-    got.backward()
-    assert student.grad is not None and teacher.grad is None
-    # multiple choice: the last axis holds the choices
-    assert float(distillation_loss(torch.tensor(s), torch.tensor(t), T, "multiple_choice")) == pytest.approx(want, rel=1e-6)
-    assert float(distillation_loss(torch.tensor(t), torch.tensor(t), T, "classification")) == pytest.approx(0, abs=1e-7)
-    # regression: mean squared error, temperature not used
-    reg = distillation_loss(torch.tensor([[1.0], [3.0]]), torch.tensor([[2.0], [0.5]]), 5.0, "regression")
-    assert float(reg) == pytest.approx((1.0 + 6.25) / 2)
-    assert float(mix_distillation(torch.tensor(2.0), torch.tensor(4.0), 0.25)) == pytest.approx(2.5)
-    with pytest.raises(ValueError):
-        distillation_loss(torch.zeros(2, 3), torch.zeros(2, 2), T, "classification")
-    with pytest.raises(ValueError):
-        mix_distillation(torch.tensor(1.0), torch.tensor(1.0), 1.5)
 
 
 # -- the end of the search -----------------------------------------------------------------------
