@@ -193,6 +193,7 @@ def _training_args(cfg: PipelineConfig, task: PreparedTask, out: Path, epochs: f
         disable_tqdm=not cfg.progress,
         dataloader_num_workers=0,
         save_only_model=False,
+        restore_callback_states_from_checkpoint=True,  # a resumed stage keeps its patience count
         # --batch-size is the global batch, split across processes: `accelerate launch` /
         # `torchrun` with any number of processes trains the same model as one process.
         accelerator_config={"split_batches": True, "use_seedable_sampler": True},
@@ -250,21 +251,34 @@ TARGET_FILE = "target.json"
 SETTINGS_FILE = "settings.json"
 
 
+# What a stage did before a setting existed: a settings file without the key holds this value.
+SETTING_BEFORE_IT_EXISTED = {"attention_dropout": None, "retention_scale": "absolute", "patience": 0,
+                             "search_min_steps": 0, "distill_hidden": 0.0}
+
+
 def _stage_settings(stage: str, cfg: PipelineConfig) -> dict:
     settings = {k: getattr(cfg, k) for k in STAGE_SETTINGS[stage]}
     if stage == "search":  # what the chosen method does not use does not make another run
         for k in ("lam",) if cfg.target_speedup is not None else ("target_speedup", "search_min_steps"):
             settings.pop(k, None)
-    if cfg.attention_dropout is None:  # the model's own: runs from before the setting existed match
-        settings.pop("attention_dropout", None)
-    if cfg.retention_scale == "absolute":  # the only scale of runs from before the setting existed
-        settings.pop("retention_scale", None)
     if not cfg.distill:
         for k in _DISTILL[1:]:
             settings.pop(k, None)
-    if not cfg.distill_hidden:  # off: runs from before the setting existed match
-        settings.pop("distill_hidden", None)
     return settings
+
+
+_FLAGS = {"lam": "--lambda", "retention_scale": "--retention"}
+_NO_FLAG = ("distill_temperature", "distill_alpha")  # set through the Python API only
+
+
+def _flag(setting: str, value) -> str | None:
+    """The ``power-bert`` arguments that give ``setting`` the value ``value`` (None: none do)."""
+    if setting in _NO_FLAG or (value is None and setting != "break_even_keep"):
+        return None
+    flag = _FLAGS.get(setting, "--" + setting.replace("_", "-"))
+    if isinstance(value, bool):
+        return flag if value else "--no-" + flag[2:]
+    return f"{flag} {'off' if value is None else f'{value:g}' if isinstance(value, float) else value}"
 
 
 def _check_stage_settings(stage: str, cfg: PipelineConfig, out: Path) -> None:
@@ -272,10 +286,14 @@ def _check_stage_settings(stage: str, cfg: PipelineConfig, out: Path) -> None:
     if not path.exists():
         return
     previous, now = json.loads(path.read_text()), _stage_settings(stage, cfg)
-    diff = {k: (previous.get(k), now[k]) for k in now if previous.get(k) != now[k]}
+    then = {k: previous.get(k, SETTING_BEFORE_IT_EXISTED.get(k)) for k in now}
+    diff = {k: (then[k], now[k]) for k in now if then[k] != now[k]}
     if diff:
+        flags = [_flag(k, v) for k, (v, _) in diff.items()]
+        same = f"; to reuse it, give the settings it was run with ({' '.join(flags)})" if all(flags) else ""
         raise StageSettingsError(f"stage {stage!r} in {out} was run with other settings "
-                         f"(setting: (then, now) = {diff}); use a new --output-dir (nothing was changed)")
+                                 f"(setting: (then, now) = {diff}); use a new --output-dir{same} "
+                                 f"(nothing was changed)")
 
 
 def _write_stage_settings(stage: str, cfg: PipelineConfig, out: Path) -> None:

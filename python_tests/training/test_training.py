@@ -64,6 +64,7 @@ def test_rerun_with_other_settings_is_refused(workdir, finished_run, capsys):
     assert cli.main(args) == 2
     err = capsys.readouterr().err
     assert "stage 'search'" in err and "'lam': (0.002, 0.007)" in err and "new --output-dir" in err
+    assert "give the settings it was run with (--lambda 0.002)" in err
     assert stamps == {s: (finished_run / s / "stage.json").stat().st_mtime_ns for s in stamps}
 
 

@@ -490,3 +490,52 @@ def test_bucketed_scoring_changes_no_prediction(finished_run, workdir):
         assert np.array_equal(sorted_labels, plain_labels)
         np.testing.assert_allclose(sorted_logits, plain_logits, atol=1e-5, rtol=0)
         assert (sorted_logits.argmax(-1) == plain_logits.argmax(-1)).all()
+
+
+def test_resumed_stage_keeps_its_patience_count(workdir, tmp_path, monkeypatch, capfd):
+    """Killed after epoch 2 of a stage whose dev score falls every epoch after the first (patience
+    2): the resumed stage counts epoch 2 as one epoch without a better score and stops after epoch
+    3, as the uninterrupted stage would, instead of starting the count again."""
+    from power_bert_ops.training import pipeline
+
+    scores = iter([0.9, 0.8, 0.7, 0.6, 0.5, 0.4, 0.3, 0.2])
+
+    def falling(task):
+        return lambda pred: {task.primary_metric: next(scores)}
+
+    monkeypatch.setattr(pipeline, "_metrics_fn", falling)
+    out = tmp_path / "patient"
+    args = ["finetune", *run_args(workdir, out)[1:], "--patience", "2"]
+    args[args.index("--finetune-epochs") + 1] = "6"
+    saves = []
+
+    def interrupt_second(self, a, state, control, **kw):
+        saves.append(state.epoch)
+        if len(saves) == 2:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(trainer_module.StopOnNonFiniteLoss, "on_save", interrupt_second, raising=False)
+    assert cli.main(args) == 130
+    monkeypatch.setattr(trainer_module.StopOnNonFiniteLoss, "on_save", lambda *a, **k: None, raising=False)
+    assert cli.main(args) == 0
+    record = json.loads((out / "finetune" / "stage.json").read_text())["training"]
+    assert record["epochs_run"] == 3 and record["epoch_kept"] == 1 and record["stopped_early"]
+    assert [round(v, 1) for _, v in record["dev_curve"]] == [0.9, 0.8, 0.7]
+
+
+def test_stage_from_before_a_setting_existed(workdir, finished_run, tmp_path, capsys):
+    """A stage whose settings file predates --patience ran without it (patience 0): the default
+    is refused with the flag that reuses it, and that flag reuses it without training."""
+    run = tmp_path / "run"
+    shutil.copytree(finished_run, run)
+    settings = run / "finetune" / "settings.json"
+    old = json.loads(settings.read_text())
+    del old["patience"]
+    settings.write_text(json.dumps(old))
+    stamp = (run / "finetune" / "stage.json").stat().st_mtime_ns
+    args = ["finetune", *run_args(workdir, run)[1:]]
+    assert cli.main(args) == 2
+    err = capsys.readouterr().err
+    assert "'patience': (0, 2)" in err and "give the settings it was run with (--patience 0)" in err
+    assert cli.main([*args, "--patience", "0"]) == 0
+    assert (run / "finetune" / "stage.json").stat().st_mtime_ns == stamp
