@@ -71,9 +71,10 @@ def mix_distillation(task_loss: torch.Tensor, kd_loss: torch.Tensor, alpha: floa
 
 
 def hidden_distillation_loss(student_hidden, record, teacher_hidden) -> torch.Tensor:
-    """Hidden-state distillation on the kept rows: for every layer j, the mean squared error
-    between the student's output rows and the teacher's layer-j output at the same input
-    positions, over the rows the student's mask marks real; averaged over the layers.
+    """Hidden-state distillation on the kept rows: for every layer j, the squared error between
+    the student's output rows and the teacher's layer-j output at the same input positions,
+    relative to the teacher's squared norm on those rows (a scale-free error: 1 for a student
+    that outputs zeros), over the rows the student's mask marks real; averaged over the layers.
 
     Args:
         student_hidden: the student's (encoder input, layer 1, ..., layer L) outputs; layer j's
@@ -98,6 +99,6 @@ def hidden_distillation_loss(student_hidden, record, teacher_hidden) -> torch.Te
             teacher = teacher.gather(1, pos[:, :, None].expand(-1, -1, teacher.shape[-1]))
         mask = record.masks[j]
         real = torch.ones(student.shape[:2], device=student.device) if mask is None else (mask != 0).float()
-        err = (student - teacher).pow(2).mean(dim=-1)
-        total = total + (err * real).sum() / real.sum().clamp_min(1.0)
+        err = ((student - teacher).pow(2).sum(dim=-1) * real).sum()
+        total = total + err / (teacher.pow(2).sum(dim=-1) * real).sum().clamp_min(1e-12)
     return total / L

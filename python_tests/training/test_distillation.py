@@ -87,7 +87,7 @@ def _hidden_loss(student, teacher, batch):
 def test_hidden_loss_equals_per_example_loop():
     """Batched with padding and per-row k (relative retention) equals a loop over single examples
     cut to their length: per layer, the squared error summed over every example's kept rows
-    divided by their count, then the mean over layers."""
+    divided by the teacher's squared norm summed over the same rows, then the mean over layers."""
     retention = [9, 5, 2]
     teacher, student = _teacher_student(retention)
     for p in student.parameters():  # a student that differs from its teacher
@@ -108,9 +108,8 @@ def test_hidden_loss_equals_per_example_loop():
             if record.kept[j] is not None:
                 alive = alive[record.kept[j][0]]
             assert len(alive) == rows_kept(retention, N, n, "relative")[j] or len(alive) == n
-            err = (record.hidden_states[j + 1][0] - t[j + 1][0, alive]).pow(2).mean(-1)
-            sums[j] += float(err.sum())
-            counts[j] += len(alive)
+            sums[j] += float((record.hidden_states[j + 1][0] - t[j + 1][0, alive]).pow(2).sum())
+            counts[j] += float(t[j + 1][0, alive].pow(2).sum())
     want = sum(s / c for s, c in zip(sums, counts)) / 3
     assert float(got) == pytest.approx(want, rel=1e-4)
 
@@ -128,7 +127,7 @@ def test_hidden_loss_is_zero_up_to_the_first_pruned_layer_and_reaches_only_the_s
     for j in range(3):
         pos = record.original_positions(j, N)
         want = t[j + 1] if pos is None else t[j + 1].gather(1, pos[:, :, None].expand(-1, -1, 32))
-        per_layer.append(float((record.hidden_states[j + 1] - want).pow(2).mean().detach()))
+        per_layer.append(float(((record.hidden_states[j + 1] - want).pow(2).sum() / want.pow(2).sum()).detach()))
     assert record.kept[0] is None and record.original_positions(0, N) is None
     assert per_layer[0] == pytest.approx(0, abs=1e-10) and per_layer[1] == pytest.approx(0, abs=1e-10)
     assert per_layer[2] > 1e-6
