@@ -71,3 +71,27 @@ def finished_run(workdir):
     out = workdir / "run"
     assert cli.main(run_args(workdir, out)) == 0
     return out
+
+
+# Order and grouping for pytest-xdist's `--dist loadgroup` (scripts/run_tests.sh runs two
+# workers): the whole-pipeline tests of training/ (a tiny run each) go one by one to whichever
+# worker is free; every other file stays on one worker, so that its module fixtures are built
+# once. The files with the costliest fixtures start first, then the pipeline tests, so that no
+# long file is left running alone at the end.
+_FIRST = ("export/test_export.py", "builds/test_builds.py", "modeling/test_modeling.py")
+
+
+def _spread(item) -> bool:
+    path = item.nodeid.split("::")[0]
+    return "/training/" in path and not path.endswith("test_target.py")
+
+
+def pytest_collection_modifyitems(config, items):
+    def rank(item):
+        path = item.nodeid.split("::")[0]
+        return 0 if path.endswith(_FIRST) else 1 if _spread(item) else 2
+
+    items.sort(key=rank)  # stable: each file keeps its own order
+    for item in items:
+        if not _spread(item):
+            item.add_marker(pytest.mark.xdist_group(item.nodeid.split("::")[0]))

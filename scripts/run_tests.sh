@@ -8,10 +8,10 @@ EXTRA="pytest pytest-benchmark pytest-xdist expecttest onnx onnxscript onnxrunti
 command -v cmake >/dev/null || EXTRA="$EXTRA cmake"  # the libtorch build test (PyPI's cmake where none is installed)
 POWER_BERT_EXTRA_PACKAGES="$EXTRA" bash scripts/install.sh
 
-# Two workers (one per core of the CI machine), each test file on one worker so that its
-# module fixtures are built once; one thread each (a test that needs more sets it).
+# Two workers (one per core of the CI machine), one thread each (a test that needs more sets it);
+# which tests share a worker: python_tests/conftest.py.
 set +e
-OMP_NUM_THREADS=${OMP_NUM_THREADS:-1} "$PY" -m pytest python_tests -q -n "${POWER_BERT_TEST_WORKERS:-2}" --dist loadfile "$@"
+OMP_NUM_THREADS=${OMP_NUM_THREADS:-1} "$PY" -m pytest python_tests -q -n "${POWER_BERT_TEST_WORKERS:-2}" --dist loadgroup "$@"
 status=$?
 set -e
 if [ "$status" -eq 5 ]; then

@@ -42,9 +42,7 @@ Plug-in (PowerBertTrainer; pass any ``lr_soft`` so r gets its own optimiser grou
 """
 from __future__ import annotations
 
-import json
 import math
-from pathlib import Path
 from typing import Sequence
 
 import torch
@@ -53,6 +51,7 @@ from transformers.trainer_callback import ExportableState
 
 from ..flops import check_target, flop_dims, soft_bound
 from .projection import DEFAULT_TOLERANCE, project_to_target
+from .trainer import saved_callback_state
 
 __all__ = ["HOLD_SHARE", "HOLD_WINDOW", "TargetController", "rescale_group_lr"]
 
@@ -216,11 +215,7 @@ class TargetController(TrainerCallback, ExportableState):
         Returns:
             True when a state was found and restored.
         """
-        path = Path(checkpoint) / "trainer_state.json"
-        saved = json.loads(path.read_text()).get("stateful_callbacks", {}) if path.exists() else {}
-        state = saved.get(type(self).__name__)
-        if isinstance(state, list):
-            state = state[0] if state else None
+        state = saved_callback_state(checkpoint, type(self).__name__)
         if state is None:
             return False
         self.load_state(state)

@@ -40,7 +40,8 @@ from .errors import MAX_COUNT, MAX_SEED, CorruptModelError, PowerBertError, Stag
 from .prepare import PreparedTask
 from .projection import BREAK_EVEN_KEEP
 from .stages import STAGE_TABLE, StagePlan, describe_training, flop_model, set_attention_dropout, training_record
-from .trainer import PowerBertTrainer, StopOnNonFiniteLoss, check_device, readable_progress, resolve_device
+from .trainer import (PowerBertTrainer, StopOnNonFiniteLoss, check_device, readable_progress, resolve_device,
+                      restore_patience)
 
 __all__ = ["STAGES", "PipelineConfig", "StageResult", "flop_model", "load_finished", "run_pipeline", "run_stage",
            "set_attention_dropout"]
@@ -193,7 +194,6 @@ def _training_args(cfg: PipelineConfig, task: PreparedTask, out: Path, epochs: f
         disable_tqdm=not cfg.progress,
         dataloader_num_workers=0,
         save_only_model=False,
-        restore_callback_states_from_checkpoint=True,  # a resumed stage keeps its patience count
         # --batch-size is the global batch, split across processes: `accelerate launch` /
         # `torchrun` with any number of processes trains the same model as one process.
         accelerator_config={"split_batches": True, "use_seedable_sampler": True},
@@ -402,6 +402,8 @@ def _run_stage(stage: str, cfg: PipelineConfig, task: PreparedTask, previous: St
     if trainer.is_world_process_zero():  # before training: an interrupted stage keeps them too
         _write_stage_settings(stage, cfg, out)
     checkpoint = _newest_checkpoint(out)
+    if checkpoint is not None:
+        restore_patience(trainer, checkpoint)
     if plan.controller is not None and checkpoint is not None and not plan.controller.load_checkpoint(checkpoint):
         print(f"power-bert: {checkpoint} holds no controller state; the search's pressure starts again from 0")
     trainer.train(resume_from_checkpoint=checkpoint)

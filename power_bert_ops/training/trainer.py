@@ -3,10 +3,12 @@ without weight decay, the model at lr_bert), the stage-2 loss term, clamping r t
 after every optimiser step, and a clear stop on a NaN loss."""
 from __future__ import annotations
 
+import json
 import math
+from pathlib import Path
 
 import torch
-from transformers import PrinterCallback, ProgressCallback, Trainer, TrainerCallback
+from transformers import EarlyStoppingCallback, PrinterCallback, ProgressCallback, Trainer, TrainerCallback
 
 from .errors import PowerBertError
 from ..modeling import EncoderRecord
@@ -79,6 +81,28 @@ class PowerBertTrainer(Trainer):
         optimizer_cls, optimizer_kwargs = Trainer.get_optimizer_cls_and_kwargs(self.args, model)
         self.optimizer = optimizer_cls(groups, **optimizer_kwargs)
         return self.optimizer
+
+
+def saved_callback_state(checkpoint, name: str) -> dict | None:
+    """The state a Trainer checkpoint folder holds for the stateful callback class ``name`` (its
+    ``args`` and ``attributes``), or None."""
+    path = Path(checkpoint) / "trainer_state.json"
+    saved = json.loads(path.read_text()).get("stateful_callbacks", {}) if path.exists() else {}
+    state = saved.get(name)
+    if isinstance(state, list):
+        state = state[0] if state else None
+    return state
+
+
+def restore_patience(trainer: Trainer, checkpoint) -> None:
+    """Gives an interrupted stage's early stopping its count of evaluations without a better dev
+    score back from the checkpoint it resumes from. (transformers' own restore replaces every
+    stateful callback with a new object, the search's controller included.)"""
+    for callback in trainer.callback_handler.callbacks:
+        if isinstance(callback, EarlyStoppingCallback):
+            state = saved_callback_state(checkpoint, type(callback).__name__) or {}
+            for name, value in state.get("attributes", {}).items():
+                setattr(callback, name, value)
 
 
 class ClampRetentionCallback(TrainerCallback):
