@@ -9,9 +9,11 @@ command -v cmake >/dev/null || EXTRA="$EXTRA cmake"  # the libtorch build test (
 POWER_BERT_EXTRA_PACKAGES="$EXTRA" bash scripts/install.sh
 
 # Two workers (one per core of the CI machine), one thread each (a test that needs more sets it);
-# which tests share a worker: python_tests/conftest.py.
+# which tests share a worker: python_tests/conftest.py. No test here uses pytest-benchmark's
+# fixture (the benchmark suites run in their own process), so its plugin is left out.
 set +e
-OMP_NUM_THREADS=${OMP_NUM_THREADS:-1} "$PY" -m pytest python_tests -q -n "${POWER_BERT_TEST_WORKERS:-2}" --dist loadgroup "$@"
+OMP_NUM_THREADS=${OMP_NUM_THREADS:-1} "$PY" -m pytest python_tests -q -n "${POWER_BERT_TEST_WORKERS:-2}" --dist loadgroup \
+  -p no:benchmark "$@"
 status=$?
 set -e
 if [ "$status" -eq 5 ]; then
