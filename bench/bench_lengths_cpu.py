@@ -68,7 +68,7 @@ def test_bucketed_speedup(benchmark, setup, scale, against, target):
     cfg, dense, data, lengths = setup
     # a geometric configuration whose bound against bucketed dense (or dense at N) is the target
     ell = retention_for_bound(cfg, N, target, **({} if against == "padded" else dict(lengths=lengths, scale=scale)))
-    power = PowerBertForSequenceClassification.from_hf_model(copy.deepcopy(dense), retention=ell,
+    power = PowerBertForSequenceClassification.from_hf_model(copy.deepcopy(dense), retention=ell, sequence_length=N,
                                                              retention_scale=scale).eval()
     result = {}
     # --benchmark-disable (the suite's smoke run): one batch, one pass, to check the script

@@ -127,7 +127,10 @@ def speed_bounds(config, retention, n: int, lengths) -> dict:
     from ..flops import FlopModel, flop_bound
 
     scale = getattr(config, "retention_scale", "absolute")
-    return {"flop_bound": FlopModel(config, n, lengths=lengths, scale=scale).bound(retention),
+    # relative retention keeps ℓ_j / N of each example, N the model's own sequence_length,
+    # whatever length the rows are padded to
+    N = int(getattr(config, "sequence_length", None) or n) if scale == "relative" else n
+    return {"flop_bound": FlopModel(config, N, lengths=lengths, scale=scale).bound(retention),
             "padded_flop_bound": flop_bound(config, retention, n)}
 
 

@@ -263,3 +263,25 @@ def test_speedup_within_noise_is_not_a_speedup():
     real = {**_ratios([3.0, 3.2, 2.9], [1.0, 1.0, 1.0]), "flop_bound": 4.0}
     assert not real["within_noise"] and real["speedup"] == 3.0
     assert describe_speedup(real) == "3.00x (0.75 of the 4.00x FLOP bound; 2.90-3.20x over the passes)"
+
+
+def test_relative_bound_is_the_models_own_n_not_the_padding():
+    """A relative model keeps ceil(ℓ_j·len/N) rows of an example, N its own sequence_length: the
+    bound `power-bert benchmark` reports must not depend on the length the rows are padded to,
+    and must be the bound at the model's N."""
+    from transformers import BertConfig
+
+    from power_bert_ops.flops import FlopModel
+    from power_bert_ops.modeling import PowerBertForSequenceClassification
+    from power_bert_ops.training.speed import speed_bounds
+    from transformers import BertForSequenceClassification
+
+    hf = BertForSequenceClassification(BertConfig(vocab_size=40, hidden_size=32, num_hidden_layers=3,
+                                                  num_attention_heads=2, intermediate_size=64,
+                                                  max_position_embeddings=128))
+    model = PowerBertForSequenceClassification.from_hf_model(hf, retention=[40, 20, 8], sequence_length=64,
+                                                             retention_scale="relative")
+    lengths = [5, 9, 12, 16]
+    at16, at24 = (speed_bounds(model.config, [40, 20, 8], n, lengths)["flop_bound"] for n in (16, 24))
+    assert at16 == pytest.approx(at24)
+    assert at16 == pytest.approx(FlopModel(model.config, 64, lengths=lengths, scale="relative").bound([40, 20, 8]))
