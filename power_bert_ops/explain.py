@@ -53,8 +53,7 @@ def explain(model, tokenizer, text: str, text_pair: str | None = None, max_lengt
     record = EncoderRecord()
     logits = model(**{k: v.to(device) for k, v in enc.items()}, power_bert_record=record).logits[0].float().cpu()
     n = enc["input_ids"].shape[1]
-    positions = (record.original_positions(j, n) for j in range(len(record.kept)))
-    kept = [list(range(n)) if pos is None else pos[0].tolist() for pos in positions]
+    kept = [list(range(n)) if pos is None else pos[0].tolist() for pos in record.original_positions()]
     cfg = model.model.config
     if logits.numel() == 1:
         prediction = float(logits[0])

@@ -64,15 +64,16 @@ class EncoderRecord:
         if self.hidden_states is not None:
             self.hidden_states.append(x)
 
-    def original_positions(self, layer: int, n: int) -> torch.Tensor | None:
-        """The int64 [B, ℓ_layer] positions in the input (of n rows) of the rows layer ``layer``
-        (0-based) output, composed through every earlier layer's ``kept``; None where no layer up
-        to it removed rows."""
-        pos = None
-        for index in self.kept[: layer + 1]:
+    def original_positions(self) -> list[torch.Tensor | None]:
+        """Per layer, the int64 [B, ℓ_j] positions in the encoder's input of the rows layer j
+        output (``kept`` composed through the layers, in one pass); None where no layer up to it
+        removed rows."""
+        positions, pos = [], None
+        for index in self.kept:
             if index is not None:
                 pos = index if pos is None else pos.gather(1, index)
-        return pos
+            positions.append(pos)
+        return positions
 
 
 def _mask_from_hf(attention_mask: torch.Tensor, n: int) -> torch.Tensor:

@@ -90,11 +90,9 @@ def hidden_distillation_loss(student_hidden, record, teacher_hidden) -> torch.Te
     if len(teacher_hidden) != L + 1 or len(record.kept) != L:
         raise ValueError(f"hidden_distillation_loss: the student has {L} layers and the teacher "
                          f"{len(teacher_hidden) - 1}; distillation needs the same depth")
-    n = teacher_hidden[0].shape[1]
     total = student_hidden[1].new_zeros((), dtype=torch.float32)
-    for j in range(L):
+    for j, pos in enumerate(record.original_positions()):
         student, teacher = student_hidden[j + 1].float(), teacher_hidden[j + 1].detach().float()
-        pos = record.original_positions(j, n)
         if pos is not None:
             teacher = teacher.gather(1, pos[:, :, None].expand(-1, -1, teacher.shape[-1]))
         mask = record.masks[j]

@@ -125,10 +125,10 @@ def test_hidden_loss_is_zero_up_to_the_first_pruned_layer_and_reaches_only_the_s
     t = teacher(**batch, output_hidden_states=True).hidden_states
     per_layer = []
     for j in range(3):
-        pos = record.original_positions(j, N)
+        pos = record.original_positions()[j]
         want = t[j + 1] if pos is None else t[j + 1].gather(1, pos[:, :, None].expand(-1, -1, 32))
         per_layer.append(float(((record.hidden_states[j + 1] - want).pow(2).sum() / want.pow(2).sum()).detach()))
-    assert record.kept[0] is None and record.original_positions(0, N) is None
+    assert record.kept[0] is None and record.original_positions()[0] is None
     assert per_layer[0] == pytest.approx(0, abs=1e-10) and per_layer[1] == pytest.approx(0, abs=1e-10)
     assert per_layer[2] > 1e-6
     loss = hidden_distillation_loss(record.hidden_states, record, t)
