@@ -22,6 +22,7 @@ __all__ = [
     "base_config_from_dict",
     "check_supported",
     "check_retention",
+    "check_thresholds",
     "derive_retention",
     "max_positions",
     "num_power_layers",
@@ -119,6 +120,25 @@ def check_retention(retention: Sequence[int], num_layers: int, n: int) -> list[i
     return values
 
 
+def check_thresholds(thresholds: Sequence, num_layers: int) -> list:
+    """Validates the threshold rule's θ_1..θ_L (None or a share in [0, 1)) and returns them as a
+    list of floats and Nones."""
+    if isinstance(thresholds, (str, bytes)) or not hasattr(thresholds, "__len__"):
+        raise TypeError(f"PoWER-BERT: `thresholds` must be a sequence, got {type(thresholds).__name__}")
+    if len(thresholds) != num_layers:
+        raise ValueError(f"PoWER-BERT: `thresholds` has {len(thresholds)} entries but the model has {num_layers} "
+                         "encoder layers; give one θ_j (or None) per layer")
+    out = []
+    for j, t in enumerate(thresholds, start=1):
+        if t is None:
+            out.append(None)
+            continue
+        if isinstance(t, bool) or not isinstance(t, (int, float)) or not 0.0 <= float(t) < 1.0:
+            raise ValueError(f"PoWER-BERT: thresholds[{j}] = {t!r} must be None or a share of significance in [0, 1)")
+        out.append(float(t))
+    return out
+
+
 def derive_retention(masses: Sequence[float], n: int) -> list[int]:
     """SPEC 1.3: ℓ_j = max(1, ceil(mass_j)), then ℓ_j = min(ℓ_j, ℓ_{j-1}) with ℓ_0 = n."""
     out, prev = [], int(n)
@@ -164,6 +184,10 @@ class PowerBertConfig(PreTrainedConfig):
             (``power_bert.attention``, no N x N probabilities), ``"eager"`` (probabilities formed,
             then ``power_bert.significance``) or ``"auto"`` (fused where the device's kernel takes
             the input, eager otherwise).
+        thresholds (`list[float | None]`, *optional*): the threshold rule in hard mode: layer j
+            keeps the rows whose share of its example's significance exceeds θ_j (at least one),
+            and every row where θ_j is None; ℓ then only records the configuration the thresholds
+            were calibrated against. Eager PyTorch only (the widths are read on the host).
     """
 
     model_type = "power_bert"
@@ -175,6 +199,7 @@ class PowerBertConfig(PreTrainedConfig):
     sequence_length: int | None = None
     power_attention: str = "auto"
     retention_scale: str = "absolute"
+    thresholds: list | None = None
 
     def __post_init__(self, **kwargs):
         check_scale(self.retention_scale)
@@ -196,6 +221,8 @@ class PowerBertConfig(PreTrainedConfig):
             if self.retention is not None:
                 self.retention = check_retention(self.retention, num_power_layers(self.base_config),
                                                  self.sequence_length)
+            if self.thresholds is not None:
+                self.thresholds = check_thresholds(self.thresholds, num_power_layers(self.base_config))
             # Mirror the classification fields so users and Trainer read them from the top config.
             for key in ("id2label", "label2id", "problem_type"):
                 if self.base_config.get(key) is not None and key not in kwargs:

@@ -19,7 +19,7 @@ from transformers.modeling_outputs import BaseModelOutputWithPastAndCrossAttenti
 from .. import ops as _ops  # noqa: F401  (registers torch.ops.power_bert: kernels, fake kernels, autograd)
 from .._backend import attention_kernel_runs
 from .adapters import ADAPTERS
-from .widths import hard_widths, relative_rows, relative_soft_factor
+from .widths import hard_widths, relative_rows, relative_soft_factor, threshold_rows
 
 __all__ = ["EncoderRecord", "PowerBertEncoder", "eager_attention"]
 
@@ -51,9 +51,11 @@ class EncoderRecord:
     or None where it kept every row. ``masks[j]``: the key mask [B, ℓ_j] of layer j's output
     rows (None where the pass had no mask and kept every row). ``hidden_states``: None, or (when
     the caller passes a list) the encoder input followed by every layer's output (layer j's holds
-    its kept rows)."""
+    its kept rows). ``significance``: None, or (when the caller passes a list) per layer the
+    float32 [B, n_in] significance of its input rows (None where the layer computed none)."""
 
     hidden_states: list[torch.Tensor] | None = None
+    significance: list[torch.Tensor | None] | None = None
     kept: list[torch.Tensor | None] = field(default_factory=list)
     masks: list[torch.Tensor | None] = field(default_factory=list)
     last_hidden_state: torch.Tensor | None = None
@@ -153,9 +155,12 @@ class PowerBertEncoder(nn.Module):
         input projection), mask [B, n] key padding or None (all real), ``retention_params``
         [L, N] (soft mode) -> ``record`` (a new one when None) with ``last_hidden_state``
         [B, n_L, D]. Hard mode with relative retention keeps :func:`relative_rows` of each
-        example, an output width of min(rows in, ceil(ℓ_j·n/N)) for an input of n rows."""
+        example, an output width of min(rows in, ceil(ℓ_j·n/N)) for an input of n rows. Hard mode
+        with ``thresholds`` keeps :func:`threshold_rows` in the layers whose θ_j is set (the
+        width is the batch's largest count, read on the host) and every row elsewhere."""
         cfg = self.power_config
         mode, retention = cfg.mode, cfg.retention
+        thresholds = cfg.thresholds if mode == "hard" else None
         record = EncoderRecord() if record is None else record
         if record.hidden_states is not None:
             record.hidden_states.append(x)
@@ -164,20 +169,29 @@ class PowerBertEncoder(nn.Module):
         relative = cfg.retention_scale == "relative" and mode != "full"
         relative_n = cfg.sequence_length if relative else None
         # Per-example row counts leave padding slots in the kept rows of relative hard mode.
-        all_real = mask is None and not (relative and mode == "hard")
+        all_real = mask is None and not ((relative or thresholds is not None) and mode == "hard")
         if mask is None and mode != "full":
             mask = torch.ones((B, n), dtype=torch.bool, device=x.device)
         lengths = (mask != 0).sum(dim=1) if relative else None
-        widths = hard_widths(retention, n, relative_n) if mode == "hard" else None
+        if thresholds is not None:
+            widths = [(None, theta is not None) for theta in thresholds]
+        else:
+            widths = hard_widths(retention, n, relative_n) if mode == "hard" else None
         sdpa_mask = None if all_real else (mask != 0)[:, None, None, :]
         for j, layer in enumerate(self._layers):
             keep, eliminate = widths[j] if widths is not None else (n, False)
             ctx, sig = self._attention(layer, x, mask, sdpa_mask, eliminate or mode == "soft", fused)
+            if record.significance is not None:
+                record.significance.append(sig)
             residual, index = x, None
             if eliminate:
                 # SPEC 1.2 shortcut: select on the attention context, gather the residual alike,
                 # then W_o, LayerNorm and the FFN run on `keep` rows only.
-                row_k = relative_rows(retention[j], lengths, relative_n) if relative else None
+                if thresholds is not None:
+                    row_k = threshold_rows(sig, mask, thresholds[j])
+                    keep = int(row_k.max())
+                else:
+                    row_k = relative_rows(retention[j], lengths, relative_n) if relative else None
                 ctx, index, mask = _ops_ns.extract_scored(ctx, sig, mask, keep, row_k)
                 residual = x.gather(1, index.unsqueeze(-1).expand(B, keep, D))
                 n = keep

@@ -29,7 +29,8 @@ Attention in the layers that need significance (``config.power_attention``):
 
 The forward pass of every mode has static per-layer shapes (they depend only on ℓ and the
 padded input length) and never reads tensor data on the host, so ``torch.compile`` and CUDA
-graphs work. Significance excludes padded query rows and (by default) self-attention (SPEC 1.1).
+graphs work; the one exception is hard mode with the threshold rule (``config.thresholds``),
+whose widths are counts read on the host (eager only). Significance excludes padded query rows and (by default) self-attention (SPEC 1.1).
 """
 from __future__ import annotations
 
@@ -53,6 +54,7 @@ from .configuration_power_bert import (
     base_config_from_dict,
     check_power_attention,
     check_retention,
+    check_thresholds,
     check_supported,
     derive_retention,
     max_positions,
@@ -265,6 +267,13 @@ class PowerBertPreTrainedModel(PreTrainedModel):
         else:
             retention = self.config.retention
         self._apply_mode(mode, retention)
+        return self
+
+    def set_thresholds(self, thresholds: Sequence[float | None] | None):
+        """Sets the threshold rule of hard mode (:class:`PowerBertConfig` ``thresholds``: layer j
+        keeps the rows whose share of significance exceeds θ_j; None keeps every row), or turns it
+        off with None; returns self."""
+        self.config.thresholds = None if thresholds is None else check_thresholds(thresholds, self.num_power_layers)
         return self
 
     def set_sequence_length(self, n: int):

@@ -1,5 +1,6 @@
 """How many rows each PoWER layer keeps: absolute retention (the paper's ℓ_j) and relative
-retention (SPEC 1.6, the fraction ℓ_j / N of each example's length).
+retention (SPEC 1.6, the fraction ℓ_j / N of each example's length), and the threshold rule
+(keep the rows whose share of significance exceeds θ_j, as Learned Token Pruning does).
 
 :func:`hard_widths` gives every layer's output width from the input width alone (an int, or a
 SymInt under torch.export), so the forward pass has static per-layer shapes.
@@ -11,7 +12,7 @@ from typing import Sequence
 import torch
 from torch.fx.experimental.symbolic_shapes import statically_known_true
 
-__all__ = ["hard_widths", "relative_rows", "relative_soft_factor"]
+__all__ = ["hard_widths", "relative_rows", "relative_soft_factor", "significance_shares", "threshold_rows"]
 
 
 def relative_rows(retention_j: int, lengths: torch.Tensor, n_cfg: int) -> torch.Tensor:
@@ -19,6 +20,23 @@ def relative_rows(retention_j: int, lengths: torch.Tensor, n_cfg: int) -> torch.
     in integers. lengths int64 [B] -> int64 [B]."""
     k = (lengths * int(retention_j) + (n_cfg - 1)) // n_cfg
     return torch.minimum(k.clamp(min=1), lengths)
+
+
+def significance_shares(sig: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Each real row's share of its example's significance: sig / Σ sig over the real rows, 0 on
+    padding. sig float [B, n], mask [B, n] -> float32 [B, n] (each real row sums to 1)."""
+    real = mask != 0
+    s = torch.where(real, sig.float(), 0.0)
+    return s / s.sum(dim=1, keepdim=True).clamp(min=torch.finfo(torch.float32).tiny)
+
+
+def threshold_rows(sig: torch.Tensor, mask: torch.Tensor, theta: float) -> torch.Tensor:
+    """The threshold rule: rows kept of each example, the count of its real rows whose share of
+    significance (:func:`significance_shares`) exceeds ``theta``, at least 1 (and at most its
+    real rows). sig float [B, n], mask [B, n] -> int64 [B]."""
+    real = mask != 0
+    above = (significance_shares(sig, mask) > float(theta)) & real
+    return above.sum(dim=1).clamp(min=1).minimum(real.sum(dim=1).clamp(min=1))
 
 
 def relative_soft_factor(retention_row: torch.Tensor, sig: torch.Tensor, mask: torch.Tensor,

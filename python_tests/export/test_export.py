@@ -288,6 +288,17 @@ def test_soft_mode_refused(tmp_path):
         export(tmp_path / "soft", tmp_path / "m.pt2", format="pt2")
 
 
+def test_threshold_rule_refused(tmp_path):
+    model = tiny_power()
+    model.set_thresholds([0.1] + [None] * (model.num_power_layers - 1))
+    with pytest.raises(ValueError, match="threshold rule.*eager PyTorch only"):
+        export(model, tmp_path / "m.onnx")
+    model.save_pretrained(tmp_path / "thr")
+    with pytest.raises(ValueError, match="threshold rule"):
+        export(tmp_path / "thr", tmp_path / "m.pt2", format="pt2")
+    assert not (tmp_path / "m.onnx").exists() and not (tmp_path / "m.pt2").exists()
+
+
 def test_unwritable_output(tmp_path):
     model = tiny_power()
     with pytest.raises(ValueError, match="output=.*does not exist"):

@@ -31,6 +31,7 @@ from transformers.utils import logging as hf_logging  # noqa: E402
 
 from power_bert_ops import reference  # noqa: E402
 from power_bert_ops.modeling import (  # noqa: E402
+    EncoderRecord,
     PowerBertConfig,
     PowerBertForMultipleChoice,
     PowerBertForSequenceClassification,
@@ -879,6 +880,81 @@ def test_relative_scale_saved_and_loaded(tmp_path):
         torch.testing.assert_close(again(**batch).logits, power(**batch).logits, atol=ATOL, rtol=0)
     with pytest.raises(ValueError, match="retention scale must be one of"):
         PowerBertForSequenceClassification.from_pretrained(tmp_path, retention_scale="ratio")
+
+
+# ------------------------------------------------------------------------------------------------
+# The threshold rule: keep the rows whose share of significance exceeds θ_j
+# ------------------------------------------------------------------------------------------------
+def _threshold_select(thresholds):
+    """reference.model_logits' `select` for a single example under the threshold rule, written
+    apart from the package: k = the rows whose significance / Σ significance exceeds θ_j
+    (at least 1); then [CLS] and the k - 1 most significant others (reference.extract_scored)."""
+    layers = iter([t for t in thresholds if t is not None])
+
+    def select(x, scores, mask, keep, row_k=None):
+        theta = next(layers)
+        s = scores[0].double() * (mask[0] != 0)
+        k = max(1, int(((s / s.sum()) > theta).sum()))
+        return reference.extract_scored(x, scores, mask, k)
+    return select
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+@pytest.mark.parametrize("seed", [0, 1])
+def test_threshold_rule_equals_per_example_reference(family, seed):
+    """Hard mode with thresholds, batched with padding, equals a loop over single examples cut to
+    their real length, each counting its own rows above θ_j; and the counts differ per example."""
+    hf = tiny_hf(family, seed=seed)
+    L, N = len(_layers(hf)), 20
+    thresholds = [0.06, 0.09, None] if L == 3 else [0.06, None, 0.09, 0.2]
+    power = wrap(hf, retention=[N] * L, sequence_length=N).set_thresholds(thresholds)
+    batch = inputs((6, N), pair=family != "roberta", seed=seed + 5)
+    lengths = batch["attention_mask"].sum(1).tolist()
+    record = EncoderRecord()
+    with torch.no_grad():
+        got = power(**batch, power_bert_record=record).logits
+        full = wrap(hf, sequence_length=N)(**batch).logits
+    for b, length in enumerate(lengths):
+        one = {k: v[b:b + 1, :length] for k, v in batch.items()}
+        ell = [1 if t is not None else 10 ** 6 for t in thresholds]
+        with torch.no_grad():
+            ref = reference.model_logits(hf, ell, **one, select=_threshold_select(thresholds))
+        torch.testing.assert_close(got[b:b + 1], ref, atol=ATOL, rtol=0)
+    kept = record.masks[-1].sum(1)
+    assert len(set(kept.tolist())) > 1 and bool((kept < torch.tensor(lengths)).all())
+    assert (got - full).abs().max() > 100 * ATOL
+
+
+def test_threshold_rows_counts_shares_above_theta():
+    from power_bert_ops.modeling.widths import significance_shares, threshold_rows
+
+    sig = torch.tensor([[4.0, 3.0, 2.0, 1.0, 9.0], [1.0, 1.0, 1.0, 1.0, 1.0], [0.5, 0.1, 0.1, 0.0, 0.0]])
+    mask = torch.tensor([[1, 1, 1, 1, 0], [1, 1, 1, 1, 1], [1, 1, 1, 0, 0]])
+    shares = significance_shares(sig, mask)
+    torch.testing.assert_close(shares.sum(1), torch.ones(3))
+    assert shares[0, 4] == 0  # padding has no share
+    assert threshold_rows(sig, mask, 0.15).tolist() == [3, 5, 1]  # 0.4, 0.3, 0.2 > 0.15; 5 x 0.2; 0.71
+    assert threshold_rows(sig, mask, 0.9).tolist() == [1, 1, 1]  # at least one row
+    assert threshold_rows(sig, mask, 0.0).tolist() == [4, 5, 3]
+
+
+def test_threshold_rule_saved_loaded_and_checked(tmp_path):
+    hf = tiny_hf("bert", seed=1)
+    power = wrap(hf, retention=[12, 12, 12], sequence_length=12).set_thresholds([0.05, None, 0.1])
+    power.save_pretrained(tmp_path)
+    again = PowerBertForSequenceClassification.from_pretrained(tmp_path)
+    assert again.config.thresholds == [0.05, None, 0.1]
+    batch = inputs((3, 12), seed=4)
+    with torch.no_grad():
+        torch.testing.assert_close(again(**batch).logits, power(**batch).logits, atol=ATOL, rtol=0)
+        top_k = again.set_thresholds(None)(**batch).logits  # off: ℓ = N keeps every row
+        torch.testing.assert_close(top_k, hf(**batch).logits, atol=ATOL, rtol=0)
+    with pytest.raises(ValueError, match=r"thresholds\[2\] = 1.5 must be None or a share"):
+        power.set_thresholds([0.1, 1.5, None])
+    with pytest.raises(ValueError, match="`thresholds` has 2 entries but the model has 3"):
+        power.set_thresholds([0.1, None])
+    with pytest.raises(TypeError, match="`thresholds` must be a sequence"):
+        power.set_thresholds(0.1)
 
 
 # ------------------------------------------------------------------------------------------------

@@ -1,0 +1,75 @@
+"""The threshold rule's calibration and the FLOP bound of the rows a model kept
+(training.thresholds), on a tiny random BERT and sentence-like lengths."""
+import pytest
+import torch
+from transformers import BertConfig, BertForSequenceClassification
+
+from power_bert_ops.flops import FlopModel, rows_kept
+from power_bert_ops.modeling import EncoderRecord, PowerBertForSequenceClassification
+from power_bert_ops.training.thresholds import calibrate_thresholds, kept_rows, rows_bound
+
+N = 24
+
+
+def _model(retention, seed=0):
+    torch.manual_seed(seed)
+    cfg = BertConfig(vocab_size=100, hidden_size=32, num_hidden_layers=4, num_attention_heads=4,
+                     intermediate_size=64, max_position_embeddings=N, initializer_range=0.2)
+    hf = BertForSequenceClassification(cfg).eval()
+    return PowerBertForSequenceClassification.from_hf_model(hf, retention=retention, sequence_length=N,
+                                                            retention_scale="relative").eval()
+
+
+def _dataset(count=40, seed=1):
+    g = torch.Generator().manual_seed(seed)
+    rows = []
+    for _ in range(count):
+        length = int(torch.randint(4, N + 1, (1,), generator=g))
+        mask = (torch.arange(N) < length).long()
+        ids = torch.randint(5, 100, (N,), generator=g) * mask
+        rows.append({"input_ids": ids, "attention_mask": mask, "token_type_ids": torch.zeros(N, dtype=torch.long),
+                     "labels": torch.tensor(0)})
+    return rows
+
+
+def test_kept_rows_of_top_k_match_its_rule_and_its_bound():
+    """kept_rows (bucketed batches, restored to dataset order) of a relative top-k model equals
+    each example's k_j(x); rows_bound of them equals FlopModel's bound of ℓ over those lengths."""
+    retention = [24, 15, 9, 3]
+    model, data = _model(retention), _dataset()
+    lengths = [int(r["attention_mask"].sum()) for r in data]
+    rows = kept_rows(model, data, batch_size=8)
+    assert rows.tolist() == [rows_kept(retention, N, n, "relative") for n in lengths]
+    unpadded = [{k: v[:n] if v.dim() else v for k, v in r.items()} for r, n in zip(data, lengths)]
+    assert torch.equal(kept_rows(model, unpadded, batch_size=8), rows)  # training data: dynamic padding
+    want = FlopModel(model.config, N, lengths=lengths, scale="relative").bound(retention)
+    assert rows_bound(model.config, lengths, rows) == pytest.approx(want, rel=1e-12)
+    with pytest.raises(ValueError, match="expected"):
+        rows_bound(model.config, lengths, rows[:, :3])
+
+
+def test_calibrated_thresholds_keep_as_many_rows_as_top_k():
+    retention = [24, 14, 14, 1]
+    model, data = _model(retention, seed=2), _dataset(60, seed=3)
+    lengths = [int(r["attention_mask"].sum()) for r in data]
+    out = calibrate_thresholds(model, data, batch_size=16)
+    assert out["thresholds"][0] is None and out["thresholds"][2] is None  # ℓ drops in layers 2 and 4 only
+    assert all(0 < out["thresholds"][j] < 1 for j in (1, 3))
+    assert model.config.thresholds == out["thresholds"]
+    rows = kept_rows(model, data, batch_size=16)
+    top_k = torch.tensor([rows_kept(retention, N, n, "relative") for n in lengths])
+    for j in (1, 3):
+        # each θ_j keeps the top-k rule's total, counting the row every example keeps at least
+        assert int(top_k[:, j].sum()) - 2 <= int(rows[:, j].sum()) <= int(top_k[:, j].sum())
+        assert out["rows"][j] == pytest.approx(float(rows[:, j].double().mean()))
+    assert not torch.equal(rows, top_k)  # the same total, spread over the examples differently
+    bound = rows_bound(model.config, lengths, rows)
+    assert bound == pytest.approx(FlopModel(model.config, N, lengths=lengths, scale="relative").bound(retention),
+                                  rel=0.1)
+    # an example scored alone keeps what it kept in its batch
+    for i in (0, 7, 33):
+        one = {k: v[None, :lengths[i]] for k, v in data[i].items() if k != "labels"}
+        record = EncoderRecord()
+        with torch.no_grad():
+            model(**one, power_bert_record=record)
+        assert [int(m.sum()) for m in record.masks] == rows[i].tolist()
