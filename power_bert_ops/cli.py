@@ -119,6 +119,7 @@ def _break_even_value(text: str) -> float | str:
 
 def _add_train_args(p: argparse.ArgumentParser, d: dict) -> None:
     from .training.pipeline import PRECISIONS
+    from .training.thresholds import RETENTION_RULES
 
     g = p.add_argument_group("training")
     g.add_argument("--model", default=None, help="Hugging Face checkpoint directory (BERT, RoBERTa, ALBERT, ELECTRA); "
@@ -157,6 +158,10 @@ def _add_train_args(p: argparse.ArgumentParser, d: dict) -> None:
                    help="relative: layer j keeps a learned fraction of each example's real length, and the target "
                         "speed-up is against the dense model at real lengths; absolute: the paper's row counts, the "
                         "same for every example, and its FLOP bound at N")
+    g.add_argument("--retention-rule", choices=RETENTION_RULES, default=d["retention_rule"],
+                   help="stage 3: top-k keeps ℓ_j's rows; threshold keeps the rows whose share of significance "
+                        "exceeds θ_j, calibrated on the training data to keep as many rows as ℓ (an example whose "
+                        "attention is spread keeps more; eager PyTorch only, not exported)")
     g.add_argument("--distill", action=argparse.BooleanOptionalAction, default=d["distill"],
                    help="stage-1 model as teacher of stages 2 and 3 (logit distillation)")
     g.add_argument("--distill-hidden", type=float, default=d["distill_hidden"], metavar="WEIGHT",
@@ -302,7 +307,7 @@ def cmd_train(a) -> dict | None:
         distill_hidden=a.distill_hidden,
         break_even_keep=None if a.break_even_keep == "off" else a.break_even_keep,
         batch_size=pick(a.batch_size, "batch_size", "batch_size"), eval_batch_size=a.eval_batch_size, seed=a.seed,
-        attention_dropout=a.attention_dropout, retention_scale=a.retention_scale,
+        attention_dropout=a.attention_dropout, retention_scale=a.retention_scale, retention_rule=a.retention_rule,
         device=a.device, precision=a.precision, max_steps=a.max_steps, progress=not a.no_progress,
     )
     lambdas = a.lambdas.split(",") if a.lambdas is not None else None

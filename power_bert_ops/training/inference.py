@@ -215,6 +215,8 @@ def benchmark(model_dir, baseline_dir, data: DataArgs, max_length: int | None = 
     result = {"model": str(model_dir), "baseline": str(baseline_dir), "max_length": n, "examples": len(ds),
               "truncated": int(ds.num_truncated), "retention": list(power.retention),
               "retention_scale": power.config.retention_scale, **speed}
+    if power.config.thresholds is not None:
+        result["thresholds"] = list(power.config.thresholds)
     if output_dir is not None:
         result["files"] = {k: str(v) for k, v in write_benchmark_report(Path(output_dir), result).items()}
     return result

@@ -39,6 +39,7 @@ from .distillation import DEFAULT_ALPHA, DEFAULT_TEMPERATURE
 from .errors import MAX_COUNT, MAX_SEED, CorruptModelError, PowerBertError, StageSettingsError, check_whole_number
 from .prepare import PreparedTask
 from .projection import BREAK_EVEN_KEEP
+from .thresholds import RETENTION_RULES
 from .stages import STAGE_TABLE, StagePlan, describe_training, flop_model, set_attention_dropout, training_record
 from .trainer import (PowerBertTrainer, StopOnNonFiniteLoss, check_device, readable_progress, resolve_device,
                       restore_patience)
@@ -77,6 +78,7 @@ class PipelineConfig:
     distill_hidden: float = 0.0  # weight of stage 3's hidden-state distillation on the kept rows; 0: none
     attention_dropout: float | None = None  # dropout on attention probabilities; None: the model's
     retention_scale: str = "relative"  # "relative": ℓ_j as a fraction of each example's length; "absolute": the paper
+    retention_rule: str = "top-k"  # stage 3: ℓ's rows ("top-k"), or rows above θ_j calibrated to ℓ ("threshold")
     batch_size: int = 32
     eval_batch_size: int = 64
     seed: int = 42
@@ -127,6 +129,8 @@ class PipelineConfig:
             bad("precision", f"one of {PRECISIONS}")
         if self.retention_scale not in RETENTION_SCALES:
             raise PowerBertError(f"--retention must be one of {RETENTION_SCALES}, got {self.retention_scale!r}")
+        if self.retention_rule not in RETENTION_RULES:
+            bad("retention_rule", f"one of {RETENTION_RULES}")
         self.device = check_device(self.device)
 
     def to_dict(self) -> dict:
@@ -245,7 +249,7 @@ STAGE_SETTINGS = {
     "search": ("max_length", "search_epochs", "lr_bert", "lr_soft", "lam", "target_speedup", "break_even_keep",
                "batch_size", "seed", "precision", "max_steps", "retention_scale", "search_min_steps", *_DISTILL),
     "retrain": ("max_length", "retrain_epochs", "lr_bert", "batch_size", "seed", "precision", "max_steps", "patience",
-                *_DISTILL, "distill_hidden"),
+                *_DISTILL, "distill_hidden", "retention_rule"),
 }
 TARGET_FILE = "target.json"
 SETTINGS_FILE = "settings.json"
@@ -253,7 +257,7 @@ SETTINGS_FILE = "settings.json"
 
 # What a stage did before a setting existed: a settings file without the key holds this value.
 SETTING_BEFORE_IT_EXISTED = {"attention_dropout": None, "retention_scale": "absolute", "patience": 0,
-                             "search_min_steps": 0, "distill_hidden": 0.0}
+                             "search_min_steps": 0, "distill_hidden": 0.0, "retention_rule": "top-k"}
 
 
 def _stage_settings(stage: str, cfg: PipelineConfig) -> dict:

@@ -89,6 +89,11 @@ def render_markdown(r: dict, plot_name: str | None = None) -> str:
         f"- retention configuration ℓ: {r['retention']} ({setting_label(r)}"
         f"{distillation_label(r)})",
     ]
+    if r.get("thresholds") is not None:
+        theta = ", ".join("-" if t is None else f"{t:.4f}" for t in r["thresholds"])
+        lines.append(f"- threshold rule (`--retention-rule threshold`): layer j keeps the rows whose share of "
+                     f"significance exceeds θ_j = [{theta}], calibrated on the training data to keep as many rows "
+                     f"as ℓ; the FLOP bounds below are those of the rows it kept")
     if search_line(r):
         lines.append(search_line(r))
     if s:

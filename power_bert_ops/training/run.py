@@ -241,6 +241,8 @@ def finish_run(cfg: PipelineConfig, task: PreparedTask, results: dict[str, Stage
                        "metrics": evals["power_bert"]},
         "retention": retention,
         "retention_scale": power.config.retention_scale,
+        "retention_rule": "threshold" if power.config.thresholds is not None else "top-k",
+        "thresholds": power.config.thresholds,
         # what --target-speedup is measured by: the training data's lengths (SPEC 1.6)
         "target_bound": flop_model(power.config, task, power.config.retention_scale).bound(retention),
         "flop_bound": speed["flop_bound"],
@@ -258,7 +260,7 @@ def finish_run(cfg: PipelineConfig, task: PreparedTask, results: dict[str, Stage
     paths = write_report(out, report)
     b, p = report["baseline"]["metric"], report["power_bert"]["metric"]
     print(f"\n{task.name} (N={task.max_length}, {split} split): baseline {metric} {b['value']:.4f} | PoWER-BERT "
-          f"{p['value']:.4f} | retention {retention} ({report['retention_scale']}) | speed-up against the dense model "
+          f"{p['value']:.4f} | retention {retention} ({report['retention_scale']}, {report['retention_rule']}) | speed-up against the dense model "
           f"on length-bucketed batches: {describe_speedup(speed)}; padded to N: {speed['padded']['speedup']:.2f}x "
           f"(bound {speed['padded']['flop_bound']:.2f}x) on {report['device']}\nreport: {paths['json']}")
     return report

@@ -134,6 +134,21 @@ def speed_bounds(config, retention, n: int, lengths) -> dict:
             "padded_flop_bound": flop_bound(config, retention, n)}
 
 
+def threshold_speed_bounds(model, dataset, batch_size: int, device: str, n: int, lengths) -> dict:
+    """:func:`speed_bounds` of a model under the threshold rule, whose rows depend on the data: the
+    bounds of the rows it keeps of each example of ``dataset`` (``flop_bound``), and of the same
+    rows with the layers before its first eliminating one at the padded width ``n``
+    (``padded_flop_bound``)."""
+    from .thresholds import kept_rows, rows_bound
+
+    rows = kept_rows(model, dataset, batch_size, device)
+    first = next((j for j, t in enumerate(model.config.thresholds) if t is not None), len(model.config.thresholds))
+    padded = rows.clone()
+    padded[:, :first] = n
+    return {"flop_bound": rows_bound(model.config, lengths, rows),
+            "padded_flop_bound": rows_bound(model.config, [n] * len(lengths), padded)}
+
+
 def speed_report(baseline, power_model, dataset, batch_size: int, device: str, dtype=torch.float32,
                  repeats: int = 3) -> dict:
     """:func:`measure_speedup` with each regime's FLOP bound beside its measured speed-up
@@ -141,7 +156,11 @@ def speed_report(baseline, power_model, dataset, batch_size: int, device: str, d
     lengths = example_lengths(dataset)
     speed = measure_speedup(baseline, power_model, dataset, batch_size, device, dtype=dtype, repeats=repeats,
                             lengths=lengths)
-    bounds = speed_bounds(power_model.config, list(power_model.retention), int(speed["padded_length"]), lengths)
+    n = int(speed["padded_length"])
+    if getattr(power_model.config, "thresholds", None) is not None:
+        bounds = threshold_speed_bounds(power_model, dataset, batch_size, device, n, lengths)
+    else:
+        bounds = speed_bounds(power_model.config, list(power_model.retention), n, lengths)
     speed["flop_bound"] = bounds["flop_bound"]
     speed["padded"]["flop_bound"] = bounds["padded_flop_bound"]
     return speed

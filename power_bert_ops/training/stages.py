@@ -22,7 +22,8 @@ from ..modeling import adapters
 from .controller import TargetController
 from .projection import apply_break_even
 from .speed import example_lengths
-from .trainer import ClampRetentionCallback
+from .thresholds import calibrate_thresholds
+from .trainer import ClampRetentionCallback, resolve_device
 
 if TYPE_CHECKING:
     from .pipeline import PipelineConfig
@@ -242,6 +243,12 @@ def _finish_search(cfg: "PipelineConfig", task: "PreparedTask", plan: StagePlan,
 # -- stage 3 -----------------------------------------------------------------------------------------
 def _plan_retrain(cfg: "PipelineConfig", task: "PreparedTask", previous) -> StagePlan:
     model = task.power_class.from_pretrained(previous.model_dir, retention=previous.retention)
+    if cfg.retention_rule == "threshold":
+        cal = calibrate_thresholds(model, task.train, cfg.eval_batch_size, resolve_device(cfg.device))
+        theta = ", ".join("-" if t is None else f"{t:.4f}" for t in cal["thresholds"])
+        _say(f"power-bert: retrain: threshold rule, θ = [{theta}] keep "
+             f"[{', '.join(f'{r:.1f}' for r in cal['rows'])}] rows per layer on average over the training data "
+             f"(ℓ keeps [{', '.join(f'{r:.1f}' for r in cal['target_rows'])}])")
     return StagePlan(model, cfg.retrain_epochs, True, callbacks=_early_stopping(cfg))
 
 

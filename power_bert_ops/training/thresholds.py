@@ -16,7 +16,12 @@ from ..modeling.encoder import EncoderRecord
 from ..modeling.widths import significance_shares
 from .speed import MODEL_INPUTS, bucketed_order, example_lengths
 
-__all__ = ["calibrate_thresholds", "kept_rows", "rows_bound"]
+__all__ = ["RETENTION_RULES", "calibrate_thresholds", "kept_rows", "rows_bound"]
+
+RETENTION_RULES = ("top-k", "threshold")
+"""How stage 3 keeps rows: ``top-k`` keeps ℓ_j's rows (SPEC 1.2); ``threshold`` keeps the rows
+whose share of significance exceeds θ_j, with θ calibrated on the training data to keep as many
+rows as ℓ (:func:`calibrate_thresholds`)."""
 
 
 def _batches(dataset, batch_size: int, device: str, lengths):

@@ -1,12 +1,20 @@
 """The threshold rule's calibration and the FLOP bound of the rows a model kept
 (training.thresholds), on a tiny random BERT and sentence-like lengths."""
+import json
+import shutil
+
 import pytest
 import torch
 from transformers import BertConfig, BertForSequenceClassification
 
+from power_bert_ops import cli
 from power_bert_ops.flops import FlopModel, rows_kept
 from power_bert_ops.modeling import EncoderRecord, PowerBertForSequenceClassification
+from power_bert_ops.training.artifacts import load_model
+from power_bert_ops.training.speed import speed_report
 from power_bert_ops.training.thresholds import calibrate_thresholds, kept_rows, rows_bound
+
+from tiny_models import run_args
 
 N = 24
 
@@ -73,3 +81,60 @@ def test_calibrated_thresholds_keep_as_many_rows_as_top_k():
         with torch.no_grad():
             model(**one, power_bert_record=record)
         assert [int(m.sum()) for m in record.masks] == rows[i].tolist()
+
+
+def test_speed_report_bounds_a_threshold_model_by_the_rows_it_kept():
+    """The bound `power-bert benchmark` prints for a model under the threshold rule is that of the
+    rows it kept of the timed examples (bucketed), and of the same rows after full-width layers
+    before its first eliminating one (padded); not the bound of the ℓ it was calibrated against."""
+    retention = [24, 12, 6, 2]
+    model, data = _model(retention, seed=4), _dataset(24, seed=5)
+    lengths = [int(r["attention_mask"].sum()) for r in data]
+    calibrate_thresholds(model, data[:16], batch_size=8)
+    assert model.config.thresholds[0] is None  # ℓ_1 = N: layer 1 keeps every row
+    dense = BertForSequenceClassification(model.model.config).eval()  # the wrapped model's weights, dense
+    dense.load_state_dict(model.model.state_dict())
+    speed = speed_report(dense, model, [{k: v for k, v in r.items() if k != "labels"} for r in data], 8, "cpu",
+                         repeats=1)
+    rows = kept_rows(model, data, batch_size=8)
+    assert speed["flop_bound"] == pytest.approx(rows_bound(model.config, lengths, rows), rel=1e-12)
+    padded = rows.clone()
+    padded[:, 0] = N
+    assert speed["padded"]["flop_bound"] == pytest.approx(rows_bound(model.config, [N] * len(data), padded), rel=1e-12)
+    top_k = FlopModel(model.config, N, lengths=lengths, scale="relative").bound(retention)
+    assert speed["flop_bound"] != pytest.approx(top_k, rel=1e-6)
+
+
+def test_retrain_with_the_threshold_rule(finished_run, workdir, tmp_path, capsys):
+    """`power-bert retrain --retention-rule threshold` on a finished run's stages 1-2: θ is
+    calibrated and printed, the model keeps it, the report says so and its bounds are those of the
+    rows kept; `evaluate` and `benchmark` reproduce the report; a rerun with top-k is refused."""
+    out = tmp_path / "run"
+    shutil.copytree(finished_run, out)
+    shutil.rmtree(out / "retrain")
+    args = run_args(workdir, out, "--retention-rule", "threshold")
+    args[0] = "retrain"
+    assert cli.main(args) == 0
+    assert "retrain: threshold rule, θ = [" in capsys.readouterr().out
+    report = json.loads((out / "report.json").read_text())
+    assert report["retention_rule"] == "threshold" and any(t is not None for t in report["thresholds"])
+    assert "threshold rule (`--retention-rule threshold`)" in (out / "report.md").read_text()
+    model = load_model(out / "retrain" / "model")[0]
+    assert model.config.thresholds == report["thresholds"]
+    eval_file = ["--eval-file", str(workdir / "eval.csv"), "--text-column", "review", "--label-column", "sentiment"]
+    assert cli.main(["evaluate", "--model-dir", str(out / "retrain" / "model"), *eval_file, "--json",
+                     "--no-progress"]) == 0
+    got = json.loads(capsys.readouterr().out)
+    assert got["accuracy"] == pytest.approx(report["power_bert"]["metrics"]["eval"]["accuracy"], abs=1e-12)
+    assert cli.main(["benchmark", "--model-dir", str(out / "retrain" / "model"), "--baseline",
+                     str(out / "finetune" / "model"), *eval_file, "--json", "--no-progress"]) == 0
+    speed = json.loads(capsys.readouterr().out)
+    assert speed["thresholds"] == report["thresholds"]
+    assert speed["flop_bound"] == pytest.approx(report["flop_bound"], rel=1e-12)
+    assert speed["padded"]["flop_bound"] == pytest.approx(report["padded"]["flop_bound"], rel=1e-12)
+    shutil.rmtree(out / "retrain" / "model")
+    (out / "retrain" / "stage.json").unlink()
+    args[args.index("--retention-rule") + 1] = "top-k"
+    assert cli.main(args) == 2
+    assert "--retention-rule threshold" in capsys.readouterr().err
+    assert not (out / "retrain" / "model").exists()
