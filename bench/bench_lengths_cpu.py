@@ -31,8 +31,8 @@ transformers = pytest.importorskip("transformers")
 
 from power_bert_ops.flops import retention_for_bound  # noqa: E402
 from power_bert_ops.modeling import PowerBertForSequenceClassification  # noqa: E402
-from power_bert_ops.training.speed import speed_report  # noqa: E402
 from compositions import dense_bert  # noqa: E402
+from speed_cases import examples_of_lengths, time_case  # noqa: E402
 
 N, BATCH, EXAMPLES, REPEATS = 64, 64, 512, 3
 CASES = [("relative", "bucketed", 2.0), ("relative", "bucketed", 3.0), ("absolute", "padded", 3.0)]
@@ -51,15 +51,7 @@ def setup():
     dense = dense_bert(hidden_size=384, num_hidden_layers=6, num_attention_heads=12, intermediate_size=1536)
     cfg = dense.config
     lengths = sentence_lengths(EXAMPLES)
-    g = torch.Generator().manual_seed(1)
-    data = []
-    for n in lengths:
-        ids = torch.zeros(N, dtype=torch.long)
-        ids[:n] = torch.randint(1000, cfg.vocab_size, (n,), generator=g)
-        ids[0] = 101
-        mask = (torch.arange(N) < n).long()
-        data.append({"input_ids": ids, "attention_mask": mask, "token_type_ids": torch.zeros(N, dtype=torch.long)})
-    return cfg, dense, data, lengths
+    return cfg, dense, examples_of_lengths(lengths, N, cfg.vocab_size), lengths
 
 
 @pytest.mark.benchmark(group=f"MiniLM-shaped, fp32, N={N}, batch {BATCH}, {EXAMPLES} sentence-length examples")
@@ -70,34 +62,10 @@ def test_bucketed_speedup(benchmark, setup, scale, against, target):
     ell = retention_for_bound(cfg, N, target, **({} if against == "padded" else dict(lengths=lengths, scale=scale)))
     power = PowerBertForSequenceClassification.from_hf_model(copy.deepcopy(dense), retention=ell, sequence_length=N,
                                                              retention_scale=scale).eval()
-    result = {}
     # --benchmark-disable (the suite's smoke run): one batch, one pass, to check the script
     rows, repeats = (data[:BATCH], 1) if benchmark.disabled else (data, REPEATS)
-
-    def run():
-        result.update(speed_report(dense, power, rows, BATCH, "cpu", repeats=repeats))
-
-    benchmark.pedantic(run, rounds=1, warmup_rounds=0, iterations=1)
-    padded = result["padded"]
-    benchmark.extra_info.update(
-        retention=ell, retention_scale=scale, mean_length=round(result["mean_length"], 2),
-        mean_batch_length=round(result["mean_batch_length"], 2), torch_threads=torch.get_num_threads(),
-        bucketed=dict(speedup=round(result["speedup"], 3), flop_bound=round(result["flop_bound"], 3),
-                      ratio_to_bound=round(result["speedup"] / result["flop_bound"], 3),
-                      range=[round(v, 3) for v in result["speedup_range"]],
-                      seconds=dict(dense=round(result["baseline_seconds"], 3),
-                                   power=round(result["power_bert_seconds"], 3))),
-        padded=dict(speedup=round(padded["speedup"], 3), flop_bound=round(padded["flop_bound"], 3),
-                    ratio_to_bound=round(padded["speedup"] / padded["flop_bound"], 3),
-                    seconds=dict(dense=round(padded["baseline_seconds"], 3),
-                                 power=round(padded["power_bert_seconds"], 3))),
-    )
-    assert result["flop_bound"] > 1.0 and padded["flop_bound"] >= result["flop_bound"]
-    _points.append(dict(bound=result["flop_bound"], speedup=result["speedup"], label=f"{scale} (bucketed)"))
-    _points.append(dict(bound=padded["flop_bound"], speedup=padded["speedup"], label=f"{scale} (padded)",
-                        highlight=True))
-    print(f"\n{scale} ℓ={ell}: bucketed {result['speedup']:.2f}x of bound {result['flop_bound']:.2f}x; "
-          f"padded {padded['speedup']:.2f}x of bound {padded['flop_bound']:.2f}x")
+    result = time_case(benchmark, dense, power, rows, BATCH, repeats, _points)
+    assert result["flop_bound"] > 1.0 and result["padded"]["flop_bound"] >= result["flop_bound"]
 
 
 def speedup_plot():
