@@ -32,7 +32,7 @@ transformers = pytest.importorskip("transformers")
 from power_bert_ops.flops import retention_for_bound  # noqa: E402
 from power_bert_ops.modeling import PowerBertForSequenceClassification  # noqa: E402
 from compositions import dense_bert  # noqa: E402
-from speed_cases import examples_of_lengths, time_case  # noqa: E402
+from speed_cases import examples_of_lengths, plot_spec, time_case  # noqa: E402
 
 N, BATCH, EXAMPLES, REPEATS = 64, 64, 512, 3
 CASES = [("relative", "bucketed", 2.0), ("relative", "bucketed", 3.0), ("absolute", "padded", 3.0)]
@@ -70,9 +70,4 @@ def test_bucketed_speedup(benchmark, setup, scale, against, target):
 
 def speedup_plot():
     """The module's plot, drawn by conftest.py after the benchmarks (None: nothing measured)."""
-    if not _points:
-        return None
-    title = (f"MiniLM-shaped fp32 N={N}, sentence lengths (mean {sum(sentence_lengths(EXAMPLES)) / EXAMPLES:.0f}), "
-             f"{torch.get_num_threads()} CPU threads, torch {torch.__version__}\n"
-             "blue: against dense on length-bucketed batches; orange: against dense padded to N")
-    return _points, title, dict(target_ratio=0.85, ylabel="measured speed-up over dense (SDPA)")
+    return plot_spec(_points, f"MiniLM-shaped fp32 N={N}, sentence lengths (mean {sum(sentence_lengths(EXAMPLES)) / EXAMPLES:.0f})")

@@ -30,7 +30,7 @@ transformers = pytest.importorskip("transformers")
 from power_bert_ops.flops import retention_for_bound  # noqa: E402
 from power_bert_ops.modeling import PowerBertForSequenceClassification  # noqa: E402
 from compositions import dense_bert  # noqa: E402
-from speed_cases import examples_of_lengths, time_case  # noqa: E402
+from speed_cases import examples_of_lengths, plot_spec, time_case  # noqa: E402
 
 N, BATCH, EXAMPLES, REPEATS, SEED = 512, 16, 128, 3, 0
 CASES = [("relative", "bucketed", 3.0), ("relative", "bucketed", 6.0), ("absolute", "padded", 6.0)]
@@ -76,9 +76,5 @@ def test_long_document_speedup(benchmark, setup, scale, against, target):
 
 def speedup_plot():
     """The module's plot, drawn by conftest.py after the benchmarks (None: nothing measured)."""
-    if not _points:
-        return None
-    title = (f"MiniLM-shaped fp32 N={N}, 20 Newsgroups document lengths (mean {_lengths.get('mean', 0):.0f}), "
-             f"{torch.get_num_threads()} CPU threads, torch {torch.__version__}\n"
-             "blue: against dense on length-bucketed batches; orange: against dense padded to N")
-    return _points, title, dict(target_ratio=0.85, ylabel="measured speed-up over dense (SDPA)")
+    mean = _lengths.get("mean", 0)
+    return plot_spec(_points, f"MiniLM-shaped fp32 N={N}, 20 Newsgroups document lengths (mean {mean:.0f})")

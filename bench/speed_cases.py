@@ -47,3 +47,13 @@ def time_case(benchmark, dense, power, data, batch: int, repeats: int, points: l
     print(f"\n{scale} ℓ={list(power.retention)}: bucketed {result['speedup']:.2f}x of bound "
           f"{result['flop_bound']:.2f}x; padded {padded['speedup']:.2f}x of bound {padded['flop_bound']:.2f}x")
     return result
+
+
+def plot_spec(points: list, what: str):
+    """The module's plot for conftest.py: None when nothing was measured, else (points, title,
+    keyword arguments of plots.plot_speedup_vs_bound); ``what`` names the configuration."""
+    if not points:
+        return None
+    title = (f"{what}, {torch.get_num_threads()} CPU threads, torch {torch.__version__}\n"
+             "blue: against dense on length-bucketed batches; orange: against dense padded to N")
+    return points, title, dict(target_ratio=0.85, ylabel="measured speed-up over dense (SDPA)")
