@@ -241,18 +241,29 @@ def _finish_search(cfg: "PipelineConfig", task: "PreparedTask", plan: StagePlan,
 
 
 # -- stage 3 -----------------------------------------------------------------------------------------
+def _calibrate(model, cfg: "PipelineConfig", task: "PreparedTask", when: str) -> None:
+    """Sets the threshold rule's θ on ``model`` so that it keeps ℓ's rows over the training data
+    (:func:`.thresholds.calibrate_thresholds`), and says what it set."""
+    cal = calibrate_thresholds(model, task.train, cfg.eval_batch_size, resolve_device(cfg.device))
+    theta = ", ".join("-" if t is None else f"{t:.4f}" for t in cal["thresholds"])
+    _say(f"power-bert: retrain: threshold rule {when}, θ = [{theta}] keep "
+         f"[{', '.join(f'{r:.1f}' for r in cal['rows'])}] rows per layer on average over the training data "
+         f"(ℓ keeps [{', '.join(f'{r:.1f}' for r in cal['target_rows'])}])")
+
+
 def _plan_retrain(cfg: "PipelineConfig", task: "PreparedTask", previous) -> StagePlan:
     model = task.power_class.from_pretrained(previous.model_dir, retention=previous.retention)
     if cfg.retention_rule == "threshold":
-        cal = calibrate_thresholds(model, task.train, cfg.eval_batch_size, resolve_device(cfg.device))
-        theta = ", ".join("-" if t is None else f"{t:.4f}" for t in cal["thresholds"])
-        _say(f"power-bert: retrain: threshold rule, θ = [{theta}] keep "
-             f"[{', '.join(f'{r:.1f}' for r in cal['rows'])}] rows per layer on average over the training data "
-             f"(ℓ keeps [{', '.join(f'{r:.1f}' for r in cal['target_rows'])}])")
+        _calibrate(model, cfg, task, "before retraining")
     return StagePlan(model, cfg.retrain_epochs, True, callbacks=_early_stopping(cfg))
 
 
 def _finish_retrain(cfg, task, plan, trainer):
+    """ℓ; under the threshold rule, θ calibrated again on the retrained model (retraining moves the
+    shares of significance, and with them the rows kept and the FLOP bound)."""
+    if cfg.retention_rule == "threshold":
+        _calibrate(trainer.model, cfg, task, "after retraining")
+        trainer.model.train()
     return list(trainer.model.retention), None
 
 

@@ -1,6 +1,7 @@
 """The threshold rule's calibration and the FLOP bound of the rows a model kept
 (training.thresholds), on a tiny random BERT and sentence-like lengths."""
 import json
+import re
 import shutil
 
 import pytest
@@ -107,7 +108,7 @@ def test_speed_report_bounds_a_threshold_model_by_the_rows_it_kept():
 
 def test_retrain_with_the_threshold_rule(finished_run, workdir, tmp_path, capsys):
     """`power-bert retrain --retention-rule threshold` on a finished run's stages 1-2: θ is
-    calibrated and printed, the model keeps it, the report says so and its bounds are those of the
+    calibrated before and again after retraining, printed, and kept by the model; the report says so and its bounds are those of the
     rows kept; `evaluate` and `benchmark` reproduce the report; a rerun with top-k is refused."""
     out = tmp_path / "run"
     shutil.copytree(finished_run, out)
@@ -115,7 +116,14 @@ def test_retrain_with_the_threshold_rule(finished_run, workdir, tmp_path, capsys
     args = run_args(workdir, out, "--retention-rule", "threshold")
     args[0] = "retrain"
     assert cli.main(args) == 0
-    assert "retrain: threshold rule, θ = [" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert "retrain: threshold rule before retraining, θ = [" in printed
+    after = re.search(r"threshold rule after retraining, θ = \[(.*?)\] keep \[(.*?)\] rows .* keeps \[(.*?)\]\)",
+                      printed)
+    assert after is not None, printed
+    # the retrained model's θ keeps ℓ's rows over the training data (retraining moves the shares)
+    kept, target = ([float(v) for v in after.group(i).split(", ")] for i in (2, 3))
+    assert kept == pytest.approx(target, abs=0.06)
     report = json.loads((out / "report.json").read_text())
     assert report["retention_rule"] == "threshold" and any(t is not None for t in report["thresholds"])
     assert "threshold rule (`--retention-rule threshold`)" in (out / "report.md").read_text()
