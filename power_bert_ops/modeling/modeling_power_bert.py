@@ -30,7 +30,8 @@ Attention in the layers that need significance (``config.power_attention``):
 The forward pass of every mode has static per-layer shapes (they depend only on ℓ and the
 padded input length) and never reads tensor data on the host, so ``torch.compile`` and CUDA
 graphs work; the one exception is hard mode with the threshold rule (``config.thresholds``),
-whose widths are counts read on the host (eager only). Significance excludes padded query rows and (by default) self-attention (SPEC 1.1).
+whose widths are counts read on the host (eager only). Significance excludes padded query rows
+and (by default) self-attention (SPEC 1.1).
 """
 from __future__ import annotations
 

@@ -260,8 +260,8 @@ def finish_run(cfg: PipelineConfig, task: PreparedTask, results: dict[str, Stage
     paths = write_report(out, report)
     b, p = report["baseline"]["metric"], report["power_bert"]["metric"]
     print(f"\n{task.name} (N={task.max_length}, {split} split): baseline {metric} {b['value']:.4f} | PoWER-BERT "
-          f"{p['value']:.4f} | retention {retention} ({report['retention_scale']}, {report['retention_rule']}) | speed-up against the dense model "
-          f"on length-bucketed batches: {describe_speedup(speed)}; padded to N: {speed['padded']['speedup']:.2f}x "
+          f"{p['value']:.4f} | retention {retention} ({report['retention_scale']}, {report['retention_rule']}) | "
+          f"speed-up against the dense model on length-bucketed batches: {describe_speedup(speed)}; padded to N: {speed['padded']['speedup']:.2f}x "
           f"(bound {speed['padded']['flop_bound']:.2f}x) on {report['device']}\nreport: {paths['json']}")
     return report
 
