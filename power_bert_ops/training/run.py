@@ -176,6 +176,9 @@ def train(cfg: PipelineConfig, data: DataArgs, stages=STAGES, lambdas=None, targ
     check_output_dir(out)
     tokenizer = load_tokenizer(cfg.model, model_cfg)
     task = prepare(data, tokenizer, cfg.max_length)
+    if cfg.retention_rule == "threshold" and task.problem == "multiple_choice":
+        raise PowerBertError("--retention-rule threshold takes classification and regression tasks; for multiple "
+                             "choice use --retention-rule top-k")
     if any(v.target_speedup is not None for _, v in variants):
         lengths_model = flop_model(model_cfg, task, cfg.retention_scale)  # the bound the target is measured by
         for _, v in variants:

@@ -146,3 +146,15 @@ def test_retrain_with_the_threshold_rule(finished_run, workdir, tmp_path, capsys
     assert cli.main(args) == 2
     assert "--retention-rule threshold" in capsys.readouterr().err
     assert not (out / "retrain" / "model").exists()
+
+
+def test_threshold_rule_refused_for_multiple_choice_before_training(workdir, tmp_path, capsys):
+    from tiny_models import synthetic_race
+
+    race = synthetic_race(tmp_path / "RACE", {"train": 16, "dev": 8, "test": 8}, seed=0)
+    out = tmp_path / "race_run"
+    assert cli.main(["run", "--task", "race", "--data-dir", str(race), "--model", str(workdir / "model"),
+                     "--max-length", "24", "--output-dir", str(out), "--retention-rule", "threshold",
+                     "--no-progress"]) == 2
+    assert "--retention-rule threshold takes classification and regression tasks" in capsys.readouterr().err
+    assert not out.exists()
