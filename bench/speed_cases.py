@@ -54,6 +54,6 @@ def plot_spec(points: list, what: str):
     keyword arguments of plots.plot_speedup_vs_bound); ``what`` names the configuration."""
     if not points:
         return None
-    title = (f"{what}, {torch.get_num_threads()} CPU threads, torch {torch.__version__}\n"
-             "blue: against dense on length-bucketed batches; orange: against dense padded to N")
+    title = (f"{what}\n{torch.get_num_threads()} CPU threads, torch {torch.__version__}; blue: against dense on\n"
+             "length-bucketed batches, orange: against dense padded to N")
     return points, title, dict(target_ratio=0.85, ylabel="measured speed-up over dense (SDPA)")
