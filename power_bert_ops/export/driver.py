@@ -108,8 +108,8 @@ def _load_model(model_dir_or_model):
                           "call model.set_mode('hard') (derives ℓ_j from the retention parameters) and save it first")
     if power and model.config.mode == "hard" and model.config.thresholds is not None:
         raise ExportError("model_dir_or_model uses the threshold rule (config.thresholds), whose widths are read on "
-                          "the host: it runs in eager PyTorch only; export a model with top-k retention "
-                          "(model.set_thresholds(None))")
+                          "the host: it runs in eager PyTorch only; export a model retrained with top-k retention "
+                          "(power-bert retrain --retention-rule top-k)")
     if not power and (not hasattr(model, "config") or "ForSequenceClassification" not in type(model).__name__):
         raise ExportError(f"model_dir_or_model is a {type(model).__name__}; export takes a PoWER-BERT model or a "
                           "Hugging Face *ForSequenceClassification model")
