@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import csv
 import random
+import shutil
 from pathlib import Path
 
 WORDS = ["good", "bad", "movie", "plot", "actor", "scene", "story", "film", "music", "ending", "great", "awful",
@@ -77,6 +78,16 @@ def run_args(root, out, *extra):
             "--max-length", "16", "--output-dir", str(out), "--batch-size", "32", "--eval-batch-size", "64",
             "--finetune-epochs", "8", "--search-epochs", "2", "--retrain-epochs", "2", "--lr-bert", "3e-3",
             "--lr-soft", "5e-2", "--lambda", "2e-3", "--no-progress", *extra]
+
+
+def retrain_args(finished_run, root, out, *extra):
+    """`power-bert retrain` arguments (run_args plus ``extra``) over a copy, in ``out``, of a finished
+    run's stages 1-2 (its stage 3 removed)."""
+    shutil.copytree(finished_run, out)
+    shutil.rmtree(out / "retrain")
+    args = run_args(root, out, *extra)
+    args[0] = "retrain"
+    return args
 
 
 def one_and_two_processes(args, out_flag: str, one, two, port: int):

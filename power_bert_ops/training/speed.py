@@ -53,14 +53,27 @@ def bucketed_order(lengths) -> list[int]:
     return sorted(range(len(lengths)), key=lambda i: lengths[i])
 
 
+def _collate(examples: list[dict]) -> dict:
+    """default_collate, after right-padding (with 0) the model inputs of examples left unpadded
+    (dynamic padding) to the widest one; examples padded to N pass unchanged."""
+    width = max(torch.as_tensor(ex["input_ids"]).shape[-1] for ex in examples)
+
+    def fit(value):
+        value = torch.as_tensor(value)
+        return torch.nn.functional.pad(value, (0, width - value.shape[-1]))
+
+    return default_collate([{k: fit(v) if k in MODEL_INPUTS else v for k, v in ex.items()} for ex in examples])
+
+
 def bucketed_batches(dataset, batch_size: int, lengths=None):
-    """(indices, batch) pairs over ``dataset`` sorted by length, each batch cut to its longest row;
-    the indices say where each row came from, so results can be put back in input order."""
+    """(indices, batch) pairs over ``dataset`` (padded to N, or not padded) sorted by length, each
+    batch cut to its longest row; the indices say where each row came from, so results can be put
+    back in input order."""
     lengths = example_lengths(dataset) if lengths is None else lengths
     order = bucketed_order(lengths)
     for start in range(0, len(order), batch_size):
         rows = order[start:start + batch_size]
-        yield rows, trim_to_longest(default_collate([dataset[i] for i in rows]))
+        yield rows, trim_to_longest(_collate([dataset[i] for i in rows]))
 
 
 def _ratios(base: list[float], power: list[float]) -> dict:
@@ -141,7 +154,7 @@ def threshold_speed_bounds(model, dataset, batch_size: int, device: str, n: int,
     (``padded_flop_bound``)."""
     from .thresholds import kept_rows, rows_bound
 
-    rows = kept_rows(model, dataset, batch_size, device)
+    rows = kept_rows(model, dataset, batch_size, device, lengths)
     first = next((j for j, t in enumerate(model.config.thresholds) if t is not None), len(model.config.thresholds))
     padded = rows.clone()
     padded[:, :first] = n

@@ -13,8 +13,8 @@ import torch
 
 from ..flops import _dims, layer_macs, rows_kept
 from ..modeling.encoder import EncoderRecord
-from ..modeling.widths import significance_shares
-from .speed import MODEL_INPUTS, bucketed_order, example_lengths
+from ..modeling.widths import hard_widths, significance_shares
+from .speed import MODEL_INPUTS, bucketed_batches, example_lengths
 
 __all__ = ["RETENTION_RULES", "calibrate_thresholds", "kept_rows", "rows_bound"]
 
@@ -25,31 +25,9 @@ rows as ℓ (:func:`calibrate_thresholds`)."""
 
 
 def _batches(dataset, batch_size: int, device: str, lengths):
-    """(indices, batch) over ``dataset`` sorted by length, each batch right-padded (or cut) to its
-    longest row; the examples may be padded to N or not at all (dynamic padding)."""
-    order = bucketed_order(lengths)
-    for start in range(0, len(order), batch_size):
-        rows = order[start:start + batch_size]
-        n = max(lengths[i] for i in rows)
-        batch = {}
-        for key in MODEL_INPUTS:
-            if key not in dataset[rows[0]]:
-                continue
-            out = torch.zeros((len(rows), n), dtype=torch.long)
-            for r, i in enumerate(rows):
-                v = torch.as_tensor(dataset[i][key])[:n]
-                out[r, :v.shape[0]] = v
-            batch[key] = out.to(device)
-        yield rows, batch
-
-
-def _eliminating_layers(retention, n: int) -> list[int]:
-    out, prev = [], n
-    for j, ell in enumerate(retention):
-        if ell < prev:
-            out.append(j)
-        prev = ell
-    return out
+    """:func:`.speed.bucketed_batches` with the model inputs only, on ``device``."""
+    for rows, batch in bucketed_batches(dataset, batch_size, lengths):
+        yield rows, {k: v.to(device) for k, v in batch.items() if k in MODEL_INPUTS}
 
 
 def _threshold_for(shares: torch.Tensor, target: int) -> float:
@@ -91,7 +69,8 @@ def calibrate_thresholds(model, dataset, batch_size: int = 64, device: str = "cp
     thresholds: list = [None] * L
     model.to(device).eval()
     model.set_mode("hard", retention=retention)
-    for j in _eliminating_layers(retention, N):
+    # the layers where ℓ drops (hard mode's eliminating layers on an input of N rows)
+    for j in [j for j, (_, eliminate) in enumerate(hard_widths(retention, N, N)) if eliminate]:
         target = sum(rows[j] for rows in per_example)
         # θ_j = 0 makes layer j compute significance and keep (nearly) every row
         model.set_thresholds(thresholds[:j] + [0.0] + [None] * (L - j - 1))
@@ -106,14 +85,15 @@ def calibrate_thresholds(model, dataset, batch_size: int = 64, device: str = "cp
     model.set_thresholds(thresholds)
     return {"thresholds": thresholds,
             "target_rows": [sum(r[j] for r in per_example) / len(per_example) for j in range(L)],
-            "rows": kept_rows(model, dataset, batch_size, device).double().mean(dim=0).tolist()}
+            "rows": kept_rows(model, dataset, batch_size, device, lengths).double().mean(dim=0).tolist()}
 
 
 @torch.inference_mode()
-def kept_rows(model, dataset, batch_size: int = 64, device: str = "cpu") -> torch.Tensor:
+def kept_rows(model, dataset, batch_size: int = 64, device: str = "cpu", lengths=None) -> torch.Tensor:
     """Rows each layer of ``model`` kept of each example of ``dataset``, in dataset order:
-    int64 [examples, L] (a layer that eliminates nothing keeps the example's real rows)."""
-    lengths = example_lengths(dataset)
+    int64 [examples, L] (a layer that eliminates nothing keeps the example's real rows).
+    ``lengths``: the examples' real lengths when the caller has them."""
+    lengths = example_lengths(dataset) if lengths is None else lengths
     out = torch.empty((len(lengths), model.num_power_layers), dtype=torch.int64)
     model.to(device).eval()
     for rows, batch in _batches(dataset, batch_size, device, lengths):

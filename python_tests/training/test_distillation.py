@@ -16,7 +16,7 @@ from power_bert_ops.modeling import EncoderRecord, PowerBertForSequenceClassific
 from power_bert_ops.training.distillation import distillation_loss, hidden_distillation_loss, mix_distillation
 from power_bert_ops.training.trainer import PowerBertTrainer
 
-from tiny_models import run_args
+from tiny_models import retrain_args
 
 
 # -- logits ------------------------------------------------------------------------------------
@@ -159,10 +159,7 @@ def test_retrain_with_hidden_distillation(finished_run, workdir, tmp_path):
     """`power-bert retrain --distill-hidden 1` on a finished run's stages 1-2: the report names
     the distillation; a rerun with another weight is refused before it trains."""
     out = tmp_path / "run"
-    shutil.copytree(finished_run, out)
-    shutil.rmtree(out / "retrain")
-    args = run_args(workdir, out, "--distill-hidden", "1")
-    args[0] = "retrain"
+    args = retrain_args(finished_run, workdir, out, "--distill-hidden", "1")
     assert cli.main(args) == 0
     report = json.loads((out / "report.json").read_text())
     assert report["config"]["distill_hidden"] == 1.0

@@ -15,7 +15,7 @@ from power_bert_ops.training.artifacts import load_model
 from power_bert_ops.training.speed import speed_report
 from power_bert_ops.training.thresholds import calibrate_thresholds, kept_rows, rows_bound
 
-from tiny_models import run_args
+from tiny_models import retrain_args
 
 N = 24
 
@@ -108,13 +108,11 @@ def test_speed_report_bounds_a_threshold_model_by_the_rows_it_kept():
 
 def test_retrain_with_the_threshold_rule(finished_run, workdir, tmp_path, capsys):
     """`power-bert retrain --retention-rule threshold` on a finished run's stages 1-2: θ is
-    calibrated before and again after retraining, printed, and kept by the model; the report says so and its bounds are those of the
-    rows kept; `evaluate` and `benchmark` reproduce the report; a rerun with top-k is refused."""
+    calibrated before and again after retraining, printed, and kept by the model; the report says
+    so and its bounds are those of the rows kept; `evaluate` and `benchmark` reproduce the report;
+    a rerun with top-k is refused."""
     out = tmp_path / "run"
-    shutil.copytree(finished_run, out)
-    shutil.rmtree(out / "retrain")
-    args = run_args(workdir, out, "--retention-rule", "threshold")
-    args[0] = "retrain"
+    args = retrain_args(finished_run, workdir, out, "--retention-rule", "threshold")
     assert cli.main(args) == 0
     printed = capsys.readouterr().out
     assert "retrain: threshold rule before retraining, θ = [" in printed
