@@ -188,6 +188,13 @@ class PowerBertConfig(PreTrainedConfig):
             keeps the rows whose share of its example's significance exceeds θ_j (at least one),
             and every row where θ_j is None; ℓ then only records the configuration the thresholds
             were calibrated against. Eager PyTorch only (the widths are read on the host).
+        soft_like_hard (`bool`): soft mode as a relaxation of hard mode's rows: [CLS] ranks
+            first in every example (hard mode always keeps it), and each row's factors so far
+            (the product of r_j[rank] over the layers it passed) weight it as a key in later
+            layers' attention (log-weight added to the logits), so a row at factor 0 is gone from
+            the attention as hard mode removes it. False: SPEC 1.3 as written ([CLS] ranked by its
+            significance, scaled rows stay keys). The target search sets it; its attention is the
+            eager path.
     """
 
     model_type = "power_bert"
@@ -200,6 +207,7 @@ class PowerBertConfig(PreTrainedConfig):
     power_attention: str = "auto"
     retention_scale: str = "absolute"
     thresholds: list | None = None
+    soft_like_hard: bool = False
 
     def __post_init__(self, **kwargs):
         check_scale(self.retention_scale)
@@ -207,6 +215,7 @@ class PowerBertConfig(PreTrainedConfig):
             raise ValueError(f"PoWER-BERT: mode must be one of {MODES}, got {self.mode!r}")
         check_power_attention(self.power_attention)
         self.exclude_self = bool(self.exclude_self)
+        self.soft_like_hard = bool(self.soft_like_hard)
         if self.base_config is not None:
             if not isinstance(self.base_config, dict):
                 self.base_config = self.base_config.to_dict()

@@ -19,6 +19,7 @@ from transformers.modeling_outputs import BaseModelOutputWithPastAndCrossAttenti
 from .. import ops as _ops  # noqa: F401  (registers torch.ops.power_bert: kernels, fake kernels, autograd)
 from .._backend import attention_kernel_runs
 from .adapters import ADAPTERS
+from ..reference import rank_of
 from .widths import hard_widths, relative_rows, relative_soft_factor, threshold_rows
 
 __all__ = ["EncoderRecord", "PowerBertEncoder", "eager_attention"]
@@ -29,15 +30,21 @@ __all__ = ["EncoderRecord", "PowerBertEncoder", "eager_attention"]
 _ops_ns = torch.ops.power_bert
 
 
-def eager_attention(q, k, v, mask, dropout_p: float, exclude_self: bool):
+def eager_attention(q, k, v, mask, dropout_p: float, exclude_self: bool, row_weight=None):
     """The eager-probabilities path: softmax probabilities [B, H, n, n] (in float32, then q's
     dtype), SPEC 1.1 significance of them (no gradient), and their (dropped-out) product with v.
 
-    q, k, v [B, H, n, d], mask [B, n] key padding -> (out [B, H, n, d], significance f32 [B, n])."""
+    q, k, v [B, H, n, d], mask [B, n] key padding, row_weight None or float [B, n] in [0, 1]:
+    each row's weight as a key (log-weight added to its logits, differentiable) and as a query
+    of the significance (a row at weight 0 neither receives attention nor gives significance, as
+    if removed) -> (out [B, H, n, d], significance f32 [B, n])."""
     logits = torch.matmul(q, k.transpose(-1, -2)).float() * (q.shape[-1] ** -0.5)
+    if row_weight is not None:
+        logits = logits + row_weight.float().clamp(min=1e-12).log()[:, None, None, :]
     logits = logits.masked_fill((mask == 0)[:, None, None, :], float("-inf"))
     probs = torch.softmax(logits, dim=-1).to(q.dtype)
-    sig = _ops_ns.significance(probs.detach(), mask, exclude_self)
+    weighted = probs.detach() if row_weight is None else probs.detach() * row_weight.detach()[:, None, :, None]
+    sig = _ops_ns.significance(weighted.to(probs.dtype), mask, exclude_self)
     if dropout_p > 0.0:
         probs = F.dropout(probs, dropout_p, training=True)
     return torch.matmul(probs, v), sig
@@ -135,17 +142,18 @@ class PowerBertEncoder(nn.Module):
             return attention_kernel_runs(x.device, x.dtype, self.head_dim)
         return choice == "fused"
 
-    def _attention(self, layer, x, mask, sdpa_mask, significance: bool, fused: bool):
-        """Layer attention on x [B, n, D] -> (context [B, n, D], significance f32 [B, n] or None)."""
+    def _attention(self, layer, x, mask, sdpa_mask, significance: bool, fused: bool, row_weight=None):
+        """Layer attention on x [B, n, D] (row_weight: None or float [B, n], see
+        :func:`eager_attention`; eager path) -> (context [B, n, D], significance f32 [B, n] or None)."""
         B, n, D = x.shape
         q, k, v = (w(x).view(B, n, self.num_heads, self.head_dim).transpose(1, 2) for w in self.adapter.qkv(layer))
         p = self.adapter.attention_dropout(layer) if self.training else 0.0
         exclude_self = self.power_config.exclude_self
         sig = None
-        if significance and fused:
+        if significance and fused and row_weight is None:
             ctx, sig = _ops_ns.attention(q, k, v, mask, p, True, exclude_self)
         elif significance:
-            ctx, sig = eager_attention(q, k, v, mask, p, exclude_self)
+            ctx, sig = eager_attention(q, k, v, mask, p, exclude_self, row_weight)
         else:
             ctx = F.scaled_dot_product_attention(q, k, v, attn_mask=sdpa_mask, dropout_p=p)
         return ctx.transpose(1, 2).reshape(B, n, D), sig
@@ -178,9 +186,11 @@ class PowerBertEncoder(nn.Module):
         else:
             widths = hard_widths(retention, n, relative_n) if mode == "hard" else None
         sdpa_mask = None if all_real else (mask != 0)[:, None, None, :]
+        like_hard = mode == "soft" and cfg.soft_like_hard
+        row_weight = None  # soft_like_hard: each row's product of factors so far, float32 [B, n]
         for j, layer in enumerate(self._layers):
             keep, eliminate = widths[j] if widths is not None else (n, False)
-            ctx, sig = self._attention(layer, x, mask, sdpa_mask, eliminate or mode == "soft", fused)
+            ctx, sig = self._attention(layer, x, mask, sdpa_mask, eliminate or mode == "soft", fused, row_weight)
             if record.significance is not None:
                 record.significance.append(sig)
             residual, index = x, None
@@ -198,7 +208,16 @@ class PowerBertEncoder(nn.Module):
                 if not all_real:
                     sdpa_mask = (mask != 0)[:, None, None, :]
             x = self.adapter.attention_output(layer, ctx, residual)
-            if mode == "soft" and relative:
+            if like_hard:  # [CLS] ranks first, as hard mode keeps it; the factor also weights the row as a key
+                sig = sig.index_fill(1, torch.zeros(1, dtype=torch.long, device=sig.device),
+                                     torch.finfo(sig.dtype).max)
+                if relative:
+                    factor = relative_soft_factor(retention_params[j], sig, mask, lengths)
+                else:
+                    factor = retention_params[j, :n].float()[rank_of(sig, mask)]
+                x = x * factor.to(x.dtype)[:, :, None]
+                row_weight = factor if row_weight is None else row_weight * factor
+            elif mode == "soft" and relative:
                 x = x * relative_soft_factor(retention_params[j], sig, mask, lengths).to(x.dtype)[:, :, None]
             elif mode == "soft":
                 x = _ops_ns.soft_extract(x, sig, mask, retention_params[j, :n])

@@ -317,6 +317,28 @@ class PowerBertPreTrainedModel(PreTrainedModel):
         return self
 
     @torch.no_grad()
+    def project_retention_to_steps_(self, masses: torch.Tensor | None = None, min_mass: float = 1.0):
+        """Projects each layer's retention vector onto a step of its mass (at least ``min_mass``):
+        r_j[t] = clamp(mass_j − t, 0, 1), i.e. the ⌊mass_j⌋ top-ranked rows at 1, the next at the
+        fractional part, the rest at 0. Soft mode then keeps whole rows, as hard mode does,
+        instead of scaling every row down alike (which hides the rows' loss from the task and lets
+        the mass fall without a configuration hard mode could run). The target search applies it
+        after every optimiser step.
+
+        Args:
+            masses: float [L] or [L, 1], the masses to give the steps; None: each layer's mass of
+                r clamped to [0, 1].
+            min_mass: the smallest mass (1: every layer keeps at least one row).
+        """
+        r = self.retention_params
+        r.clamp_(0.0, 1.0)
+        mass = r.sum(dim=1, keepdim=True) if masses is None else masses.reshape(-1, 1).to(r.dtype).clone()
+        mass.clamp_(min=float(min_mass))
+        t = torch.arange(r.shape[1], dtype=r.dtype, device=r.device)
+        r.copy_((mass - t).clamp_(0.0, 1.0))
+        return self
+
+    @torch.no_grad()
     def reset_retention_params_(self):
         self.retention_params.fill_(1.0)
         return self

@@ -557,6 +557,72 @@ def test_soft_matches_reference_soft_extract():
         torch.testing.assert_close(soft(**batch).logits, ref, atol=ATOL, rtol=0)
 
 
+@pytest.mark.parametrize("family", ["bert", "albert_groups", "electra"])
+@pytest.mark.parametrize("scale", ["absolute", "relative"])
+@pytest.mark.parametrize("seed", [0, 1])
+def test_soft_like_hard_with_step_retention_equals_hard(family, scale, seed, tmp_path):
+    """soft_like_hard: with r_j the step of an integer ℓ_j (ℓ_j ones, then zeros) soft mode
+    computes hard mode's logits: [CLS] ranks first, and a row at factor 0 is neither a key nor a
+    query of the significance afterwards. SPEC 1.3 soft mode (False) does not."""
+    hf = tiny_hf(family, seed=seed)
+    n = 12
+    batch = inputs((6, n), pair=family != "albert_groups", seed=4 + seed)
+    L = len(wrap(hf, mode="soft", sequence_length=n).retention_params)
+    ell = random_retention(L, n, seed)
+    r = (torch.tensor(ell, dtype=torch.float32)[:, None] - torch.arange(n)).clamp(0, 1)
+    hard = wrap(hf, retention=ell, sequence_length=n, retention_scale=scale)
+    with torch.no_grad():
+        expected = hard(**batch).logits
+    outs = {}
+    for like_hard in (True, False):
+        soft = wrap(hf, mode="soft", sequence_length=n, retention_scale=scale)
+        soft.config.soft_like_hard = like_hard
+        with torch.no_grad():
+            soft.retention_params.copy_(r)
+            outs[like_hard] = soft(**batch).logits
+    torch.testing.assert_close(outs[True], expected, atol=1e-4, rtol=0)
+    assert (outs[False] - expected).abs().max() > 1e-3
+    soft.config.soft_like_hard = True
+    soft.save_pretrained(tmp_path)
+    assert PowerBertForSequenceClassification.from_pretrained(tmp_path).config.soft_like_hard is True
+
+
+def test_soft_like_hard_gradients_reach_retention():
+    """Both the row scaling and the key weights carry gradient to r (the boundary row's factor)."""
+    hf = tiny_hf("bert", seed=3)
+    soft = wrap(hf, mode="soft", sequence_length=12).train()
+    soft.config.soft_like_hard = True
+    with torch.no_grad():
+        soft.retention_params.copy_((torch.tensor([9.5, 5.5, 2.5])[:, None] - torch.arange(12)).clamp(0, 1))
+    out = soft(**inputs((4, 12), seed=2), labels=torch.tensor([0, 1, 0, 1]))
+    out.loss.backward()
+    g = soft.retention_params.grad
+    assert g is not None and torch.isfinite(g).all() and g.abs().sum() > 0
+
+
+def test_project_retention_to_steps():
+    """Each layer's r becomes the step of its mass (at least 1): ⌊mass⌋ ones, the fraction, zeros."""
+    hf = tiny_hf("bert", seed=3)
+    soft = wrap(hf, mode="soft", sequence_length=12)
+    g = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        soft.retention_params.copy_(torch.rand(3, 12, generator=g) * 1.4 - 0.2)  # some outside [0, 1]
+        soft.retention_params[2] = 0.03
+    boxed = soft.retention_params.detach().clamp(0, 1)
+    soft.project_retention_to_steps_()
+    r = soft.retention_params.detach()
+    mass = boxed.sum(1).clamp(min=1.0)
+    torch.testing.assert_close(r.sum(1), mass)
+    for j in range(3):
+        whole = int(mass[j])
+        assert torch.all(r[j, :whole] == 1) and torch.all(r[j, whole + 1:] == 0)
+        assert 0 <= float(r[j, whole]) < 1 if whole < 12 else True
+    assert r[2].tolist() == [1.0] + [0.0] * 11  # mass 0.36 -> at least one row
+    ones = wrap(hf, mode="soft", sequence_length=12)
+    ones.project_retention_to_steps_()
+    assert torch.all(ones.retention_params == 1)
+
+
 def test_soft_to_hard_derivation():
     hf = tiny_hf("bert")
     model = wrap(hf, mode="soft", sequence_length=20)

@@ -201,10 +201,10 @@ def _search(hf, tmp_path, size, target, **kw):
     return model, trainer, ctl
 
 
-@pytest.mark.parametrize("size", [64, 384])
-def test_controller_drives_the_bound_to_the_target(stage1, tmp_path, size):
+@pytest.mark.parametrize("size,whole", [(64, False), (384, False), (384, True)])
+def test_controller_drives_the_bound_to_the_target(stage1, tmp_path, size, whole):
     X = 3.0
-    model, trainer, ctl = _search(stage1, tmp_path, size, X)
+    model, trainer, ctl = _search(stage1, tmp_path, size, X, **(dict(steps=True, reach=6.0) if whole else {}))
     steps = math.ceil(size / 8) * 3
     assert len(ctl.history) == steps
     assert trainer.lam == 0.0  # decoupled mode: no λ term in the loss
@@ -219,6 +219,12 @@ def test_controller_drives_the_bound_to_the_target(stage1, tmp_path, size):
     assert abs(flop_bound(model.config, ell, N_TINY) / X - 1) <= 0.03
     s = ctl.settings()
     assert s["target"] == X and s["steps"] == steps and s["method"] == "controller-decoupled+projection"
+    assert model.config.soft_like_hard is whole and s["retention_shape"] == ("step" if whole else "box")
+    if whole:  # every step left r a step of its mass: whole rows kept or dropped, one fraction
+        r = model.retention_params.detach()
+        mass = r.sum(dim=1, keepdim=True)
+        torch.testing.assert_close(r, (mass - torch.arange(N_TINY)).clamp(0, 1))
+        assert torch.all(mass >= 1)
 
 
 def test_controller_schedule_weights_and_observe():
@@ -233,17 +239,31 @@ def test_controller_schedule_weights_and_observe():
     assert u2 < 0
 
 
-def test_pressure_weights(stage1):
-    u, expected = 1.0, [1 / 3, 2 / 3, 1.0]  # the deepest layer moves by at most Adam's largest step
+@pytest.mark.parametrize("reach", [1.0, 3.0])
+def test_pressure_weights(stage1, reach):
+    u, expected = 1.0, [reach / 3, 2 * reach / 3, reach]  # the deepest layer moves by `reach` Adam steps
     model = PowerBertForSequenceClassification.from_hf_model(copy.deepcopy(stage1), mode="soft",
                                                              sequence_length=N_TINY)
     with torch.no_grad():
         model.retention_params.fill_(0.5)
-    ctl = TargetController(2.0, model.config, N_TINY, u_max=2.0)
+    ctl = TargetController(2.0, model.config, N_TINY, u_max=2.0, reach=reach, steps=False)
     ctl.u = u
     ctl.apply_pressure_(model, lr=0.01)
     moved = (0.5 - model.retention_params[:, 1:]).mean(dim=1) / 0.01
     assert moved.tolist() == pytest.approx(expected, rel=1e-4)
+    # on steps: each layer's mass changes by N times the entry-wise pressure, whichever way u pushes
+    for u in (1.0, -1.0):
+        with torch.no_grad():
+            model.retention_params.fill_(0.5)
+        stepped = TargetController(2.0, model.config, N_TINY, reach=reach, steps=True)
+        stepped.u = u
+        stepped.apply_pressure_(model, lr=0.01)
+        r = model.retention_params.detach()
+        mass = torch.tensor([16 - N_TINY * 0.01 * u * e for e in expected])
+        torch.testing.assert_close(r.sum(dim=1), mass)
+        torch.testing.assert_close(r, (mass[:, None] - torch.arange(N_TINY)).clamp(0, 1))
+    with pytest.raises(ValueError, match="reach must be > 0"):
+        TargetController(2.0, model.config, N_TINY, reach=0)
 
 
 def test_controller_state_round_trip():

@@ -178,6 +178,9 @@ def test_search_floor_extends_records_and_reports(workdir, tmp_path, capsys):
     assert 40 <= search["steps"] <= 60 and search["extended_steps"] == search["steps"] - 24
     assert search["steps"] == 60 or search["held"] is True
     assert search["projection_jump"] == pytest.approx(search["projected_bound"] / search["soft_bound_final"])
+    # the pipeline's search is SPEC 1.3's soft mode (r in the box, [CLS] ranked by significance)
+    searched = json.loads((out / "search" / "model" / "config.json").read_text())
+    assert searched["soft_like_hard"] is False and search["retention_shape"] == "box"
     report = json.loads((out / "report.json").read_text())
     assert report["search"]["projection_jump"] == search["projection_jump"]
     for stage in ("finetune", "retrain"):
