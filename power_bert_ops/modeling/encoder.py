@@ -165,7 +165,9 @@ class PowerBertEncoder(nn.Module):
         [B, n_L, D]. Hard mode with relative retention keeps :func:`relative_rows` of each
         example, an output width of min(rows in, ceil(ℓ_j·n/N)) for an input of n rows. Hard mode
         with ``thresholds`` keeps :func:`threshold_rows` in the layers whose θ_j is set (the
-        width is the batch's largest count, read on the host) and every row elsewhere."""
+        width is the batch's largest count, read on the host) and every row elsewhere. Soft mode
+        with ``soft_like_hard`` ranks [CLS] first and weights each row, as a key and as a query of
+        the significance, by the product of its factors so far (:func:`eager_attention`)."""
         cfg = self.power_config
         mode, retention = cfg.mode, cfg.retention
         thresholds = cfg.thresholds if mode == "hard" else None
@@ -208,17 +210,17 @@ class PowerBertEncoder(nn.Module):
                 if not all_real:
                     sdpa_mask = (mask != 0)[:, None, None, :]
             x = self.adapter.attention_output(layer, ctx, residual)
-            if like_hard:  # [CLS] ranks first, as hard mode keeps it; the factor also weights the row as a key
+            if like_hard:  # [CLS] ranks first, as hard mode keeps it
                 sig = sig.index_fill(1, torch.zeros(1, dtype=torch.long, device=sig.device),
                                      torch.finfo(sig.dtype).max)
+            if mode == "soft" and (relative or like_hard):
                 if relative:
                     factor = relative_soft_factor(retention_params[j], sig, mask, lengths)
                 else:
                     factor = retention_params[j, :n].float()[rank_of(sig, mask)]
                 x = x * factor.to(x.dtype)[:, :, None]
-                row_weight = factor if row_weight is None else row_weight * factor
-            elif mode == "soft" and relative:
-                x = x * relative_soft_factor(retention_params[j], sig, mask, lengths).to(x.dtype)[:, :, None]
+                if like_hard:  # the row's factors so far weight it in the next layers' attention
+                    row_weight = factor if row_weight is None else row_weight * factor
             elif mode == "soft":
                 x = _ops_ns.soft_extract(x, sig, mask, retention_params[j, :n])
             x = self.adapter.feed_forward(layer, x)

@@ -322,8 +322,8 @@ class PowerBertPreTrainedModel(PreTrainedModel):
         r_j[t] = clamp(mass_j − t, 0, 1), i.e. the ⌊mass_j⌋ top-ranked rows at 1, the next at the
         fractional part, the rest at 0. Soft mode then keeps whole rows, as hard mode does,
         instead of scaling every row down alike (which hides the rows' loss from the task and lets
-        the mass fall without a configuration hard mode could run). The target search applies it
-        after every optimiser step.
+        the mass fall without a configuration hard mode could run). The whole-row target search
+        (``TargetController(steps=True)``) applies it after every optimiser step.
 
         Args:
             masses: float [L] or [L, 1], the masses to give the steps; None: each layer's mass of
