@@ -167,6 +167,10 @@ def _add_train_args(p: argparse.ArgumentParser, d: dict) -> None:
     g.add_argument("--distill-hidden", type=float, default=d["distill_hidden"], metavar="WEIGHT",
                    help="weight of stage 3's hidden-state distillation from the stage-1 model: each layer's kept "
                         "rows against the teacher's same layer at the same positions; 0: none")
+    g.add_argument("--distill-ranking", type=float, default=d["distill_ranking"], metavar="WEIGHT",
+                   help="weight of stage 3's ranking distillation from the stage-1 model: each eliminating layer's "
+                        "significance of its rows, as a distribution, against the teacher's last layer's (ToP); "
+                        "0: none")
     g.add_argument("--attention-dropout", type=float, default=None,
                    help="dropout on attention probabilities in training (default: the model's); 0 makes a CPU "
                         "training step about 3x faster, as SDPA's fused CPU kernel has no dropout")
@@ -304,7 +308,7 @@ def cmd_train(a) -> dict | None:
         search_min_steps=a.search_min_steps, lr_bert=pick(a.lr_bert, "lr_bert", "lr_bert"),
         lr_soft=pick(a.lr_soft, "lr_soft", "lr_soft"), lam=lam, target_speedup=target,
         distill=a.distill,
-        distill_hidden=a.distill_hidden,
+        distill_hidden=a.distill_hidden, distill_ranking=a.distill_ranking,
         break_even_keep=None if a.break_even_keep == "off" else a.break_even_keep,
         batch_size=pick(a.batch_size, "batch_size", "batch_size"), eval_batch_size=a.eval_batch_size, seed=a.seed,
         attention_dropout=a.attention_dropout, retention_scale=a.retention_scale, retention_rule=a.retention_rule,

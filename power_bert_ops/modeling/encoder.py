@@ -30,21 +30,31 @@ __all__ = ["EncoderRecord", "PowerBertEncoder", "eager_attention"]
 _ops_ns = torch.ops.power_bert
 
 
-def eager_attention(q, k, v, mask, dropout_p: float, exclude_self: bool, row_weight=None):
+def eager_attention(q, k, v, mask, dropout_p: float, exclude_self: bool, row_weight=None,
+                    differentiable: bool = False):
     """The eager-probabilities path: softmax probabilities [B, H, n, n] (in float32, then q's
-    dtype), SPEC 1.1 significance of them (no gradient), and their (dropped-out) product with v.
+    dtype), SPEC 1.1 significance of them, and their (dropped-out) product with v.
 
     q, k, v [B, H, n, d], mask [B, n] key padding, row_weight None or float [B, n] in [0, 1]:
     each row's weight as a key (log-weight added to its logits, differentiable) and as a query
     of the significance (a row at weight 0 neither receives attention nor gives significance, as
-    if removed) -> (out [B, H, n, d], significance f32 [B, n])."""
+    if removed) -> (out [B, H, n, d], significance f32 [B, n]). The significance has no gradient
+    unless ``differentiable``: then it is the same sum written in PyTorch over the probabilities
+    before dropout, and gradients flow through it into q and k."""
     logits = torch.matmul(q, k.transpose(-1, -2)).float() * (q.shape[-1] ** -0.5)
     if row_weight is not None:
         logits = logits + row_weight.float().clamp(min=1e-12).log()[:, None, None, :]
     logits = logits.masked_fill((mask == 0)[:, None, None, :], float("-inf"))
     probs = torch.softmax(logits, dim=-1).to(q.dtype)
-    weighted = probs.detach() if row_weight is None else probs.detach() * row_weight.detach()[:, None, :, None]
-    sig = _ops_ns.significance(weighted.to(probs.dtype), mask, exclude_self)
+    weighted = probs if row_weight is None else (probs * row_weight.detach()[:, None, :, None]).to(probs.dtype)
+    if differentiable:
+        real = mask != 0
+        skip = ~real[:, None, :, None]
+        if exclude_self:
+            skip = skip | torch.eye(probs.shape[-1], dtype=torch.bool, device=probs.device)
+        sig = weighted.float().masked_fill(skip, 0.0).sum(dim=(1, 2)).masked_fill(~real, float("-inf"))
+    else:
+        sig = _ops_ns.significance(weighted.detach(), mask, exclude_self)
     if dropout_p > 0.0:
         probs = F.dropout(probs, dropout_p, training=True)
     return torch.matmul(probs, v), sig
@@ -59,10 +69,14 @@ class EncoderRecord:
     rows (None where the pass had no mask and kept every row). ``hidden_states``: None, or (when
     the caller passes a list) the encoder input followed by every layer's output (layer j's holds
     its kept rows). ``significance``: None, or (when the caller passes a list) per layer the
-    float32 [B, n_in] significance of its input rows (None where the layer computed none)."""
+    float32 [B, n_in] significance of its input rows (None where the layer computed none).
+    ``significance_grad``: None, or (when the caller passes a list) per layer the same
+    significance with its gradient where the layer removes rows (None elsewhere); asking for it
+    runs those layers on the eager attention path (ranking distillation trains through it)."""
 
     hidden_states: list[torch.Tensor] | None = None
     significance: list[torch.Tensor | None] | None = None
+    significance_grad: list[torch.Tensor | None] | None = None
     kept: list[torch.Tensor | None] = field(default_factory=list)
     masks: list[torch.Tensor | None] = field(default_factory=list)
     last_hidden_state: torch.Tensor | None = None
@@ -142,18 +156,20 @@ class PowerBertEncoder(nn.Module):
             return attention_kernel_runs(x.device, x.dtype, self.head_dim)
         return choice == "fused"
 
-    def _attention(self, layer, x, mask, sdpa_mask, significance: bool, fused: bool, row_weight=None):
-        """Layer attention on x [B, n, D] (row_weight: None or float [B, n], see
-        :func:`eager_attention`; eager path) -> (context [B, n, D], significance f32 [B, n] or None)."""
+    def _attention(self, layer, x, mask, sdpa_mask, significance: bool, fused: bool, row_weight=None,
+                   differentiable: bool = False):
+        """Layer attention on x [B, n, D] (row_weight: None or float [B, n]; differentiable: the
+        significance with its gradient; both on the eager path, see :func:`eager_attention`)
+        -> (context [B, n, D], significance f32 [B, n] or None)."""
         B, n, D = x.shape
         q, k, v = (w(x).view(B, n, self.num_heads, self.head_dim).transpose(1, 2) for w in self.adapter.qkv(layer))
         p = self.adapter.attention_dropout(layer) if self.training else 0.0
         exclude_self = self.power_config.exclude_self
         sig = None
-        if significance and fused and row_weight is None:
+        if significance and fused and row_weight is None and not differentiable:
             ctx, sig = _ops_ns.attention(q, k, v, mask, p, True, exclude_self)
         elif significance:
-            ctx, sig = eager_attention(q, k, v, mask, p, exclude_self, row_weight)
+            ctx, sig = eager_attention(q, k, v, mask, p, exclude_self, row_weight, differentiable)
         else:
             ctx = F.scaled_dot_product_attention(q, k, v, attn_mask=sdpa_mask, dropout_p=p)
         return ctx.transpose(1, 2).reshape(B, n, D), sig
@@ -192,7 +208,12 @@ class PowerBertEncoder(nn.Module):
         row_weight = None  # soft_like_hard: each row's product of factors so far, float32 [B, n]
         for j, layer in enumerate(self._layers):
             keep, eliminate = widths[j] if widths is not None else (n, False)
-            ctx, sig = self._attention(layer, x, mask, sdpa_mask, eliminate or mode == "soft", fused, row_weight)
+            graded = eliminate and record.significance_grad is not None
+            ctx, sig = self._attention(layer, x, mask, sdpa_mask, eliminate or mode == "soft", fused, row_weight, graded)
+            if record.significance_grad is not None:
+                record.significance_grad.append(sig if graded else None)
+            if graded:
+                sig = sig.detach()
             if record.significance is not None:
                 record.significance.append(sig)
             residual, index = x, None

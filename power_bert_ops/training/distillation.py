@@ -1,13 +1,16 @@
 """Distillation from the stage-1 teacher: logit distillation (KL at temperature T scaled by T²,
 MSE for regression) with the mixing rule ``loss = (1 - alpha)·task + alpha·KD``, and
 hidden-state distillation on the kept rows (each layer's output rows against the teacher's
-output of the same layer at the same input positions)."""
+output of the same layer at the same input positions), and ranking distillation (ToP, KDD 2023,
+in its listwise form): each eliminating layer's significance of its input rows, as a
+distribution, against the teacher's last-layer significance of the same rows."""
 from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
 
-__all__ = ["DEFAULT_ALPHA", "DEFAULT_TEMPERATURE", "distillation_loss", "hidden_distillation_loss", "mix_distillation"]
+__all__ = ["DEFAULT_ALPHA", "DEFAULT_TEMPERATURE", "distillation_loss", "hidden_distillation_loss", "mix_distillation",
+           "ranking_distillation_loss", "teacher_significance"]
 
 DEFAULT_TEMPERATURE = 2.0
 """Distillation temperature used when the caller gives none."""
@@ -100,3 +103,77 @@ def hidden_distillation_loss(student_hidden, record, teacher_hidden) -> torch.Te
         err = ((student - teacher).pow(2).sum(dim=-1) * real).sum()
         total = total + err / (teacher.pow(2).sum(dim=-1) * real).sum().clamp_min(1e-12)
     return total / L
+
+
+def teacher_significance(teacher_out, attention_mask: torch.Tensor | None, exclude_self: bool = True) -> torch.Tensor:
+    """SPEC 1.1 significance of the teacher's last layer: the teacher's ranking of the input rows.
+
+    Args:
+        teacher_out: the teacher's output of a pass with ``output_attentions=True`` (eager
+            attention): ``attentions[-1]`` [B, H, N, N].
+        attention_mask: [B, N] (1 / True: real), or None (every row real).
+        exclude_self: as the student's significance.
+
+    Returns:
+        float32 [B, N], ``-inf`` at padding, no gradient.
+    """
+    from .. import ops
+
+    attentions = getattr(teacher_out, "attentions", None)
+    if not attentions or attentions[-1] is None:
+        raise ValueError("teacher_significance: the teacher's output has no attentions; run it with "
+                         "output_attentions=True and eager attention (model.set_attn_implementation('eager'))")
+    attn = attentions[-1].detach()
+    mask = torch.ones(attn.shape[0], attn.shape[-1], dtype=torch.bool, device=attn.device) if attention_mask is None \
+        else attention_mask
+    return ops.significance(attn, mask, exclude_self)
+
+
+def ranking_distillation_loss(record, teacher_sig: torch.Tensor) -> torch.Tensor:
+    """Ranking distillation: for every layer j that removes rows, KL(p_t ‖ p_s), where p_s is the
+    student's layer-j significance of its input rows (``record.significance_grad[j]``) and p_t the
+    teacher's last-layer significance of the same input positions, each normalised to sum 1 over
+    the example's real rows other than [CLS] (which hard mode always keeps); the mean over the
+    examples with at least two such rows, then over those layers. It pulls the attention of the
+    layers that choose rows towards the rows the teacher finds significant at its last layer
+    (ToP's ranking distillation, as a listwise KL instead of LambdaLoss).
+
+    Args:
+        record: the student's :class:`~power_bert_ops.modeling.EncoderRecord` of a pass run with
+            ``significance_grad=[]`` (``kept`` and ``significance_grad`` per layer).
+        teacher_sig: float [B, N]: :func:`teacher_significance` of the same batch.
+
+    Returns:
+        A float32 scalar tensor (0 when no layer removed rows).
+    """
+    grads = record.significance_grad
+    if grads is None or len(grads) != len(record.kept):
+        raise ValueError("ranking_distillation_loss: the record holds no significance_grad for its layers; run the "
+                         "student with power_bert_record=EncoderRecord(significance_grad=[])")
+    tiny = 1e-12
+    teacher = teacher_sig.detach().float()
+    inputs = [None] + record.original_positions()[:-1]  # the positions of layer j's input rows
+    losses = []
+    for s, pos in zip(grads, inputs):
+        if s is None:
+            continue
+        B, n = s.shape
+        if pos is None:
+            if (B, n) != tuple(teacher.shape):
+                raise ValueError(f"ranking_distillation_loss: student significance {tuple(s.shape)} and teacher "
+                                 f"significance {tuple(teacher.shape)} differ in shape")
+            pos = torch.arange(n, device=s.device).expand(B, n)
+        t = teacher.gather(1, pos)
+        real = torch.isfinite(s.detach()) & torch.isfinite(t) & (pos != 0)
+        t = t.masked_fill(~real, 0.0).clamp_min(0.0)
+        st = s.float().masked_fill(~real, 0.0).clamp_min(0.0)
+        p_t = t / t.sum(dim=1, keepdim=True).clamp_min(tiny)
+        log_p_s = st.clamp_min(tiny).log() - st.sum(dim=1, keepdim=True).clamp_min(tiny).log()
+        terms = p_t * (p_t.clamp_min(tiny).log() - log_p_s)
+        kl = terms.masked_fill(~real | (p_t == 0), 0.0).sum(dim=1)
+        rows = real.sum(dim=1) > 1
+        if bool(rows.any()):
+            losses.append(kl[rows].mean())
+    if not losses:
+        return teacher.new_zeros(())
+    return torch.stack(losses).mean()

@@ -76,6 +76,7 @@ class PipelineConfig:
     distill_temperature: float = DEFAULT_TEMPERATURE
     distill_alpha: float = DEFAULT_ALPHA
     distill_hidden: float = 0.0  # weight of stage 3's hidden-state distillation on the kept rows; 0: none
+    distill_ranking: float = 0.0  # weight of stage 3's ranking distillation of the teacher's significance; 0: none
     attention_dropout: float | None = None  # dropout on attention probabilities; None: the model's
     retention_scale: str = "relative"  # "relative": ℓ_j as a fraction of each example's length; "absolute": the paper
     retention_rule: str = "top-k"  # stage 3: ℓ's rows ("top-k"), or rows above θ_j calibrated to ℓ ("threshold")
@@ -120,6 +121,8 @@ class PipelineConfig:
             bad("distill_alpha", "a number in [0, 1]")
         if not number("distill_hidden") or self.distill_hidden < 0:
             bad("distill_hidden", "a number >= 0 (0: no hidden-state distillation)")
+        if not number("distill_ranking") or self.distill_ranking < 0:
+            bad("distill_ranking", "a number >= 0 (0: no ranking distillation)")
         if self.attention_dropout is not None and not (number("attention_dropout") and 0 <= self.attention_dropout < 1):
             bad("attention_dropout", "a probability in [0, 1)")
         if (isinstance(self.max_steps, bool) or not isinstance(self.max_steps, int) or self.max_steps == 0
@@ -249,7 +252,7 @@ STAGE_SETTINGS = {
     "search": ("max_length", "search_epochs", "lr_bert", "lr_soft", "lam", "target_speedup", "break_even_keep",
                "batch_size", "seed", "precision", "max_steps", "retention_scale", "search_min_steps", *_DISTILL),
     "retrain": ("max_length", "retrain_epochs", "lr_bert", "batch_size", "seed", "precision", "max_steps", "patience",
-                *_DISTILL, "distill_hidden", "retention_rule"),
+                *_DISTILL, "distill_hidden", "distill_ranking", "retention_rule"),
 }
 TARGET_FILE = "target.json"
 SETTINGS_FILE = "settings.json"
@@ -257,7 +260,8 @@ SETTINGS_FILE = "settings.json"
 
 # What a stage did before a setting existed: a settings file without the key holds this value.
 SETTING_BEFORE_IT_EXISTED = {"attention_dropout": None, "retention_scale": "absolute", "patience": 0,
-                             "search_min_steps": 0, "distill_hidden": 0.0, "retention_rule": "top-k"}
+                             "search_min_steps": 0, "distill_hidden": 0.0, "distill_ranking": 0.0,
+                             "retention_rule": "top-k"}
 
 
 def _stage_settings(stage: str, cfg: PipelineConfig) -> dict:
@@ -349,12 +353,14 @@ def _reusable(stage: str, out: Path, task: PreparedTask, redo: bool) -> StageRes
 def _trainer(stage: str, cfg: PipelineConfig, task: PreparedTask, out: Path, plan: StagePlan,
              teacher_dir: str | None) -> PowerBertTrainer:
     """The stage's Trainer from its plan, with distillation from stage 1 when asked: logits in
-    stages 2-3, hidden states on the kept rows in stage 3."""
+    stages 2-3, hidden states on the kept rows and the significance ranking in stage 3."""
     trainer_kw = dict(plan.trainer_kw)
     hidden = cfg.distill_hidden if stage == "retrain" else 0.0
-    if (cfg.distill or hidden) and stage != "finetune":
+    ranking = cfg.distill_ranking if stage == "retrain" else 0.0
+    if (cfg.distill or hidden or ranking) and stage != "finetune":
         trainer_kw.update(teacher=task.hf_class.from_pretrained(teacher_dir), distill_temperature=cfg.distill_temperature,
                           distill_alpha=cfg.distill_alpha if cfg.distill else 0.0, distill_hidden=hidden,
+                          distill_ranking=ranking,
                           problem=task.problem)
     plan.model.train()
     trainer = PowerBertTrainer(

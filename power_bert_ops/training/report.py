@@ -74,7 +74,8 @@ def distillation_label(r: dict) -> str:
     """", distilled from the fine-tuned model (...)" naming the kinds a run used, or ""."""
     cfg = r.get("config") or {}
     kinds = (["logits"] if cfg.get("distill") or (r.get("search") or {}).get("distill") else []) + (
-        [f"stage 3 hidden states x{cfg['distill_hidden']:g}"] if cfg.get("distill_hidden") else [])
+        [f"stage 3 hidden states x{cfg['distill_hidden']:g}"] if cfg.get("distill_hidden") else []) + (
+        [f"stage 3 ranking x{cfg['distill_ranking']:g}"] if cfg.get("distill_ranking") else [])
     return f", distilled from the fine-tuned model: {', '.join(kinds)}" if kinds else ""
 
 

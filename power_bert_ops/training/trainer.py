@@ -13,7 +13,7 @@ from transformers import EarlyStoppingCallback, PrinterCallback, ProgressCallbac
 from .errors import PowerBertError
 from ..modeling import EncoderRecord
 from .distillation import (DEFAULT_ALPHA, DEFAULT_TEMPERATURE, distillation_loss, hidden_distillation_loss,
-                           mix_distillation)
+                           mix_distillation, ranking_distillation_loss, teacher_significance)
 
 
 DEVICES = ("auto", "cpu", "cuda")
@@ -23,28 +23,40 @@ class NonFiniteLossError(RuntimeError):
     pass
 
 
+def _unwrap(model):
+    return model.module if hasattr(model, "module") else model
+
+
 class PowerBertTrainer(Trainer):
     """transformers.Trainer plus, when ``lam`` is set (stage 2), ``lam * Σ_j j·mass_j`` in the
     loss and a separate optimiser group for the retention parameters at ``lr_soft``; with a
     ``teacher`` (the stage-1 model), the task loss is mixed with logit distillation:
     ``(1 - distill_alpha)·task + distill_alpha·KD`` (:func:`.distillation.distillation_loss`;
     ``distill_alpha`` = 0: none), plus ``distill_hidden · HD``, the hidden-state distillation on
-    the kept rows (:func:`.distillation.hidden_distillation_loss`; 0: none)."""
+    the kept rows (:func:`.distillation.hidden_distillation_loss`; 0: none), plus
+    ``distill_ranking · RD``, the ranking distillation of the teacher's last-layer significance
+    into the eliminating layers' (:func:`.distillation.ranking_distillation_loss`; 0: none; the
+    teacher then runs with eager attention)."""
 
     def __init__(self, *args, lam: float | None = None, lr_soft: float | None = None, teacher=None,
                  distill_temperature: float = DEFAULT_TEMPERATURE, distill_alpha: float = DEFAULT_ALPHA,
-                 distill_hidden: float = 0.0, problem: str = "classification", **kwargs):
+                 distill_hidden: float = 0.0, distill_ranking: float = 0.0, problem: str = "classification",
+                 **kwargs):
         self.lam = lam
         self.lr_soft = lr_soft
         self.teacher = teacher.eval().requires_grad_(False) if teacher is not None else None
         self.distill_temperature, self.distill_alpha, self.problem = distill_temperature, distill_alpha, problem
-        self.distill_hidden = distill_hidden
+        self.distill_hidden, self.distill_ranking = distill_hidden, distill_ranking
+        if self.teacher is not None and distill_ranking > 0:
+            self.teacher.set_attn_implementation("eager")  # its attentions give the teacher's ranking
         super().__init__(*args, **kwargs)
 
     def compute_loss(self, model, inputs, return_outputs=False, **kwargs):
         hidden = self.teacher is not None and self.distill_hidden > 0 and model.training
-        record = EncoderRecord(hidden_states=[]) if hidden else None
-        if hidden:
+        ranking = self.teacher is not None and self.distill_ranking > 0 and model.training
+        record = EncoderRecord(hidden_states=[] if hidden else None, significance_grad=[] if ranking else None) \
+            if hidden or ranking else None
+        if record is not None:
             inputs = {**inputs, "power_bert_record": record}
         loss, outputs = super().compute_loss(model, inputs, return_outputs=True, **kwargs)
         if self.teacher is not None and model.training:
@@ -52,16 +64,19 @@ class PowerBertTrainer(Trainer):
             self.teacher.to(logits.device)
             plain = {k: v for k, v in inputs.items() if k not in ("labels", "power_bert_record")}
             with torch.no_grad():
-                teacher_out = self.teacher(**plain, output_hidden_states=hidden)
+                teacher_out = self.teacher(**plain, output_hidden_states=hidden, output_attentions=ranking)
             if self.distill_alpha > 0:
                 kd = distillation_loss(logits, teacher_out.logits, self.distill_temperature, self.problem)
                 loss = mix_distillation(loss, kd, self.distill_alpha)
             if hidden:
                 loss = loss + self.distill_hidden * hidden_distillation_loss(
                     record.hidden_states, record, teacher_out.hidden_states)
+            if ranking:
+                loss = loss + self.distill_ranking * ranking_distillation_loss(
+                    record, teacher_significance(teacher_out, plain.get("attention_mask"),
+                                                 getattr(_unwrap(model).config, "exclude_self", True)))
         if self.lam:
-            core = model.module if hasattr(model, "module") else model
-            loss = loss + core.retention_loss(self.lam)
+            loss = loss + _unwrap(model).retention_loss(self.lam)
         return (loss, outputs) if return_outputs else loss
 
     def create_optimizer(self, *args, **kwargs):

@@ -1,6 +1,8 @@
 """Distillation from the stage-1 teacher (training.distillation): the logit loss against
 hand-computed values, the hidden-state loss on the kept rows against a per-example loop, the
-Trainer's mixing of both, and ``power-bert retrain --distill-hidden`` end to end."""
+Trainer's mixing of both, the ranking distillation of the teacher's last-layer significance
+against a per-example loop, and ``power-bert retrain --distill-hidden / --distill-ranking`` end to
+end."""
 import copy
 import json
 import math
@@ -13,7 +15,9 @@ from transformers import BertConfig, BertForSequenceClassification, TrainingArgu
 from power_bert_ops import cli
 from power_bert_ops.flops import rows_kept
 from power_bert_ops.modeling import EncoderRecord, PowerBertForSequenceClassification
-from power_bert_ops.training.distillation import distillation_loss, hidden_distillation_loss, mix_distillation
+from power_bert_ops.reference import significance as reference_significance
+from power_bert_ops.training.distillation import (distillation_loss, hidden_distillation_loss, mix_distillation,
+                                                  ranking_distillation_loss, teacher_significance)
 from power_bert_ops.training.trainer import PowerBertTrainer
 
 from tiny_models import retrain_args
@@ -59,7 +63,7 @@ N = 12
 
 
 def _teacher_student(retention, scale="relative"):
-    cfg = BertConfig(vocab_size=40, hidden_size=32, num_hidden_layers=3, num_attention_heads=2, intermediate_size=64,
+    cfg = BertConfig(vocab_size=40, hidden_size=32, num_hidden_layers=len(retention), num_attention_heads=2, intermediate_size=64,
                      max_position_embeddings=32, hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
     teacher = BertForSequenceClassification(cfg).eval()
     student = PowerBertForSequenceClassification.from_hf_model(copy.deepcopy(teacher), retention=retention,
@@ -155,18 +159,161 @@ def test_trainer_adds_weighted_hidden_loss(tmp_path):
     assert float(hidden.detach()) > 0
 
 
-def test_retrain_with_hidden_distillation(finished_run, workdir, tmp_path):
-    """`power-bert retrain --distill-hidden 1` on a finished run's stages 1-2: the report names
-    the distillation; a rerun with another weight is refused before it trains."""
+@pytest.mark.parametrize("flag,key,label", [("--distill-hidden", "distill_hidden", "hidden states x1"),
+                                            ("--distill-ranking", "distill_ranking", "ranking x1")])
+def test_retrain_with_stage3_distillation(finished_run, workdir, tmp_path, capsys, flag, key, label):
+    """`power-bert retrain --distill-hidden 1` / `--distill-ranking 1` on a finished run's stages
+    1-2: the report and the stage's settings name the distillation; a rerun with another weight is
+    refused before it trains, and a negative weight before any work, naming the option."""
     out = tmp_path / "run"
-    args = retrain_args(finished_run, workdir, out, "--distill-hidden", "1")
+    args = retrain_args(finished_run, workdir, out, flag, "1")
     assert cli.main(args) == 0
     report = json.loads((out / "report.json").read_text())
-    assert report["config"]["distill_hidden"] == 1.0
-    assert "hidden states x1" in (out / "report.md").read_text()
-    assert json.loads((out / "retrain" / "settings.json").read_text())["distill_hidden"] == 1.0
+    assert report["config"][key] == 1.0
+    assert label in (out / "report.md").read_text()
+    assert json.loads((out / "retrain" / "settings.json").read_text())[key] == 1.0
     shutil.rmtree(out / "retrain" / "model")
     (out / "retrain" / "stage.json").unlink()
-    args[args.index("--distill-hidden") + 1] = "0.5"
+    args[args.index(flag) + 1] = "0.5"
     assert cli.main(args) == 2
     assert not (out / "retrain" / "model").exists()
+    capsys.readouterr()
+    bad = tmp_path / "bad"
+    args = retrain_args(finished_run, workdir, bad, flag, "-1")
+    assert cli.main(args) == 2
+    assert f"{flag} must be a number >= 0" in capsys.readouterr().err
+    assert not (bad / "retrain").exists()
+
+
+# -- ranking distillation -----------------------------------------------------------------------
+def _eager_teacher(teacher):
+    teacher.set_attn_implementation("eager")
+    return teacher
+
+
+def test_differentiable_significance_equals_the_ops_and_reaches_the_attention():
+    """EncoderRecord(significance_grad=[]) records, at each eliminating layer, the significance the
+    layer ranked its rows by, with its gradient reaching that layer's query and key weights; the
+    rows kept and the logits are those of a pass without it."""
+    teacher, student = _teacher_student([9, 5, 2])
+    batch = _batch([12, 7, 4, 10])
+    plain = EncoderRecord(significance=[])
+    with torch.no_grad():
+        want = student(**batch, power_bert_record=plain).logits
+    record = EncoderRecord(significance=[], significance_grad=[])
+    got = student(**batch, power_bert_record=record).logits
+    torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-5)
+    for j in range(3):
+        assert (record.kept[j] is None) == (plain.kept[j] is None)
+        if record.kept[j] is not None:
+            assert torch.equal(record.kept[j], plain.kept[j])
+        s = record.significance_grad[j]
+        assert s is not None and s.requires_grad and s.dtype == torch.float32
+        torch.testing.assert_close(s.detach(), plain.significance[j], atol=1e-5, rtol=1e-5)
+    record.significance_grad[1][torch.isfinite(record.significance_grad[1])].sum().backward()
+    grads = [p.grad for n, p in student.named_parameters() if "layer.1." in n and ("query" in n or "key" in n)]
+    assert grads and all(g is not None and g.abs().sum() > 0 for g in grads)
+
+
+def test_ranking_loss_equals_per_example_loop():
+    """Batched with padding and per-row k (relative retention) equals a loop over single examples
+    cut to their length: per eliminating layer, the KL divergence from the teacher's last-layer
+    significance to the student's, each normalised over the real rows other than [CLS], averaged
+    over the examples, then over the layers."""
+    retention = [9, 5, 2]
+    teacher, student = _teacher_student(retention)
+    teacher = _eager_teacher(teacher)
+    for p in student.parameters():
+        p.data.add_(0.05 * torch.randn_like(p))
+    lengths = [12, 7, 4, 10]
+    batch = _batch(lengths)
+    record = EncoderRecord(significance_grad=[])
+    with torch.no_grad():
+        student(**batch, power_bert_record=record)
+        t = teacher_significance(teacher(**batch, output_attentions=True), batch["attention_mask"])
+        got = ranking_distillation_loss(record, t)
+    per_layer = {}
+    for b, n in enumerate(lengths):
+        one = {k: v[b:b + 1, :n] for k, v in batch.items()}
+        rec = EncoderRecord(significance=[])
+        with torch.no_grad():
+            student(**one, power_bert_record=rec)
+            attn = teacher(**one, output_attentions=True).attentions[-1]
+        t_one = reference_significance(attn, torch.ones(1, n))[0]
+        alive = torch.arange(n)
+        for j in range(3):
+            if rec.significance[j] is not None and len(alive) > 2:
+                s = rec.significance[j][0].double()
+                keep = alive != 0
+                ps = s[keep] / s[keep].sum()
+                pt = t_one[alive][keep].double()
+                pt = pt / pt.sum()
+                per_layer.setdefault(j, []).append(float((pt * (pt.log() - ps.log())).sum()))
+            if rec.kept[j] is not None:
+                alive = alive[rec.kept[j][0]]
+    want = sum(sum(v) / len(v) for v in per_layer.values()) / len(per_layer)
+    assert float(got) > 1e-4
+    assert float(got) == pytest.approx(want, rel=1e-4)
+
+
+def test_ranking_loss_is_zero_when_the_student_ranks_as_the_teacher_and_reaches_only_the_student():
+    """A one-layer student with its teacher's weights ranks its rows by the teacher's last-layer
+    significance itself: the loss is 0. With three layers it is not, and the gradient reaches the
+    student only."""
+    teacher, student = _teacher_student([6])
+    teacher = _eager_teacher(teacher)
+    batch = _batch([12, 9, 7])
+    record = EncoderRecord(significance_grad=[])
+    student(**batch, power_bert_record=record)
+    t = teacher_significance(teacher(**batch, output_attentions=True), batch["attention_mask"])
+    assert float(ranking_distillation_loss(record, t).detach()) == pytest.approx(0, abs=1e-6)
+
+    teacher, student = _teacher_student([9, 5, 2])
+    teacher = _eager_teacher(teacher)
+    with torch.no_grad():  # a teacher whose last layer attends sharply: a ranking far from the student's
+        teacher.bert.encoder.layer[-1].attention.self.query.weight.mul_(8.0)
+    record = EncoderRecord(significance_grad=[])
+    student(**batch, power_bert_record=record)
+    t = teacher_significance(teacher(**batch, output_attentions=True), batch["attention_mask"])
+    loss = ranking_distillation_loss(record, t)
+    assert float(loss.detach()) > 1e-4  # over 1000x the one-layer case's rounding
+    loss.backward()
+    assert all(p.grad is None for p in teacher.parameters())
+    assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in student.parameters())
+
+
+def test_ranking_loss_refuses_a_record_without_gradients_and_a_teacher_without_attentions():
+    teacher, student = _teacher_student([9, 5, 2])
+    batch = _batch([12, 9])
+    record = EncoderRecord()
+    student(**batch, power_bert_record=record)
+    with pytest.raises(ValueError, match="significance_grad"):
+        ranking_distillation_loss(record, torch.zeros(2, N))
+    with pytest.raises(ValueError, match="attentions"):
+        teacher_significance(teacher(**batch), batch["attention_mask"])
+    record = EncoderRecord(significance_grad=[])
+    student(**batch, power_bert_record=record)
+    with pytest.raises(ValueError, match="differ in shape"):
+        ranking_distillation_loss(record, torch.zeros(2, N + 1))
+
+
+def test_trainer_adds_weighted_ranking_loss(tmp_path):
+    """PowerBertTrainer with a teacher, no logit distillation and distill_ranking = 3: the loss is
+    the task loss plus 3 x the ranking loss of the same pass (the teacher switched to eager
+    attention to give its attentions)."""
+    teacher, student = _teacher_student([9, 5, 2])
+    batch = {**_batch([12, 8, 5, 11]), "labels": torch.tensor([0, 1, 1, 0])}
+    args = TrainingArguments(output_dir=str(tmp_path), report_to=[], use_cpu=True)
+    trainer = PowerBertTrainer(model=student, args=args, teacher=teacher, distill_alpha=0.0, distill_ranking=3.0)
+    assert teacher.config._attn_implementation == "eager"
+    student.train()
+    got = trainer.compute_loss(student, dict(batch))
+    plain = {k: v for k, v in batch.items() if k != "labels"}
+    record = EncoderRecord(significance_grad=[])
+    task = student(**batch, power_bert_record=record).loss
+    with torch.no_grad():
+        t = teacher_significance(teacher(**plain, output_attentions=True), plain["attention_mask"])
+    ranking = ranking_distillation_loss(record, t)
+    assert float(ranking.detach()) > 0
+    assert float(got.detach()) == pytest.approx(float((task + 3.0 * ranking).detach()), rel=1e-5)
+
