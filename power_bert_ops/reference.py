@@ -18,6 +18,7 @@ import torch
 
 __all__ = [
     "significance",
+    "significance_with_grad",
     "rank_order",
     "select_positions",
     "kept_slots",
@@ -40,13 +41,19 @@ def significance(attn: torch.Tensor, mask: torch.Tensor, exclude_self: bool = Tr
     Padded query rows are excluded. The diagonal is skipped, not summed and subtracted, so a
     non-finite ``A[b, h, k, k]`` leaves column k finite (no ``inf - inf``).
     """
+    return significance_with_grad(attn.detach(), mask, exclude_self)
+
+
+def significance_with_grad(attn: torch.Tensor, mask: torch.Tensor, exclude_self: bool = True) -> torch.Tensor:
+    """:func:`significance` with its gradient into ``attn`` (the eager attention path's, for
+    ranking distillation)."""
     acc = torch.float64 if attn.dtype == torch.float64 else torch.float32
     real = mask != 0
     skip = ~real[:, None, :, None]  # padded query rows
     if exclude_self:
         n = attn.shape[-1]
         skip = skip | torch.eye(n, dtype=torch.bool, device=attn.device)
-    sig = attn.detach().to(acc).masked_fill(skip, 0.0).sum(dim=(1, 2))
+    sig = attn.to(acc).masked_fill(skip, 0.0).sum(dim=(1, 2))
     return sig.float().masked_fill(~real, float("-inf"))
 
 

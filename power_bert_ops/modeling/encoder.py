@@ -19,7 +19,7 @@ from transformers.modeling_outputs import BaseModelOutputWithPastAndCrossAttenti
 from .. import ops as _ops  # noqa: F401  (registers torch.ops.power_bert: kernels, fake kernels, autograd)
 from .._backend import attention_kernel_runs
 from .adapters import ADAPTERS
-from ..reference import rank_of
+from ..reference import rank_of, significance_with_grad
 from .widths import hard_widths, relative_rows, relative_soft_factor, threshold_rows
 
 __all__ = ["EncoderRecord", "PowerBertEncoder", "eager_attention"]
@@ -48,11 +48,7 @@ def eager_attention(q, k, v, mask, dropout_p: float, exclude_self: bool, row_wei
     probs = torch.softmax(logits, dim=-1).to(q.dtype)
     weighted = probs if row_weight is None else (probs * row_weight.detach()[:, None, :, None]).to(probs.dtype)
     if differentiable:
-        real = mask != 0
-        skip = ~real[:, None, :, None]
-        if exclude_self:
-            skip = skip | torch.eye(probs.shape[-1], dtype=torch.bool, device=probs.device)
-        sig = weighted.float().masked_fill(skip, 0.0).sum(dim=(1, 2)).masked_fill(~real, float("-inf"))
+        sig = significance_with_grad(weighted, mask, exclude_self)
     else:
         sig = _ops_ns.significance(weighted.detach(), mask, exclude_self)
     if dropout_p > 0.0:
