@@ -270,4 +270,7 @@ def finish_run(cfg: PipelineConfig, task: PreparedTask, results: dict[str, Stage
 
 
 def device_name(device: str) -> str:
-    return torch.cuda.get_device_name() if device.startswith("cuda") else f"cpu ({torch.get_num_threads()} threads)"
+    if device.startswith("cuda"):
+        return torch.cuda.get_device_name()
+    threads = torch.get_num_threads()
+    return f"cpu ({threads} thread{'' if threads == 1 else 's'})"

@@ -285,3 +285,15 @@ def test_relative_bound_is_the_models_own_n_not_the_padding():
     at16, at24 = (speed_bounds(model.config, [40, 20, 8], n, lengths)["flop_bound"] for n in (16, 24))
     assert at16 == pytest.approx(at24)
     assert at16 == pytest.approx(FlopModel(model.config, 64, lengths=lengths, scale="relative").bound([40, 20, 8]))
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+def test_report_device_names_its_threads(threads):
+    from power_bert_ops.training.run import device_name
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        assert device_name("cpu") == ("cpu (1 thread)" if threads == 1 else "cpu (2 threads)")
+    finally:
+        torch.set_num_threads(before)
