@@ -111,7 +111,8 @@ def teacher_significance(teacher_out, attention_mask: torch.Tensor | None, exclu
     Args:
         teacher_out: the teacher's output of a pass with ``output_attentions=True`` (eager
             attention): ``attentions[-1]`` [B, H, N, N].
-        attention_mask: [B, N] (1 / True: real), or None (every row real).
+        attention_mask: [B, N] (1 / True: real), [B, C, N] for multiple choice (the teacher's B·C
+            rows), or None (every row real).
         exclude_self: as the student's significance.
 
     Returns:
@@ -125,7 +126,7 @@ def teacher_significance(teacher_out, attention_mask: torch.Tensor | None, exclu
                          "output_attentions=True and eager attention (model.set_attn_implementation('eager'))")
     attn = attentions[-1].detach()
     mask = torch.ones(attn.shape[0], attn.shape[-1], dtype=torch.bool, device=attn.device) if attention_mask is None \
-        else attention_mask
+        else attention_mask.reshape(-1, attention_mask.shape[-1])
     return ops.significance(attn, mask, exclude_self)
 
 

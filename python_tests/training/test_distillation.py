@@ -317,3 +317,35 @@ def test_trainer_adds_weighted_ranking_loss(tmp_path):
     assert float(ranking.detach()) > 0
     assert float(got.detach()) == pytest.approx(float((task + 3.0 * ranking).detach()), rel=1e-5)
 
+
+
+def test_trainer_ranking_loss_on_multiple_choice(tmp_path):
+    """Multiple choice: inputs [B, C, N] reach the teacher and the student as B·C rows; the ranking
+    loss is that of the flattened batch (the teacher's mask flattened alike), and it reaches the
+    student's eliminating layers."""
+    from transformers import BertForMultipleChoice
+
+    from power_bert_ops.modeling import PowerBertForMultipleChoice
+
+    cfg = BertConfig(vocab_size=40, hidden_size=32, num_hidden_layers=3, num_attention_heads=2, intermediate_size=64,
+                     max_position_embeddings=32, hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
+    teacher = BertForMultipleChoice(cfg).eval()
+    student = PowerBertForMultipleChoice.from_hf_model(copy.deepcopy(teacher), retention=[9, 5, 2],
+                                                       sequence_length=N, retention_scale="relative")
+    with torch.no_grad():  # a teacher whose last layer ranks its rows unlike the student
+        teacher.bert.encoder.layer[-1].attention.self.query.weight.mul_(8.0)
+    flat = _batch([12, 8, 5, 11, 7, 9])
+    batch = {k: v.view(2, 3, N) for k, v in flat.items()}
+    args = TrainingArguments(output_dir=str(tmp_path), report_to=[], use_cpu=True)
+    trainer = PowerBertTrainer(model=student, args=args, teacher=teacher, distill_alpha=0.0, distill_ranking=2.0,
+                               problem="multiple_choice")
+    student.train()
+    got = trainer.compute_loss(student, {**batch, "labels": torch.tensor([0, 2])})
+    record = EncoderRecord(significance_grad=[])
+    task = student(**batch, labels=torch.tensor([0, 2]), power_bert_record=record).loss
+    with torch.no_grad():
+        t = teacher_significance(teacher(**batch, output_attentions=True), flat["attention_mask"])
+    assert t.shape == (6, N)
+    ranking = ranking_distillation_loss(record, t)
+    assert float(ranking.detach()) > 1e-4
+    assert float(got.detach()) == pytest.approx(float((task + 2.0 * ranking).detach()), rel=1e-5)
