@@ -76,7 +76,7 @@ class PipelineConfig:
     distill_temperature: float = DEFAULT_TEMPERATURE
     distill_alpha: float = DEFAULT_ALPHA
     distill_hidden: float = 0.0  # weight of stage 3's hidden-state distillation on the kept rows; 0: none
-    distill_ranking: float = 0.0  # weight of stage 3's ranking distillation of the teacher's significance; 0: none
+    distill_ranking: float = 10.0  # weight of stage 3's ranking distillation of the teacher's significance; 0: none
     attention_dropout: float | None = None  # dropout on attention probabilities; None: the model's
     retention_scale: str = "relative"  # "relative": ℓ_j as a fraction of each example's length; "absolute": the paper
     retention_rule: str = "top-k"  # stage 3: ℓ's rows ("top-k"), or rows above θ_j calibrated to ℓ ("threshold")

@@ -27,6 +27,9 @@ def test_run_writes_report(finished_run):
     assert report["speed"]["padded"]["speedup"] > 0 and report["padded"]["flop_bound"] >= 1.0
     md = (finished_run / "report.md").read_text()
     assert "against the dense model on length-bucketed batches" in md and "both padded to N = 16" in md
+    # stage 3 distils the teacher's ranking by default (bench/RESULTS.md: +8 points on long documents at 6x)
+    assert report["config"]["distill_ranking"] == 10.0 and "stage 3 ranking x10" in md
+    assert json.loads((finished_run / "retrain" / "settings.json").read_text())["distill_ranking"] == 10.0
     # texts longer than N are truncated and counted: check against the tokenizer directly
     import csv
 
