@@ -10,7 +10,7 @@ cd "$(dirname "$0")/.."
 PY=${PYTHON:-python3}
 OUT=${OUT:-runs/rotten_tomatoes_minilm}
 bash scripts/install.sh
-# CPU defaults sized for 15 minutes on 2 cores: a fixed seeded 3,000-example training subset
+# CPU defaults sized for 15-20 minutes on 2 cores: a fixed seeded 3,000-example training subset
 # (dev and test splits whole), 2 + 1 + 2 epochs. On a GPU pass e.g. --max-train-examples 100000
 # --finetune-epochs 3 --retrain-epochs 2 (later arguments win).
 exec "$PY" -m power_bert_ops.cli run --task rotten_tomatoes --max-length 64 --output-dir "$OUT" \
