@@ -33,3 +33,29 @@ def test_pytest_benchmark_suites_run(tmp_path):
     assert suites
     res = run(["-m", "pytest", "-q", "-p", "no:cacheprovider", "--benchmark-disable", *suites], tmp_path)
     assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
+
+
+def _report(task, baseline, power, bound):
+    return {"task": task, "max_length": 64, "retention": [9, 3],
+            "baseline": {"metric": {"name": "accuracy", "split": "test", "value": baseline}},
+            "power_bert": {"metric": {"name": "accuracy", "split": "test", "value": power}},
+            "search": {"soft_bound_final": bound / 1.5, "projection_jump": 1.5},
+            "training": {"search": {"epoch_kept": 1.0, "epochs_run": 1.0},
+                         "retrain": {"epoch_kept": 2.0, "epochs_run": 4.0, "still_rising": False}},
+            "flop_bound": bound, "measured_speedup": 0.8 * bound,
+            "padded": {"flop_bound": bound + 1, "measured_speedup": bound}}
+
+
+def test_ablation_plot_measures_each_run_against_its_own_baseline(tmp_path):
+    runs = {"a": _report("rotten_tomatoes", 0.80, 0.79, 3.0), "b": _report("20newsgroups", 0.73, 0.742, 6.0)}
+    for name, r in runs.items():
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "report.json").write_text(json.dumps(r))
+    out = tmp_path / "abl"
+    res = run(["bench/ablation_plot.py", "--out", str(out), "short=" + str(tmp_path / "a"),
+               "long=" + str(tmp_path / "b")], tmp_path)
+    assert res.returncode == 0, res.stdout + res.stderr
+    md = (tmp_path / "abl.md").read_text()
+    assert "against each run's own baseline" in md
+    assert "| short | 0.8000 | 0.7900 (-1.0) |" in md and "| long | 0.7300 | 0.7420 (+1.2) |" in md
+    assert (tmp_path / "abl.png").stat().st_size > 0
