@@ -349,3 +349,27 @@ def test_trainer_ranking_loss_on_multiple_choice(tmp_path):
     ranking = ranking_distillation_loss(record, t)
     assert float(ranking.detach()) > 1e-4
     assert float(got.detach()) == pytest.approx(float((task + 2.0 * ranking).detach()), rel=1e-5)
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16], ids=str)
+def test_trainer_ranking_loss_under_mixed_precision(tmp_path, dtype):
+    """--precision bf16 / fp16 trains under autocast, and ranking distillation is on by default:
+    the loss and every gradient stay finite, and the ranking term is in the loss (it differs from
+    the loss without it)."""
+    teacher, student = _teacher_student([9, 5, 2])
+    batch = {**_batch([12, 8, 5, 11]), "labels": torch.tensor([0, 1, 1, 0])}
+    args = TrainingArguments(output_dir=str(tmp_path), report_to=[], use_cpu=True)
+    losses = {}
+    for weight in (0.0, 10.0):
+        trainer = PowerBertTrainer(model=student, args=args, teacher=teacher, distill_alpha=0.0,
+                                   distill_ranking=weight)
+        student.train()
+        student.zero_grad()
+        with torch.autocast("cpu", dtype=dtype):
+            loss = trainer.compute_loss(student, dict(batch))
+        loss.backward()
+        assert torch.isfinite(loss.detach())
+        grads = [p.grad for p in student.parameters() if p.grad is not None]
+        assert grads and all(torch.isfinite(g).all() for g in grads)
+        losses[weight] = float(loss.detach())
+    assert losses[10.0] > losses[0.0]
