@@ -31,7 +31,7 @@ def speed_lines(s: dict) -> list[str]:
         f"{s['baseline_seconds']:.3f} s, PoWER-BERT {s['power_bert_seconds']:.3f} s per pass",
         f"- both padded to N = {s['padded_length']} (the paper's setting): {describe_speedup(p)}; baseline "
         f"{p['baseline_seconds']:.3f} s, PoWER-BERT {p['power_bert_seconds']:.3f} s per pass",
-        f"- timing: {s['examples']} eval examples, batch {s['batch_size']}, {s['dtype']}, {s['threads']} threads, "
+        f"- timing: {s['examples']} eval examples, batch {s['batch_size']}, {s['dtype']}, {threads_text(s['threads'])}, "
         f"median of {s['repeats']} passes",
     ]
 
@@ -45,6 +45,11 @@ def write_report(out_dir: Path, report: dict) -> dict:
     plot_retention(report, plot)
     (out_dir / "report.md").write_text(render_markdown(report, plot.name))
     return {"json": out_dir / "report.json", "markdown": out_dir / "report.md", "plot": plot}
+
+
+def threads_text(n: int) -> str:
+    """'1 thread', '2 threads': the CPU threads a timing ran on."""
+    return f"{n} thread{'' if n == 1 else 's'}"
 
 
 def epochs_kept(r: dict, stage: str) -> str:
@@ -181,7 +186,7 @@ def write_benchmark_report(out_dir: Path, r: dict) -> dict:
         "",
         f"- model `{r['model']}` against baseline `{r['baseline']}`",
         f"- N = {r['max_length']}, {r['examples']} examples ({r['truncated']} truncated), batch {r['batch_size']}, "
-        f"{r['dtype']}, {r['device']}, {r['threads']} threads, median of {r['repeats']} passes",
+        f"{r['dtype']}, {r['device']}, {threads_text(r['threads'])}, median of {r['repeats']} passes",
         f"- retention ℓ: {r['retention']} ({r.get('retention_scale', 'absolute')})",
         *speed_lines(r),
     ]

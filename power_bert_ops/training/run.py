@@ -29,7 +29,7 @@ from .inference import predict_logits
 from .outputs import check_writable_folder
 from .pipeline import STAGES, TARGET_FILE, PipelineConfig, StageResult, flop_model, run_pipeline
 from .prepare import DataArgs, PreparedTask, prepare
-from .report import write_report, write_sweep
+from .report import threads_text, write_report, write_sweep
 from .speed import describe_speedup, speed_report
 from .trainer import resolve_device
 
@@ -272,5 +272,4 @@ def finish_run(cfg: PipelineConfig, task: PreparedTask, results: dict[str, Stage
 def device_name(device: str) -> str:
     if device.startswith("cuda"):
         return torch.cuda.get_device_name()
-    threads = torch.get_num_threads()
-    return f"cpu ({threads} thread{'' if threads == 1 else 's'})"
+    return f"cpu ({threads_text(torch.get_num_threads())})"

@@ -62,12 +62,13 @@ def test_distillation_loss_against_hand_computed():
 N = 12
 
 
-def _teacher_student(retention, scale="relative"):
+def _teacher_student(retention, scale="relative", teacher_class=BertForSequenceClassification,
+                     student_class=PowerBertForSequenceClassification):
     cfg = BertConfig(vocab_size=40, hidden_size=32, num_hidden_layers=len(retention), num_attention_heads=2, intermediate_size=64,
                      max_position_embeddings=32, hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
-    teacher = BertForSequenceClassification(cfg).eval()
-    student = PowerBertForSequenceClassification.from_hf_model(copy.deepcopy(teacher), retention=retention,
-                                                               sequence_length=N, retention_scale=scale).eval()
+    teacher = teacher_class(cfg).eval()
+    student = student_class.from_hf_model(copy.deepcopy(teacher), retention=retention, sequence_length=N,
+                                          retention_scale=scale).eval()
     return teacher, student
 
 
@@ -327,11 +328,8 @@ def test_trainer_ranking_loss_on_multiple_choice(tmp_path):
 
     from power_bert_ops.modeling import PowerBertForMultipleChoice
 
-    cfg = BertConfig(vocab_size=40, hidden_size=32, num_hidden_layers=3, num_attention_heads=2, intermediate_size=64,
-                     max_position_embeddings=32, hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
-    teacher = BertForMultipleChoice(cfg).eval()
-    student = PowerBertForMultipleChoice.from_hf_model(copy.deepcopy(teacher), retention=[9, 5, 2],
-                                                       sequence_length=N, retention_scale="relative")
+    teacher, student = _teacher_student([9, 5, 2], teacher_class=BertForMultipleChoice,
+                                        student_class=PowerBertForMultipleChoice)
     with torch.no_grad():  # a teacher whose last layer ranks its rows unlike the student
         teacher.bert.encoder.layer[-1].attention.self.query.weight.mul_(8.0)
     flat = _batch([12, 8, 5, 11, 7, 9])

@@ -292,6 +292,7 @@ def test_relative_bound_is_the_models_own_n_not_the_padding():
 
 @pytest.mark.parametrize("threads", [1, 2])
 def test_report_device_names_its_threads(threads):
+    from power_bert_ops.training.report import speed_lines
     from power_bert_ops.training.run import device_name
 
     before = torch.get_num_threads()
@@ -300,3 +301,9 @@ def test_report_device_names_its_threads(threads):
         assert device_name("cpu") == ("cpu (1 thread)" if threads == 1 else "cpu (2 threads)")
     finally:
         torch.set_num_threads(before)
+    timing = {"speedup": 2.0, "speedup_range": [1.9, 2.1], "within_noise": False, "flop_bound": 3.0,
+              "baseline_seconds": 2.0, "power_bert_seconds": 1.0, "mean_batch_length": 20.0, "padded_length": 64,
+              "examples": 10, "batch_size": 4, "dtype": "float32", "threads": threads, "repeats": 3}
+    timing["padded"] = dict(timing)
+    want = "float32, 1 thread, median" if threads == 1 else "float32, 2 threads, median"
+    assert want in speed_lines(timing)[-1]
