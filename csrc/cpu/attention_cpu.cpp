@@ -2,9 +2,10 @@
 // also yields SPEC 1.1 significance without all B*H*N*N probabilities at once.
 // - fp32/fp64 without dropout (inference, and training with attention dropout off): one task
 //   per (batch row, head), in blocks of query rows whose scores stay in cache. A block costs
-//   two BLAS calls (q k^T and P v) and three vectorised passes over its scores (scale + mask +
-//   row max; exp + row sum; significance); the probabilities are computed once and feed both
-//   the output and the significance. q, k, v are read through their strides (the usual
+//   two BLAS calls on raw pointers (q k^T and P v, small_gemm.h: on short rows ATen's mm per
+//   head cost more than the arithmetic) and three vectorised passes over its scores (scale +
+//   mask + row max; exp + row sum; significance); the probabilities are computed once and feed
+//   both the output and the significance. q, k, v are read through their strides (the usual
 //   [B, N, H, d] projections viewed as [B, H, N, d] need no copy) and the output is written in
 //   [B, N, H, d] memory, so merging its heads back is a view.
 // - fp16/bf16 without dropout: the output and row log-sum-exp come from ATen's CPU flash
@@ -28,6 +29,7 @@
 #include "../poison.h"
 #include "cpu_kernels.h"
 #include "simd.h"
+#include "small_gemm.h"
 
 namespace power_bert {
 namespace cpu {
@@ -147,8 +149,14 @@ int64_t head_block_rows(int64_t N) { return std::min<int64_t>(N, std::max<int64_
 // leaving out P[i, i] when exclude_self. Keys past a row's last real token are not touched (their
 // probabilities are 0): the matmuls and row passes run over the first `end` keys only.
 template <typename T>
-void attention_heads_forward(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, const at::Tensor& real,
-                             at::Tensor& out, at::Tensor& lse, at::Tensor& sig_part, bool exclude_self) {
+void attention_heads_forward(const at::Tensor& q_in, const at::Tensor& k_in, const at::Tensor& v_in,
+                             const at::Tensor& real, at::Tensor& out, at::Tensor& lse, at::Tensor& sig_part,
+                             bool exclude_self) {
+  // Rows are read with a unit column stride (the model's projections have one; anything else is
+  // copied once).
+  const auto unit_cols = [](const at::Tensor& x) { return x.stride(3) == 1 ? x : x.contiguous(); };
+  const at::Tensor q = unit_cols(q_in), k = unit_cols(k_in), v = unit_cols(v_in);
+  TORCH_INTERNAL_ASSERT(out.stride(3) == 1);
   const int64_t B = q.size(0), H = q.size(1), N = q.size(2), d = q.size(3);
   const int64_t R = head_block_rows(N);
   const T scale = T(1) / std::sqrt(static_cast<T>(d));
@@ -159,14 +167,10 @@ void attention_heads_forward(const at::Tensor& q, const at::Tensor& k, const at:
   const T* kp = k.data_ptr<T>();
   const T* vp = v.data_ptr<T>();
   T* op = out.data_ptr<T>();
-  // A [rows, cols] matrix over existing memory (no copy, no dispatcher view ops).
-  const auto matrix = [&](const T* p, int64_t rows, int64_t cols, int64_t rs, int64_t cs) {
-    return at::from_blob(const_cast<T*>(p), {rows, cols}, {rs, cs}, q.options());
-  };
+  const int64_t qs = q.stride(2), ks = k.stride(2), vs = v.stride(2), os = out.stride(2);
   at::parallel_for(0, B * H, 1, [&](int64_t t0, int64_t t1) {
-    at::Tensor scores = at::empty({R, N}, q.options());
-    T* s = scores.data_ptr<T>();
-    std::vector<T> bias(N), inv_z(R);
+    std::vector<T> scores(R * N), bias(N), inv_z(R);
+    T* s = scores.data();
     for (int64_t t = t0; t < t1; ++t) {
       const int64_t b = t / H, h = t % H;
       const bool* rb = realp + b * N;
@@ -174,15 +178,15 @@ void attention_heads_forward(const at::Tensor& q, const at::Tensor& k, const at:
       while (end > 1 && !rb[end - 1]) --end;
       for (int64_t j = 0; j < end; ++j) bias[j] = rb[j] ? T(0) : -std::numeric_limits<T>::infinity();
       const T* qh = qp + b * q.stride(0) + h * q.stride(1);
-      const at::Tensor kT = matrix(kp + b * k.stride(0) + h * k.stride(1), d, end, k.stride(3), k.stride(2));
-      const at::Tensor vh = matrix(vp + b * v.stride(0) + h * v.stride(1), end, d, v.stride(2), v.stride(3));
+      const T* kh = kp + b * k.stride(0) + h * k.stride(1);
+      const T* vh = vp + b * v.stride(0) + h * v.stride(1);
       T* oh = op + b * out.stride(0) + h * out.stride(1);
       T* col = sigp ? sigp + t * N : nullptr;
       if (col) std::fill(col, col + N, T(0));
       for (int64_t q0 = 0; q0 < N; q0 += R) {
         const int64_t r = std::min(R, N - q0);
-        at::Tensor sb = matrix(s, r, end, end, 1);
-        at::mm_out(sb, matrix(qh + q0 * q.stride(2), r, d, q.stride(2), q.stride(3)), kT);
+        // scores [r, end] = q rows [r, d] @ k^T (k stored [end, d])
+        small_gemm<T>(false, true, r, end, d, qh + q0 * qs, qs, kh, ks, s, end, q.options());
         for (int64_t i = 0; i < r; ++i) {
           T* row = s + i * end;
           const T m = scale_bias_max(row, bias.data(), scale, end);
@@ -198,13 +202,12 @@ void attention_heads_forward(const at::Tensor& q, const at::Tensor& k, const at:
             }
           }
         }
-        // out rows = (unnormalised rows) v, then scaled by 1/z
-        T* ob = oh + q0 * out.stride(2);
-        at::Tensor obt = matrix(ob, r, d, out.stride(2), out.stride(3));
-        at::mm_out(obt, sb, vh);
+        // out rows [r, d] = (unnormalised rows) [r, end] @ v [end, d], then scaled by 1/z
+        T* ob = oh + q0 * os;
+        small_gemm<T>(false, false, r, d, end, s, end, vh, vs, ob, os, q.options());
         for (int64_t i = 0; i < r; ++i) {
-          T* o = ob + i * out.stride(2);
-          for (int64_t c = 0; c < d; ++c) o[c * out.stride(3)] *= inv_z[i];
+          T* o = ob + i * os;
+          for (int64_t c = 0; c < d; ++c) o[c] *= inv_z[i];
         }
       }
     }

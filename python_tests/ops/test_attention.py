@@ -237,6 +237,23 @@ def test_memory_stays_bounded():
     assert extra_mb < probs_mb / 4, f"peak extra memory {extra_mb:.0f} MB (probabilities would be {probs_mb:.0f} MB)"
 
 
+def test_aten_matmul_fallback_runs_the_same_tests():
+    # POWER_BERT_CPU_BLAS=aten: the per-head kernel's products go through ATen's mm instead of
+    # the BLAS symbols torch exports (what a torch build without them runs). The forward tests
+    # run again in a process with it set.
+    here = os.path.dirname(os.path.abspath(__file__))
+    tests = ["test_forward_matches_reference_and_sdpa", "test_strided_projection_views_and_several_query_blocks",
+             "test_any_strides_every_dtype", "test_exclude_self", "test_batch_mates_do_not_change_an_example"]
+    res = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-p", "no:benchmark", "-p", "no:xdist",
+         os.path.join(here, "test_attention.py"), "-k", " or ".join(tests)],
+        capture_output=True, text=True, env=dict(os.environ, POWER_BERT_CPU_BLAS="aten"), cwd=os.path.dirname(os.path.dirname(here)),
+    )
+    assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
+    passed = int(res.stdout.strip().splitlines()[-1].split(" passed")[0].split()[-1])
+    assert passed >= 40, res.stdout[-500:]
+
+
 class TestBadInput:
     def test_mismatched_shapes(self):
         q, k, v = qkv(2, 2, 5, 4, torch.float32)
