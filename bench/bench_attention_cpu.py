@@ -7,6 +7,11 @@ without the fused op does), and against scaled_dot_product_attention alone (no s
 Issue target (CPU, N=512): power_bert.attention not slower than eager attention + significance.
 Shapes: B=4, H=12, N=512, d=64, fp32, random key-padding lengths in [N/2, N].
 
+Short rows (group "attention short rows", ``-k short_rows``): what PoWER-BERT's later layers see
+on sentences, B=64, H=12, d=32 (MiniLM), N in 8..64 real-length buckets (lengths in [3N/4, N]),
+q/k/v as the model passes them (the [B, N, H, d] projections viewed as [B, H, N, d]); the op
+with significance against SDPA without it.
+
 ``floor`` times one square matmul with the op's matmul FLOPs (4 B H N^2 d forward: q k^T and
 P v; 8 B H N^2 d backward: the four gradient matmuls), i.e. those FLOPs at this machine's best
 BLAS rate, so the report gives the op's fraction of its FLOP floor. Counted over every key; the
@@ -73,3 +78,22 @@ def test_attention_backward(benchmark, data, impl):
     grad = torch.randn_like(out)
     benchmark.extra_info.update(shape=f"B={B} H={H} N={N} d={d}")
     benchmark(lambda: torch.autograd.grad(out, (q, k, v), grad, retain_graph=True))
+
+
+SHORT_B, SHORT_H, SHORT_D = 64, 12, 32
+
+
+@pytest.mark.benchmark(group="attention short rows")
+@pytest.mark.parametrize("impl", ["power_bert", "sdpa_only"])
+@pytest.mark.parametrize("n", [8, 16, 28, 48, 64])
+def test_attention_short_rows(benchmark, n, impl):
+    g = torch.Generator().manual_seed(n)
+    q, k, v = (torch.randn(SHORT_B, n, SHORT_H, SHORT_D, generator=g).transpose(1, 2) for _ in range(3))
+    lengths = torch.randint(max(1, n * 3 // 4), n + 1, (SHORT_B,), generator=g)
+    mask = (torch.arange(n)[None, :] < lengths[:, None]).long()
+    fn = {
+        "power_bert": lambda: torch.ops.power_bert.attention(q, k, v, mask),
+        "sdpa_only": lambda: F.scaled_dot_product_attention(q, k, v, attn_mask=mask.bool()[:, None, None, :]),
+    }[impl]
+    benchmark.extra_info.update(shape=f"B={SHORT_B} H={SHORT_H} N={n} d={SHORT_D}")
+    benchmark(fn)
