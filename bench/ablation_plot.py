@@ -43,7 +43,12 @@ def main(argv=None) -> None:
     runs = []
     for item in a.runs:
         label, _, folder = item.partition("=")
-        runs.append((label, json.loads((Path(folder) / "report.json").read_text())))
+        report = Path(folder) / "report.json"
+        if not label or not folder:
+            ap.error(f"run {item!r}: expected label=run folder")
+        if not report.is_file():
+            ap.error(f"run {item!r}: {report} not found (a finished run's folder holds report.json)")
+        runs.append((label, json.loads(report.read_text())))
     first = runs[0][1]
     b = first["baseline"]["metric"]
     shared = len({(r["task"], r["max_length"], r["baseline"]["metric"]["value"]) for _, r in runs}) == 1

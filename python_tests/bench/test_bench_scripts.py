@@ -59,3 +59,12 @@ def test_ablation_plot_measures_each_run_against_its_own_baseline(tmp_path):
     assert "against each run's own baseline" in md
     assert "| short | 0.8000 | 0.7900 (-1.0) |" in md and "| long | 0.7300 | 0.7420 (+1.2) |" in md
     assert (tmp_path / "abl.png").stat().st_size > 0
+
+
+@pytest.mark.parametrize("arg, said", [("nolabel", "expected label=run folder"),
+                                       ("x={missing}", "report.json not found")])
+def test_ablation_plot_refuses_a_bad_run_argument(tmp_path, arg, said):
+    res = run(["bench/ablation_plot.py", "--out", str(tmp_path / "abl"), arg.format(missing=tmp_path / "nope")],
+              tmp_path)
+    assert res.returncode == 2 and said in res.stderr and "Traceback" not in res.stderr, res.stderr
+    assert not (tmp_path / "abl.md").exists()
