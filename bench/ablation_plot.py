@@ -43,9 +43,9 @@ def main(argv=None) -> None:
     runs = []
     for item in a.runs:
         label, _, folder = item.partition("=")
-        report = Path(folder) / "report.json"
         if not label or not folder:
             ap.error(f"run {item!r}: expected label=run folder")
+        report = Path(folder) / "report.json"
         if not report.is_file():
             ap.error(f"run {item!r}: {report} not found (a finished run's folder holds report.json)")
         runs.append((label, json.loads(report.read_text())))

@@ -168,6 +168,7 @@ void attention_heads_forward(const at::Tensor& q_in, const at::Tensor& k_in, con
   const T* vp = v.data_ptr<T>();
   T* op = out.data_ptr<T>();
   const int64_t qs = q.stride(2), ks = k.stride(2), vs = v.stride(2), os = out.stride(2);
+  const at::TensorOptions options = q.options();  // for small_gemm's ATen fallback
   at::parallel_for(0, B * H, 1, [&](int64_t t0, int64_t t1) {
     std::vector<T> scores(R * N), bias(N), inv_z(R);
     T* s = scores.data();
@@ -186,7 +187,7 @@ void attention_heads_forward(const at::Tensor& q_in, const at::Tensor& k_in, con
       for (int64_t q0 = 0; q0 < N; q0 += R) {
         const int64_t r = std::min(R, N - q0);
         // scores [r, end] = q rows [r, d] @ k^T (k stored [end, d])
-        small_gemm<T>(false, true, r, end, d, qh + q0 * qs, qs, kh, ks, s, end, q.options());
+        small_gemm<T>(false, true, r, end, d, qh + q0 * qs, qs, kh, ks, s, end, options);
         for (int64_t i = 0; i < r; ++i) {
           T* row = s + i * end;
           const T m = scale_bias_max(row, bias.data(), scale, end);
@@ -204,7 +205,7 @@ void attention_heads_forward(const at::Tensor& q_in, const at::Tensor& k_in, con
         }
         // out rows [r, d] = (unnormalised rows) [r, end] @ v [end, d], then scaled by 1/z
         T* ob = oh + q0 * os;
-        small_gemm<T>(false, false, r, d, end, s, end, vh, vs, ob, os, q.options());
+        small_gemm<T>(false, false, r, d, end, s, end, vh, vs, ob, os, options);
         for (int64_t i = 0; i < r; ++i) {
           T* o = ob + i * os;
           for (int64_t c = 0; c < d; ++c) o[c] *= inv_z[i];

@@ -247,7 +247,8 @@ def test_aten_matmul_fallback_runs_the_same_tests():
     res = subprocess.run(
         [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-p", "no:benchmark", "-p", "no:xdist",
          os.path.join(here, "test_attention.py"), "-k", " or ".join(tests)],
-        capture_output=True, text=True, env=dict(os.environ, POWER_BERT_CPU_BLAS="aten"), cwd=os.path.dirname(os.path.dirname(here)),
+        capture_output=True, text=True, env=dict(os.environ, POWER_BERT_CPU_BLAS="aten"),
+        cwd=os.path.dirname(os.path.dirname(here)),
     )
     assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
     passed = int(res.stdout.strip().splitlines()[-1].split(" passed")[0].split()[-1])
