@@ -170,7 +170,7 @@ def _add_train_args(p: argparse.ArgumentParser, d: dict) -> None:
     g.add_argument("--distill-ranking", type=float, default=d["distill_ranking"], metavar="WEIGHT",
                    help="weight of stage 3's ranking distillation from the stage-1 model: each eliminating layer's "
                         "significance of its rows, as a distribution, against the teacher's last layer's (ToP); "
-                        "stage 3 takes about 1.8x as long with it; 0: none")
+                        "stage 3 takes about 2x as long with it on CPU; 0: none")
     g.add_argument("--attention-dropout", type=float, default=None,
                    help="dropout on attention probabilities in training (default: the model's); 0 makes a CPU "
                         "training step about 3x faster, as SDPA's fused CPU kernel has no dropout")

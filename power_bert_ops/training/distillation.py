@@ -6,11 +6,14 @@ in its listwise form): each eliminating layer's significance of its input rows, 
 distribution, against the teacher's last-layer significance of the same rows."""
 from __future__ import annotations
 
+import hashlib
+
+import numpy as np
 import torch
 import torch.nn.functional as F
 
-__all__ = ["DEFAULT_ALPHA", "DEFAULT_TEMPERATURE", "distillation_loss", "hidden_distillation_loss", "mix_distillation",
-           "ranking_distillation_loss", "teacher_significance"]
+__all__ = ["DEFAULT_ALPHA", "DEFAULT_TEMPERATURE", "TeacherCache", "distillation_loss", "hidden_distillation_loss",
+           "mix_distillation", "ranking_distillation_loss", "teacher_significance"]
 
 DEFAULT_TEMPERATURE = 2.0
 """Distillation temperature used when the caller gives none."""
@@ -178,3 +181,103 @@ def ranking_distillation_loss(record, teacher_sig: torch.Tensor) -> torch.Tensor
     if not losses:
         return teacher.new_zeros(())
     return torch.stack(losses).mean()
+
+
+class TeacherCache:
+    """The frozen teacher's logits and last-layer significance of each training example, computed
+    once and reused in every later epoch of stage 3.
+
+    The teacher runs in eval mode (no dropout), and with padded keys masked and padded query rows
+    left out of the significance (SPEC 1.1), what it gives an example depends on the example's
+    real tokens only, not on its batch-mates or its padding. So each distinct example is keyed by
+    its real tokens (every ``[B, n]`` integer input at the positions ``attention_mask`` marks),
+    and the teacher runs only on the rows of a batch it has not seen, cut to their longest real
+    row. Values agree with a pass over the whole batch up to float rounding (the reductions run
+    over a different padded width).
+
+    Batches it cannot key (multiple choice ``[B, C, N]``, ``inputs_embeds``) are left to the
+    caller: :meth:`accepts` says which.
+
+    Args:
+        teacher: the stage-1 model (eval mode; eager attention when ``significance``).
+        significance: also keep the teacher's last-layer significance (ranking distillation).
+        exclude_self: as the student's significance.
+    """
+
+    def __init__(self, teacher, significance: bool, exclude_self: bool = True):
+        self.teacher = teacher
+        self.significance = significance
+        self.exclude_self = exclude_self
+        self._logits: dict[bytes, np.ndarray] = {}
+        self._sig: dict[bytes, np.ndarray] = {}
+        self.hits = 0
+        self.misses = 0
+
+    def __len__(self) -> int:
+        return len(self._logits)
+
+    @staticmethod
+    def accepts(inputs: dict) -> bool:
+        """Whether every tensor of ``inputs`` is an integer ``[B, n]`` tensor of one shape and
+        ``input_ids`` is among them."""
+        tensors = [v for v in inputs.values() if isinstance(v, torch.Tensor)]
+        ids = inputs.get("input_ids")
+        return (isinstance(ids, torch.Tensor) and ids.dim() == 2
+                and all(t.shape == ids.shape and not t.is_floating_point() for t in tensors))
+
+    def __call__(self, inputs: dict) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """The teacher's outputs for a batch.
+
+        Args:
+            inputs: the batch's model inputs, integer tensors [B, n] (``input_ids``, optionally
+                ``attention_mask`` with 1 at real tokens, ``token_type_ids``, ...).
+
+        Returns:
+            (logits float32 [B, C] (the teacher's output shape per row), significance float32
+            [B, n] with ``-inf`` at padding, or None without ``significance``), on the inputs'
+            device.
+        """
+        if not self.accepts(inputs):
+            raise ValueError("TeacherCache: the inputs must be integer tensors [B, n] of one shape, input_ids "
+                             "among them; run the teacher itself on other batches")
+        ids = inputs["input_ids"]
+        device, (B, n) = ids.device, ids.shape
+        mask = inputs.get("attention_mask")
+        real = torch.ones(B, n, dtype=torch.bool) if mask is None else (mask.detach().cpu() != 0)
+        host = {name: t.detach().cpu() for name, t in sorted(inputs.items()) if isinstance(t, torch.Tensor)}
+        keys = []
+        for b in range(B):
+            h = hashlib.blake2b(digest_size=16)
+            for name, t in host.items():
+                h.update(name.encode())
+                h.update(t[b][real[b]].numpy().tobytes())
+            keys.append(h.digest())
+        missing = [b for b in range(B) if keys[b] not in self._logits]
+        self.hits += B - len(missing)
+        self.misses += len(missing)
+        if missing:
+            self._run(inputs, real, keys, missing)
+        logits = torch.from_numpy(np.stack([self._logits[k] for k in keys])).to(device)
+        if not self.significance:
+            return logits, None
+        sig = torch.full((B, n), float("-inf"), dtype=torch.float32)
+        sig[real] = torch.from_numpy(np.concatenate([self._sig[k] for k in keys]))
+        return logits, sig.to(device)
+
+    def _run(self, inputs: dict, real: torch.Tensor, keys: list, rows: list) -> None:
+        n = real.shape[1]
+        positions = torch.arange(1, n + 1)
+        width = max(1, int((real[rows] * positions).amax()))  # the last real position of these rows
+        pick = torch.tensor(rows, device=inputs["input_ids"].device)
+        sub = {name: t.index_select(0, pick)[:, :width] if isinstance(t, torch.Tensor) else t
+               for name, t in inputs.items()}
+        with torch.no_grad():
+            out = self.teacher(**sub, output_attentions=self.significance)
+            sig = teacher_significance(out, sub.get("attention_mask"), self.exclude_self).cpu() \
+                if self.significance else None
+        logits = out.logits.detach().float().cpu().numpy()
+        sub_real = real[rows][:, :width]
+        for i, b in enumerate(rows):
+            self._logits[keys[b]] = logits[i]
+            if sig is not None:
+                self._sig[keys[b]] = sig[i][sub_real[i]].numpy()

@@ -12,8 +12,8 @@ from transformers import EarlyStoppingCallback, PrinterCallback, ProgressCallbac
 
 from .errors import PowerBertError
 from ..modeling import EncoderRecord
-from .distillation import (DEFAULT_ALPHA, DEFAULT_TEMPERATURE, distillation_loss, hidden_distillation_loss,
-                           mix_distillation, ranking_distillation_loss, teacher_significance)
+from .distillation import (DEFAULT_ALPHA, DEFAULT_TEMPERATURE, TeacherCache, distillation_loss,
+                           hidden_distillation_loss, mix_distillation, ranking_distillation_loss, teacher_significance)
 
 
 DEVICES = ("auto", "cpu", "cuda")
@@ -36,7 +36,9 @@ class PowerBertTrainer(Trainer):
     the kept rows (:func:`.distillation.hidden_distillation_loss`; 0: none), plus
     ``distill_ranking · RD``, the ranking distillation of the teacher's last-layer significance
     into the eliminating layers' (:func:`.distillation.ranking_distillation_loss`; 0: none; the
-    teacher then runs with eager attention)."""
+    teacher then runs with eager attention). Without hidden-state distillation the teacher's
+    logits and significance of each example come from a :class:`.distillation.TeacherCache`: the
+    teacher runs once per distinct example, not once per epoch."""
 
     def __init__(self, *args, lam: float | None = None, lr_soft: float | None = None, teacher=None,
                  distill_temperature: float = DEFAULT_TEMPERATURE, distill_alpha: float = DEFAULT_ALPHA,
@@ -50,6 +52,10 @@ class PowerBertTrainer(Trainer):
         if self.teacher is not None and distill_ranking > 0:
             self.teacher.set_attn_implementation("eager")  # its attentions give the teacher's ranking
         super().__init__(*args, **kwargs)
+        self.teacher_cache = None
+        if self.teacher is not None and distill_hidden <= 0 and (distill_alpha > 0 or distill_ranking > 0):
+            self.teacher_cache = TeacherCache(self.teacher, significance=distill_ranking > 0,
+                                              exclude_self=self._exclude_self(self.model))
 
     def compute_loss(self, model, inputs, return_outputs=False, **kwargs):
         hidden = self.teacher is not None and self.distill_hidden > 0 and model.training
@@ -63,21 +69,30 @@ class PowerBertTrainer(Trainer):
             logits = outputs["logits"] if isinstance(outputs, dict) else outputs[1]
             self.teacher.to(logits.device)
             plain = {k: v for k, v in inputs.items() if k not in ("labels", "power_bert_record")}
-            with torch.no_grad():
-                teacher_out = self.teacher(**plain, output_hidden_states=hidden, output_attentions=ranking)
+            cache = self.teacher_cache
+            if cache is not None and cache.accepts(plain):
+                teacher_logits, teacher_sig = cache(plain)
+            else:
+                with torch.no_grad():
+                    teacher_out = self.teacher(**plain, output_hidden_states=hidden, output_attentions=ranking)
+                teacher_logits = teacher_out.logits
+                teacher_sig = teacher_significance(teacher_out, plain.get("attention_mask"),
+                                                   self._exclude_self(model)) if ranking else None
             if self.distill_alpha > 0:
-                kd = distillation_loss(logits, teacher_out.logits, self.distill_temperature, self.problem)
+                kd = distillation_loss(logits, teacher_logits, self.distill_temperature, self.problem)
                 loss = mix_distillation(loss, kd, self.distill_alpha)
             if hidden:
                 loss = loss + self.distill_hidden * hidden_distillation_loss(
                     record.hidden_states, record, teacher_out.hidden_states)
             if ranking:
-                loss = loss + self.distill_ranking * ranking_distillation_loss(
-                    record, teacher_significance(teacher_out, plain.get("attention_mask"),
-                                                 getattr(_unwrap(model).config, "exclude_self", True)))
+                loss = loss + self.distill_ranking * ranking_distillation_loss(record, teacher_sig)
         if self.lam:
             loss = loss + _unwrap(model).retention_loss(self.lam)
         return (loss, outputs) if return_outputs else loss
+
+    @staticmethod
+    def _exclude_self(model) -> bool:
+        return getattr(_unwrap(model).config, "exclude_self", True)
 
     def create_optimizer(self, *args, **kwargs):
         if self.optimizer is not None or self.lr_soft is None:

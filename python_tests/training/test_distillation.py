@@ -1,7 +1,7 @@
 """Distillation from the stage-1 teacher (training.distillation): the logit loss against
 hand-computed values, the hidden-state loss on the kept rows against a per-example loop, the
 Trainer's mixing of both, the ranking distillation of the teacher's last-layer significance
-against a per-example loop, and ``power-bert retrain --distill-hidden / --distill-ranking`` end to
+against a per-example loop, the cache of the teacher's outputs against the live teacher, and ``power-bert retrain --distill-hidden / --distill-ranking`` end to
 end."""
 import copy
 import json
@@ -16,8 +16,8 @@ from power_bert_ops import cli
 from power_bert_ops.flops import rows_kept
 from power_bert_ops.modeling import EncoderRecord, PowerBertForSequenceClassification
 from power_bert_ops.reference import significance as reference_significance
-from power_bert_ops.training.distillation import (distillation_loss, hidden_distillation_loss, mix_distillation,
-                                                  ranking_distillation_loss, teacher_significance)
+from power_bert_ops.training.distillation import (TeacherCache, distillation_loss, hidden_distillation_loss,
+                                                  mix_distillation, ranking_distillation_loss, teacher_significance)
 from power_bert_ops.training.trainer import PowerBertTrainer
 
 from tiny_models import retrain_args
@@ -317,7 +317,108 @@ def test_trainer_adds_weighted_ranking_loss(tmp_path):
     ranking = ranking_distillation_loss(record, t)
     assert float(ranking.detach()) > 0
     assert float(got.detach()) == pytest.approx(float((task + 3.0 * ranking).detach()), rel=1e-5)
+    # A second pass over the same rows (another order) takes the teacher's outputs from the cache.
+    calls = _rows_through(teacher)
+    order = [3, 1, 0, 2]
+    again = trainer.compute_loss(student, {k: v[order] for k, v in batch.items()})
+    assert calls == []
+    record = EncoderRecord(significance_grad=[])
+    task = student(**{k: v[order] for k, v in batch.items()}, power_bert_record=record).loss
+    ranking = ranking_distillation_loss(record, t[order])
+    assert float(again.detach()) == pytest.approx(float((task + 3.0 * ranking).detach()), rel=1e-5)
 
+
+
+def _rows_through(model):
+    """A list that records the batch size of each forward call of ``model``."""
+    calls = []
+    model.register_forward_pre_hook(lambda module, args, kwargs: calls.append(kwargs["input_ids"].shape[0]),
+                                    with_kwargs=True)
+    return calls
+
+
+def _live(teacher, batch):
+    with torch.no_grad():
+        out = teacher(**batch, output_attentions=True)
+    return out.logits, teacher_significance(out, batch.get("attention_mask"))
+
+
+def _assert_same(got, want):
+    assert got.shape == want.shape
+    assert torch.equal(torch.isinf(got), torch.isinf(want))
+    torch.testing.assert_close(got.masked_fill(torch.isinf(got), 0), want.masked_fill(torch.isinf(want), 0),
+                               rtol=1e-5, atol=1e-6)
+
+
+def test_teacher_cache_equals_the_live_teacher_and_runs_it_once_per_example():
+    """The cache gives the live teacher's logits and significance of a batch; a later batch of
+    seen and new rows, in another order and cut to another width, runs the teacher on the new
+    rows only (cut to their longest) and still equals the live teacher on that batch."""
+    teacher = _eager_teacher(_teacher_student([9, 5, 2])[0])
+    first = _batch([12, 8, 5, 11])
+    first["token_type_ids"] = (torch.arange(N) >= 4).long().expand(4, N) * first["attention_mask"]
+    cache = TeacherCache(teacher, significance=True)
+    calls = _rows_through(teacher)
+    logits, sig = cache(first)
+    assert calls == [4] and (cache.hits, cache.misses, len(cache)) == (0, 4, 4)
+    want_logits, want_sig = _live(teacher, first)
+    _assert_same(logits, want_logits)
+    _assert_same(sig, want_sig)
+
+    new = _batch([7])
+    new["token_type_ids"] = torch.zeros_like(new["input_ids"])
+    second = {k: torch.cat([first[k][[3, 1]], new[k]])[:, :11] for k in first}  # rows of 11, 8 and 7 tokens
+    calls.clear()
+    logits, sig = cache(second)
+    assert calls == [1] and (cache.hits, cache.misses, len(cache)) == (2, 5, 5)
+    want_logits, want_sig = _live(teacher, second)
+    _assert_same(logits, want_logits)
+    _assert_same(sig, want_sig)
+    assert sig.shape == (3, 11)
+
+
+def test_teacher_cache_keys_each_input_and_leaves_other_batches_to_the_caller():
+    """Two examples with the same tokens but other token types are two keys; logits alone
+    (ranking off) come without significance; batches of another form are refused with a clear
+    error (the trainer runs the teacher itself on them)."""
+    teacher = _teacher_student([9, 5, 2])[0]
+    batch = _batch([12, 8])
+    batch["token_type_ids"] = torch.zeros_like(batch["input_ids"])
+    cache = TeacherCache(teacher, significance=False)
+    logits, sig = cache(batch)
+    assert sig is None and logits.shape == (2, 2)
+    other = {**batch, "token_type_ids": batch["attention_mask"].clone()}
+    cache(other)
+    assert (cache.hits, cache.misses) == (0, 4)
+    cache(batch)
+    assert (cache.hits, cache.misses) == (2, 4)
+    mc = {k: v.view(1, 2, N) for k, v in batch.items()}
+    assert not TeacherCache.accepts(mc)
+    with pytest.raises(ValueError, match="integer tensors"):
+        cache(mc)
+
+
+def test_trainer_logit_distillation_through_the_cache(tmp_path):
+    """PowerBertTrainer with logit distillation: each call's loss is the mix of the task loss and
+    the KD loss against the live teacher, and the teacher runs once per distinct example across
+    calls (the second pass over the same rows runs it not at all)."""
+    teacher, student = _teacher_student([9, 5, 2])
+    batch = {**_batch([12, 8, 5, 11]), "labels": torch.tensor([0, 1, 1, 0])}
+    args = TrainingArguments(output_dir=str(tmp_path), report_to=[], use_cpu=True)
+    trainer = PowerBertTrainer(model=student, args=args, teacher=teacher, distill_alpha=0.5, distill_ranking=0.0)
+    calls = _rows_through(teacher)
+    student.train()
+    plain = {k: v for k, v in batch.items() if k != "labels"}
+    with torch.no_grad():
+        want_teacher = teacher(**plain).logits
+    calls.clear()
+    for order in ([0, 1, 2, 3], [2, 0, 3, 1]):
+        shuffled = {k: v[order] for k, v in batch.items()}
+        got = trainer.compute_loss(student, dict(shuffled))
+        out = student(**shuffled)
+        want = mix_distillation(out.loss, distillation_loss(out.logits, want_teacher[order]), 0.5)
+        assert float(got.detach()) == pytest.approx(float(want.detach()), rel=1e-5)
+    assert calls == [4]
 
 
 def test_trainer_ranking_loss_on_multiple_choice(tmp_path):
