@@ -4,7 +4,8 @@ its own baseline, with its FLOP bound against dense on length-bucketed batches.
     python bench/ablation_plot.py --out bench/results/rt_ablation/ablation \
         "defaults, 6x=runs/rt_hi/target_6x" "no search floor, 6x=runs/abl6_nofloor" ...
 
-Each argument is ``label=run folder`` (a folder with report.json). Writes ``<out>.md`` (a markdown
+Each argument is ``label=run folder`` (a folder with report.json; the label may hold ``=``, the
+folder is what follows the last one). Writes ``<out>.md`` (a markdown
 table: baseline, metric and change against it, ℓ, the search's soft bound and jump, the epochs
 each stage kept, bound and measured speed-up against bucketed and padded dense) and ``<out>.png``.
 """
@@ -12,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import textwrap
 from pathlib import Path
 
 import matplotlib
@@ -42,7 +44,7 @@ def main(argv=None) -> None:
     a = ap.parse_args(argv)
     runs = []
     for item in a.runs:
-        label, _, folder = item.partition("=")
+        label, _, folder = item.rpartition("=")
         if not label or not folder:
             ap.error(f"run {item!r}: expected label=run folder")
         report = Path(folder) / "report.json"
@@ -74,7 +76,7 @@ def main(argv=None) -> None:
     ax.set_xlabel(f"{b['name']} ({b['split']}) change against {against}, points\n"
                   "(bound: FLOP bound against bucketed dense)", fontsize=8)
     tasks = dict.fromkeys(f"{r['task']}, N = {r['max_length']}" for _, r in runs)
-    ax.set_title(f"{'; '.join(tasks)}: ablation", fontsize=10)
+    ax.set_title(textwrap.fill(f"{'; '.join(tasks)}: ablation", 60), fontsize=10)
     fig.tight_layout()
     fig.savefig(a.out.with_suffix(".png"), dpi=120)
     print(f"written {a.out.with_suffix('.md')} and {a.out.with_suffix('.png')}")
