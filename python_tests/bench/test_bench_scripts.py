@@ -52,12 +52,12 @@ def test_ablation_plot_measures_each_run_against_its_own_baseline(tmp_path):
         (tmp_path / name).mkdir()
         (tmp_path / name / "report.json").write_text(json.dumps(r))
     out = tmp_path / "abl"
-    res = run(["bench/ablation_plot.py", "--out", str(out), "short=" + str(tmp_path / "a"),
+    res = run(["bench/ablation_plot.py", "--out", str(out), "short, N=64=" + str(tmp_path / "a"),
                "long=" + str(tmp_path / "b")], tmp_path)
     assert res.returncode == 0, res.stdout + res.stderr
     md = (tmp_path / "abl.md").read_text()
     assert "against each run's own baseline" in md
-    assert "| short | 0.8000 | 0.7900 (-1.0) |" in md and "| long | 0.7300 | 0.7420 (+1.2) |" in md
+    assert "| short, N=64 | 0.8000 | 0.7900 (-1.0) |" in md and "| long | 0.7300 | 0.7420 (+1.2) |" in md
     assert (tmp_path / "abl.png").stat().st_size > 0
 
 
