@@ -155,7 +155,8 @@ def test_training_record_says_epoch_kept_and_whether_dev_still_rose():
 
     rising = training_record(_fake_trainer([(1.0, 0.5), (2.0, 0.6), (3.0, 0.7)], 30, 30), "accuracy", 3.0, 2)
     assert rising["epoch_kept"] == 3.0 and rising["still_rising"] is True and rising["stopped_early"] is False
-    assert "still rising" in describe_training("finetune", rising)
+    assert "still rising at the end: a higher --finetune-epochs may help" in describe_training("finetune", rising)
+    assert "still rising at the end (--retrain-epochs sets the cap" in describe_training("retrain", rising)
     stopped = training_record(_fake_trainer([(1.0, 0.5), (2.0, 0.7), (3.0, 0.65), (4.0, 0.6)], 40, 60),
                               "accuracy", 6.0, 2)
     assert stopped["epoch_kept"] == 2.0 and stopped["still_rising"] is False and stopped["stopped_early"] is True
