@@ -240,6 +240,9 @@ class TeacherCache:
         if not self.accepts(inputs):
             raise ValueError("TeacherCache: the inputs must be integer tensors [B, n] of one shape, input_ids "
                              "among them; run the teacher itself on other batches")
+        if getattr(self.teacher, "training", False):
+            raise ValueError("TeacherCache: the teacher is in training mode, so its outputs change from pass to "
+                             "pass (dropout); call teacher.eval() first")
         ids = inputs["input_ids"]
         device, (B, n) = ids.device, ids.shape
         mask = inputs.get("attention_mask")

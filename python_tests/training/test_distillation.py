@@ -380,7 +380,7 @@ def test_teacher_cache_equals_the_live_teacher_and_runs_it_once_per_example():
 def test_teacher_cache_keys_each_input_and_leaves_other_batches_to_the_caller():
     """Two examples with the same tokens but other token types are two keys; logits alone
     (ranking off) come without significance; batches of another form are refused with a clear
-    error (the trainer runs the teacher itself on them)."""
+    error (the trainer runs the teacher itself on them), and so is a teacher in training mode."""
     teacher = _teacher_student([9, 5, 2])[0]
     batch = _batch([12, 8])
     batch["token_type_ids"] = torch.zeros_like(batch["input_ids"])
@@ -396,6 +396,9 @@ def test_teacher_cache_keys_each_input_and_leaves_other_batches_to_the_caller():
     assert not TeacherCache.accepts(mc)
     with pytest.raises(ValueError, match="integer tensors"):
         cache(mc)
+    teacher.train()
+    with pytest.raises(ValueError, match="training mode"):
+        cache(batch)
 
 
 def test_trainer_logit_distillation_through_the_cache(tmp_path):
