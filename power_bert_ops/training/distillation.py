@@ -245,9 +245,9 @@ class TeacherCache:
                              "pass (dropout); call teacher.eval() first")
         ids = inputs["input_ids"]
         device, (B, n) = ids.device, ids.shape
-        mask = inputs.get("attention_mask")
-        real = torch.ones(B, n, dtype=torch.bool) if mask is None else (mask.detach().cpu() != 0)
         host = {name: t.detach().cpu() for name, t in sorted(inputs.items()) if isinstance(t, torch.Tensor)}
+        mask = host.get("attention_mask")
+        real = torch.ones(B, n, dtype=torch.bool) if mask is None else mask != 0
         keys = []
         for b in range(B):
             h = hashlib.blake2b(digest_size=16)
