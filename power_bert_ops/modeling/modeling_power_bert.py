@@ -47,6 +47,7 @@ from transformers import (
     PreTrainedModel,
 )
 
+from .._checks import _no_data
 from ..flops import check_scale
 from .adapters import set_attention_dropout
 from .configuration_power_bert import (
@@ -367,6 +368,13 @@ class PowerBertPreTrainedModel(PreTrainedModel):
         if attention_mask is not None and attention_mask.shape[-1] != n:
             raise ValueError(f"PoWER-BERT: attention_mask has {attention_mask.shape[-1]} positions but the input "
                              f"has {n}")
+        if attention_mask is not None and attention_mask.device.type == "cpu" and not _no_data(attention_mask):
+            # Read on the host only where the mask already is (a CUDA mask would cost a sync).
+            first = attention_mask.reshape(-1, n)[:, 0]
+            if not bool((first != 0).all()):
+                raise ValueError("PoWER-BERT: attention_mask marks position 0 of a row as padding (a left-padded or "
+                                 "all-padding row); PoWER-BERT keeps position 0 as [CLS] in every layer, so pad on "
+                                 "the right (tokenizer.padding_side = 'right')")
         return n
 
     def forward(self, input_ids=None, attention_mask=None, token_type_ids=None, position_ids=None,

@@ -129,7 +129,8 @@ def load_tokenizer(model_dir, cfg=None):
     """The tokenizer saved in ``model_dir``, checked against the model's embedding rows. The
     model's (base) config is handed to AutoTokenizer, so it does not read config.json again (for
     a PoWER-BERT folder, through a class that warns about the model type); transformers'
-    messages that mean nothing to our users are silenced for the call (:mod:`.._quiet`)."""
+    messages that mean nothing to our users are silenced for the call (:mod:`.._quiet`). It pads
+    on the right, whatever its saved ``padding_side``."""
     cfg = cfg if cfg is not None else read_config(model_dir)
     try:
         with quiet_transformers():
@@ -138,6 +139,9 @@ def load_tokenizer(model_dir, cfg=None):
         reason = " ".join(str(e).split())  # one line: transformers' messages run over several
         raise CorruptModelError(f"{model_dir}: its tokenizer cannot be loaded ({reason}); the folder needs the "
                                 f"tokenizer files it was trained with (tokenizer.json / vocab.txt ...)") from None
+    # PoWER-BERT keeps position 0 as [CLS] (SPEC 1.2): rows are padded on the right whatever the
+    # saved tokenizer says, and every folder the pipeline saves says so too.
+    tok.padding_side = "right"
     rows = int(getattr(_base_config(cfg), "vocab_size", 0) or 0)
     if rows and not rows * _MIN_VOCAB_FRACTION <= len(tok) <= rows:
         raise CorruptModelError(

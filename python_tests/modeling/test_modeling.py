@@ -304,6 +304,20 @@ def test_hard_without_attention_mask():
     torch.testing.assert_close(a, reference_logits(hf, retention, batch["input_ids"]), atol=ATOL, rtol=0)
 
 
+@pytest.mark.parametrize("mode", ["hard", "soft"])
+def test_left_padded_rows_are_refused(mode):
+    """Position 0 is [CLS] in every layer: a mask with padding there (left padding) is refused,
+    naming attention_mask, instead of keeping a padding row or failing inside an op."""
+    hf = tiny_hf("bert", seed=7)
+    power = wrap(hf, retention=[12, 7, 3], mode=mode)
+    batch = inputs((3, 16), lengths=[16, 9, 4])
+    left = {k: torch.stack([v[r].roll(16 - n) for r, n in enumerate([16, 9, 4])]) for k, v in batch.items()}
+    assert left["attention_mask"][1, 0] == 0 and left["attention_mask"][1, -1] == 1
+    with pytest.raises(ValueError, match=r"attention_mask marks position 0 .*padding_side = 'right'"):
+        power(**left)
+    assert torch.isfinite(power(**batch).logits).all()  # the same rows padded on the right
+
+
 def test_dynamic_padding():
     """Batch padded to its longest row, shorter than ℓ_j: ℓ_j is capped at the batch length; each
     row's logits match the reference and do not depend on its batch-mates' lengths."""

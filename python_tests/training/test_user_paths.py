@@ -123,6 +123,20 @@ def test_tokenizer_that_does_not_fit_the_model_is_refused(workdir, finished_run,
     assert "tokenizer" in capsys.readouterr().err and not (tmp_path / "o").exists()
 
 
+def test_left_padding_tokenizer_still_pads_on_the_right(workdir, finished_run, tmp_path, capsys):
+    """A folder whose saved tokenizer pads on the left (padding_side = "left") evaluates to the
+    report's accuracy: the package's tokenizer keeps [CLS] at position 0."""
+    report = json.loads((finished_run / "report.json").read_text())
+    folder = tmp_path / "left"
+    shutil.copytree(finished_run / "retrain" / "model", folder)
+    config = json.loads((folder / "tokenizer_config.json").read_text())
+    (folder / "tokenizer_config.json").write_text(json.dumps({**config, "padding_side": "left"}))
+    assert cli.main(["evaluate", "--model-dir", str(folder), "--eval-file", str(workdir / "eval.csv"), *EVAL,
+                     "--json", "--no-progress"]) == 0
+    got = _json(capsys)
+    assert got["accuracy"] == pytest.approx(report["power_bert"]["metrics"]["eval"]["accuracy"], abs=1e-12)
+
+
 def test_auto_classes_and_pipeline_after_import(finished_run):
     """`import power_bert_ops` (which itself imports no transformers) is enough for the Auto
     classes and pipeline; pipeline(truncation=True) runs at the trained N."""
