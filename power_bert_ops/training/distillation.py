@@ -12,6 +12,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from .speed import real_width
+
 __all__ = ["DEFAULT_ALPHA", "DEFAULT_TEMPERATURE", "TeacherCache", "distillation_loss", "hidden_distillation_loss",
            "mix_distillation", "ranking_distillation_loss", "teacher_significance"]
 
@@ -268,9 +270,7 @@ class TeacherCache:
         return logits, sig.to(device)
 
     def _run(self, inputs: dict, real: torch.Tensor, keys: list, rows: list) -> None:
-        n = real.shape[1]
-        positions = torch.arange(1, n + 1)
-        width = max(1, int((real[rows] * positions).amax()))  # the last real position of these rows
+        width = real_width(real[rows])
         pick = torch.tensor(rows, device=inputs["input_ids"].device)
         sub = {name: t.index_select(0, pick)[:, :width] if isinstance(t, torch.Tensor) else t
                for name, t in inputs.items()}

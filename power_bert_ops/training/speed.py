@@ -36,10 +36,19 @@ def _time_model(model, batches, device: str) -> float:
     return time.perf_counter() - t
 
 
+def real_width(mask: torch.Tensor) -> int:
+    """The columns a batch can be cut to without losing a real token: one past the last nonzero
+    column of any row of ``mask`` [..., n] (at least 1). Reads the mask on the host."""
+    real = mask.reshape(-1, mask.shape[-1]) != 0
+    positions = torch.arange(1, real.shape[-1] + 1, device=real.device)
+    return max(1, int((real * positions).amax())) if real.numel() else 1
+
+
 def trim_to_longest(batch: dict) -> dict:
-    """Dynamic padding: a right-padded batch cut to its longest row (attention_mask's last real
-    column). Reads the mask on the host, so it is done when batches are prepared, not timed."""
-    n = int(batch["attention_mask"].sum(dim=-1).max())
+    """Dynamic padding: a batch's model inputs cut to its longest row (:func:`real_width` of
+    attention_mask). Reads the mask on the host, so it is done when batches are prepared, not
+    timed."""
+    n = real_width(batch["attention_mask"])
     return {k: v[..., :n] if k in MODEL_INPUTS else v for k, v in batch.items()}
 
 

@@ -144,6 +144,8 @@ def test_trim_to_longest():
     assert torch.equal(got["input_ids"], batch["input_ids"][:, :5]) and torch.equal(got["attention_mask"], mask[:, :5])
     mc = {k: v.view(1, 3, 6) for k, v in batch.items()}  # multiple choice [B, C, N]
     assert all(v.shape == (1, 3, 5) for v in trim_to_longest(mc).values())
+    gaps = {**batch, "attention_mask": torch.tensor([[1, 0, 0, 1, 0, 0], [1, 1, 0, 0, 0, 0], [1, 0, 0, 0, 0, 0]])}
+    assert trim_to_longest(gaps)["input_ids"].shape == (3, 4)  # cut after the last real token, not at the count
 
 
 def test_two_processes_match_one(workdir, tmp_path):
