@@ -224,7 +224,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = add_parser("predict", help="class probabilities of a file's texts, to a CSV file")
     p.add_argument("--model-dir", required=True)
     p.add_argument("--input-file", required=True)
-    p.add_argument("--output-file", required=True, help="the CSV file to write (not the --input-file)")
+    p.add_argument("--output-file", required=True,
+                   help="the CSV file to write (not the --input-file); -: standard output")
     p.add_argument("--text-column", default=d["predict_text_column"], help="the column holding the texts")
     p.add_argument("--text-pair-column", default=None,
                    help="the column holding each text's second sentence (sentence pairs); default: none")
@@ -338,12 +339,15 @@ def cmd_evaluate(a) -> dict:
 def cmd_predict(a) -> dict:
     from .training import predict
 
+    to_stdout = a.output_file == "-"
     r = predict(a.model_dir, a.input_file, a.output_file, a.text_column, a.text_pair_column, a.max_length,
                 a.batch_size, a.device, progress=not a.no_progress, artifact=a.artifact, sort=not a.no_sort)
     if int(os.environ.get("RANK", "0")) == 0:
-        print(f"{r['examples']} predictions written to {r['output_file']} ({r['truncated']} texts truncated to "
-              f"N = {r['max_length']} tokens; {r['rows_per_second']:.1f} rows/s on {r['processes']} "
-              f"process{'es' if r['processes'] > 1 else ''})")
+        t = r["truncated"]
+        print(f"{r['examples']} predictions written to {'standard output' if to_stdout else r['output_file']} "
+              f"({t} text{'' if t == 1 else 's'} truncated to N = {r['max_length']} tokens; "
+              f"{r['rows_per_second']:.1f} rows/s on {r['processes']} process{'es' if r['processes'] > 1 else ''})",
+              file=sys.stderr if to_stdout else sys.stdout)
     _shut_down_process_group()
     return r
 
@@ -388,6 +392,11 @@ def cmd_explain(a) -> None:
         print(f"picture: {a.image}")
 
 
+# export()'s parameters (which its error messages start with) and the flags that give them.
+_EXPORT_FLAGS = {"model_dir_or_model": "--model-dir", "output": "--output", "max_length": "--max-length",
+                 "format": "--format", "quantize": "--quantize", "ort_optimization": "--ort-optimization"}
+
+
 def cmd_export(a) -> None:
     from .export import ExportError, export
     from .training import PowerBertError
@@ -397,8 +406,14 @@ def cmd_export(a) -> None:
                       ort_optimization=a.ort_optimization)
     except ImportError as e:  # the optional `export` extra is missing; the message names it
         raise PowerBertError(str(e)) from None
-    except ExportError as e:  # export's argument checks, made before any work
-        raise PowerBertError(str(e)) from None
+    except ExportError as e:  # export's argument checks, made before any work; named by their flags here
+        message = str(e)
+        for name, flag in _EXPORT_FLAGS.items():
+            if message.startswith(name):
+                rest = message[len(name):]
+                message = flag + (" " + rest[1:] if rest.startswith("=") else rest)
+                break
+        raise PowerBertError(message) from None
     print(f"{a.format} artifact written to {path} (checked against PyTorch on random inputs)")
 
 

@@ -27,6 +27,7 @@ import torch
 from torch import nn
 
 from .. import ops as _ops  # noqa: F401  (registers torch.ops.power_bert with its fake kernels)
+from .._quiet import quiet_onnx_export
 from .runtime import EXTRA_HINT, META_KEY, ORT_OPTIMIZATION, OnnxClassifier, load_pt2, onnxruntime, ort_level
 
 __all__ = ["FORMATS", "QUANTIZE", "ExportError", "export"]
@@ -105,7 +106,8 @@ def _load_model(model_dir_or_model):
                           "(PowerBertForSequenceClassification) is exported")
     if power and model.config.mode == "soft":
         raise ExportError("model_dir_or_model is in soft mode (stage 2 of training); only hard mode is exported: "
-                          "call model.set_mode('hard') (derives ℓ_j from the retention parameters) and save it first")
+                          "export the retrain stage's model, or call model.set_mode('hard') (derives ℓ_j from the "
+                          "retention parameters) and save it first")
     if power and model.config.mode == "hard" and model.config.thresholds is not None:
         raise ExportError("model_dir_or_model uses the threshold rule (config.thresholds), whose widths are read on "
                           "the host: it runs in eager PyTorch only; export a model retrained with top-k retention "
@@ -166,6 +168,9 @@ def _check_output(output, fmt: str) -> Path:
     out = Path(output)
     if out.is_dir():
         raise ExportError(f"output={str(out)!r} is a directory; give a file path (e.g. model.{fmt})")
+    if out.suffix != f".{fmt}":
+        raise ExportError(f"output={str(out)!r}: a {fmt} artifact's file name ends in .{fmt} (what reads it, such as "
+                          f"power-bert predict --artifact, tells the format by it)")
     parent = out.parent if str(out.parent) else Path(".")
     if not parent.is_dir():
         raise ExportError(f"output={str(out)!r} cannot be written: folder {str(parent)!r} does not exist")
@@ -217,6 +222,8 @@ class _Plan:
 
     @classmethod
     def of(cls, model, power: bool, max_length: int, fmt: str, quantize) -> _Plan:
+        from ..training.artifacts import label_names
+
         token_types = _accepts_token_types(model, power)
         sample = _sample_inputs(model, power, 2, max_length, token_types)
         batch = torch.export.Dim("batch", min=1, max=65536)
@@ -231,6 +238,7 @@ class _Plan:
             "mode": model.config.mode if power else None,
             "inputs": ["input_ids", "attention_mask"] + (["token_type_ids"] if token_types else []),
             "num_labels": int(hf.config.num_labels),
+            "labels": label_names(hf),
             "model_type": hf.config.model_type,
             "torch": torch.__version__,
         }
@@ -314,9 +322,10 @@ def _export_onnx(plan: _Plan, out: Path, quantize, ort_optimization: str) -> Non
 
     from .translations import onnx_translation_table
 
-    program = torch.onnx.export(plan.wrapper, plan.sample, dynamic_shapes=plan.dynamic_shapes, dynamo=True,
-                                input_names=plan.input_names, output_names=["logits"],
-                                custom_translation_table=onnx_translation_table(), optimize=True, verbose=False)
+    with quiet_onnx_export():
+        program = torch.onnx.export(plan.wrapper, plan.sample, dynamic_shapes=plan.dynamic_shapes, dynamo=True,
+                                    input_names=plan.input_names, output_names=["logits"],
+                                    custom_translation_table=onnx_translation_table(), optimize=True, verbose=False)
     with tempfile.TemporaryDirectory() as tmp:
         raw = Path(tmp) / "exported.onnx"
         program.save(str(raw))

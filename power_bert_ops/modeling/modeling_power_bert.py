@@ -104,6 +104,11 @@ class PowerBertPreTrainedModel(PreTrainedModel):
         self.post_init()
         self._apply_mode(config.mode, config.retention)
 
+    @property
+    def dtype(self) -> torch.dtype:
+        """The wrapped model's weights' dtype (``retention_params`` stay float32 whatever it is)."""
+        return self.model.dtype
+
     # ----------------------------------------------------------------------------------------
     # Construction, saving, loading
     # ----------------------------------------------------------------------------------------

@@ -26,7 +26,7 @@ from ..modeling.configuration_power_bert import base_config_from_dict, check_sup
 from .errors import CorruptModelError, PowerBertError, check_whole_number
 
 __all__ = [
-    "check_checkpoint", "check_max_length", "check_weights", "default_max_length", "label_names", "load_classifier",
+    "check_checkpoint", "check_labels_fit", "check_max_length", "check_same_classifier", "check_weights", "default_max_length", "label_names", "load_classifier",
     "load_model", "load_tokenizer",
     "position_limit", "save_tokenizer",
 ]
@@ -194,6 +194,48 @@ def load_model(model_dir, *, dtype=None, device: str | None = None):
     cfg = check_checkpoint(model_dir, "model folder")
     tokenizer = load_tokenizer(model_dir, cfg)
     return load_classifier(model_dir, cfg, dtype=dtype, device=device), tokenizer
+
+
+def _outputs(model) -> tuple[list[str] | None, int | None]:
+    """(class names or None, number of outputs or None) of a classifier; None, None for multiple
+    choice (one score per choice)."""
+    if type(model).__name__.endswith("ForMultipleChoice"):
+        return None, None
+    return label_names(model), int(getattr(model.config, "num_labels", 0) or 0) or None
+
+
+def check_labels_fit(model, labels, model_flag: str, model_dir, source: str) -> None:
+    """PowerBertError unless a classifier's outputs are the data's classes: the same names in
+    the same order when the model has names, else as many outputs. ``labels``: the data's class
+    names (None: regression or unnamed: nothing to check); ``source`` names the data."""
+    if labels is None:
+        return
+    names, count = _outputs(model)
+    labels = list(labels)
+    if count is None or (names is None and count == len(labels)) or names == labels:
+        return
+    has = f"the classes {names}" if names is not None else f"{count} output{'s' if count != 1 else ''}"
+    raise PowerBertError(f"{source} has the classes {labels} but the model in {model_flag} {model_dir} has {has}: "
+                         f"it was trained for other data")
+
+
+def check_same_classifier(model, other, flag: str, other_dir, model_dir) -> None:
+    """PowerBertError unless ``other`` (a dense baseline) is a Hugging Face classifier of the
+    same architecture and classes as ``model`` (a PoWER-BERT model)."""
+    if getattr(other.config, "model_type", "") == "power_bert":
+        raise PowerBertError(f"{flag} {other_dir} is a PoWER-BERT model; give the dense baseline (the finetune "
+                             f"stage's model)")
+    mine, theirs = _base_config(model.config), other.config
+    keys = ("model_type", "hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size")
+    diff = {k: (getattr(theirs, k, None), getattr(mine, k, None)) for k in keys
+            if getattr(theirs, k, None) != getattr(mine, k, None)}
+    if diff:
+        raise PowerBertError(f"{flag} {other_dir} is another architecture than {model_dir} (setting: (baseline, "
+                             f"model) = {diff}); give the model it was fine-tuned from")
+    theirs, mine = _outputs(other), _outputs(model)
+    if theirs != mine:
+        raise PowerBertError(f"{flag} {other_dir} has other classes than {model_dir} ({theirs[0] or theirs[1]} against "
+                             f"{mine[0] or mine[1]}); give the model it was fine-tuned from")
 
 
 def label_names(model) -> list[str] | None:

@@ -18,7 +18,8 @@ from torch.utils.data import DataLoader, Subset
 from tqdm.auto import tqdm
 
 from .. import data as D
-from .artifacts import check_max_length, default_max_length, label_names, load_model, position_limit
+from .artifacts import (check_labels_fit, check_max_length, check_same_classifier, default_max_length, label_names,
+                        load_model, position_limit)
 from .errors import PowerBertError, check_whole_number
 from .outputs import check_benchmark_output_dir, check_output_file, replace_atomically
 from .prepare import DataArgs, check_distinct_columns, predictions, subset
@@ -71,13 +72,15 @@ def resolve_max_length(model, tokenizer, max_length: int | None, data: DataArgs 
     return min(n or 128, position_limit(model.config))
 
 
-def _eval_data(data: DataArgs, model, tokenizer, max_length: int):
+def _eval_data(data: DataArgs, model, tokenizer, max_length: int, model_flag: str = "--model-dir",
+               model_dir=None):
     if data.eval_file or data.test_file:
         raw = D.load_files(None, data.eval_file, data.text_column, data.label_column, data.text_pair_column,
                            data.test_file, is_regression=data.regression, label_names=label_names(model))
         ds = raw.get("eval") or raw.get("test")
     else:
         ds = D.load_task(data.name, data.eval_split, data_dir=data.data_dir)
+        check_labels_fit(model, getattr(ds, "label_names", None), model_flag, model_dir, f"--task {data.name}")
     ds = subset(ds, data.max_eval_examples, data.seed)
     return D.tokenize_dataset(ds, tokenizer, max_length)
 
@@ -95,7 +98,7 @@ def evaluate(model_dir, data: DataArgs, max_length: int | None = None, batch_siz
     device = _device(device)
     model, tokenizer = load_model(model_dir)
     n = resolve_max_length(model, tokenizer, max_length, data)
-    ds = _eval_data(data, model, tokenizer, n)
+    ds = _eval_data(data, model, tokenizer, n, model_dir=model_dir)
     logits, labels = predict_logits(model, ds, batch_size, device, progress, sort=sort)
     if labels is None:
         raise D.DataError("evaluate: the dataset has no labels (use `power-bert predict`)")
@@ -119,10 +122,28 @@ class _Artifact:
         from ..export import OnnxClassifier, load_pt2
 
         path = Path(path)
+        if not path.exists():
+            raise PowerBertError(f"--artifact {path}: no such file")
         if not path.is_file() or path.suffix not in (".onnx", ".pt2"):
             raise PowerBertError(f"--artifact {path}: not an .onnx file or .pt2 package (power-bert export writes them)")
+        self.path = path
         self.run = OnnxClassifier(path) if path.suffix == ".onnx" else load_pt2(path)
         self.max_length = self.run.max_length
+
+    def check_exported_from(self, model, model_dir) -> None:
+        """PowerBertError unless the artifact's metadata (written by power-bert export) describes
+        ``model``: the same kind (PoWER-BERT or dense), retention, classes and base model type."""
+        meta = getattr(self.run, "metadata", None) or {}
+        power = getattr(model.config, "model_type", "") == "power_bert"
+        want = {"kind": "power_bert" if power else "huggingface",
+                "num_labels": int(model.config.num_labels),
+                "retention": list(model.retention) if power and model.mode == "hard" else None,
+                "labels": label_names(model)}
+        diff = {k: (meta[k], v) for k, v in want.items() if k in meta and meta[k] != v}
+        if not meta or diff:
+            why = f"(setting: (artifact, model) = {diff})" if meta else "(it carries no power-bert metadata)"
+            raise PowerBertError(f"--artifact {self.path} was not exported from --model-dir {model_dir} {why}; export "
+                                 f"it with `power-bert export --model-dir {model_dir}`")
 
     def to(self, device):
         return self
@@ -138,10 +159,11 @@ class _Artifact:
 def predict(model_dir, input_file, output_file, text_column: str = "text", text_pair_column: str | None = None,
             max_length: int | None = None, batch_size: int = 64, device: str = "auto", progress: bool = False,
             artifact=None, sort: bool = True) -> dict:
-    """Writes one CSV row per input text, in input order: the text (and pair), the predicted
-    label and, for a classifier, the probability of each class (softmax) under
+    """Writes one CSV row per input text, in input order: the text (and pair, under the input's
+    column names), the predicted label and, for a classifier, the probability of each class (softmax) under
     ``score_<label>``; for regression the predicted value.
 
+    ``output_file``: a path, or ``"-"`` for standard output.
     ``artifact``: an ONNX file or pt2 package exported from ``model_dir`` (``power-bert export``)
     scores the texts instead of the PyTorch model (on the CPU); ``model_dir`` still gives the
     tokenizer and the label names. ``sort``: score length-bucketed batches (rows are written in
@@ -163,6 +185,7 @@ def predict(model_dir, input_file, output_file, text_column: str = "text", text_
     scorer = model
     if artifact is not None:
         scorer, device = _Artifact(artifact), "cpu"
+        scorer.check_exported_from(model, model_dir)
         if n > scorer.max_length:
             raise PowerBertError(f"--artifact {artifact} takes at most {scorer.max_length} tokens; N is {n} "
                                  f"(pass --max-length {scorer.max_length})")
@@ -184,8 +207,8 @@ def predict(model_dir, input_file, output_file, text_column: str = "text", text_
     regression = logits.shape[-1] == 1
     probs = None if regression else _softmax(logits)
     with replace_atomically(out, "w", newline="") as f:  # a failure leaves no half file
-        w = csv.writer(f)
-        w.writerow(["text"] + (["text_pair"] if table.text_pairs else []) + ["prediction"] +
+        w = csv.writer(f, lineterminator="\n")
+        w.writerow([text_column] + ([text_pair_column] if table.text_pairs else []) + ["prediction"] +
                    ([] if regression else [f"score_{c}" for c in (names or range(logits.shape[-1]))]))
         for i, row in enumerate(logits):
             pred = float(row[0]) if regression else (names[int(row.argmax())] if names else int(row.argmax()))
@@ -209,8 +232,9 @@ def benchmark(model_dir, baseline_dir, data: DataArgs, max_length: int | None = 
         raise PowerBertError(f"--model-dir {model_dir} is not a PoWER-BERT model in hard mode (benchmark the "
                              f"retrain stage's model)")
     baseline, _ = load_model(baseline_dir)
+    check_same_classifier(power, baseline, "--baseline", baseline_dir, model_dir)
     n = resolve_max_length(power, tokenizer, max_length, data)
-    ds = _eval_data(data, power, tokenizer, n)
+    ds = _eval_data(data, power, tokenizer, n, model_dir=model_dir)
     speed = speed_report(baseline, power, ds, batch_size, device, dtype=dtype)
     result = {"model": str(model_dir), "baseline": str(baseline_dir), "max_length": n, "examples": len(ds),
               "truncated": int(ds.num_truncated), "retention": list(power.retention),

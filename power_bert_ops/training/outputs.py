@@ -7,13 +7,17 @@ before any work and written so that nothing a user had is lost:
 - a folder that holds a ``power-bert run`` (its report.json) is refused as a benchmark's
   ``--output-dir``: the benchmark's report.json would replace the run's;
 - files are written to a temporary file beside the target and renamed over it, so a failure (a
-  full disk, Ctrl-C) never leaves a half-written file in its place.
+  full disk, Ctrl-C) never leaves a half-written file in its place; a symlink's target is
+  replaced (the link stays), a read-only file is refused, and ``-`` (standard output), a device
+  or a pipe is written into.
 """
 from __future__ import annotations
 
 import contextlib
 import json
 import os
+import stat
+import sys
 import tempfile
 from pathlib import Path
 
@@ -59,13 +63,22 @@ def check_output_file(path, flag: str, inputs: dict | None = None) -> Path:
     out = Path(path)
     if out.is_dir():
         raise PowerBertError(f"{flag} {path}: is a folder")
-    if not out.parent.is_dir():
-        raise PowerBertError(f"{flag} {path}: its folder {'is a file' if out.parent.exists() else 'does not exist'}")
     for in_flag, in_path in (inputs or {}).items():
         if in_path is not None and _same_file(out, Path(in_path)):
             raise PowerBertError(f"{flag} {path} is the {in_flag} ({in_path}): writing it would overwrite the input; "
                                  f"give another {flag}")
-    check_writable_folder(out.parent, flag, str(path))
+    if str(path) == "-":
+        return out
+    if _special(out):  # a device or a pipe (/dev/stdout, a FIFO): written into as it is
+        if not os.access(out, os.W_OK):
+            raise PowerBertError(f"{flag} {path}: cannot be written")
+        return out
+    target = Path(os.path.realpath(out))  # a symlink: the file it points to is written
+    if target.exists() and (not os.access(target, os.W_OK) or not target.stat().st_mode & 0o222):
+        raise PowerBertError(f"{flag} {path}: is read-only")
+    if not target.parent.is_dir():
+        raise PowerBertError(f"{flag} {path}: its folder {'is a file' if target.parent.exists() else 'does not exist'}")
+    check_writable_folder(target.parent, flag, str(path))
     return out
 
 
@@ -73,18 +86,43 @@ def check_output_file(path, flag: str, inputs: dict | None = None) -> Path:
 def replace_atomically(path, mode: str = "w", **open_kwargs):
     """Opens a temporary file beside ``path`` for writing and, when the block ends without an
     error, renames it over ``path`` (an atomic replace on one file system); on an error the
-    temporary file is removed and ``path`` is untouched. Yields the open file."""
-    path = Path(path)
+    temporary file is removed and ``path`` is untouched. Yields the open file.
+
+    A symlink's target is replaced (the link stays) and keeps its permissions; a device or a pipe
+    (``/dev/stdout``, a FIFO) is written into directly."""
+    if str(path) == "-":
+        yield sys.stdout.buffer if "b" in mode else sys.stdout
+        (sys.stdout.buffer if "b" in mode else sys.stdout).flush()
+        return
+    if _special(Path(path)):
+        with open(path, mode, **open_kwargs) as f:
+            yield f
+        return
+    path = Path(os.path.realpath(path))
+    keep = stat.S_IMODE(path.stat().st_mode) if path.exists() else 0o666 & ~_umask()
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, mode, **open_kwargs) as f:
             yield f
-        os.chmod(tmp, 0o666 & ~_umask())
+        os.chmod(tmp, keep)
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(OSError):
             os.unlink(tmp)
         raise
+
+
+def _special(path: Path) -> bool:
+    """Whether ``path`` is written into as it is rather than replaced: standard output (``-``), a
+    path under /dev or /proc (``/dev/stdout`` is a link to whatever the shell redirected it to),
+    or (after symlinks) a character device or a pipe."""
+    if str(path) == "-" or os.path.abspath(path).startswith(("/dev/", "/proc/")):
+        return True
+    try:
+        mode = os.stat(path).st_mode
+    except OSError:
+        return False
+    return not (stat.S_ISREG(mode) or stat.S_ISDIR(mode))
 
 
 def _umask() -> int:

@@ -116,6 +116,50 @@ def test_predict_refuses_to_write_over_its_input(finished_run, tmp_path, capsys,
     assert texts.read_bytes() == before
 
 
+@pytest.mark.parametrize("target", ["symlink", "fifo", "stdout", "read-only"])
+def test_predict_writes_through_links_and_pipes(finished_run, tmp_path, capfd, target):
+    """A symlink's target is written (the link stays a link), a FIFO is written into (not
+    replaced by a file), `-` is standard output, and a read-only file is refused untouched."""
+    import os
+    import stat
+    import threading
+
+    texts = tmp_path / "in.csv"
+    texts.write_text("review\ngood movie\nboring plot\n")
+    args = ["predict", "--model-dir", str(finished_run / "retrain" / "model"), "--input-file", str(texts),
+            "--text-column", "review", "--no-progress", "--output-file"]
+    if target == "symlink":
+        (tmp_path / "real.csv").write_text("old\n")
+        os.chmod(tmp_path / "real.csv", 0o640)
+        (tmp_path / "link.csv").symlink_to(tmp_path / "real.csv")
+        assert cli.main([*args, str(tmp_path / "link.csv")]) == 0
+        assert (tmp_path / "link.csv").is_symlink()
+        assert (tmp_path / "real.csv").read_text().startswith("review,prediction,")
+        assert stat.S_IMODE((tmp_path / "real.csv").stat().st_mode) == 0o640
+    elif target == "fifo":
+        fifo = tmp_path / "pipe"
+        os.mkfifo(fifo)
+        got = []
+        reader = threading.Thread(target=lambda: got.append(open(fifo).read()))
+        reader.start()
+        assert cli.main([*args, str(fifo)]) == 0
+        reader.join(timeout=60)
+        assert stat.S_ISFIFO(os.stat(fifo).st_mode) and got[0].count("\n") == 3
+    elif target == "stdout":
+        capfd.readouterr()
+        assert cli.main([*args, "-"]) == 0
+        out, err = capfd.readouterr()
+        assert out.startswith("review,prediction,") and out.count("\n") == 3
+        assert "2 predictions written to standard output" in err and not (tmp_path / "-").exists()
+    else:
+        out = tmp_path / "ro.csv"
+        out.write_text("keep me\n")
+        os.chmod(out, 0o444)
+        assert cli.main([*args, str(out)]) == 2
+        assert f"--output-file {out}: is read-only" in capfd.readouterr().err
+        assert out.read_text() == "keep me\n"
+
+
 def test_predict_failure_leaves_the_previous_file_whole(finished_run, tmp_path, capsys, monkeypatch):
     (tmp_path / "in.csv").write_text("review\ngood movie\nboring plot\nthe end\n")
     out = tmp_path / "out.csv"
@@ -124,8 +168,8 @@ def test_predict_failure_leaves_the_previous_file_whole(finished_run, tmp_path, 
     real_writer = csv.writer
 
     class Failing:
-        def __init__(self, f):
-            self.w, self.rows = real_writer(f), 0
+        def __init__(self, f, **kwargs):
+            self.w, self.rows = real_writer(f, **kwargs), 0
 
         def writerow(self, row):
             if self.rows == 2:

@@ -8,6 +8,7 @@ import json
 import shutil
 import subprocess
 import sys
+import warnings
 
 import pytest
 import torch
@@ -84,7 +85,7 @@ def test_predict_writes_probabilities_at_the_trained_length(workdir, finished_ru
     assert cli.main(["predict", "--model-dir", str(finished_run / "retrain" / "model"), "--input-file",
                      str(tmp_path / "in.csv"), "--output-file", str(tmp_path / "out.csv"), "--text-column", "review",
                      "--no-progress"]) == 0
-    assert "1 texts truncated to N = 16 tokens" in capsys.readouterr().out
+    assert "1 text truncated to N = 16 tokens" in capsys.readouterr().out
     rows = list(csv.DictReader(open(tmp_path / "out.csv")))
     assert len(rows) == 3
     for row in rows:
@@ -137,6 +138,30 @@ def test_left_padding_tokenizer_still_pads_on_the_right(workdir, finished_run, t
     assert got["accuracy"] == pytest.approx(report["power_bert"]["metrics"]["eval"]["accuracy"], abs=1e-12)
 
 
+def test_a_model_is_scored_only_on_its_own_classes(workdir, finished_run, tmp_path, capsys):
+    """evaluate --task refuses a task whose classes are not the model's; benchmark refuses a
+    baseline that is a PoWER-BERT model or has other classes; each in one line, exit 2."""
+    glue = tmp_path / "glue" / "SST-2"
+    glue.mkdir(parents=True)
+    (glue / "dev.tsv").write_text("sentence\tlabel\na good movie\t1\na boring plot\t0\n")
+    model = str(finished_run / "retrain" / "model")
+    assert cli.main(["evaluate", "--model-dir", model, "--task", "sst2", "--data-dir", str(tmp_path / "glue"),
+                     "--eval-split", "dev"]) == 2
+    err = capsys.readouterr().err
+    assert "--task sst2 has the classes ['0', '1'] but the model in --model-dir" in err and "['neg', 'pos']" in err
+    assert err.count("\n") == 1
+    other = tmp_path / "other"
+    shutil.copytree(finished_run / "finetune" / "model", other)
+    config = json.loads((other / "config.json").read_text())
+    config["id2label"], config["label2id"] = {"0": "bad", "1": "good"}, {"bad": 0, "good": 1}
+    (other / "config.json").write_text(json.dumps(config))
+    eval_file = ["--eval-file", str(workdir / "eval.csv"), *EVAL]
+    for baseline, why in ((model, "is a PoWER-BERT model"), (str(other), "has other classes")):
+        assert cli.main(["benchmark", "--model-dir", model, "--baseline", baseline, *eval_file, "--no-progress"]) == 2
+        err = capsys.readouterr().err
+        assert f"--baseline {baseline} {why}" in err and err.count("\n") == 1
+
+
 def test_auto_classes_and_pipeline_after_import(finished_run):
     """`import power_bert_ops` (which itself imports no transformers) is enough for the Auto
     classes and pipeline; pipeline(truncation=True) runs at the trained N."""
@@ -172,6 +197,7 @@ def test_from_pretrained_dtype(finished_run, how):
     assert {p.dtype for p in model.model.parameters()} == {torch.bfloat16}
     assert model.retention_params.dtype == torch.float32  # ranks and masses stay fp32
     assert model.config.dtype == torch.bfloat16 and model.model.config.dtype == torch.bfloat16
+    assert model.dtype == torch.bfloat16  # the weights' dtype, as Hugging Face models report it
     ids = torch.randint(5, 29, (2, 16))
     ids[:, 0] = 2
     with torch.inference_mode():
@@ -391,8 +417,12 @@ def test_export_command(finished_run, tmp_path, capsys):
     assert callable(power_bert_ops.export) and power_bert_ops.export.__module__ == "power_bert_ops.export"
     model = finished_run / "retrain" / "model"
     out = tmp_path / "m.onnx"
-    assert cli.main(["export", "--model-dir", str(model), "--format", "onnx", "--output", str(out)]) == 0
-    assert f"onnx artifact written to {out}" in capsys.readouterr().out
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        assert cli.main(["export", "--model-dir", str(model), "--format", "onnx", "--output", str(out)]) == 0
+    printed = capsys.readouterr()
+    assert f"onnx artifact written to {out}" in printed.out and "torchvision" not in printed.err
+    assert not [w for w in caught if "axis name" in str(w.message) or "LeafSpec" in str(w.message)]
     from power_bert_ops.modeling import PowerBertForSequenceClassification
 
     torch_model = PowerBertForSequenceClassification.from_pretrained(model)
@@ -422,10 +452,29 @@ def test_export_command(finished_run, tmp_path, capsys):
     assert cli.main(["export", "--model-dir", str(finished_run / "search" / "model"), "--format", "onnx",
                      "--output", str(tmp_path / "s.onnx")]) == 2
     err = capsys.readouterr().err
-    assert "soft mode" in err and err.count("\n") == 1
+    assert err.startswith("power-bert export: --model-dir is in soft mode") and err.count("\n") == 1
+    assert "retrain stage's model" in err
     assert cli.main(["export", "--model-dir", str(model), "--format", "onnx", "--output",
                      str(tmp_path / "missing" / "m.onnx")]) == 2
-    assert "does not exist" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "--output " in err and "does not exist" in err and "output=" not in err
+    assert cli.main(["export", "--model-dir", str(model), "--format", "onnx", "--output", str(tmp_path / "m.onnx"),
+                     "--max-length", "1000"]) == 2
+    assert "--max-length must be" in capsys.readouterr().err
+    assert cli.main(["export", "--model-dir", str(model), "--format", "onnx", "--output", str(tmp_path / "m.txt")]) == 2
+    assert "ends in .onnx" in capsys.readouterr().err and not (tmp_path / "m.txt").exists()
+    # an artifact is used only with the folder it was exported from
+    for other in ("finetune", "search"):
+        assert cli.main(["predict", "--model-dir", str(finished_run / other / "model"), "--artifact", str(out),
+                         "--input-file", str(tmp_path / "in.csv"), "--output-file", str(tmp_path / "x.csv"),
+                         "--text-column", "review", "--no-progress"]) == 2
+        err = capsys.readouterr().err
+        assert f"--artifact {out} was not exported from --model-dir" in err and err.count("\n") == 1, other
+    assert not (tmp_path / "x.csv").exists()
+    assert cli.main(["predict", "--model-dir", str(model), "--artifact", str(tmp_path / "nope.onnx"),
+                     "--input-file", str(tmp_path / "in.csv"), "--output-file", str(tmp_path / "x.csv"),
+                     "--text-column", "review"]) == 2
+    assert "nope.onnx: no such file" in capsys.readouterr().err
 
 
 # ---------------------------------------------------------------------------------------------
