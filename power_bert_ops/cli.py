@@ -55,13 +55,14 @@ def _defaults() -> dict:
 
     from .training import evaluate, predict
     from .training.errors import MAX_SEED
-    from .training.pipeline import PipelineConfig
+    from .training.pipeline import RANKING_MIN_LENGTH, RANKING_WEIGHT, PipelineConfig
     from .training.run import DEFAULT_TARGET_SPEEDUP
     from .training.stages import SEARCH_EXTEND
 
     d = {f.name: f.default for f in dataclasses.fields(PipelineConfig) if f.default is not dataclasses.MISSING}
     d["target_speedup"] = DEFAULT_TARGET_SPEEDUP  # `run` without a λ aims for it
     d["max_seed"] = MAX_SEED
+    d["ranking_weight"], d["ranking_min_length"] = RANKING_WEIGHT, RANKING_MIN_LENGTH
     d["search_extend"] = SEARCH_EXTEND
     inference = inspect.signature(evaluate).parameters
     d["inference_batch_size"] = inference["batch_size"].default
@@ -170,7 +171,9 @@ def _add_train_args(p: argparse.ArgumentParser, d: dict) -> None:
     g.add_argument("--distill-ranking", type=float, default=d["distill_ranking"], metavar="WEIGHT",
                    help="weight of stage 3's ranking distillation from the stage-1 model: each eliminating layer's "
                         "significance of its rows, as a distribution, against the teacher's last layer's (ToP); "
-                        "stage 3 takes about 2x as long with it on CPU; 0: none")
+                        f"0: none (default: {d['ranking_weight']:g} when the training texts average at least "
+                        f"{d['ranking_min_length']} real tokens, where it held long documents at 6x, else 0: on "
+                        "sentences it cost 2 points at 3x; bench/RESULTS.md)")
     g.add_argument("--attention-dropout", type=float, default=None,
                    help="dropout on attention probabilities in training (default: the model's); 0 makes a CPU "
                         "training step about 3x faster, as SDPA's fused CPU kernel has no dropout")

@@ -27,7 +27,7 @@ from .artifacts import check_checkpoint, check_max_length, load_tokenizer
 from .errors import PowerBertError
 from .inference import predict_logits
 from .outputs import check_writable_folder
-from .pipeline import STAGES, TARGET_FILE, PipelineConfig, StageResult, flop_model, run_pipeline
+from .pipeline import STAGES, TARGET_FILE, PipelineConfig, StageResult, flop_model, resolve_auto, run_pipeline
 from .prepare import DataArgs, PreparedTask, prepare
 from .report import threads_text, write_report, write_sweep
 from .speed import describe_speedup, speed_report
@@ -176,6 +176,9 @@ def train(cfg: PipelineConfig, data: DataArgs, stages=STAGES, lambdas=None, targ
     check_output_dir(out)
     tokenizer = load_tokenizer(cfg.model, model_cfg)
     task = prepare(data, tokenizer, cfg.max_length)
+    if "retrain" in stages:
+        cfg = resolve_auto(cfg, task, say=is_main_process())
+    variants = [(folder, resolve_auto(v, task)) for folder, v in variants]
     if cfg.retention_rule == "threshold" and task.problem == "multiple_choice":
         raise PowerBertError("--retention-rule threshold takes classification and regression tasks; for multiple "
                              "choice use --retention-rule top-k")

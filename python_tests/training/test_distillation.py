@@ -455,8 +455,8 @@ def test_trainer_ranking_loss_on_multiple_choice(tmp_path):
 
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16], ids=str)
 def test_trainer_ranking_loss_under_mixed_precision(tmp_path, dtype):
-    """--precision bf16 / fp16 trains under autocast, and ranking distillation is on by default:
-    the loss and every gradient stay finite, and the ranking term is in the loss (it differs from
+    """--precision bf16 / fp16 trains under autocast with ranking distillation (the default on
+    long texts): the loss and every gradient stay finite, and the ranking term is in the loss (it differs from
     the loss without it)."""
     teacher, student = _teacher_student([9, 5, 2])
     batch = {**_batch([12, 8, 5, 11]), "labels": torch.tensor([0, 1, 1, 0])}

@@ -27,9 +27,9 @@ def test_run_writes_report(finished_run):
     assert report["speed"]["padded"]["speedup"] > 0 and report["padded"]["flop_bound"] >= 1.0
     md = (finished_run / "report.md").read_text()
     assert "against the dense model on length-bucketed batches" in md and "both padded to N = 16" in md
-    # stage 3 distils the teacher's ranking by default (bench/RESULTS.md: +8 points on long documents at 6x)
-    assert report["config"]["distill_ranking"] == 10.0 and "stage 3 ranking x10" in md
-    assert json.loads((finished_run / "retrain" / "settings.json").read_text())["distill_ranking"] == 10.0
+    # the synthetic sentences are short: no ranking distillation by default (pipeline.resolve_auto)
+    assert report["config"]["distill_ranking"] == 0.0 and "ranking" not in md
+    assert json.loads((finished_run / "retrain" / "settings.json").read_text())["distill_ranking"] == 0.0
     # texts longer than N are truncated and counted: check against the tokenizer directly
     import csv
 
@@ -132,6 +132,29 @@ def test_non_finite_loss_stops_with_clear_message():
     cb.on_log(A(), S(), None, logs={"loss": 0.5})
     with pytest.raises(NonFiniteLossError, match="loss became nan at step 7"):
         cb.on_log(A(), S(), None, logs={"loss": float("nan")})
+
+
+def test_ranking_distillation_is_decided_by_the_training_texts_length(capsys):
+    """distill_ranking=None: RANKING_WEIGHT when the training examples average at least
+    RANKING_MIN_LENGTH real tokens, else 0, said in one line; a value given is kept."""
+    from types import SimpleNamespace
+
+    from power_bert_ops.training.pipeline import RANKING_MIN_LENGTH, RANKING_WEIGHT, PipelineConfig, resolve_auto
+
+    def task(*lengths):
+        return SimpleNamespace(train=[{"attention_mask": [1] * n + [0] * (512 - n)} for n in lengths])
+
+    cfg = PipelineConfig(model="m", output_dir="o")
+    assert cfg.distill_ranking is None
+    at = RANKING_MIN_LENGTH
+    assert resolve_auto(cfg, task(at - 10, at + 10), say=True).distill_ranking == RANKING_WEIGHT
+    assert f"ranking distillation on (x{RANKING_WEIGHT:g}): the training texts average {at} real tokens" in \
+        capsys.readouterr().out
+    assert resolve_auto(cfg, task(at - 10, at + 8), say=True).distill_ranking == 0.0
+    assert f"off: the training texts average {at - 1} real tokens (under {at}; --distill-ranking sets it)" in \
+        capsys.readouterr().out
+    given = PipelineConfig(model="m", output_dir="o", distill_ranking=3.0)
+    assert resolve_auto(given, task(500), say=True).distill_ranking == 3.0 and capsys.readouterr().out == ""
 
 
 def test_trim_to_longest():
@@ -241,10 +264,10 @@ def test_multiple_choice_race_layout_end_to_end(workdir, tmp_path):
     args = ["run", "--task", "race", "--data-dir", str(race), "--model", str(workdir / "model"), "--max-length", "24",
             "--output-dir", str(out), "--batch-size", "8", "--eval-batch-size", "16", "--finetune-epochs", "2",
             "--search-epochs", "1", "--retrain-epochs", "1", "--lr-bert", "3e-3", "--lr-soft", "5e-2",
-            "--lambda", "2e-2", "--no-progress"]
+            "--lambda", "2e-2", "--distill-ranking", "10", "--no-progress"]  # the teacher's [B, C, N] ranking too
     assert cli.main(args) == 0
     report = json.loads((out / "report.json").read_text())
-    assert report["task"] == "race" and report["max_length"] == 24
+    assert report["task"] == "race" and report["max_length"] == 24 and report["config"]["distill_ranking"] == 10
     assert report["baseline"]["metric"]["name"] == "accuracy" and 0 <= report["power_bert"]["metric"]["value"] <= 1
     ell = report["retention"]
     assert len(ell) == 2 and all(1 <= b <= a <= 24 for a, b in zip([24] + ell, ell))
