@@ -164,7 +164,8 @@ def _add_train_args(p: argparse.ArgumentParser, d: dict) -> None:
                         "exceeds θ_j, calibrated on the training data to keep as many rows as ℓ (an example whose "
                         "attention is spread keeps more; eager PyTorch only, not exported)")
     g.add_argument("--distill", action=argparse.BooleanOptionalAction, default=d["distill"],
-                   help="stage-1 model as teacher of stages 2 and 3 (logit distillation)")
+                   help="the stage-1 model's logits as teacher of stages 2 and 3 (--distill) or of none "
+                        "(--no-distill); default: of stage 3 where it runs no ranking distillation")
     g.add_argument("--distill-hidden", type=float, default=d["distill_hidden"], metavar="WEIGHT",
                    help="weight of stage 3's hidden-state distillation from the stage-1 model: each layer's kept "
                         "rows against the teacher's same layer at the same positions; 0: none")
@@ -172,8 +173,8 @@ def _add_train_args(p: argparse.ArgumentParser, d: dict) -> None:
                    help="weight of stage 3's ranking distillation from the stage-1 model: each eliminating layer's "
                         "significance of its rows, as a distribution, against the teacher's last layer's (ToP); "
                         f"0: none (default: {d['ranking_weight']:g} when the training texts average at least "
-                        f"{d['ranking_min_length']} real tokens, where it held long documents at 6x, else 0: on "
-                        "sentences it cost 2 points at 3x; bench/RESULTS.md)")
+                        f"{d['ranking_min_length']} real tokens, where it held long documents at 6x; else 0, and "
+                        "stage 3 distils the logits instead; bench/RESULTS.md)")
     g.add_argument("--attention-dropout", type=float, default=None,
                    help="dropout on attention probabilities in training (default: the model's); 0 makes a CPU "
                         "training step about 3x faster, as SDPA's fused CPU kernel has no dropout")

@@ -41,7 +41,8 @@ from .prepare import PreparedTask
 from .projection import BREAK_EVEN_KEEP
 from .speed import example_lengths
 from .thresholds import RETENTION_RULES
-from .stages import STAGE_TABLE, StagePlan, describe_training, flop_model, set_attention_dropout, training_record
+from .stages import (STAGE_TABLE, StagePlan, describe_training, flop_model, set_attention_dropout, stage_distill,
+                     training_record)
 from .trainer import (PowerBertTrainer, StopOnNonFiniteLoss, check_device, readable_progress, resolve_device,
                       restore_patience)
 
@@ -73,7 +74,9 @@ class PipelineConfig:
     lam: float = 1e-3
     target_speedup: float | None = None  # stage 2 ends at this FLOP bound (±3%); None: SPEC 1.3's λ procedure
     break_even_keep: float | None = BREAK_EVEN_KEEP  # layers keeping more than this share drop none; None: off
-    distill: bool = False  # stage-1 model as teacher of stages 2 and 3 (logit KD)
+    # stage-1 model's logits as teacher (KD): True: stages 2 and 3; False: none; None: automatic, stage 3
+    # where it runs no ranking distillation (:func:`.stages.stage_distill`)
+    distill: bool | None = None
     distill_temperature: float = DEFAULT_TEMPERATURE
     distill_alpha: float = DEFAULT_ALPHA
     distill_hidden: float = 0.0  # weight of stage 3's hidden-state distillation on the kept rows; 0: none
@@ -245,11 +248,13 @@ def _newest_checkpoint(out: Path) -> str | None:
     return None
 
 
-# The automatic ranking distillation (``distill_ranking=None``): on, at this weight, where the
-# training examples average at least RANKING_MIN_LENGTH real tokens. Measured (bench/RESULTS.md,
-# "Ranking distillation by text length"): +5.8 to +8.0 points on 20 Newsgroups documents (mean
-# 216 tokens) at 6x, no change on R8 (100 tokens), and 1.9-2.0 points lost on Rotten Tomatoes
-# sentences (27 tokens) at 3x in each of three seeds.
+# Automatic distillation in stage 3 (``distill_ranking=None``, ``distill=None``): the teacher's
+# significance ranking, at this weight, where the training examples average at least
+# RANKING_MIN_LENGTH real tokens; its logits below. Measured (bench/RESULTS.md, "Distillation by
+# text length"): ranking +5.8 points over logits and +8.0 over none on 20 Newsgroups documents
+# (mean 216 tokens) at 6x; on Rotten Tomatoes sentences (27 tokens) at 3x, three seeds each,
+# logits 1.0 point above none and 0.55 above ranking over dev and test together, at half
+# ranking's stage-3 cost.
 RANKING_WEIGHT = 10.0
 RANKING_MIN_LENGTH = 64
 
@@ -264,16 +269,20 @@ def mean_train_length(task: PreparedTask) -> float:
 def resolve_auto(cfg: PipelineConfig, task: PreparedTask, say: bool = False) -> PipelineConfig:
     """``cfg`` with its automatic settings decided for ``task``: ``distill_ranking=None`` becomes
     :data:`RANKING_WEIGHT` when the training examples average at least :data:`RANKING_MIN_LENGTH`
-    real tokens, else 0. ``say``: print one line saying what was decided and why."""
+    real tokens, else 0 (and then, with ``distill=None``, stage 3 distils the logits:
+    :func:`.stages.stage_distill`). ``say``: print one line saying what was decided and why."""
     if cfg.distill_ranking is not None:
         return cfg
     mean = mean_train_length(task)
     on = mean >= RANKING_MIN_LENGTH
+    cfg = dataclasses.replace(cfg, distill_ranking=RANKING_WEIGHT if on else 0.0)
     if say:
-        print(f"power-bert: stage 3 ranking distillation {f'on (x{RANKING_WEIGHT:g})' if on else 'off'}: the "
-              f"training texts average {mean:.0f} real tokens ({'at least' if on else 'under'} "
-              f"{RANKING_MIN_LENGTH}; --distill-ranking sets it)")
-    return dataclasses.replace(cfg, distill_ranking=RANKING_WEIGHT if on else 0.0)
+        what = (f"the fine-tuned model's significance ranking (x{RANKING_WEIGHT:g})" if on else
+                "the fine-tuned model's logits" if stage_distill("retrain", cfg) else "nothing from the fine-tuned model")
+        print(f"power-bert: stage 3 distils {what}: the training texts average {mean:.0f} "
+              f"real tokens ({'at least' if on else 'under'} {RANKING_MIN_LENGTH}; --distill-ranking and "
+              f"--distill / --no-distill set it)")
+    return cfg
 
 
 # The settings each stage's result depends on (besides the data and the model, which the
@@ -303,7 +312,9 @@ def _stage_settings(stage: str, cfg: PipelineConfig) -> dict:
     if stage == "search":  # what the chosen method does not use does not make another run
         for k in ("lam",) if cfg.target_speedup is not None else ("target_speedup", "search_min_steps"):
             settings.pop(k, None)
-    if not cfg.distill:
+    if "distill" in settings:
+        settings["distill"] = stage_distill(stage, cfg)
+    if not stage_distill(stage, cfg):
         for k in _DISTILL[1:]:
             settings.pop(k, None)
     return settings
@@ -391,9 +402,10 @@ def _trainer(stage: str, cfg: PipelineConfig, task: PreparedTask, out: Path, pla
     trainer_kw = dict(plan.trainer_kw)
     hidden = cfg.distill_hidden if stage == "retrain" else 0.0
     ranking = cfg.distill_ranking if stage == "retrain" else 0.0
-    if (cfg.distill or hidden or ranking) and stage != "finetune":
+    logits = stage_distill(stage, cfg)
+    if (logits or hidden or ranking) and stage != "finetune":
         trainer_kw.update(teacher=task.hf_class.from_pretrained(teacher_dir), distill_temperature=cfg.distill_temperature,
-                          distill_alpha=cfg.distill_alpha if cfg.distill else 0.0, distill_hidden=hidden,
+                          distill_alpha=cfg.distill_alpha if logits else 0.0, distill_hidden=hidden,
                           distill_ranking=ranking,
                           problem=task.problem)
     plan.model.train()

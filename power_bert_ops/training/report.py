@@ -78,7 +78,9 @@ def search_line(r: dict) -> str | None:
 def distillation_label(r: dict) -> str:
     """", distilled from the fine-tuned model (...)" naming the kinds a run used, or ""."""
     cfg = r.get("config") or {}
-    kinds = (["logits"] if cfg.get("distill") or (r.get("search") or {}).get("distill") else []) + (
+    search = bool((r.get("search") or {}).get("distill"))
+    stage3 = cfg.get("distill") or (cfg.get("distill") is None and "distill" in cfg and not cfg.get("distill_ranking"))
+    kinds = (["logits"] if search else ["stage 3 logits"] if stage3 else []) + (
         [f"stage 3 hidden states x{cfg['distill_hidden']:g}"] if cfg.get("distill_hidden") else []) + (
         [f"stage 3 ranking x{cfg['distill_ranking']:g}"] if cfg.get("distill_ranking") else [])
     return f", distilled from the fine-tuned model: {', '.join(kinds)}" if kinds else ""

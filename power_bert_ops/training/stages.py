@@ -64,6 +64,17 @@ class Stage:
     finish: Callable
 
 
+def stage_distill(stage: str, cfg) -> bool:
+    """Whether ``stage`` distils the stage-1 model's logits: in stages 2 and 3 when ``cfg.distill``
+    is True, in none when False; automatically (None), in stage 3 only, and only where it runs no
+    ranking distillation (``cfg.distill_ranking`` 0, as decided for short texts)."""
+    if stage == "finetune":
+        return False
+    if cfg.distill is not None:
+        return bool(cfg.distill)
+    return stage == "retrain" and not cfg.distill_ranking
+
+
 def flop_model(config, task: "PreparedTask", scale: str) -> FlopModel:
     """The FLOP model a target speed-up is measured by: relative retention, the training data's
     real lengths (each example against the dense model at its own length, SPEC 1.6); absolute
@@ -240,7 +251,7 @@ def _finish_search(cfg: "PipelineConfig", task: "PreparedTask", plan: StagePlan,
                   "soft_bound_final": soft_bound(masses, fm, task.max_length), "steps": trainer.state.global_step}
     projected = fm.bound(retention)
     method.update(projected_bound=projected, projection_jump=projected / method["soft_bound_final"],
-                  break_even_keep=cfg.break_even_keep, distill=cfg.distill)
+                  break_even_keep=cfg.break_even_keep, distill=stage_distill("search", cfg))
     if abs(method["projection_jump"] - 1.0) > JUMP_WARNING:
         _say(f"power-bert: WARNING: the search ended at a soft FLOP bound of {method['soft_bound_final']:.2f}x and "
               f"the projection to ℓ = {retention} moved it to {projected:.2f}x (x{method['projection_jump']:.2f}); "

@@ -27,9 +27,12 @@ def test_run_writes_report(finished_run):
     assert report["speed"]["padded"]["speedup"] > 0 and report["padded"]["flop_bound"] >= 1.0
     md = (finished_run / "report.md").read_text()
     assert "against the dense model on length-bucketed batches" in md and "both padded to N = 16" in md
-    # the synthetic sentences are short: no ranking distillation by default (pipeline.resolve_auto)
+    # the synthetic sentences are short: stage 3 distils the logits, not the ranking (pipeline.resolve_auto)
     assert report["config"]["distill_ranking"] == 0.0 and "ranking" not in md
-    assert json.loads((finished_run / "retrain" / "settings.json").read_text())["distill_ranking"] == 0.0
+    assert "distilled from the fine-tuned model: stage 3 logits" in md
+    retrain = json.loads((finished_run / "retrain" / "settings.json").read_text())
+    assert retrain["distill_ranking"] == 0.0 and retrain["distill"] is True and retrain["distill_alpha"] == 0.5
+    assert json.loads((finished_run / "search" / "settings.json").read_text())["distill"] is False
     # texts longer than N are truncated and counted: check against the tokenizer directly
     import csv
 
@@ -139,22 +142,33 @@ def test_ranking_distillation_is_decided_by_the_training_texts_length(capsys):
     RANKING_MIN_LENGTH real tokens, else 0, said in one line; a value given is kept."""
     from types import SimpleNamespace
 
+    import dataclasses
+
     from power_bert_ops.training.pipeline import RANKING_MIN_LENGTH, RANKING_WEIGHT, PipelineConfig, resolve_auto
+    from power_bert_ops.training.stages import stage_distill
 
     def task(*lengths):
         return SimpleNamespace(train=[{"attention_mask": [1] * n + [0] * (512 - n)} for n in lengths])
 
     cfg = PipelineConfig(model="m", output_dir="o")
-    assert cfg.distill_ranking is None
+    assert cfg.distill_ranking is None and cfg.distill is None
     at = RANKING_MIN_LENGTH
-    assert resolve_auto(cfg, task(at - 10, at + 10), say=True).distill_ranking == RANKING_WEIGHT
-    assert f"ranking distillation on (x{RANKING_WEIGHT:g}): the training texts average {at} real tokens" in \
-        capsys.readouterr().out
-    assert resolve_auto(cfg, task(at - 10, at + 8), say=True).distill_ranking == 0.0
-    assert f"off: the training texts average {at - 1} real tokens (under {at}; --distill-ranking sets it)" in \
-        capsys.readouterr().out
+    long = resolve_auto(cfg, task(at - 10, at + 10), say=True)
+    assert long.distill_ranking == RANKING_WEIGHT
+    assert [stage_distill(s, long) for s in ("finetune", "search", "retrain")] == [False, False, False]
+    assert f"distils the fine-tuned model's significance ranking (x{RANKING_WEIGHT:g}): the training texts " \
+           f"average {at} real tokens (at least {at};" in capsys.readouterr().out
+    short = resolve_auto(cfg, task(at - 10, at + 8), say=True)
+    assert short.distill_ranking == 0.0
+    assert [stage_distill(s, short) for s in ("finetune", "search", "retrain")] == [False, False, True]
+    assert f"model's logits: the training texts average {at - 1} real tokens (under {at};" in capsys.readouterr().out
+    none = resolve_auto(dataclasses.replace(cfg, distill=False), task(5), say=True)
+    assert not stage_distill("retrain", none) and "stage 3 distils nothing from the fine-tuned model: the training" \
+        in capsys.readouterr().out
     given = PipelineConfig(model="m", output_dir="o", distill_ranking=3.0)
     assert resolve_auto(given, task(500), say=True).distill_ranking == 3.0 and capsys.readouterr().out == ""
+    both = PipelineConfig(model="m", output_dir="o", distill=True, distill_ranking=0.0)
+    assert [stage_distill(s, both) for s in ("finetune", "search", "retrain")] == [False, True, True]
 
 
 def test_trim_to_longest():
