@@ -342,7 +342,8 @@ def _check_stage_settings(stage: str, cfg: PipelineConfig, out: Path) -> None:
     then = {k: previous.get(k, SETTING_BEFORE_IT_EXISTED.get(k)) for k in now}
     diff = {k: (then[k], now[k]) for k in now if then[k] != now[k]}
     if diff:
-        flags = [_flag(k, v) for k, (v, _) in diff.items()]
+        # a Python-only setting absent then (its kind of distillation was off) needs no flag of its own
+        flags = [_flag(k, v) for k, (v, _) in diff.items() if not (k in _NO_FLAG and v is None)]
         same = f"; to reuse it, give the settings it was run with ({' '.join(flags)})" if all(flags) else ""
         raise StageSettingsError(f"stage {stage!r} in {out} was run with other settings "
                                  f"(setting: (then, now) = {diff}); use a new --output-dir{same} "

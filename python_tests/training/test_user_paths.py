@@ -586,6 +586,23 @@ def test_resumed_stage_keeps_its_patience_count(workdir, tmp_path, monkeypatch, 
     assert [round(v, 1) for _, v in record["dev_curve"]] == [0.9, 0.8, 0.7]
 
 
+def test_stage_run_with_other_distillation_names_the_flags_that_reuse_it(workdir, finished_run, tmp_path, capsys):
+    """A stage 3 run with ranking distillation and no logits, rerun with the defaults (logits on
+    these short texts): refused with the flags that reuse it, which reuse it without training."""
+    from tiny_models import retrain_args
+
+    args = retrain_args(finished_run, workdir, tmp_path / "r", "--no-distill", "--distill-ranking", "10")
+    assert cli.main(args) == 0
+    stamp = (tmp_path / "r" / "retrain" / "stage.json").stat().st_mtime_ns
+    defaults = args[:args.index("--no-distill")]
+    capsys.readouterr()
+    assert cli.main(defaults) == 2
+    err = capsys.readouterr().err
+    assert "give the settings it was run with (--no-distill --distill-ranking 10)" in err and err.count("\n") == 1
+    assert cli.main([*defaults, "--no-distill", "--distill-ranking", "10"]) == 0
+    assert (tmp_path / "r" / "retrain" / "stage.json").stat().st_mtime_ns == stamp
+
+
 def test_stage_from_before_a_setting_existed(workdir, finished_run, tmp_path, capsys):
     """A stage whose settings file predates --patience ran without it (patience 0): the default
     is refused with the flag that reuses it, and that flag reuses it without training."""
