@@ -26,9 +26,9 @@ from ..modeling.configuration_power_bert import base_config_from_dict, check_sup
 from .errors import CorruptModelError, PowerBertError, check_whole_number
 
 __all__ = [
-    "check_checkpoint", "check_labels_fit", "check_max_length", "check_same_classifier", "check_weights", "default_max_length", "label_names", "load_classifier",
-    "load_model", "load_tokenizer",
-    "position_limit", "save_tokenizer",
+    "check_checkpoint", "check_labels_fit", "check_max_length", "check_same_classifier", "check_weights",
+    "default_max_length", "label_names", "load_classifier", "load_model", "load_tokenizer", "position_limit",
+    "save_tokenizer",
 ]
 
 # How far a tokenizer's size may fall below the embedding rows: checkpoints round vocab_size up
@@ -232,10 +232,10 @@ def check_same_classifier(model, other, flag: str, other_dir, model_dir) -> None
     if diff:
         raise PowerBertError(f"{flag} {other_dir} is another architecture than {model_dir} (setting: (baseline, "
                              f"model) = {diff}); give the model it was fine-tuned from")
-    theirs, mine = _outputs(other), _outputs(model)
-    if theirs != mine:
-        raise PowerBertError(f"{flag} {other_dir} has other classes than {model_dir} ({theirs[0] or theirs[1]} against "
-                             f"{mine[0] or mine[1]}); give the model it was fine-tuned from")
+    base_out, model_out = _outputs(other), _outputs(model)
+    if base_out != model_out:
+        raise PowerBertError(f"{flag} {other_dir} has other classes than {model_dir} ({base_out[0] or base_out[1]} "
+                             f"against {model_out[0] or model_out[1]}); give the model it was fine-tuned from")
 
 
 def label_names(model) -> list[str] | None:

@@ -72,15 +72,14 @@ def resolve_max_length(model, tokenizer, max_length: int | None, data: DataArgs 
     return min(n or 128, position_limit(model.config))
 
 
-def _eval_data(data: DataArgs, model, tokenizer, max_length: int, model_flag: str = "--model-dir",
-               model_dir=None):
+def _eval_data(data: DataArgs, model, tokenizer, max_length: int, model_dir=None):
     if data.eval_file or data.test_file:
         raw = D.load_files(None, data.eval_file, data.text_column, data.label_column, data.text_pair_column,
                            data.test_file, is_regression=data.regression, label_names=label_names(model))
         ds = raw.get("eval") or raw.get("test")
     else:
         ds = D.load_task(data.name, data.eval_split, data_dir=data.data_dir)
-        check_labels_fit(model, getattr(ds, "label_names", None), model_flag, model_dir, f"--task {data.name}")
+        check_labels_fit(model, getattr(ds, "label_names", None), "--model-dir", model_dir, f"--task {data.name}")
     ds = subset(ds, data.max_eval_examples, data.seed)
     return D.tokenize_dataset(ds, tokenizer, max_length)
 
@@ -160,8 +159,8 @@ def predict(model_dir, input_file, output_file, text_column: str = "text", text_
             max_length: int | None = None, batch_size: int = 64, device: str = "auto", progress: bool = False,
             artifact=None, sort: bool = True) -> dict:
     """Writes one CSV row per input text, in input order: the text (and pair, under the input's
-    column names), the predicted label and, for a classifier, the probability of each class (softmax) under
-    ``score_<label>``; for regression the predicted value.
+    column names), the predicted label and, for a classifier, the probability of each class
+    (softmax) under ``score_<label>``; for regression the predicted value.
 
     ``output_file``: a path, or ``"-"`` for standard output.
     ``artifact``: an ONNX file or pt2 package exported from ``model_dir`` (``power-bert export``)

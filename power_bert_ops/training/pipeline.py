@@ -277,8 +277,9 @@ def resolve_auto(cfg: PipelineConfig, task: PreparedTask, say: bool = False) -> 
     on = mean >= RANKING_MIN_LENGTH
     cfg = dataclasses.replace(cfg, distill_ranking=RANKING_WEIGHT if on else 0.0)
     if say:
-        what = (f"the fine-tuned model's significance ranking (x{RANKING_WEIGHT:g})" if on else
-                "the fine-tuned model's logits" if stage_distill("retrain", cfg) else "nothing from the fine-tuned model")
+        what = (f"the fine-tuned model's significance ranking (x{RANKING_WEIGHT:g})" if on
+                else "the fine-tuned model's logits" if stage_distill("retrain", cfg)
+                else "nothing from the fine-tuned model")
         print(f"power-bert: stage 3 distils {what}: the training texts average {mean:.0f} "
               f"real tokens ({'at least' if on else 'under'} {RANKING_MIN_LENGTH}; --distill-ranking and "
               f"--distill / --no-distill set it)")

@@ -79,7 +79,8 @@ def distillation_label(r: dict) -> str:
     """", distilled from the fine-tuned model (...)" naming the kinds a run used, or ""."""
     cfg = r.get("config") or {}
     search = bool((r.get("search") or {}).get("distill"))
-    stage3 = cfg.get("distill") or (cfg.get("distill") is None and "distill" in cfg and not cfg.get("distill_ranking"))
+    # distill None: automatic, stage 3 logits where it ran no ranking distillation (stages.stage_distill)
+    stage3 = cfg.get("distill") or ("distill" in cfg and cfg["distill"] is None and not cfg.get("distill_ranking"))
     kinds = (["logits"] if search else ["stage 3 logits"] if stage3 else []) + (
         [f"stage 3 hidden states x{cfg['distill_hidden']:g}"] if cfg.get("distill_hidden") else []) + (
         [f"stage 3 ranking x{cfg['distill_ranking']:g}"] if cfg.get("distill_ranking") else [])
