@@ -381,6 +381,7 @@ def cmd_explain(a) -> None:
     from .explain import explain, plot_explanation
     from .training import PowerBertError
     from .training.artifacts import load_model
+    from .training.inference import resolve_max_length
     from .training.outputs import check_image_path
 
     if a.image:  # before any work: a picture that cannot be written is refused first
@@ -389,7 +390,8 @@ def cmd_explain(a) -> None:
     if getattr(model.config, "model_type", "") != "power_bert" or model.mode != "hard":
         raise PowerBertError(f"--model-dir {a.model_dir} is not a PoWER-BERT model in hard mode: explain shows what "
                              f"a hard-mode model keeps (use the retrain stage's model)")
-    exp = explain(model, tokenizer, a.text, a.text_pair, a.max_length)
+    n = resolve_max_length(model, tokenizer, a.max_length)  # --max-length checked as predict checks it
+    exp = explain(model, tokenizer, a.text, a.text_pair, n)
     print(exp.as_text())
     if a.image:
         plot_explanation(exp, a.image)

@@ -29,9 +29,15 @@ class Explanation:
     kept: list[list[int]]  # kept[j] = input positions alive after layer j+1 (ascending)
     retention: list[int]
     prediction: str | int | float
+    input_tokens: int | None = None  # the text's tokens before truncation to N (None: not counted)
+
+    @property
+    def truncated(self) -> bool:
+        return self.input_tokens is not None and self.input_tokens > len(self.tokens)
 
     def as_text(self) -> str:
-        lines = [f"input ({len(self.tokens)} tokens): {' '.join(self.tokens)}"]
+        cut = f", truncated from {self.input_tokens}" if self.truncated else ""
+        lines = [f"input ({len(self.tokens)} tokens{cut}): {' '.join(self.tokens)}"]
         for j, positions in enumerate(self.kept):
             words = " ".join(self.tokens[p] for p in positions)
             lines.append(f"layer {j + 1:2d} keeps {len(positions):3d}: {words}")
@@ -46,8 +52,9 @@ def explain(model, tokenizer, text: str, text_pair: str | None = None, max_lengt
     if getattr(model, "retention", None) is None or model.mode != "hard":
         raise ValueError("explain: the model must be a PoWER-BERT model in hard mode (it has no retention configuration)")
     max_length = max_length or model.config.sequence_length
-    with quiet_transformers():  # a text longer than N is truncated on purpose
+    with quiet_transformers():  # a text longer than N is truncated on purpose (and said so)
         enc = tokenizer(text, text_pair, truncation=True, max_length=max_length, return_tensors="pt")
+        total = len(tokenizer(text, text_pair, truncation=False)["input_ids"])
     device = next(model.parameters()).device
     model.eval()
     record = EncoderRecord()
@@ -61,7 +68,7 @@ def explain(model, tokenizer, text: str, text_pair: str | None = None, max_lengt
         cls = int(logits.argmax())
         prediction = (cfg.id2label or {}).get(cls, cls)
     return Explanation(tokens=tokenizer.convert_ids_to_tokens(enc["input_ids"][0]), kept=kept,
-                       retention=list(model.retention), prediction=prediction)
+                       retention=list(model.retention), prediction=prediction, input_tokens=total)
 
 
 def plot_explanation(exp: Explanation, path: str) -> None:

@@ -47,6 +47,15 @@ def test_explain_kept_rows(model_and_tokenizer):
     assert {name: id(value) for name, value in vars(encoder).items()} == before
 
 
+def test_explain_says_when_the_text_was_truncated(model_and_tokenizer):
+    model, tok = model_and_tokenizer
+    exp = explain(model, tok, TEXT)
+    assert not exp.truncated and exp.as_text().startswith("input (14 tokens): [CLS]")
+    long = explain(model, tok, " ".join([TEXT] * 3))
+    assert long.truncated and len(long.tokens) == 16 and long.input_tokens == 38
+    assert long.as_text().startswith("input (16 tokens, truncated from 38): [CLS]")
+
+
 def test_explain_with_the_reference_as_the_selection_kernel(model_and_tokenizer):
     model, tok = model_and_tokenizer
     want = explain(model, tok, TEXT)

@@ -365,6 +365,9 @@ def test_bad_model_folders_for_evaluate_and_explain(workdir, finished_run, tmp_p
     assert cli.main(["evaluate", "--model-dir", str(finished_run / "retrain" / "model"), "--eval-file",
                      str(workdir / "eval.csv"), *EVAL, "--max-length", "3"]) == 2
     assert "--max-length must be a whole number >= 4, got 3" in capsys.readouterr().err
+    assert cli.main(["explain", "--model-dir", str(finished_run / "retrain" / "model"), "--text", "good film",
+                     "--max-length", "2"]) == 2  # the same rule as evaluate and predict
+    assert "--max-length must be a whole number >= 4, got 2" in capsys.readouterr().err
 
 
 def test_log_is_readable(workdir, tmp_path):
