@@ -91,8 +91,9 @@ def replace_atomically(path, mode: str = "w", **open_kwargs):
     A symlink's target is replaced (the link stays) and keeps its permissions; a device or a pipe
     (``/dev/stdout``, a FIFO) is written into directly."""
     if str(path) == "-":
-        yield sys.stdout.buffer if "b" in mode else sys.stdout
-        (sys.stdout.buffer if "b" in mode else sys.stdout).flush()
+        stream = sys.stdout.buffer if "b" in mode else sys.stdout
+        yield stream
+        stream.flush()
         return
     if _special(Path(path)):
         with open(path, mode, **open_kwargs) as f:
@@ -113,10 +114,10 @@ def replace_atomically(path, mode: str = "w", **open_kwargs):
 
 
 def _special(path: Path) -> bool:
-    """Whether ``path`` is written into as it is rather than replaced: standard output (``-``), a
-    path under /dev or /proc (``/dev/stdout`` is a link to whatever the shell redirected it to),
-    or (after symlinks) a character device or a pipe."""
-    if str(path) == "-" or os.path.abspath(path).startswith(("/dev/", "/proc/")):
+    """Whether ``path`` is written into as it is rather than replaced: a path under /dev or /proc
+    (``/dev/stdout`` is a link to whatever the shell redirected it to), or (after symlinks) a
+    character device or a pipe. (``-``, standard output, is handled before it is asked.)"""
+    if os.path.abspath(path).startswith(("/dev/", "/proc/")):
         return True
     try:
         mode = os.stat(path).st_mode

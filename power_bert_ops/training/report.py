@@ -77,10 +77,15 @@ def search_line(r: dict) -> str | None:
 
 def distillation_label(r: dict) -> str:
     """", distilled from the fine-tuned model (...)" naming the kinds a run used, or ""."""
+    from types import SimpleNamespace
+
+    from .stages import stage_distill
+
     cfg = r.get("config") or {}
     search = bool((r.get("search") or {}).get("distill"))
-    # distill None: automatic, stage 3 logits where it ran no ranking distillation (stages.stage_distill)
-    stage3 = cfg.get("distill") or ("distill" in cfg and cfg["distill"] is None and not cfg.get("distill_ranking"))
+    # a report from before the setting existed distilled no logits (distill absent: False)
+    stage3 = stage_distill("retrain", SimpleNamespace(distill=cfg.get("distill", False),
+                                                      distill_ranking=cfg.get("distill_ranking")))
     kinds = (["logits"] if search else ["stage 3 logits"] if stage3 else []) + (
         [f"stage 3 hidden states x{cfg['distill_hidden']:g}"] if cfg.get("distill_hidden") else []) + (
         [f"stage 3 ranking x{cfg['distill_ranking']:g}"] if cfg.get("distill_ranking") else [])

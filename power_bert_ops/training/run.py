@@ -176,9 +176,8 @@ def train(cfg: PipelineConfig, data: DataArgs, stages=STAGES, lambdas=None, targ
     check_output_dir(out)
     tokenizer = load_tokenizer(cfg.model, model_cfg)
     task = prepare(data, tokenizer, cfg.max_length)
-    if "retrain" in stages:
-        cfg = resolve_auto(cfg, task, say=is_main_process())
-    variants = [(folder, resolve_auto(v, task)) for folder, v in variants]
+    cfg = resolve_auto(cfg, task, say="retrain" in stages and is_main_process())
+    variants = _variants(cfg, lambdas, targets)  # again, from the settings decided for this data
     if cfg.retention_rule == "threshold" and task.problem == "multiple_choice":
         raise PowerBertError("--retention-rule threshold takes classification and regression tasks; for multiple "
                              "choice use --retention-rule top-k")
