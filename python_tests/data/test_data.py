@@ -428,12 +428,6 @@ def test_file_errors(tmp_path):
     with pytest.raises(DataError, match=r"dev.csv: labels not seen in the training data: \['w', 'z'\] \(3 rows\); "
                                         r"known labels: \['x', 'y'\]"):
         load_files(train, dev, text_column="sentence", label_column="label")
-    latin1 = _write(tmp_path / "latin1.csv", "sentence,label\ncaf\xe9,x\n".encode("latin-1"))
-    with pytest.raises(DataError, match=r"latin1.csv: not valid UTF-8 at byte offset 18 \(line 2, byte 3 of the "
-                                        r"line: 0xe9.*errors='replace'"):
-        load_files(latin1, text_column="sentence", label_column="label")
-    assert load_files(latin1, text_column="sentence", label_column="label", errors="replace")["train"].texts == \
-        ["caf\ufffd"]
     with pytest.raises(DataError, match=r"unsupported file type '.parquet'"):
         load_files(_write(tmp_path / "x.parquet", "a"), text_column="a", label_column="b")
     with pytest.raises(DataError, match=r"nolabel.csv: 1 rows have an empty 'label' \(data rows \[2\]\)"):
@@ -441,11 +435,74 @@ def test_file_errors(tmp_path):
                    label_column="label")
     with pytest.raises(DataError, match=r"bad.jsonl: line 2 is not valid JSON"):
         load_files(_write(tmp_path / "bad.jsonl", '{"a": 1}\n{"a": \n'), text_column="a", label_column="b")
-    ragged = _write(tmp_path / "ragged.csv", "sentence,label\na,x\nb,y,extra\nc,y\n")
-    ds = load_files(ragged, text_column="sentence", label_column="label")["train"]
-    assert ds.texts == ["a", "c"] and ds.stats["skipped_rows"] == 1 and ds.stats["skipped_lines"] == [3]
     with pytest.raises(DataError, match="no such file"):
         load_files(tmp_path / "missing.csv", text_column="a", label_column="b")
+
+
+def test_not_utf8_says_how_to_resave_the_file(tmp_path):
+    """The advice works from the command line (which has no errors='replace'): an iconv command
+    naming the file (shell-quoted) and a new name beside it."""
+    latin1 = _write(tmp_path / "my data.csv", "sentence,label\ncaf\xe9,x\n".encode("latin-1"))
+    with pytest.raises(DataError) as e:
+        load_files(latin1, text_column="sentence", label_column="label")
+    fixed = tmp_path / "my data.utf8.csv"
+    assert str(e.value) == (f"{latin1}: not valid UTF-8 at byte offset 18 (line 2, byte 3 of the line: 0xe9, invalid "
+                            f"continuation byte); save the file as UTF-8 and pass that one instead, e.g. from Latin-1: "
+                            f"`iconv -f latin1 -t utf-8 '{latin1}' > '{fixed}'`")
+    assert "errors=" not in str(e.value)
+    assert load_files(latin1, text_column="sentence", label_column="label", errors="replace")["train"].texts == \
+        ["caf\ufffd"]
+
+
+@pytest.mark.parametrize("ext,sep", [(".csv", ","), (".tsv", "\t")])
+def test_ragged_rows_refused_with_their_lines(tmp_path, ext, sep):
+    """A row with more or fewer fields than the header is an error naming the file, the line each
+    record starts on and its field count (the first 5, then how many more), never dropped: row i
+    of the data stays row i of the file. Quoted fields holding the delimiter, quotes and line
+    breaks are one field; blank lines are skipped."""
+    good = _write(tmp_path / f"good{ext}",
+                  f'text{sep}label\n"a{sep} b"{sep}x\n\n"two\nlines{sep} ""q"""{sep}y\nc{sep}x\n')
+    ds = load_files(good, text_column="text", label_column="label")["train"]
+    assert ds.texts == [f"a{sep} b", f'two\nlines{sep} "q"', "c"] and ds.labels == [0, 1, 0]
+    ragged = _write(tmp_path / f"ragged{ext}", f'text{sep}label\na{sep}x\n"multi\nline"{sep}y{sep}extra\nb{sep}y\n'
+                                                 f'c\nd{sep}x\n')
+    delimiter = "a comma" if sep == "," else "a tab"
+    with pytest.raises(DataError) as e:
+        load_files(ragged, text_column="text", label_column="label")
+    assert str(e.value) == (f"{ragged}: 2 rows do not have the header's 2 fields (line 3 has 3, line 6 has 1); a text "
+                            f"holding {delimiter}, a quote or a line break must be in double quotes "
+                            f'("...", with "" for a quote)')
+    many = _write(tmp_path / f"many{ext}", f"text{sep}label\n" + "".join(f"t{sep}x{sep}{i}\n" for i in range(8)))
+    with pytest.raises(DataError, match=r"many\.(csv|tsv): 8 rows do not have the header's 2 fields \(line 2 has 3, "
+                                        r"line 3 has 3, line 4 has 3, line 5 has 3, line 6 has 3, and 3 more\)"):
+        load_files(many, text_column="text", label_column="label")
+    for name in ("eval_file", "test_file"):  # every file flag reads through the same check
+        with pytest.raises(DataError, match=r"ragged\.(csv|tsv): 2 rows do not have"):
+            load_files(**{name: ragged}, text_column="text", label_column="label", label_names=["x", "y"])
+
+
+def test_ragged_rows_refused_under_quote_none(tmp_path):
+    """With quoting=csv.QUOTE_NONE (GLUE-style files) the error has no advice about quotes."""
+    import csv
+
+    ragged = _write(tmp_path / "r.tsv", 'text\tlabel\nsay "hi"\tx\nb\ty\tz\n')
+    with pytest.raises(DataError) as e:
+        load_files(ragged, text_column="text", label_column="label", quoting=csv.QUOTE_NONE)
+    assert str(e.value) == f"{ragged}: 1 row does not have the header's 2 fields (line 3 has 3)"
+
+
+def test_duplicate_column_names_refused(tmp_path):
+    """A header naming a column twice is an error naming the file and the columns (the reader
+    would otherwise take the last of them, silently); names are compared stripped."""
+    one = _write(tmp_path / "one.csv", "text,label,text\na,x,b\n")
+    with pytest.raises(DataError) as e:
+        load_files(one, text_column="text", label_column="label")
+    assert str(e.value) == (f"{one}: the header (line 1) names the column 'text' more than once; give each column its "
+                            f"own name")
+    two = _write(tmp_path / "two.tsv", "\nlabel\ttext\t label\ttext\nx\ta\ty\tb\n")
+    with pytest.raises(DataError, match=r"two.tsv: the header \(line 2\) names the columns 'label', 'text' more than "
+                                        r"once"):
+        load_files(test_file=two, text_column="text", label_column="label")
 
 
 # --------------------------------------------------------------------------------------------

@@ -451,3 +451,140 @@ def test_power_bert_folder_without_tokenizer_is_one_line(workdir, finished_run, 
     assert cli.main(["evaluate", "--model-dir", str(folder), "--eval-file", str(workdir / "eval.csv"), *EVAL]) == 2
     err = _one_line(capsys)
     assert err.startswith(f"power-bert evaluate: {folder}: its tokenizer") and "sentencepiece" not in err
+
+
+# ---------------------------------------------------------------------------------------------
+# 11. A user's input file is read whole or refused in one line: no row dropped, no column
+#     chosen silently, advice a command-line user can act on
+# ---------------------------------------------------------------------------------------------
+def test_ragged_rows_refused_by_predict_evaluate_and_run(workdir, finished_run, tmp_path, capsys):
+    """A row with a field too many or too few is refused, naming the file, the line and the
+    field counts: predict's output rows stay the input's rows (none dropped with a notice)."""
+    ragged = tmp_path / "in.csv"
+    ragged.write_text('review,sentiment\ngood movie,pos\n"bad, and\nlong",neg\nok,pos,extra\nfine\n')
+    expected = f"{ragged}: 2 rows do not have the header's 2 fields (line 5 has 3, line 6 has 1)"
+    model = str(finished_run / "retrain" / "model")
+    out = tmp_path / "p.csv"
+    assert cli.main(["predict", "--model-dir", model, "--input-file", str(ragged), "--output-file", str(out),
+                     "--text-column", "review", "--no-progress"]) == 2
+    assert _one_line(capsys).startswith(f"power-bert predict: {expected}; a text holding a comma")
+    assert not out.exists()
+    assert cli.main(["evaluate", "--model-dir", model, "--eval-file", str(ragged), *EVAL, "--no-progress"]) == 2
+    assert expected in _one_line(capsys)
+    run = tmp_path / "o"
+    args = _replace(run_args(workdir, run), "--train-file", str(ragged))
+    assert cli.main(args) == 2
+    assert expected in _one_line(capsys) and not run.exists()
+
+
+def test_duplicate_column_refused_by_predict(finished_run, tmp_path, capsys):
+    texts = tmp_path / "in.csv"
+    texts.write_text("review,review\ngood movie,boring plot\n")
+    out = tmp_path / "p.csv"
+    assert cli.main(["predict", "--model-dir", str(finished_run / "retrain" / "model"), "--input-file", str(texts),
+                     "--output-file", str(out), "--text-column", "review", "--no-progress"]) == 2
+    assert _one_line(capsys) == (f"power-bert predict: {texts}: the header (line 1) names the column 'review' more "
+                                 f"than once; give each column its own name\n")
+    assert not out.exists()
+
+
+def test_not_utf8_input_says_how_to_resave_it(finished_run, tmp_path, capsys):
+    texts = tmp_path / "in.csv"
+    texts.write_bytes("review\ncaf\xe9 movie\n".encode("latin-1"))
+    assert cli.main(["predict", "--model-dir", str(finished_run / "retrain" / "model"), "--input-file", str(texts),
+                     "--output-file", str(tmp_path / "p.csv"), "--text-column", "review", "--no-progress"]) == 2
+    err = _one_line(capsys)
+    assert f"{texts}: not valid UTF-8 at byte offset 10 (line 2, byte 3 of the line: 0xe9" in err
+    assert f"`iconv -f latin1 -t utf-8 {texts} > {tmp_path / 'in.utf8.csv'}`" in err and "errors=" not in err
+
+
+# ---------------------------------------------------------------------------------------------
+# 12. --task with files: the files are the data and --task picks the metric (documented in
+#     --help); what the files would silently override is refused, naming both flags
+# ---------------------------------------------------------------------------------------------
+TASK_WITH_FILES = [
+    (["--data-dir", "glue_data"], "--data-dir and --train-file / --eval-file both given"),
+    (["--task", "rte", "--data-dir", "glue_data"], "--data-dir and --train-file / --eval-file both given"),
+    (["--eval-split", "test"], "--eval-split test and --train-file / --eval-file both given"),
+    (["--task", "stsb"], "--task stsb is a regression task: pass --regression"),
+    (["--task", "sst2", "--regression"], "--regression and --task sst2 (a classification task) both given"),
+    (["--task", "race"], "--task race is a multiple-choice task"),
+]
+
+
+@pytest.mark.parametrize("extra,message", TASK_WITH_FILES, ids=[" ".join(e) for e, _ in TASK_WITH_FILES])
+def test_task_with_files_refuses_what_the_files_override(workdir, tmp_path, capsys, extra, message):
+    out = tmp_path / "o"
+    assert cli.main(run_args(workdir, out) + extra) == 2
+    assert message in _one_line(capsys)
+    assert not out.exists()
+    evaluate_args = ["evaluate", "--model-dir", str(workdir / "model"), "--eval-file", str(workdir / "eval.csv"),
+                     *EVAL, *extra]
+    assert cli.main(evaluate_args) == 2
+    assert message.replace("--train-file / ", "") in _one_line(capsys)
+
+
+def test_task_with_eval_file_scores_the_file_with_the_tasks_metric(workdir, finished_run, capsys):
+    """`evaluate --task mrpc --eval-file F`: F is the data, scored with MRPC's metrics (F1 and
+    accuracy) instead of the files' default (accuracy); the --help of --task says so."""
+    model = str(finished_run / "retrain" / "model")
+    assert cli.main(["evaluate", "--model-dir", model, "--eval-file", str(workdir / "eval.csv"), *EVAL, "--json",
+                     "--no-progress"]) == 0
+    plain = json.loads(capsys.readouterr().out)
+    assert cli.main(["evaluate", "--model-dir", model, "--task", "mrpc", "--eval-file", str(workdir / "eval.csv"),
+                     *EVAL, "--json", "--no-progress"]) == 0
+    mrpc = json.loads(capsys.readouterr().out)
+    assert "f1" in mrpc and "f1" not in plain and mrpc["accuracy"] == plain["accuracy"]
+    assert mrpc["examples"] == plain["examples"] == 96
+    with pytest.raises(SystemExit):
+        cli.main(["evaluate", "--help"])
+    assert "--task only picks the metric" in " ".join(capsys.readouterr().out.split())
+
+
+@pytest.mark.parametrize("keep,message", [
+    ("--train-file", "--train-file without --eval-file: training needs the dev data"),
+    ("--eval-file", "--eval-file without --train-file: with your own files the training data comes from "
+                    "--train-file (--task rotten_tomatoes only names the metric"),
+])
+def test_training_needs_both_files(workdir, tmp_path, capsys, keep, message):
+    out = tmp_path / "o"
+    args = _replace(run_args(workdir, out), "--eval-file" if keep == "--train-file" else "--train-file")
+    assert cli.main([*args, "--task", "rotten_tomatoes"]) == 2
+    assert message in _one_line(capsys)
+    assert not out.exists()
+
+
+# ---------------------------------------------------------------------------------------------
+# 13. Ctrl-C at any moment of any command: one line, exit status 130
+# ---------------------------------------------------------------------------------------------
+COMMANDS = {
+    "run": (["--output-dir", "o"], "cmd_train"), "finetune": (["--output-dir", "o"], "cmd_train"),
+    "search": (["--output-dir", "o"], "cmd_train"), "retrain": (["--output-dir", "o"], "cmd_train"),
+    "evaluate": (["--model-dir", "m"], "cmd_evaluate"),
+    "predict": (["--model-dir", "m", "--input-file", "i.csv", "--output-file", "p.csv"], "cmd_predict"),
+    "benchmark": (["--model-dir", "m", "--baseline", "b"], "cmd_benchmark"),
+    "export": (["--model-dir", "m", "--format", "onnx", "--output", "m.onnx"], "cmd_export"),
+    "explain": (["--model-dir", "m", "--text", "good"], "cmd_explain"),
+}
+
+
+@pytest.mark.parametrize("when", ["start-up", "work"])
+@pytest.mark.parametrize("command", list(COMMANDS))
+def test_ctrl_c_is_one_line(tmp_path, capsys, monkeypatch, command, when):
+    """Ctrl-C while the command starts (building its parser imports the training stack: seconds)
+    or while it works: `power-bert ...: interrupted` on stderr, no traceback, exit status 130."""
+    monkeypatch.chdir(tmp_path)
+    args, func = COMMANDS[command]
+
+    def interrupt(*a, **kw):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(cli, "_defaults" if when == "start-up" else func, interrupt)
+    try:
+        rc = cli.main([command, *args])
+    except KeyboardInterrupt:
+        pytest.fail("KeyboardInterrupt escaped main(): Python prints its traceback")
+    assert rc == 130
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and err.strip().splitlines()[0].startswith("power-bert") and \
+        ": interrupted" in err and err.count("\n") == 2, err
