@@ -55,7 +55,7 @@ def _defaults() -> dict:
 
     from .training import evaluate, predict
     from .training.errors import MAX_SEED
-    from .training.pipeline import RANKING_MIN_LENGTH, RANKING_WEIGHT, PipelineConfig
+    from .training.pipeline import DEFAULT_MIN_ROWS, RANKING_MIN_LENGTH, RANKING_WEIGHT, PipelineConfig
     from .training.run import DEFAULT_TARGET_SPEEDUP
     from .training.stages import SEARCH_EXTEND
 
@@ -64,6 +64,7 @@ def _defaults() -> dict:
     d["max_seed"] = MAX_SEED
     d["ranking_weight"], d["ranking_min_length"] = RANKING_WEIGHT, RANKING_MIN_LENGTH
     d["search_extend"] = SEARCH_EXTEND
+    d["default_min_rows"] = DEFAULT_MIN_ROWS
     inference = inspect.signature(evaluate).parameters
     d["inference_batch_size"] = inference["batch_size"].default
     d["inference_device"] = inference["device"].default
@@ -163,6 +164,10 @@ def _add_train_args(p: argparse.ArgumentParser, d: dict) -> None:
                    help="relative: layer j keeps a learned fraction of each example's real length, and the target "
                         "speed-up is against the dense model at real lengths; absolute: the paper's row counts, the "
                         "same for every example, and its FLOP bound at N")
+    g.add_argument("--min-rows", type=int, default=None, metavar="M",
+                   help=f"relative retention keeps at least M rows of every example in every layer (all of a "
+                        f"shorter one), so a text of a few words keeps them; the FLOP bound counts them "
+                        f"(default: {d['default_min_rows']}; 1: the fraction alone; absolute retention: 1)")
     g.add_argument("--retention-rule", choices=RETENTION_RULES, default=d["retention_rule"],
                    help="stage 3: top-k keeps ℓ_j's rows; threshold keeps the rows whose share of significance "
                         "exceeds θ_j, calibrated on the training data to keep as many rows as ℓ (an example whose "
@@ -320,7 +325,8 @@ def cmd_train(a) -> dict | None:
         distill_hidden=a.distill_hidden, distill_ranking=a.distill_ranking,
         break_even_keep=None if a.break_even_keep == "off" else a.break_even_keep,
         batch_size=pick(a.batch_size, "batch_size", "batch_size"), eval_batch_size=a.eval_batch_size, seed=a.seed,
-        attention_dropout=a.attention_dropout, retention_scale=a.retention_scale, retention_rule=a.retention_rule,
+        attention_dropout=a.attention_dropout, retention_scale=a.retention_scale, min_rows=a.min_rows,
+        retention_rule=a.retention_rule,
         device=a.device, precision=a.precision, max_steps=a.max_steps, progress=not a.no_progress,
     )
     lambdas = a.lambdas.split(",") if a.lambdas is not None else None

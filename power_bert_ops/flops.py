@@ -17,8 +17,9 @@ __all__ = ["FlopModel", "RETENTION_SCALES", "bound_of", "check_target", "encoder
 
 RETENTION_SCALES = ("relative", "absolute")
 """How ℓ_j is read (SPEC 1.6): ``absolute`` keeps min(ℓ_j, rows in) rows of every example (the
-paper); ``relative`` keeps k_j(x) = min(len(x), max(1, ceil(ℓ_j·len(x)/N))) rows of an example
-of len(x) real tokens, i.e. the fraction ρ_j = ℓ_j/N of its length."""
+paper); ``relative`` keeps k_j(x) = min(len(x), max(m, ceil(ℓ_j·len(x)/N))) rows of an example
+of len(x) real tokens, i.e. the fraction ρ_j = ℓ_j/N of its length, and at least m = ``min_rows``
+(1 in SPEC 1.6)."""
 
 
 def check_scale(scale: str) -> str:
@@ -27,13 +28,15 @@ def check_scale(scale: str) -> str:
     return scale
 
 
-def rows_kept(retention: Sequence[int], N: int, length: int, scale: str = "absolute") -> list[int]:
-    """Rows layer j keeps of one example with ``length`` real tokens (SPEC 1.2 / 1.6)."""
+def rows_kept(retention: Sequence[int], N: int, length: int, scale: str = "absolute", min_rows: int = 1) -> list[int]:
+    """Rows layer j keeps of one example with ``length`` real tokens (SPEC 1.2 / 1.6; relative
+    retention keeps at least ``min_rows``)."""
     check_scale(scale)
     out, prev = [], int(length)
+    floor = max(1, int(min_rows)) if scale == "relative" else 1
     for lj in retention:
         k = -(-int(lj) * int(length) // int(N)) if scale == "relative" else int(lj)
-        prev = min(prev, max(1, k))
+        prev = min(prev, max(floor, k))
         out.append(prev)
     return out
 
@@ -120,6 +123,11 @@ def retention_for_bound(config_or_dims, N: int, target: float, lengths=None, sca
     return best
 
 
+def _get_min_rows(config) -> int:
+    value = config.get("min_rows", 1) if isinstance(config, dict) else getattr(config, "min_rows", 1)
+    return 1 if value is None else int(value)
+
+
 class FlopModel(tuple):
     """(D, L, F) of a model with the run's N and, optionally, the length distribution of its
     data: the FLOP bound of a retention configuration over real lengths (SPEC 1.6, 6).
@@ -133,9 +141,12 @@ class FlopModel(tuple):
         N: the sequence length (ℓ_j ≤ N; relative ℓ_j reads as ρ_j = ℓ_j / N).
         lengths: real token counts of the examples (clipped to [1, N]), or None.
         scale: ``"absolute"`` or ``"relative"`` (:data:`RETENTION_SCALES`).
+        min_rows: relative retention's floor of rows per example and layer; None: the config's
+            ``min_rows`` (1 when it has none or ``config_or_dims`` is not a config).
     """
 
-    def __new__(cls, config_or_dims, N: int, lengths=None, scale: str = "absolute", layers: int | None = None):
+    def __new__(cls, config_or_dims, N: int, lengths=None, scale: str = "absolute", layers: int | None = None,
+                min_rows: int | None = None):
         D, L, F = _dims(config_or_dims)
         L = layers if L is None else L
         if L is None:
@@ -143,6 +154,9 @@ class FlopModel(tuple):
         self = super().__new__(cls, (D, int(L), F))
         self.N = int(N)
         self.scale = check_scale(scale)
+        if min_rows is None:
+            min_rows = 1 if isinstance(config_or_dims, (int, tuple, list)) else _get_min_rows(config_or_dims)
+        self.min_rows = max(1, int(min_rows)) if self.scale == "relative" else 1
         import numpy as np
 
         if lengths is None:
@@ -159,7 +173,7 @@ class FlopModel(tuple):
     def __reduce__(self):
         lengths = None if not self.has_lengths else [int(v) for v, c in zip(self.lengths, self.counts)
                                                      for _ in range(int(c))]
-        return (FlopModel, (tuple(self), self.N, lengths, self.scale))
+        return (FlopModel, (tuple(self), self.N, lengths, self.scale, None, self.min_rows))
 
     def _macs(self, rows_per_layer) -> float:
         """Σ over examples (weighted by count) of Σ_j macs_j, rows given per layer as arrays."""
@@ -175,6 +189,7 @@ class FlopModel(tuple):
         import numpy as np
 
         prev, out = self.lengths, []
+        floor = float(self.min_rows)
         for v in values:
             if self.scale == "relative" and integer:  # ceil(ℓ_j·len/N) in integers
                 k = -(-(int(v) * self.lengths.astype(np.int64)) // self.N).astype(np.float64)
@@ -182,7 +197,7 @@ class FlopModel(tuple):
                 k = float(v) * self.lengths / self.N
             else:
                 k = np.full_like(self.lengths, float(v))
-            prev = np.minimum(prev, np.maximum(1.0, k))
+            prev = np.minimum(prev, np.maximum(floor, k))
             out.append(prev)
         return out
 
@@ -294,7 +309,9 @@ def check_target(target: float, config, n: int) -> float:
         raise ValueError(f"target speed-up must be a number >= 1 (1 = no elimination), got {target!r}; the largest "
                          f"reachable FLOP bound {where} is {top:.3f}")
     if x > top:
+        fewest = "one row in every layer"
+        if getattr(dims, "min_rows", 1) > 1:
+            fewest += f", at least {dims.min_rows} of each example (--min-rows)"
         raise ValueError(f"target speed-up {x:g} is above the largest reachable FLOP bound {top:.3f} {where} "
-                         f"(keeping one row in every layer); ask for at most {top:.3f} or use a longer sequence "
-                         f"length")
+                         f"(keeping {fewest}); ask for at most {top:.3f} or use a longer sequence length")
     return top

@@ -22,6 +22,7 @@ __all__ = [
     "base_config_from_dict",
     "check_supported",
     "check_retention",
+    "check_min_rows",
     "check_thresholds",
     "derive_retention",
     "max_positions",
@@ -139,6 +140,13 @@ def check_thresholds(thresholds: Sequence, num_layers: int) -> list:
     return out
 
 
+def check_min_rows(value) -> int:
+    """Validates relative retention's floor of rows: an int >= 1."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"PoWER-BERT: min_rows must be a whole number >= 1, got {value!r}")
+    return int(value)
+
+
 def derive_retention(masses: Sequence[float], n: int) -> list[int]:
     """SPEC 1.3: ℓ_j = max(1, ceil(mass_j)), then ℓ_j = min(ℓ_j, ℓ_{j-1}) with ℓ_0 = n."""
     out, prev = [], int(n)
@@ -178,8 +186,13 @@ class PowerBertConfig(PreTrainedConfig):
         sequence_length (`int`, *optional*): N, the length of the retention parameters and the
             upper bound of every ℓ_j; defaults to the longest input the base model accepts.
         retention_scale (`str`): how ℓ_j is read: ``"absolute"`` (the paper: keep min(ℓ_j, rows
-            in) rows of every example) or ``"relative"`` (keep min(len, max(1, ceil(ℓ_j·len/N)))
-            rows of an example with len real tokens: the fraction ρ_j = ℓ_j/N of its length).
+            in) rows of every example) or ``"relative"`` (keep min(len, max(min_rows,
+            ceil(ℓ_j·len/N))) rows of an example with len real tokens: the fraction ρ_j = ℓ_j/N of
+            its length).
+        min_rows (`int`): relative retention keeps at least min(len, min_rows) rows of every
+            example in every layer, so a text of a few tokens keeps its words past [CLS] and
+            [SEP] (1: the fraction alone, SPEC 1.6). Absolute retention ignores it: ℓ_j is the
+            row count there.
         power_attention (`str`): attention of the layers that compute significance: ``"fused"``
             (``power_bert.attention``, no N x N probabilities), ``"eager"`` (probabilities formed,
             then ``power_bert.significance``) or ``"auto"`` (fused where the device's kernel takes
@@ -208,6 +221,7 @@ class PowerBertConfig(PreTrainedConfig):
     retention_scale: str = "absolute"
     thresholds: list | None = None
     soft_like_hard: bool = False
+    min_rows: int = 1
 
     def __post_init__(self, **kwargs):
         check_scale(self.retention_scale)
@@ -216,6 +230,7 @@ class PowerBertConfig(PreTrainedConfig):
         check_power_attention(self.power_attention)
         self.exclude_self = bool(self.exclude_self)
         self.soft_like_hard = bool(self.soft_like_hard)
+        self.min_rows = check_min_rows(self.min_rows)
         if self.base_config is not None:
             if not isinstance(self.base_config, dict):
                 self.base_config = self.base_config.to_dict()

@@ -175,7 +175,8 @@ class PowerBertEncoder(nn.Module):
         input projection), mask [B, n] key padding or None (all real), ``retention_params``
         [L, N] (soft mode) -> ``record`` (a new one when None) with ``last_hidden_state``
         [B, n_L, D]. Hard mode with relative retention keeps :func:`relative_rows` of each
-        example, an output width of min(rows in, ceil(ℓ_j·n/N)) for an input of n rows. Hard mode
+        example, an output width of min(rows in, max(min_rows, ceil(ℓ_j·n/N))) for an input of n
+        rows. Hard mode
         with ``thresholds`` keeps :func:`threshold_rows` in the layers whose θ_j is set (the
         width is the batch's largest count, read on the host) and every row elsewhere. Soft mode
         with ``soft_like_hard`` ranks [CLS] first and weights each row, as a key and as a query of
@@ -198,7 +199,7 @@ class PowerBertEncoder(nn.Module):
         if thresholds is not None:
             widths = [(None, theta is not None) for theta in thresholds]
         else:
-            widths = hard_widths(retention, n, relative_n) if mode == "hard" else None
+            widths = hard_widths(retention, n, relative_n, cfg.min_rows) if mode == "hard" else None
         sdpa_mask = None if all_real else (mask != 0)[:, None, None, :]
         like_hard = mode == "soft" and cfg.soft_like_hard
         row_weight = None  # soft_like_hard: each row's product of factors so far, float32 [B, n]
@@ -220,7 +221,7 @@ class PowerBertEncoder(nn.Module):
                     row_k = threshold_rows(sig, mask, thresholds[j])
                     keep = int(row_k.max())
                 else:
-                    row_k = relative_rows(retention[j], lengths, relative_n) if relative else None
+                    row_k = relative_rows(retention[j], lengths, relative_n, cfg.min_rows) if relative else None
                 ctx, index, mask = _ops_ns.extract_scored(ctx, sig, mask, keep, row_k)
                 residual = x.gather(1, index.unsqueeze(-1).expand(B, keep, D))
                 n = keep
@@ -232,7 +233,7 @@ class PowerBertEncoder(nn.Module):
                                      torch.finfo(sig.dtype).max)
             if mode == "soft" and (relative or like_hard):
                 if relative:
-                    factor = relative_soft_factor(retention_params[j], sig, mask, lengths)
+                    factor = relative_soft_factor(retention_params[j], sig, mask, lengths, cfg.min_rows)
                 else:
                     factor = retention_params[j, :n].float()[rank_of(sig, mask)]
                 x = x * factor.to(x.dtype)[:, :, None]

@@ -55,6 +55,7 @@ from .configuration_power_bert import (
     PowerBertConfig,
     base_config_from_dict,
     check_power_attention,
+    check_min_rows,
     check_retention,
     check_thresholds,
     check_supported,
@@ -128,7 +129,7 @@ class PowerBertPreTrainedModel(PreTrainedModel):
     @classmethod
     def from_pretrained(cls, pretrained_model_name_or_path, *model_args, retention=_UNSET, mode=None,
                         exclude_self=None, sequence_length=None, power_attention=None, retention_scale=None,
-                        config=None, **kwargs):
+                        min_rows=None, config=None, **kwargs):
         """Loads a PoWER-BERT model (safetensors only, never pickle).
 
         ``pretrained_model_name_or_path`` is a plain Hugging Face checkpoint of a supported
@@ -138,8 +139,9 @@ class PowerBertPreTrainedModel(PreTrainedModel):
         PoWER-BERT one keeps its saved mode and configuration. ``mode='soft'`` starts stage 2.
         ``power_attention`` ('auto', 'fused' or 'eager') picks the attention of the layers that
         compute significance (module docstring). ``retention_scale`` ('absolute' or 'relative')
-        says how ℓ is read (:class:`PowerBertConfig`). Other keyword arguments (num_labels,
-        dtype, ...) go to Hugging Face's from_pretrained.
+        says how ℓ is read and ``min_rows`` is relative retention's floor of rows
+        (:class:`PowerBertConfig`). Other keyword arguments (num_labels, dtype, ...) go to Hugging
+        Face's from_pretrained.
         """
         if kwargs.get("use_safetensors") is False:
             raise ValueError("PoWER-BERT loads safetensors checkpoints only (use_safetensors=False is not supported)")
@@ -171,6 +173,8 @@ class PowerBertPreTrainedModel(PreTrainedModel):
             model.config.power_attention = check_power_attention(power_attention)
         if retention_scale is not None:
             model.config.retention_scale = check_scale(retention_scale)
+        if min_rows is not None:
+            model.config.min_rows = check_min_rows(min_rows)
         if retention is not _UNSET:
             model.set_mode(mode or ("hard" if retention is not None else "full"), retention=retention)
         elif mode is not None:
@@ -199,7 +203,7 @@ class PowerBertPreTrainedModel(PreTrainedModel):
     @classmethod
     def from_hf_model(cls, hf_model: PreTrainedModel, retention: Sequence[int] | None = None, mode: str | None = None,
                       exclude_self: bool = True, sequence_length: int | None = None, power_attention: str = "auto",
-                      retention_scale: str = "absolute"):
+                      retention_scale: str = "absolute", min_rows: int = 1):
         """Wraps an already-built Hugging Face model (its encoder is replaced in place: pass a
         copy to keep the original). ``retention`` gives ``hard`` mode unless ``mode`` says otherwise."""
         check_supported(hf_model.config)
@@ -207,7 +211,7 @@ class PowerBertPreTrainedModel(PreTrainedModel):
             mode = "hard" if retention is not None else "full"
         pcfg = PowerBertConfig(base_config=hf_model.config.to_dict(), mode="full", exclude_self=exclude_self,
                                sequence_length=sequence_length, power_attention=power_attention,
-                               retention_scale=retention_scale)
+                               retention_scale=retention_scale, min_rows=min_rows)
         model = cls(pcfg, hf_model=hf_model)
         model.set_mode(mode, retention=retention)
         model.train(hf_model.training)
@@ -247,9 +251,11 @@ class PowerBertPreTrainedModel(PreTrainedModel):
         self.config.retention = list(retention) if retention is not None else None
         self.retention_params.requires_grad_(mode == "soft")
 
-    def set_mode(self, mode: str, retention: Sequence[int] | None = None, retention_scale: str | None = None):
+    def set_mode(self, mode: str, retention: Sequence[int] | None = None, retention_scale: str | None = None,
+                 min_rows: int | None = None):
         """Switches between ``full``, ``soft`` and ``hard``; returns self. ``retention_scale``
-        ('absolute' or 'relative'), when given, sets how ℓ is read (and how soft mode ranks).
+        ('absolute' or 'relative'), when given, sets how ℓ is read (and how soft mode ranks);
+        ``min_rows``, when given, relative retention's floor of rows (:class:`PowerBertConfig`).
 
         ``hard`` takes ``retention`` when given; otherwise, coming from ``soft``, the
         configuration is derived from the retention parameters (SPEC 1.3,
@@ -259,6 +265,8 @@ class PowerBertPreTrainedModel(PreTrainedModel):
             raise ValueError(f"PoWER-BERT: mode must be one of {MODES}, got {mode!r}")
         if retention_scale is not None:
             self.config.retention_scale = check_scale(retention_scale)
+        if min_rows is not None:
+            self.config.min_rows = check_min_rows(min_rows)
         if mode == "hard":
             if retention is None:
                 if self.config.mode == "soft":

@@ -15,11 +15,11 @@ from torch.fx.experimental.symbolic_shapes import statically_known_true
 __all__ = ["hard_widths", "relative_rows", "relative_soft_factor", "significance_shares", "threshold_rows"]
 
 
-def relative_rows(retention_j: int, lengths: torch.Tensor, n_cfg: int) -> torch.Tensor:
-    """Relative retention (SPEC 1.6): rows kept of each example, min(len, max(1, ceil(ℓ_j·len/N))),
-    in integers. lengths int64 [B] -> int64 [B]."""
+def relative_rows(retention_j: int, lengths: torch.Tensor, n_cfg: int, min_rows: int = 1) -> torch.Tensor:
+    """Relative retention (SPEC 1.6): rows kept of each example,
+    min(len, max(min_rows, ceil(ℓ_j·len/N))), in integers. lengths int64 [B] -> int64 [B]."""
     k = (lengths * int(retention_j) + (n_cfg - 1)) // n_cfg
-    return torch.minimum(k.clamp(min=1), lengths)
+    return torch.minimum(k.clamp(min=max(1, int(min_rows))), lengths)
 
 
 def significance_shares(sig: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
@@ -40,44 +40,51 @@ def threshold_rows(sig: torch.Tensor, mask: torch.Tensor, theta: float) -> torch
 
 
 def relative_soft_factor(retention_row: torch.Tensor, sig: torch.Tensor, mask: torch.Tensor,
-                         lengths: torch.Tensor) -> torch.Tensor:
+                         lengths: torch.Tensor, min_rows: int = 1) -> torch.Tensor:
     """Stage 2 for relative retention: the row ranked t of an example with len real tokens gets
-    r_j[floor(t·N/len)], so mass_j / N is the kept fraction. -> float32 [B, n] (differentiable in
-    ``retention_row`` [N])."""
+    r_j[floor(t·N/len)], so mass_j / N is the kept fraction; the rows ranked below ``min_rows``
+    (which hard mode always keeps) get 1. -> float32 [B, n] (differentiable in ``retention_row``
+    [N])."""
     from ..reference import rank_of
 
     n_cfg = retention_row.shape[0]
     rank = rank_of(sig, mask)
     bins = torch.div(rank * n_cfg, lengths.clamp(min=1)[:, None], rounding_mode="floor").clamp(max=n_cfg - 1)
-    return retention_row[bins]
+    factor = retention_row[bins]
+    if min_rows > 1:
+        factor = torch.where((rank < int(min_rows)) & (mask != 0), torch.ones_like(factor), factor)
+    return factor
 
 
 def _is_sym(*values) -> bool:
     return any(isinstance(v, torch.SymInt) for v in values)
 
 
-def _relative_width(ell: int, n0, rows, relative_n: int):
+def _relative_width(ell: int, n0, rows, relative_n: int, min_rows: int = 1):
     """Output width of a relative layer that eliminates: the longest example's count,
-    min(rows in, ceil(ℓ_j·n0/N)) for an input of n0 rows."""
+    min(rows in, max(min_rows, ceil(ℓ_j·n0/N))) for an input of n0 rows."""
     width = (n0 * ell + relative_n - 1) // relative_n
     if _is_sym(width):
         # Under torch.export a width that may be 1 makes the layout guards fail; one more slot
         # (mask 0 where no row keeps it) changes no result.
-        width = torch.sym_max(width, 2)
+        width = torch.sym_max(width, max(2, int(min_rows)))
+    elif min_rows > 1:
+        width = max(width, int(min_rows))
     return torch.sym_min(width, rows) if _is_sym(width, rows) else min(width, rows)
 
 
-def hard_widths(retention: Sequence[int], n0, relative_n: int | None = None) -> list[tuple]:
+def hard_widths(retention: Sequence[int], n0, relative_n: int | None = None, min_rows: int = 1) -> list[tuple]:
     """Hard mode on an input of ``n0`` rows: ``(keep_j, eliminate_j)`` for every layer, where
     ``keep_j`` is layer j's output width and ``eliminate_j`` says whether it drops rows (and so
-    computes significance). ``relative_n``: N of relative retention, or None for absolute ℓ_j."""
+    computes significance). ``relative_n``: N of relative retention, or None for absolute ℓ_j;
+    ``min_rows``: relative retention's floor (:func:`relative_rows`)."""
     out, rows, prev = [], n0, relative_n
     for ell in retention:
         if relative_n is not None:
             # Rows change only where ℓ_j drops; the width is the longest example's count.
             eliminate = ell < prev
             prev = ell
-            keep = _relative_width(ell, n0, rows, relative_n) if eliminate else rows
+            keep = _relative_width(ell, n0, rows, relative_n, min_rows) if eliminate else rows
         elif _is_sym(rows):
             # Dynamic length (torch.export): ℓ_j is capped at the row count inside the graph
             # (no guard on n), and a layer whose ℓ_j is at least every possible n keeps all rows.

@@ -237,7 +237,7 @@ def benchmark(model_dir, baseline_dir, data: DataArgs, max_length: int | None = 
     speed = speed_report(baseline, power, ds, batch_size, device, dtype=dtype)
     result = {"model": str(model_dir), "baseline": str(baseline_dir), "max_length": n, "examples": len(ds),
               "truncated": int(ds.num_truncated), "retention": list(power.retention),
-              "retention_scale": power.config.retention_scale, **speed}
+              "retention_scale": power.config.retention_scale, "min_rows": power.config.min_rows, **speed}
     if power.config.thresholds is not None:
         result["thresholds"] = list(power.config.thresholds)
     if output_dir is not None:

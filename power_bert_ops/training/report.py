@@ -101,7 +101,7 @@ def render_markdown(r: dict, plot_name: str | None = None) -> str:
         f"- baseline (fine-tuned) {b['name']}: **{b['value']:.4f}**",
         f"- PoWER-BERT {p['name']}: **{p['value']:.4f}** ({p['value'] - b['value']:+.4f})",
         f"- retention configuration ℓ: {r['retention']} ({setting_label(r)}"
-        f"{distillation_label(r)})",
+        f"{distillation_label(r)}){floor_label(r)}",
     ]
     if r.get("thresholds") is not None:
         theta = ", ".join("-" if t is None else f"{t:.4f}" for t in r["thresholds"])
@@ -134,6 +134,12 @@ def plot_retention(r: dict, path: Path) -> None:
     ax.set_title(f"{r['task']}: FLOP bound {r['flop_bound']:.2f}x, measured {r['measured_speedup']:.2f}x")
     ax.set_xticks(range(1, len(ell) + 1))
     _save(fig, ax, path, legend_loc="upper right")
+
+
+def floor_label(r: dict) -> str:
+    """Relative retention's floor of rows, when it has one."""
+    m = r.get("min_rows") or 1
+    return f"; every example keeps at least {m} rows in every layer (--min-rows)" if m > 1 else ""
 
 
 def setting_label(r: dict) -> str:
@@ -195,7 +201,7 @@ def write_benchmark_report(out_dir: Path, r: dict) -> dict:
         f"- model `{r['model']}` against baseline `{r['baseline']}`",
         f"- N = {r['max_length']}, {r['examples']} examples ({r['truncated']} truncated), batch {r['batch_size']}, "
         f"{r['dtype']}, {r['device']}, {threads_text(r['threads'])}, median of {r['repeats']} passes",
-        f"- retention ℓ: {r['retention']} ({r.get('retention_scale', 'absolute')})",
+        f"- retention ℓ: {r['retention']} ({r.get('retention_scale', 'absolute')}){floor_label(r)}",
         *speed_lines(r),
     ]
     lines += ["", "![seconds per pass](speedup.png)"]

@@ -181,8 +181,8 @@ def train(cfg: PipelineConfig, data: DataArgs, stages=STAGES, lambdas=None, targ
     if cfg.retention_rule == "threshold" and task.problem == "multiple_choice":
         raise PowerBertError("--retention-rule threshold takes classification and regression tasks; for multiple "
                              "choice use --retention-rule top-k")
-    if any(v.target_speedup is not None for _, v in variants):
-        lengths_model = flop_model(model_cfg, task, cfg.retention_scale)  # the bound the target is measured by
+    if "search" in stages and any(v.target_speedup is not None for _, v in variants):
+        lengths_model = flop_model(model_cfg, task, cfg.retention_scale, cfg.min_rows)  # what the target is measured by
         for _, v in variants:
             if v.target_speedup is not None:
                 try:
@@ -246,6 +246,7 @@ def finish_run(cfg: PipelineConfig, task: PreparedTask, results: dict[str, Stage
                        "metrics": evals["power_bert"]},
         "retention": retention,
         "retention_scale": power.config.retention_scale,
+        "min_rows": power.config.min_rows,
         "retention_rule": "threshold" if power.config.thresholds is not None else "top-k",
         "thresholds": power.config.thresholds,
         # what --target-speedup is measured by: the training data's lengths (SPEC 1.6)
@@ -264,8 +265,9 @@ def finish_run(cfg: PipelineConfig, task: PreparedTask, results: dict[str, Stage
     }
     paths = write_report(out, report)
     b, p = report["baseline"]["metric"], report["power_bert"]["metric"]
+    floor = f", at least {report['min_rows']} rows" if report["min_rows"] > 1 else ""
     print(f"\n{task.name} (N={task.max_length}, {split} split): baseline {metric} {b['value']:.4f} | PoWER-BERT "
-          f"{p['value']:.4f} | retention {retention} ({report['retention_scale']}, {report['retention_rule']}) | "
+          f"{p['value']:.4f} | retention {retention} ({report['retention_scale']}, {report['retention_rule']}{floor}) | "
           f"speed-up against the dense model on length-bucketed batches: {describe_speedup(speed)}; padded to N: {speed['padded']['speedup']:.2f}x "
           f"(bound {speed['padded']['flop_bound']:.2f}x) on {report['device']}\nreport: {paths['json']}")
     return report

@@ -146,14 +146,14 @@ def measure_speedup(baseline, power_model, dataset, batch_size: int, device: str
 def speed_bounds(config, retention, n: int, lengths) -> dict:
     """The FLOP bounds of the two timed regimes: against the dense model at the examples' real
     lengths (``flop_bound``, what bucketing approaches) and padded to N (``padded``)."""
-    from ..flops import FlopModel, flop_bound
+    from ..flops import FlopModel
 
     scale = getattr(config, "retention_scale", "absolute")
     # relative retention keeps ℓ_j / N of each example, N the model's own sequence_length,
     # whatever length the rows are padded to
     N = int(getattr(config, "sequence_length", None) or n) if scale == "relative" else n
     return {"flop_bound": FlopModel(config, N, lengths=lengths, scale=scale).bound(retention),
-            "padded_flop_bound": flop_bound(config, retention, n)}
+            "padded_flop_bound": FlopModel(config, n, scale=scale).bound(retention)}
 
 
 def threshold_speed_bounds(model, dataset, batch_size: int, device: str, n: int, lengths) -> dict:

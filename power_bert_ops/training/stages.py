@@ -75,12 +75,12 @@ def stage_distill(stage: str, cfg) -> bool:
     return stage == "retrain" and not cfg.distill_ranking
 
 
-def flop_model(config, task: "PreparedTask", scale: str) -> FlopModel:
+def flop_model(config, task: "PreparedTask", scale: str, min_rows: int | None = None) -> FlopModel:
     """The FLOP model a target speed-up is measured by: relative retention, the training data's
-    real lengths (each example against the dense model at its own length, SPEC 1.6); absolute
-    retention, the paper's bound at N (SPEC 3)."""
+    real lengths (each example against the dense model at its own length, SPEC 1.6) and the floor
+    of ``min_rows`` rows (None: the config's); absolute retention, the paper's bound at N (SPEC 3)."""
     lengths = example_lengths(task.train) if scale == "relative" else None
-    return FlopModel(config, task.max_length, lengths=lengths, scale=scale)
+    return FlopModel(config, task.max_length, lengths=lengths, scale=scale, min_rows=min_rows)
 
 
 def set_attention_dropout(model: torch.nn.Module, p: float) -> None:
@@ -207,7 +207,7 @@ def _finish_plain(cfg, task, plan, trainer):
 # -- stage 2 -----------------------------------------------------------------------------------------
 def _plan_search(cfg: "PipelineConfig", task: "PreparedTask", previous) -> StagePlan:
     model = task.power_class.from_pretrained(previous.model_dir, mode="soft", sequence_length=task.max_length,
-                                             retention_scale=cfg.retention_scale)
+                                             retention_scale=cfg.retention_scale, min_rows=cfg.min_rows)
     model.reset_retention_params_()
     plan = StagePlan(model, cfg.search_epochs, False, trainer_kw=dict(lam=cfg.lam, lr_soft=cfg.lr_soft),
                      callbacks=[ClampRetentionCallback()])
@@ -272,7 +272,7 @@ def _calibrate(model, cfg: "PipelineConfig", task: "PreparedTask", when: str) ->
 
 
 def _plan_retrain(cfg: "PipelineConfig", task: "PreparedTask", previous) -> StagePlan:
-    model = task.power_class.from_pretrained(previous.model_dir, retention=previous.retention)
+    model = task.power_class.from_pretrained(previous.model_dir, retention=previous.retention, min_rows=cfg.min_rows)
     if cfg.retention_rule == "threshold":
         _calibrate(model, cfg, task, "before retraining")
     return StagePlan(model, cfg.retrain_epochs, True, callbacks=_early_stopping(cfg))

@@ -64,7 +64,7 @@ def calibrate_thresholds(model, dataset, batch_size: int = 64, device: str = "cp
     cfg = model.config
     retention, N = list(cfg.retention), int(cfg.sequence_length)
     lengths = example_lengths(dataset)
-    per_example = [rows_kept(retention, N, n, cfg.retention_scale) for n in lengths]
+    per_example = [rows_kept(retention, N, n, cfg.retention_scale, cfg.min_rows) for n in lengths]
     L = len(retention)
     thresholds: list = [None] * L
     model.to(device).eval()

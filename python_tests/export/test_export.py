@@ -327,6 +327,20 @@ def test_onnx_relative_model_matches_eager(tmp_path):
     assert_matches(OnnxClassifier(path), model)
 
 
+def test_onnx_relative_model_with_a_floor_of_rows_matches_eager(tmp_path):
+    """min_rows = 4 (every example keeps at least 4 rows, all of a shorter one) in the exported
+    graph: equal to eager at every shape, and the floor changes the logits of these batches."""
+    model = tiny_power(seed=5, retention_scale="relative", min_rows=4)
+    no_floor = tiny_power(seed=5, retention_scale="relative")
+    with torch.no_grad():  # logits large enough that a graph without the floor misses ATOL
+        for m in (model, no_floor):
+            m.model.classifier.weight.mul_(1000.0)
+    ids, mask, tt = batch(4, 12, seed=1)
+    assert (eager_logits(model, ids, mask, tt) - eager_logits(no_floor, ids, mask, tt)).abs().max() > 100 * ATOL
+    path = export(model, tmp_path / "floor.onnx", format="onnx")
+    assert_matches(OnnxClassifier(path), model)
+
+
 @pytest.mark.slow  # an AOTInductor compile
 def test_pt2_relative_model_matches_eager(tmp_path):
     model = tiny_power(seed=4, retention_scale="relative")

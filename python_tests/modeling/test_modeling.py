@@ -783,6 +783,38 @@ def test_retention_for_bound_over_real_lengths(scale):
     assert flop_bound(dims, ell, N) > bound  # against dense at N the same configuration bounds higher
 
 
+def test_flop_model_counts_the_floor_of_rows():
+    """FlopModel with min_rows equals a direct sum over examples of layer_macs on rows_kept with
+    the floor (integer ℓ); the soft bound floors the same way; the config's min_rows is read when
+    none is given; absolute retention has no floor; pickling keeps it."""
+    import pickle
+
+    from power_bert_ops.flops import FlopModel, layer_macs, rows_kept
+
+    dims, N, ell = (384, 6, 1536), 64, [40, 24, 12, 5, 2, 1]
+    lengths = [int(v) for v in torch.randint(1, N + 1, (300,), generator=torch.Generator().manual_seed(3))]
+
+    def direct(m):
+        dense = sum(6 * layer_macs(n, n, 384, 1536) for n in lengths)
+        total = 0
+        for n in lengths:
+            rows = [n] + rows_kept(ell, N, n, "relative", m)
+            total += sum(layer_macs(a, b, 384, 1536) for a, b in zip(rows, rows[1:]))
+        return dense / total
+
+    b1, b3 = (FlopModel(dims, N, lengths=lengths, scale="relative", min_rows=m).bound(ell) for m in (1, 3))
+    assert b1 == pytest.approx(direct(1), rel=1e-12) and b3 == pytest.approx(direct(3), rel=1e-12)
+    assert b3 < b1
+    fm3 = FlopModel(dims, N, lengths=lengths, scale="relative", min_rows=3)
+    assert fm3.soft_bound([float(v) for v in ell]) < FlopModel(dims, N, lengths=lengths, scale="relative").soft_bound(
+        [float(v) for v in ell])
+    assert pickle.loads(pickle.dumps(fm3)).bound(ell) == b3
+    cfg = wrap(tiny_hf("bert"), sequence_length=N, retention_scale="relative", min_rows=3).config
+    assert FlopModel(cfg, N, lengths=lengths, scale="relative").min_rows == 3
+    assert FlopModel(cfg, N, lengths=lengths, scale="absolute").min_rows == 1
+    assert rows_kept(ell, N, 2, "relative", 3) == [2] * 6 and rows_kept(ell, N, 40, "absolute", 3)[-1] == 1
+
+
 # ------------------------------------------------------------------------------------------------
 # Bad inputs
 # ------------------------------------------------------------------------------------------------
@@ -901,16 +933,19 @@ def test_plain_pytorch_selection_fallback_matches_kernel():
 # Relative retention (SPEC 1.6): each example keeps ceil(ℓ_j·len/N) rows
 # ------------------------------------------------------------------------------------------------
 @pytest.mark.parametrize("family", FAMILIES)
-@pytest.mark.parametrize("seed", [0, 1])
-def test_relative_hard_equals_per_example_reference(family, seed):
+@pytest.mark.parametrize("seed,min_rows", [(0, 1), (1, 1), (0, 3), (1, 5)])
+def test_relative_hard_equals_per_example_reference(family, seed, min_rows):
     """The batched model (per-row k through extract_scored) equals a loop over single examples,
-    each cut to its real length, with that example's k_j(x) as an absolute ℓ."""
+    each cut to its real length, with that example's k_j(x) (at least min(len, min_rows)) as an
+    absolute ℓ."""
     from power_bert_ops.flops import rows_kept
 
     hf = tiny_hf(family, seed=seed)
     L, N = len(_layers(hf)), 20
     retention = random_retention(L, N, seed=seed + 20)
-    power = wrap(hf, retention=retention, sequence_length=N, retention_scale="relative")
+    if min_rows > 1:
+        retention[-1] = 1  # layers whose fraction keeps fewer than min_rows rows
+    power = wrap(hf, retention=retention, sequence_length=N, retention_scale="relative", min_rows=min_rows)
     batch = inputs((6, N), pair=family != "roberta", seed=seed + 5)
     lengths = batch["attention_mask"].sum(1).tolist()
     with torch.no_grad():
@@ -918,9 +953,48 @@ def test_relative_hard_equals_per_example_reference(family, seed):
         cut = power(**{k: v[:, :max(lengths)] for k, v in batch.items()}).logits
     for b, length in enumerate(lengths):
         one = {k: v[b:b + 1, :length] for k, v in batch.items()}
-        ref = reference_logits(hf, rows_kept(retention, N, length, "relative"), **one)
+        kept = rows_kept(retention, N, length, "relative", min_rows)
+        assert min(kept) == min(length, min_rows) or min_rows == 1
+        ref = reference_logits(hf, kept, **one)
         torch.testing.assert_close(got[b:b + 1], ref, atol=ATOL, rtol=0)
     torch.testing.assert_close(cut, got, atol=ATOL, rtol=0)  # batch width changes nothing
+
+
+def test_min_rows_keeps_a_short_text_whole():
+    """A floor of 3 rows: an example of 3 real tokens keeps all of them in every layer (the
+    model equals the dense one on it), a long one still keeps its fraction; the saved model keeps
+    the floor; absolute retention ignores it; a floor below 1 is refused."""
+    hf = tiny_hf("bert", seed=2)
+    N = 20
+    power = wrap(hf, retention=[10, 4, 1], sequence_length=N, retention_scale="relative", min_rows=3)
+    dense = wrap(hf, retention=None, sequence_length=N)
+    short = inputs((1, N), lengths=[3], seed=6)
+    with torch.no_grad():
+        torch.testing.assert_close(power(**short).logits, dense(**short).logits, atol=ATOL, rtol=0)
+        floor1 = wrap(hf, retention=[10, 4, 1], sequence_length=N, retention_scale="relative")
+        assert (floor1(**short).logits - dense(**short).logits).abs().max() > 1e-3
+    record = EncoderRecord()
+    batch = inputs((2, N), lengths=[N, 3], seed=7)
+    with torch.no_grad():
+        power(**batch, power_bert_record=record)
+    assert [int(m[1].sum()) for m in record.masks] == [3, 3, 3]
+    assert [int(m[0].sum()) for m in record.masks] == [10, 4, 3]
+
+
+def test_min_rows_saved_loaded_and_checked(tmp_path):
+    hf = tiny_hf("bert", seed=1)
+    power = wrap(hf, retention=[10, 6, 1], sequence_length=12, retention_scale="relative", min_rows=4)
+    power.save_pretrained(tmp_path)
+    again = PowerBertForSequenceClassification.from_pretrained(tmp_path)
+    assert again.config.min_rows == 4
+    assert PowerBertForSequenceClassification.from_pretrained(tmp_path, min_rows=2).config.min_rows == 2
+    for bad in (0, -1, 2.5, True, "3"):
+        with pytest.raises(ValueError, match="min_rows must be a whole number >= 1"):
+            PowerBertForSequenceClassification.from_pretrained(tmp_path, min_rows=bad)
+    old = json.loads((tmp_path / "config.json").read_text())
+    old.pop("min_rows")  # a model saved before the floor existed: no floor
+    (tmp_path / "config.json").write_text(json.dumps(old))
+    assert PowerBertForSequenceClassification.from_pretrained(tmp_path).config.min_rows == 1
 
 
 def test_relative_soft_ranks_by_fraction_of_length():
@@ -938,6 +1012,12 @@ def test_relative_soft_ranks_by_fraction_of_length():
     kept = ((factor > 0) & (mask > 0)).sum(1)
     assert torch.equal(kept, relative_rows(6, lengths, N))
     assert kept.tolist() == [6, 4, 2, 1]
+    # with a floor of 3 the three most significant rows keep factor 1, as hard mode keeps them
+    factor = relative_soft_factor(r, sig, mask, lengths, min_rows=3)
+    kept = ((factor > 0) & (mask > 0)).sum(1)
+    assert torch.equal(kept, relative_rows(6, lengths, N, min_rows=3))
+    assert kept.tolist() == [6, 4, 3, 1]
+    assert torch.equal(factor[mask == 0], relative_soft_factor(r, sig, mask, lengths)[mask == 0])
 
 
 def test_relative_soft_gradients_reach_retention():

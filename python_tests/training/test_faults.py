@@ -62,6 +62,10 @@ REFUSED_SETTINGS = [
     ("run", ["--attention-dropout", "-0.1"], "--attention-dropout must be a probability in [0, 1)"),
     ("run", ["--break-even-keep", "1"], "--break-even-keep must be a fraction in (0, 1), or off, got 1.0"),
     ("run", ["--break-even-keep", "most"], "argument --break-even-keep: must be a fraction in (0, 1) or 'off'"),
+    ("run", ["--min-rows", "0"], "--min-rows must be a whole number >= 1, got 0"),
+    ("run", ["--min-rows", "17"], "--min-rows must be a whole number from 1 to 16, got 17"),
+    ("run", ["--retention", "absolute", "--min-rows", "3"], "--min-rows 3: the floor of rows applies to --retention "
+     "relative"),
 ]
 
 

@@ -53,7 +53,7 @@ def test_target_sweep_with_distillation(workdir, tmp_path):
 def test_default_is_a_target(workdir, tmp_path, capsys):
     """No λ and no target: `run` targets 3x; on a model where 3x cannot be reached the message
     names the largest reachable bound, before anything is written."""
-    args = _target_args(workdir, tmp_path / "o")
+    args = _target_args(workdir, tmp_path / "o", "--min-rows", "1")  # the bound of N = 4 rows, no floor
     args[args.index("--max-length") + 1] = "4"  # 2 layers at N=4 cannot reach 3x
     assert cli.main(args) == 2
     err = capsys.readouterr().err
@@ -67,6 +67,8 @@ def test_default_is_a_target(workdir, tmp_path, capsys):
 @pytest.mark.parametrize("extra,message", [
     (["--target-speedup", "0.5"], "--target-speedup must be a number >= 1"),
     (["--target-speedup", "500"], "is above the largest reachable FLOP bound"),
+    (["--target-speedup", "500"], "(keeping one row in every layer, at least 3 of each example (--min-rows))"),
+    (["--target-speedup", "500", "--min-rows", "1"], "(keeping one row in every layer); ask for at most"),
     (["--target-speedups", "2,x"], "--target-speedups must be comma-separated numbers >= 1; 'x'"),
     (["--target-speedup", "2", "--lambda", "1e-3"], "not both"),
 ])
@@ -75,6 +77,14 @@ def test_bad_targets_refused_before_training(workdir, tmp_path, capsys, extra, m
     err = capsys.readouterr().err
     assert message in err and err.count("\n") == 1
     assert not (tmp_path / "o").exists()
+
+
+def test_finetune_alone_does_not_check_the_target(workdir, tmp_path):
+    """Stage 1 does not depend on the target: `finetune` runs under a target no search could
+    reach (the search refuses it when it is asked for)."""
+    args = _target_args(workdir, tmp_path / "o", "--target-speedup", "500", "--max-steps", "1")
+    assert cli.main(["finetune", *args[1:]]) == 0
+    assert cli.main(["search", *args[1:]]) == 2
 
 
 def test_resumed_search_continues_the_controller(workdir, tmp_path, monkeypatch):

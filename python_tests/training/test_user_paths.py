@@ -606,6 +606,34 @@ def test_stage_run_with_other_distillation_names_the_flags_that_reuse_it(workdir
     assert (tmp_path / "r" / "retrain" / "stage.json").stat().st_mtime_ns == stamp
 
 
+def test_search_from_before_the_floor_of_rows(workdir, finished_run, tmp_path, capsys):
+    """Stages 2-3 run before relative retention had a floor of rows (their settings and models
+    without min_rows, i.e. 1): the default (a floor of 3) is refused with the flag that reuses
+    them, which reuses both without training and scores the model without a floor; the report of
+    a run records its floor."""
+    assert json.loads((finished_run / "report.json").read_text())["min_rows"] == 3
+    run = tmp_path / "run"
+    shutil.copytree(finished_run, run)
+    for stage in ("search", "retrain"):
+        settings = run / stage / "settings.json"
+        old = json.loads(settings.read_text())
+        assert old.pop("min_rows") == 3
+        settings.write_text(json.dumps(old))
+        config = run / stage / "model" / "config.json"
+        old = json.loads(config.read_text())
+        assert old.pop("min_rows") == 3
+        config.write_text(json.dumps(old))
+    stamps = [(run / s / "stage.json").stat().st_mtime_ns for s in ("search", "retrain")]
+    args = run_args(workdir, run)
+    capsys.readouterr()
+    assert cli.main(args) == 2
+    err = capsys.readouterr().err
+    assert "'min_rows': (1, 3)" in err and "give the settings it was run with (--min-rows 1)" in err
+    assert cli.main([*args, "--min-rows", "1"]) == 0
+    assert [(run / s / "stage.json").stat().st_mtime_ns for s in ("search", "retrain")] == stamps
+    assert json.loads((run / "report.json").read_text())["min_rows"] == 1
+
+
 def test_stage_from_before_a_setting_existed(workdir, finished_run, tmp_path, capsys):
     """A stage whose settings file predates --patience ran without it (patience 0): the default
     is refused with the flag that reuses it, and that flag reuses it without training."""
