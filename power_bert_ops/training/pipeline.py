@@ -39,7 +39,6 @@ from .distillation import DEFAULT_ALPHA, DEFAULT_TEMPERATURE
 from .errors import MAX_COUNT, MAX_SEED, CorruptModelError, PowerBertError, StageSettingsError, check_whole_number
 from .prepare import PreparedTask
 from .projection import BREAK_EVEN_KEEP
-from .speed import example_lengths
 from .thresholds import RETENTION_RULES
 from .stages import (STAGE_TABLE, StagePlan, describe_training, flop_model, set_attention_dropout, stage_distill,
                      training_record)
@@ -277,7 +276,7 @@ RANKING_MIN_LENGTH = 64
 def mean_train_length(task: PreparedTask) -> float:
     """The mean count of real tokens of the task's training examples (multiple choice: of each
     example's longest choice)."""
-    lengths = example_lengths(task.train)
+    lengths = task.train_lengths
     return float(np.mean(lengths)) if lengths else 0.0
 
 

@@ -121,6 +121,16 @@ class PreparedTask:
     truncated: dict = field(default_factory=dict)
     collator: Any = None  # batches `train` (e.g. dynamic padding); None: default stacking
     tokenizer: Any = None
+    _train_lengths: list | None = field(default=None, init=False, repr=False, compare=False)
+
+    @property
+    def train_lengths(self) -> list[int]:
+        """Real tokens of each training example (:func:`.speed.example_lengths`), read once."""
+        if self._train_lengths is None:
+            from .speed import example_lengths
+
+            self._train_lengths = example_lengths(self.train)
+        return self._train_lengths
 
     @property
     def power_class(self):

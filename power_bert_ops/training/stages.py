@@ -21,7 +21,6 @@ from ..flops import FlopModel, soft_bound
 from ..modeling import adapters
 from .controller import TargetController
 from .projection import apply_break_even
-from .speed import example_lengths
 from .thresholds import calibrate_thresholds
 from .trainer import ClampRetentionCallback, resolve_device
 
@@ -79,7 +78,7 @@ def flop_model(config, task: "PreparedTask", scale: str, min_rows: int | None = 
     """The FLOP model a target speed-up is measured by: relative retention, the training data's
     real lengths (each example against the dense model at its own length, SPEC 1.6) and the floor
     of ``min_rows`` rows (None: the config's); absolute retention, the paper's bound at N (SPEC 3)."""
-    lengths = example_lengths(task.train) if scale == "relative" else None
+    lengths = task.train_lengths if scale == "relative" else None
     return FlopModel(config, task.max_length, lengths=lengths, scale=scale, min_rows=min_rows)
 
 

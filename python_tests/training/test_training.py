@@ -346,3 +346,18 @@ def test_report_device_names_its_threads(threads):
     timing["padded"] = dict(timing)
     want = "float32, 1 thread, median" if threads == 1 else "float32, 2 threads, median"
     assert want in speed_lines(timing)[-1]
+
+
+def test_training_lengths_read_once(monkeypatch):
+    """PreparedTask.train_lengths: each training example's real tokens, read from the data once
+    however many FLOP models a run builds over them."""
+    from power_bert_ops.training import speed
+    from power_bert_ops.training.prepare import PreparedTask
+
+    calls = []
+    real = speed.example_lengths
+    monkeypatch.setattr(speed, "example_lengths", lambda ds: calls.append(1) or real(ds))
+    train = [{"attention_mask": [1] * n + [0] * (8 - n)} for n in (3, 8, 5)]
+    task = PreparedTask("t", "classification", 2, None, train, train, 8, lambda p, l: {}, "accuracy")
+    assert task.train_lengths == [3, 8, 5] and task.train_lengths == [3, 8, 5]
+    assert len(calls) == 1
