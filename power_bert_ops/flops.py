@@ -309,9 +309,10 @@ def check_target(target: float, config, n: int) -> float:
         raise ValueError(f"target speed-up must be a number >= 1 (1 = no elimination), got {target!r}; the largest "
                          f"reachable FLOP bound {where} is {top:.3f}")
     if x > top:
-        fewest = "one row in every layer"
+        fewest, levers = "one row in every layer", "use a longer sequence length"
         if getattr(dims, "min_rows", 1) > 1:
             fewest += f", at least {dims.min_rows} of each example (--min-rows)"
+            levers = "a lower --min-rows or a longer sequence length"
         raise ValueError(f"target speed-up {x:g} is above the largest reachable FLOP bound {top:.3f} {where} "
-                         f"(keeping {fewest}); ask for at most {top:.3f} or use a longer sequence length")
+                         f"(keeping {fewest}); ask for at most {top:.3f}, or {levers}")
     return top

@@ -69,7 +69,8 @@ def read_table(path, errors: str = "strict", quoting: int | None = None) -> tupl
         except csv.Error as exc:
             raise DataError(f"{path}: cannot parse the header ({exc})") from None
         columns = [c.strip() for c in header]
-        twice = [c for c in dict.fromkeys(columns) if columns.count(c) > 1]
+        # unnamed columns (a spreadsheet's trailing empty ones) are never read: they may repeat
+        twice = [c for c in dict.fromkeys(columns) if c and columns.count(c) > 1]
         if twice:
             raise DataError(f"{path}: the header (line {reader.line_num}) names the column"
                             f"{'s' if len(twice) > 1 else ''} {', '.join(map(repr, twice))} more than once; give "

@@ -218,7 +218,7 @@ class PowerBertEncoder(nn.Module):
                 # SPEC 1.2 shortcut: select on the attention context, gather the residual alike,
                 # then W_o, LayerNorm and the FFN run on `keep` rows only.
                 if thresholds is not None:
-                    row_k = threshold_rows(sig, mask, thresholds[j])
+                    row_k = threshold_rows(sig, mask, thresholds[j], cfg.min_rows if relative else 1)
                     keep = int(row_k.max())
                 else:
                     row_k = relative_rows(retention[j], lengths, relative_n, cfg.min_rows) if relative else None

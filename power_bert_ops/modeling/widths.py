@@ -30,13 +30,14 @@ def significance_shares(sig: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     return s / s.sum(dim=1, keepdim=True).clamp(min=torch.finfo(torch.float32).tiny)
 
 
-def threshold_rows(sig: torch.Tensor, mask: torch.Tensor, theta: float) -> torch.Tensor:
+def threshold_rows(sig: torch.Tensor, mask: torch.Tensor, theta: float, min_rows: int = 1) -> torch.Tensor:
     """The threshold rule: rows kept of each example, the count of its real rows whose share of
-    significance (:func:`significance_shares`) exceeds ``theta``, at least 1 (and at most its
-    real rows). sig float [B, n], mask [B, n] -> int64 [B]."""
+    significance (:func:`significance_shares`) exceeds ``theta``, at least min(real rows,
+    ``min_rows``) and 1 (and at most its real rows). sig float [B, n], mask [B, n] -> int64 [B]."""
     real = mask != 0
     above = (significance_shares(sig, mask) > float(theta)) & real
-    return above.sum(dim=1).clamp(min=1).minimum(real.sum(dim=1).clamp(min=1))
+    n_real = real.sum(dim=1).clamp(min=1)
+    return above.sum(dim=1).maximum(n_real.clamp(max=max(1, int(min_rows)))).minimum(n_real)
 
 
 def relative_soft_factor(retention_row: torch.Tensor, sig: torch.Tensor, mask: torch.Tensor,

@@ -40,8 +40,8 @@ from .errors import MAX_COUNT, MAX_SEED, CorruptModelError, PowerBertError, Stag
 from .prepare import PreparedTask
 from .projection import BREAK_EVEN_KEEP
 from .thresholds import RETENTION_RULES
-from .stages import (STAGE_TABLE, StagePlan, describe_training, flop_model, set_attention_dropout, stage_distill,
-                     training_record)
+from .stages import (STAGE_TABLE, StagePlan, check_search_floor, describe_training, flop_model, set_attention_dropout,
+                     stage_distill, training_record)
 from .trainer import (PowerBertTrainer, StopOnNonFiniteLoss, check_device, readable_progress, resolve_device,
                       restore_patience)
 
@@ -464,6 +464,8 @@ def _run_stage(stage: str, cfg: PipelineConfig, task: PreparedTask, previous: St
         raise ValueError(f"stage must be one of {STAGES}, got {stage!r}")
     out = Path(cfg.output_dir) / stage
     _check_stage_settings(stage, cfg, out)
+    if stage == "retrain":
+        check_search_floor(cfg, previous)
     done = _reusable(stage, out, task, redo)
     if done is not None:
         return done, False

@@ -139,7 +139,8 @@ def plot_retention(r: dict, path: Path) -> None:
 def floor_label(r: dict) -> str:
     """Relative retention's floor of rows, when it has one."""
     m = r.get("min_rows") or 1
-    return f"; every example keeps at least {m} rows in every layer (--min-rows)" if m > 1 else ""
+    relative = r.get("retention_scale") == "relative"
+    return f"; every example keeps at least {m} rows in every layer (--min-rows)" if m > 1 and relative else ""
 
 
 def setting_label(r: dict) -> str:

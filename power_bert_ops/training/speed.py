@@ -152,8 +152,10 @@ def speed_bounds(config, retention, n: int, lengths) -> dict:
     # relative retention keeps ℓ_j / N of each example, N the model's own sequence_length,
     # whatever length the rows are padded to
     N = int(getattr(config, "sequence_length", None) or n) if scale == "relative" else n
+    # padded: every example n tokens long (a relative model keeps ceil(ℓ_j·n/N) of them, its floor included)
+    padded = FlopModel(config, N, lengths=[n], scale=scale) if scale == "relative" else FlopModel(config, n)
     return {"flop_bound": FlopModel(config, N, lengths=lengths, scale=scale).bound(retention),
-            "padded_flop_bound": FlopModel(config, n, scale=scale).bound(retention)}
+            "padded_flop_bound": padded.bound(retention)}
 
 
 def threshold_speed_bounds(model, dataset, batch_size: int, device: str, n: int, lengths) -> dict:

@@ -9,9 +9,11 @@ records. :func:`.pipeline._run_stage` resumes, trains and saves over :data:`STAG
 """
 from __future__ import annotations
 
+import json
 import math
 import os
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING, Callable
 
 import torch
@@ -20,6 +22,7 @@ from transformers import AutoConfig, EarlyStoppingCallback
 from ..flops import FlopModel, soft_bound
 from ..modeling import adapters
 from .controller import TargetController
+from .errors import StageSettingsError
 from .projection import apply_break_even
 from .thresholds import calibrate_thresholds
 from .trainer import ClampRetentionCallback, resolve_device
@@ -270,8 +273,22 @@ def _calibrate(model, cfg: "PipelineConfig", task: "PreparedTask", when: str) ->
          f"(ℓ keeps [{', '.join(f'{r:.1f}' for r in cal['target_rows'])}])")
 
 
+def check_search_floor(cfg: "PipelineConfig", search) -> None:
+    """Refuses stage 3 over a relative search whose floor of rows (``min_rows`` in its model's
+    config; 1 before the floor existed) is not ``cfg.min_rows``: ℓ was found for the bound with
+    the search's floor."""
+    config = json.loads((Path(search.model_dir) / "config.json").read_text())
+    if config.get("retention_scale", "absolute") != "relative":
+        return
+    searched = int(config.get("min_rows") or 1)
+    if searched != cfg.min_rows:
+        raise StageSettingsError(f"stage 'search' in {cfg.output_dir} found ℓ for a floor of {searched} rows "
+                                 f"(--min-rows {searched}); stage 3 asks for {cfg.min_rows}: give --min-rows "
+                                 f"{searched}, or run the search again in a new --output-dir (nothing was changed)")
+
+
 def _plan_retrain(cfg: "PipelineConfig", task: "PreparedTask", previous) -> StagePlan:
-    model = task.power_class.from_pretrained(previous.model_dir, retention=previous.retention, min_rows=cfg.min_rows)
+    model = task.power_class.from_pretrained(previous.model_dir, retention=previous.retention)
     if cfg.retention_rule == "threshold":
         _calibrate(model, cfg, task, "before retraining")
     return StagePlan(model, cfg.retrain_epochs, True, callbacks=_early_stopping(cfg))

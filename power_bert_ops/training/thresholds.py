@@ -30,11 +30,14 @@ def _batches(dataset, batch_size: int, device: str, lengths):
         yield rows, {k: v.to(device) for k, v in batch.items() if k in MODEL_INPUTS}
 
 
-def _threshold_for(shares: torch.Tensor, target: int) -> float:
-    """The smallest θ at which Σ_x max(1, count of x's shares above θ) is at most ``target``
-    (bisection; the count only falls as θ grows). shares float32 [examples, n], 0 on padding."""
+def _threshold_for(shares: torch.Tensor, target: int, floor: torch.Tensor | None = None) -> float:
+    """The smallest θ at which Σ_x max(floor_x, count of x's shares above θ) is at most
+    ``target`` (bisection; the count only falls as θ grows). shares float32 [examples, n], 0 on
+    padding; ``floor`` int64 [examples], the rows each example keeps at least (None: 1)."""
+    floor = torch.ones(shares.shape[0], dtype=torch.int64) if floor is None else floor.clamp(min=1)
+
     def total(theta: float) -> int:
-        return int((shares > theta).sum(dim=1).clamp(min=1).sum())
+        return int((shares > theta).sum(dim=1).maximum(floor).sum())
 
     lo, hi = 0.0, 1.0
     if total(lo) <= target:
@@ -65,6 +68,7 @@ def calibrate_thresholds(model, dataset, batch_size: int = 64, device: str = "cp
     retention, N = list(cfg.retention), int(cfg.sequence_length)
     lengths = example_lengths(dataset)
     per_example = [rows_kept(retention, N, n, cfg.retention_scale, cfg.min_rows) for n in lengths]
+    floor = cfg.min_rows if cfg.retention_scale == "relative" else 1  # as the threshold rule keeps
     L = len(retention)
     thresholds: list = [None] * L
     model.to(device).eval()
@@ -74,14 +78,15 @@ def calibrate_thresholds(model, dataset, batch_size: int = 64, device: str = "cp
         target = sum(rows[j] for rows in per_example)
         # θ_j = 0 makes layer j compute significance and keep (nearly) every row
         model.set_thresholds(thresholds[:j] + [0.0] + [None] * (L - j - 1))
-        shares = []
+        shares, floors = [], []
         for _, batch in _batches(dataset, batch_size, device, lengths):
             record = EncoderRecord(significance=[])
             model(**batch, power_bert_record=record)
             mask_in = batch["attention_mask"] if j == 0 else record.masks[j - 1]
             s = significance_shares(record.significance[j], mask_in).cpu()
             shares.append(torch.nn.functional.pad(s, (0, N - s.shape[1])))
-        thresholds[j] = _threshold_for(torch.cat(shares), target)
+            floors.append((mask_in != 0).sum(dim=1).cpu().clamp(max=floor))
+        thresholds[j] = _threshold_for(torch.cat(shares), target, torch.cat(floors))
     model.set_thresholds(thresholds)
     return {"thresholds": thresholds,
             "target_rows": [sum(r[j] for r in per_example) / len(per_example) for j in range(L)],

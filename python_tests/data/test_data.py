@@ -503,6 +503,10 @@ def test_duplicate_column_names_refused(tmp_path):
     with pytest.raises(DataError, match=r"two.tsv: the header \(line 2\) names the columns 'label', 'text' more than "
                                         r"once"):
         load_files(test_file=two, text_column="text", label_column="label")
+    # a spreadsheet's trailing unnamed columns are never read: they may repeat
+    three = _write(tmp_path / "three.csv", "text,label,,\ngood film,fresh,,\nbad film,rotten,,\n")
+    loaded = load_files(three, three, text_column="text", label_column="label")
+    assert loaded["train"].texts == ["good film", "bad film"]
 
 
 # --------------------------------------------------------------------------------------------

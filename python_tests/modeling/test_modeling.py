@@ -944,12 +944,16 @@ def test_relative_hard_equals_per_example_reference(family, seed, min_rows):
     L, N = len(_layers(hf)), 20
     retention = random_retention(L, N, seed=seed + 20)
     if min_rows > 1:
-        retention[-1] = 1  # layers whose fraction keeps fewer than min_rows rows
+        retention[-2:] = [1, 1]  # layers whose fraction keeps fewer than min_rows rows, before the last
     power = wrap(hf, retention=retention, sequence_length=N, retention_scale="relative", min_rows=min_rows)
     batch = inputs((6, N), pair=family != "roberta", seed=seed + 5)
     lengths = batch["attention_mask"].sum(1).tolist()
+    record = EncoderRecord()
     with torch.no_grad():
-        got = power(**batch).logits
+        got = power(**batch, power_bert_record=record).logits
+    for j, mask in enumerate(record.masks):  # the rows each layer kept of each example
+        assert mask.sum(1).tolist() == [rows_kept(retention, N, n, "relative", min_rows)[j] for n in lengths]
+    with torch.no_grad():
         cut = power(**{k: v[:, :max(lengths)] for k, v in batch.items()}).logits
     for b, length in enumerate(lengths):
         one = {k: v[b:b + 1, :length] for k, v in batch.items()}

@@ -57,6 +57,30 @@ def test_kept_rows_of_top_k_match_its_rule_and_its_bound():
         rows_bound(model.config, lengths, rows[:, :3])
 
 
+@pytest.mark.parametrize("min_rows", [3, 5])
+def test_threshold_rule_keeps_the_floor_of_rows(min_rows):
+    """Relative retention with a floor: the threshold rule keeps at least min(len, min_rows) rows
+    of every example in every layer (a 3-token example keeps all 3 even at θ = 0.9), and θ is
+    calibrated to ℓ's rows counting that floor."""
+    retention = [24, 14, 14, 1]
+    model = _model(retention, seed=2)
+    model.config.min_rows = min_rows
+    data = _dataset(60, seed=3)
+    data[0]["attention_mask"] = (torch.arange(N) < 3).long()
+    lengths = [int(r["attention_mask"].sum()) for r in data]
+    model.set_thresholds([0.9] * 4)
+    rows = kept_rows(model, data, batch_size=16)
+    assert rows[0].tolist() == [3, 3, 3, 3]
+    assert bool((rows >= torch.tensor(lengths)[:, None].clamp(max=min_rows)).all())
+    out = calibrate_thresholds(model, data, batch_size=16)
+    rows = kept_rows(model, data, batch_size=16)
+    top_k = torch.tensor([rows_kept(retention, N, n, "relative", min_rows) for n in lengths])
+    assert bool((rows >= torch.tensor(lengths)[:, None].clamp(max=min_rows)).all())
+    for j in (1, 3):
+        assert int(top_k[:, j].sum()) - 2 <= int(rows[:, j].sum()) <= int(top_k[:, j].sum())
+        assert out["rows"][j] == pytest.approx(float(rows[:, j].double().mean()))
+
+
 def test_calibrated_thresholds_keep_as_many_rows_as_top_k():
     retention = [24, 14, 14, 1]
     model, data = _model(retention, seed=2), _dataset(60, seed=3)

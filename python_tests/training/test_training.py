@@ -329,6 +329,33 @@ def test_relative_bound_is_the_models_own_n_not_the_padding():
     assert at16 == pytest.approx(FlopModel(model.config, 64, lengths=lengths, scale="relative").bound([40, 20, 8]))
 
 
+@pytest.mark.parametrize("min_rows", [1, 3])
+def test_padded_bound_of_a_relative_model_counts_the_widths_it_runs(min_rows):
+    """Padded to n < N, a relative model runs layer widths max(min_rows, ceil(ℓ_j·n/N)) (capped
+    at n): the padded bound is the dense model at n against those widths, whatever N is."""
+    from transformers import BertConfig, BertForSequenceClassification
+
+    from power_bert_ops.flops import layer_macs
+    from power_bert_ops.modeling import EncoderRecord, PowerBertForSequenceClassification
+    from power_bert_ops.training.speed import speed_bounds
+
+    hf = BertForSequenceClassification(BertConfig(vocab_size=40, hidden_size=32, num_hidden_layers=3,
+                                                  num_attention_heads=2, intermediate_size=64,
+                                                  max_position_embeddings=64))
+    model = PowerBertForSequenceClassification.from_hf_model(hf, retention=[10, 4, 1], sequence_length=20,
+                                                             retention_scale="relative", min_rows=min_rows).eval()
+    n = 10
+    record = EncoderRecord()
+    with torch.no_grad():
+        model(input_ids=torch.randint(1, 40, (2, n)), attention_mask=torch.ones(2, n, dtype=torch.long),
+              power_bert_record=record)
+    widths = [m.shape[1] for m in record.masks]
+    assert widths == ([5, 3, 3] if min_rows == 3 else [5, 2, 1])
+    rows = [n] + widths
+    want = sum(layer_macs(n, n, 32, 64) for _ in widths) / sum(layer_macs(a, b, 32, 64) for a, b in zip(rows, rows[1:]))
+    assert speed_bounds(model.config, [10, 4, 1], n, [4, 7, 10])["padded_flop_bound"] == pytest.approx(want, rel=1e-12)
+
+
 @pytest.mark.parametrize("threads", [1, 2])
 def test_report_device_names_its_threads(threads):
     from power_bert_ops.training.report import speed_lines

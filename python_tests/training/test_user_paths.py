@@ -634,6 +634,22 @@ def test_search_from_before_the_floor_of_rows(workdir, finished_run, tmp_path, c
     assert json.loads((run / "report.json").read_text())["min_rows"] == 1
 
 
+def test_retrain_over_a_search_with_another_floor_is_refused(workdir, finished_run, tmp_path, capsys):
+    """`power-bert retrain --min-rows 1` over a search that found ℓ for a floor of 3 rows: refused
+    before stage 3 writes anything, naming the floor that fits; the search's floor runs."""
+    from tiny_models import retrain_args
+
+    out = tmp_path / "r"
+    args = retrain_args(finished_run, workdir, out)
+    capsys.readouterr()
+    assert cli.main([*args, "--min-rows", "1"]) == 2
+    err = capsys.readouterr().err
+    assert "found ℓ for a floor of 3 rows (--min-rows 3); stage 3 asks for 1: give --min-rows 3" in err
+    assert err.count("\n") == 1 and not (out / "retrain").exists()
+    assert cli.main(args) == 0
+    assert json.loads((out / "retrain" / "model" / "config.json").read_text())["min_rows"] == 3
+
+
 def test_stage_from_before_a_setting_existed(workdir, finished_run, tmp_path, capsys):
     """A stage whose settings file predates --patience ran without it (patience 0): the default
     is refused with the flag that reuses it, and that flag reuses it without training."""
