@@ -144,6 +144,8 @@ def _add_train_args(p: argparse.ArgumentParser, d: dict) -> None:
                         f"(0: the search epochs as given)")
     g.add_argument("--lr-bert", type=float, default=None,
                    help=f"learning rate of the model's weights (default: the task's paper value, else {d['lr_bert']})")
+    g.add_argument("--lr-retrain", type=float, default=None,
+                   help="stage 3's learning rate of the model's weights (default: --lr-bert's)")
     g.add_argument("--lr-soft", type=float, default=None,
                    help=f"learning rate of the retention parameters with --lambda (default: the task's paper "
                         f"value, else {d['lr_soft']})")
@@ -320,7 +322,7 @@ def cmd_train(a) -> dict | None:
         max_length=pick(a.max_length, "max_length", "max_length"), finetune_epochs=a.finetune_epochs,
         search_epochs=a.search_epochs, retrain_epochs=a.retrain_epochs, patience=a.patience,
         search_min_steps=a.search_min_steps, lr_bert=pick(a.lr_bert, "lr_bert", "lr_bert"),
-        lr_soft=pick(a.lr_soft, "lr_soft", "lr_soft"), lam=lam, target_speedup=target,
+        lr_retrain=a.lr_retrain, lr_soft=pick(a.lr_soft, "lr_soft", "lr_soft"), lam=lam, target_speedup=target,
         distill=a.distill,
         distill_hidden=a.distill_hidden, distill_ranking=a.distill_ranking,
         break_even_keep=None if a.break_even_keep == "off" else a.break_even_keep,

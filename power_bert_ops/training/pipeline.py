@@ -75,6 +75,7 @@ class PipelineConfig:
     patience: int = 2  # epochs without a better dev score before stages 1 and 3 stop; 0: train every epoch
     search_min_steps: int = 120  # a target search's floor on steps (more epochs on small data); 0: the epochs as given
     lr_bert: float = 3e-5
+    lr_retrain: float | None = None  # stage 3's learning rate of the model's weights; None: lr_bert
     lr_soft: float = 1e-3
     lam: float = 1e-3
     target_speedup: float | None = None  # stage 2 ends at this FLOP bound (±3%); None: SPEC 1.3's λ procedure
@@ -123,6 +124,8 @@ class PipelineConfig:
         for name in ("finetune_epochs", "search_epochs", "retrain_epochs"):
             if getattr(self, name) > MAX_COUNT:  # Trainer's step count, epochs x steps per epoch, must stay finite
                 bad(name, f"a number > 0 and at most {MAX_COUNT}")
+        if self.lr_retrain is not None and (not number("lr_retrain") or self.lr_retrain <= 0):
+            bad("lr_retrain", "a number > 0")
         if not number("lam") or self.lam < 0:
             bad("lam", "a number >= 0")
         if self.target_speedup is not None and (not number("target_speedup") or self.target_speedup < 1):
@@ -191,7 +194,7 @@ class StageResult:
 
 
 def _training_args(cfg: PipelineConfig, task: PreparedTask, out: Path, epochs: float, best: bool,
-                   max_steps: int = -1, eval_steps: int | None = None) -> TrainingArguments:
+                   max_steps: int = -1, eval_steps: int | None = None, lr: float | None = None) -> TrainingArguments:
     device = resolve_device(cfg.device)
     return TrainingArguments(
         output_dir=str(out / "checkpoints"),
@@ -199,7 +202,7 @@ def _training_args(cfg: PipelineConfig, task: PreparedTask, out: Path, epochs: f
         per_device_eval_batch_size=cfg.eval_batch_size,
         num_train_epochs=epochs,
         max_steps=cfg.max_steps if cfg.max_steps > 0 else max_steps,
-        learning_rate=cfg.lr_bert,
+        learning_rate=cfg.lr_bert if lr is None else lr,
         weight_decay=0.01,
         warmup_steps=0.1,  # a float in [0, 1): ratio of the total steps
         lr_scheduler_type="linear",
@@ -310,8 +313,8 @@ STAGE_SETTINGS = {
     "search": ("max_length", "search_epochs", "lr_bert", "lr_soft", "lam", "target_speedup", "break_even_keep",
                "batch_size", "seed", "precision", "max_steps", "retention_scale", "min_rows", "search_min_steps",
                *_DISTILL),
-    "retrain": ("max_length", "retrain_epochs", "lr_bert", "batch_size", "seed", "precision", "max_steps", "patience",
-                *_DISTILL, "distill_hidden", "distill_ranking", "retention_rule", "min_rows"),
+    "retrain": ("max_length", "retrain_epochs", "lr_bert", "lr_retrain", "batch_size", "seed", "precision", "max_steps",
+                "patience", *_DISTILL, "distill_hidden", "distill_ranking", "retention_rule", "min_rows"),
 }
 TARGET_FILE = "target.json"
 SETTINGS_FILE = "settings.json"
@@ -320,7 +323,7 @@ SETTINGS_FILE = "settings.json"
 # What a stage did before a setting existed: a settings file without the key holds this value.
 SETTING_BEFORE_IT_EXISTED = {"attention_dropout": None, "retention_scale": "absolute", "patience": 0,
                              "search_min_steps": 0, "distill_hidden": 0.0, "distill_ranking": 0.0,
-                             "retention_rule": "top-k", "min_rows": 1}
+                             "retention_rule": "top-k", "min_rows": 1, "lr_retrain": None}
 
 
 def _stage_settings(stage: str, cfg: PipelineConfig) -> dict:
@@ -428,7 +431,8 @@ def _trainer(stage: str, cfg: PipelineConfig, task: PreparedTask, out: Path, pla
     plan.model.train()
     trainer = PowerBertTrainer(
         model=plan.model,
-        args=_training_args(cfg, task, out, plan.epochs, plan.best, plan.max_steps, plan.eval_steps),
+        args=_training_args(cfg, task, out, plan.epochs, plan.best, plan.max_steps, plan.eval_steps,
+                            lr=cfg.lr_retrain if stage == "retrain" else None),
         train_dataset=task.train,
         eval_dataset=task.eval,
         data_collator=task.collator,

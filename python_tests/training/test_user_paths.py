@@ -650,6 +650,24 @@ def test_retrain_over_a_search_with_another_floor_is_refused(workdir, finished_r
     assert json.loads((out / "retrain" / "model" / "config.json").read_text())["min_rows"] == 3
 
 
+def test_lr_retrain_sets_stage_3s_learning_rate_alone(workdir, finished_run, tmp_path, monkeypatch):
+    """--lr-retrain: stage 3 trains at it, stages 1-2 are reused (their --lr-bert unchanged); the
+    retrain settings record it, and a stage 3 run without it is refused naming the difference."""
+    from power_bert_ops.training import pipeline
+    from tiny_models import retrain_args
+
+    rates = []
+    real = pipeline.TrainingArguments
+    monkeypatch.setattr(pipeline, "TrainingArguments", lambda **kw: rates.append(kw["learning_rate"]) or real(**kw))
+    out = tmp_path / "r"
+    args = retrain_args(finished_run, workdir, out, "--lr-retrain", "7e-3")
+    assert cli.main(args) == 0
+    assert rates == [7e-3]
+    assert json.loads((out / "retrain" / "settings.json").read_text())["lr_retrain"] == 7e-3
+    assert cli.main(args[:-2]) == 2  # the same folder, stage 3 at --lr-bert: another stage 3
+    assert cli.main([*args[:-2], "--lr-retrain", "0"]) == 2
+
+
 def test_stage_from_before_a_setting_existed(workdir, finished_run, tmp_path, capsys):
     """A stage whose settings file predates --patience ran without it (patience 0): the default
     is refused with the flag that reuses it, and that flag reuses it without training."""
