@@ -311,7 +311,7 @@ def check_target(target: float, config, n: int) -> float:
     if x > top:
         fewest, levers = "one row in every layer", "use a longer sequence length"
         if getattr(dims, "min_rows", 1) > 1:
-            fewest += f", at least {dims.min_rows} of each example (--min-rows)"
+            fewest = f"in every layer the {dims.min_rows} rows each example keeps at least (--min-rows)"
             levers = "a lower --min-rows or a longer sequence length"
         raise ValueError(f"target speed-up {x:g} is above the largest reachable FLOP bound {top:.3f} {where} "
                          f"(keeping {fewest}); ask for at most {top:.3f}, or {levers}")

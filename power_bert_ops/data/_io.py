@@ -44,10 +44,14 @@ def decode_bytes(data: bytes, name: str, errors: str = "strict") -> str:
             bad = data[exc.start:exc.end].hex(" ")
             src = Path(name)
             fixed = shlex.quote(str(src.with_name(f"{src.stem}.utf8{src.suffix}")))
+            if data[:2] in (b"\xff\xfe", b"\xfe\xff"):  # a UTF-16 byte-order mark
+                source, example = "utf-16", "it is UTF-16 (its first bytes are a UTF-16 byte-order mark)"
+            else:  # Windows-1252: Latin-1 and the smart quotes and dashes of Windows editors
+                source, example = "cp1252", "e.g. from Windows-1252 / Latin-1"
             raise DataError(
                 f"{name}: not valid UTF-8 at byte offset {exc.start} (line {line}, byte {col} of the line: "
-                f"0x{bad}, {exc.reason}); save the file as UTF-8 and pass that one instead, e.g. from Latin-1: "
-                f"`iconv -f latin1 -t utf-8 {shlex.quote(name)} > {fixed}`"
+                f"0x{bad}, {exc.reason}); save the file as UTF-8 and pass that one instead, {example}: "
+                f"`iconv -f {source} -t utf-8 {shlex.quote(name)} > {fixed}`"
             ) from None
         text = data.decode("utf-8", errors="replace")
         logger.warning("%s: replaced undecodable bytes with U+FFFD (%d replacement characters)", name,
@@ -81,4 +85,6 @@ def missing_column_error(path, column: str, role: str, columns) -> DataError:
     columns = list(columns)
     hint = difflib.get_close_matches(column, columns, n=1) if column else []
     near = f"; did you mean {hint[0]!r}?" if hint else ""
+    if str(path).lower().endswith(".csv") and any("\t" in str(c) for c in columns):
+        near = "; its header is separated by tabs: name a tab-separated file .tsv"
     return DataError(f"{path}: {role} {column!r} not found; the columns are {columns}{near}")

@@ -95,6 +95,8 @@ def read_table(path, errors: str = "strict", quoting: int | None = None) -> tupl
         sep = "a comma" if _DELIMITED[ext] == "," else "a tab"
         hint = "" if quoting == csv.QUOTE_NONE else \
             f"; a text holding {sep}, a quote or a line break must be in double quotes (\"...\", with \"\" for a quote)"
+        if _DELIMITED[ext] == "," and any("\t" in c for c in columns):
+            hint = "; its header is separated by tabs: name a tab-separated file .tsv"
         raise DataError(f"{path}: {n_ragged} row{'s do' if n_ragged > 1 else ' does'} not have the header's "
                         f"{len(columns)} fields ({', '.join(ragged)}{more}){hint}")
     return columns, rows, {"skipped_rows": 0, "skipped_lines": []}

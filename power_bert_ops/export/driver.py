@@ -236,6 +236,8 @@ class _Plan:
             "max_length": int(max_length),
             "retention": list(model.config.retention) if power and model.config.mode == "hard" else None,
             "mode": model.config.mode if power else None,
+            "retention_scale": model.config.retention_scale if power else None,
+            "min_rows": int(model.config.min_rows) if power else None,
             "inputs": ["input_ids", "attention_mask"] + (["token_type_ids"] if token_types else []),
             "num_labels": int(hf.config.num_labels),
             "labels": label_names(hf),

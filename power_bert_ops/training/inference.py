@@ -131,12 +131,15 @@ class _Artifact:
 
     def check_exported_from(self, model, model_dir) -> None:
         """PowerBertError unless the artifact's metadata (written by power-bert export) describes
-        ``model``: the same kind (PoWER-BERT or dense), retention, classes and base model type."""
+        ``model``: the same kind (PoWER-BERT or dense), retention (ℓ, its scale and floor of rows),
+        classes and base model type (an artifact exported before a key existed is not checked on it)."""
         meta = getattr(self.run, "metadata", None) or {}
         power = getattr(model.config, "model_type", "") == "power_bert"
         want = {"kind": "power_bert" if power else "huggingface",
                 "num_labels": int(model.config.num_labels),
                 "retention": list(model.retention) if power and model.mode == "hard" else None,
+                "retention_scale": model.config.retention_scale if power else None,
+                "min_rows": int(model.config.min_rows) if power else None,
                 "labels": label_names(model)}
         diff = {k: (meta[k], v) for k, v in want.items() if k in meta and meta[k] != v}
         if not meta or diff:

@@ -153,7 +153,8 @@ class PipelineConfig:
             bad("retention_rule", f"one of {RETENTION_RULES}")
         if self.min_rows is None:
             self.min_rows = DEFAULT_MIN_ROWS if self.retention_scale == "relative" else 1
-        self.min_rows = check_whole_number(self.min_rows, "--min-rows", 1, self.max_length)
+        # a floor of N rows would keep every row of every example
+        self.min_rows = check_whole_number(self.min_rows, "--min-rows", 1, self.max_length - 1)
         if self.retention_scale == "absolute" and self.min_rows != 1:
             raise PowerBertError(f"--min-rows {self.min_rows}: the floor of rows applies to --retention relative "
                                  f"(absolute retention keeps ℓ_j rows of every example)")
@@ -364,6 +365,11 @@ def _check_stage_settings(stage: str, cfg: PipelineConfig, out: Path) -> None:
         # a Python-only setting absent then (its kind of distillation was off) needs no flag of its own
         flags = [_flag(k, v) for k, (v, _) in diff.items() if not (k in _NO_FLAG and v is None)]
         same = f"; to reuse it, give the settings it was run with ({' '.join(flags)})" if all(flags) else ""
+        if not (out / STAGE_FILE).exists():  # interrupted: nothing finished to keep but its checkpoints
+            raise StageSettingsError(f"stage {stage!r} in {out} was started with other settings and did not finish "
+                                     f"(setting: (then, now) = {diff}); to start it again with these, remove {out} "
+                                     f"(its checkpoints; the stages before it are kept); or use a new --output-dir"
+                                     f"{same.replace('reuse it', 'resume it')} (nothing was changed)")
         raise StageSettingsError(f"stage {stage!r} in {out} was run with other settings "
                                  f"(setting: (then, now) = {diff}); use a new --output-dir{same} "
                                  f"(nothing was changed)")

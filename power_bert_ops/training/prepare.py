@@ -62,6 +62,9 @@ class DataArgs:
                               f"the task's own data, which {files} {replace}; give one of them")
         canon = D.canonical_name(self.task) if self.task else None
         if canon is None:
+            if self.task and not str(self.task).startswith("hf:"):
+                raise D.DataError(f"--task {self.task!r} is not a known task ({', '.join(D.TASKS)}); beside {files} it "
+                                  f"only picks the metric: name a known task or drop --task")
             return
         problem = D.get_task(canon).problem
         if problem == "multiple_choice":

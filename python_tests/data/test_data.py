@@ -447,9 +447,13 @@ def test_not_utf8_says_how_to_resave_the_file(tmp_path):
         load_files(latin1, text_column="sentence", label_column="label")
     fixed = tmp_path / "my data.utf8.csv"
     assert str(e.value) == (f"{latin1}: not valid UTF-8 at byte offset 18 (line 2, byte 3 of the line: 0xe9, invalid "
-                            f"continuation byte); save the file as UTF-8 and pass that one instead, e.g. from Latin-1: "
-                            f"`iconv -f latin1 -t utf-8 '{latin1}' > '{fixed}'`")
+                            f"continuation byte); save the file as UTF-8 and pass that one instead, e.g. from "
+                            f"Windows-1252 / Latin-1: `iconv -f cp1252 -t utf-8 '{latin1}' > '{fixed}'`")
     assert "errors=" not in str(e.value)
+    utf16 = _write(tmp_path / "u16.csv", "sentence,label\ncafé,x\n".encode("utf-16"))
+    with pytest.raises(DataError, match=r"it is UTF-16 \(its first bytes are a UTF-16 byte-order mark\): `iconv -f "
+                                        r"utf-16 -t utf-8"):
+        load_files(utf16, text_column="sentence", label_column="label")
     assert load_files(latin1, text_column="sentence", label_column="label", errors="replace")["train"].texts == \
         ["caf\ufffd"]
 
@@ -476,6 +480,15 @@ def test_ragged_rows_refused_with_their_lines(tmp_path, ext, sep):
     with pytest.raises(DataError, match=r"many\.(csv|tsv): 8 rows do not have the header's 2 fields \(line 2 has 3, "
                                         r"line 3 has 3, line 4 has 3, line 5 has 3, line 6 has 3, and 3 more\)"):
         load_files(many, text_column="text", label_column="label")
+    if ext == ".csv":  # a tab-separated file named .csv: the message says so
+        tabs = _write(tmp_path / "tabs.csv", "text\tlabel\ngood film\tfresh\nslow, dull\trotten\n")
+        with pytest.raises(DataError, match=r"line 3 has 2\); its header is separated by tabs: name a tab-separated "
+                                            r"file \.tsv$"):
+            load_files(tabs, text_column="text", label_column="label")
+        tabs.write_text("text\tlabel\ngood film\tfresh\n")
+        with pytest.raises(DataError, match=r"text_column 'text' not found; the columns are \['text\\tlabel'\]; its "
+                                            r"header is separated by tabs"):
+            load_files(tabs, text_column="text", label_column="label")
     for name in ("eval_file", "test_file"):  # every file flag reads through the same check
         with pytest.raises(DataError, match=r"ragged\.(csv|tsv): 2 rows do not have"):
             load_files(**{name: ragged}, text_column="text", label_column="label", label_names=["x", "y"])

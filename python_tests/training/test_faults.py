@@ -63,7 +63,7 @@ REFUSED_SETTINGS = [
     ("run", ["--break-even-keep", "1"], "--break-even-keep must be a fraction in (0, 1), or off, got 1.0"),
     ("run", ["--break-even-keep", "most"], "argument --break-even-keep: must be a fraction in (0, 1) or 'off'"),
     ("run", ["--min-rows", "0"], "--min-rows must be a whole number >= 1, got 0"),
-    ("run", ["--min-rows", "17"], "--min-rows must be a whole number from 1 to 16, got 17"),
+    ("run", ["--min-rows", "16"], "--min-rows must be a whole number from 1 to 15, got 16"),
     ("run", ["--retention", "absolute", "--min-rows", "3"], "--min-rows 3: the floor of rows applies to --retention "
      "relative"),
 ]
@@ -499,7 +499,7 @@ def test_not_utf8_input_says_how_to_resave_it(finished_run, tmp_path, capsys):
                      "--output-file", str(tmp_path / "p.csv"), "--text-column", "review", "--no-progress"]) == 2
     err = _one_line(capsys)
     assert f"{texts}: not valid UTF-8 at byte offset 10 (line 2, byte 3 of the line: 0xe9" in err
-    assert f"`iconv -f latin1 -t utf-8 {texts} > {tmp_path / 'in.utf8.csv'}`" in err and "errors=" not in err
+    assert f"`iconv -f cp1252 -t utf-8 {texts} > {tmp_path / 'in.utf8.csv'}`" in err and "errors=" not in err
 
 
 # ---------------------------------------------------------------------------------------------
@@ -513,6 +513,7 @@ TASK_WITH_FILES = [
     (["--task", "stsb"], "--task stsb is a regression task: pass --regression"),
     (["--task", "sst2", "--regression"], "--regression and --task sst2 (a classification task) both given"),
     (["--task", "race"], "--task race is a multiple-choice task"),
+    (["--task", "sst-3"], "--task 'sst-3' is not a known task ("),
 ]
 
 

@@ -67,7 +67,8 @@ def test_default_is_a_target(workdir, tmp_path, capsys):
 @pytest.mark.parametrize("extra,message", [
     (["--target-speedup", "0.5"], "--target-speedup must be a number >= 1"),
     (["--target-speedup", "500"], "is above the largest reachable FLOP bound"),
-    (["--target-speedup", "500"], "(keeping one row in every layer, at least 3 of each example (--min-rows))"),
+    (["--target-speedup", "500"],
+     "(keeping in every layer the 3 rows each example keeps at least (--min-rows)); ask for at most"),
     (["--target-speedup", "500", "--min-rows", "1"], "(keeping one row in every layer); ask for at most"),
     (["--target-speedups", "2,x"], "--target-speedups must be comma-separated numbers >= 1; 'x'"),
     (["--target-speedup", "2", "--lambda", "1e-3"], "not both"),
@@ -85,6 +86,32 @@ def test_finetune_alone_does_not_check_the_target(workdir, tmp_path):
     args = _target_args(workdir, tmp_path / "o", "--target-speedup", "500", "--max-steps", "1")
     assert cli.main(["finetune", *args[1:]]) == 0
     assert cli.main(["search", *args[1:]]) == 2
+
+
+def test_interrupted_stage_with_other_settings_says_how_to_start_it_again(workdir, tmp_path, monkeypatch, capsys):
+    """A search stopped before it finished, run again with another --min-rows: refused, naming the
+    stage folder to remove to start it again with these settings; removing it runs them, and the
+    finished stage 1 is reused."""
+    out = tmp_path / "o"
+    args = _target_args(workdir, out, "--target-speedup", "1.6")
+
+    def interrupt(self, a, state, control, **kw):
+        if (out / "finetune" / "stage.json").exists():
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(trainer_module.StopOnNonFiniteLoss, "on_save", interrupt, raising=False)
+    assert cli.main(args) == 130
+    monkeypatch.undo()
+    stamp = (out / "finetune" / "stage.json").stat().st_mtime_ns
+    capsys.readouterr()
+    assert cli.main([*args, "--min-rows", "2"]) == 2
+    err = capsys.readouterr().err
+    assert f"stage 'search' in {out / 'search'} was started with other settings and did not finish" in err
+    assert f"to start it again with these, remove {out / 'search'}" in err and "--min-rows 3" in err
+    shutil.rmtree(out / "search")
+    assert cli.main([*args, "--min-rows", "2"]) == 0
+    assert (out / "finetune" / "stage.json").stat().st_mtime_ns == stamp
+    assert json.loads((out / "report.json").read_text())["min_rows"] == 2
 
 
 def test_resumed_search_continues_the_controller(workdir, tmp_path, monkeypatch):

@@ -473,6 +473,15 @@ def test_export_command(finished_run, tmp_path, capsys):
                          "--text-column", "review", "--no-progress"]) == 2
         err = capsys.readouterr().err
         assert f"--artifact {out} was not exported from --model-dir" in err and err.count("\n") == 1, other
+    floor1 = tmp_path / "floor1"  # the same weights and ℓ with another floor of rows
+    shutil.copytree(model, floor1)
+    config = json.loads((floor1 / "config.json").read_text())
+    config["min_rows"] = 1
+    (floor1 / "config.json").write_text(json.dumps(config))
+    assert cli.main(["predict", "--model-dir", str(floor1), "--artifact", str(out), "--input-file",
+                     str(tmp_path / "in.csv"), "--output-file", str(tmp_path / "x.csv"), "--text-column", "review",
+                     "--no-progress"]) == 2
+    assert "'min_rows': (3, 1)" in capsys.readouterr().err
     assert not (tmp_path / "x.csv").exists()
     assert cli.main(["predict", "--model-dir", str(model), "--artifact", str(tmp_path / "nope.onnx"),
                      "--input-file", str(tmp_path / "in.csv"), "--output-file", str(tmp_path / "x.csv"),
