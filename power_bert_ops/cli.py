@@ -55,7 +55,8 @@ def _defaults() -> dict:
 
     from .training import evaluate, predict
     from .training.errors import MAX_SEED
-    from .training.pipeline import DEFAULT_MIN_ROWS, RANKING_MIN_LENGTH, RANKING_WEIGHT, PipelineConfig
+    from .training.pipeline import (DEFAULT_MIN_ROWS, RANKING_MIN_LENGTH, RANKING_WEIGHT, RETRAIN_LR_FACTOR,
+                                    PipelineConfig)
     from .training.run import DEFAULT_TARGET_SPEEDUP
     from .training.stages import SEARCH_EXTEND
 
@@ -65,6 +66,7 @@ def _defaults() -> dict:
     d["ranking_weight"], d["ranking_min_length"] = RANKING_WEIGHT, RANKING_MIN_LENGTH
     d["search_extend"] = SEARCH_EXTEND
     d["default_min_rows"] = DEFAULT_MIN_ROWS
+    d["retrain_lr_factor"] = RETRAIN_LR_FACTOR
     inference = inspect.signature(evaluate).parameters
     d["inference_batch_size"] = inference["batch_size"].default
     d["inference_device"] = inference["device"].default
@@ -145,7 +147,8 @@ def _add_train_args(p: argparse.ArgumentParser, d: dict) -> None:
     g.add_argument("--lr-bert", type=float, default=None,
                    help=f"learning rate of the model's weights (default: the task's paper value, else {d['lr_bert']})")
     g.add_argument("--lr-retrain", type=float, default=None,
-                   help="stage 3's learning rate of the model's weights (default: --lr-bert's)")
+                   help=f"stage 3's learning rate of the model's weights (default: {d['retrain_lr_factor']:g} x "
+                        f"--lr-bert)")
     g.add_argument("--lr-soft", type=float, default=None,
                    help=f"learning rate of the retention parameters with --lambda (default: the task's paper "
                         f"value, else {d['lr_soft']})")

@@ -148,7 +148,7 @@ def test_ranking_distillation_is_decided_by_the_training_texts_length(capsys):
     from power_bert_ops.training.stages import stage_distill
 
     def task(*lengths):
-        return SimpleNamespace(train=[{"attention_mask": [1] * n + [0] * (512 - n)} for n in lengths])
+        return SimpleNamespace(train_lengths=list(lengths))
 
     cfg = PipelineConfig(model="m", output_dir="o")
     assert cfg.distill_ranking is None and cfg.distill is None

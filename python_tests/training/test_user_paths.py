@@ -659,7 +659,7 @@ def test_retrain_over_a_search_with_another_floor_is_refused(workdir, finished_r
     assert json.loads((out / "retrain" / "model" / "config.json").read_text())["min_rows"] == 3
 
 
-def test_lr_retrain_sets_stage_3s_learning_rate_alone(workdir, finished_run, tmp_path, monkeypatch):
+def test_lr_retrain_sets_stage_3s_learning_rate_alone(workdir, finished_run, tmp_path, monkeypatch, capsys):
     """--lr-retrain: stage 3 trains at it, stages 1-2 are reused (their --lr-bert unchanged); the
     retrain settings record it, and a stage 3 run without it is refused naming the difference."""
     from power_bert_ops.training import pipeline
@@ -673,8 +673,19 @@ def test_lr_retrain_sets_stage_3s_learning_rate_alone(workdir, finished_run, tmp
     assert cli.main(args) == 0
     assert rates == [7e-3]
     assert json.loads((out / "retrain" / "settings.json").read_text())["lr_retrain"] == 7e-3
-    assert cli.main(args[:-2]) == 2  # the same folder, stage 3 at --lr-bert: another stage 3
+    assert cli.main(args[:-2]) == 2  # the same folder, stage 3 at its default: another stage 3
     assert cli.main([*args[:-2], "--lr-retrain", "0"]) == 2
+    # the default is twice --lr-bert (3e-3 here); a stage 3 from before the setting trained at --lr-bert
+    assert json.loads((finished_run / "retrain" / "settings.json").read_text())["lr_retrain"] == 6e-3
+    old = tmp_path / "old"
+    shutil.copytree(finished_run, old)
+    settings = json.loads((old / "retrain" / "settings.json").read_text())
+    del settings["lr_retrain"]
+    (old / "retrain" / "settings.json").write_text(json.dumps(settings))
+    capsys.readouterr()
+    assert cli.main(run_args(workdir, old)) == 2
+    assert "'lr_retrain': (0.003, 0.006)" in capsys.readouterr().err
+    assert cli.main([*run_args(workdir, old), "--lr-retrain", "3e-3"]) == 0
 
 
 def test_stage_from_before_a_setting_existed(workdir, finished_run, tmp_path, capsys):
