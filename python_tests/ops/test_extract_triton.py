@@ -345,11 +345,13 @@ def test_compile_fullgraph_matches_eager():
     torch._dynamo.reset()
     eager = layer(hidden, attn, mask)
     compiled = torch.compile(layer, fullgraph=True, backend=backend)(hidden, attn, mask)
-    for c, e in zip(compiled, eager):
-        torch.testing.assert_close(c, e, rtol=0, atol=0)
+    # The selection is exact; Inductor fuses the square and the sum into one reduction of its own
+    # order, so the loss may differ from eager's in the last bit.
+    assert torch.equal(compiled[1], eager[1]) and torch.equal(compiled[2], eager[2])
+    torch.testing.assert_close(compiled[0], eager[0])
     ge = torch.autograd.grad(eager[0], hidden)[0]
     gc = torch.autograd.grad(compiled[0], hidden)[0]
-    torch.testing.assert_close(gc, ge, rtol=0, atol=0)
+    torch.testing.assert_close(gc, ge)
 
 
 # ---------------------------------------------------------------------------------------------
