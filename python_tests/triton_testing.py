@@ -23,7 +23,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 class GridRecorder:
-    """Stands in for torch.library.wrap_triton: records launch grids, runs nothing."""
+    """Stands in for power_bert_ops.triton._launch.launcher: records launch grids, runs nothing."""
 
     def __init__(self):
         self.grids = []

@@ -384,7 +384,7 @@ def forward(
     prec = _precision(q.dtype)
     upcast = _upcast(q.dtype, q.device)
     BM, BN, warps, stages = _fwd_config(q.dtype, d, q.device, dropout_p > 0.0)
-    torch.library.wrap_triton(_attn_fwd_kernel)[(triton.cdiv(N, BM) * B * H,)](
+    _launch.launcher(_attn_fwd_kernel)[(triton.cdiv(N, BM) * B * H,)](
         q, k, v, real, kv_end, seed, out, lse, *q.stride()[:3], *k.stride()[:3], *v.stride()[:3],
         *out.stride()[:3], H, N, scale, float(dropout_p),
         BLOCK_M=BM, BLOCK_N=BN, BLOCK_D=d, HAS_DROPOUT=dropout_p > 0.0, PRECISION=prec, UPCAST=upcast,
@@ -393,7 +393,7 @@ def forward(
     if need_significance:
         part = _empty((B, H, N), q, torch.float32)
         BM, BN, warps, stages = _fwd_config(q.dtype, d, q.device)
-        torch.library.wrap_triton(_significance_kernel)[(triton.cdiv(N, BN) * B * H,)](
+        _launch.launcher(_significance_kernel)[(triton.cdiv(N, BN) * B * H,)](
             q, k, real, kv_end, lse, part, *q.stride()[:3], *k.stride()[:3], H, N, scale,
             BLOCK_M=BM, BLOCK_N=BN, BLOCK_D=d, EXCLUDE_SELF=exclude_self, PRECISION=prec, UPCAST=upcast,
             num_warps=warps, num_stages=stages,
@@ -432,15 +432,15 @@ def backward(
     has_drop = dropout_p > 0.0
     BM, BN, warps, stages = _bwd_config(q.dtype, d, q.device, has_drop)
     delta = _empty((B, H, N), q, torch.float32)
-    torch.library.wrap_triton(_bwd_delta_kernel)[(triton.cdiv(N, BM) * B * H,)](
+    _launch.launcher(_bwd_delta_kernel)[(triton.cdiv(N, BM) * B * H,)](
         out, grad_out, delta, N, BLOCK_M=BM, BLOCK_D=d, num_warps=4 if not interpreted(q.device) else 1,
     )
-    torch.library.wrap_triton(_bwd_dkdv_kernel)[(triton.cdiv(N, BN) * B * H,)](
+    _launch.launcher(_bwd_dkdv_kernel)[(triton.cdiv(N, BN) * B * H,)](
         q, k, v, grad_out, real, kv_end, lse, delta, seed, dk, dv, H, N, scale, float(dropout_p),
         BLOCK_M=BM, BLOCK_N=BN, BLOCK_D=d, HAS_DROPOUT=has_drop, PRECISION=prec, UPCAST=upcast,
         num_warps=warps, num_stages=stages,
     )
-    torch.library.wrap_triton(_bwd_dq_kernel)[(triton.cdiv(N, BM) * B * H,)](
+    _launch.launcher(_bwd_dq_kernel)[(triton.cdiv(N, BM) * B * H,)](
         q, k, v, grad_out, real, kv_end, lse, delta, seed, dq, H, N, scale, float(dropout_p),
         BLOCK_M=BM, BLOCK_N=BN, BLOCK_D=d, HAS_DROPOUT=has_drop, PRECISION=prec, UPCAST=upcast,
         num_warps=warps, num_stages=stages,
@@ -454,6 +454,6 @@ def dropout_keep_mask(seed: torch.Tensor, B: int, H: int, N: int, dropout_p: flo
     keep = torch.empty((B, H, N, N), device=seed.device, dtype=torch.int8)
     if keep.numel():
         blk = 16
-        _dropout_mask_kernel[(triton.cdiv(N, blk) * B * H, triton.cdiv(N, blk))](
+        _launch.launcher(_dropout_mask_kernel)[(triton.cdiv(N, blk) * B * H, triton.cdiv(N, blk))](
             seed, keep, H, N, float(dropout_p), BLOCK=blk)
     return keep.bool()

@@ -323,28 +323,28 @@ def extract(hidden: torch.Tensor, attn: torch.Tensor, mask: torch.Tensor, k: int
     R = H * N
     BR, BK, S, CHUNK, warps = _colsum_config(N, R, attn.element_size(), dev)
     part = torch.empty((S, B, N), device=dev, dtype=acc_dtype)
-    torch.library.wrap_triton(_colsum_kernel)[(B * S, triton.cdiv(N, BK))](
+    _launch.launcher(_colsum_kernel)[(B * S, triton.cdiv(N, BK))](
         attn, real, part, B, N, R, S, CHUNK, EXCLUDE_SELF=bool(exclude_self), BLOCK_R=BR, BLOCK_K=BK,
         num_warps=warps,
     )
 
     BP, BI, BJ, warps = _select_config(N, dev)
     keys = torch.empty((B, N), device=dev, dtype=torch.int64)
-    torch.library.wrap_triton(_keys_kernel)[(B, triton.cdiv(N, BP))](
+    _launch.launcher(_keys_kernel)[(B, triton.cdiv(N, BP))](
         part, real, keys, B, N, S, BLOCK_P=BP, num_warps=warps,
     )
     rank = torch.empty((B, N), device=dev, dtype=torch.int32)
-    torch.library.wrap_triton(_rank_kernel)[(B, triton.cdiv(N, BI))](
+    _launch.launcher(_rank_kernel)[(B, triton.cdiv(N, BI))](
         keys, rank, N, BLOCK_I=BI, BLOCK_J=BJ, num_warps=warps,
     )
-    torch.library.wrap_triton(_compact_kernel)[(B, triton.cdiv(N, BP))](
+    _launch.launcher(_compact_kernel)[(B, triton.cdiv(N, BP))](
         rank, row_k if row_k is not None else rank, index, N, k, HAS_ROW_K=row_k is not None,
         BLOCK_P=BP, num_warps=warps,
     )
 
     if D > 0:
         CR, CD, warps = _copy_config(D, hidden.element_size(), dev)
-        torch.library.wrap_triton(_gather_kernel)[(triton.cdiv(B * k, CR), triton.cdiv(D, CD))](
+        _launch.launcher(_gather_kernel)[(triton.cdiv(B * k, CR), triton.cdiv(D, CD))](
             hidden, index, out, N, k, D, B * k, BLOCK_R=CR, BLOCK_D=CD, num_warps=warps,
         )
     return out, index, extract_out_mask(mask, index, row_k)
@@ -363,11 +363,11 @@ def extract_backward(grad_out: torch.Tensor, index: torch.Tensor, n: int) -> tor
         return grad_hidden
     inv = torch.full((B, n), -1, device=dev, dtype=torch.int32)
     blk = 64 if interpreted(dev) else 1024
-    torch.library.wrap_triton(_inverse_kernel)[(triton.cdiv(B * k, blk),)](
+    _launch.launcher(_inverse_kernel)[(triton.cdiv(B * k, blk),)](
         index, inv, n, k, B * k, BLOCK=blk, num_warps=1 if interpreted(dev) else 4,
     )
     CR, CD, warps = _copy_config(D, grad_out.element_size(), dev)
-    torch.library.wrap_triton(_scatter_kernel)[(triton.cdiv(B * n, CR), triton.cdiv(D, CD))](
+    _launch.launcher(_scatter_kernel)[(triton.cdiv(B * n, CR), triton.cdiv(D, CD))](
         grad_out, inv, grad_hidden, n, k, D, B * n, BLOCK_R=CR, BLOCK_D=CD, num_warps=warps,
     )
     return grad_hidden

@@ -401,8 +401,8 @@ def test_kernels_called_directly_equal_the_op():
 
 def test_op_forward_and_backward_launch_the_triton_kernels(monkeypatch):
     launched = []
-    real = torch.library.wrap_triton
-    monkeypatch.setattr(torch.library, "wrap_triton",
+    real = _launch.launcher
+    monkeypatch.setattr(_launch, "launcher",
                         lambda kernel: launched.append(getattr(kernel, "fn", kernel).__name__) or real(kernel))
     mask = make_mask(2, 9, "random", DEVICE)
     hidden = make_hidden(2, 9, 4, torch.float32, DEVICE).requires_grad_(True)
@@ -440,7 +440,7 @@ def triton_cdiv(a, b):
 def test_launch_grids_fit_cuda_limits(monkeypatch):
     """Only grid axis x may exceed 65535 on a GPU (the interpreter does not check): B = 70000."""
     rec = GridRecorder()
-    monkeypatch.setattr(torch.library, "wrap_triton", rec)
+    monkeypatch.setattr(_launch, "launcher", rec)
     # Nothing runs: valid (zero) indices instead of poison, for the mask.gather after the launches.
     monkeypatch.setattr(_launch, "empty", lambda shape, device, dtype: torch.zeros(shape, device=device, dtype=dtype))
     B, H, N, D = 70000, 1, 3, 2

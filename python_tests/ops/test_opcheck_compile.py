@@ -13,6 +13,7 @@ import torch
 
 import power_bert_ops
 from power_bert_ops import _backend, _checks
+from power_bert_ops.triton import _launch
 from power_bert_ops.testing import force_kernels, kernel_of
 
 from inputs import make_attention, make_hidden, make_mask
@@ -124,8 +125,8 @@ def test_opcheck_with_the_reference_as_the_kernel():
                     reason="runs the Triton kernels on CPU tensors (TRITON_INTERPRET=1)")
 def test_forced_kernel_runs_forward_and_backward(monkeypatch):
     launched = []
-    real = torch.library.wrap_triton
-    monkeypatch.setattr(torch.library, "wrap_triton",
+    real = _launch.launcher
+    monkeypatch.setattr(_launch, "launcher",
                         lambda kernel: launched.append(getattr(kernel, "fn", kernel).__name__) or real(kernel))
     hidden, attn, mask, _, _ = _inputs("cpu", requires_grad=True)
     with force_kernels("triton", "cpu", _backend.OPS["extract"]):
