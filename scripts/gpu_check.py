@@ -21,6 +21,7 @@ is printed after each:
   bench_ops, bench_attention, bench_model   bench/bench_*_gpu.py at their issue sizes
   e2e_run            power-bert run --device cuda --precision bf16 --max-steps 20 on the
                      packaged MiniLM + Rotten Tomatoes; e2e_benchmark: power-bert benchmark on it
+  profile            bench/profile_gpu.py: host against device time per op and per forward
   break_even         scripts/gpu_break_even.py (bench/bench_break_even.py's measurement on CUDA)
   sdpa_backend       which kernels SDPA runs with a boolean mask (torch.profiler)     (probe-sdpa)
   e2e_export_pt2     power-bert export --format pt2 of the e2e model
@@ -231,6 +232,9 @@ def plan(ctx: Ctx) -> list[Step]:
                            "--baseline", str(run_dir / "finetune" / "model"), "--device", "cuda", "--precision",
                            "bf16", "--batch-size", "256", "--output-dir", str(w / "e2e" / "benchmark"), "--json"],
              60, 15, needs=("e2e_run",), cli=True),
+        Step("profile", "bench/profile_gpu.py: host against device time per op and per forward",
+             lambda c, t: [py, "bench/profile_gpu.py", "--out", str(w / "profile_gpu.md")], 60, 20,
+             reads=("bench/profile_gpu.py",), needs=built),
         Step("break_even", "scripts/gpu_break_even.py (fp16)",
              lambda c, t: [py, "scripts/gpu_break_even.py", "--output", "bench/results/break_even_gpu.json"], 90, 25,
              reads=("scripts/gpu_break_even.py", "bench/bench_break_even.py"), needs=(*built, "carry"),
