@@ -28,12 +28,20 @@ def check_scale(scale: str) -> str:
     return scale
 
 
+def rows_floor(scale: str, min_rows: int | None) -> int:
+    """The floor of rows per example and layer (SPEC 1.6): ``min_rows`` (at least 1) under
+    relative retention; 1 under absolute retention, which keeps ℓ_j rows whatever the floor. The
+    one place this rule lives: the model, the FLOP model, the threshold calibration and the
+    reports all read it from here."""
+    return max(1, int(min_rows or 1)) if scale == "relative" else 1
+
+
 def rows_kept(retention: Sequence[int], N: int, length: int, scale: str = "absolute", min_rows: int = 1) -> list[int]:
     """Rows layer j keeps of one example with ``length`` real tokens (SPEC 1.2 / 1.6; relative
     retention keeps at least ``min_rows``)."""
     check_scale(scale)
     out, prev = [], int(length)
-    floor = max(1, int(min_rows)) if scale == "relative" else 1
+    floor = rows_floor(scale, min_rows)
     for lj in retention:
         k = -(-int(lj) * int(length) // int(N)) if scale == "relative" else int(lj)
         prev = min(prev, max(floor, k))
@@ -156,7 +164,7 @@ class FlopModel(tuple):
         self.scale = check_scale(scale)
         if min_rows is None:
             min_rows = 1 if isinstance(config_or_dims, (int, tuple, list)) else _get_min_rows(config_or_dims)
-        self.min_rows = max(1, int(min_rows)) if self.scale == "relative" else 1
+        self.min_rows = rows_floor(self.scale, min_rows)
         import numpy as np
 
         if lengths is None:

@@ -18,6 +18,7 @@ from transformers.modeling_outputs import BaseModelOutputWithPastAndCrossAttenti
 
 from .. import ops as _ops  # noqa: F401  (registers torch.ops.power_bert: kernels, fake kernels, autograd)
 from .._backend import attention_kernel_runs
+from ..flops import rows_floor
 from .adapters import ADAPTERS
 from ..reference import rank_of, significance_with_grad
 from .widths import hard_widths, relative_rows, relative_soft_factor, threshold_rows
@@ -196,10 +197,11 @@ class PowerBertEncoder(nn.Module):
         if mask is None and mode != "full":
             mask = torch.ones((B, n), dtype=torch.bool, device=x.device)
         lengths = (mask != 0).sum(dim=1) if relative else None
+        floor = rows_floor(cfg.retention_scale, cfg.min_rows)
         if thresholds is not None:
             widths = [(None, theta is not None) for theta in thresholds]
         else:
-            widths = hard_widths(retention, n, relative_n, cfg.min_rows) if mode == "hard" else None
+            widths = hard_widths(retention, n, relative_n, floor) if mode == "hard" else None
         sdpa_mask = None if all_real else (mask != 0)[:, None, None, :]
         like_hard = mode == "soft" and cfg.soft_like_hard
         row_weight = None  # soft_like_hard: each row's product of factors so far, float32 [B, n]
@@ -218,10 +220,10 @@ class PowerBertEncoder(nn.Module):
                 # SPEC 1.2 shortcut: select on the attention context, gather the residual alike,
                 # then W_o, LayerNorm and the FFN run on `keep` rows only.
                 if thresholds is not None:
-                    row_k = threshold_rows(sig, mask, thresholds[j], cfg.min_rows if relative else 1)
+                    row_k = threshold_rows(sig, mask, thresholds[j], floor)
                     keep = int(row_k.max())
                 else:
-                    row_k = relative_rows(retention[j], lengths, relative_n, cfg.min_rows) if relative else None
+                    row_k = relative_rows(retention[j], lengths, relative_n, floor) if relative else None
                 ctx, index, mask = _ops_ns.extract_scored(ctx, sig, mask, keep, row_k)
                 residual = x.gather(1, index.unsqueeze(-1).expand(B, keep, D))
                 n = keep
@@ -233,7 +235,7 @@ class PowerBertEncoder(nn.Module):
                                      torch.finfo(sig.dtype).max)
             if mode == "soft" and (relative or like_hard):
                 if relative:
-                    factor = relative_soft_factor(retention_params[j], sig, mask, lengths, cfg.min_rows)
+                    factor = relative_soft_factor(retention_params[j], sig, mask, lengths, floor)
                 else:
                     factor = retention_params[j, :n].float()[rank_of(sig, mask)]
                 x = x * factor.to(x.dtype)[:, :, None]

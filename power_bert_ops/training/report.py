@@ -11,6 +11,8 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
+from ..flops import rows_floor  # noqa: E402
+
 
 def _save(fig, ax, path: Path, legend_loc: str = "best") -> None:
     ax.legend(loc=legend_loc, fontsize=8)
@@ -138,9 +140,8 @@ def plot_retention(r: dict, path: Path) -> None:
 
 def floor_label(r: dict) -> str:
     """Relative retention's floor of rows, when it has one."""
-    m = r.get("min_rows") or 1
-    relative = r.get("retention_scale") == "relative"
-    return f"; every example keeps at least {m} rows in every layer (--min-rows)" if m > 1 and relative else ""
+    m = rows_floor(r.get("retention_scale", "absolute"), r.get("min_rows"))
+    return f"; every example keeps at least {m} rows in every layer (--min-rows)" if m > 1 else ""
 
 
 def setting_label(r: dict) -> str:

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Callable
 import torch
 from transformers import AutoConfig, EarlyStoppingCallback
 
-from ..flops import FlopModel, soft_bound
+from ..flops import FlopModel, rows_floor, soft_bound
 from ..modeling import adapters
 from .controller import TargetController
 from .errors import StageSettingsError
@@ -280,7 +280,7 @@ def check_search_floor(cfg: "PipelineConfig", search) -> None:
     config = json.loads((Path(search.model_dir) / "config.json").read_text())
     if config.get("retention_scale", "absolute") != "relative":
         return
-    searched = int(config.get("min_rows") or 1)
+    searched = rows_floor("relative", config.get("min_rows"))
     if searched != cfg.min_rows:
         raise StageSettingsError(f"stage 'search' in {cfg.output_dir} found ℓ for a floor of {searched} rows "
                                  f"(--min-rows {searched}); stage 3 asks for {cfg.min_rows}: give --min-rows "
