@@ -201,7 +201,7 @@ def read_text_file(path, text_column: str, label_column: str | None, text_pair_c
     if has_labels and not require_labels and len(empty_label_rows) == len(rows):
         has_labels, keys, empty_label_rows = False, [], []  # an unlabelled test file with an empty label column
     if empty_label_rows:
-        raise DataError(f"{path}: {len(empty_label_rows)} rows have an empty {label_column!r} (data rows "
+        raise DataError(f"{path}: {len(empty_label_rows)} row{'s have' if len(empty_label_rows) != 1 else ' has'} an empty {label_column!r} (data rows "
                         f"{empty_label_rows[:_MAX_LISTED]}{' ...' if len(empty_label_rows) > _MAX_LISTED else ''})")
     if empty_texts:
         logger.warning("%s: %d rows with an empty or NaN text cell (data rows %s), kept as empty strings", path,
@@ -235,7 +235,7 @@ def _apply_labels(ds: TextDataset, keys: list[str], label_names: Sequence[str]) 
     unseen = sorted({k for k in keys if k not in index}, key=lambda k: (not _INT_RE.fullmatch(k), len(k), k))
     if unseen:
         n_rows = sum(k not in index for k in keys)
-        raise DataError(f"{ds.stats.get('source')}: labels not seen in the training data: {unseen} ({n_rows} rows); "
+        raise DataError(f"{ds.stats.get('source')}: labels not seen in the training data: {unseen} ({n_rows} row{'s' if n_rows != 1 else ''}); "
                         f"known labels: {list(label_names)}")
     ds.labels = [index[k] for k in keys]
     ds.label_names = list(label_names)

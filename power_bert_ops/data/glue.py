@@ -170,7 +170,7 @@ def _glue_label(spec, raw: str, label_index: dict):
 
 
 def _raise_bad_labels(spec, path, bad_labels: dict[str, list[int]]):
-    listed = ", ".join(f"{lab!r} ({len(lines)} rows, first at line {lines[0]})"
+    listed = ", ".join(f"{lab!r} ({len(lines)} row{'s' if len(lines) != 1 else ''}, first at line {lines[0]})"
                        for lab, lines in sorted(bad_labels.items()))
     expected = "numbers" if spec.is_regression else list(spec.label_names)
     raise DataError(f"{path}: {spec.label_column!r} values not valid for {spec.name} (expected {expected}): "

@@ -282,7 +282,7 @@ def check_search_floor(cfg: "PipelineConfig", search) -> None:
         return
     searched = rows_floor("relative", config.get("min_rows"))
     if searched != cfg.min_rows:
-        raise StageSettingsError(f"stage 'search' in {cfg.output_dir} found ℓ for a floor of {searched} rows "
+        raise StageSettingsError(f"stage 'search' in {cfg.output_dir} found ℓ for a floor of {searched} row{'s' if searched != 1 else ''} "
                                  f"(--min-rows {searched}); stage 3 asks for {cfg.min_rows}: give --min-rows "
                                  f"{searched}, or run the search again in a new --output-dir (nothing was changed)")
 

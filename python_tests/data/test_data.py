@@ -430,7 +430,7 @@ def test_file_errors(tmp_path):
         load_files(train, dev, text_column="sentence", label_column="label")
     with pytest.raises(DataError, match=r"unsupported file type '.parquet'"):
         load_files(_write(tmp_path / "x.parquet", "a"), text_column="a", label_column="b")
-    with pytest.raises(DataError, match=r"nolabel.csv: 1 rows have an empty 'label' \(data rows \[2\]\)"):
+    with pytest.raises(DataError, match=r"nolabel.csv: 1 row has an empty 'label' \(data rows \[2\]\)"):
         load_files(_write(tmp_path / "nolabel.csv", "sentence,label\na,x\nb,\n"), text_column="sentence",
                    label_column="label")
     with pytest.raises(DataError, match=r"bad.jsonl: line 2 is not valid JSON"):
