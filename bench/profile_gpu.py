@@ -10,6 +10,10 @@ one model forward. A diagnosis, not a benchmark: it prints, it asserts nothing.
 2. BERT-base fp16, batch 128, N=128: Hugging Face (SDPA), PoWER-BERT full mode, hard mode at a
    3x bound with fused and with eager attention: host and device time per forward.
 3. cProfile of 20 hard-mode forwards (fused attention): the 30 functions with most own time.
+4. torch.profiler of 5 hard-mode forwards, fused and eager attention: device time against host
+   time a forward, and the kernels with most device time.
+5. CUDA graphs: torch.compile(mode="reduce-overhead") of Hugging Face's model and of the hard-mode
+   PoWER model, triton.testing.do_bench medians eager and compiled, and the speed-up of each.
 """
 from __future__ import annotations
 
@@ -139,6 +143,48 @@ def main(argv=None):
     pstats.Stats(prof, stream=s).sort_stats("tottime").print_stats(30)
     out += ["", "cProfile, 20 hard-mode forwards (fused attention), by own time:", "```", s.getvalue()[-6000:], "```"]
     print("\n".join(out[-4:]), flush=True)
+
+    from torch.profiler import ProfilerActivity, profile
+
+    run = lambda: power(input_ids=ids, attention_mask=am).logits  # noqa: E731
+    with torch.no_grad():
+        for att in ("fused", "eager"):
+            power.config.power_attention = att
+            for _ in range(3):
+                run()
+            torch.cuda.synchronize()
+            with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as trace:
+                for _ in range(5):
+                    run()
+                torch.cuda.synchronize()
+            events = trace.key_averages()
+            device_ms = sum(e.self_device_time_total for e in events) / 5e3
+            host_ms = sum(e.self_cpu_time_total for e in events) / 5e3
+            out += ["", f"torch.profiler, hard mode, {att} attention: {device_ms:.2f} ms of device time and "
+                    f"{host_ms:.2f} ms of host time (profiled) a forward", "```",
+                    events.table(sort_by="device_time_total", row_limit=12, max_name_column_width=60), "```"]
+            print("\n".join(out[-4:]), flush=True)
+
+        import triton.testing
+
+        power.config.power_attention = "auto"
+        out += ["", "CUDA graphs (torch.compile mode='reduce-overhead'), do_bench medians", "",
+                "| model | eager ms | CUDA graphs ms |", "|---|---|---|"]
+        ms = {}
+        for name, model in (("Hugging Face, SDPA", hf), ("PoWER-BERT hard", power)):
+            compiled = torch.compile(model, mode="reduce-overhead")
+            for _ in range(3):
+                compiled(input_ids=ids, attention_mask=am)
+            ms[name] = [triton.testing.do_bench(lambda m=m: m(input_ids=ids, attention_mask=am).logits, rep=200,
+                                                return_mode="median") for m in (model, compiled)]
+            out.append(f"| {name} | {ms[name][0]:.3f} | {ms[name][1]:.3f} |")
+            print(out[-1], flush=True)
+        hf_ms, pb_ms = ms["Hugging Face, SDPA"], ms["PoWER-BERT hard"]
+        from power_bert_ops.flops import flop_bound
+
+        out.append(f"| speed-up (FLOP bound {flop_bound((768, 12, 3072), ell, Nm):.2f}x) | {hf_ms[0] / pb_ms[0]:.2f}x | "
+                   f"{hf_ms[1] / pb_ms[1]:.2f}x |")
+        print(out[-1], flush=True)
     if args.out:
         with open(args.out, "w") as f:
             f.write("\n".join(out) + "\n")

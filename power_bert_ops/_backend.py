@@ -13,7 +13,9 @@ and one autograd formula (``power_bert_ops/ops.py``), and one kernel per dispatc
   - ``extract``, ``extract_backward``: the C++ CUDA kernels when built, else Triton
     (``power_bert_ops/triton/extract_triton.py``) when triton imports, else the reference.
     With both, the C++ kernel is the default: on an H200 it ran 4.2-6.8x faster than the PyTorch
-    composition, Triton's five launches 0.14-0.93x (``bench/results/gpu_h200_20261204``);
+    composition, Triton's five launches 0.14-0.93x (``bench/results/gpu_h200_20261204``, measured
+    while the Triton launches still went through ``torch.library.wrap_triton``, ~0.6 ms each: to
+    be measured again);
     ``POWER_BERT_GPU_BACKEND=triton`` in the environment at import makes Triton the CUDA kernel
     instead;
   - ``_attention_forward``, ``_attention_backward`` (under the public ``attention``): Triton

@@ -233,7 +233,7 @@ def plan(ctx: Ctx) -> list[Step]:
                            "bf16", "--batch-size", "256", "--output-dir", str(w / "e2e" / "benchmark"), "--json"],
              60, 15, needs=("e2e_run",), cli=True),
         Step("profile", "bench/profile_gpu.py: host against device time per op and per forward",
-             lambda c, t: [py, "bench/profile_gpu.py", "--out", str(w / "profile_gpu.md")], 60, 20,
+             lambda c, t: [py, "bench/profile_gpu.py", "--out", str(w / "profile_gpu.md")], 120, 30,
              reads=("bench/profile_gpu.py",), needs=built),
         Step("break_even", "scripts/gpu_break_even.py (fp16)",
              lambda c, t: [py, "scripts/gpu_break_even.py", "--output", "bench/results/break_even_gpu.json"], 90, 25,

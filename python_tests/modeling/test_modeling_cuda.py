@@ -131,7 +131,7 @@ def test_cuda_head_size_without_fused_kernel_runs_eager_or_fails_clearly():
 
 
 # ------------------------------------------------------------------------------------------------
-# Relative retention (SPEC 1.6) on CUDA: per-row k through the CUDA / Triton extract kernels
+# Relative retention (SPEC 1.6) on CUDA: per-row k through the CUDA extract_scored kernel
 # ------------------------------------------------------------------------------------------------
 @pytest.mark.parametrize("min_rows", [1, 3])
 def test_cuda_relative_equals_per_example_reference(min_rows):
@@ -170,8 +170,9 @@ def test_cuda_relative_forward_does_not_synchronise(min_rows):
 
 
 def test_cuda_per_row_extract_does_not_synchronise_with_width():
-    """extract_scored with a per-row k and a static ``width`` runs the CUDA kernel without a host
-    read when called under capture (the value check is eager-only): the op itself never syncs."""
+    """The op torch.ops.power_bert.extract_scored with a per-row k and its width runs the CUDA
+    kernel without a host read (the model calls the op; the public wrapper's check of the values
+    of k reads them in eager mode and is skipped under torch.compile and capture)."""
     B, N, D, W = 5, 24, 16, 9
     g = torch.Generator(device="cuda").manual_seed(0)
     hidden = torch.randn(B, N, D, device="cuda", generator=g)
@@ -203,14 +204,27 @@ def test_cuda_graphs_compile_relative_matches_eager():
     torch.testing.assert_close(got, eager, atol=ATOL * 10, rtol=0)
 
 
+def _recording_launches(monkeypatch) -> list:
+    """Names of the Triton kernels launched from now on (power_bert_ops.triton._launch.launcher)."""
+    from power_bert_ops.triton import _launch
+
+    launched, real = [], _launch.launcher
+    monkeypatch.setattr(_launch, "launcher",
+                        lambda kernel: launched.append(getattr(kernel, "fn", kernel).__name__) or real(kernel))
+    return launched
+
+
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
-def test_cuda_relative_fused_attention(dtype):
+def test_cuda_relative_fused_attention(dtype, monkeypatch):
     # head size 32: the fused Triton attention feeds the per-row selection.
     hf = _bert_with_head_size(32, seed=15)
     power = wrap(hf, retention=[14, 9, 1], sequence_length=20, retention_scale="relative", min_rows=3).cuda().to(dtype)
     batch = inputs((5, 20), lengths=[20, 14, 8, 3, 2], pair=True, seed=16)
+    launched = _recording_launches(monkeypatch)
     with torch.no_grad():
+        power.config.power_attention = "fused"
         fused = power(**to_cuda(batch)).logits.float()
+        assert "_significance_kernel" in launched  # the eliminating layers ran the fused kernels
         power.config.power_attention = "eager"
         eager = power(**to_cuda(batch)).logits.float()
     torch.testing.assert_close(eager, fused, atol=1e-4 if dtype == torch.float32 else 3e-2, rtol=0)
@@ -218,3 +232,20 @@ def test_cuda_relative_fused_attention(dtype):
         cpu = wrap(hf, retention=[14, 9, 1], sequence_length=20, retention_scale="relative", min_rows=3)
         with torch.no_grad():
             torch.testing.assert_close(fused.cpu(), cpu(**batch).logits, atol=1e-4, rtol=0)
+
+
+def test_cuda_graphs_compile_fused_attention_matches_eager(monkeypatch):
+    """The deployment the README recommends on a GPU: torch.compile(mode="reduce-overhead") over
+    the model whose layers run the fused Triton attention (head size 64, fp16, relative)."""
+    hf = _bert_with_head_size(64, seed=17)
+    power = wrap(hf, retention=[24, 12, 3], sequence_length=32, retention_scale="relative",
+                 min_rows=3).cuda().half()
+    batch = to_cuda(inputs((8, 32), lengths=[32, 30, 25, 17, 12, 6, 3, 2], pair=True, seed=18))
+    launched = _recording_launches(monkeypatch)
+    with torch.no_grad():
+        eager = power(**batch).logits.float()
+        assert "_attn_fwd_kernel" in launched
+        compiled = torch.compile(power, mode="reduce-overhead", fullgraph=True)
+        for _ in range(3):  # recording, then replays
+            got = compiled(**batch).logits.float().clone()
+    torch.testing.assert_close(got, eager, atol=2e-2, rtol=0)
