@@ -35,9 +35,14 @@ def test_cuda_hard_matches_reference(family):
 def test_cuda_forward_does_not_synchronise(mode):
     hf = tiny_hf("bert", seed=3)
     power = wrap(hf, retention=[12, 7, 3] if mode == "hard" else None, mode=mode, sequence_length=16).cuda()
-    batch = to_cuda(inputs((4, 16), pair=True))
+    _runs_without_host_sync(power, to_cuda(inputs((4, 16), pair=True)))
+
+
+def _runs_without_host_sync(power, batch) -> None:
+    """A forward of ``power`` on ``batch`` after a warm-up (lazy initialisation, Triton
+    compilation) under set_sync_debug_mode("error"): any host synchronisation raises."""
     with torch.no_grad():
-        power(**batch)  # warm-up: lazy initialisation, Triton compilation
+        power(**batch)
         torch.cuda.synchronize()
         torch.cuda.set_sync_debug_mode("error")
         try:
@@ -158,15 +163,7 @@ def test_cuda_relative_forward_does_not_synchronise(min_rows):
     hf = tiny_hf("bert", seed=13)
     power = wrap(hf, retention=[12, 7, 1], sequence_length=16, retention_scale="relative",
                  min_rows=min_rows).cuda()
-    batch = to_cuda(inputs((4, 16), lengths=[16, 9, 4, 2], pair=True))
-    with torch.no_grad():
-        power(**batch)
-        torch.cuda.synchronize()
-        torch.cuda.set_sync_debug_mode("error")
-        try:
-            power(**batch)
-        finally:
-            torch.cuda.set_sync_debug_mode("default")
+    _runs_without_host_sync(power, to_cuda(inputs((4, 16), lengths=[16, 9, 4, 2], pair=True)))
 
 
 def test_cuda_per_row_extract_does_not_synchronise_with_width():
