@@ -485,6 +485,27 @@ def _table(rows: list[dict], cols: list[str]) -> str:
     return out
 
 
+def with_prerequisites(names: list[str], steps: list[Step]) -> list[str]:
+    """``names`` and the steps they need (transitively), in plan order: a second call starts with
+    an empty scratch folder, so a step whose prerequisite ran in the first call must run it again
+    (the set-up steps always run)."""
+    by_name = {s.name: s for s in steps}
+    wanted: set[str] = set()
+
+    def add(name: str) -> None:
+        if name in wanted or name in SETUP_STEPS or name not in by_name:
+            return
+        wanted.add(name)
+        for need in by_name[name].needs:
+            alternatives = need.split("|")
+            if not any(a in SETUP_STEPS for a in alternatives):
+                add(alternatives[0])
+
+    for name in names:
+        add(name)
+    return [s.name for s in steps if s.name in wanted]
+
+
 def summarise(ctx: Ctx, budget: int, started: str, elapsed: float) -> dict:
     env = _load(ctx.work / "environment.json") or {}
     s: dict = {"started": started, "elapsed_s": round(elapsed, 1), "budget_s": budget, "outdir": str(ctx.out),
@@ -519,6 +540,7 @@ def summarise(ctx: Ctx, budget: int, started: str, elapsed: float) -> dict:
     left = [n for n, r in ctx.results.items() if r["status"] in ("skipped", "timeout") and n not in
             ("build_cpu_fallback", "reuse_build") and not r.get("note", "").startswith(("not needed", "not selected"))]
     if left:
+        left = with_prerequisites(left, plan(ctx))
         again = f"bash scripts/gpu_check.sh --reuse-build --only {','.join(left)} $OUT/gpu2"
         s["rerun"] = again
         md += ["", f"Not finished: {', '.join(left)}. Again in a second call (`--reuse-build` skips the build "

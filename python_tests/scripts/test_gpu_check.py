@@ -127,7 +127,8 @@ def test_runner_records_failures_timeouts_and_skips(tmp_path, gc, monkeypatch, c
     assert summary["steps"]["bench_ops"]["seconds"] < 15  # killed at its own timeout
     assert "needs tests" in summary["steps"]["e2e_run"]["note"]
     assert "no time" in summary["steps"]["bench_model"]["note"]
-    assert "--only bench_ops,e2e_run,bench_model " in summary["rerun"]
+    # e2e_run needs tests, which failed: the second call runs it too (its scratch folder starts empty)
+    assert "--only tests,bench_ops,e2e_run,bench_model " in summary["rerun"]
     assert "[gpu_check] tests: failed" in printed and "s of 120 s used" in printed and "boom" in printed
     files = sorted(p.name for p in (tmp_path / "out").iterdir())
     assert set(files) <= set(gc.OUT_FILES) and len(files) <= 8
@@ -147,3 +148,14 @@ def test_junit_counts(tmp_path, gc):
     assert (c["passed"], c["failures"], c["skipped"]) == (2, 1, 1)
     assert c["failed_tests"] == ["python_tests.test_extract::test_b[cuda]: off by 1"]
     assert "error" in gc.junit_counts(tmp_path / "absent.xml")
+
+
+def test_rerun_command_brings_the_prerequisites(gc):
+    """The first GPU run left e2e_export_pt2 for a second call; `--only e2e_export_pt2` alone
+    skipped it there ("needs e2e_run": the scratch folder is emptied at each run)."""
+    ctx = gc.Ctx(out=Path("/tmp/o"), work=Path("/tmp/w"), site=Path("/tmp/s"), cache=Path("/tmp/c"))
+    steps = gc.plan(ctx)
+    assert gc.with_prerequisites(["e2e_export_pt2"], steps) == ["e2e_run", "e2e_export_pt2"]
+    assert gc.with_prerequisites(["e2e_benchmark", "bench_ops"], steps) == ["bench_ops", "e2e_run", "e2e_benchmark"]
+    assert gc.with_prerequisites(["tests"], steps) == ["tests"]  # the build is a set-up step
+
