@@ -29,6 +29,8 @@ import time
 import torch
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from gpu_timing import median_ms  # noqa: E402
 
 
 def host_us(fn, calls: int = 200) -> float:
@@ -120,23 +122,25 @@ def main(argv=None):
     Bm, Nm = 128, 128
     ids = torch.randint(0, cfg.vocab_size, (Bm, Nm), device="cuda")
     am = torch.ones(Bm, Nm, dtype=torch.long, device="cuda")
-    ell = retention_for_bound((768, 12, 3072), Nm, 3.0)
+    dims = (cfg.hidden_size, cfg.num_hidden_layers, cfg.intermediate_size)
+    ell = retention_for_bound(dims, Nm, 3.0)
     out += ["", f"BERT-base fp16, batch {Bm}, N {Nm}; hard retention {ell}", "",
             "| forward | host us / call | device ms (events, one call) |", "|---|---|---|"]
     print("\n".join(out[-5:]), flush=True)
+    run = lambda: power(input_ids=ids, attention_mask=am).logits  # noqa: E731
     with torch.no_grad():
         line(out, "HF SDPA", lambda: hf(input_ids=ids, attention_mask=am).logits, 20)
         power.set_mode("full")
-        line(out, "PoWER full", lambda: power(input_ids=ids, attention_mask=am).logits, 20)
+        line(out, "PoWER full", run, 20)
         power.set_mode("hard", retention=ell)
         for att in ("fused", "eager"):
             power.config.power_attention = att
-            line(out, f"PoWER hard, {att} attention", lambda: power(input_ids=ids, attention_mask=am).logits, 20)
+            line(out, f"PoWER hard, {att} attention", run, 20)
         power.config.power_attention = "fused"
         prof = cProfile.Profile()
         prof.enable()
         for _ in range(20):
-            power(input_ids=ids, attention_mask=am)
+            run()
         torch.cuda.synchronize()
         prof.disable()
     s = io.StringIO()
@@ -146,7 +150,6 @@ def main(argv=None):
 
     from torch.profiler import ProfilerActivity, profile
 
-    run = lambda: power(input_ids=ids, attention_mask=am).logits  # noqa: E731
     with torch.no_grad():
         for att in ("fused", "eager"):
             power.config.power_attention = att
@@ -158,14 +161,12 @@ def main(argv=None):
                     run()
                 torch.cuda.synchronize()
             events = trace.key_averages()
-            device_ms = sum(e.self_device_time_total for e in events) / 5e3
-            host_ms = sum(e.self_cpu_time_total for e in events) / 5e3
-            out += ["", f"torch.profiler, hard mode, {att} attention: {device_ms:.2f} ms of device time and "
-                    f"{host_ms:.2f} ms of host time (profiled) a forward", "```",
+            on_device = sum(e.self_device_time_total for e in events) / 5e3
+            on_host = sum(e.self_cpu_time_total for e in events) / 5e3
+            out += ["", f"torch.profiler, hard mode, {att} attention: {on_device:.2f} ms of device time and "
+                    f"{on_host:.2f} ms of host time (profiled) a forward", "```",
                     events.table(sort_by="device_time_total", row_limit=12, max_name_column_width=60), "```"]
             print("\n".join(out[-4:]), flush=True)
-
-        import triton.testing
 
         power.config.power_attention = "auto"
         out += ["", "CUDA graphs (torch.compile mode='reduce-overhead'), do_bench medians", "",
@@ -175,14 +176,14 @@ def main(argv=None):
             compiled = torch.compile(model, mode="reduce-overhead")
             for _ in range(3):
                 compiled(input_ids=ids, attention_mask=am)
-            ms[name] = [triton.testing.do_bench(lambda m=m: m(input_ids=ids, attention_mask=am).logits, rep=200,
-                                                return_mode="median") for m in (model, compiled)]
+            ms[name] = [median_ms(lambda m=m: m(input_ids=ids, attention_mask=am).logits, "cuda", rep_ms=200)
+                        for m in (model, compiled)]
             out.append(f"| {name} | {ms[name][0]:.3f} | {ms[name][1]:.3f} |")
             print(out[-1], flush=True)
         hf_ms, pb_ms = ms["Hugging Face, SDPA"], ms["PoWER-BERT hard"]
         from power_bert_ops.flops import flop_bound
 
-        out.append(f"| speed-up (FLOP bound {flop_bound((768, 12, 3072), ell, Nm):.2f}x) | {hf_ms[0] / pb_ms[0]:.2f}x | "
+        out.append(f"| speed-up (FLOP bound {flop_bound(dims, ell, Nm):.2f}x) | {hf_ms[0] / pb_ms[0]:.2f}x | "
                    f"{hf_ms[1] / pb_ms[1]:.2f}x |")
         print(out[-1], flush=True)
     if args.out:

@@ -22,6 +22,17 @@ ops = torch.ops.power_bert
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
+def record_launches(monkeypatch) -> list:
+    """Names of the Triton kernels launched from now on, in order (through
+    power_bert_ops.triton._launch.launcher, which still launches them)."""
+    from power_bert_ops.triton import _launch
+
+    launched, real = [], _launch.launcher
+    monkeypatch.setattr(_launch, "launcher",
+                        lambda kernel: launched.append(getattr(kernel, "fn", kernel).__name__) or real(kernel))
+    return launched
+
+
 class GridRecorder:
     """Stands in for power_bert_ops.triton._launch.launcher: records launch grids, runs nothing."""
 

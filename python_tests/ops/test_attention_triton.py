@@ -7,7 +7,7 @@ import contextlib
 
 import pytest
 import torch
-from triton_testing import INTERPRET, GridRecorder, ops, sm90_compile_report
+from triton_testing import INTERPRET, GridRecorder, ops, record_launches, sm90_compile_report
 
 from inputs import make_mask
 from power_bert_ops import reference
@@ -324,10 +324,7 @@ def test_bad_input(device, case, exc, match):
 
 
 def test_ops_launch_the_triton_kernels(device, monkeypatch):
-    launched = []
-    real = _launch.launcher
-    monkeypatch.setattr(_launch, "launcher",
-                        lambda kernel: launched.append(getattr(kernel, "fn", kernel).__name__) or real(kernel))
+    launched = record_launches(monkeypatch)
     q, k, v = make_qkv(1, 2, 9, 32, torch.float32, device, requires_grad=True)
     out, _ = attention(q, k, v, make_mask(1, 9, "random", device))
     assert launched == ["_attn_fwd_kernel", "_significance_kernel"]

@@ -8,7 +8,7 @@ before the kernels run, so an element a kernel forgets to write shows up as a mi
 """
 import pytest
 import torch
-from triton_testing import INTERPRET, GridRecorder, ops, sm90_compile_report
+from triton_testing import INTERPRET, GridRecorder, ops, record_launches, sm90_compile_report
 
 from inputs import FLOAT_DTYPES as DTYPES
 from inputs import SHAPES as INPUT_SHAPES
@@ -400,10 +400,7 @@ def test_kernels_called_directly_equal_the_op():
 
 
 def test_op_forward_and_backward_launch_the_triton_kernels(monkeypatch):
-    launched = []
-    real = _launch.launcher
-    monkeypatch.setattr(_launch, "launcher",
-                        lambda kernel: launched.append(getattr(kernel, "fn", kernel).__name__) or real(kernel))
+    launched = record_launches(monkeypatch)
     mask = make_mask(2, 9, "random", DEVICE)
     hidden = make_hidden(2, 9, 4, torch.float32, DEVICE).requires_grad_(True)
     out = extract(hidden, make_attention(2, 2, 9, mask, torch.float32, DEVICE), mask, 3)[0]

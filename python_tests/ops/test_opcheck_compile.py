@@ -13,7 +13,6 @@ import torch
 
 import power_bert_ops
 from power_bert_ops import _backend, _checks
-from power_bert_ops.triton import _launch
 from power_bert_ops.testing import force_kernels, kernel_of
 
 from inputs import make_attention, make_hidden, make_mask
@@ -124,10 +123,9 @@ def test_opcheck_with_the_reference_as_the_kernel():
 @pytest.mark.skipif(not (_backend.triton_available() and os.environ.get("TRITON_INTERPRET") == "1"),
                     reason="runs the Triton kernels on CPU tensors (TRITON_INTERPRET=1)")
 def test_forced_kernel_runs_forward_and_backward(monkeypatch):
-    launched = []
-    real = _launch.launcher
-    monkeypatch.setattr(_launch, "launcher",
-                        lambda kernel: launched.append(getattr(kernel, "fn", kernel).__name__) or real(kernel))
+    from triton_testing import record_launches
+
+    launched = record_launches(monkeypatch)
     hidden, attn, mask, _, _ = _inputs("cpu", requires_grad=True)
     with force_kernels("triton", "cpu", _backend.OPS["extract"]):
         res = power_bert_ops.extract(hidden, attn, mask, 4)
