@@ -180,6 +180,11 @@ def _add_train_args(p: argparse.ArgumentParser, d: dict) -> None:
     g.add_argument("--distill", action=argparse.BooleanOptionalAction, default=d["distill"],
                    help="the stage-1 model's logits as teacher of stages 2 and 3 (--distill) or of none "
                         "(--no-distill); default: of stage 3 where it runs no ranking distillation")
+    g.add_argument("--distill-alpha", type=float, default=d["distill_alpha"], metavar="ALPHA",
+                   help="logit distillation's share of the loss: (1 - ALPHA)·task + ALPHA·KD, in [0, 1] "
+                        "(default: %(default)s)")
+    g.add_argument("--distill-temperature", type=float, default=d["distill_temperature"], metavar="T",
+                   help="logit distillation's temperature, > 0 (default: %(default)s)")
     g.add_argument("--distill-hidden", type=float, default=d["distill_hidden"], metavar="WEIGHT",
                    help="weight of stage 3's hidden-state distillation from the stage-1 model: each layer's kept "
                         "rows against the teacher's same layer at the same positions; 0: none")
@@ -326,7 +331,7 @@ def cmd_train(a) -> dict | None:
         search_epochs=a.search_epochs, retrain_epochs=a.retrain_epochs, patience=a.patience,
         search_min_steps=a.search_min_steps, lr_bert=pick(a.lr_bert, "lr_bert", "lr_bert"),
         lr_retrain=a.lr_retrain, lr_soft=pick(a.lr_soft, "lr_soft", "lr_soft"), lam=lam, target_speedup=target,
-        distill=a.distill,
+        distill=a.distill, distill_alpha=a.distill_alpha, distill_temperature=a.distill_temperature,
         distill_hidden=a.distill_hidden, distill_ranking=a.distill_ranking,
         break_even_keep=None if a.break_even_keep == "off" else a.break_even_keep,
         batch_size=pick(a.batch_size, "batch_size", "batch_size"), eval_batch_size=a.eval_batch_size, seed=a.seed,

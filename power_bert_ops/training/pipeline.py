@@ -357,12 +357,11 @@ def _stage_settings(stage: str, cfg: PipelineConfig) -> dict:
 
 
 _FLAGS = {"lam": "--lambda", "retention_scale": "--retention"}
-_NO_FLAG = ("distill_temperature", "distill_alpha")  # set through the Python API only
 
 
 def _flag(setting: str, value) -> str | None:
     """The ``power-bert`` arguments that give ``setting`` the value ``value`` (None: none do)."""
-    if setting in _NO_FLAG or (value is None and setting != "break_even_keep"):
+    if value is None and setting != "break_even_keep":
         return None
     flag = _FLAGS.get(setting, "--" + setting.replace("_", "-"))
     if isinstance(value, bool):
@@ -378,8 +377,8 @@ def _check_stage_settings(stage: str, cfg: PipelineConfig, out: Path) -> None:
     then = {k: previous.get(k, _before_it_existed(k, previous)) for k in now}
     diff = {k: (then[k], now[k]) for k in now if then[k] != now[k]}
     if diff:
-        # a Python-only setting absent then (its kind of distillation was off) needs no flag of its own
-        flags = [_flag(k, v) for k, (v, _) in diff.items() if not (k in _NO_FLAG and v is None)]
+        # a distillation setting absent then (logit distillation was off: --no-distill says so) needs no flag
+        flags = [_flag(k, v) for k, (v, _) in diff.items() if not (k in _DISTILL[1:] and v is None)]
         same = f"; to reuse it, give the settings it was run with ({' '.join(flags)})" if all(flags) else ""
         if not (out / STAGE_FILE).exists():  # interrupted: nothing finished to keep but its checkpoints
             raise StageSettingsError(f"stage {stage!r} in {out} was started with other settings and did not finish "

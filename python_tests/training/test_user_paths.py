@@ -615,6 +615,25 @@ def test_stage_run_with_other_distillation_names_the_flags_that_reuse_it(workdir
     assert (tmp_path / "r" / "retrain" / "stage.json").stat().st_mtime_ns == stamp
 
 
+def test_distillation_mix_flags(workdir, finished_run, tmp_path, capsys):
+    """--distill-alpha / --distill-temperature set stage 3's logit distillation; a stage run with
+    other values is refused with the flags that reuse it; values out of range are refused first."""
+    from tiny_models import retrain_args
+
+    args = retrain_args(finished_run, workdir, tmp_path / "r", "--distill-alpha", "0.9", "--distill-temperature", "3")
+    assert cli.main(args) == 0
+    settings = json.loads((tmp_path / "r" / "retrain" / "settings.json").read_text())
+    assert settings["distill"] is True and settings["distill_alpha"] == 0.9 and settings["distill_temperature"] == 3
+    defaults = args[:args.index("--distill-alpha")]
+    capsys.readouterr()
+    assert cli.main(defaults) == 2
+    err = capsys.readouterr().err
+    assert "give the settings it was run with (--distill-temperature 3 --distill-alpha 0.9)" in err, err
+    for flag, value in (("--distill-alpha", "1.5"), ("--distill-temperature", "0")):
+        assert cli.main([*defaults, flag, value]) == 2
+        assert f"{flag} must be a number" in capsys.readouterr().err
+
+
 def test_search_from_before_the_floor_of_rows(workdir, finished_run, tmp_path, capsys):
     """Stages 2-3 run before relative retention had a floor of rows (their settings and models
     without min_rows, i.e. 1): the default (a floor of 3) is refused with the flag that reuses
