@@ -263,6 +263,9 @@ def build_parser() -> argparse.ArgumentParser:
     _add_data_args(p, d, train=False)
     _add_inference_args(p, d, sort=False)
     p.add_argument("--precision", default=d["precision"], choices=PRECISIONS, help="the models' dtype")
+    p.add_argument("--compile", action="store_true", help="time both models under torch.compile (fullgraph; on CUDA "
+                   "mode reduce-overhead, i.e. CUDA graphs, where an eager model is bound by its launches), after two "
+                   "untimed passes that compile every shape")
     p.add_argument("--output-dir", default=None, help="write report.md, report.json and speedup.png here (not into "
                    "a run's folder); default: none, the summary line only")
     p.add_argument("--json", action="store_true", help="print one JSON object instead of the summary line")
@@ -378,10 +381,11 @@ def cmd_predict(a) -> dict:
 
 def cmd_benchmark(a) -> dict:
     from .training import DTYPES, benchmark
+    from .training.report import compile_text
     from .training.speed import describe_speedup
 
     r = benchmark(a.model_dir, a.baseline, _data_args(a), a.max_length, a.batch_size, a.device, DTYPES[a.precision],
-                  a.output_dir)
+                  a.output_dir, compile=a.compile)
     if a.json:
         print(json.dumps(r))
         return r
@@ -390,7 +394,7 @@ def cmd_benchmark(a) -> dict:
             f"{r['mean_batch_length']:.1f} tokens on average): {describe_speedup(r)}: baseline "
             f"{r['baseline_seconds']:.3f} s, PoWER-BERT {r['power_bert_seconds']:.3f} s per pass over {r['examples']} "
             f"examples, batch {r['batch_size']}, {r['dtype']}; both padded to N = {r['max_length']}: "
-            f"{p['speedup']:.2f}x (FLOP bound {p['flop_bound']:.2f}x)")
+            f"{p['speedup']:.2f}x (FLOP bound {p['flop_bound']:.2f}x){compile_text(r)}")
     print(line)
     if "files" in r:
         print(f"report: {r['files']['markdown']}")

@@ -220,11 +220,12 @@ def predict(model_dir, input_file, output_file, text_column: str = "text", text_
 
 
 def benchmark(model_dir, baseline_dir, data: DataArgs, max_length: int | None = None, batch_size: int = 64,
-              device: str = "auto", dtype: torch.dtype = torch.float32, output_dir=None) -> dict:
+              device: str = "auto", dtype: torch.dtype = torch.float32, output_dir=None, compile: bool = False) -> dict:
     """Times the PoWER-BERT model in ``model_dir`` (hard mode) against the Hugging Face model in
     ``baseline_dir`` on ``data``'s eval split, at the model's trained N unless ``max_length``
-    says otherwise (:func:`.speed.measure_speedup`), and adds the FLOP bound. With
-    ``output_dir``, writes report.json, report.md and the speed-up plot there."""
+    says otherwise (:func:`.speed.measure_speedup`), and adds the FLOP bound. ``compile``: both
+    models under torch.compile (CUDA graphs on CUDA). With ``output_dir``, writes report.json,
+    report.md and the speed-up plot there."""
     check_whole_number(batch_size, "--batch-size")
     if output_dir is not None:  # before the work: never over a run's report
         check_benchmark_output_dir(output_dir)
@@ -233,11 +234,14 @@ def benchmark(model_dir, baseline_dir, data: DataArgs, max_length: int | None = 
     if getattr(power.config, "model_type", "") != "power_bert" or power.retention is None or power.mode != "hard":
         raise PowerBertError(f"--model-dir {model_dir} is not a PoWER-BERT model in hard mode (benchmark the "
                              f"retrain stage's model)")
+    if compile and power.config.thresholds is not None:
+        raise PowerBertError(f"--compile: the model in {model_dir} keeps rows by the threshold rule, whose widths are "
+                             f"read on the host (eager only); benchmark it without --compile")
     baseline, _ = load_model(baseline_dir)
     check_same_classifier(power, baseline, "--baseline", baseline_dir, model_dir)
     n = resolve_max_length(power, tokenizer, max_length, data)
     ds = _eval_data(data, power, tokenizer, n, model_dir=model_dir)
-    speed = speed_report(baseline, power, ds, batch_size, device, dtype=dtype)
+    speed = speed_report(baseline, power, ds, batch_size, device, dtype=dtype, compile=compile)
     result = {"model": str(model_dir), "baseline": str(baseline_dir), "max_length": n, "examples": len(ds),
               "truncated": int(ds.num_truncated), "retention": list(power.retention),
               "retention_scale": power.config.retention_scale, "min_rows": power.config.min_rows, **speed}

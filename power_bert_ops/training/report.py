@@ -34,8 +34,16 @@ def speed_lines(s: dict) -> list[str]:
         f"- both padded to N = {s['padded_length']} (the paper's setting): {describe_speedup(p)}; baseline "
         f"{p['baseline_seconds']:.3f} s, PoWER-BERT {p['power_bert_seconds']:.3f} s per pass",
         f"- timing: {s['examples']} eval examples, batch {s['batch_size']}, {s['dtype']}, {threads_text(s['threads'])}, "
-        f"median of {s['repeats']} passes",
+        f"median of {s['repeats']} passes{compile_text(s)}",
     ]
+
+
+def compile_text(s: dict) -> str:
+    """'' for eager timings, else how the models were compiled."""
+    if not s.get("compile"):
+        return ""
+    return (f"; both models under torch.compile (mode {s['compile']}, {s['compile_seconds']:.0f} s to compile; logits "
+            f"within {s['compile_max_abs_diff']:.1e} of the eager models')")
 
 
 def write_report(out_dir: Path, report: dict) -> dict:

@@ -97,13 +97,46 @@ def _ratios(base: list[float], power: list[float]) -> dict:
     }
 
 
+def compile_mode(device: str) -> str:
+    """The torch.compile mode :func:`measure_speedup` uses with ``compile=True``: CUDA graphs on
+    CUDA (``reduce-overhead``: an eager model there is bound by its launches' host time), Inductor's
+    default elsewhere."""
+    return "reduce-overhead" if device.startswith("cuda") else "default"
+
+
+def _compiled(model, device: str):
+    return torch.compile(model, mode=compile_mode(device), fullgraph=True)
+
+
+@torch.inference_mode()
+def _compiled_difference(eager: dict, compiled: dict, batches: list) -> float:
+    """The largest absolute difference between the compiled and the eager models' logits over
+    ``batches`` (both models): what the compiled timings computed, checked."""
+    worst = 0.0
+    for name, model in eager.items():
+        for batch in batches:
+            got = compiled[name](**batch).logits.float()  # read before the next call reuses its memory
+            worst = max(worst, float((got - model(**batch).logits.float()).abs().max()))
+    return worst
+
+
 def measure_speedup(baseline, power_model, dataset, batch_size: int, device: str, dtype=torch.float32,
-                    repeats: int = 3, max_batches: int | None = None, lengths=None) -> dict:
+                    repeats: int = 3, max_batches: int | None = None, lengths=None, compile: bool = False) -> dict:
     """Times full passes of both models over ``dataset`` (dicts of [N]-long tensors; labels
     dropped), on length-bucketed batches (the headline: ``speedup``, ``baseline_seconds``, ...)
     and on batches padded to N (under ``"padded"``). Seconds are medians of ``repeats``;
     ``speedup_range`` is the range of the per-repeat ratios and ``within_noise`` whether it
-    contains 1. ``lengths``: the examples' real lengths when the caller has them."""
+    contains 1. ``lengths``: the examples' real lengths when the caller has them.
+
+    ``compile``: both models run under ``torch.compile`` (:func:`compile_mode`; fullgraph), after
+    two untimed passes over every batch of both regimes (compilation, and on CUDA the graphs'
+    recording; ``compile_seconds`` says how long that took; ``compile_max_abs_diff`` is the
+    largest difference of their logits from the eager models' on the shortest, longest and a padded
+    batch). Both compile with dynamic shapes after
+    their second width, so the bucketed batches keep their exact widths (CUDA graphs record one
+    graph per shape)."""
+    import torch._inductor.config as inductor_config
+
     lengths = example_lengths(dataset) if lengths is None else lengths
     keep = lambda batch: {k: v.to(device) for k, v in batch.items() if k in MODEL_INPUTS}  # noqa: E731
     padded, bucketed = [], []
@@ -115,16 +148,31 @@ def measure_speedup(baseline, power_model, dataset, batch_size: int, device: str
         if max_batches is not None and i >= max_batches:
             break
         bucketed.append(keep(batch))
-    runs = {"baseline": (baseline, bucketed), "power_bert": (power_model, bucketed),
-            "baseline_padded": (baseline, padded), "power_bert_padded": (power_model, padded)}
     for m in (baseline, power_model):
         m.to(device=device, dtype=dtype).eval()
-    for m, bs in runs.values():  # warm-up (the longest and the shortest batch)
-        _time_model(m, bs[-1:] + bs[:1], device)
-    times = {name: [] for name in runs}
-    for _ in range(repeats):
-        for name, (m, bs) in runs.items():
-            times[name].append(_time_model(m, bs, device))
+    compile_seconds = compile_diff = None
+    eager = {"baseline": baseline, "power_bert": power_model}
+    if compile:
+        baseline, power_model = _compiled(baseline, device), _compiled(power_model, device)
+    runs = {"baseline": (baseline, bucketed), "power_bert": (power_model, bucketed),
+            "baseline_padded": (baseline, padded), "power_bert_padded": (power_model, padded)}
+    # one CUDA graph per bucket width is what is asked for here, not a warning's matter
+    with inductor_config.patch({"triton.cudagraph_dynamic_shape_warn_limit": None}):
+        if compile:  # every shape compiled (and its CUDA graph recorded) before any timing
+            t = time.perf_counter()
+            for m, bs in runs.values():
+                for _ in range(2):
+                    _time_model(m, bs, device)
+            compile_seconds = time.perf_counter() - t
+            compile_diff = _compiled_difference(eager, {"baseline": baseline, "power_bert": power_model},
+                                                bucketed[:1] + bucketed[-1:] + padded[:1])
+        else:
+            for m, bs in runs.values():  # warm-up (the longest and the shortest batch)
+                _time_model(m, bs[-1:] + bs[:1], device)
+        times = {name: [] for name in runs}
+        for _ in range(repeats):
+            for name, (m, bs) in runs.items():
+                times[name].append(_time_model(m, bs, device))
     widths = [b["input_ids"].shape[-1] for b in bucketed]
     return {
         **_ratios(times["baseline"], times["power_bert"]),
@@ -140,6 +188,9 @@ def measure_speedup(baseline, power_model, dataset, batch_size: int, device: str
         "dtype": str(dtype).replace("torch.", ""),
         "threads": torch.get_num_threads(),
         "repeats": repeats,
+        "compile": compile_mode(device) if compile else None,
+        "compile_seconds": compile_seconds,
+        "compile_max_abs_diff": compile_diff,
     }
 
 
@@ -174,12 +225,12 @@ def threshold_speed_bounds(model, dataset, batch_size: int, device: str, n: int,
 
 
 def speed_report(baseline, power_model, dataset, batch_size: int, device: str, dtype=torch.float32,
-                 repeats: int = 3) -> dict:
+                 repeats: int = 3, compile: bool = False) -> dict:
     """:func:`measure_speedup` with each regime's FLOP bound beside its measured speed-up
     (``flop_bound`` for the bucketed headline, ``padded["flop_bound"]`` at N)."""
     lengths = example_lengths(dataset)
     speed = measure_speedup(baseline, power_model, dataset, batch_size, device, dtype=dtype, repeats=repeats,
-                            lengths=lengths)
+                            lengths=lengths, compile=compile)
     n = int(speed["padded_length"])
     if getattr(power_model.config, "thresholds", None) is not None:
         bounds = threshold_speed_bounds(power_model, dataset, batch_size, device, n, lengths)

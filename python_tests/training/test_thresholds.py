@@ -162,6 +162,9 @@ def test_retrain_with_the_threshold_rule(finished_run, workdir, tmp_path, capsys
     assert speed["thresholds"] == report["thresholds"]
     assert speed["flop_bound"] == pytest.approx(report["flop_bound"], rel=1e-12)
     assert speed["padded"]["flop_bound"] == pytest.approx(report["padded"]["flop_bound"], rel=1e-12)
+    assert cli.main(["benchmark", "--model-dir", str(out / "retrain" / "model"), "--baseline",
+                     str(out / "finetune" / "model"), *eval_file, "--no-progress", "--compile"]) == 2
+    assert "--compile: the model in" in capsys.readouterr().err  # its widths are read on the host
     shutil.rmtree(out / "retrain" / "model")
     (out / "retrain" / "stage.json").unlink()
     args[args.index("--retention-rule") + 1] = "top-k"

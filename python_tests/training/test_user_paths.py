@@ -64,6 +64,20 @@ def test_evaluate_and_benchmark_every_stage_equal_the_report(workdir, finished_r
     assert json.loads((tmp_path / "bench" / "report.json").read_text())["flop_bound"] == speed["flop_bound"]
 
 
+def test_benchmark_compiled_models_equal_eager_and_the_report(workdir, finished_run, capsys):
+    """--compile times both models under torch.compile (Inductor on CPU) and checks their logits
+    against the eager models'; the FLOP bounds are the report's."""
+    report = json.loads((finished_run / "report.json").read_text())
+    assert cli.main(["benchmark", "--model-dir", str(finished_run / "retrain" / "model"), "--baseline",
+                     str(finished_run / "finetune" / "model"), "--eval-file", str(workdir / "eval.csv"), *EVAL,
+                     "--json", "--no-progress", "--compile", "--batch-size", "32"]) == 0
+    speed = _json(capsys)
+    assert speed["compile"] == "default" and speed["compile_seconds"] > 0
+    assert 0 <= speed["compile_max_abs_diff"] < 1e-4
+    assert speed["flop_bound"] == pytest.approx(report["flop_bound"], rel=1e-12)
+    assert speed["speedup"] > 0 and speed["padded"]["speedup"] > 0 and speed["examples"] == 96
+
+
 def test_summary_lines_for_people(workdir, finished_run, capsys, tmp_path):
     model = str(finished_run / "retrain" / "model")
     assert cli.main(["evaluate", "--model-dir", model, "--eval-file", str(workdir / "eval.csv"), *EVAL,
