@@ -7,8 +7,9 @@ Python side of ``csrc/poison.h``.
 * :data:`INTERPRET_AT_IMPORT`: ``TRITON_INTERPRET=1`` when the kernels were decorated (``triton.jit``
   reads it then, so it decides whether the kernels are interpreted).
 * :func:`empty`: output allocation; with ``POWER_BERT_POISON_OUTPUTS=1`` the output is filled with
-  garbage first (NaN for floating point, true for bool, -12345 for integers), as the C++ kernels
-  do, so an element a kernel forgets to write fails the comparison with the reference.
+  garbage first (NaN for floating point, true for bool, -12345 for integers, or their least value),
+  as the C++ kernels do, so an element a kernel forgets to write fails the comparison with the
+  reference.
 * :func:`real_bytes`: the int8 [B, N] mask of real tokens every kernel reads.
 
 * :func:`launcher`: every launch is ``launcher(kernel)[grid](...)``, the kernel itself. They are
@@ -42,7 +43,7 @@ def empty(shape, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
         elif dtype == torch.bool:
             t.fill_(True)
         else:
-            t.fill_(-12345)
+            t.fill_(max(-12345, torch.iinfo(dtype).min))
     return t
 
 

@@ -20,8 +20,8 @@ The N x N probabilities are never stored:
   logits;
 * significance (1-D grid ``cdiv(N, BLOCK_N) * B*H``): recomputes ``P = exp(q k^T * scale - lse)``
   for one key block against every query block and writes its column sums over real query rows
-  (diagonal left out when ``exclude_self``) into a per-head buffer [B, H, N] float32; the sum
-  over heads is a plain ``torch.sum`` in fixed order. Extra memory O(B*H*N), no atomics,
+  (diagonal left out when ``exclude_self``; ``-inf`` at padded keys) into a per-head buffer
+  [B, H, N] float32; the sum over heads is a plain ``torch.sum`` in fixed order. Extra memory O(B*H*N), no atomics,
   deterministic;
 * backward: flash-attention-2 (``Delta = rowsum(dO * O)``; dK/dV over key blocks looping over
   query blocks; dQ over query blocks looping over key blocks). No atomics, deterministic.
@@ -157,8 +157,26 @@ def _significance_kernel(
             take = take & (rows[None, :] != cols[:, None])
         p = tl.where(take, tl.exp2(s - lse2[None, :]), 0.0)
         colsum += tl.sum(p, 1)
-    # padded keys are overwritten with -inf after the head sum
+    # a padded key is -inf in every head, so in their sum
+    _, key_real = _real_positions(REAL, b, N, cols)
+    colsum = tl.where(key_real, colsum, float("-inf"))
     tl.store(PART + bh.to(tl.int64) * N + cols, colsum, mask=col_in)
+
+
+@triton.jit
+def _mask_kernel(MASK, REAL, KV_END, N, smb, smn, BLOCK: tl.constexpr):
+    """MASK [B, N] (any dtype; strides smb, smn) -> REAL [B, N] int8 (1 at real tokens) and
+    KV_END [B] int32 (1 + the position of row b's last real token, 0 for a row of padding). One
+    program per row."""
+    b = tl.program_id(0).to(tl.int64)
+    end = tl.zeros([BLOCK], tl.int32)
+    for start in range(0, N, BLOCK):
+        pos = start + tl.arange(0, BLOCK)
+        inside = pos < N
+        real = tl.load(MASK + b * smb + pos.to(tl.int64) * smn, mask=inside, other=0) != 0
+        tl.store(REAL + b * N + pos, real.to(tl.int8), mask=inside)
+        end = tl.maximum(end, tl.where(real, pos + 1, 0))
+    tl.store(KV_END + b, tl.max(end, 0))
 
 
 @triton.jit
@@ -332,10 +350,15 @@ def _upcast(dtype: torch.dtype, device: torch.device) -> bool:
 
 def _real_and_end(mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """mask [B, N] -> (real [B, N] int8: 1 at real tokens, kv_end [B] int32: 1 + the position of
-    each row's last real token, 0 for a row of padding). Two small device ops, no host sync."""
-    real = _launch.real_bytes(mask)
-    pos = torch.arange(1, mask.shape[1] + 1, device=mask.device, dtype=torch.int32)
-    kv_end = (real.to(torch.int32) * pos).amax(dim=1).to(torch.int32).contiguous()
+    each row's last real token, 0 for a row of padding). One launch (``_mask_kernel``), no host
+    sync."""
+    B, N = mask.shape
+    real = _empty((B, N), mask, torch.int8)
+    kv_end = _empty((B,), mask, torch.int32)
+    if mask.dtype == torch.bool:
+        mask = mask.view(torch.int8)
+    block = 16 if interpreted(mask.device) else min(1024, triton.next_power_of_2(max(N, 1)))
+    _launch.launcher(_mask_kernel)[(B,)](mask, real, kv_end, N, mask.stride(0), mask.stride(1), BLOCK=block)
     return real, kv_end
 
 
@@ -398,7 +421,7 @@ def forward(
             BLOCK_M=BM, BLOCK_N=BN, BLOCK_D=d, EXCLUDE_SELF=exclude_self, PRECISION=prec, UPCAST=upcast,
             num_warps=warps, num_stages=stages,
         )
-        sig = part.sum(dim=1).masked_fill(real == 0, float("-inf"))
+        sig = part.sum(dim=1)
     return out, sig, lse
 
 

@@ -327,9 +327,10 @@ def test_ops_launch_the_triton_kernels(device, monkeypatch):
     launched = record_launches(monkeypatch)
     q, k, v = make_qkv(1, 2, 9, 32, torch.float32, device, requires_grad=True)
     out, _ = attention(q, k, v, make_mask(1, 9, "random", device))
-    assert launched == ["_attn_fwd_kernel", "_significance_kernel"]
+    # the mask's real bytes and row ends in one launch; -inf at padded keys inside the significance kernel
+    assert launched == ["_mask_kernel", "_attn_fwd_kernel", "_significance_kernel"]
     out.sum().backward()
-    assert launched[2:] == ["_bwd_delta_kernel", "_bwd_dkdv_kernel", "_bwd_dq_kernel"]
+    assert launched[3:] == ["_mask_kernel", "_bwd_delta_kernel", "_bwd_dkdv_kernel", "_bwd_dq_kernel"]
 
 
 def test_fully_padded_row(device):
@@ -360,7 +361,7 @@ def test_launch_grids_fit_cuda_limits(monkeypatch):
     out, sig, lse = at.forward(q, k, v, mask, 0.1, True, True, seed)
     at.backward(out, q, k, v, out, lse, mask, 0.1, seed)
     at.dropout_keep_mask(seed, B, H, 1, 0.1)
-    assert len(rec.grids) == 6
+    assert len(rec.grids) == 8  # the mask kernel in forward and backward
     for grid in rec.grids:
         assert 1 <= len(grid) <= 3 and grid[0] < 2**31 and all(g <= 65535 for g in grid[1:]), grid
 
@@ -371,7 +372,7 @@ from power_bert_ops.triton import attention_triton as at
 
 PTR = {torch.float16: "*fp16", torch.bfloat16: "*bf16", torch.float32: "*fp32"}
 FIXED = {"REAL": "*i8", "KV_END": "*i32", "SEED": "*i64", "LSE": "*fp32", "DELTA": "*fp32", "PART": "*fp32",
-         "H": "i32", "N": "i32", "scale": "fp32", "dropout_p": "fp32",
+         "H": "i32", "N": "i32", "scale": "fp32", "dropout_p": "fp32", "MASK": "*i64", "smb": "i32", "smn": "i32",
          **{f"s{t}{a}": "i32" for t in "qkvo" for a in "bhn"}}
 STRIDES = {f"s{t}{a}" for t in "qkvo" for a in "bhn"}
 
@@ -401,6 +402,8 @@ for dtype, d in ((torch.float32, 64), (torch.float32, 128), (torch.float16, 64),
     for fn in (at._bwd_dkdv_kernel, at._bwd_dq_kernel):
         res.append(build(fn, dtype, dict(BLOCK_M=BM, BLOCK_N=BN, BLOCK_D=d, HAS_DROPOUT=True, PRECISION=prec,
                                          UPCAST=False), w, st))
+for n in (64, 512):  # the mask kernel at two block sizes (next power of 2 of N)
+    res.append(build(at._mask_kernel, torch.float32, dict(BLOCK=n), 4, 1))
 print("RESULT " + json.dumps(res))
 """
 
