@@ -20,11 +20,12 @@ is printed after each:
                      device-parametrised [cuda] cases), per-test timeout, JUnit XML
   bench_ops, bench_attention, bench_model   bench/bench_*_gpu.py at their issue sizes
   e2e_run            power-bert run --device cuda --precision bf16 --max-steps 20 on the
-                     packaged MiniLM + Rotten Tomatoes; e2e_benchmark: power-bert benchmark on it
+                     packaged MiniLM + Rotten Tomatoes; e2e_benchmark: power-bert benchmark on it;
+                     e2e_benchmark_compiled: the same with --compile (CUDA graphs)
+  e2e_export_pt2     power-bert export --format pt2 of the e2e model
   profile            bench/profile_gpu.py: host against device time per op and per forward
   break_even         scripts/gpu_break_even.py (bench/bench_break_even.py's measurement on CUDA)
   sdpa_backend       which kernels SDPA runs with a boolean mask (torch.profiler)     (probe-sdpa)
-  e2e_export_pt2     power-bert export --format pt2 of the e2e model
 
 OUTDIR receives at most 8 files (the device tool brings back 8): summary.md (one page),
 summary.json (every step's status, time and note), tests_junit.xml, ops_gpu.json,
@@ -232,6 +233,15 @@ def plan(ctx: Ctx) -> list[Step]:
                            "--baseline", str(run_dir / "finetune" / "model"), "--device", "cuda", "--precision",
                            "bf16", "--batch-size", "256", "--output-dir", str(w / "e2e" / "benchmark"), "--json"],
              60, 15, needs=("e2e_run",), cli=True),
+        Step("e2e_benchmark_compiled", "power-bert benchmark --compile (CUDA graphs) of the e2e model, bf16",
+             lambda c, t: [*c.power_bert(), "benchmark", "--model-dir", str(run_dir / "retrain" / "model"),
+                           "--baseline", str(run_dir / "finetune" / "model"), "--device", "cuda", "--precision",
+                           "bf16", "--batch-size", "256", "--compile", "--output-dir",
+                           str(w / "e2e" / "benchmark_compiled"), "--json"],
+             150, 40, needs=("e2e_run",), cli=True),
+        Step("e2e_export_pt2", "power-bert export --format pt2 (AOTInductor) of the e2e model",
+             lambda c, t: [*c.power_bert(), "export", "--model-dir", str(run_dir / "retrain" / "model"), "--format",
+                           "pt2", "--output", str(w / "e2e" / "model.pt2")], 150, 40, needs=("e2e_run",), cli=True),
         Step("profile", "bench/profile_gpu.py: host against device time per op and per forward",
              lambda c, t: [py, "bench/profile_gpu.py", "--out", str(w / "profile_gpu.md")], 120, 30,
              reads=("bench/profile_gpu.py",), needs=built),
@@ -242,9 +252,6 @@ def plan(ctx: Ctx) -> list[Step]:
                       ("bench/results/break_even_gpu.png", "work:break_even_gpu.png"))),
         Step("sdpa_backend", "which kernels SDPA picks with a boolean mask",
              lambda c, t: [py, "scripts/gpu_check.py", "probe-sdpa", "--out", str(w / "sdpa_backend.json")], 45, 10),
-        Step("e2e_export_pt2", "power-bert export --format pt2 (AOTInductor) of the e2e model",
-             lambda c, t: [*c.power_bert(), "export", "--model-dir", str(run_dir / "retrain" / "model"), "--format",
-                           "pt2", "--output", str(w / "e2e" / "model.pt2")], 150, 40, needs=("e2e_run",), cli=True),
     ]
 
 
