@@ -242,3 +242,18 @@ def test_cuda_graphs_compile_fused_attention_matches_eager(monkeypatch):
         for _ in range(3):  # recording, then replays
             got = compiled(**batch).logits.float().clone()
     torch.testing.assert_close(got, eager, atol=2e-2, rtol=0)
+
+
+def test_cuda_measure_speedup_under_cuda_graphs():
+    """`power-bert benchmark --compile` on CUDA: both models under CUDA graphs (reduce-overhead)
+    over bucketed batches of several widths and a padded one; the compiled logits equal eager."""
+    from power_bert_ops.training.speed import measure_speedup
+
+    hf = _bert_with_head_size(64, seed=19)
+    power = wrap(hf, retention=[24, 12, 3], sequence_length=32, retention_scale="relative", min_rows=3)
+    data = inputs((24, 32), lengths=[32, 30, 25, 17, 12, 6, 3, 2] * 3, pair=True, seed=20)
+    rows = [{k: v[i] for k, v in data.items()} for i in range(24)]
+    r = measure_speedup(hf, power, rows, 5, "cuda", dtype=torch.float16, repeats=2, compile=True)
+    assert r["compile"] == "reduce-overhead" and r["compile_seconds"] > 0
+    assert 0 <= r["compile_max_abs_diff"] < 2e-2
+    assert r["batches"] == 5 and r["examples"] == 24 and r["speedup"] > 0 and r["padded"]["speedup"] > 0
