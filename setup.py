@@ -57,10 +57,11 @@ setup(
     version="0.1.0",
     description="PoWER-BERT progressive word-vector elimination: fused PyTorch ops (CPU, CUDA, Triton)",
     packages=find_packages(include=["power_bert_ops", "power_bert_ops.*"]),
+    py_modules=["power_bert_cli"],  # the console command's entry point (imports the package inside main)
     ext_modules=[extension()],
     cmdclass={"build_ext": BuildExtension.with_options(no_python_abi_suffix=True)},
     options={"bdist_wheel": {"py_limited_api": "cp39"}},
-    entry_points={"console_scripts": ["power-bert=power_bert_ops.cli:main"]},
+    entry_points={"console_scripts": ["power-bert=power_bert_cli:main"]},
     python_requires=">=3.10",
     install_requires=["torch>=2.6", "numpy", "transformers>=5.17", "accelerate>=1.1", "safetensors", "tqdm",
                       "scikit-learn", "scipy", "matplotlib"],

@@ -593,3 +593,33 @@ def test_ctrl_c_is_one_line(tmp_path, capsys, monkeypatch, command, when):
     err = capsys.readouterr().err
     assert "Traceback" not in err and err.strip().splitlines()[0].startswith("power-bert") and \
         ": interrupted" in err and err.count("\n") == 2, err
+
+
+def test_ctrl_c_while_the_command_loads_is_one_line(monkeypatch, capsys):
+    """The console command (power_bert_cli:main) imports the package inside main: Ctrl-C during
+    that import (torch: seconds) exits 130 with one line, as Ctrl-C later does."""
+    import importlib.abc
+    import sys
+
+    import power_bert_cli
+
+    class Interrupt(importlib.abc.MetaPathFinder):
+        def find_spec(self, name, path, target=None):
+            if name == "power_bert_ops.cli":
+                raise KeyboardInterrupt
+            return None
+
+    monkeypatch.delitem(sys.modules, "power_bert_ops.cli")
+    monkeypatch.setattr(sys, "meta_path", [Interrupt(), *sys.meta_path])
+    assert power_bert_cli.main() == 130
+    assert capsys.readouterr().err == "\npower-bert: interrupted\n"
+
+
+def test_console_entry_point_runs_the_command():
+    import subprocess
+    import sys
+
+    done = subprocess.run([sys.executable, "-m", "power_bert_cli", "benchmark", "--help"], capture_output=True,
+                          text=True, timeout=120)
+    assert done.returncode == 0 and done.stdout.startswith("usage: power-bert benchmark"), done.stderr
+    assert "--compile" in done.stdout
