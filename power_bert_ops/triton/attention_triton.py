@@ -21,8 +21,8 @@ The N x N probabilities are never stored:
 * significance (1-D grid ``cdiv(N, BLOCK_N) * B*H``): recomputes ``P = exp(q k^T * scale - lse)``
   for one key block against every query block and writes its column sums over real query rows
   (diagonal left out when ``exclude_self``; ``-inf`` at padded keys) into a per-head buffer
-  [B, H, N] float32; the sum over heads is a plain ``torch.sum`` in fixed order. Extra memory O(B*H*N), no atomics,
-  deterministic;
+  [B, H, N] float32; the sum over heads is a plain ``torch.sum`` in fixed order. Extra memory
+  O(B*H*N), no atomics, deterministic;
 * backward: flash-attention-2 (``Delta = rowsum(dO * O)``; dK/dV over key blocks looping over
   query blocks; dQ over query blocks looping over key blocks). No atomics, deterministic.
 
