@@ -174,12 +174,13 @@ def read_text_file(path, text_column: str, label_column: str | None, text_pair_c
     columns, rows, stats = read_table(path, errors=errors, quoting=quoting)
     if not rows:
         raise DataError(f"{path}: header but no data rows")
-    for col, role in ((text_column, "text_column"), (text_pair_column, "text_pair_column")):
+    for col, role in ((text_column, "text column (--text-column)"),
+                      (text_pair_column, "text-pair column (--text-pair-column)")):
         if col is not None and col not in columns:
             raise missing_column_error(path, col, role, columns)
     has_labels = label_column is not None and label_column in columns
     if label_column is not None and not has_labels and require_labels:
-        raise missing_column_error(path, label_column, "label_column", columns)
+        raise missing_column_error(path, label_column, "label column (--label-column)", columns)
 
     texts, pairs, keys = [], [], []
     empty_texts, empty_lines, empty_label_rows = 0, [], []

@@ -411,12 +411,13 @@ def test_label_map_roundtrip(tmp_path):
 
 def test_file_errors(tmp_path):
     train = _write(tmp_path / "train.csv", "sentence,label\na,x\nb,y\n")
-    with pytest.raises(DataError, match=r"train.csv: text_column 'sentense' not found; the columns are "
-                                        r"\['sentence', 'label'\]; did you mean 'sentence'\?"):
+    with pytest.raises(DataError, match=r"train.csv: text column \(--text-column\) 'sentense' not found; the "
+                                        r"columns are \['sentence', 'label'\]; did you mean 'sentence'\?"):
         load_files(train, text_column="sentense", label_column="label")
-    with pytest.raises(DataError, match=r"label_column 'labels' not found; the columns are \['sentence', 'label'\]"):
+    with pytest.raises(DataError, match=r"label column \(--label-column\) 'labels' not found; the columns are "
+                                        r"\['sentence', 'label'\]"):
         load_files(train, text_column="sentence", label_column="labels")
-    with pytest.raises(DataError, match=r"text_pair_column 'other' not found"):
+    with pytest.raises(DataError, match=r"text-pair column \(--text-pair-column\) 'other' not found"):
         load_files(train, text_column="sentence", label_column="label", text_pair_column="other")
     with pytest.raises(DataError, match=r"empty.csv: empty file"):
         load_files(_write(tmp_path / "empty.csv", ""), text_column="sentence", label_column="label")
@@ -486,7 +487,7 @@ def test_ragged_rows_refused_with_their_lines(tmp_path, ext, sep):
                                             r"file \.tsv$"):
             load_files(tabs, text_column="text", label_column="label")
         tabs.write_text("text\tlabel\ngood film\tfresh\n")
-        with pytest.raises(DataError, match=r"text_column 'text' not found; the columns are \['text\\tlabel'\]; its "
+        with pytest.raises(DataError, match=r"text column \(--text-column\) 'text' not found; the columns are \['text\\tlabel'\]; its "
                                             r"header is separated by tabs"):
             load_files(tabs, text_column="text", label_column="label")
     for name in ("eval_file", "test_file"):  # every file flag reads through the same check
