@@ -27,7 +27,9 @@ from .artifacts import check_checkpoint, check_max_length, load_tokenizer
 from .errors import PowerBertError
 from .inference import predict_logits
 from .outputs import check_writable_folder
-from .pipeline import STAGES, TARGET_FILE, PipelineConfig, StageResult, flop_model, resolve_auto, run_pipeline
+from .pipeline import (STAGE_FILE, STAGES, TARGET_FILE, PipelineConfig, StageResult, flop_model, resolve_auto,
+                       run_pipeline)
+from .stages import stage_distill
 from .prepare import DataArgs, PreparedTask, prepare
 from .report import threads_text, write_report, write_sweep
 from .speed import describe_speedup, speed_report
@@ -161,21 +163,59 @@ def _variants(cfg: PipelineConfig, lambdas, targets) -> list[tuple[str | None, P
     return [(None, cfg)]
 
 
-def train(cfg: PipelineConfig, data: DataArgs, stages=STAGES, lambdas=None, targets=None) -> dict | None:
+def check_earlier_stages(out: Path, stages, variants) -> None:
+    """Refuses, before anything is read or written, ``stages`` whose earlier stages have not
+    finished in ``out`` (a sweep's stage 1 in ``out``, its stages 2-3 in each value's folder)."""
+    first = min((STAGES.index(s) for s in stages if s in STAGES), default=0)  # unknown names: run_pipeline
+    for folder, _ in variants:
+        for stage in STAGES[:first]:
+            where = out if stage == "finetune" or folder is None else out / folder
+            if not (where / stage / STAGE_FILE).exists():
+                raise PowerBertError(f"stage {stage!r} has not run in {where}; run it first (`power-bert {stage}` "
+                                     f"with the same arguments)")
+
+
+def check_logit_flags(cfg: PipelineConfig, stages, flags, task: PreparedTask | None = None) -> None:
+    """Refuses logit-distillation settings (``flags``: the names the caller gave them by, e.g.
+    ``--distill-alpha``) that no stage of ``stages`` would use, or that contradict ``cfg.distill``.
+    With ``task``: after the automatic choice of stage 3's distillation for its texts."""
+    if not flags:
+        return
+    given = " and ".join(flags)
+    sets = "set" if len(flags) > 1 else "sets"
+    if cfg.distill is False:
+        raise PowerBertError(f"{given} {sets} logit distillation, which --no-distill turns off; give one or the other")
+    if cfg.distill and cfg.distill_alpha == 0 and "--distill-alpha" in flags:
+        raise PowerBertError("--distill-alpha 0 gives the teacher's logits no weight, which is --no-distill; give "
+                             "one or the other")
+    if task is not None and not any(stage_distill(s, cfg) for s in stages):
+        why = ("stage 3 distils the fine-tuned model's ranking on these texts (--distill-ranking)"
+               if "retrain" in stages and cfg.distill_ranking else
+               "stage 2 distils only with --distill" if "search" in stages else "stage 1 distils nothing")
+        raise PowerBertError(f"{given} {sets} logit distillation, which this command does not run ({why}); add "
+                             f"--distill, or leave {given} out")
+
+
+def train(cfg: PipelineConfig, data: DataArgs, stages=STAGES, lambdas=None, targets=None,
+          logit_flags=()) -> dict | None:
     """Checks everything, then runs ``stages`` into ``cfg.output_dir`` and, when they include
     stage 3, writes the report (returned). A sweep shares stage 1 and runs stages 2-3 once per
     value, under ``lambda_<λ>/`` (``lambdas``: SPEC 1.3's procedure) or ``target_<X>x/``
     (``targets``: target speed-ups), then writes sweep.md / sweep.json / sweep.png; the last
-    report is returned. Finished stages are reused (see :mod:`.pipeline`)."""
+    report is returned. Finished stages are reused (see :mod:`.pipeline`). ``logit_flags``:
+    the logit-distillation settings the caller gave (:func:`check_logit_flags`)."""
     lambdas = check_lambdas(lambdas)
     targets = _numbers(targets, "--target-speedups", ">= 1", lambda v: v >= 1)
     variants = _variants(cfg, lambdas, targets)
     model_cfg = check_checkpoint(cfg.model)
     check_max_length(cfg.max_length, model_cfg)
+    check_logit_flags(cfg, stages, logit_flags)
     out = Path(cfg.output_dir)
     check_output_dir(out)
+    check_earlier_stages(out, stages, variants)
     tokenizer = load_tokenizer(cfg.model, model_cfg)
     task = prepare(data, tokenizer, cfg.max_length)
+    check_logit_flags(resolve_auto(cfg, task), stages, logit_flags, task)  # before the line saying the choice
     cfg = resolve_auto(cfg, task, say="retrain" in stages and is_main_process())
     variants = _variants(cfg, lambdas, targets)  # again, from the settings decided for this data
     if cfg.retention_rule == "threshold" and task.problem == "multiple_choice":

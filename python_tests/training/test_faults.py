@@ -595,6 +595,19 @@ def test_ctrl_c_is_one_line(tmp_path, capsys, monkeypatch, command, when):
         ": interrupted" in err and err.count("\n") == 2, err
 
 
+@pytest.mark.parametrize("command", ["search", "retrain"])
+def test_stage_without_its_earlier_stages_leaves_nothing(workdir, tmp_path, capsys, command):
+    """A later stage asked for in a new folder is refused before the data is read, and writes
+    nothing there, so the corrected command (`run` with other settings) runs."""
+    out = tmp_path / "o"
+    args = run_args(workdir, out)
+    args[0] = command
+    assert cli.main(args) == 2
+    assert capsys.readouterr().err == (f"power-bert {command}: stage 'finetune' has not run in {out}; run it first "
+                                       f"(`power-bert finetune` with the same arguments)\n")
+    assert not out.exists()
+
+
 def test_ctrl_c_while_the_command_loads_is_one_line(monkeypatch, capsys):
     """The console command (power_bert_cli:main) imports the package inside main: Ctrl-C during
     that import (torch: seconds) exits 130 with one line, as Ctrl-C later does."""
