@@ -58,6 +58,7 @@ def _defaults() -> dict:
     from .training.pipeline import (DEFAULT_MIN_ROWS, RANKING_MIN_LENGTH, RANKING_WEIGHT, RETRAIN_LR_FACTOR,
                                     PipelineConfig)
     from .training.run import DEFAULT_TARGET_SPEEDUP
+    from .training.distillation import MAX_TEMPERATURE, MIN_TEMPERATURE
     from .training.stages import SEARCH_EXTEND
 
     d = {f.name: f.default for f in dataclasses.fields(PipelineConfig) if f.default is not dataclasses.MISSING}
@@ -67,6 +68,7 @@ def _defaults() -> dict:
     d["search_extend"] = SEARCH_EXTEND
     d["default_min_rows"] = DEFAULT_MIN_ROWS
     d["retrain_lr_factor"] = RETRAIN_LR_FACTOR
+    d["min_temperature"], d["max_temperature"] = MIN_TEMPERATURE, MAX_TEMPERATURE
     inference = inspect.signature(evaluate).parameters
     d["inference_batch_size"] = inference["batch_size"].default
     d["inference_device"] = inference["device"].default
@@ -180,11 +182,12 @@ def _add_train_args(p: argparse.ArgumentParser, d: dict) -> None:
     g.add_argument("--distill", action=argparse.BooleanOptionalAction, default=d["distill"],
                    help="the stage-1 model's logits as teacher of stages 2 and 3 (--distill) or of none "
                         "(--no-distill); default: of stage 3 where it runs no ranking distillation")
-    g.add_argument("--distill-alpha", type=float, default=d["distill_alpha"], metavar="ALPHA",
-                   help="logit distillation's share of the loss: (1 - ALPHA)·task + ALPHA·KD, in [0, 1] "
-                        "(default: %(default)s)")
-    g.add_argument("--distill-temperature", type=float, default=d["distill_temperature"], metavar="T",
-                   help="logit distillation's temperature, > 0 (default: %(default)s)")
+    g.add_argument("--distill-alpha", type=float, default=None, metavar="ALPHA",
+                   help="logit distillation's share of the loss: (1 - ALPHA)·task + ALPHA·KD, in (0, 1]; only "
+                        f"where a stage distils the logits (default: {d['distill_alpha']:g})")
+    g.add_argument("--distill-temperature", type=float, default=None, metavar="T",
+                   help=f"logit distillation's temperature, from {d['min_temperature']:g} to "
+                        f"{d['max_temperature']:g} (default: {d['distill_temperature']:g})")
     g.add_argument("--distill-hidden", type=float, default=d["distill_hidden"], metavar="WEIGHT",
                    help="weight of stage 3's hidden-state distillation from the stage-1 model: each layer's kept "
                         "rows against the teacher's same layer at the same positions; 0: none")
@@ -334,7 +337,8 @@ def cmd_train(a) -> dict | None:
         search_epochs=a.search_epochs, retrain_epochs=a.retrain_epochs, patience=a.patience,
         search_min_steps=a.search_min_steps, lr_bert=pick(a.lr_bert, "lr_bert", "lr_bert"),
         lr_retrain=a.lr_retrain, lr_soft=pick(a.lr_soft, "lr_soft", "lr_soft"), lam=lam, target_speedup=target,
-        distill=a.distill, distill_alpha=a.distill_alpha, distill_temperature=a.distill_temperature,
+        distill=a.distill, distill_alpha=pick(a.distill_alpha, "distill_alpha", "distill_alpha"),
+        distill_temperature=pick(a.distill_temperature, "distill_temperature", "distill_temperature"),
         distill_hidden=a.distill_hidden, distill_ranking=a.distill_ranking,
         break_even_keep=None if a.break_even_keep == "off" else a.break_even_keep,
         batch_size=pick(a.batch_size, "batch_size", "batch_size"), eval_batch_size=a.eval_batch_size, seed=a.seed,
@@ -344,7 +348,9 @@ def cmd_train(a) -> dict | None:
     )
     lambdas = a.lambdas.split(",") if a.lambdas is not None else None
     targets = a.target_speedups.split(",") if a.target_speedups is not None else None
-    report = train(cfg, data, stages=a.stages, lambdas=lambdas, targets=targets)
+    logit_flags = [f for f, v in (("--distill-alpha", a.distill_alpha), ("--distill-temperature",
+                                                                          a.distill_temperature)) if v is not None]
+    report = train(cfg, data, stages=a.stages, lambdas=lambdas, targets=targets, logit_flags=logit_flags)
     _shut_down_process_group()
     return report
 
@@ -381,7 +387,7 @@ def cmd_predict(a) -> dict:
 
 def cmd_benchmark(a) -> dict:
     from .training import DTYPES, benchmark
-    from .training.report import compile_text
+    from .training.report import bucket_text, compile_text
     from .training.speed import describe_speedup
 
     r = benchmark(a.model_dir, a.baseline, _data_args(a), a.max_length, a.batch_size, a.device, DTYPES[a.precision],
@@ -390,10 +396,10 @@ def cmd_benchmark(a) -> dict:
         print(json.dumps(r))
         return r
     p = r["padded"]
-    line = (f"speed-up against the dense model on length-bucketed batches (each cut to its longest row, "
-            f"{r['mean_batch_length']:.1f} tokens on average): {describe_speedup(r)}: baseline "
+    line = (f"speed-up against the dense model on length-bucketed batches ({bucket_text(r)}): "
+            f"{describe_speedup(r)}: baseline "
             f"{r['baseline_seconds']:.3f} s, PoWER-BERT {r['power_bert_seconds']:.3f} s per pass over {r['examples']} "
-            f"examples, batch {r['batch_size']}, {r['dtype']}; both padded to N = {r['max_length']}: "
+            f"example{'' if r['examples'] == 1 else 's'}, batch {r['batch_size']}, {r['dtype']}; both padded to N = {r['max_length']}: "
             f"{p['speedup']:.2f}x (FLOP bound {p['flop_bound']:.2f}x){compile_text(r)}")
     print(line)
     if "files" in r:

@@ -14,14 +14,19 @@ import torch.nn.functional as F
 
 from .speed import real_width
 
-__all__ = ["DEFAULT_ALPHA", "DEFAULT_TEMPERATURE", "TeacherCache", "distillation_loss", "hidden_distillation_loss",
-           "mix_distillation", "ranking_distillation_loss", "teacher_significance"]
+__all__ = ["DEFAULT_ALPHA", "DEFAULT_TEMPERATURE", "MAX_TEMPERATURE", "MIN_TEMPERATURE", "TeacherCache",
+           "distillation_loss", "hidden_distillation_loss", "mix_distillation", "ranking_distillation_loss",
+           "teacher_significance"]
 
 DEFAULT_TEMPERATURE = 2.0
 """Distillation temperature used when the caller gives none."""
 
 DEFAULT_ALPHA = 0.5
 """Weight of the distillation term in :func:`mix_distillation` when the caller gives none."""
+
+MIN_TEMPERATURE, MAX_TEMPERATURE = 0.01, 100.0
+"""The temperatures the pipeline takes: far outside, the scaled logits or T² overflow float32 and
+the loss is NaN (Hinton et al. use 1-20)."""
 
 
 def distillation_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, temperature: float = DEFAULT_TEMPERATURE,

@@ -72,10 +72,13 @@ def resolve_max_length(model, tokenizer, max_length: int | None, data: DataArgs 
     return min(n or 128, position_limit(model.config))
 
 
-def _eval_data(data: DataArgs, model, tokenizer, max_length: int, model_dir=None):
+def _eval_data(data: DataArgs, model, tokenizer, max_length: int, model_dir=None, labels: bool = True):
+    """The eval split or file, tokenised at ``max_length``; ``labels`` False: a file without the
+    label column is taken (benchmark only times the models)."""
     if data.eval_file or data.test_file:
-        raw = D.load_files(None, data.eval_file, data.text_column, data.label_column, data.text_pair_column,
-                           data.test_file, is_regression=data.regression, label_names=label_names(model))
+        files = ((data.eval_file, data.test_file) if labels else (None, data.eval_file or data.test_file))
+        raw = D.load_files(None, files[0], data.text_column, data.label_column, data.text_pair_column,
+                           files[1], is_regression=data.regression, label_names=label_names(model))
         ds = raw.get("eval") or raw.get("test")
     else:
         ds = D.load_task(data.name, data.eval_split, data_dir=data.data_dir)
@@ -240,7 +243,7 @@ def benchmark(model_dir, baseline_dir, data: DataArgs, max_length: int | None = 
     baseline, _ = load_model(baseline_dir)
     check_same_classifier(power, baseline, "--baseline", baseline_dir, model_dir)
     n = resolve_max_length(power, tokenizer, max_length, data)
-    ds = _eval_data(data, power, tokenizer, n, model_dir=model_dir)
+    ds = _eval_data(data, power, tokenizer, n, model_dir=model_dir, labels=False)
     speed = speed_report(baseline, power, ds, batch_size, device, dtype=dtype, compile=compile)
     result = {"model": str(model_dir), "baseline": str(baseline_dir), "max_length": n, "examples": len(ds),
               "truncated": int(ds.num_truncated), "retention": list(power.retention),

@@ -35,7 +35,7 @@ from transformers import EvalPrediction, TrainingArguments
 
 from ..flops import RETENTION_SCALES
 from .artifacts import check_weights, save_tokenizer
-from .distillation import DEFAULT_ALPHA, DEFAULT_TEMPERATURE
+from .distillation import DEFAULT_ALPHA, DEFAULT_TEMPERATURE, MAX_TEMPERATURE, MIN_TEMPERATURE
 from .errors import MAX_COUNT, MAX_SEED, CorruptModelError, PowerBertError, StageSettingsError, check_whole_number
 from .prepare import PreparedTask
 from .projection import BREAK_EVEN_KEEP
@@ -140,8 +140,8 @@ class PipelineConfig:
             bad("target_speedup", "a number >= 1 (the FLOP-bound speed-up to reach)")
         if self.break_even_keep is not None and not (number("break_even_keep") and 0 < self.break_even_keep < 1):
             bad("break_even_keep", "a fraction in (0, 1), or off")
-        if not number("distill_temperature") or self.distill_temperature <= 0:
-            bad("distill_temperature", "a number > 0")
+        if not number("distill_temperature") or not MIN_TEMPERATURE <= self.distill_temperature <= MAX_TEMPERATURE:
+            bad("distill_temperature", f"a number from {MIN_TEMPERATURE:g} to {MAX_TEMPERATURE:g}")
         if not number("distill_alpha") or not 0 <= self.distill_alpha <= 1:
             bad("distill_alpha", "a number in [0, 1]")
         if not number("distill_hidden") or self.distill_hidden < 0:

@@ -28,14 +28,21 @@ def speed_lines(s: dict) -> list[str]:
 
     p = s["padded"]
     return [
-        f"- speed-up against the dense model on length-bucketed batches (each cut to its longest row, "
-        f"{s['mean_batch_length']:.1f} tokens on average): **{describe_speedup(s)}**; baseline "
+        f"- speed-up against the dense model on length-bucketed batches ({bucket_text(s)}): "
+        f"**{describe_speedup(s)}**; baseline "
         f"{s['baseline_seconds']:.3f} s, PoWER-BERT {s['power_bert_seconds']:.3f} s per pass",
         f"- both padded to N = {s['padded_length']} (the paper's setting): {describe_speedup(p)}; baseline "
         f"{p['baseline_seconds']:.3f} s, PoWER-BERT {p['power_bert_seconds']:.3f} s per pass",
-        f"- timing: {s['examples']} eval examples, batch {s['batch_size']}, {s['dtype']}, {threads_text(s['threads'])}, "
+        f"- timing: {s['examples']} eval example{'' if s['examples'] == 1 else 's'}, batch {s['batch_size']}, {s['dtype']}, {threads_text(s['threads'])}, "
         f"median of {s['repeats']} passes{compile_text(s)}",
     ]
+
+
+def bucket_text(s: dict) -> str:
+    """How wide the bucketed batches were against the examples' real lengths: the FLOP bound
+    counts each example at its real length, the dense model pays its batch's longest row."""
+    real = f", for examples of {s['mean_length']:.1f}" if s.get("mean_length") is not None else ""
+    return f"each cut to its longest row: {s['mean_batch_length']:.1f} tokens on average{real}"
 
 
 def compile_text(s: dict) -> str:
@@ -43,7 +50,8 @@ def compile_text(s: dict) -> str:
     if not s.get("compile"):
         return ""
     return (f"; both models under torch.compile (mode {s['compile']}, {s['compile_seconds']:.0f} s to compile; logits "
-            f"within {s['compile_max_abs_diff']:.1e} of the eager models')")
+            f"within {s['compile_max_abs_diff']:.1e} of the eager models', {s['compile_predictions_differ']} of "
+            f"{s['compile_rows_checked']} predictions differ)")
 
 
 def write_report(out_dir: Path, report: dict) -> dict:
@@ -227,7 +235,8 @@ def write_benchmark_report(out_dir: Path, r: dict) -> dict:
         ax.annotate(f"{g[1] / g[2]:.2f}x", (i + 0.2, g[2]), ha="center", va="bottom", fontsize=9)
     ax.set_xticks(list(x), [g[0] for g in groups])
     ax.set_ylabel("seconds per pass")
+    how = f"{r['dtype']}, {r['device']}" + (f", torch.compile ({r['compile']})" if r.get("compile") else ", eager")
     ax.set_title(f"bucketed: {r['speedup']:.2f}x (bound {r['flop_bound']:.2f}x); padded to N: {p['speedup']:.2f}x "
-                 f"(bound {p['flop_bound']:.2f}x)", fontsize=9)
+                 f"(bound {p['flop_bound']:.2f}x)\n{how}", fontsize=9)
     _save(fig, ax, out_dir / "speedup.png")
     return {"json": out_dir / "report.json", "markdown": out_dir / "report.md", "plot": out_dir / "speedup.png"}

@@ -255,5 +255,5 @@ def test_cuda_measure_speedup_under_cuda_graphs():
     rows = [{k: v[i] for k, v in data.items()} for i in range(24)]
     r = measure_speedup(hf, power, rows, 5, "cuda", dtype=torch.float16, repeats=2, compile=True)
     assert r["compile"] == "reduce-overhead" and r["compile_seconds"] > 0
-    assert 0 <= r["compile_max_abs_diff"] < 2e-2
+    assert 0 <= r["compile_max_abs_diff"] < 2e-2 and r["compile_rows_checked"] == 2 * (5 + 4 + 5)
     assert r["batches"] == 5 and r["examples"] == 24 and r["speedup"] > 0 and r["padded"]["speedup"] > 0

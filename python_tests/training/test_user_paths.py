@@ -73,9 +73,24 @@ def test_benchmark_compiled_models_equal_eager_and_the_report(workdir, finished_
                      "--json", "--no-progress", "--compile", "--batch-size", "32"]) == 0
     speed = _json(capsys)
     assert speed["compile"] == "default" and speed["compile_seconds"] > 0
-    assert 0 <= speed["compile_max_abs_diff"] < 1e-4
+    assert 0 <= speed["compile_max_abs_diff"] < 1e-4 and speed["compile_predictions_differ"] == 0
+    assert speed["compile_rows_checked"] == 2 * 3 * 32  # both models: the first and last bucket, a padded batch
     assert speed["flop_bound"] == pytest.approx(report["flop_bound"], rel=1e-12)
     assert speed["speedup"] > 0 and speed["padded"]["speedup"] > 0 and speed["examples"] == 96
+
+
+def test_benchmark_times_texts_without_labels(workdir, finished_run, tmp_path, capsys):
+    """benchmark only times the models: an eval file of texts alone is enough."""
+    rows = list(csv.DictReader(open(workdir / "eval.csv")))
+    with open(tmp_path / "texts.csv", "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["review"])
+        w.writerows([r["review"]] for r in rows)
+    assert cli.main(["benchmark", "--model-dir", str(finished_run / "retrain" / "model"), "--baseline",
+                     str(finished_run / "finetune" / "model"), "--eval-file", str(tmp_path / "texts.csv"),
+                     "--text-column", "review", "--json", "--no-progress"]) == 0
+    speed = _json(capsys)
+    assert speed["examples"] == len(rows) == 96 and speed["speedup"] > 0
 
 
 def test_summary_lines_for_people(workdir, finished_run, capsys, tmp_path):
@@ -643,9 +658,23 @@ def test_distillation_mix_flags(workdir, finished_run, tmp_path, capsys):
     assert cli.main(defaults) == 2
     err = capsys.readouterr().err
     assert "give the settings it was run with (--distill-temperature 3 --distill-alpha 0.9)" in err, err
-    for flag, value in (("--distill-alpha", "1.5"), ("--distill-temperature", "0")):
+    for flag, value in (("--distill-alpha", "1.5"), ("--distill-temperature", "0"), ("--distill-temperature", "1e30")):
         assert cli.main([*defaults, flag, value]) == 2
         assert f"{flag} must be a number" in capsys.readouterr().err
+    # settings that contradict each other, or that no stage of the command would use
+    stamp = (tmp_path / "r" / "retrain" / "stage.json").stat().st_mtime_ns
+    for extra, message in ((["--no-distill", "--distill-alpha", "0.7"], "--distill-alpha sets logit distillation, "
+                            "which --no-distill turns off"),
+                           (["--distill", "--distill-alpha", "0"], "--distill-alpha 0 gives the teacher's logits no "
+                            "weight"),
+                           (["--distill-ranking", "10", "--distill-temperature", "3", "--distill-alpha", "0.9"],
+                            "--distill-alpha and --distill-temperature set logit distillation, which this command "
+                            "does not run (stage 3 distils the fine-tuned model's ranking")):
+        assert cli.main([*defaults, *extra]) == 2
+        printed = capsys.readouterr()
+        assert message in printed.err and printed.err.count("\n") == 1, printed.err
+        assert printed.out == ""  # refused before the line that says what stage 3 distils
+    assert (tmp_path / "r" / "retrain" / "stage.json").stat().st_mtime_ns == stamp
 
 
 def test_search_from_before_the_floor_of_rows(workdir, finished_run, tmp_path, capsys):
