@@ -77,8 +77,9 @@ def _eval_data(data: DataArgs, model, tokenizer, max_length: int, model_dir=None
     label column is taken (benchmark only times the models)."""
     if data.eval_file or data.test_file:
         files = ((data.eval_file, data.test_file) if labels else (None, data.eval_file or data.test_file))
-        raw = D.load_files(None, files[0], data.text_column, data.label_column, data.text_pair_column,
-                           files[1], is_regression=data.regression, label_names=label_names(model))
+        raw = D.load_files(None, files[0], data.text_column, data.label_column if labels else None,
+                           data.text_pair_column, files[1], is_regression=data.regression,
+                           label_names=label_names(model))
         ds = raw.get("eval") or raw.get("test")
     else:
         ds = D.load_task(data.name, data.eval_split, data_dir=data.data_dir)

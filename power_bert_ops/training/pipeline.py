@@ -366,7 +366,13 @@ def _flag(setting: str, value) -> str | None:
     flag = _FLAGS.get(setting, "--" + setting.replace("_", "-"))
     if isinstance(value, bool):
         return flag if value else "--no-" + flag[2:]
-    return f"{flag} {'off' if value is None else f'{value:g}' if isinstance(value, float) else value}"
+    return f"{flag} {'off' if value is None else _number(value) if isinstance(value, float) else value}"
+
+
+def _number(value: float) -> str:
+    """The shortest text that reads back as ``value`` ('10' for 10.0, '0.1234567', '5e-05')."""
+    text = repr(value)
+    return text[:-2] if text.endswith(".0") else text
 
 
 def _check_stage_settings(stage: str, cfg: PipelineConfig, out: Path) -> None:

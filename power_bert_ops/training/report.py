@@ -49,9 +49,10 @@ def compile_text(s: dict) -> str:
     """'' for eager timings, else how the models were compiled."""
     if not s.get("compile"):
         return ""
-    return (f"; both models under torch.compile (mode {s['compile']}, {s['compile_seconds']:.0f} s to compile; logits "
-            f"within {s['compile_max_abs_diff']:.1e} of the eager models', {s['compile_predictions_differ']} of "
-            f"{s['compile_rows_checked']} predictions differ)")
+    differ = s.get("compile_predictions_differ")
+    predictions = "" if differ is None else f", {differ} of {s['compile_rows_checked']} predictions differ"
+    return (f"; both models under torch.compile (mode {s['compile']}, {s['compile_seconds']:.0f} s to compile and warm "
+            f"up; logits within {s['compile_max_abs_diff']:.1e} of the eager models'{predictions})")
 
 
 def write_report(out_dir: Path, report: dict) -> dict:

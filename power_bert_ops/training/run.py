@@ -163,13 +163,19 @@ def _variants(cfg: PipelineConfig, lambdas, targets) -> list[tuple[str | None, P
     return [(None, cfg)]
 
 
+def variant_dir(out: Path, folder: str | None, variants: list) -> Path:
+    """Where a run of ``variants`` keeps its stages 2-3: a sweep of several values in each value's
+    folder, anything else (one value too) in ``out``. Stage 1 is always in ``out``."""
+    return out / folder if folder is not None and len(variants) > 1 else out
+
+
 def check_earlier_stages(out: Path, stages, variants) -> None:
     """Refuses, before anything is read or written, ``stages`` whose earlier stages have not
-    finished in ``out`` (a sweep's stage 1 in ``out``, its stages 2-3 in each value's folder)."""
+    finished (:func:`variant_dir`)."""
     first = min((STAGES.index(s) for s in stages if s in STAGES), default=0)  # unknown names: run_pipeline
     for folder, _ in variants:
         for stage in STAGES[:first]:
-            where = out if stage == "finetune" or folder is None else out / folder
+            where = out if stage == "finetune" else variant_dir(out, folder, variants)
             if not (where / stage / STAGE_FILE).exists():
                 raise PowerBertError(f"stage {stage!r} has not run in {where}; run it first (`power-bert {stage}` "
                                      f"with the same arguments)")
@@ -185,15 +191,20 @@ def check_logit_flags(cfg: PipelineConfig, stages, flags, task: PreparedTask | N
     sets = "set" if len(flags) > 1 else "sets"
     if cfg.distill is False:
         raise PowerBertError(f"{given} {sets} logit distillation, which --no-distill turns off; give one or the other")
-    if cfg.distill and cfg.distill_alpha == 0 and "--distill-alpha" in flags:
-        raise PowerBertError("--distill-alpha 0 gives the teacher's logits no weight, which is --no-distill; give "
-                             "one or the other")
-    if task is not None and not any(stage_distill(s, cfg) for s in stages):
-        why = ("stage 3 distils the fine-tuned model's ranking on these texts (--distill-ranking)"
-               if "retrain" in stages and cfg.distill_ranking else
-               "stage 2 distils only with --distill" if "search" in stages else "stage 1 distils nothing")
-        raise PowerBertError(f"{given} {sets} logit distillation, which this command does not run ({why}); add "
-                             f"--distill, or leave {given} out")
+    if cfg.distill_alpha == 0 and "--distill-alpha" in flags:
+        raise PowerBertError("--distill-alpha 0 gives the teacher's logits no weight: leave it out, or give "
+                             "--no-distill")
+    # stage 3's choice depends on the texts (``task``); stages 1-2 distil the logits only with --distill
+    if (task is not None or "retrain" not in stages) and not any(stage_distill(s, cfg) for s in stages):
+        if "retrain" in stages:
+            why = "stage 3 distils the fine-tuned model's ranking on these texts (--distill-ranking)"
+            fix = "add --distill, or "
+        elif "search" in stages:
+            why, fix = "stage 2 distils the logits only with --distill", "add --distill, or "
+        else:
+            why, fix = "stage 1 distils nothing", ""
+        raise PowerBertError(f"{given} {sets} logit distillation, which this command does not run ({why}); "
+                             f"{fix}leave {given} out")
 
 
 def train(cfg: PipelineConfig, data: DataArgs, stages=STAGES, lambdas=None, targets=None,
@@ -238,9 +249,9 @@ def train(cfg: PipelineConfig, data: DataArgs, stages=STAGES, lambdas=None, targ
         _claim_output_dir(out, identity, legacy)
     reports = []
     for folder, run_cfg in variants:
-        if folder is not None and len(variants) > 1:  # stage 1 shared; stages 2-3 per value
+        sub = variant_dir(out, folder, variants)
+        if sub != out:  # stage 1 shared; stages 2-3 per value
             run_pipeline(run_cfg, task, stages=("finetune",))
-            sub = out / folder
             sub.mkdir(exist_ok=True)
             if not (sub / "finetune").exists():
                 (sub / "finetune").symlink_to(Path("..") / "finetune")  # relative: the folder moves as one

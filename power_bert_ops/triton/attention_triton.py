@@ -357,7 +357,7 @@ def _real_and_end(mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     kv_end = _empty((B,), mask, torch.int32)
     if mask.dtype == torch.bool:
         mask = mask.view(torch.int8)
-    block = 16 if interpreted(mask.device) else min(1024, triton.next_power_of_2(max(N, 1)))
+    block = 16 if interpreted(mask.device) else 256  # one size for every N (widths vary by layer and bucket)
     _launch.launcher(_mask_kernel)[(B,)](mask, real, kv_end, N, mask.stride(0), mask.stride(1), BLOCK=block)
     return real, kv_end
 

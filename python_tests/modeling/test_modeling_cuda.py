@@ -253,7 +253,9 @@ def test_cuda_measure_speedup_under_cuda_graphs():
     power = wrap(hf, retention=[24, 12, 3], sequence_length=32, retention_scale="relative", min_rows=3)
     data = inputs((24, 32), lengths=[32, 30, 25, 17, 12, 6, 3, 2] * 3, pair=True, seed=20)
     rows = [{k: v[i] for k, v in data.items()} for i in range(24)]
-    r = measure_speedup(hf, power, rows, 5, "cuda", dtype=torch.float16, repeats=2, compile=True)
+    # float32: no 16-bit near-ties of significance that could keep another row
+    r = measure_speedup(hf, power, rows, 5, "cuda", dtype=torch.float32, repeats=2, compile=True)
     assert r["compile"] == "reduce-overhead" and r["compile_seconds"] > 0
-    assert 0 <= r["compile_max_abs_diff"] < 2e-2 and r["compile_rows_checked"] == 2 * (5 + 4 + 5)
+    assert 0 <= r["compile_max_abs_diff"] < 1e-3 and r["compile_rows_checked"] == 2 * (5 + 4 + 5)
+    assert r["compile_predictions_differ"] == 0
     assert r["batches"] == 5 and r["examples"] == 24 and r["speedup"] > 0 and r["padded"]["speedup"] > 0

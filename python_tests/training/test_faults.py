@@ -608,6 +608,24 @@ def test_stage_without_its_earlier_stages_leaves_nothing(workdir, tmp_path, caps
     assert not out.exists()
 
 
+def test_retrain_of_a_one_value_sweep_finds_its_stages(workdir, finished_run, tmp_path, capsys):
+    """A sweep of one value keeps its stages in the folder itself (not lambda_<λ>/), so `retrain
+    --lambdas <that value>` over a finished search finds it; a sweep of two looks in each value's
+    folder and refuses the one whose search has not run, writing nothing."""
+    from tiny_models import retrain_args
+
+    args = retrain_args(finished_run, workdir, tmp_path / "r")
+    i = args.index("--lambda")
+    assert cli.main([*args[:i], "--lambdas", args[i + 1], *args[i + 2:]]) == 0
+    assert (tmp_path / "r" / "retrain" / "stage.json").exists() and not (tmp_path / "r" / "lambda_0.002").exists()
+    capsys.readouterr()
+    assert cli.main([*args[:i], "--lambdas", "2e-3,3e-3", *args[i + 2:]]) == 2
+    where = tmp_path / "r" / "lambda_0.002"
+    assert capsys.readouterr().err == (f"power-bert retrain: stage 'search' has not run in {where}; run it first "
+                                       f"(`power-bert search` with the same arguments)\n")
+    assert not (tmp_path / "r" / "lambda_0.002").exists()
+
+
 def test_ctrl_c_while_the_command_loads_is_one_line(monkeypatch, capsys):
     """The console command (power_bert_cli:main) imports the package inside main: Ctrl-C during
     that import (torch: seconds) exits 130 with one line, as Ctrl-C later does."""

@@ -642,6 +642,14 @@ def test_stage_run_with_other_distillation_names_the_flags_that_reuse_it(workdir
     assert "give the settings it was run with (--no-distill --distill-ranking 10)" in err and err.count("\n") == 1
     assert cli.main([*defaults, "--no-distill", "--distill-ranking", "10"]) == 0
     assert (tmp_path / "r" / "retrain" / "stage.json").stat().st_mtime_ns == stamp
+    # stage 1 alone distils nothing: refused before the data is read, nothing written
+    fresh = run_args(workdir, tmp_path / "f", "--distill", "--distill-alpha", "0.9")
+    fresh[0] = "finetune"
+    assert cli.main(fresh) == 2
+    printed = capsys.readouterr()
+    assert printed.err == ("power-bert finetune: --distill-alpha sets logit distillation, which this command does not "
+                           "run (stage 1 distils nothing); leave --distill-alpha out\n") and printed.out == ""
+    assert not (tmp_path / "f").exists()
 
 
 def test_distillation_mix_flags(workdir, finished_run, tmp_path, capsys):
@@ -665,7 +673,7 @@ def test_distillation_mix_flags(workdir, finished_run, tmp_path, capsys):
     stamp = (tmp_path / "r" / "retrain" / "stage.json").stat().st_mtime_ns
     for extra, message in ((["--no-distill", "--distill-alpha", "0.7"], "--distill-alpha sets logit distillation, "
                             "which --no-distill turns off"),
-                           (["--distill", "--distill-alpha", "0"], "--distill-alpha 0 gives the teacher's logits no "
+                           (["--distill-alpha", "0"], "--distill-alpha 0 gives the teacher's logits no "
                             "weight"),
                            (["--distill-ranking", "10", "--distill-temperature", "3", "--distill-alpha", "0.9"],
                             "--distill-alpha and --distill-temperature set logit distillation, which this command "
