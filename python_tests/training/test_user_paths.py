@@ -642,14 +642,6 @@ def test_stage_run_with_other_distillation_names_the_flags_that_reuse_it(workdir
     assert "give the settings it was run with (--no-distill --distill-ranking 10)" in err and err.count("\n") == 1
     assert cli.main([*defaults, "--no-distill", "--distill-ranking", "10"]) == 0
     assert (tmp_path / "r" / "retrain" / "stage.json").stat().st_mtime_ns == stamp
-    # stage 1 alone distils nothing: refused before the data is read, nothing written
-    fresh = run_args(workdir, tmp_path / "f", "--distill", "--distill-alpha", "0.9")
-    fresh[0] = "finetune"
-    assert cli.main(fresh) == 2
-    printed = capsys.readouterr()
-    assert printed.err == ("power-bert finetune: --distill-alpha sets logit distillation, which this command does not "
-                           "run (stage 1 distils nothing); leave --distill-alpha out\n") and printed.out == ""
-    assert not (tmp_path / "f").exists()
 
 
 def test_distillation_mix_flags(workdir, finished_run, tmp_path, capsys):
@@ -683,6 +675,15 @@ def test_distillation_mix_flags(workdir, finished_run, tmp_path, capsys):
         assert message in printed.err and printed.err.count("\n") == 1, printed.err
         assert printed.out == ""  # refused before the line that says what stage 3 distils
     assert (tmp_path / "r" / "retrain" / "stage.json").stat().st_mtime_ns == stamp
+    # stage 1 alone distils nothing: refused before the data is read, nothing written
+    capsys.readouterr()
+    fresh = run_args(workdir, tmp_path / "f", "--distill", "--distill-alpha", "0.9")
+    fresh[0] = "finetune"
+    assert cli.main(fresh) == 2
+    printed = capsys.readouterr()
+    assert printed.err == ("power-bert finetune: --distill-alpha sets logit distillation, which this command does not "
+                           "run (stage 1 distils nothing); leave --distill-alpha out\n") and printed.out == ""
+    assert not (tmp_path / "f").exists()
 
 
 def test_search_from_before_the_floor_of_rows(workdir, finished_run, tmp_path, capsys):
