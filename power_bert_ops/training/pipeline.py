@@ -142,8 +142,8 @@ class PipelineConfig:
             bad("break_even_keep", "a fraction in (0, 1), or off")
         if not number("distill_temperature") or not MIN_TEMPERATURE <= self.distill_temperature <= MAX_TEMPERATURE:
             bad("distill_temperature", f"a number from {MIN_TEMPERATURE:g} to {MAX_TEMPERATURE:g}")
-        if not number("distill_alpha") or not 0 <= self.distill_alpha <= 1:
-            bad("distill_alpha", "a number in [0, 1]")
+        if not number("distill_alpha") or not 0 < self.distill_alpha <= 1:
+            bad("distill_alpha", "a number in (0, 1] (no logit distillation: --no-distill)")
         if not number("distill_hidden") or self.distill_hidden < 0:
             bad("distill_hidden", "a number >= 0 (0: no hidden-state distillation)")
         if self.distill_ranking is not None and (not number("distill_ranking") or self.distill_ranking < 0):
@@ -375,7 +375,7 @@ def _number(value: float) -> str:
     return text[:-2] if text.endswith(".0") else text
 
 
-def _check_stage_settings(stage: str, cfg: PipelineConfig, out: Path) -> None:
+def check_stage_settings(stage: str, cfg: PipelineConfig, out: Path) -> None:
     path = out / SETTINGS_FILE
     if not path.exists():
         return
@@ -494,7 +494,7 @@ def _run_stage(stage: str, cfg: PipelineConfig, task: PreparedTask, previous: St
     if stage not in STAGES:
         raise ValueError(f"stage must be one of {STAGES}, got {stage!r}")
     out = Path(cfg.output_dir) / stage
-    _check_stage_settings(stage, cfg, out)
+    check_stage_settings(stage, cfg, out)
     if stage == "retrain":
         check_search_floor(cfg, previous)
     done = _reusable(stage, out, task, redo)

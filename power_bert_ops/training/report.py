@@ -50,7 +50,8 @@ def compile_text(s: dict) -> str:
     if not s.get("compile"):
         return ""
     differ = s.get("compile_predictions_differ")
-    predictions = "" if differ is None else f", {differ} of {s['compile_rows_checked']} predictions differ"
+    predictions = ("" if differ is None else f", the predicted class differs in {differ} of the "
+                   f"{s['compile_rows_checked']} rows checked: both models' shortest, longest and one padded batch")
     return (f"; both models under torch.compile (mode {s['compile']}, {s['compile_seconds']:.0f} s to compile and warm "
             f"up; logits within {s['compile_max_abs_diff']:.1e} of the eager models'{predictions})")
 

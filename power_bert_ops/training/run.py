@@ -27,8 +27,8 @@ from .artifacts import check_checkpoint, check_max_length, load_tokenizer
 from .errors import PowerBertError
 from .inference import predict_logits
 from .outputs import check_writable_folder
-from .pipeline import (STAGE_FILE, STAGES, TARGET_FILE, PipelineConfig, StageResult, flop_model, resolve_auto,
-                       run_pipeline)
+from .pipeline import (STAGE_FILE, STAGES, TARGET_FILE, PipelineConfig, StageResult, check_stage_settings,
+                       flop_model, resolve_auto, run_pipeline)
 from .stages import stage_distill
 from .prepare import DataArgs, PreparedTask, prepare
 from .report import threads_text, write_report, write_sweep
@@ -191,9 +191,6 @@ def check_logit_flags(cfg: PipelineConfig, stages, flags, task: PreparedTask | N
     sets = "set" if len(flags) > 1 else "sets"
     if cfg.distill is False:
         raise PowerBertError(f"{given} {sets} logit distillation, which --no-distill turns off; give one or the other")
-    if cfg.distill_alpha == 0 and "--distill-alpha" in flags:
-        raise PowerBertError("--distill-alpha 0 gives the teacher's logits no weight: leave it out, or give "
-                             "--no-distill")
     # stage 3's choice depends on the texts (``task``); stages 1-2 distil the logits only with --distill
     if (task is not None or "retrain" not in stages) and not any(stage_distill(s, cfg) for s in stages):
         if "retrain" in stages:
@@ -226,8 +223,8 @@ def train(cfg: PipelineConfig, data: DataArgs, stages=STAGES, lambdas=None, targ
     check_earlier_stages(out, stages, variants)
     tokenizer = load_tokenizer(cfg.model, model_cfg)
     task = prepare(data, tokenizer, cfg.max_length)
-    check_logit_flags(resolve_auto(cfg, task), stages, logit_flags, task)  # before the line saying the choice
-    cfg = resolve_auto(cfg, task, say="retrain" in stages and is_main_process())
+    given, cfg = cfg, resolve_auto(cfg, task)
+    check_logit_flags(cfg, stages, logit_flags, task)
     variants = _variants(cfg, lambdas, targets)  # again, from the settings decided for this data
     if cfg.retention_rule == "threshold" and task.problem == "multiple_choice":
         raise PowerBertError("--retention-rule threshold takes classification and regression tasks; for multiple "
@@ -245,6 +242,13 @@ def train(cfg: PipelineConfig, data: DataArgs, stages=STAGES, lambdas=None, targ
     if (out / RUN_FILE).exists() and json.loads((out / RUN_FILE).read_text()) != identity:
         # the folder may hold this run with file names in its hashes
         legacy = run_identity(cfg.model, data, cfg.max_length, cfg.seed, legacy=True)
+    check_output_dir(out, identity, legacy)
+    for folder, variant in variants:  # finished or started stages run with other settings
+        for stage in stages:
+            check_stage_settings(stage, variant, (out if stage == "finetune" else variant_dir(out, folder, variants))
+                                 / stage)
+    # every refusal that depends on the texts is made: now the line saying stage 3's distillation
+    resolve_auto(given, task, say="retrain" in stages and is_main_process())
     with PartialState(cpu=resolve_device(cfg.device) == "cpu").main_process_first():
         _claim_output_dir(out, identity, legacy)
     reports = []

@@ -638,8 +638,10 @@ def test_stage_run_with_other_distillation_names_the_flags_that_reuse_it(workdir
     defaults = args[:args.index("--no-distill")]
     capsys.readouterr()
     assert cli.main(defaults) == 2
-    err = capsys.readouterr().err
+    printed = capsys.readouterr()
+    err = printed.err
     assert "give the settings it was run with (--no-distill --distill-ranking 10)" in err and err.count("\n") == 1
+    assert printed.out == ""  # refused before the line saying what stage 3 distils
     assert cli.main([*defaults, "--no-distill", "--distill-ranking", "10"]) == 0
     assert (tmp_path / "r" / "retrain" / "stage.json").stat().st_mtime_ns == stamp
 
@@ -665,8 +667,8 @@ def test_distillation_mix_flags(workdir, finished_run, tmp_path, capsys):
     stamp = (tmp_path / "r" / "retrain" / "stage.json").stat().st_mtime_ns
     for extra, message in ((["--no-distill", "--distill-alpha", "0.7"], "--distill-alpha sets logit distillation, "
                             "which --no-distill turns off"),
-                           (["--distill-alpha", "0"], "--distill-alpha 0 gives the teacher's logits no "
-                            "weight"),
+                           (["--distill-alpha", "0"], "--distill-alpha must be a number in (0, 1] (no logit "
+                            "distillation: --no-distill), got 0.0"),
                            (["--distill-ranking", "10", "--distill-temperature", "3", "--distill-alpha", "0.9"],
                             "--distill-alpha and --distill-temperature set logit distillation, which this command "
                             "does not run (stage 3 distils the fine-tuned model's ranking")):
