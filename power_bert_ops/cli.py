@@ -387,7 +387,7 @@ def cmd_predict(a) -> dict:
 
 def cmd_benchmark(a) -> dict:
     from .training import DTYPES, benchmark
-    from .training.report import bucket_text, compile_text
+    from .training.report import bucket_text, compile_text, count_text
     from .training.speed import describe_speedup
 
     r = benchmark(a.model_dir, a.baseline, _data_args(a), a.max_length, a.batch_size, a.device, DTYPES[a.precision],
@@ -398,8 +398,9 @@ def cmd_benchmark(a) -> dict:
     p = r["padded"]
     line = (f"speed-up against the dense model on length-bucketed batches ({bucket_text(r)}): "
             f"{describe_speedup(r)}: baseline "
-            f"{r['baseline_seconds']:.3f} s, PoWER-BERT {r['power_bert_seconds']:.3f} s per pass over {r['examples']} "
-            f"example{'' if r['examples'] == 1 else 's'}, batch {r['batch_size']}, {r['dtype']}; both padded to N = {r['max_length']}: "
+            f"{r['baseline_seconds']:.3f} s, PoWER-BERT {r['power_bert_seconds']:.3f} s per pass over "
+            f"{count_text(r['examples'], 'example')}, batch {r['batch_size']}, {r['dtype']}; both padded to N = "
+            f"{r['max_length']}: "
             f"{p['speedup']:.2f}x (FLOP bound {p['flop_bound']:.2f}x){compile_text(r)}")
     print(line)
     if "files" in r:

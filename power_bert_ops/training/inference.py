@@ -76,9 +76,10 @@ def _eval_data(data: DataArgs, model, tokenizer, max_length: int, model_dir=None
     """The eval split or file, tokenised at ``max_length``; ``labels`` False: a file without the
     label column is taken (benchmark only times the models)."""
     if data.eval_file or data.test_file:
-        files = ((data.eval_file, data.test_file) if labels else (None, data.eval_file or data.test_file))
-        raw = D.load_files(None, files[0], data.text_column, data.label_column if labels else None,
-                           data.text_pair_column, files[1], is_regression=data.regression,
+        # without labels the file is read as a test file, which may lack them
+        eval_file, test_file = (data.eval_file, data.test_file) if labels else (None, data.eval_file or data.test_file)
+        raw = D.load_files(None, eval_file, data.text_column, data.label_column if labels else None,
+                           data.text_pair_column, test_file, is_regression=data.regression,
                            label_names=label_names(model))
         ds = raw.get("eval") or raw.get("test")
     else:

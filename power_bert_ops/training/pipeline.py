@@ -523,6 +523,12 @@ def _run_stage(stage: str, cfg: PipelineConfig, task: PreparedTask, previous: St
     return result, True
 
 
+def missing_stage(stage: str, where) -> PowerBertError:
+    """The error for a command whose earlier ``stage`` has not finished in ``where``."""
+    return PowerBertError(f"stage {stage!r} has not run in {where}; run it first (`power-bert {stage}` with the same "
+                          f"arguments)")
+
+
 def run_pipeline(cfg: PipelineConfig, task: PreparedTask, stages=STAGES) -> dict[str, StageResult]:
     """Runs the requested stages in order, skipping those already finished under
     ``cfg.output_dir``; stages before them must have finished (their results are loaded)."""
@@ -541,8 +547,7 @@ def run_pipeline(cfg: PipelineConfig, task: PreparedTask, stages=STAGES) -> dict
             except CorruptModelError as e:
                 raise CorruptModelError(f"{e}; or run `power-bert {stage}` with the same arguments") from None
             if previous is None:
-                raise PowerBertError(f"stage {stage!r} has not run in {cfg.output_dir}; run it first "
-                                     f"(`power-bert {stage}` with the same arguments)")
+                raise missing_stage(stage, cfg.output_dir)
             results[stage] = previous
             continue
         teacher = results["finetune"].model_dir if "finetune" in results else None

@@ -33,8 +33,8 @@ def speed_lines(s: dict) -> list[str]:
         f"{s['baseline_seconds']:.3f} s, PoWER-BERT {s['power_bert_seconds']:.3f} s per pass",
         f"- both padded to N = {s['padded_length']} (the paper's setting): {describe_speedup(p)}; baseline "
         f"{p['baseline_seconds']:.3f} s, PoWER-BERT {p['power_bert_seconds']:.3f} s per pass",
-        f"- timing: {s['examples']} eval example{'' if s['examples'] == 1 else 's'}, batch {s['batch_size']}, {s['dtype']}, {threads_text(s['threads'])}, "
-        f"median of {s['repeats']} passes{compile_text(s)}",
+        f"- timing: {count_text(s['examples'], 'eval example')}, batch {s['batch_size']}, {s['dtype']}, "
+        f"{threads_text(s['threads'])}, median of {s['repeats']} passes{compile_text(s)}",
     ]
 
 
@@ -67,9 +67,14 @@ def write_report(out_dir: Path, report: dict) -> dict:
     return {"json": out_dir / "report.json", "markdown": out_dir / "report.md", "plot": plot}
 
 
+def count_text(n: int, noun: str) -> str:
+    """'1 example', '2 examples'."""
+    return f"{n} {noun}{'' if n == 1 else 's'}"
+
+
 def threads_text(n: int) -> str:
     """'1 thread', '2 threads': the CPU threads a timing ran on."""
-    return f"{n} thread{'' if n == 1 else 's'}"
+    return count_text(n, "thread")
 
 
 def epochs_kept(r: dict, stage: str) -> str:

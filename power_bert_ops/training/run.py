@@ -28,7 +28,7 @@ from .errors import PowerBertError
 from .inference import predict_logits
 from .outputs import check_writable_folder
 from .pipeline import (STAGE_FILE, STAGES, TARGET_FILE, PipelineConfig, StageResult, check_stage_settings,
-                       flop_model, resolve_auto, run_pipeline)
+                       flop_model, missing_stage, resolve_auto, run_pipeline)
 from .stages import stage_distill
 from .prepare import DataArgs, PreparedTask, prepare
 from .report import threads_text, write_report, write_sweep
@@ -169,16 +169,20 @@ def variant_dir(out: Path, folder: str | None, variants: list) -> Path:
     return out / folder if folder is not None and len(variants) > 1 else out
 
 
+def stage_dir(out: Path, stage: str, folder: str | None, variants: list) -> Path:
+    """The folder of ``stage`` of the variant under ``folder`` (:func:`variant_dir`; stage 1: ``out``)."""
+    return (out if stage == "finetune" else variant_dir(out, folder, variants)) / stage
+
+
 def check_earlier_stages(out: Path, stages, variants) -> None:
     """Refuses, before anything is read or written, ``stages`` whose earlier stages have not
-    finished (:func:`variant_dir`)."""
+    finished (:func:`stage_dir`)."""
     first = min((STAGES.index(s) for s in stages if s in STAGES), default=0)  # unknown names: run_pipeline
     for folder, _ in variants:
         for stage in STAGES[:first]:
-            where = out if stage == "finetune" else variant_dir(out, folder, variants)
-            if not (where / stage / STAGE_FILE).exists():
-                raise PowerBertError(f"stage {stage!r} has not run in {where}; run it first (`power-bert {stage}` "
-                                     f"with the same arguments)")
+            where = stage_dir(out, stage, folder, variants)
+            if not (where / STAGE_FILE).exists():
+                raise missing_stage(stage, where.parent)
 
 
 def check_logit_flags(cfg: PipelineConfig, stages, flags, task: PreparedTask | None = None) -> None:
@@ -245,8 +249,7 @@ def train(cfg: PipelineConfig, data: DataArgs, stages=STAGES, lambdas=None, targ
     check_output_dir(out, identity, legacy)
     for folder, variant in variants:  # finished or started stages run with other settings
         for stage in stages:
-            check_stage_settings(stage, variant, (out if stage == "finetune" else variant_dir(out, folder, variants))
-                                 / stage)
+            check_stage_settings(stage, variant, stage_dir(out, stage, folder, variants))
     # every refusal that depends on the texts is made: now the line saying stage 3's distillation
     resolve_auto(given, task, say="retrain" in stages and is_main_process())
     with PartialState(cpu=resolve_device(cfg.device) == "cpu").main_process_first():
