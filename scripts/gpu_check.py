@@ -191,6 +191,12 @@ def plan(ctx: Ctx) -> list[Step]:
     def bench(script: str, name: str) -> Callable[[Ctx, int], list[str]]:
         return lambda c, t: [py, script, "--device", "cuda", "--out", f"bench/results/{name}"]
 
+    def e2e_benchmark(c: Ctx, folder: str, *extra: str) -> list[str]:
+        """power-bert benchmark of the e2e run's models, bf16, batch 256, its report in e2e/<folder>."""
+        return [*c.power_bert(), "benchmark", "--model-dir", str(run_dir / "retrain" / "model"), "--baseline",
+                str(run_dir / "finetune" / "model"), "--device", "cuda", "--precision", "bf16", "--batch-size", "256",
+                *extra, "--output-dir", str(w / "e2e" / folder), "--json"]
+
     return [
         Step("environment", "GPU, driver, versions, the image's packages",
              lambda c, t: [py, "scripts/gpu_check.py", "probe-env", "--out", str(w / "environment.json")], 30, 5,
@@ -229,16 +235,9 @@ def plan(ctx: Ctx) -> list[Step]:
              lambda c, t: [*c.power_bert(), "run", *E2E_FLAGS, "--output-dir", str(run_dir)], 150, 45,
              reads=("power_bert_ops/cli.py",), needs=(*built, "carry"), cli=True),
         Step("e2e_benchmark", "power-bert benchmark of the e2e model, bf16",
-             lambda c, t: [*c.power_bert(), "benchmark", "--model-dir", str(run_dir / "retrain" / "model"),
-                           "--baseline", str(run_dir / "finetune" / "model"), "--device", "cuda", "--precision",
-                           "bf16", "--batch-size", "256", "--output-dir", str(w / "e2e" / "benchmark"), "--json"],
-             60, 15, needs=("e2e_run",), cli=True),
+             lambda c, t: e2e_benchmark(c, "benchmark"), 60, 15, needs=("e2e_run",), cli=True),
         Step("e2e_benchmark_compiled", "power-bert benchmark --compile (CUDA graphs) of the e2e model, bf16",
-             lambda c, t: [*c.power_bert(), "benchmark", "--model-dir", str(run_dir / "retrain" / "model"),
-                           "--baseline", str(run_dir / "finetune" / "model"), "--device", "cuda", "--precision",
-                           "bf16", "--batch-size", "256", "--compile", "--output-dir",
-                           str(w / "e2e" / "benchmark_compiled"), "--json"],
-             150, 40, needs=("e2e_run",), cli=True),
+             lambda c, t: e2e_benchmark(c, "benchmark_compiled", "--compile"), 150, 40, needs=("e2e_run",), cli=True),
         Step("e2e_export_pt2", "power-bert export --format pt2 (AOTInductor) of the e2e model",
              lambda c, t: [*c.power_bert(), "export", "--model-dir", str(run_dir / "retrain" / "model"), "--format",
                            "pt2", "--output", str(w / "e2e" / "model.pt2")], 150, 40, needs=("e2e_run",), cli=True),
