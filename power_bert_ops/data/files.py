@@ -131,6 +131,25 @@ def _read_json(path: Path, text: str):
     return list(columns), rows, {"skipped_rows": 0, "skipped_lines": []}
 
 
+def _check_json_texts(path: Path, rows: list[dict], columns) -> None:
+    """Refuses JSON records without a text key (a record with ``null`` or ``""`` there is an
+    empty text, kept with a warning like an empty CSV cell) or whose text is a list or object."""
+    for col, role in columns:
+        if col is None:
+            continue
+        absent = [i + 1 for i, row in enumerate(rows) if col not in row]
+        if absent:
+            raise DataError(f"{path}: {len(absent)} record{'s have' if len(absent) != 1 else ' has'} no {col!r} key, "
+                            f"the {role} (records {absent[:_MAX_LISTED]}{' ...' if len(absent) > _MAX_LISTED else ''}); "
+                            f"give every record one (null or \"\" for an empty text)")
+        bad = [(i + 1, type(row[col]).__name__) for i, row in enumerate(rows) if isinstance(row[col], (list, dict))]
+        if bad:
+            first, kind = bad[0]
+            raise DataError(f"{path}: {len(bad)} record{'s have' if len(bad) != 1 else ' has'} a JSON "
+                            f"{'array' if kind == 'list' else 'object'} as the {role} {col!r} (first: record {first}); "
+                            f"a text must be a string")
+
+
 def _text(value) -> str:
     """A text cell: None / NaN become "" (counted by the caller), anything else its str."""
     if value is None or (isinstance(value, float) and value != value):
@@ -182,6 +201,9 @@ def read_text_file(path, text_column: str, label_column: str | None, text_pair_c
     if label_column is not None and not has_labels and require_labels:
         raise missing_column_error(path, label_column, "label column (--label-column)", columns)
 
+    if _suffix(path) in _JSON:
+        _check_json_texts(path, rows, [(text_column, "text column (--text-column)"),
+                                       (text_pair_column, "text-pair column (--text-pair-column)")])
     texts, pairs, keys = [], [], []
     empty_texts, empty_lines, empty_label_rows = 0, [], []
     for i, row in enumerate(rows):

@@ -388,6 +388,27 @@ def test_jsonl_pairs_int_labels_and_empty_text(tmp_path, caplog):
     assert out["eval"].labels == [1]  # JSON 1 in train and "1" in eval are the same label
 
 
+def test_jsonl_record_without_the_text_key_or_with_a_list_is_refused(tmp_path):
+    """A record lacking the key (a typo such as "txt") is not an empty text: refused naming the
+    records and the flag; a list or object as the text is refused, not turned into its repr."""
+    rows = [{"text": "good", "label": 1}, {"txt": "bad", "label": 0}, {"label": 1}, {"text": None, "label": 0}]
+    f = _write(tmp_path / "typo.jsonl", "\n".join(json.dumps(x) for x in rows) + "\n")
+    with pytest.raises(DataError, match=r"typo.jsonl: 2 records have no 'text' key, the text column \(--text-column\) "
+                                        r"\(records \[2, 3\]\); give every record one"):
+        load_files(f, text_column="text", label_column="label")
+    pair = _write(tmp_path / "pair.json", json.dumps([{"q": "a", "a": "b", "y": 1}, {"q": "c", "y": 0}]))
+    with pytest.raises(DataError, match=r"pair.json: 1 record has no 'a' key, the text-pair column "
+                                        r"\(--text-pair-column\) \(records \[2\]\)"):
+        load_files(pair, text_column="q", text_pair_column="a", label_column="y")
+    nested = _write(tmp_path / "nested.jsonl", '{"text": "ok", "label": 1}\n{"text": ["a", "b"], "label": 0}\n')
+    with pytest.raises(DataError, match=r"nested.jsonl: 1 record has a JSON array as the text column "
+                                        r"\(--text-column\) 'text' \(first: record 2\); a text must be a string"):
+        load_files(nested, text_column="text", label_column="label")
+    ok = load_files(_write(tmp_path / "ok.jsonl", "\n".join(json.dumps(x) for x in [rows[0], rows[3]])),
+                    text_column="text", label_column="label")["train"]
+    assert ok.texts == ["good", ""]  # null is an empty text, kept with a warning
+
+
 def test_empty_csv_cells_counted_and_regression(tmp_path):
     f = _write(tmp_path / "train.csv", "text,score\nhello,0.5\n,1.5\n\"\",2\n")
     ds = load_files(f, text_column="text", label_column="score", is_regression=True)["train"]
