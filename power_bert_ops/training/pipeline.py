@@ -40,7 +40,7 @@ from .errors import MAX_COUNT, MAX_SEED, CorruptModelError, PowerBertError, Stag
 from .prepare import PreparedTask
 from .projection import BREAK_EVEN_KEEP
 from .thresholds import RETENTION_RULES
-from .stages import (STAGE_TABLE, StagePlan, check_search_floor, describe_training, flop_model, set_attention_dropout,
+from .stages import (STAGE_TABLE, StagePlan, _say, check_search_floor, describe_training, flop_model, set_attention_dropout,
                      stage_distill, training_record)
 from .trainer import (PowerBertTrainer, StopOnNonFiniteLoss, check_device, readable_progress, resolve_device,
                       restore_patience)
@@ -499,6 +499,9 @@ def _run_stage(stage: str, cfg: PipelineConfig, task: PreparedTask, previous: St
         check_search_floor(cfg, previous)
     done = _reusable(stage, out, task, redo)
     if done is not None:
+        value = done.metrics.get(f"eval_{task.primary_metric}")
+        dev = f"dev {task.primary_metric} {value:.4f}, " if isinstance(value, (int, float)) else ""
+        _say(f"{stage} reused: {dev}finished earlier in {out} with these settings")
         return done, False
     out.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(cfg.seed)

@@ -5,6 +5,7 @@ whole one). The op-level items are in ops/test_significance.py and ops/test_bad_
 import csv
 import json
 import logging
+import re
 import shutil
 
 import pytest
@@ -355,6 +356,9 @@ def test_identical_training_file_under_another_name_is_the_same_run(workdir, fin
     args = _replace(args, "--eval-file", str(data / "held_out.csv"))
     assert cli.main(args) == 0, capsys.readouterr().err
     assert (run / "finetune" / "stage.json").stat().st_mtime_ns == stamp, "the finished stage is reused"
+    out = capsys.readouterr().out
+    assert re.search(rf"finetune reused: dev accuracy \d\.\d{{4}}, finished earlier in {re.escape(str(run / 'finetune'))} "
+                     r"with these settings", out), out
 
 
 def test_a_run_from_before_content_hashes_still_resumes(workdir, finished_run, tmp_path):
