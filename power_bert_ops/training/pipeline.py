@@ -35,6 +35,7 @@ from transformers import EvalPrediction, TrainingArguments
 
 from ..flops import RETENTION_SCALES
 from .artifacts import check_weights, save_tokenizer
+from .augment import SetCopiesEpoch, WordDropCopies
 from .distillation import DEFAULT_ALPHA, DEFAULT_TEMPERATURE, MAX_TEMPERATURE, MIN_TEMPERATURE
 from .errors import MAX_COUNT, MAX_SEED, CorruptModelError, PowerBertError, StageSettingsError, check_whole_number
 from .prepare import PreparedTask
@@ -60,6 +61,10 @@ RETRAIN_LR_FACTOR = 2.0
 stage 3 ended 0.5-2.0 points higher on test and dev at Rotten Tomatoes relative 3x (3,000 sentences
 and the full split) and R8 relative 6x than at ``lr_bert`` (bench/RESULTS.md, "Stage 3's learning
 rate")."""
+
+DEFAULT_AUGMENT_DROP = 0.15
+"""Stage 3's word-dropped copies leave out each word with this probability (:mod:`.augment`)."""
+MAX_AUGMENT_COPIES = 16
 
 DEFAULT_MIN_ROWS = 3
 """Relative retention's default floor of rows: [CLS], [SEP] and a word, so a text of one or two
@@ -95,6 +100,8 @@ class PipelineConfig:
     # weight of stage 3's ranking distillation of the teacher's significance; 0: none; None: automatic
     # (:func:`resolve_auto`: RANKING_WEIGHT on long texts, none on short ones)
     distill_ranking: float | None = None
+    augment_copies: int = 0  # stage 3 also trains on this many word-dropped copies of each example; 0: none
+    augment_drop: float = DEFAULT_AUGMENT_DROP  # a copy leaves out each word with this probability
     attention_dropout: float | None = None  # dropout on attention probabilities; None: the model's
     retention_scale: str = "relative"  # "relative": ℓ_j as a fraction of each example's length; "absolute": the paper
     # relative retention keeps at least min(len, min_rows) rows of every example in every layer; None:
@@ -148,6 +155,9 @@ class PipelineConfig:
             bad("distill_hidden", "a number >= 0 (0: no hidden-state distillation)")
         if self.distill_ranking is not None and (not number("distill_ranking") or self.distill_ranking < 0):
             bad("distill_ranking", "a number >= 0 (0: no ranking distillation)")
+        check_whole_number(self.augment_copies, "--augment-copies", 0, MAX_AUGMENT_COPIES)
+        if not number("augment_drop") or not 0 < self.augment_drop < 1:
+            bad("augment_drop", "a probability in (0, 1)")
         if self.attention_dropout is not None and not (number("attention_dropout") and 0 <= self.attention_dropout < 1):
             bad("attention_dropout", "a probability in [0, 1)")
         if (isinstance(self.max_steps, bool) or not isinstance(self.max_steps, int) or self.max_steps == 0
@@ -323,7 +333,8 @@ STAGE_SETTINGS = {
                "batch_size", "seed", "precision", "max_steps", "retention_scale", "min_rows", "search_min_steps",
                *_DISTILL),
     "retrain": ("max_length", "retrain_epochs", "lr_bert", "lr_retrain", "batch_size", "seed", "precision", "max_steps",
-                "patience", *_DISTILL, "distill_hidden", "distill_ranking", "retention_rule", "min_rows"),
+                "patience", *_DISTILL, "distill_hidden", "distill_ranking", "retention_rule", "min_rows",
+                "augment_copies", "augment_drop"),
 }
 TARGET_FILE = "target.json"
 SETTINGS_FILE = "settings.json"
@@ -332,7 +343,7 @@ SETTINGS_FILE = "settings.json"
 # What a stage did before a setting existed: a settings file without the key holds this value.
 SETTING_BEFORE_IT_EXISTED = {"attention_dropout": None, "retention_scale": "absolute", "patience": 0,
                              "search_min_steps": 0, "distill_hidden": 0.0, "distill_ranking": 0.0,
-                             "retention_rule": "top-k", "min_rows": 1}
+                             "retention_rule": "top-k", "min_rows": 1, "augment_copies": 0}
 
 
 def _before_it_existed(setting: str, previous: dict):
@@ -348,6 +359,8 @@ def _stage_settings(stage: str, cfg: PipelineConfig) -> dict:
     if stage == "search":  # what the chosen method does not use does not make another run
         for k in ("lam",) if cfg.target_speedup is not None else ("target_speedup", "search_min_steps"):
             settings.pop(k, None)
+    if not settings.get("augment_copies"):
+        settings.pop("augment_drop", None)
     if "distill" in settings:
         settings["distill"] = stage_distill(stage, cfg)
     if not stage_distill(stage, cfg):
@@ -445,7 +458,8 @@ def _reusable(stage: str, out: Path, task: PreparedTask, redo: bool) -> StageRes
 def _trainer(stage: str, cfg: PipelineConfig, task: PreparedTask, out: Path, plan: StagePlan,
              teacher_dir: str | None) -> PowerBertTrainer:
     """The stage's Trainer from its plan, with distillation from stage 1 when asked: logits in
-    stages 2-3, hidden states on the kept rows and the significance ranking in stage 3."""
+    stages 2-3, hidden states on the kept rows and the significance ranking in stage 3; stage 3's
+    rows with ``cfg.augment_copies`` word-dropped copies of each (:mod:`.augment`)."""
     trainer_kw = dict(plan.trainer_kw)
     hidden = cfg.distill_hidden if stage == "retrain" else 0.0
     ranking = cfg.distill_ranking if stage == "retrain" else 0.0
@@ -455,16 +469,20 @@ def _trainer(stage: str, cfg: PipelineConfig, task: PreparedTask, out: Path, pla
                           distill_alpha=cfg.distill_alpha if logits else 0.0, distill_hidden=hidden,
                           distill_ranking=ranking,
                           problem=task.problem)
+    train, callbacks = task.train, list(plan.callbacks)
+    if stage == "retrain" and cfg.augment_copies:
+        train = WordDropCopies(task.train, task.tokenizer, cfg.augment_copies, cfg.augment_drop, cfg.seed)
+        callbacks.append(SetCopiesEpoch(train))
     plan.model.train()
     trainer = PowerBertTrainer(
         model=plan.model,
         args=_training_args(cfg, task, out, plan.epochs, plan.best, plan.max_steps, plan.eval_steps,
                             lr=cfg.lr_retrain if stage == "retrain" else None),
-        train_dataset=task.train,
+        train_dataset=train,
         eval_dataset=task.eval,
         data_collator=task.collator,
         compute_metrics=_metrics_fn(task),
-        callbacks=[StopOnNonFiniteLoss(), *plan.callbacks],
+        callbacks=[StopOnNonFiniteLoss(), *callbacks],
         **trainer_kw,
     )
     readable_progress(trainer, stage, task.primary_metric, bars=cfg.progress)

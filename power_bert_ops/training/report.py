@@ -67,9 +67,9 @@ def write_report(out_dir: Path, report: dict) -> dict:
     return {"json": out_dir / "report.json", "markdown": out_dir / "report.md", "plot": plot}
 
 
-def count_text(n: int, noun: str) -> str:
-    """'1 example', '2 examples'."""
-    return f"{n} {noun}{'' if n == 1 else 's'}"
+def count_text(n: int, noun: str, plural: str | None = None) -> str:
+    """'1 example', '2 examples'; ``plural`` where it is not the noun and an s."""
+    return f"{n} {noun if n == 1 else plural or noun + 's'}"
 
 
 def threads_text(n: int) -> str:
@@ -135,6 +135,10 @@ def render_markdown(r: dict, plot_name: str | None = None) -> str:
                      f"as ℓ; the FLOP bounds below are those of the rows it kept")
     if search_line(r):
         lines.append(search_line(r))
+    cfg = r.get("config") or {}
+    if cfg.get("augment_copies"):
+        lines.append(f"- stage 3 also trained on {count_text(cfg['augment_copies'], 'word-dropped copy', 'word-dropped copies')} "
+                     f"of each example (`--augment-copies`; each word left out with probability {cfg['augment_drop']:g})")
     if s:
         lines += speed_lines(s)
     if r.get("truncated"):

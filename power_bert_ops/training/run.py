@@ -233,6 +233,9 @@ def train(cfg: PipelineConfig, data: DataArgs, stages=STAGES, lambdas=None, targ
     if cfg.retention_rule == "threshold" and task.problem == "multiple_choice":
         raise PowerBertError("--retention-rule threshold takes classification and regression tasks; for multiple "
                              "choice use --retention-rule top-k")
+    if cfg.augment_copies and task.problem == "multiple_choice":
+        raise PowerBertError("--augment-copies takes single texts and text pairs; a multiple-choice example's "
+                             "options would lose different words, so leave --augment-copies out")
     if "search" in stages and any(v.target_speedup is not None for _, v in variants):
         lengths_model = flop_model(model_cfg, task, cfg.retention_scale, cfg.min_rows)  # what the target is measured by
         for _, v in variants:

@@ -1,0 +1,179 @@
+"""Stage 3's word-dropped copies (power_bert_ops.training.augment)."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from transformers import BertTokenizerFast, PreTrainedTokenizerFast
+
+from power_bert_ops.training.augment import WordDropCopies, drop_words, word_starts
+
+PIECES = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "the", "film", "is", "charm", "##ing", "un", "##watch",
+          "##able", "a", "bore", "plot"]
+
+
+@pytest.fixture(scope="module")
+def wordpiece():
+    return BertTokenizerFast(vocab={w: i for i, w in enumerate(PIECES)}, do_lower_case=True)
+
+
+def _words(tok, ids):
+    """The example's words as the tokenizer spells them, specials left out."""
+    return tok.decode([i for i in ids if i not in tok.all_special_ids]).split()
+
+
+def test_word_starts_wordpiece_sentencepiece_and_plain(wordpiece):
+    starts = word_starts(wordpiece)
+    assert not starts[PIECES.index("##ing")] and starts[PIECES.index("charm")] and starts[PIECES.index("[CLS]")]
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers
+
+    vocab = [("<unk>", 0.0), ("▁the", -1.0), ("▁film", -1.0), ("▁charm", -1.0), ("ing", -2.0), ("▁un", -1.0),
+             ("watch", -2.0), ("able", -2.0)]
+    sp = Tokenizer(models.Unigram(vocab, unk_id=0))
+    sp.pre_tokenizer, sp.decoder = pre_tokenizers.Metaspace(), decoders.Metaspace()
+    sp = PreTrainedTokenizerFast(tokenizer_object=sp, unk_token="<unk>")
+    marks = word_starts(sp)
+    assert [marks[sp.convert_tokens_to_ids(t)] for t in ("▁charm", "ing", "▁un", "watch")] == [True, False, True, False]
+    plain = BertTokenizerFast(vocab={w: i for i, w in enumerate(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "good"])})
+    assert word_starts(plain).all()
+
+
+def test_drop_words_removes_whole_words_and_keeps_specials_and_fields(wordpiece):
+    enc = wordpiece("the film is charming", "unwatchable plot")  # a pair: token_type_ids 0 then 1
+    ex = {k: list(v) for k, v in enc.items()} | {"labels": 1}
+    original = {k: list(v) if isinstance(v, list) else v for k, v in ex.items()}
+    starts, special = word_starts(wordpiece), set(wordpiece.all_special_ids)
+    seen = set()
+    for seed in range(200):
+        out = drop_words(ex, starts, special, 0.4, np.random.default_rng(seed))
+        assert ex == original, "the example is not changed"
+        n = len(out["input_ids"])
+        assert n == len(out["attention_mask"]) == len(out["token_type_ids"]) and out["labels"] == 1
+        ids = out["input_ids"]
+        assert ids.count(wordpiece.cls_token_id) == 1 and ids.count(wordpiece.sep_token_id) == 2
+        words = _words(wordpiece, ids)
+        assert words and set(words) <= {"the", "film", "is", "charming", "unwatchable", "plot"}  # no half words
+        sep = ids.index(wordpiece.sep_token_id)
+        assert set(out["token_type_ids"][:sep + 1]) == {0} and set(out["token_type_ids"][sep + 1:]) <= {1}
+        seen.add(tuple(words))
+    assert len(seen) > 20  # the draws differ
+    again = drop_words(ex, starts, special, 0.4, np.random.default_rng(7))
+    assert again == drop_words(ex, starts, special, 0.4, np.random.default_rng(7))
+
+
+def test_drop_words_keeps_one_word_and_leaves_one_word_texts(wordpiece):
+    starts, special = word_starts(wordpiece), set(wordpiece.all_special_ids)
+    ex = {k: list(v) for k, v in wordpiece("the film is a bore").items()}
+    for seed in range(50):
+        out = drop_words(ex, starts, special, 0.999, np.random.default_rng(seed))
+        assert len(_words(wordpiece, out["input_ids"])) == 1
+    one = {k: list(v) for k, v in wordpiece("unwatchable").items()}  # one word of three pieces
+    assert drop_words(one, starts, special, 0.999, np.random.default_rng(0)) == one
+    assert drop_words(ex, starts, special, 0.0, np.random.default_rng(0)) == ex
+
+
+def test_word_drop_copies_rows_epochs_and_seeds(wordpiece):
+    texts = ["the film is charming", "a bore", "the plot is a bore", "unwatchable film", "the film"]
+    base = [{k: list(v) for k, v in wordpiece(t).items()} | {"labels": i % 2} for i, t in enumerate(texts)]
+    ds = WordDropCopies(base, wordpiece, copies=2, drop=0.5, seed=3)
+    assert len(ds) == 15
+    assert [ds[i] for i in range(5)] == base  # the originals first, unchanged
+    for i in range(5, 15):
+        assert ds[i]["labels"] == base[i % 5]["labels"]
+        assert set(_words(wordpiece, ds[i]["input_ids"])) <= set(_words(wordpiece, base[i % 5]["input_ids"]))
+    epoch0 = [ds[i] for i in range(15)]
+    assert epoch0 == [ds[i] for i in range(15)], "the same epoch draws the same copies"
+    draws = set()
+    for epoch in range(1, 8):
+        ds.epoch = epoch
+        draws.add(tuple(tuple(ds[i]["input_ids"]) for i in range(5, 15)))
+    assert len(draws) > 1, "each epoch draws new copies"
+    other = WordDropCopies(base, wordpiece, copies=2, drop=0.5, seed=4)
+    assert [other[i] for i in range(5, 15)] != epoch0[5:]
+    with pytest.raises(IndexError):
+        ds[15]
+
+
+def test_copies_of_tokenized_rows_batch_like_the_originals(wordpiece):
+    """The pipeline's rows (1-D tensors from tokenize_dataset, a 0-d label) through the
+    pipeline's collator: every field of a copy loses the same positions, so each padded row's
+    attention mask marks exactly its tokens and its [CLS] / [SEP] stay."""
+    from transformers import DataCollatorWithPadding
+
+    from power_bert_ops.data.encoding import tokenize_dataset
+    from power_bert_ops.data.types import TextDataset
+
+    texts = ["the film is charming", "a bore", "the plot is a bore", "unwatchable film"]
+    pairs = ["a plot", "the film", "charming", "a bore"]
+    rows = tokenize_dataset(TextDataset("t", texts, labels=[1, 0, 0, 1], label_names=["n", "p"], text_pairs=pairs),
+                            wordpiece, max_length=16, padding=False)
+    ds = WordDropCopies(rows, wordpiece, copies=3, drop=0.5, seed=0)
+    batch = DataCollatorWithPadding(wordpiece)([ds[i] for i in range(len(ds))])
+    ids, mask, types = batch["input_ids"], batch["attention_mask"], batch["token_type_ids"]
+    assert ids.shape == mask.shape == types.shape and batch["labels"].tolist() == [1, 0, 0, 1] * 4
+    real = mask.bool()
+    assert ((ids != wordpiece.pad_token_id) == real).all(), "the mask marks the copy's tokens, no more"
+    assert (ids[:, 0] == wordpiece.cls_token_id).all() and ((ids == wordpiece.sep_token_id).sum(1) == 2).all()
+    assert (real.sum(1)[4:] <= real.sum(1)[:4].repeat(3)).all() and (real.sum(1)[4:] < real.sum(1)[:4].repeat(3)).any()
+
+
+@pytest.mark.xdist_group("pipeline")
+def test_retrain_with_copies_trains_on_them_records_them_and_guards_the_folder(workdir, finished_run, tmp_path,
+                                                                              capsys):
+    """`retrain --augment-copies 1`: stage 3 takes twice the steps per epoch, its settings and the
+    report name the copies, and the folder is not reused without them (the flag to reuse it is
+    named)."""
+    import json
+
+    from power_bert_ops import cli
+    from tiny_models import retrain_args
+
+    out = tmp_path / "aug"
+    args = retrain_args(finished_run, workdir, out, "--augment-copies", "1")
+    assert cli.main(args) == 0, capsys.readouterr().err
+    plain = json.loads((finished_run / "retrain" / "stage.json").read_text())["training"]
+    rec = json.loads((out / "retrain" / "stage.json").read_text())["training"]
+    assert rec["steps"] / rec["epochs_run"] == 2 * plain["steps"] / plain["epochs_run"]
+    settings = json.loads((out / "retrain" / "settings.json").read_text())
+    assert settings["augment_copies"] == 1 and settings["augment_drop"] == 0.15
+    before = json.loads((finished_run / "retrain" / "settings.json").read_text())
+    assert before["augment_copies"] == 0 and "augment_drop" not in before  # the drop means nothing without copies
+    report = (out / "report.md").read_text()
+    assert "stage 3 also trained on 1 word-dropped copy of each example (`--augment-copies`; each word left out " \
+           "with probability 0.15)" in report
+    capsys.readouterr()
+    assert cli.main(args[:-2]) == 2
+    err = capsys.readouterr().err
+    assert "was run with other settings" in err and "--augment-copies 1" in err
+
+
+@pytest.mark.parametrize("extra, message", [
+    (["--augment-copies", "-1"], "--augment-copies must be"),
+    (["--augment-copies", "17"], "--augment-copies must be"),
+    (["--augment-copies", "1", "--augment-drop", "1"], "--augment-drop must be a probability in (0, 1)"),
+    (["--augment-copies", "1", "--augment-drop", "nan"], "--augment-drop must be a probability in (0, 1)"),
+    (["--augment-drop", "0.3"], "--augment-drop sets how the word-dropped copies of --augment-copies K are drawn"),
+])
+def test_bad_augment_flags_refused_before_work(workdir, tmp_path, capsys, extra, message):
+    from power_bert_ops import cli
+    from tiny_models import run_args
+
+    out = tmp_path / "run"
+    assert cli.main(run_args(workdir, out, *extra)) == 2
+    err = capsys.readouterr().err
+    assert message in err and err.count("\n") == 1 and not out.exists()
+
+
+def test_augment_flags_refused_where_stage_3_does_not_run_or_for_multiple_choice(workdir, tmp_path, capsys):
+    from power_bert_ops import cli
+    from tiny_models import run_args, synthetic_race
+
+    out = tmp_path / "run"
+    args = run_args(workdir, out, "--augment-copies", "2")
+    args[0] = "finetune"
+    assert cli.main(args) == 2
+    assert "--augment-copies: word-dropped copies are stage 3's; this command runs finetune, so leave " \
+           "--augment-copies out" in capsys.readouterr().err and not out.exists()
+    race = synthetic_race(tmp_path / "RACE", {"train": 16, "dev": 8, "test": 8}, seed=0)
+    assert cli.main(["run", "--task", "race", "--data-dir", str(race), "--model", str(workdir / "model"),
+                     "--max-length", "24", "--output-dir", str(out), "--augment-copies", "1", "--no-progress"]) == 2
+    assert "--augment-copies takes single texts and text pairs" in capsys.readouterr().err and not out.exists()
