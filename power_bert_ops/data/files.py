@@ -46,7 +46,8 @@ def read_table(path, errors: str = "strict", quoting: int | None = None) -> tupl
     cell (str for CSV / TSV; any JSON value for JSONL). A CSV / TSV record (quoted fields may span
     lines) whose field count differs from the header's, or a header naming a column twice, raises
     :class:`DataError` naming the file and the lines. ``stats`` has ``skipped_rows`` (0) and
-    ``skipped_lines`` ([]), as every reader's stats do."""
+    ``skipped_lines`` ([]), as every reader's stats do; a JSON file's also ``record_lines`` (each
+    row's line, or its place in a JSON array) and ``record_unit`` ('line' or 'record')."""
     path = Path(path)
     ext = _suffix(path)
     if ext not in _DELIMITED and ext not in _JSON:
@@ -128,26 +129,30 @@ def _read_json(path: Path, text: str):
         rows.append(obj)
     if not rows:
         raise DataError(f"{path}: empty file (no JSON records)")
-    return list(columns), rows, {"skipped_rows": 0, "skipped_lines": []}
+    # where each record is: its line in a JSONL file, its place in a JSON array
+    unit = "record" if _suffix(path) == ".json" and stripped.startswith("[") else "line"
+    return list(columns), rows, {"skipped_rows": 0, "skipped_lines": [], "record_unit": unit,
+                                 "record_lines": [lineno for lineno, _ in objs]}
 
 
-def _check_json_texts(path: Path, rows: list[dict], columns) -> None:
+def _check_json_texts(path: Path, rows: list[dict], unit: str, where: list[int], columns) -> None:
     """Refuses JSON records without a text key (a record with ``null`` or ``""`` there is an
-    empty text, kept with a warning like an empty CSV cell) or whose text is a list or object."""
+    empty text, kept with a warning like an empty CSV cell) or whose text is a list or object,
+    naming their lines (JSONL) or places (a JSON array)."""
     for col, role in columns:
         if col is None:
             continue
-        absent = [i + 1 for i, row in enumerate(rows) if col not in row]
+        absent = [where[i] for i, row in enumerate(rows) if col not in row]
         if absent:
+            listed = f"{absent[:_MAX_LISTED]}{' ...' if len(absent) > _MAX_LISTED else ''}"
             raise DataError(f"{path}: {len(absent)} record{'s have' if len(absent) != 1 else ' has'} no {col!r} key, "
-                            f"the {role} (records {absent[:_MAX_LISTED]}{' ...' if len(absent) > _MAX_LISTED else ''}); "
-                            f"give every record one (null or \"\" for an empty text)")
-        bad = [(i + 1, type(row[col]).__name__) for i, row in enumerate(rows) if isinstance(row[col], (list, dict))]
+                            f"the {role} ({unit}s {listed}); give every record one (null or \"\" for an empty text)")
+        bad = [(where[i], type(row[col]).__name__) for i, row in enumerate(rows) if isinstance(row[col], (list, dict))]
         if bad:
             first, kind = bad[0]
             raise DataError(f"{path}: {len(bad)} record{'s have' if len(bad) != 1 else ' has'} a JSON "
-                            f"{'array' if kind == 'list' else 'object'} as the {role} {col!r} (first: record {first}); "
-                            f"a text must be a string")
+                            f"{'array' if kind == 'list' else 'object'} as the {role} {col!r} (first: {unit} "
+                            f"{first}); a text must be a string")
 
 
 def _text(value) -> str:
@@ -202,8 +207,9 @@ def read_text_file(path, text_column: str, label_column: str | None, text_pair_c
         raise missing_column_error(path, label_column, "label column (--label-column)", columns)
 
     if _suffix(path) in _JSON:
-        _check_json_texts(path, rows, [(text_column, "text column (--text-column)"),
-                                       (text_pair_column, "text-pair column (--text-pair-column)")])
+        _check_json_texts(path, rows, stats.pop("record_unit"), stats.pop("record_lines"),
+                          [(text_column, "text column (--text-column)"),
+                           (text_pair_column, "text-pair column (--text-pair-column)")])
     texts, pairs, keys = [], [], []
     empty_texts, empty_lines, empty_label_rows = 0, [], []
     for i, row in enumerate(rows):

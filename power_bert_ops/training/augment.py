@@ -1,7 +1,8 @@
 """Stage 3's training rows with word-dropped copies: each training example plus ``copies``
-versions of it with each word left out with probability ``drop``. The fine-tuned teacher's
-logits are distilled on every row, so a copy teaches how the teacher reads a shortened text; the
-copies keep the example's label.
+versions of it with each word left out with probability ``drop``. A copy keeps its example's
+label, and whatever stage 3 distils from the fine-tuned model (its logits on short texts, its
+ranking on long ones) is distilled on the copy too, so a copy teaches how the teacher reads a
+shortened text.
 
 A copy is drawn afresh each epoch from ``(seed, epoch, index)``: the same run draws the same
 copies, and a run resumed at an epoch's checkpoint draws what the uninterrupted run would have.
@@ -33,43 +34,58 @@ def word_starts(tokenizer) -> np.ndarray:
 
 def drop_words(example: dict, starts: np.ndarray, special: set, drop: float, rng: np.random.Generator) -> dict:
     """``example`` without some of its words: each word (a starting token and the continuations
-    after it) is left out with probability ``drop``, at least one word stays, special tokens
-    stay. Every per-token field (``input_ids``, ``attention_mask``, ``token_type_ids``, ...) loses
-    the same positions; other fields are kept.
+    after it) is left out with probability ``drop``; at least one word of each segment (a text,
+    or each text of a pair: the words between two special tokens) stays, and special tokens stay.
+    Every per-token field (``input_ids``, ``attention_mask``, ``token_type_ids``, ...) loses the
+    same positions; other fields are kept.
 
     Args:
-        example: one tokenized row, its per-token fields as lists or 1-D tensors of length n.
+        example: one tokenized row, its per-token fields as lists, 1-D tensors or 1-D arrays of
+            length n.
         starts: [vocab] bool, :func:`word_starts`.
-        special: the tokenizer's special ids.
+        special: the ids that are never dropped and that separate segments (the tokenizer's
+            special ids other than the unknown token's).
         drop: probability of leaving out each word, in [0, 1).
         rng: the draw's generator.
     Returns:
         the shortened row (a new dict; ``example`` is not changed).
     """
     ids = example["input_ids"]
-    ids = ids.tolist() if isinstance(ids, torch.Tensor) else list(ids)
+    ids = ids.tolist() if isinstance(ids, (torch.Tensor, np.ndarray)) else list(ids)
     n = len(ids)
     word = np.full(n, -1)  # word index per position; -1: a special token
-    w = -1
+    segment = []  # segment of each word
+    w, seg, after_special = -1, -1, True
     for pos, t in enumerate(ids):
         if t in special:
+            after_special = True
             continue
-        if w < 0 or (t < len(starts) and starts[t]):
+        if after_special:
+            seg += 1
+        if after_special or (t < len(starts) and starts[t]):
             w += 1
+            segment.append(seg)
+        after_special = False
         word[pos] = w
     words = w + 1
-    if words < 2:
-        return dict(example)
+    segment = np.array(segment)
     gone = rng.random(words) < drop
-    if gone.all():
-        gone[rng.integers(words)] = False
+    for sg in range(seg + 1):
+        mine = np.flatnonzero(segment == sg)
+        if gone[mine].all():
+            gone[mine[rng.integers(len(mine))]] = False
+    if not gone.any():
+        return dict(example)
     keep = [pos for pos in range(n) if word[pos] < 0 or not gone[word[pos]]]
 
     def cut(v):
-        if isinstance(v, torch.Tensor) and v.dim() == 1 and len(v) == n:
-            return v[torch.tensor(keep, dtype=torch.long)]
+        if isinstance(v, (torch.Tensor, np.ndarray)) and v.ndim == 1 and len(v) == n:
+            return v[torch.tensor(keep, dtype=torch.long)] if isinstance(v, torch.Tensor) else v[keep]
         if isinstance(v, (list, tuple)) and len(v) == n:
             return [v[pos] for pos in keep]
+        if isinstance(v, (torch.Tensor, np.ndarray)) and v.ndim > 0:
+            raise TypeError(f"drop_words: field of shape {tuple(v.shape)} in a row of {n} tokens; per-token fields "
+                            f"are 1-D")
         return v
 
     return {k: cut(v) for k, v in example.items()}
@@ -91,7 +107,7 @@ class WordDropCopies(torch.utils.data.Dataset):
     def __init__(self, base, tokenizer, copies: int, drop: float, seed: int):
         self.base, self.copies, self.drop, self.seed = base, copies, drop, seed
         self.starts = word_starts(tokenizer)
-        self.special = set(tokenizer.all_special_ids)
+        self.special = set(tokenizer.all_special_ids) - {tokenizer.unk_token_id}
         self.epoch = 0
 
     def __len__(self) -> int:

@@ -217,6 +217,7 @@ class TeacherCache:
         self.exclude_self = exclude_self
         self._logits: dict[bytes, np.ndarray] = {}
         self._sig: dict[bytes, np.ndarray] = {}
+        self._used: set[bytes] = set()  # the keys asked for since the last new_epoch()
         self.hits = 0
         self.misses = 0
 
@@ -262,6 +263,7 @@ class TeacherCache:
                 h.update(name.encode())
                 h.update(t[b][real[b]].numpy().tobytes())
             keys.append(h.digest())
+        self._used.update(keys)
         missing = [b for b in range(B) if keys[b] not in self._logits]
         self.hits += B - len(missing)
         self.misses += len(missing)
@@ -273,6 +275,15 @@ class TeacherCache:
         sig = torch.full((B, n), float("-inf"), dtype=torch.float32)
         sig[real] = torch.from_numpy(np.concatenate([self._sig[k] for k in keys]))
         return logits, sig.to(device)
+
+    def new_epoch(self) -> None:
+        """Forgets the examples not asked for since the last call. Every training example is met
+        once per epoch and stays; stage 3's word-dropped copies (:mod:`.augment`) are drawn afresh
+        each epoch and are not met again, so the cache holds at most two epochs' rows."""
+        for key in [k for k in self._logits if k not in self._used]:
+            del self._logits[key]
+            self._sig.pop(key, None)
+        self._used = set()
 
     def _run(self, inputs: dict, real: torch.Tensor, keys: list, rows: list) -> None:
         width = real_width(real[rows])

@@ -41,8 +41,8 @@ from .errors import MAX_COUNT, MAX_SEED, CorruptModelError, PowerBertError, Stag
 from .prepare import PreparedTask
 from .projection import BREAK_EVEN_KEEP
 from .thresholds import RETENTION_RULES
-from .stages import (STAGE_TABLE, StagePlan, _say, check_search_floor, describe_training, flop_model, set_attention_dropout,
-                     stage_distill, training_record)
+from .stages import (STAGE_TABLE, StagePlan, check_search_floor, describe_training, flop_model, say,
+                     set_attention_dropout, stage_distill, training_record)
 from .trainer import (PowerBertTrainer, StopOnNonFiniteLoss, check_device, readable_progress, resolve_device,
                       restore_patience)
 
@@ -128,9 +128,9 @@ class PipelineConfig:
 
         for name, minimum in (("max_length", 4), ("batch_size", 1), ("eval_batch_size", 1), ("patience", 0),
                               ("search_min_steps", 0)):
-            check_whole_number(getattr(self, name), "--" + name.replace("_", "-"), minimum)
+            setattr(self, name, check_whole_number(getattr(self, name), "--" + name.replace("_", "-"), minimum))
         # The seed reaches numpy (transformers.set_seed): checked here, before anything is written.
-        check_whole_number(self.seed, "--seed", 0, MAX_SEED)
+        self.seed = check_whole_number(self.seed, "--seed", 0, MAX_SEED)
         for name in ("finetune_epochs", "search_epochs", "retrain_epochs", "lr_bert", "lr_soft"):
             if not number(name) or getattr(self, name) <= 0:
                 bad(name, "a number > 0")
@@ -155,7 +155,7 @@ class PipelineConfig:
             bad("distill_hidden", "a number >= 0 (0: no hidden-state distillation)")
         if self.distill_ranking is not None and (not number("distill_ranking") or self.distill_ranking < 0):
             bad("distill_ranking", "a number >= 0 (0: no ranking distillation)")
-        check_whole_number(self.augment_copies, "--augment-copies", 0, MAX_AUGMENT_COPIES)
+        self.augment_copies = check_whole_number(self.augment_copies, "--augment-copies", 0, MAX_AUGMENT_COPIES)
         if not number("augment_drop") or not 0 < self.augment_drop < 1:
             bad("augment_drop", "a probability in (0, 1)")
         if self.attention_dropout is not None and not (number("attention_dropout") and 0 <= self.attention_dropout < 1):
@@ -354,17 +354,19 @@ def _before_it_existed(setting: str, previous: dict):
     return SETTING_BEFORE_IT_EXISTED.get(setting)
 
 
+# settings recorded only while another is on
+DEPENDS_ON = {"distill_temperature": "distill", "distill_alpha": "distill", "augment_drop": "augment_copies"}
+
+
 def _stage_settings(stage: str, cfg: PipelineConfig) -> dict:
     settings = {k: getattr(cfg, k) for k in STAGE_SETTINGS[stage]}
     if stage == "search":  # what the chosen method does not use does not make another run
         for k in ("lam",) if cfg.target_speedup is not None else ("target_speedup", "search_min_steps"):
             settings.pop(k, None)
-    if not settings.get("augment_copies"):
-        settings.pop("augment_drop", None)
     if "distill" in settings:
         settings["distill"] = stage_distill(stage, cfg)
-    if not stage_distill(stage, cfg):
-        for k in _DISTILL[1:]:
+    for k, switch in DEPENDS_ON.items():
+        if not settings.get(switch):
             settings.pop(k, None)
     return settings
 
@@ -396,8 +398,11 @@ def check_stage_settings(stage: str, cfg: PipelineConfig, out: Path) -> None:
     then = {k: previous.get(k, _before_it_existed(k, previous)) for k in now}
     diff = {k: (then[k], now[k]) for k in now if then[k] != now[k]}
     if diff:
-        # a distillation setting absent then (logit distillation was off: --no-distill says so) needs no flag
-        flags = [_flag(k, v) for k, (v, _) in diff.items() if not (k in _DISTILL[1:] and v is None)]
+        # a setting absent then (its switch was off, and the switch's flag says so) needs no flag; one
+        # present then and absent now (its switch is off now) needs its own beside the switch's
+        flags = [_flag(k, v) for k, (v, _) in diff.items() if not (k in DEPENDS_ON and v is None)]
+        flags += [_flag(k, previous[k]) for k, switch in DEPENDS_ON.items()
+                  if switch in diff and k in previous and k not in now and previous[k] != getattr(cfg, k)]
         same = f"; to reuse it, give the settings it was run with ({' '.join(flags)})" if all(flags) else ""
         if not (out / STAGE_FILE).exists():  # interrupted: nothing finished to keep but its checkpoints
             raise StageSettingsError(f"stage {stage!r} in {out} was started with other settings and did not finish "
@@ -519,7 +524,7 @@ def _run_stage(stage: str, cfg: PipelineConfig, task: PreparedTask, previous: St
     if done is not None:
         value = done.metrics.get(f"eval_{task.primary_metric}")
         dev = f"dev {task.primary_metric} {value:.4f}, " if isinstance(value, (int, float)) else ""
-        _say(f"{stage} reused: {dev}finished earlier in {out} with these settings")
+        say(f"power-bert: {stage} reused: {dev}finished earlier in {out} with these settings")
         return done, False
     out.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(cfg.seed)

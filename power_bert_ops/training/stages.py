@@ -176,7 +176,7 @@ _RISING_ADVICE = {
 }
 
 
-def _say(line: str) -> None:
+def say(line: str) -> None:
     """Prints ``line`` once in a distributed run (on rank 0)."""
     if int(os.environ.get("RANK", "0")) == 0:
         print(line)
@@ -223,7 +223,7 @@ def _plan_search(cfg: "PipelineConfig", task: "PreparedTask", previous) -> Stage
     plan.controller = TargetController(cfg.target_speedup, flop_model(model.config, task, cfg.retention_scale),
                                        task.max_length, planned_steps=steps["planned"])
     if steps["planned"] > steps["requested"]:
-        _say(f"power-bert: search: {steps['requested']} steps (--search-epochs {cfg.search_epochs:g}) are under the "
+        say(f"power-bert: search: {steps['requested']} steps (--search-epochs {cfg.search_epochs:g}) are under the "
              f"floor of {cfg.search_min_steps}; extending to {steps['planned']} steps "
              f"({steps['planned'] / steps['steps_per_epoch']:.1f} epochs)")
     return plan
@@ -255,7 +255,7 @@ def _finish_search(cfg: "PipelineConfig", task: "PreparedTask", plan: StagePlan,
     method.update(projected_bound=projected, projection_jump=projected / method["soft_bound_final"],
                   break_even_keep=cfg.break_even_keep, distill=stage_distill("search", cfg))
     if abs(method["projection_jump"] - 1.0) > JUMP_WARNING:
-        _say(f"power-bert: WARNING: the search ended at a soft FLOP bound of {method['soft_bound_final']:.2f}x and "
+        say(f"power-bert: WARNING: the search ended at a soft FLOP bound of {method['soft_bound_final']:.2f}x and "
               f"the projection to ℓ = {retention} moved it to {projected:.2f}x (x{method['projection_jump']:.2f}); "
               f"stage 3 has to recover from that jump: expect a larger accuracy loss, or give the search more "
               f"steps (--search-epochs / --search-min-steps)")
@@ -268,7 +268,7 @@ def _calibrate(model, cfg: "PipelineConfig", task: "PreparedTask", when: str) ->
     (:func:`.thresholds.calibrate_thresholds`), and says what it set."""
     cal = calibrate_thresholds(model, task.train, cfg.eval_batch_size, resolve_device(cfg.device))
     theta = ", ".join("-" if t is None else f"{t:.4f}" for t in cal["thresholds"])
-    _say(f"power-bert: retrain: threshold rule {when}, θ = [{theta}] keep "
+    say(f"power-bert: retrain: threshold rule {when}, θ = [{theta}] keep "
          f"[{', '.join(f'{r:.1f}' for r in cal['rows'])}] rows per layer on average over the training data "
          f"(ℓ keeps [{', '.join(f'{r:.1f}' for r in cal['target_rows'])}])")
 

@@ -56,6 +56,7 @@ class PowerBertTrainer(Trainer):
         if self.teacher is not None and distill_hidden <= 0 and (distill_alpha > 0 or distill_ranking > 0):
             self.teacher_cache = TeacherCache(self.teacher, significance=distill_ranking > 0,
                                               exclude_self=self._exclude_self(self.model))
+            self.add_callback(NewCacheEpoch(self.teacher_cache))
 
     def compute_loss(self, model, inputs, return_outputs=False, **kwargs):
         hidden = self.teacher is not None and self.distill_hidden > 0 and model.training
@@ -142,6 +143,17 @@ class ClampRetentionCallback(TrainerCallback):
         if model is not None:
             core = model.module if hasattr(model, "module") else model
             core.clamp_retention_()
+
+
+class NewCacheEpoch(TrainerCallback):
+    """Tells a :class:`.distillation.TeacherCache` each new epoch, so that it forgets the rows it
+    did not meet in the last one (word-dropped copies)."""
+
+    def __init__(self, cache: TeacherCache):
+        self.cache = cache
+
+    def on_epoch_begin(self, args, state, control, **kwargs):
+        self.cache.new_epoch()
 
 
 class StopOnNonFiniteLoss(TrainerCallback):

@@ -392,17 +392,18 @@ def test_jsonl_record_without_the_text_key_or_with_a_list_is_refused(tmp_path):
     """A record lacking the key (a typo such as "txt") is not an empty text: refused naming the
     records and the flag; a list or object as the text is refused, not turned into its repr."""
     rows = [{"text": "good", "label": 1}, {"txt": "bad", "label": 0}, {"label": 1}, {"text": None, "label": 0}]
-    f = _write(tmp_path / "typo.jsonl", "\n".join(json.dumps(x) for x in rows) + "\n")
+    f = _write(tmp_path / "typo.jsonl", "\n".join(json.dumps(x) for x in rows[:2]) + "\n\n" + "\n".join(
+        json.dumps(x) for x in rows[2:]) + "\n")  # a blank line: the records on lines 1, 2, 4 and 5
     with pytest.raises(DataError, match=r"typo.jsonl: 2 records have no 'text' key, the text column \(--text-column\) "
-                                        r"\(records \[2, 3\]\); give every record one"):
+                                        r"\(lines \[2, 4\]\); give every record one"):
         load_files(f, text_column="text", label_column="label")
     pair = _write(tmp_path / "pair.json", json.dumps([{"q": "a", "a": "b", "y": 1}, {"q": "c", "y": 0}]))
     with pytest.raises(DataError, match=r"pair.json: 1 record has no 'a' key, the text-pair column "
-                                        r"\(--text-pair-column\) \(records \[2\]\)"):
+                                        r"\(--text-pair-column\) \(records \[2\]\)"):  # its place in the array
         load_files(pair, text_column="q", text_pair_column="a", label_column="y")
     nested = _write(tmp_path / "nested.jsonl", '{"text": "ok", "label": 1}\n{"text": ["a", "b"], "label": 0}\n')
     with pytest.raises(DataError, match=r"nested.jsonl: 1 record has a JSON array as the text column "
-                                        r"\(--text-column\) 'text' \(first: record 2\); a text must be a string"):
+                                        r"\(--text-column\) 'text' \(first: line 2\); a text must be a string"):
         load_files(nested, text_column="text", label_column="label")
     ok = load_files(_write(tmp_path / "ok.jsonl", "\n".join(json.dumps(x) for x in [rows[0], rows[3]])),
                     text_column="text", label_column="label")["train"]

@@ -69,6 +69,27 @@ def test_drop_words_keeps_one_word_and_leaves_one_word_texts(wordpiece):
     one = {k: list(v) for k, v in wordpiece("unwatchable").items()}  # one word of three pieces
     assert drop_words(one, starts, special, 0.999, np.random.default_rng(0)) == one
     assert drop_words(ex, starts, special, 0.0, np.random.default_rng(0)) == ex
+    pair = {k: list(v) for k, v in wordpiece("the film is a bore", "unwatchable plot").items()}
+    for seed in range(50):  # each text of a pair keeps a word, or a copy could lose the question or the hypothesis
+        out = drop_words(pair, starts, special, 0.999, np.random.default_rng(seed))
+        sep = out["input_ids"].index(wordpiece.sep_token_id)
+        assert len(_words(wordpiece, out["input_ids"][:sep])) == 1 and len(_words(wordpiece, out["input_ids"][sep:])) == 1
+
+
+def test_unknown_words_drop_and_arrays_cut_like_lists(wordpiece):
+    ds = WordDropCopies([], wordpiece, copies=1, drop=0.5, seed=0)
+    assert wordpiece.unk_token_id not in ds.special and wordpiece.cls_token_id in ds.special
+    ex = {k: np.array(v) for k, v in wordpiece("the zzz film qqq").items()}  # two [UNK] words
+    assert (ex["input_ids"] == wordpiece.unk_token_id).sum() == 2
+    seen = set()
+    for seed in range(40):
+        out = drop_words(ex, ds.starts, ds.special, 0.5, np.random.default_rng(seed))
+        assert isinstance(out["input_ids"], np.ndarray) and len(out["input_ids"]) == len(out["attention_mask"])
+        seen.add(int((out["input_ids"] == wordpiece.unk_token_id).sum()))
+    assert seen == {0, 1, 2}
+    with pytest.raises(TypeError, match="per-token fields are 1-D"):
+        drop_words(ex | {"features": np.zeros((len(ex["input_ids"]), 3))}, ds.starts, ds.special, 0.5,
+                   np.random.default_rng(0))
 
 
 def test_word_drop_copies_rows_epochs_and_seeds(wordpiece):
@@ -177,3 +198,64 @@ def test_augment_flags_refused_where_stage_3_does_not_run_or_for_multiple_choice
     assert cli.main(["run", "--task", "race", "--data-dir", str(race), "--model", str(workdir / "model"),
                      "--max-length", "24", "--output-dir", str(out), "--augment-copies", "1", "--no-progress"]) == 2
     assert "--augment-copies takes single texts and text pairs" in capsys.readouterr().err and not out.exists()
+
+
+def test_the_flags_to_reuse_a_folder_name_the_copies_settings(tmp_path):
+    """A folder's stage 3 with other copy settings is refused with every flag that reuses it: the
+    switch alone where the drop meant nothing then, the switch and the drop where it did (and the
+    same for logit distillation's alpha)."""
+    from power_bert_ops.training.errors import StageSettingsError
+    from power_bert_ops.training.pipeline import PipelineConfig, _write_stage_settings, check_stage_settings
+
+    def refusal(then: dict, now: dict) -> str:
+        out = tmp_path / "retrain"
+        out.mkdir(exist_ok=True)
+        (out / "stage.json").write_text("{}")
+        _write_stage_settings("retrain", PipelineConfig(model="m", output_dir=str(tmp_path), **then), out)
+        with pytest.raises(StageSettingsError) as e:
+            check_stage_settings("retrain", PipelineConfig(model="m", output_dir=str(tmp_path), **now), out)
+        return str(e.value).split("to reuse it, give the settings it was run with (")[1].split(")")[0]
+
+    assert refusal({}, {"augment_copies": 1}) == "--augment-copies 0"
+    assert refusal({"augment_copies": 2, "augment_drop": 0.3}, {}) == "--augment-copies 2 --augment-drop 0.3"
+    assert refusal({"augment_copies": 2}, {}) == "--augment-copies 2"  # its drop is today's default
+    assert refusal({"augment_copies": 2, "augment_drop": 0.3}, {"augment_copies": 1, "augment_drop": 0.3}) == \
+        "--augment-copies 2"
+    assert refusal({"distill": True, "distill_alpha": 0.9}, {"distill": False}) == "--distill --distill-alpha 0.9"
+    assert isinstance(PipelineConfig(model="m", output_dir="o", augment_copies=2.0, seed=3.0).augment_copies, int)
+
+
+def test_set_copies_epoch_follows_the_trainer_and_stage_3_draws_each_epoch(wordpiece, workdir, finished_run,
+                                                                          tmp_path, monkeypatch):
+    """SetCopiesEpoch gives the copies the Trainer's epoch (also after a resume mid-way, where the
+    state's epoch is a fraction), and in a real stage 3 of 2 epochs the copies are drawn in
+    epochs 0 and 1."""
+    from transformers import TrainerControl, TrainerState
+
+    from power_bert_ops import cli
+    from power_bert_ops.training import augment
+    from tiny_models import retrain_args
+
+    ds = WordDropCopies([], wordpiece, copies=1, drop=0.5, seed=0)
+    callback = augment.SetCopiesEpoch(ds)
+    for epoch, want in ((0.0, 0), (1.0, 1), (1.5, 1), (2.0, 2)):
+        callback.on_epoch_begin(None, TrainerState(epoch=epoch), TrainerControl())
+        assert ds.epoch == want
+    drawn = set()
+    real = augment.drop_words
+
+    def spy(example, starts, special, drop, rng):
+        drawn.add(spy.dataset.epoch)
+        return real(example, starts, special, drop, rng)
+
+    original_init = WordDropCopies.__init__
+
+    def init(self, *args, **kwargs):
+        original_init(self, *args, **kwargs)
+        spy.dataset = self
+
+    monkeypatch.setattr(augment, "drop_words", spy)
+    monkeypatch.setattr(WordDropCopies, "__init__", init)
+    assert cli.main(retrain_args(finished_run, workdir, tmp_path / "aug", "--augment-copies", "1",
+                                 "--patience", "0")) == 0
+    assert drawn == {0, 1}

@@ -377,6 +377,25 @@ def test_teacher_cache_equals_the_live_teacher_and_runs_it_once_per_example():
     assert sig.shape == (3, 11)
 
 
+def test_teacher_cache_forgets_rows_not_met_in_the_last_epoch():
+    """new_epoch() drops what the epoch before did not ask for (word-dropped copies, drawn afresh
+    each epoch) and keeps the rows met every epoch, which then hit without running the teacher."""
+    teacher = _eager_teacher(_teacher_student([9, 5, 2])[0])
+    cache = TeacherCache(teacher, significance=True)
+    originals, copies = _batch([12, 8]), [_batch([5]), _batch([6]), _batch([7])]
+    calls = _rows_through(teacher)
+    for epoch in range(3):
+        cache.new_epoch()
+        cache(originals)
+        cache(copies[epoch])
+        assert len(cache) == (3 if epoch == 0 else 4), "at most two epochs' copies"
+    assert calls == [2, 1, 1, 1], "the originals ran once"
+    cache.new_epoch()
+    assert len(cache) == 3 and len(cache._sig) == 3
+    cache.new_epoch()
+    assert len(cache) == 0 and len(cache._sig) == 0  # nothing met since the last call
+
+
 def test_teacher_cache_keys_each_input_and_leaves_other_batches_to_the_caller():
     """Two examples with the same tokens but other token types are two keys; logits alone
     (ranking off) come without significance; batches of another form are refused with a clear

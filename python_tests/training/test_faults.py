@@ -357,7 +357,7 @@ def test_identical_training_file_under_another_name_is_the_same_run(workdir, fin
     assert cli.main(args) == 0, capsys.readouterr().err
     assert (run / "finetune" / "stage.json").stat().st_mtime_ns == stamp, "the finished stage is reused"
     out = capsys.readouterr().out
-    assert re.search(rf"finetune reused: dev accuracy \d\.\d{{4}}, finished earlier in {re.escape(str(run / 'finetune'))} "
+    assert re.search(rf"power-bert: finetune reused: dev accuracy \d\.\d{{4}}, finished earlier in {re.escape(str(run / 'finetune'))} "
                      r"with these settings", out), out
 
 
