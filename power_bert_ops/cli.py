@@ -55,8 +55,8 @@ def _defaults() -> dict:
 
     from .training import evaluate, predict
     from .training.errors import MAX_SEED
-    from .training.pipeline import (DEFAULT_MIN_ROWS, MAX_AUGMENT_COPIES, RANKING_MIN_LENGTH, RANKING_WEIGHT,
-                                    RETRAIN_LR_FACTOR, PipelineConfig)
+    from .training.pipeline import (AUTO_AUGMENT_COPIES, DEFAULT_MIN_ROWS, MAX_AUGMENT_COPIES, RANKING_MIN_LENGTH,
+                                    RANKING_WEIGHT, RETRAIN_LR_FACTOR, PipelineConfig)
     from .training.run import DEFAULT_TARGET_SPEEDUP
     from .training.distillation import MAX_TEMPERATURE, MIN_TEMPERATURE
     from .training.stages import SEARCH_EXTEND
@@ -68,7 +68,7 @@ def _defaults() -> dict:
     d["search_extend"] = SEARCH_EXTEND
     d["default_min_rows"] = DEFAULT_MIN_ROWS
     d["retrain_lr_factor"] = RETRAIN_LR_FACTOR
-    d["max_augment_copies"] = MAX_AUGMENT_COPIES
+    d["max_augment_copies"], d["auto_augment_copies"] = MAX_AUGMENT_COPIES, AUTO_AUGMENT_COPIES
     d["min_temperature"], d["max_temperature"] = MIN_TEMPERATURE, MAX_TEMPERATURE
     inference = inspect.signature(evaluate).parameters
     d["inference_batch_size"] = inference["batch_size"].default
@@ -198,11 +198,13 @@ def _add_train_args(p: argparse.ArgumentParser, d: dict) -> None:
                         f"0: none (default: {d['ranking_weight']:g} when the training texts average at least "
                         f"{d['ranking_min_length']} real tokens, where it held long documents at 6x; else 0, and "
                         "stage 3 distils the logits instead; bench/RESULTS.md)")
-    g.add_argument("--augment-copies", type=int, default=d["augment_copies"], metavar="K",
+    g.add_argument("--augment-copies", type=int, default=None, metavar="K",
                    help="stage 3 also trains on K copies of each training example with words left out (each "
                         "with probability --augment-drop), drawn afresh each epoch; a copy keeps its example's "
                         "label, and what stage 3 distils is distilled on it too; "
-                        f"0 to {d['max_augment_copies']}; 0: none")
+                        f"0 to {d['max_augment_copies']}; 0: none (default: {d['auto_augment_copies']} when the "
+                        f"training texts average under {d['ranking_min_length']} real tokens, where it held the "
+                        "main job's sentences within a point at 3x; else 0; bench/RESULTS.md)")
     g.add_argument("--augment-drop", type=float, default=None, metavar="P",
                    help=f"probability that a copy leaves out each word, in (0, 1) (default: {d['augment_drop']:g})")
     g.add_argument("--attention-dropout", type=float, default=None,
@@ -355,19 +357,14 @@ def cmd_train(a) -> dict | None:
         retention_rule=a.retention_rule,
         device=a.device, precision=a.precision, max_steps=a.max_steps, progress=not a.no_progress,
     )
-    augment = [f for f, given in (("--augment-copies", a.augment_copies), ("--augment-drop", a.augment_drop is not None))
-               if given]
-    if augment and "retrain" not in a.stages:
-        raise PowerBertError(f"{' and '.join(augment)}: word-dropped copies are stage 3's; this command runs "
-                             f"{' and '.join(a.stages)}, so leave {' and '.join(augment)} out")
-    if a.augment_drop is not None and not a.augment_copies:
-        raise PowerBertError("--augment-drop sets how the word-dropped copies of --augment-copies K are drawn; "
-                             "add --augment-copies K (K >= 1) or leave --augment-drop out")
     lambdas = a.lambdas.split(",") if a.lambdas is not None else None
     targets = a.target_speedups.split(",") if a.target_speedups is not None else None
     logit_flags = [f for f, v in (("--distill-alpha", a.distill_alpha), ("--distill-temperature",
                                                                           a.distill_temperature)) if v is not None]
-    report = train(cfg, data, stages=a.stages, lambdas=lambdas, targets=targets, logit_flags=logit_flags)
+    augment_flags = [f for f, v in (("--augment-copies", a.augment_copies), ("--augment-drop", a.augment_drop))
+                     if v is not None]
+    report = train(cfg, data, stages=a.stages, lambdas=lambdas, targets=targets, logit_flags=logit_flags,
+                   augment_flags=augment_flags)
     _shut_down_process_group()
     return report
 

@@ -208,20 +208,41 @@ def check_logit_flags(cfg: PipelineConfig, stages, flags, task: PreparedTask | N
                              f"{fix}leave {given} out")
 
 
+def check_augment_flags(cfg: PipelineConfig, stages, flags, task: PreparedTask | None = None) -> None:
+    """Refuses word-dropped copy settings (``flags``: the names the caller gave them by) for a
+    command without stage 3, ``--augment-drop`` where there are no copies and copies of
+    multiple-choice examples. With ``task``: after the automatic choice of copies for its texts."""
+    given = " and ".join(flags)
+    if flags and "retrain" not in stages:
+        raise PowerBertError(f"{given}: word-dropped copies are stage 3's; this command runs "
+                             f"{' and '.join(stages)}, so leave {given} out")
+    if task is None:
+        return
+    if cfg.augment_copies and task.problem == "multiple_choice":
+        raise PowerBertError("--augment-copies takes single texts and text pairs; a multiple-choice example's "
+                             "options would lose different words, so leave --augment-copies out")
+    if "--augment-drop" in flags and not cfg.augment_copies:
+        why = "--augment-copies 0" if "--augment-copies" in flags else "stage 3 makes none on these texts by default"
+        raise PowerBertError(f"--augment-drop sets how stage 3's word-dropped copies are drawn, and there are none "
+                             f"({why}); add --augment-copies K (K >= 1) or leave --augment-drop out")
+
+
 def train(cfg: PipelineConfig, data: DataArgs, stages=STAGES, lambdas=None, targets=None,
-          logit_flags=()) -> dict | None:
+          logit_flags=(), augment_flags=()) -> dict | None:
     """Checks everything, then runs ``stages`` into ``cfg.output_dir`` and, when they include
     stage 3, writes the report (returned). A sweep shares stage 1 and runs stages 2-3 once per
     value, under ``lambda_<λ>/`` (``lambdas``: SPEC 1.3's procedure) or ``target_<X>x/``
     (``targets``: target speed-ups), then writes sweep.md / sweep.json / sweep.png; the last
     report is returned. Finished stages are reused (see :mod:`.pipeline`). ``logit_flags``:
-    the logit-distillation settings the caller gave (:func:`check_logit_flags`)."""
+    the logit-distillation settings the caller gave (:func:`check_logit_flags`); ``augment_flags``:
+    the word-dropped copy settings it gave (:func:`check_augment_flags`)."""
     lambdas = check_lambdas(lambdas)
     targets = _numbers(targets, "--target-speedups", ">= 1", lambda v: v >= 1)
     variants = _variants(cfg, lambdas, targets)
     model_cfg = check_checkpoint(cfg.model)
     check_max_length(cfg.max_length, model_cfg)
     check_logit_flags(cfg, stages, logit_flags)
+    check_augment_flags(cfg, stages, augment_flags)
     out = Path(cfg.output_dir)
     check_output_dir(out)
     check_earlier_stages(out, stages, variants)
@@ -229,13 +250,11 @@ def train(cfg: PipelineConfig, data: DataArgs, stages=STAGES, lambdas=None, targ
     task = prepare(data, tokenizer, cfg.max_length)
     given, cfg = cfg, resolve_auto(cfg, task)
     check_logit_flags(cfg, stages, logit_flags, task)
+    check_augment_flags(cfg, stages, augment_flags, task)
     variants = _variants(cfg, lambdas, targets)  # again, from the settings decided for this data
     if cfg.retention_rule == "threshold" and task.problem == "multiple_choice":
         raise PowerBertError("--retention-rule threshold takes classification and regression tasks; for multiple "
                              "choice use --retention-rule top-k")
-    if cfg.augment_copies and task.problem == "multiple_choice":
-        raise PowerBertError("--augment-copies takes single texts and text pairs; a multiple-choice example's "
-                             "options would lose different words, so leave --augment-copies out")
     if "search" in stages and any(v.target_speedup is not None for _, v in variants):
         lengths_model = flop_model(model_cfg, task, cfg.retention_scale, cfg.min_rows)  # what the target is measured by
         for _, v in variants:

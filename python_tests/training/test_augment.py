@@ -6,6 +6,7 @@ import pytest
 from transformers import BertTokenizerFast, PreTrainedTokenizerFast
 
 from power_bert_ops.training.augment import WordDropCopies, drop_words, word_starts
+from power_bert_ops.training.pipeline import AUTO_AUGMENT_COPIES
 
 PIECES = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "the", "film", "is", "charm", "##ing", "un", "##watch",
           "##able", "a", "bore", "plot"]
@@ -140,9 +141,9 @@ def test_copies_of_tokenized_rows_batch_like_the_originals(wordpiece):
 @pytest.mark.xdist_group("pipeline")
 def test_retrain_with_copies_trains_on_them_records_them_and_guards_the_folder(workdir, finished_run, tmp_path,
                                                                               capsys):
-    """`retrain --augment-copies 1`: stage 3 takes twice the steps per epoch, its settings and the
-    report name the copies, and the folder is not reused without them (the flag to reuse it is
-    named)."""
+    """`retrain --augment-copies 1`: stage 3 takes twice the steps per epoch of the 384 training
+    rows, its settings and the report name the copies, and the folder is not reused with the
+    short texts' default of 2 (the flag to reuse it is named)."""
     import json
 
     from power_bert_ops import cli
@@ -151,13 +152,12 @@ def test_retrain_with_copies_trains_on_them_records_them_and_guards_the_folder(w
     out = tmp_path / "aug"
     args = retrain_args(finished_run, workdir, out, "--augment-copies", "1")
     assert cli.main(args) == 0, capsys.readouterr().err
-    plain = json.loads((finished_run / "retrain" / "stage.json").read_text())["training"]
     rec = json.loads((out / "retrain" / "stage.json").read_text())["training"]
-    assert rec["steps"] / rec["epochs_run"] == 2 * plain["steps"] / plain["epochs_run"]
+    assert rec["steps"] / rec["epochs_run"] == 2 * 384 / 32
     settings = json.loads((out / "retrain" / "settings.json").read_text())
     assert settings["augment_copies"] == 1 and settings["augment_drop"] == 0.15
-    before = json.loads((finished_run / "retrain" / "settings.json").read_text())
-    assert before["augment_copies"] == 0 and "augment_drop" not in before  # the drop means nothing without copies
+    default = json.loads((finished_run / "retrain" / "settings.json").read_text())
+    assert default["augment_copies"] == AUTO_AUGMENT_COPIES and default["augment_drop"] == 0.15  # short texts
     report = (out / "report.md").read_text()
     assert "stage 3 also trained on 1 word-dropped copy of each example (`--augment-copies`; each word left out " \
            "with probability 0.15)" in report
@@ -165,6 +165,25 @@ def test_retrain_with_copies_trains_on_them_records_them_and_guards_the_folder(w
     assert cli.main(args[:-2]) == 2
     err = capsys.readouterr().err
     assert "was run with other settings" in err and "--augment-copies 1" in err
+    assert cli.main([*args[:-2], "--augment-copies", "0"]) == 2
+    before = capsys.readouterr().err
+    assert "to reuse it, give the settings it was run with (--augment-copies 1)" in before
+
+
+def test_augment_drop_refused_where_there_are_no_copies():
+    """By default long texts get no copies: --augment-drop alone is refused there, saying why."""
+    from types import SimpleNamespace
+
+    from power_bert_ops.training.errors import PowerBertError
+    from power_bert_ops.training.pipeline import PipelineConfig, resolve_auto
+    from power_bert_ops.training.run import check_augment_flags
+
+    long = SimpleNamespace(train_lengths=[300], problem="classification")
+    cfg = resolve_auto(PipelineConfig(model="m", output_dir="o", augment_drop=0.3), long)
+    with pytest.raises(PowerBertError, match=r"there are none \(stage 3 makes none on these texts by default\); add "
+                                             r"--augment-copies K"):
+        check_augment_flags(cfg, ("finetune", "search", "retrain"), ["--augment-drop"], long)
+    check_augment_flags(cfg, ("finetune", "search", "retrain"), [], long)  # the default drop, no copies: fine
 
 
 @pytest.mark.parametrize("extra, message", [
@@ -172,7 +191,8 @@ def test_retrain_with_copies_trains_on_them_records_them_and_guards_the_folder(w
     (["--augment-copies", "17"], "--augment-copies must be"),
     (["--augment-copies", "1", "--augment-drop", "1"], "--augment-drop must be a probability in (0, 1)"),
     (["--augment-copies", "1", "--augment-drop", "nan"], "--augment-drop must be a probability in (0, 1)"),
-    (["--augment-drop", "0.3"], "--augment-drop sets how the word-dropped copies of --augment-copies K are drawn"),
+    (["--augment-copies", "0", "--augment-drop", "0.3"], "--augment-drop sets how stage 3's word-dropped copies are "
+                                                         "drawn, and there are none (--augment-copies 0); add"),
 ])
 def test_bad_augment_flags_refused_before_work(workdir, tmp_path, capsys, extra, message):
     from power_bert_ops import cli
@@ -211,9 +231,10 @@ def test_the_flags_to_reuse_a_folder_name_the_copies_settings(tmp_path):
         out = tmp_path / "retrain"
         out.mkdir(exist_ok=True)
         (out / "stage.json").write_text("{}")
-        _write_stage_settings("retrain", PipelineConfig(model="m", output_dir=str(tmp_path), **then), out)
+        none = {"augment_copies": 0}  # as resolve_auto leaves it where it makes no copies
+        _write_stage_settings("retrain", PipelineConfig(model="m", output_dir=str(tmp_path), **(none | then)), out)
         with pytest.raises(StageSettingsError) as e:
-            check_stage_settings("retrain", PipelineConfig(model="m", output_dir=str(tmp_path), **now), out)
+            check_stage_settings("retrain", PipelineConfig(model="m", output_dir=str(tmp_path), **(none | now)), out)
         return str(e.value).split("to reuse it, give the settings it was run with (")[1].split(")")[0]
 
     assert refusal({}, {"augment_copies": 1}) == "--augment-copies 0"

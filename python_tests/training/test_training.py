@@ -144,7 +144,8 @@ def test_ranking_distillation_is_decided_by_the_training_texts_length(capsys):
 
     import dataclasses
 
-    from power_bert_ops.training.pipeline import RANKING_MIN_LENGTH, RANKING_WEIGHT, PipelineConfig, resolve_auto
+    from power_bert_ops.training.pipeline import (AUTO_AUGMENT_COPIES, RANKING_MIN_LENGTH, RANKING_WEIGHT,
+                                                  PipelineConfig, resolve_auto)
     from power_bert_ops.training.stages import stage_distill
 
     def task(*lengths):
@@ -158,15 +159,28 @@ def test_ranking_distillation_is_decided_by_the_training_texts_length(capsys):
     assert [stage_distill(s, long) for s in ("finetune", "search", "retrain")] == [False, False, False]
     assert f"distils the fine-tuned model's significance ranking (x{RANKING_WEIGHT:g}): the training texts " \
            f"average {at} real tokens (at least {at};" in capsys.readouterr().out
+    assert long.augment_copies == 0
     short = resolve_auto(cfg, task(at - 10, at + 8), say=True)
-    assert short.distill_ranking == 0.0
+    assert short.distill_ranking == 0.0 and short.augment_copies == AUTO_AUGMENT_COPIES
     assert [stage_distill(s, short) for s in ("finetune", "search", "retrain")] == [False, False, True]
-    assert f"model's logits: the training texts average {at - 1} real tokens (under {at};" in capsys.readouterr().out
+    assert f"model's logits and trains on {AUTO_AUGMENT_COPIES} word-dropped copies of each example too: the " \
+           f"training texts average {at - 1} real tokens (under {at}; --distill-ranking, --distill / --no-distill " \
+           f"and --augment-copies set it)" in capsys.readouterr().out
+    copies_given = resolve_auto(dataclasses.replace(cfg, augment_copies=0), task(5), say=True)
+    assert copies_given.augment_copies == 0 and "copies" not in capsys.readouterr().out
+    ranking_given = resolve_auto(dataclasses.replace(cfg, distill_ranking=0.0), task(5), say=True)
+    assert ranking_given.augment_copies == AUTO_AUGMENT_COPIES and capsys.readouterr().out.startswith(
+        f"power-bert: stage 3 trains on {AUTO_AUGMENT_COPIES} word-dropped copies of each example too: the training "
+        f"texts average 5 real tokens (under {at}; --augment-copies sets it)")
+    choice = resolve_auto(cfg, SimpleNamespace(train_lengths=[5], problem="multiple_choice"))
+    assert choice.augment_copies == 0  # a choice's options would lose different words
     none = resolve_auto(dataclasses.replace(cfg, distill=False), task(5), say=True)
-    assert not stage_distill("retrain", none) and "stage 3 distils nothing from the fine-tuned model: the training" \
+    assert not stage_distill("retrain", none) and "stage 3 distils nothing from the fine-tuned model and trains on" \
         in capsys.readouterr().out
     given = PipelineConfig(model="m", output_dir="o", distill_ranking=3.0)
     assert resolve_auto(given, task(500), say=True).distill_ranking == 3.0 and capsys.readouterr().out == ""
+    given = PipelineConfig(model="m", output_dir="o", distill_ranking=3.0, augment_copies=1)
+    assert resolve_auto(given, task(5), say=True).augment_copies == 1 and capsys.readouterr().out == ""
     both = PipelineConfig(model="m", output_dir="o", distill=True, distill_ranking=0.0)
     assert [stage_distill(s, both) for s in ("finetune", "search", "retrain")] == [False, True, True]
 
