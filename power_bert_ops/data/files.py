@@ -135,6 +135,11 @@ def _read_json(path: Path, text: str):
                                  "record_lines": [lineno for lineno, _ in objs]}
 
 
+def _listed(places: list) -> str:
+    """The first few of ``places``, and ' ...' when there are more."""
+    return f"{places[:_MAX_LISTED]}{' ...' if len(places) > _MAX_LISTED else ''}"
+
+
 def _check_json_texts(path: Path, rows: list[dict], unit: str, where: list[int], columns) -> None:
     """Refuses JSON records without a text key (a record with ``null`` or ``""`` there is an
     empty text, kept with a warning like an empty CSV cell) or whose text is a list or object,
@@ -144,15 +149,14 @@ def _check_json_texts(path: Path, rows: list[dict], unit: str, where: list[int],
             continue
         absent = [where[i] for i, row in enumerate(rows) if col not in row]
         if absent:
-            listed = f"{absent[:_MAX_LISTED]}{' ...' if len(absent) > _MAX_LISTED else ''}"
             raise DataError(f"{path}: {len(absent)} record{'s have' if len(absent) != 1 else ' has'} no {col!r} key, "
-                            f"the {role} ({unit}s {listed}); give every record one (null or \"\" for an empty text)")
-        bad = [(where[i], type(row[col]).__name__) for i, row in enumerate(rows) if isinstance(row[col], (list, dict))]
+                            f"the {role} ({unit}s {_listed(absent)}); give every record one (null or \"\" for an empty text)")
+        bad = [(where[i], "array" if isinstance(row[col], list) else "object") for i, row in enumerate(rows)
+               if isinstance(row[col], (list, dict))]
         if bad:
-            first, kind = bad[0]
-            raise DataError(f"{path}: {len(bad)} record{'s have' if len(bad) != 1 else ' has'} a JSON "
-                            f"{'array' if kind == 'list' else 'object'} as the {role} {col!r} (first: {unit} "
-                            f"{first}); a text must be a string")
+            kinds = " or ".join(sorted({kind for _, kind in bad}))
+            raise DataError(f"{path}: {len(bad)} record{'s have' if len(bad) != 1 else ' has'} a JSON {kinds} as the "
+                            f"{role} {col!r} ({unit}s {_listed([w for w, _ in bad])}); a text must be a string")
 
 
 def _text(value) -> str:
@@ -206,10 +210,12 @@ def read_text_file(path, text_column: str, label_column: str | None, text_pair_c
     if label_column is not None and not has_labels and require_labels:
         raise missing_column_error(path, label_column, "label column (--label-column)", columns)
 
-    if _suffix(path) in _JSON:
-        _check_json_texts(path, rows, stats.pop("record_unit"), stats.pop("record_lines"),
-                          [(text_column, "text column (--text-column)"),
-                           (text_pair_column, "text-pair column (--text-pair-column)")])
+    # where a row is, as a message names it: a CSV's data row, a JSONL file's line, a JSON array's record
+    unit, where = stats.pop("record_unit", "data row"), stats.pop("record_lines", None)
+    place = (lambda i: where[i]) if where is not None else (lambda i: i + 1)
+    if where is not None:
+        _check_json_texts(path, rows, unit, where, [(text_column, "text column (--text-column)"),
+                                                    (text_pair_column, "text-pair column (--text-pair-column)")])
     texts, pairs, keys = [], [], []
     empty_texts, empty_lines, empty_label_rows = 0, [], []
     for i, row in enumerate(rows):
@@ -217,24 +223,23 @@ def read_text_file(path, text_column: str, label_column: str | None, text_pair_c
         p = row.get(text_pair_column) if text_pair_column else None
         if is_empty_cell(t) or (text_pair_column and is_empty_cell(p)):
             empty_texts += 1
-            if len(empty_lines) < _MAX_LISTED:
-                empty_lines.append(i + 1)
+            empty_lines.append(place(i))
         texts.append(_text(t))
         if text_pair_column:
             pairs.append(_text(p))
         if has_labels:
             k = _label_key(row.get(label_column))
             if k is None:
-                empty_label_rows.append(i + 1)
+                empty_label_rows.append(place(i))
             keys.append(k)
     if has_labels and not require_labels and len(empty_label_rows) == len(rows):
         has_labels, keys, empty_label_rows = False, [], []  # an unlabelled test file with an empty label column
     if empty_label_rows:
-        raise DataError(f"{path}: {len(empty_label_rows)} row{'s have' if len(empty_label_rows) != 1 else ' has'} an empty {label_column!r} (data rows "
-                        f"{empty_label_rows[:_MAX_LISTED]}{' ...' if len(empty_label_rows) > _MAX_LISTED else ''})")
+        raise DataError(f"{path}: {len(empty_label_rows)} row{'s have' if len(empty_label_rows) != 1 else ' has'} an empty {label_column!r} ({unit}s "
+                        f"{_listed(empty_label_rows)})")
     if empty_texts:
-        logger.warning("%s: %d rows with an empty or NaN text cell (data rows %s), kept as empty strings", path,
-                       empty_texts, empty_lines)
+        logger.warning("%s: %s with an empty or NaN text cell (%ss %s), kept as empty strings", path,
+                       f"{empty_texts} row{'s' if empty_texts != 1 else ''}", unit, _listed(empty_lines))
 
     labels = None
     if has_labels and is_regression:
@@ -243,10 +248,10 @@ def read_text_file(path, text_column: str, label_column: str | None, text_pair_c
             try:
                 y = float(k)
             except ValueError:
-                raise DataError(f"{path}: {label_column!r} in data row {i + 1} is {k!r}, not a number "
+                raise DataError(f"{path}: {label_column!r} in {unit} {place(i)} is {k!r}, not a number "
                                 f"(regression)") from None
             if not math.isfinite(y):
-                raise DataError(f"{path}: {label_column!r} in data row {i + 1} is {k!r} (regression needs finite)")
+                raise DataError(f"{path}: {label_column!r} in {unit} {place(i)} is {k!r} (regression needs finite)")
             labels.append(y)
     ds = TextDataset(
         task=task or path.stem, texts=texts, text_pairs=pairs if text_pair_column else None, labels=labels,

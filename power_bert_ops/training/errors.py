@@ -31,9 +31,11 @@ MAX_SEED = 2**32 - 1
 def check_whole_number(value, flag: str, minimum: int = 1, maximum: int = MAX_COUNT) -> int:
     """``value`` if it is a whole number in [``minimum``, ``maximum``]; else a PowerBertError
     naming ``flag``."""
+    span = f"from {minimum} to {maximum}"
     if (isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value)
             or int(value) != value or value < minimum):
-        raise PowerBertError(f"{flag} must be a whole number >= {minimum}, got {value!r}")
+        rule = f">= {minimum}" if maximum == MAX_COUNT else span  # a bound no one meets is left unsaid
+        raise PowerBertError(f"{flag} must be a whole number {rule}, got {value!r}")
     if value > maximum:
-        raise PowerBertError(f"{flag} must be a whole number from {minimum} to {maximum}, got {value!r}")
+        raise PowerBertError(f"{flag} must be a whole number {span}, got {value!r}")
     return int(value)

@@ -41,6 +41,7 @@ from .errors import MAX_COUNT, MAX_SEED, CorruptModelError, PowerBertError, Stag
 from .prepare import PreparedTask
 from .projection import BREAK_EVEN_KEEP
 from .thresholds import RETENTION_RULES
+from .report import count_text
 from .stages import (STAGE_TABLE, StagePlan, check_search_floor, describe_training, flop_model, say,
                      set_attention_dropout, stage_distill, training_record)
 from .trainer import (PowerBertTrainer, StopOnNonFiniteLoss, check_device, readable_progress, resolve_device,
@@ -300,7 +301,7 @@ RANKING_MIN_LENGTH = 64
 # examples average under RANKING_MIN_LENGTH real tokens (not for multiple choice), none on longer
 # texts. Measured (bench/RESULTS.md, "Word-dropped copies in stage 3"): on the main job's 3,000
 # sentences at 3x, three seeds, test -1.9 points against the baseline without copies, -1.5 with
-# one, -0.8 with two, and dev +0.45 points with two.
+# one, -0.76 with two, and dev +0.45 points with two.
 AUTO_AUGMENT_COPIES = 2
 
 
@@ -335,10 +336,15 @@ def resolve_auto(cfg: PipelineConfig, task: PreparedTask, say: bool = False) -> 
                                    else "the fine-tuned model's logits" if stage_distill("retrain", cfg)
                                    else "nothing from the fine-tuned model"))
         flags += ["--distill-ranking", "--distill / --no-distill"]
-    if decided.get("augment_copies"):
-        parts.append(f"trains on {cfg.augment_copies} word-dropped copies of each example too")
+    if cfg.augment_copies:  # given or decided: the line says what stage 3 trains on
+        copies = count_text(cfg.augment_copies, "word-dropped copy", "word-dropped copies")
+        parts.append(f"trains on {copies} of each example too (each word left out with probability "
+                     f"{cfg.augment_drop:g}{'' if 'augment_copies' in decided else '; --augment-copies'})")
+    elif "augment_copies" in decided:
+        parts.append("makes no word-dropped copies")
+    if "augment_copies" in decided:
         flags.append("--augment-copies")
-    if say and parts:
+    if say and flags:
         what = ", ".join(flags[:-1]) + " and " + flags[-1] if len(flags) > 1 else flags[0]
         print(f"power-bert: stage 3 {' and '.join(parts)}: the training texts average {mean:.0f} real tokens "
               f"({'at least' if on else 'under'} {RANKING_MIN_LENGTH}; {what} set{'s' if len(flags) == 1 else ''} it)")
@@ -433,7 +439,8 @@ def check_stage_settings(stage: str, cfg: PipelineConfig, out: Path) -> None:
                                      f"(its checkpoints; the stages before it are kept); or use a new --output-dir"
                                      f"{same.replace('reuse it', 'resume it')} (nothing was changed)")
         raise StageSettingsError(f"stage {stage!r} in {out} was run with other settings "
-                                 f"(setting: (then, now) = {diff}); use a new --output-dir{same} "
+                                 f"(setting: (then, now) = {diff}); use a new --output-dir{same}; or, to run "
+                                 f"it again with these, remove {out} (its model; the stages before it are kept) "
                                  f"(nothing was changed)")
 
 

@@ -388,7 +388,7 @@ def test_jsonl_pairs_int_labels_and_empty_text(tmp_path, caplog):
     assert out["eval"].labels == [1]  # JSON 1 in train and "1" in eval are the same label
 
 
-def test_jsonl_record_without_the_text_key_or_with_a_list_is_refused(tmp_path):
+def test_jsonl_record_without_the_text_key_or_with_a_list_is_refused(tmp_path, caplog):
     """A record lacking the key (a typo such as "txt") is not an empty text: refused naming the
     records and the flag; a list or object as the text is refused, not turned into its repr."""
     rows = [{"text": "good", "label": 1}, {"txt": "bad", "label": 0}, {"label": 1}, {"text": None, "label": 0}]
@@ -401,13 +401,22 @@ def test_jsonl_record_without_the_text_key_or_with_a_list_is_refused(tmp_path):
     with pytest.raises(DataError, match=r"pair.json: 1 record has no 'a' key, the text-pair column "
                                         r"\(--text-pair-column\) \(records \[2\]\)"):  # its place in the array
         load_files(pair, text_column="q", text_pair_column="a", label_column="y")
-    nested = _write(tmp_path / "nested.jsonl", '{"text": "ok", "label": 1}\n{"text": ["a", "b"], "label": 0}\n')
-    with pytest.raises(DataError, match=r"nested.jsonl: 1 record has a JSON array as the text column "
-                                        r"\(--text-column\) 'text' \(first: line 2\); a text must be a string"):
+    nested = _write(tmp_path / "nested.jsonl", '{"text": "ok", "label": 1}\n{"text": ["a", "b"], "label": 0}\n'
+                                                '{"text": {"x": 1}, "label": 0}\n')
+    with pytest.raises(DataError, match=r"nested.jsonl: 2 records have a JSON array or object as the text column "
+                                        r"\(--text-column\) 'text' \(lines \[2, 3\]\); a text must be a string"):
         load_files(nested, text_column="text", label_column="label")
+    gaps = _write(tmp_path / "gaps.jsonl", '{"text": "ok", "label": 1}\n\n{"text": null, "label": 1}\n\n'
+                                           '{"text": "x", "label": null}\n')
+    with pytest.raises(DataError, match=r"gaps.jsonl: 1 row has an empty 'label' \(lines \[5\]\)"):
+        load_files(gaps, text_column="text", label_column="label")  # the file's line, after blank lines
     ok = load_files(_write(tmp_path / "ok.jsonl", "\n".join(json.dumps(x) for x in [rows[0], rows[3]])),
                     text_column="text", label_column="label")["train"]
     assert ok.texts == ["good", ""]  # null is an empty text, kept with a warning
+    with caplog.at_level("WARNING", logger="power_bert_ops.data"):
+        load_files(_write(tmp_path / "blank.jsonl", '{"text": "a", "label": 1}\n\n{"text": "", "label": 0}\n'),
+                   text_column="text", label_column="label")
+    assert "1 row with an empty or NaN text cell (lines [3])" in caplog.text
 
 
 def test_empty_csv_cells_counted_and_regression(tmp_path):

@@ -145,6 +145,7 @@ def test_retrain_with_copies_trains_on_them_records_them_and_guards_the_folder(w
     rows, its settings and the report name the copies, and the folder is not reused with the
     short texts' default of 2 (the flag to reuse it is named)."""
     import json
+    import shutil
 
     from power_bert_ops import cli
     from tiny_models import retrain_args
@@ -167,7 +168,11 @@ def test_retrain_with_copies_trains_on_them_records_them_and_guards_the_folder(w
     assert "was run with other settings" in err and "--augment-copies 1" in err
     assert cli.main([*args[:-2], "--augment-copies", "0"]) == 2
     before = capsys.readouterr().err
-    assert "to reuse it, give the settings it was run with (--augment-copies 1)" in before
+    assert "to reuse it, give the settings it was run with (--augment-copies 1); or, to run it again with these, " \
+           f"remove {out / 'retrain'} (its model; the stages before it are kept)" in before
+    shutil.rmtree(out / "retrain")  # the advice for `retrain`, whose new folder would lack stages 1-2
+    assert cli.main([*args[:-2], "--augment-copies", "0"]) == 0
+    assert json.loads((out / "retrain" / "settings.json").read_text())["augment_copies"] == 0
 
 
 def test_augment_drop_refused_where_there_are_no_copies():
@@ -187,8 +192,8 @@ def test_augment_drop_refused_where_there_are_no_copies():
 
 
 @pytest.mark.parametrize("extra, message", [
-    (["--augment-copies", "-1"], "--augment-copies must be"),
-    (["--augment-copies", "17"], "--augment-copies must be"),
+    (["--augment-copies", "-1"], "--augment-copies must be a whole number from 0 to 16, got -1"),
+    (["--augment-copies", "17"], "--augment-copies must be a whole number from 0 to 16, got 17"),
     (["--augment-copies", "1", "--augment-drop", "1"], "--augment-drop must be a probability in (0, 1)"),
     (["--augment-copies", "1", "--augment-drop", "nan"], "--augment-drop must be a probability in (0, 1)"),
     (["--augment-copies", "0", "--augment-drop", "0.3"], "--augment-drop sets how stage 3's word-dropped copies are "

@@ -38,7 +38,7 @@ def _replace(args, flag, *values):
 # ---------------------------------------------------------------------------------------------
 # (command, the option and its value, what the one-line error says)
 REFUSED_SETTINGS = [
-    ("finetune", ["--seed", "-1"], "--seed must be a whole number >= 0, got -1"),
+    ("finetune", ["--seed", "-1"], "--seed must be a whole number from 0 to 4294967295, got -1"),
     ("finetune", ["--seed", "99999999999999999999"], "--seed must be a whole number from 0 to 4294967295"),
     ("finetune", ["--seed", "4294967296"], "--seed must be a whole number from 0 to 4294967295"),
     ("finetune", ["--batch-size", "99999999999999999999"], "--batch-size must be a whole number from 1 to "),
@@ -63,7 +63,7 @@ REFUSED_SETTINGS = [
     ("run", ["--attention-dropout", "-0.1"], "--attention-dropout must be a probability in [0, 1)"),
     ("run", ["--break-even-keep", "1"], "--break-even-keep must be a fraction in (0, 1), or off, got 1.0"),
     ("run", ["--break-even-keep", "most"], "argument --break-even-keep: must be a fraction in (0, 1) or 'off'"),
-    ("run", ["--min-rows", "0"], "--min-rows must be a whole number >= 1, got 0"),
+    ("run", ["--min-rows", "0"], "--min-rows must be a whole number from 1 to 15, got 0"),
     ("run", ["--min-rows", "16"], "--min-rows must be a whole number from 1 to 15, got 16"),
     ("run", ["--retention", "absolute", "--min-rows", "3"], "--min-rows 3: the floor of rows applies to --retention "
      "relative"),

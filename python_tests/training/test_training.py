@@ -157,28 +157,34 @@ def test_ranking_distillation_is_decided_by_the_training_texts_length(capsys):
     long = resolve_auto(cfg, task(at - 10, at + 10), say=True)
     assert long.distill_ranking == RANKING_WEIGHT
     assert [stage_distill(s, long) for s in ("finetune", "search", "retrain")] == [False, False, False]
-    assert f"distils the fine-tuned model's significance ranking (x{RANKING_WEIGHT:g}): the training texts " \
-           f"average {at} real tokens (at least {at};" in capsys.readouterr().out
+    assert f"distils the fine-tuned model's significance ranking (x{RANKING_WEIGHT:g}) and makes no word-dropped " \
+           f"copies: the training texts average {at} real tokens (at least {at};" in capsys.readouterr().out
     assert long.augment_copies == 0
     short = resolve_auto(cfg, task(at - 10, at + 8), say=True)
     assert short.distill_ranking == 0.0 and short.augment_copies == AUTO_AUGMENT_COPIES
     assert [stage_distill(s, short) for s in ("finetune", "search", "retrain")] == [False, False, True]
-    assert f"model's logits and trains on {AUTO_AUGMENT_COPIES} word-dropped copies of each example too: the " \
-           f"training texts average {at - 1} real tokens (under {at}; --distill-ranking, --distill / --no-distill " \
+    assert f"model's logits and trains on {AUTO_AUGMENT_COPIES} word-dropped copies of each example too (each word " \
+           f"left out with probability 0.15): the training texts average {at - 1} real tokens (under {at}; --distill-ranking, --distill / --no-distill " \
            f"and --augment-copies set it)" in capsys.readouterr().out
     copies_given = resolve_auto(dataclasses.replace(cfg, augment_copies=0), task(5), say=True)
     assert copies_given.augment_copies == 0 and "copies" not in capsys.readouterr().out
+    one = resolve_auto(dataclasses.replace(cfg, augment_copies=1, augment_drop=0.3), task(5), say=True)
+    assert one.augment_copies == 1 and "and trains on 1 word-dropped copy of each example too (each word left out " \
+        "with probability 0.3; --augment-copies): the training texts average 5 real tokens (under 64; " \
+        "--distill-ranking and --distill / --no-distill set it)" in capsys.readouterr().out  # given copies are said
     ranking_given = resolve_auto(dataclasses.replace(cfg, distill_ranking=0.0), task(5), say=True)
     assert ranking_given.augment_copies == AUTO_AUGMENT_COPIES and capsys.readouterr().out.startswith(
-        f"power-bert: stage 3 trains on {AUTO_AUGMENT_COPIES} word-dropped copies of each example too: the training "
-        f"texts average 5 real tokens (under {at}; --augment-copies sets it)")
+        f"power-bert: stage 3 trains on {AUTO_AUGMENT_COPIES} word-dropped copies of each example too (each word left "
+        f"out with probability 0.15): the training texts average 5 real tokens (under {at}; --augment-copies sets it)")
     choice = resolve_auto(cfg, SimpleNamespace(train_lengths=[5], problem="multiple_choice"))
     assert choice.augment_copies == 0  # a choice's options would lose different words
     none = resolve_auto(dataclasses.replace(cfg, distill=False), task(5), say=True)
     assert not stage_distill("retrain", none) and "stage 3 distils nothing from the fine-tuned model and trains on" \
         in capsys.readouterr().out
     given = PipelineConfig(model="m", output_dir="o", distill_ranking=3.0)
-    assert resolve_auto(given, task(500), say=True).distill_ranking == 3.0 and capsys.readouterr().out == ""
+    assert resolve_auto(given, task(500), say=True).distill_ranking == 3.0 and capsys.readouterr().out == \
+        f"power-bert: stage 3 makes no word-dropped copies: the training texts average 500 real tokens (at least " \
+        f"{at}; --augment-copies sets it)\n"
     given = PipelineConfig(model="m", output_dir="o", distill_ranking=3.0, augment_copies=1)
     assert resolve_auto(given, task(5), say=True).augment_copies == 1 and capsys.readouterr().out == ""
     both = PipelineConfig(model="m", output_dir="o", distill=True, distill_ranking=0.0)
