@@ -77,7 +77,10 @@ def read_config(model_dir, what: str = "model folder") -> PreTrainedConfig:
         raise PowerBertError(f"{what} {model_dir} does not exist or is not a folder (no hub access here: give "
                              f"a local checkpoint folder)")
     if not (path / "config.json").is_file():
-        raise PowerBertError(f"{what} {model_dir} holds no config.json: it is not a Hugging Face model folder")
+        models = [p for p in (path / "retrain" / "model", path / "finetune" / "model") if (p / "config.json").is_file()]
+        hint = (f"; it is a `power-bert run` folder: give its models, {' or '.join(map(str, models))} "
+                f"(PoWER-BERT, then the fine-tuned baseline)") if len(models) == 2 else ""
+        raise PowerBertError(f"{what} {model_dir} holds no config.json: it is not a Hugging Face model folder{hint}")
     try:
         return AutoConfig.from_pretrained(str(path))
     except (OSError, ValueError, json.JSONDecodeError) as e:

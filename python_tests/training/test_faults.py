@@ -658,3 +658,13 @@ def test_console_entry_point_runs_the_command():
                           text=True, timeout=120)
     assert done.returncode == 0 and done.stdout.startswith("usage: power-bert benchmark"), done.stderr
     assert "--compile" in done.stdout
+
+
+def test_a_run_folder_given_as_the_model_names_its_models(workdir, finished_run, capsys):
+    """`evaluate --model-dir <the run folder>`: refused before any work, naming the two models in it."""
+    assert cli.main(["evaluate", "--model-dir", str(finished_run), "--eval-file", str(workdir / "eval.csv"),
+                     "--text-column", "review", "--label-column", "sentiment", "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert f"holds no config.json: it is not a Hugging Face model folder; it is a `power-bert run` folder: give its " \
+           f"models, {finished_run / 'retrain' / 'model'} or {finished_run / 'finetune' / 'model'}" in err
+    assert err.count("\n") == 1
