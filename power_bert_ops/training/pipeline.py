@@ -565,6 +565,8 @@ def _run_stage(stage: str, cfg: PipelineConfig, task: PreparedTask, previous: St
         _write_stage_settings(stage, cfg, out)
     checkpoint = _newest_checkpoint(out)
     if checkpoint is not None:
+        done_epochs = json.loads((Path(checkpoint) / "trainer_state.json").read_text()).get("epoch") or 0
+        say(f"power-bert: {stage}: resuming from {checkpoint} ({done_epochs:g} of {plan.epochs:g} epochs done)")
         restore_patience(trainer, checkpoint)
     if plan.controller is not None and checkpoint is not None and not plan.controller.load_checkpoint(checkpoint):
         print(f"power-bert: {checkpoint} holds no controller state; the search's pressure starts again from 0")

@@ -621,7 +621,9 @@ def test_resumed_stage_keeps_its_patience_count(workdir, tmp_path, monkeypatch, 
     monkeypatch.setattr(trainer_module.StopOnNonFiniteLoss, "on_save", interrupt_second, raising=False)
     assert cli.main(args) == 130
     monkeypatch.setattr(trainer_module.StopOnNonFiniteLoss, "on_save", lambda *a, **k: None, raising=False)
+    capfd.readouterr()
     assert cli.main(args) == 0
+    assert f"power-bert: finetune: resuming from {out / 'finetune' / 'checkpoints'}" in capfd.readouterr().out
     record = json.loads((out / "finetune" / "stage.json").read_text())["training"]
     assert record["epochs_run"] == 3 and record["epoch_kept"] == 1 and record["stopped_early"]
     assert [round(v, 1) for _, v in record["dev_curve"]] == [0.9, 0.8, 0.7]
