@@ -97,7 +97,8 @@ class WordDropCopies(torch.utils.data.Dataset):
     ``(seed, epoch, index)``; :class:`SetCopiesEpoch` sets the epoch.
 
     Args:
-        base: the tokenized training rows (a datasets.Dataset or a list of dicts).
+        base: the tokenized training rows, any map-style dataset of dicts (the pipeline's
+            TokenizedDataset, a list of dicts).
         tokenizer: the rows' tokenizer (word starts and special ids).
         copies: copies of each row, >= 1.
         drop: probability of leaving out each word, in (0, 1).
