@@ -315,6 +315,11 @@ def _data_args(a):
                     max_train_examples=getattr(a, "max_train_examples", None), max_eval_examples=a.max_eval_examples)
 
 
+def _given(a, *flags: str) -> list[str]:
+    """The ``flags`` the command line gave (their argparse default is None)."""
+    return [f for f in flags if getattr(a, f[2:].replace("-", "_")) is not None]
+
+
 def cmd_train(a) -> dict | None:
     from . import data as D
     from .assets import packaged_model_dir
@@ -359,12 +364,9 @@ def cmd_train(a) -> dict | None:
     )
     lambdas = a.lambdas.split(",") if a.lambdas is not None else None
     targets = a.target_speedups.split(",") if a.target_speedups is not None else None
-    logit_flags = [f for f, v in (("--distill-alpha", a.distill_alpha), ("--distill-temperature",
-                                                                          a.distill_temperature)) if v is not None]
-    augment_flags = [f for f, v in (("--augment-copies", a.augment_copies), ("--augment-drop", a.augment_drop))
-                     if v is not None]
-    report = train(cfg, data, stages=a.stages, lambdas=lambdas, targets=targets, logit_flags=logit_flags,
-                   augment_flags=augment_flags)
+    report = train(cfg, data, stages=a.stages, lambdas=lambdas, targets=targets,
+                   logit_flags=_given(a, "--distill-alpha", "--distill-temperature"),
+                   augment_flags=_given(a, "--augment-copies", "--augment-drop"))
     _shut_down_process_group()
     return report
 

@@ -313,14 +313,23 @@ def mean_train_length(task: PreparedTask) -> float:
 
 
 def resolve_auto(cfg: PipelineConfig, task: PreparedTask, say: bool = False) -> PipelineConfig:
+    """``cfg`` with its automatic settings decided for ``task`` (:func:`decide_auto`); ``say``:
+    print the line saying what was decided and why."""
+    cfg, line = decide_auto(cfg, task)
+    if say and line:
+        print(line)
+    return cfg
+
+
+def decide_auto(cfg: PipelineConfig, task: PreparedTask) -> tuple[PipelineConfig, str | None]:
     """``cfg`` with its automatic settings decided for ``task`` by the training examples' mean
     count of real tokens: ``distill_ranking=None`` becomes :data:`RANKING_WEIGHT` when they average
     at least :data:`RANKING_MIN_LENGTH`, else 0 (and then, with ``distill=None``, stage 3 distils
     the logits: :func:`.stages.stage_distill`); ``augment_copies=None`` becomes
-    :data:`AUTO_AUGMENT_COPIES` below that length (0 for multiple choice), else 0. ``say``: print
-    one line saying what was decided and why."""
+    :data:`AUTO_AUGMENT_COPIES` below that length (0 for multiple choice), else 0. Also returns the
+    line saying what was decided and why (None: nothing was)."""
     if cfg.distill_ranking is not None and cfg.augment_copies is not None:
-        return cfg
+        return cfg, None
     mean = mean_train_length(task)
     on = mean >= RANKING_MIN_LENGTH
     decided = {}
@@ -344,11 +353,10 @@ def resolve_auto(cfg: PipelineConfig, task: PreparedTask, say: bool = False) -> 
         parts.append("makes no word-dropped copies")
     if "augment_copies" in decided:
         flags.append("--augment-copies")
-    if say and flags:
-        what = ", ".join(flags[:-1]) + " and " + flags[-1] if len(flags) > 1 else flags[0]
-        print(f"power-bert: stage 3 {' and '.join(parts)}: the training texts average {mean:.0f} real tokens "
-              f"({'at least' if on else 'under'} {RANKING_MIN_LENGTH}; {what} set{'s' if len(flags) == 1 else ''} it)")
-    return cfg
+    what = ", ".join(flags[:-1]) + " and " + flags[-1] if len(flags) > 1 else flags[0]
+    return cfg, (f"power-bert: stage 3 {' and '.join(parts)}: the training texts average {mean:.0f} real tokens "
+                 f"({'at least' if on else 'under'} {RANKING_MIN_LENGTH}; {what} set{'s' if len(flags) == 1 else ''} "
+                 f"it)")
 
 
 # The settings each stage's result depends on (besides the data and the model, which the

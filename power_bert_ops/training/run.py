@@ -28,7 +28,7 @@ from .errors import PowerBertError
 from .inference import predict_logits
 from .outputs import check_writable_folder
 from .pipeline import (STAGE_FILE, STAGES, TARGET_FILE, PipelineConfig, StageResult, check_stage_settings,
-                       flop_model, missing_stage, resolve_auto, run_pipeline)
+                       decide_auto, flop_model, missing_stage, run_pipeline)
 from .stages import stage_distill
 from .prepare import DataArgs, PreparedTask, prepare
 from .report import threads_text, write_report, write_sweep
@@ -248,7 +248,7 @@ def train(cfg: PipelineConfig, data: DataArgs, stages=STAGES, lambdas=None, targ
     check_earlier_stages(out, stages, variants)
     tokenizer = load_tokenizer(cfg.model, model_cfg)
     task = prepare(data, tokenizer, cfg.max_length)
-    given, cfg = cfg, resolve_auto(cfg, task)
+    cfg, auto_line = decide_auto(cfg, task)
     check_logit_flags(cfg, stages, logit_flags, task)
     check_augment_flags(cfg, stages, augment_flags, task)
     variants = _variants(cfg, lambdas, targets)  # again, from the settings decided for this data
@@ -272,8 +272,9 @@ def train(cfg: PipelineConfig, data: DataArgs, stages=STAGES, lambdas=None, targ
     for folder, variant in variants:  # finished or started stages run with other settings
         for stage in stages:
             check_stage_settings(stage, variant, stage_dir(out, stage, folder, variants))
-    # every refusal that depends on the texts is made: now the line saying stage 3's distillation
-    resolve_auto(given, task, say="retrain" in stages and is_main_process())
+    # every refusal that depends on the texts is made: now the line saying what stage 3 was given
+    if auto_line and "retrain" in stages and is_main_process():
+        print(auto_line)
     with PartialState(cpu=resolve_device(cfg.device) == "cpu").main_process_first():
         _claim_output_dir(out, identity, legacy)
     reports = []
