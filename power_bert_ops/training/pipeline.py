@@ -441,6 +441,8 @@ def check_stage_settings(stage: str, cfg: PipelineConfig, out: Path) -> None:
         flags += [_flag(k, previous[k]) for k, switch in DEPENDS_ON.items()
                   if switch in diff and k in previous and k not in now and previous[k] != getattr(cfg, k)]
         same = f"; to reuse it, give the settings it was run with ({' '.join(flags)})" if all(flags) else ""
+        # a setting that meant nothing then (its switch was off) is not shown: its switch's change is
+        diff = {k: v for k, v in diff.items() if not (k in DEPENDS_ON and v[0] is None)}
         if not (out / STAGE_FILE).exists():  # interrupted: nothing finished to keep but its checkpoints
             raise StageSettingsError(f"stage {stage!r} in {out} was started with other settings and did not finish "
                                      f"(setting: (then, now) = {diff}); to start it again with these, remove {out} "

@@ -240,14 +240,21 @@ def test_the_flags_to_reuse_a_folder_name_the_copies_settings(tmp_path):
         _write_stage_settings("retrain", PipelineConfig(model="m", output_dir=str(tmp_path), **(none | then)), out)
         with pytest.raises(StageSettingsError) as e:
             check_stage_settings("retrain", PipelineConfig(model="m", output_dir=str(tmp_path), **(none | now)), out)
+        shown.append(str(e.value).split("(setting: (then, now) = ")[1].split("}")[0] + "}")
         return str(e.value).split("to reuse it, give the settings it was run with (")[1].split(")")[0]
 
+    shown = []
     assert refusal({}, {"augment_copies": 1}) == "--augment-copies 0"
+    assert shown[-1] == "{'augment_copies': (0, 1)}"  # not the drop, which meant nothing then
     assert refusal({"augment_copies": 2, "augment_drop": 0.3}, {}) == "--augment-copies 2 --augment-drop 0.3"
     assert refusal({"augment_copies": 2}, {}) == "--augment-copies 2"  # its drop is today's default
     assert refusal({"augment_copies": 2, "augment_drop": 0.3}, {"augment_copies": 1, "augment_drop": 0.3}) == \
         "--augment-copies 2"
     assert refusal({"distill": True, "distill_alpha": 0.9}, {"distill": False}) == "--distill --distill-alpha 0.9"
+    assert shown[-1] == "{'distill': (True, False)}"
+    assert refusal({"augment_copies": 1, "augment_drop": 0.3}, {"augment_copies": 2}) == \
+        "--augment-copies 1 --augment-drop 0.3"
+    assert shown[-1] == "{'augment_copies': (1, 2), 'augment_drop': (0.3, 0.15)}"
     assert isinstance(PipelineConfig(model="m", output_dir="o", augment_copies=2.0, seed=3.0).augment_copies, int)
 
 
