@@ -11,7 +11,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-from ..flops import rows_floor  # noqa: E402
+from ..flops import rows_floor, rows_kept  # noqa: E402
 
 
 def _save(fig, ax, path: Path, legend_loc: str = "best") -> None:
@@ -127,6 +127,7 @@ def render_markdown(r: dict, plot_name: str | None = None) -> str:
         f"- PoWER-BERT {p['name']}: **{p['value']:.4f}** ({p['value'] - b['value']:+.4f})",
         f"- retention configuration ℓ: {r['retention']} ({setting_label(r)}"
         f"{distillation_label(r)}){floor_label(r)}",
+        *rows_lines(r),
     ]
     if r.get("thresholds") is not None:
         theta = ", ".join("-" if t is None else f"{t:.4f}" for t in r["thresholds"])
@@ -169,6 +170,21 @@ def floor_label(r: dict) -> str:
     """Relative retention's floor of rows, when it has one."""
     m = rows_floor(r.get("retention_scale", "absolute"), r.get("min_rows"))
     return f"; every example keeps at least {m} rows in every layer (--min-rows)" if m > 1 else ""
+
+
+def rows_lines(r: dict) -> list[str]:
+    """The rows an example of the timed examples' mean real length keeps after each layer (none
+    when the record has no lengths): how much of a typical text the later layers see."""
+    mean = (r.get("speed") or r).get("mean_length")
+    if mean is None:
+        return []
+    length = max(1, round(mean))
+    rows = rows_kept(r["retention"], r["max_length"], length, r.get("retention_scale", "absolute"),
+                     r.get("min_rows") or 1)
+    return [f"- an example of the timed examples' mean length ({length} real tokens) keeps "
+            f"{', '.join(map(str, rows[:-1]))} and {rows[-1]} of its rows after layers 1-{len(rows)}"
+            if len(rows) > 1 else f"- an example of the timed examples' mean length ({length} real tokens) "
+            f"keeps {rows[0]} of its rows after layer 1"]
 
 
 def setting_label(r: dict) -> str:
@@ -231,6 +247,7 @@ def write_benchmark_report(out_dir: Path, r: dict) -> dict:
         f"- N = {r['max_length']}, {r['examples']} examples ({r['truncated']} truncated), batch {r['batch_size']}, "
         f"{r['dtype']}, {r['device']}, {threads_text(r['threads'])}, median of {r['repeats']} passes",
         f"- retention ℓ: {r['retention']} ({r.get('retention_scale', 'absolute')}){floor_label(r)}",
+        *rows_lines(r),
         *speed_lines(r),
     ]
     lines += ["", "![seconds per pass](speedup.png)"]

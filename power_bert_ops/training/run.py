@@ -343,6 +343,8 @@ def finish_run(cfg: PipelineConfig, task: PreparedTask, results: dict[str, Stage
         # per stage: the dev metric per evaluation, the epoch kept, whether dev was still rising
         "training": {k: v.training for k, v in results.items()},
         "config": cfg.to_dict(),
+        # what config's distill (None: automatic) came to in each stage that can distil the logits
+        "distilled_logits": {stage: stage_distill(stage, cfg) for stage in ("search", "retrain")},
     }
     paths = write_report(out, report)
     b, p = report["baseline"]["metric"], report["power_bert"]["metric"]

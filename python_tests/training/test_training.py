@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from power_bert_ops import cli
+from power_bert_ops.flops import rows_kept
 from power_bert_ops.training.trainer import StopOnNonFiniteLoss, NonFiniteLossError
 
 from tiny_models import one_and_two_processes, run_args, synthetic_race
@@ -27,9 +28,14 @@ def test_run_writes_report(finished_run):
     assert report["speed"]["padded"]["speedup"] > 0 and report["padded"]["flop_bound"] >= 1.0
     md = (finished_run / "report.md").read_text()
     assert "against the dense model on length-bucketed batches" in md and "both padded to N = 16" in md
+    length = round(report["speed"]["mean_length"])
+    kept = rows_kept(ell, 16, length, report["retention_scale"], report["min_rows"])
+    assert 1 <= length <= 16 and (f"mean length ({length} real tokens) keeps {kept[0]} and {kept[1]} of its rows after "
+                                  "layers 1-2") in md
     # the synthetic sentences are short: stage 3 distils the logits, not the ranking (pipeline.resolve_auto)
     assert report["config"]["distill_ranking"] == 0.0 and "ranking" not in md
     assert "distilled from the fine-tuned model: stage 3 logits" in md
+    assert report["config"]["distill"] is None and report["distilled_logits"] == {"search": False, "retrain": True}
     retrain = json.loads((finished_run / "retrain" / "settings.json").read_text())
     assert retrain["distill_ranking"] == 0.0 and retrain["distill"] is True and retrain["distill_alpha"] == 0.5
     assert json.loads((finished_run / "search" / "settings.json").read_text())["distill"] is False

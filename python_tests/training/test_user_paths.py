@@ -62,6 +62,9 @@ def test_evaluate_and_benchmark_every_stage_equal_the_report(workdir, finished_r
     for name in ("report.json", "report.md", "speedup.png"):
         assert (tmp_path / "bench" / name).stat().st_size > 100, name
     assert json.loads((tmp_path / "bench" / "report.json").read_text())["flop_bound"] == speed["flop_bound"]
+    # both reports say what a text of the eval examples' mean length keeps, alike
+    rows = [line for line in (finished_run / "report.md").read_text().splitlines() if "of its rows after" in line]
+    assert len(rows) == 1 and rows[0] in (tmp_path / "bench" / "report.md").read_text()
 
 
 def test_benchmark_compiled_models_equal_eager_and_the_report(workdir, finished_run, capsys):
