@@ -66,13 +66,13 @@ def main(argv=None) -> None:
     ys = list(range(len(runs)))[::-1]
     ax.barh(ys, deltas, color=["#3a7dc9" if d >= -1 else "#c96a3a" for d in deltas], height=0.6)
     for y, d, (_, r) in zip(ys, deltas, runs):
-        ax.annotate(f"{d:+.1f} at {r['flop_bound']:.2f}x (measured {r['measured_speedup']:.2f}x)", (min(d, 0), y),
-                    xytext=(-4, 0), textcoords="offset points", ha="right", va="center", fontsize=8)
+        ax.annotate(f"{d:+.1f} at {r['flop_bound']:.2f}x (measured {r['measured_speedup']:.2f}x)", (max(d, 0), y),
+                    xytext=(4, 0), textcoords="offset points", ha="left", va="center", fontsize=8)
     ax.set_yticks(ys, [label for label, _ in runs], fontsize=8)
     ax.axvline(0, color="#777777", linewidth=1)
     ax.axvline(-1, color="#777777", linestyle=":", linewidth=1)
-    lo = min(deltas + [0])
-    ax.set_xlim(lo * 2.2 - 1, max(deltas + [0]) + 1)
+    lo, hi = min(deltas + [0]), max(deltas + [0])
+    ax.set_xlim(lo * 1.05 - 0.5, hi + 1.6 * max(hi - lo, 2) + 1)  # the labels right of each bar's end
     ax.set_xlabel(f"{b['name']} ({b['split']}) change against {against}, points\n"
                   "(bound: FLOP bound against bucketed dense)", fontsize=8)
     tasks = dict.fromkeys(f"{r['task']}, N = {r['max_length']}" for _, r in runs)
