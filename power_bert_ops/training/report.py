@@ -173,18 +173,19 @@ def floor_label(r: dict) -> str:
 
 
 def rows_lines(r: dict) -> list[str]:
-    """The rows an example of the timed examples' mean real length keeps after each layer (none
-    when the record has no lengths): how much of a typical text the later layers see."""
+    """The rows a text of the timed examples' mean real length keeps after each layer under
+    top-k (none for the threshold rule, whose rows vary by text, or a record without lengths):
+    how much of a typical text the later layers see."""
     mean = (r.get("speed") or r).get("mean_length")
-    if mean is None:
+    if mean is None or r.get("thresholds") is not None:
         return []
     length = max(1, round(mean))
-    rows = rows_kept(r["retention"], r["max_length"], length, r.get("retention_scale", "absolute"),
-                     r.get("min_rows") or 1)
-    return [f"- an example of the timed examples' mean length ({length} real tokens) keeps "
-            f"{', '.join(map(str, rows[:-1]))} and {rows[-1]} of its rows after layers 1-{len(rows)}"
-            if len(rows) > 1 else f"- an example of the timed examples' mean length ({length} real tokens) "
-            f"keeps {rows[0]} of its rows after layer 1"]
+    rows = [str(k) for k in rows_kept(r["retention"], r["max_length"], length, r.get("retention_scale", "absolute"),
+                                      r.get("min_rows") or 1)]
+    counts = f"{', '.join(rows[:-1])} and {rows[-1]}" if len(rows) > 1 else rows[0]
+    layers = f"layers 1-{len(rows)}" if len(rows) > 1 else "layer 1"
+    return [f"- a text of the timed examples' mean length ({length} real tokens) keeps {counts} of its rows "
+            f"after {layers}"]
 
 
 def setting_label(r: dict) -> str:

@@ -148,7 +148,9 @@ def test_retrain_with_the_threshold_rule(finished_run, workdir, tmp_path, capsys
     assert kept == pytest.approx(target, abs=0.06)
     report = json.loads((out / "report.json").read_text())
     assert report["retention_rule"] == "threshold" and any(t is not None for t in report["thresholds"])
-    assert "threshold rule (`--retention-rule threshold`)" in (out / "report.md").read_text()
+    md = (out / "report.md").read_text()
+    assert "threshold rule (`--retention-rule threshold`)" in md
+    assert "of its rows after" not in md  # ℓ's rows of a typical text: not what the rule keeps
     model = load_model(out / "retrain" / "model")[0]
     assert model.config.thresholds == report["thresholds"]
     eval_file = ["--eval-file", str(workdir / "eval.csv"), "--text-column", "review", "--label-column", "sentiment"]

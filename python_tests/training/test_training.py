@@ -30,8 +30,9 @@ def test_run_writes_report(finished_run):
     assert "against the dense model on length-bucketed batches" in md and "both padded to N = 16" in md
     length = round(report["speed"]["mean_length"])
     kept = rows_kept(ell, 16, length, report["retention_scale"], report["min_rows"])
-    assert 1 <= length <= 16 and (f"mean length ({length} real tokens) keeps {kept[0]} and {kept[1]} of its rows after "
-                                  "layers 1-2") in md
+    assert 1 <= length <= 16
+    assert (f"a text of the timed examples' mean length ({length} real tokens) keeps {kept[0]} and {kept[1]} "
+            "of its rows after layers 1-2") in md
     # the synthetic sentences are short: stage 3 distils the logits, not the ranking (pipeline.resolve_auto)
     assert report["config"]["distill_ranking"] == 0.0 and "ranking" not in md
     assert "distilled from the fine-tuned model: stage 3 logits" in md
