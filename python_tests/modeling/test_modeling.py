@@ -1001,6 +1001,33 @@ def test_min_rows_saved_loaded_and_checked(tmp_path):
     assert PowerBertForSequenceClassification.from_pretrained(tmp_path).config.min_rows == 1
 
 
+def test_set_mode_sets_the_scale_and_the_floor():
+    """set_mode(..., retention_scale=, min_rows=) changes how ℓ is read and the floor of rows, as
+    the config would: the rows each layer keeps follow rows_kept; a bad floor or scale is refused
+    by name and changes nothing."""
+    from power_bert_ops.flops import rows_kept
+
+    N = 20
+    power = wrap(tiny_hf("bert", seed=3), retention=[10, 4, 1], sequence_length=N)  # absolute, no floor
+    batch = inputs((2, N), lengths=[N, 8], seed=9)
+
+    def kept():
+        record = EncoderRecord()
+        with torch.no_grad():
+            power(**batch, power_bert_record=record)
+        return [[int(m[b].sum()) for m in record.masks] for b in range(2)]
+
+    assert kept() == [[10, 4, 1], [8, 4, 1]]
+    assert power.set_mode("hard", [10, 4, 1], retention_scale="relative", min_rows=3) is power
+    assert power.config.retention_scale == "relative" and power.config.min_rows == 3
+    assert kept() == [rows_kept([10, 4, 1], N, n, "relative", 3) for n in (N, 8)] == [[10, 4, 3], [4, 3, 3]]
+    for bad, match in (({"min_rows": 0}, "min_rows must be a whole number >= 1"),
+                       ({"retention_scale": "fraction"}, "retention scale must be one of")):
+        with pytest.raises(ValueError, match=match):
+            power.set_mode("hard", **bad)
+        assert power.config.retention_scale == "relative" and power.config.min_rows == 3
+
+
 def test_relative_soft_ranks_by_fraction_of_length():
     """Soft mode, relative: the row ranked t of an example of len real tokens is scaled by
     r_j[floor(t·N/len)]; a step r with mass m keeps ceil(m·len/N) rows, as hard mode would."""
