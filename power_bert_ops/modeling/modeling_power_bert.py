@@ -110,6 +110,13 @@ class PowerBertPreTrainedModel(PreTrainedModel):
         """The wrapped model's weights' dtype (``retention_params`` stay float32 whatever it is)."""
         return self.model.dtype
 
+    def get_input_embeddings(self) -> nn.Module:
+        """The wrapped model's word embeddings."""
+        return self.model.get_input_embeddings()
+
+    def set_input_embeddings(self, value: nn.Module) -> None:
+        self.model.set_input_embeddings(value)
+
     # ----------------------------------------------------------------------------------------
     # Construction, saving, loading
     # ----------------------------------------------------------------------------------------

@@ -249,7 +249,8 @@ def benchmark(model_dir, baseline_dir, data: DataArgs, max_length: int | None = 
     speed = speed_report(baseline, power, ds, batch_size, device, dtype=dtype, compile=compile)
     result = {"model": str(model_dir), "baseline": str(baseline_dir), "max_length": n, "examples": len(ds),
               "truncated": int(ds.num_truncated), "retention": list(power.retention),
-              "retention_scale": power.config.retention_scale, "min_rows": power.config.min_rows, **speed}
+              "retention_scale": power.config.retention_scale, "min_rows": power.config.min_rows,
+              "sequence_length": power.config.sequence_length, **speed}
     if power.config.thresholds is not None:
         result["thresholds"] = list(power.config.thresholds)
     if output_dir is not None:

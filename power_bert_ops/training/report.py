@@ -175,17 +175,19 @@ def floor_label(r: dict) -> str:
 def rows_lines(r: dict) -> list[str]:
     """The rows a text of the timed examples' mean real length keeps after each layer under
     top-k (none for the threshold rule, whose rows vary by text, or a record without lengths):
-    how much of a typical text the later layers see."""
+    how much of a typical text the later layers see. Relative retention reads ℓ against the N the
+    model was trained at (``sequence_length``), whatever N the examples were padded to."""
     mean = (r.get("speed") or r).get("mean_length")
-    if mean is None or r.get("thresholds") is not None:
+    if not r.get("retention") or mean is None or mean < 1 or r.get("thresholds") is not None:
         return []
-    length = max(1, round(mean))
-    rows = [str(k) for k in rows_kept(r["retention"], r["max_length"], length, r.get("retention_scale", "absolute"),
+    length = int(mean + 0.5)
+    n = r.get("sequence_length") or r["max_length"]
+    rows = [str(k) for k in rows_kept(r["retention"], n, length, r.get("retention_scale", "absolute"),
                                       r.get("min_rows") or 1)]
     counts = f"{', '.join(rows[:-1])} and {rows[-1]}" if len(rows) > 1 else rows[0]
     layers = f"layers 1-{len(rows)}" if len(rows) > 1 else "layer 1"
-    return [f"- a text of the timed examples' mean length ({length} real tokens) keeps {counts} of its rows "
-            f"after {layers}"]
+    return [f"- a text of the timed examples' mean length ({count_text(length, 'real token')}) keeps {counts} "
+            f"of its rows after {layers}"]
 
 
 def setting_label(r: dict) -> str:

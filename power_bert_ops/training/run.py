@@ -327,6 +327,7 @@ def finish_run(cfg: PipelineConfig, task: PreparedTask, results: dict[str, Stage
                        "metrics": evals["power_bert"]},
         "retention": retention,
         "retention_scale": power.config.retention_scale,
+        "sequence_length": power.config.sequence_length,  # the N relative retention reads ℓ against
         "min_rows": power.config.min_rows,
         "retention_rule": "threshold" if power.config.thresholds is not None else "top-k",
         "thresholds": power.config.thresholds,

@@ -1001,6 +1001,18 @@ def test_min_rows_saved_loaded_and_checked(tmp_path):
     assert PowerBertForSequenceClassification.from_pretrained(tmp_path).config.min_rows == 1
 
 
+def test_input_embeddings_are_the_wrapped_models():
+    """Hugging Face's get_input_embeddings / set_input_embeddings reach the wrapped model's word
+    embeddings (a PreTrainedModel would raise NotImplementedError)."""
+    hf = tiny_hf("bert", seed=4)
+    power = wrap(hf, retention=[10, 4, 1], sequence_length=20)
+    words = power.model.base_model.embeddings.word_embeddings
+    assert power.get_input_embeddings() is words
+    other = torch.nn.Embedding(*words.weight.shape)
+    power.set_input_embeddings(other)
+    assert power.get_input_embeddings() is other and power.model.base_model.embeddings.word_embeddings is other
+
+
 def test_set_mode_sets_the_scale_and_the_floor():
     """set_mode(..., retention_scale=, min_rows=) changes how ℓ is read and the floor of rows, as
     the config would: the rows each layer keeps follow rows_kept; a bad floor or scale is refused

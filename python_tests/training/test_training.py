@@ -321,6 +321,24 @@ def test_multiple_choice_race_layout_end_to_end(workdir, tmp_path):
         assert model(input_ids=ids, attention_mask=torch.ones_like(ids)).logits.shape == (3, 4)
 
 
+def test_rows_line_for_absolute_relative_and_missing_lengths():
+    """The reports' line on a text of the mean length: relative ℓ read against the trained N
+    (``sequence_length``), absolute ℓ capped by the text, the floor applied; no line without lengths,
+    for a mean under one token, for the threshold rule or without ℓ."""
+    from power_bert_ops.training.report import rows_lines
+
+    r = {"retention": [24, 16, 6, 1], "max_length": 128, "sequence_length": 64, "retention_scale": "relative",
+         "min_rows": 3, "speed": {"mean_length": 26.5}}
+    assert rows_lines(r) == ["- a text of the timed examples' mean length (27 real tokens) keeps 11, 7, 3 and 3 of "
+                             "its rows after layers 1-4"]
+    assert rows_lines(r | {"retention_scale": "absolute", "speed": {"mean_length": 20}}) == [
+        "- a text of the timed examples' mean length (20 real tokens) keeps 20, 16, 6 and 1 of its rows after layers 1-4"]
+    assert rows_lines({"retention": [2], "max_length": 8, "mean_length": 1.2}) == [
+        "- a text of the timed examples' mean length (1 real token) keeps 1 of its rows after layer 1"]
+    for bad in ({"speed": {}}, {"speed": {"mean_length": 0.0}}, {"thresholds": [None, 0.1, 0.1, 0.1]}, {"retention": []}):
+        assert rows_lines(r | bad) == [], bad
+
+
 def test_speedup_within_noise_is_not_a_speedup():
     """Issue 22 item 11: a ratio whose per-repeat range contains 1 is 'no measurable speed-up';
     a range above 1 is stated with its range and share of the bound."""

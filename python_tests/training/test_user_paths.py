@@ -67,6 +67,29 @@ def test_evaluate_and_benchmark_every_stage_equal_the_report(workdir, finished_r
     assert len(rows) == 1 and rows[0] in (tmp_path / "bench" / "report.md").read_text()
 
 
+def test_benchmark_rows_line_is_what_the_model_keeps_at_another_n(workdir, finished_run, tmp_path, capsys):
+    """Benchmarked padded to twice the N it was trained at, a relative model still reads ℓ against
+    its own N: the report's rows line for a text of the mean length equals the rows the model
+    keeps of such a text."""
+    from power_bert_ops.modeling import EncoderRecord, PowerBertForSequenceClassification
+
+    model_dir = finished_run / "retrain" / "model"
+    assert cli.main(["benchmark", "--model-dir", str(model_dir), "--baseline", str(finished_run / "finetune" / "model"),
+                     "--eval-file", str(workdir / "eval.csv"), *EVAL, "--max-length", "32", "--json", "--no-progress",
+                     "--output-dir", str(tmp_path / "b")]) == 0
+    speed = _json(capsys)
+    assert speed["max_length"] == 32 and speed["sequence_length"] == 16 and speed["retention_scale"] == "relative"
+    length = int(speed["mean_length"] + 0.5)
+    model = PowerBertForSequenceClassification.from_pretrained(model_dir).eval()
+    record = EncoderRecord()
+    ids = torch.randint(5, model.get_input_embeddings().num_embeddings, (1, length))
+    with torch.no_grad():
+        model(input_ids=ids, attention_mask=torch.ones_like(ids), power_bert_record=record)
+    kept = [int(m.sum()) for m in record.masks]
+    line = f"keeps {kept[0]} and {kept[1]} of its rows after layers 1-2"
+    assert line in (tmp_path / "b" / "report.md").read_text()
+
+
 def test_benchmark_compiled_models_equal_eager_and_the_report(workdir, finished_run, capsys):
     """--compile times both models under torch.compile (Inductor on CPU) and checks their logits
     against the eager models'; the FLOP bounds are the report's."""
