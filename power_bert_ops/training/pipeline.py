@@ -435,14 +435,14 @@ def check_stage_settings(stage: str, cfg: PipelineConfig, out: Path) -> None:
     then = {k: previous.get(k, _before_it_existed(k, previous)) for k in now}
     diff = {k: (then[k], now[k]) for k in now if then[k] != now[k]}
     if diff:
-        # a setting absent then (its switch was off, and the switch's flag says so) needs no flag; one
-        # present then and absent now (its switch is off now) needs its own beside the switch's
-        flags = [_flag(k, v) for k, (v, _) in diff.items() if not (k in DEPENDS_ON and v is None)]
+        # a setting absent then (its switch was off) meant nothing: it is neither shown nor given a
+        # flag, its switch's change and flag say it; one present then and absent now (its switch is
+        # off now) needs its own flag beside the switch's
+        diff = {k: v for k, v in diff.items() if not (k in DEPENDS_ON and v[0] is None)}
+        flags = [_flag(k, v) for k, (v, _) in diff.items()]
         flags += [_flag(k, previous[k]) for k, switch in DEPENDS_ON.items()
                   if switch in diff and k in previous and k not in now and previous[k] != getattr(cfg, k)]
         same = f"; to reuse it, give the settings it was run with ({' '.join(flags)})" if all(flags) else ""
-        # a setting that meant nothing then (its switch was off) is not shown: its switch's change is
-        diff = {k: v for k, v in diff.items() if not (k in DEPENDS_ON and v[0] is None)}
         if not (out / STAGE_FILE).exists():  # interrupted: nothing finished to keep but its checkpoints
             raise StageSettingsError(f"stage {stage!r} in {out} was started with other settings and did not finish "
                                      f"(setting: (then, now) = {diff}); to start it again with these, remove {out} "
