@@ -13,7 +13,7 @@ import math
 from typing import Sequence
 
 __all__ = ["FlopModel", "RETENTION_SCALES", "bound_of", "check_target", "encoder_macs", "flop_bound", "flop_dims",
-           "layer_macs", "max_reachable_speedup", "retention_for_bound", "rows_kept", "soft_bound"]
+           "layer_macs", "max_reachable_speedup", "reference_length", "retention_for_bound", "rows_kept", "soft_bound"]
 
 RETENTION_SCALES = ("relative", "absolute")
 """How ℓ_j is read (SPEC 1.6): ``absolute`` keeps min(ℓ_j, rows in) rows of every example (the
@@ -34,6 +34,15 @@ def rows_floor(scale: str, min_rows: int | None) -> int:
     one place this rule lives: the model, the FLOP model, the threshold calibration and the
     reports all read it from here."""
     return max(1, int(min_rows or 1)) if scale == "relative" else 1
+
+
+def reference_length(scale: str, sequence_length: int | None, padded_length: int) -> int:
+    """The N a configuration's ℓ is read against: under relative retention the N the model was
+    trained at (``sequence_length``), whatever length its inputs are padded to (a model trained at
+    64 keeps 11/64 of a text at ℓ_j = 11 when timed at 128 too); under absolute retention, or when
+    the trained N is unknown, the padded length."""
+    check_scale(scale)
+    return int(sequence_length or padded_length) if scale == "relative" else int(padded_length)
 
 
 def rows_kept(retention: Sequence[int], N: int, length: int, scale: str = "absolute", min_rows: int = 1) -> list[int]:

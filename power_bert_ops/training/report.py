@@ -11,7 +11,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-from ..flops import rows_floor, rows_kept  # noqa: E402
+from ..flops import reference_length, rows_floor, rows_kept  # noqa: E402
 
 
 def _save(fig, ax, path: Path, legend_loc: str = "best") -> None:
@@ -107,10 +107,12 @@ def distillation_label(r: dict) -> str:
     from .stages import stage_distill
 
     cfg = r.get("config") or {}
-    search = bool((r.get("search") or {}).get("distill"))
-    # a report from before the setting existed distilled no logits (distill absent: False)
-    stage3 = stage_distill("retrain", SimpleNamespace(distill=cfg.get("distill", False),
-                                                      distill_ranking=cfg.get("distill_ranking")))
+    recorded = r.get("distilled_logits") or {}
+    search = bool(recorded.get("search", (r.get("search") or {}).get("distill")))
+    stage3 = recorded.get("retrain")
+    if stage3 is None:  # an older report: derived from its config as the run did (no distill setting: none)
+        stage3 = stage_distill("retrain", SimpleNamespace(distill=cfg.get("distill", False),
+                                                          distill_ranking=cfg.get("distill_ranking")))
     kinds = (["logits"] if search else ["stage 3 logits"] if stage3 else []) + (
         [f"stage 3 hidden states x{cfg['distill_hidden']:g}"] if cfg.get("distill_hidden") else []) + (
         [f"stage 3 ranking x{cfg['distill_ranking']:g}"] if cfg.get("distill_ranking") else [])
@@ -181,9 +183,9 @@ def rows_lines(r: dict) -> list[str]:
     if not r.get("retention") or mean is None or mean < 1 or r.get("thresholds") is not None:
         return []
     length = int(mean + 0.5)
-    n = r.get("sequence_length") or r["max_length"]
-    rows = [str(k) for k in rows_kept(r["retention"], n, length, r.get("retention_scale", "absolute"),
-                                      r.get("min_rows") or 1)]
+    scale = r.get("retention_scale", "absolute")
+    n = reference_length(scale, r.get("sequence_length"), r["max_length"])
+    rows = [str(k) for k in rows_kept(r["retention"], n, length, scale, r.get("min_rows") or 1)]
     counts = f"{', '.join(rows[:-1])} and {rows[-1]}" if len(rows) > 1 else rows[0]
     layers = f"layers 1-{len(rows)}" if len(rows) > 1 else "layer 1"
     return [f"- a text of the timed examples' mean length ({count_text(length, 'real token')}) keeps {counts} "

@@ -210,12 +210,10 @@ def measure_speedup(baseline, power_model, dataset, batch_size: int, device: str
 def speed_bounds(config, retention, n: int, lengths) -> dict:
     """The FLOP bounds of the two timed regimes: against the dense model at the examples' real
     lengths (``flop_bound``, what bucketing approaches) and padded to N (``padded``)."""
-    from ..flops import FlopModel
+    from ..flops import FlopModel, reference_length
 
     scale = getattr(config, "retention_scale", "absolute")
-    # relative retention keeps ℓ_j / N of each example, N the model's own sequence_length,
-    # whatever length the rows are padded to
-    N = int(getattr(config, "sequence_length", None) or n) if scale == "relative" else n
+    N = reference_length(scale, getattr(config, "sequence_length", None), n)
     # padded: every example n tokens long (a relative model keeps ceil(ℓ_j·n/N) of them, its floor included)
     padded = FlopModel(config, N, lengths=[n], scale=scale) if scale == "relative" else FlopModel(config, n)
     return {"flop_bound": FlopModel(config, N, lengths=lengths, scale=scale).bound(retention),

@@ -325,6 +325,7 @@ def test_rows_line_for_absolute_relative_and_missing_lengths():
     """The reports' line on a text of the mean length: relative ℓ read against the trained N
     (``sequence_length``), absolute ℓ capped by the text, the floor applied; no line without lengths,
     for a mean under one token, for the threshold rule or without ℓ."""
+    from power_bert_ops.flops import reference_length
     from power_bert_ops.training.report import rows_lines
 
     r = {"retention": [24, 16, 6, 1], "max_length": 128, "sequence_length": 64, "retention_scale": "relative",
@@ -337,6 +338,26 @@ def test_rows_line_for_absolute_relative_and_missing_lengths():
         "- a text of the timed examples' mean length (1 real token) keeps 1 of its rows after layer 1"]
     for bad in ({"speed": {}}, {"speed": {"mean_length": 0.0}}, {"thresholds": [None, 0.1, 0.1, 0.1]}, {"retention": []}):
         assert rows_lines(r | bad) == [], bad
+    # the N ℓ is read against: the trained N under relative retention, the padded N otherwise
+    assert (reference_length("relative", 64, 128), reference_length("relative", None, 128),
+            reference_length("absolute", 64, 128)) == (64, 128, 128)
+    with pytest.raises(ValueError, match="retention scale"):
+        reference_length("proportional", 64, 128)
+
+
+def test_distillation_label_reads_what_the_run_recorded():
+    """report.md names the logit distillation report.json recorded per stage (``distilled_logits``);
+    a report without that field gets it derived from its config as the run derived it."""
+    from power_bert_ops.training.report import distillation_label
+
+    # config distill None, no ranking: an automatic --distill that the run resolved to stage 3 logits
+    auto = {"config": {"distill": None, "distill_ranking": 0.0}}
+    assert distillation_label(auto) == ", distilled from the fine-tuned model: stage 3 logits"
+    assert distillation_label(auto | {"distilled_logits": {"search": False, "retrain": False}}) == ""
+    assert distillation_label(auto | {"distilled_logits": {"search": True, "retrain": True}}) == (
+        ", distilled from the fine-tuned model: logits")
+    assert distillation_label({"config": {"distill_ranking": 10.0}}) == (
+        ", distilled from the fine-tuned model: stage 3 ranking x10")
 
 
 def test_speedup_within_noise_is_not_a_speedup():
