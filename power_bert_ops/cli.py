@@ -460,13 +460,10 @@ def cmd_export(a) -> None:
     except ImportError as e:  # the optional `export` extra is missing; the message names it
         raise PowerBertError(str(e)) from None
     except ExportError as e:  # export's argument checks, made before any work; named by their flags here
-        message = str(e)
-        for name, flag in _EXPORT_FLAGS.items():
-            if message.startswith(name):
-                rest = message[len(name):]
-                message = flag + (" " + rest[1:] if rest.startswith("=") else rest)
-                break
-        raise PowerBertError(message) from None
+        flag = _EXPORT_FLAGS.get(e.argument)
+        if flag is None:
+            raise PowerBertError(str(e)) from None
+        raise PowerBertError(flag + (" " + e.detail[1:] if e.detail.startswith("=") else e.detail)) from None
     print(f"{a.format} artifact written to {path} (checked against PyTorch on random inputs)")
 
 

@@ -37,7 +37,17 @@ QUANTIZE = (None, "int8")
 
 
 class ExportError(ValueError):
-    """An argument or model :func:`export` cannot use; raised before any long work."""
+    """An argument or model :func:`export` cannot use; raised before any long work.
+
+    Args:
+        argument: the name of the argument at fault (``output``, ``max_length``, ...), or None.
+        detail: the rest of the message, read after the argument's name (``"='x.txt': ..."`` or
+            ``" must be ..."``); with no argument, the whole message.
+    """
+
+    def __init__(self, argument: str | None, detail: str):
+        self.argument, self.detail = argument, detail
+        super().__init__(f"{argument or ''}{detail}")
 
 
 def _require_onnx():
@@ -71,21 +81,21 @@ class _Logits(nn.Module):
 # ---------------------------------------------------------------------------------------------
 def _load_folder(path: Path) -> nn.Module:
     if not path.is_dir() or not (path / "config.json").is_file():
-        raise ExportError(f"model_dir_or_model={str(path)!r} is not a model folder (no config.json there)")
+        raise ExportError("model_dir_or_model", f"={str(path)!r} is not a model folder (no config.json there)")
     from ..training.artifacts import check_weights, load_classifier, read_config
     from ..training.errors import PowerBertError
 
     try:
         cfg = read_config(path)
     except PowerBertError as e:
-        raise ExportError(f"model_dir_or_model={str(path)!r}: its config.json cannot be read ({e})") from None
+        raise ExportError("model_dir_or_model", f"={str(path)!r}: its config.json cannot be read ({e})") from None
     try:
         check_weights(path)
         return load_classifier(path, cfg)
     except PowerBertError as e:
-        raise ExportError(str(e)) from None
+        raise ExportError(None, str(e)) from None
     except Exception as e:
-        raise ExportError(f"model_dir_or_model={str(path)!r} is not a sequence classification checkpoint Hugging "
+        raise ExportError("model_dir_or_model", f"={str(path)!r} is not a sequence classification checkpoint Hugging "
                           f"Face can load ({type(e).__name__}: {e})") from e
 
 
@@ -102,18 +112,18 @@ def _load_model(model_dir_or_model):
                         f"{type(model_dir_or_model).__name__}")
     power = isinstance(model, PowerBertPreTrainedModel)
     if power and not isinstance(model, PowerBertForSequenceClassification):
-        raise ExportError(f"model_dir_or_model is a {type(model).__name__}; only sequence classification "
+        raise ExportError("model_dir_or_model", f" is a {type(model).__name__}; only sequence classification "
                           "(PowerBertForSequenceClassification) is exported")
     if power and model.config.mode == "soft":
-        raise ExportError("model_dir_or_model is in soft mode (stage 2 of training); only hard mode is exported: "
+        raise ExportError("model_dir_or_model", " is in soft mode (stage 2 of training); only hard mode is exported: "
                           "export the retrain stage's model, or call model.set_mode('hard') (derives ℓ_j from the "
                           "retention parameters) and save it first")
     if power and model.config.mode == "hard" and model.config.thresholds is not None:
-        raise ExportError("model_dir_or_model uses the threshold rule (config.thresholds), whose widths are read on "
+        raise ExportError("model_dir_or_model", " uses the threshold rule (config.thresholds), whose widths are read on "
                           "the host: it runs in eager PyTorch only; export a model retrained with top-k retention "
                           "(power-bert retrain --retention-rule top-k)")
     if not power and (not hasattr(model, "config") or "ForSequenceClassification" not in type(model).__name__):
-        raise ExportError(f"model_dir_or_model is a {type(model).__name__}; export takes a PoWER-BERT model or a "
+        raise ExportError("model_dir_or_model", f" is a {type(model).__name__}; export takes a PoWER-BERT model or a "
                           "Hugging Face *ForSequenceClassification model")
     return model.eval(), power
 
@@ -164,30 +174,30 @@ def _sample_inputs(model, power: bool, batch: int, n: int, token_types: bool, se
 # ---------------------------------------------------------------------------------------------
 def _check_output(output, fmt: str) -> Path:
     if not isinstance(output, (str, os.PathLike)) or str(output) == "":
-        raise ExportError(f"output must be a file path, got {output!r}")
+        raise ExportError("output", f" must be a file path, got {output!r}")
     out = Path(output)
     if out.is_dir():
-        raise ExportError(f"output={str(out)!r} is a directory; give a file path (e.g. model.{fmt})")
+        raise ExportError("output", f"={str(out)!r} is a directory; give a file path (e.g. model.{fmt})")
     if out.suffix != f".{fmt}":
-        raise ExportError(f"output={str(out)!r}: a {fmt} artifact's file name ends in .{fmt} (what reads it, such as "
+        raise ExportError("output", f"={str(out)!r}: a {fmt} artifact's file name ends in .{fmt} (what reads it, such as "
                           f"power-bert predict --artifact, tells the format by it)")
     parent = out.parent if str(out.parent) else Path(".")
     if not parent.is_dir():
-        raise ExportError(f"output={str(out)!r} cannot be written: folder {str(parent)!r} does not exist")
+        raise ExportError("output", f"={str(out)!r} cannot be written: folder {str(parent)!r} does not exist")
     if not os.access(parent, os.W_OK | os.X_OK) or (out.exists() and not os.access(out, os.W_OK)):
-        raise ExportError(f"output={str(out)!r} cannot be written (no write permission)")
+        raise ExportError("output", f"={str(out)!r} cannot be written (no write permission)")
     return out
 
 
 def _check_options(fmt: str, quantize, ort_optimization: str) -> None:
     if fmt not in FORMATS:
-        raise ExportError(f"format must be one of {FORMATS}, got {fmt!r}")
+        raise ExportError("format", f" must be one of {FORMATS}, got {fmt!r}")
     if quantize not in QUANTIZE:
-        raise ExportError(f"quantize must be one of {QUANTIZE}, got {quantize!r}")
+        raise ExportError("quantize", f" must be one of {QUANTIZE}, got {quantize!r}")
     if quantize is not None and fmt != "onnx":
-        raise ExportError(f"quantize={quantize!r} is for format='onnx' only (pt2 packages are fp32)")
+        raise ExportError("quantize", f"={quantize!r} is for format='onnx' only (pt2 packages are fp32)")
     if ort_optimization not in ORT_OPTIMIZATION:
-        raise ExportError(f"ort_optimization must be one of {ORT_OPTIMIZATION}, got {ort_optimization!r}")
+        raise ExportError("ort_optimization", f" must be one of {ORT_OPTIMIZATION}, got {ort_optimization!r}")
 
 
 def _check_model(model, max_length):
@@ -197,10 +207,10 @@ def _check_model(model, max_length):
     if max_length is None:
         max_length = limit
     if isinstance(max_length, bool) or not isinstance(max_length, int) or not 2 <= max_length <= max(limit, 2):
-        raise ExportError(f"max_length must be an int in [2, {limit}], got {max_length!r}")
+        raise ExportError("max_length", f" must be an int in [2, {limit}], got {max_length!r}")
     param = next(model.parameters())
     if param.dtype != torch.float32:
-        raise ExportError(f"model_dir_or_model has {param.dtype} weights; export takes float32 models")
+        raise ExportError("model_dir_or_model", f" has {param.dtype} weights; export takes float32 models")
     return model.cpu() if param.device.type != "cpu" else model, max_length
 
 
@@ -296,7 +306,7 @@ def _save(save, out: Path) -> None:
     try:
         save()
     except OSError as e:
-        raise ExportError(f"output={str(out)!r} cannot be written ({e})") from e
+        raise ExportError("output", f"={str(out)!r} cannot be written ({e})") from e
 
 
 def _optimize_onnx(raw: Path, tmp: Path, quantize, ort_optimization: str) -> Path:

@@ -17,7 +17,7 @@ ort = pytest.importorskip("onnxruntime", reason="pip install -e .[export]")
 import onnx  # noqa: E402
 
 from power_bert_ops import reference  # noqa: E402
-from power_bert_ops.export import OnnxClassifier, export, load_pt2, onnx_translation_table  # noqa: E402
+from power_bert_ops.export import ExportError, OnnxClassifier, export, load_pt2, onnx_translation_table  # noqa: E402
 
 N = 16  # the trained N of the tiny models
 RETENTION = [12, 7, 3]
@@ -263,6 +263,11 @@ def test_bad_format_and_quantize(tmp_path):
         export(model, tmp_path / "m.onnx", max_length=N + 1)
     with pytest.raises(ValueError, match="ort_optimization must be"):
         export(model, tmp_path / "m.onnx", ort_optimization="max")
+    # the error names its argument apart from the rest, as the command maps it to a flag
+    with pytest.raises(ExportError) as info:
+        export(model, tmp_path / "m.pt2", format="pt2", quantize="int8")
+    assert (info.value.argument, info.value.detail) == ("quantize", "='int8' is for format='onnx' only (pt2 packages "
+                                                                    "are fp32)")
 
 
 def test_folder_that_is_not_a_model(tmp_path):
