@@ -403,7 +403,8 @@ def cmd_predict(a) -> dict:
 
 def cmd_benchmark(a) -> dict:
     from .training import DTYPES, benchmark
-    from .training.report import bucket_text, compile_text, count_text
+    from ._text import count_text
+    from .training.report import bucket_text, compile_text
     from .training.speed import describe_speedup
 
     r = benchmark(a.model_dir, a.baseline, _data_args(a), a.max_length, a.batch_size, a.device, DTYPES[a.precision],

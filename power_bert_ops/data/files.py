@@ -25,6 +25,7 @@ import re
 from pathlib import Path
 from typing import Sequence
 
+from .._text import count_text
 from ._io import big_csv_fields, is_empty_cell, logger, missing_column_error, read_text
 from .types import DataError, TextDataset
 
@@ -149,13 +150,13 @@ def _check_json_texts(path: Path, rows: list[dict], unit: str, where: list[int],
             continue
         absent = [where[i] for i, row in enumerate(rows) if col not in row]
         if absent:
-            raise DataError(f"{path}: {len(absent)} record{'s have' if len(absent) != 1 else ' has'} no {col!r} key, "
+            raise DataError(f"{path}: {count_text(len(absent), 'record has', 'records have')} no {col!r} key, "
                             f"the {role} ({unit}s {_listed(absent)}); give every record one (null or \"\" for an empty text)")
         bad = [(where[i], "array" if isinstance(row[col], list) else "object") for i, row in enumerate(rows)
                if isinstance(row[col], (list, dict))]
         if bad:
             kinds = " or ".join(sorted({kind for _, kind in bad}))
-            raise DataError(f"{path}: {len(bad)} record{'s have' if len(bad) != 1 else ' has'} a JSON {kinds} as the "
+            raise DataError(f"{path}: {count_text(len(bad), 'record has', 'records have')} a JSON {kinds} as the "
                             f"{role} {col!r} ({unit}s {_listed([w for w, _ in bad])}); a text must be a string")
 
 
@@ -235,11 +236,11 @@ def read_text_file(path, text_column: str, label_column: str | None, text_pair_c
     if has_labels and not require_labels and len(empty_label_rows) == len(rows):
         has_labels, keys, empty_label_rows = False, [], []  # an unlabelled test file with an empty label column
     if empty_label_rows:
-        raise DataError(f"{path}: {len(empty_label_rows)} row{'s have' if len(empty_label_rows) != 1 else ' has'} an empty {label_column!r} ({unit}s "
+        raise DataError(f"{path}: {count_text(len(empty_label_rows), 'row has', 'rows have')} an empty {label_column!r} ({unit}s "
                         f"{_listed(empty_label_rows)})")
     if empty_texts:
         logger.warning("%s: %s with an empty or NaN text cell (%ss %s), kept as empty strings", path,
-                       f"{empty_texts} row{'s' if empty_texts != 1 else ''}", unit, _listed(empty_lines))
+                       count_text(empty_texts, "row"), unit, _listed(empty_lines))
 
     labels = None
     if has_labels and is_regression:
@@ -269,7 +270,7 @@ def _apply_labels(ds: TextDataset, keys: list[str], label_names: Sequence[str]) 
     unseen = sorted({k for k in keys if k not in index}, key=lambda k: (not _INT_RE.fullmatch(k), len(k), k))
     if unseen:
         n_rows = sum(k not in index for k in keys)
-        raise DataError(f"{ds.stats.get('source')}: labels not seen in the training data: {unseen} ({n_rows} row{'s' if n_rows != 1 else ''}); "
+        raise DataError(f"{ds.stats.get('source')}: labels not seen in the training data: {unseen} ({count_text(n_rows, 'row')}); "
                         f"known labels: {list(label_names)}")
     ds.labels = [index[k] for k in keys]
     ds.label_names = list(label_names)

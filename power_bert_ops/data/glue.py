@@ -25,6 +25,7 @@ import csv
 import io
 from pathlib import Path
 
+from .._text import count_text
 from ._io import big_csv_fields, logger, missing_column_error, read_text
 from .registry import TASKS, TaskSpec, canonical_name, get_task, resolve_split
 from .types import DataError, TextDataset
@@ -170,7 +171,7 @@ def _glue_label(spec, raw: str, label_index: dict):
 
 
 def _raise_bad_labels(spec, path, bad_labels: dict[str, list[int]]):
-    listed = ", ".join(f"{lab!r} ({len(lines)} row{'s' if len(lines) != 1 else ''}, first at line {lines[0]})"
+    listed = ", ".join(f"{lab!r} ({count_text(len(lines), 'row')}, first at line {lines[0]})"
                        for lab, lines in sorted(bad_labels.items()))
     expected = "numbers" if spec.is_regression else list(spec.label_names)
     raise DataError(f"{path}: {spec.label_column!r} values not valid for {spec.name} (expected {expected}): "

@@ -21,6 +21,7 @@ from transformers import (
 )
 
 from .._quiet import quiet_transformers
+from .._text import count_text
 from ..modeling import PowerBertForMultipleChoice, PowerBertForSequenceClassification
 from ..modeling.configuration_power_bert import base_config_from_dict, check_supported, max_positions
 from .errors import CorruptModelError, PowerBertError, check_whole_number
@@ -217,7 +218,7 @@ def check_labels_fit(model, labels, model_flag: str, model_dir, source: str) -> 
     labels = list(labels)
     if count is None or (names is None and count == len(labels)) or names == labels:
         return
-    has = f"the classes {names}" if names is not None else f"{count} output{'s' if count != 1 else ''}"
+    has = f"the classes {names}" if names is not None else count_text(count, "output")
     raise PowerBertError(f"{source} has the classes {labels} but the model in {model_flag} {model_dir} has {has}: "
                          f"it was trained for other data")
 

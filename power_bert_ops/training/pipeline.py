@@ -41,7 +41,7 @@ from .errors import MAX_COUNT, MAX_SEED, CorruptModelError, PowerBertError, Stag
 from .prepare import PreparedTask
 from .projection import BREAK_EVEN_KEEP
 from .thresholds import RETENTION_RULES
-from .report import count_text
+from .._text import count_text
 from .stages import (STAGE_TABLE, StagePlan, check_search_floor, describe_training, flop_model, say,
                      set_attention_dropout, stage_distill, training_record)
 from .trainer import (PowerBertTrainer, StopOnNonFiniteLoss, check_device, readable_progress, resolve_device,

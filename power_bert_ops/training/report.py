@@ -11,6 +11,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
+from .._text import count_text  # noqa: E402
 from ..flops import reference_length, rows_floor, rows_kept  # noqa: E402
 
 
@@ -65,11 +66,6 @@ def write_report(out_dir: Path, report: dict) -> dict:
     plot_retention(report, plot)
     (out_dir / "report.md").write_text(render_markdown(report, plot.name))
     return {"json": out_dir / "report.json", "markdown": out_dir / "report.md", "plot": plot}
-
-
-def count_text(n: int, noun: str, plural: str | None = None) -> str:
-    """'1 example', '2 examples'; ``plural`` where it is not the noun and an s."""
-    return f"{n} {noun if n == 1 else plural or noun + 's'}"
 
 
 def threads_text(n: int) -> str:

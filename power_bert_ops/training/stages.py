@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Callable
 import torch
 from transformers import AutoConfig, EarlyStoppingCallback
 
+from .._text import count_text
 from ..flops import FlopModel, rows_floor, soft_bound
 from ..modeling import adapters
 from .controller import TargetController
@@ -282,7 +283,7 @@ def check_search_floor(cfg: "PipelineConfig", search) -> None:
         return
     searched = rows_floor("relative", config.get("min_rows"))
     if searched != cfg.min_rows:
-        raise StageSettingsError(f"stage 'search' in {cfg.output_dir} found ℓ for a floor of {searched} row{'s' if searched != 1 else ''} "
+        raise StageSettingsError(f"stage 'search' in {cfg.output_dir} found ℓ for a floor of {count_text(searched, 'row')} "
                                  f"(--min-rows {searched}); stage 3 asks for {cfg.min_rows}: give --min-rows "
                                  f"{searched}, or run the search again in a new --output-dir (nothing was changed)")
 
