@@ -8,9 +8,10 @@ transformers (:func:`quiet_transformers`):
 - "Token indices sequence length is longer than the specified maximum sequence length": a long
   row being tokenised, which we truncate at N on purpose (and count: ``truncated``).
 
-torch.onnx's exporter (:func:`quiet_onnx_export`): that torchvision's ops are skipped (our models
-have none), that the batch and sequence axis names are kept as they are, and a deprecation inside
-torch's own pytree code.
+Export (:func:`quiet_export`): from torch.onnx's exporter, that torchvision's ops are skipped (our
+models have none) and that the batch and sequence axis names are kept as they are; a deprecation
+inside torch's own pytree code (torch.export, both formats); ONNX Runtime's quantizer's advice to
+run its pre-processing first (on the root logger), which the int8 export does not need.
 """
 from __future__ import annotations
 
@@ -18,7 +19,7 @@ import contextlib
 import logging
 import warnings
 
-__all__ = ["EXPORT_NOISE", "NOISE", "quiet_onnx_export", "quiet_transformers"]
+__all__ = ["EXPORT_NOISE", "NOISE", "quiet_export", "quiet_transformers"]
 
 # logger name -> the starts of the messages dropped from it
 NOISE = {
@@ -26,7 +27,8 @@ NOISE = {
     "transformers.tokenization_utils_base": ("Token indices sequence length is longer than the specified maximum",),
 }
 
-EXPORT_NOISE = {"torch.onnx._internal.exporter._registration": ("torchvision is not installed",)}
+EXPORT_NOISE = {"torch.onnx._internal.exporter._registration": ("torchvision is not installed",),
+                "root": ("Please consider to run pre-processing before quantization",)}
 EXPORT_WARNINGS = (r"# The axis name: .* will not be used", r"`isinstance\(treespec, LeafSpec\)` is deprecated")
 
 
@@ -50,7 +52,7 @@ def quiet_transformers():
 
 
 @contextlib.contextmanager
-def quiet_onnx_export():
+def quiet_export():
     """Within the block, the log messages in :data:`EXPORT_NOISE` and the warnings matching
     :data:`EXPORT_WARNINGS` are dropped (every other message passes)."""
     with _drop(EXPORT_NOISE), warnings.catch_warnings():

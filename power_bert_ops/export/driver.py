@@ -27,7 +27,7 @@ import torch
 from torch import nn
 
 from .. import ops as _ops  # noqa: F401  (registers torch.ops.power_bert with its fake kernels)
-from .._quiet import quiet_onnx_export
+from .._quiet import quiet_export
 from .runtime import EXTRA_HINT, META_KEY, ORT_OPTIMIZATION, OnnxClassifier, load_pt2, onnxruntime, ort_level
 
 __all__ = ["FORMATS", "QUANTIZE", "ExportError", "export"]
@@ -179,8 +179,8 @@ def _check_output(output, fmt: str) -> Path:
     if out.is_dir():
         raise ExportError("output", f"={str(out)!r} is a directory; give a file path (e.g. model.{fmt})")
     if out.suffix != f".{fmt}":
-        raise ExportError("output", f"={str(out)!r}: a {fmt} artifact's file name ends in .{fmt} (what reads it, such as "
-                          f"power-bert predict --artifact, tells the format by it)")
+        raise ExportError("output", f"={str(out)!r}: the file name of the {fmt} artifact must end in .{fmt} (what "
+                                    f"reads it, such as power-bert predict --artifact, tells the format by it)")
     parent = out.parent if str(out.parent) else Path(".")
     if not parent.is_dir():
         raise ExportError("output", f"={str(out)!r} cannot be written: folder {str(parent)!r} does not exist")
@@ -203,11 +203,15 @@ def _check_options(fmt: str, quantize, ort_optimization: str) -> None:
 def _check_model(model, max_length):
     """(the model on the CPU, max_length) or ExportError."""
     model, power = model
+    from ..training.artifacts import MIN_MAX_LENGTH
+
     limit = _position_limit(model, power)
     if max_length is None:
         max_length = limit
-    if isinstance(max_length, bool) or not isinstance(max_length, int) or not 2 <= max_length <= max(limit, 2):
-        raise ExportError("max_length", f" must be an int in [2, {limit}], got {max_length!r}")
+    if (isinstance(max_length, bool) or not isinstance(max_length, int)
+            or not MIN_MAX_LENGTH <= max_length <= max(limit, MIN_MAX_LENGTH)):
+        raise ExportError("max_length", f" must be an int in [{MIN_MAX_LENGTH}, {limit}] ([CLS], [SEP] and words), "
+                                        f"got {max_length!r}")
     param = next(model.parameters())
     if param.dtype != torch.float32:
         raise ExportError("model_dir_or_model", f" has {param.dtype} weights; export takes float32 models")
@@ -324,7 +328,8 @@ def _optimize_onnx(raw: Path, tmp: Path, quantize, ort_optimization: str) -> Pat
         from onnxruntime.quantization import QuantType, quantize_dynamic
 
         q = tmp / "quantized.onnx"
-        quantize_dynamic(str(src), str(q), weight_type=QuantType.QInt8)
+        with quiet_export():
+            quantize_dynamic(str(src), str(q), weight_type=QuantType.QInt8)
         src = q
     return src
 
@@ -334,7 +339,7 @@ def _export_onnx(plan: _Plan, out: Path, quantize, ort_optimization: str) -> Non
 
     from .translations import onnx_translation_table
 
-    with quiet_onnx_export():
+    with quiet_export():
         program = torch.onnx.export(plan.wrapper, plan.sample, dynamic_shapes=plan.dynamic_shapes, dynamo=True,
                                     input_names=plan.input_names, output_names=["logits"],
                                     custom_translation_table=onnx_translation_table(), optimize=True, verbose=False)
@@ -352,9 +357,11 @@ def _export_onnx(plan: _Plan, out: Path, quantize, ort_optimization: str) -> Non
 
 
 def _export_pt2(plan: _Plan, out: Path) -> None:
-    ep = torch.export.export(plan.wrapper, plan.sample, dynamic_shapes=plan.dynamic_shapes, strict=False)
     configs = {"aot_inductor.metadata": {META_KEY: json.dumps(plan.metadata)}}
-    _save(lambda: torch._inductor.aoti_compile_and_package(ep, package_path=str(out), inductor_configs=configs), out)
+    with quiet_export():
+        ep = torch.export.export(plan.wrapper, plan.sample, dynamic_shapes=plan.dynamic_shapes, strict=False)
+        _save(lambda: torch._inductor.aoti_compile_and_package(ep, package_path=str(out), inductor_configs=configs),
+              out)
 
 
 def _check_artifact(plan: _Plan, out: Path, fmt: str, quantize, atol: float) -> None:

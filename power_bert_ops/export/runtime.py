@@ -5,6 +5,7 @@ the logits; a length above the artifact's ``max_length`` raises ValueError."""
 from __future__ import annotations
 
 import json
+import zipfile
 
 import torch
 
@@ -43,11 +44,18 @@ def _metadata(raw) -> dict:
     return json.loads(raw) if raw else {}
 
 
+def _unreadable(path, kind: str, error: Exception) -> ValueError:
+    """The error for a file its runtime cannot load (truncated, not an artifact at all)."""
+    first = (str(error).strip().splitlines() or [""])[0][:200]
+    return ValueError(f"{path}: not a readable {kind} ({type(error).__name__}: {first})")
+
+
 class OnnxClassifier:
     """An ONNX Runtime session of an exported model: ``clf(input_ids, attention_mask[,
     token_type_ids])`` (int64 arrays or tensors [B, N]) -> float32 numpy logits [B, num_labels].
-    Raises ValueError for a length above the artifact's max_length. ``optimization``: ONNX
-    Runtime's graph optimisation level at load (one of :data:`ORT_OPTIMIZATION`)."""
+    Raises ValueError for a file ONNX Runtime cannot load and for a length above the artifact's
+    max_length. ``optimization``: ONNX Runtime's graph optimisation level at load (one of
+    :data:`ORT_OPTIMIZATION`)."""
 
     def __init__(self, path, optimization: str = "all", threads: int | None = None):
         if optimization not in ORT_OPTIMIZATION:
@@ -58,7 +66,10 @@ class OnnxClassifier:
         opts.graph_optimization_level = ort_level(optimization)
         if threads:
             opts.intra_op_num_threads = int(threads)
-        self.session = ort.InferenceSession(self.path, opts, providers=["CPUExecutionProvider"])
+        try:
+            self.session = ort.InferenceSession(self.path, opts, providers=["CPUExecutionProvider"])
+        except Exception as e:  # onnxruntime's own error types, raised for a corrupt or foreign file
+            raise _unreadable(self.path, "ONNX model", e) from e
         self.metadata = _metadata(self.session.get_modelmeta().custom_metadata_map.get(META_KEY))
         self.input_names = [i.name for i in self.session.get_inputs()]
         self.max_length = int(self.metadata.get("max_length", 1 << 62))
@@ -82,7 +93,12 @@ class _Pt2Classifier:
         from .. import ops  # noqa: F401  (the package calls torch.ops.power_bert kernels)
 
         self.path = str(path)
-        self.runner = torch._inductor.aoti_load_package(self.path)
+        if not zipfile.is_zipfile(self.path):  # checked first: torch would log a warning about an old format
+            raise ValueError(f"{self.path}: not a readable AOTInductor package (not a whole zip archive)")
+        try:
+            self.runner = torch._inductor.aoti_load_package(self.path)
+        except Exception as e:
+            raise _unreadable(self.path, "AOTInductor package", e) from e
         self.metadata = _metadata(self.runner.get_metadata().get(META_KEY))
         self.max_length = int(self.metadata.get("max_length", 1 << 62))
         self.input_names = self.metadata.get("inputs", ["input_ids", "attention_mask"])
@@ -92,10 +108,13 @@ class _Pt2Classifier:
         args = [input_ids.long(), attention_mask.long()]
         if "token_type_ids" in self.input_names:
             args.append(token_type_ids.long() if token_type_ids is not None else torch.zeros_like(args[0]))
-        return self.runner(*args)
+        # the compiled graph indexes its inputs as dense row-major [B, N]: a slice of a wider batch
+        # (strides (N', 1)) would be read at the wrong offsets
+        return self.runner(*(a.contiguous() for a in args))
 
 
 def load_pt2(path):
     """An exported AOTInductor package: ``clf(input_ids, attention_mask[, token_type_ids])``
-    (int64 tensors [B, N]) -> logits tensor [B, num_labels]; ValueError above max_length."""
+    (int64 tensors [B, N]) -> logits tensor [B, num_labels]; ValueError above max_length, and
+    for a file that is not a readable package."""
     return _Pt2Classifier(path)

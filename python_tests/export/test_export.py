@@ -69,6 +69,12 @@ def assert_matches(run, model, shapes=SHAPES, token_types=True, atol=ATOL):
         assert got.shape == want.shape, (b, n)
         err = (got.float() - want).abs().max().item()
         assert err <= atol, f"B={b} n={n}: max |ORT - eager| = {err}"
+        # the same rows as a slice of a wider padded batch (strides (n + 5, 1)), as a length-sorted
+        # batch cut to its longest row is
+        wide = [None if t is None else torch.nn.functional.pad(t, (0, 5))[:, :n] for t in (ids, mask, tt)]
+        assert b == 1 or not wide[0].is_contiguous()
+        err = (torch.as_tensor(run(*wide)).float() - want).abs().max().item()
+        assert err <= atol, f"B={b} n={n}, sliced inputs: max |ORT - eager| = {err}"
 
 
 # ---------------------------------------------------------------------------------------------
@@ -130,10 +136,12 @@ def test_onnx_baseline_from_folder_and_eager_attention_path(tmp_path):
     assert_matches(lambda ids, mask, tt: clf(ids, mask), model, token_types=False, shapes=[(3, 16), (2, 10), (4, 4)])
 
 
-def test_onnx_int8_saved_power_folder(tmp_path):
+def test_onnx_int8_saved_power_folder(tmp_path, caplog):
     model = tiny_power(seed=4)
     model.save_pretrained(tmp_path / "power")
-    int8 = export(tmp_path / "power", tmp_path / "int8.onnx", quantize="int8")
+    with caplog.at_level("WARNING"):
+        int8 = export(tmp_path / "power", tmp_path / "int8.onnx", quantize="int8")
+    assert not [r.getMessage() for r in caplog.records if "pre-processing" in r.getMessage()]  # the quantizer's advice
     ops = {node.op_type for node in onnx.load(str(int8)).graph.node}
     assert ops & {"MatMulInteger", "DynamicQuantizeMatMul", "DynamicQuantizeLinear"}, ops
     clf = OnnxClassifier(int8)
@@ -259,8 +267,9 @@ def test_bad_format_and_quantize(tmp_path):
         export(model, tmp_path / "m.onnx", quantize="int4")
     with pytest.raises(ValueError, match="quantize='int8' is for format='onnx' only"):
         export(model, tmp_path / "m.pt2", format="pt2", quantize="int8")
-    with pytest.raises(ValueError, match="max_length must be"):
-        export(model, tmp_path / "m.onnx", max_length=N + 1)
+    for bad in (N + 1, 1, 2, 3):  # at least [CLS], [SEP] and words: what predict runs at
+        with pytest.raises(ValueError, match=rf"max_length must be an int in \[4, {N}\].*got {bad}"):
+            export(model, tmp_path / "m.onnx", max_length=bad)
     with pytest.raises(ValueError, match="ort_optimization must be"):
         export(model, tmp_path / "m.onnx", ort_optimization="max")
     # the error names its argument apart from the rest, as the command maps it to a flag
@@ -268,6 +277,17 @@ def test_bad_format_and_quantize(tmp_path):
         export(model, tmp_path / "m.pt2", format="pt2", quantize="int8")
     assert (info.value.argument, info.value.detail) == ("quantize", "='int8' is for format='onnx' only (pt2 packages "
                                                                     "are fp32)")
+
+
+def test_unreadable_artifact_is_a_clear_error(tmp_path):
+    """A truncated or foreign file given to the runtimes: ValueError naming the file, not the
+    runtime's own error (nor, for pt2, torch's warning about an old package format)."""
+    (tmp_path / "junk.onnx").write_bytes(b"\x08\x07not a model")
+    with pytest.raises(ValueError, match=r"junk.onnx: not a readable ONNX model \(.*Protobuf"):
+        OnnxClassifier(tmp_path / "junk.onnx")
+    (tmp_path / "junk.pt2").write_bytes(b"PK\x03\x04truncated")
+    with pytest.raises(ValueError, match=r"junk.pt2: not a readable AOTInductor package"):
+        load_pt2(tmp_path / "junk.pt2")
 
 
 def test_folder_that_is_not_a_model(tmp_path):
