@@ -386,6 +386,7 @@ def cmd_evaluate(a) -> dict:
 
 
 def cmd_predict(a) -> dict:
+    from ._text import count_text
     from .training import predict
 
     to_stdout = a.output_file == "-"
@@ -393,9 +394,10 @@ def cmd_predict(a) -> dict:
                 a.batch_size, a.device, progress=not a.no_progress, artifact=a.artifact, sort=not a.no_sort)
     if int(os.environ.get("RANK", "0")) == 0:
         t = r["truncated"]
-        print(f"{r['examples']} predictions written to {'standard output' if to_stdout else r['output_file']} "
-              f"({t} text{'' if t == 1 else 's'} truncated to N = {r['max_length']} tokens; "
-              f"{r['rows_per_second']:.1f} rows/s on {r['processes']} process{'es' if r['processes'] > 1 else ''})",
+        print(f"{count_text(r['examples'], 'prediction')} written to "
+              f"{'standard output' if to_stdout else r['output_file']} ({count_text(t, 'text')} truncated to N = "
+              f"{r['max_length']} tokens; {r['rows_per_second']:.1f} rows/s on "
+              f"{count_text(r['processes'], 'process', 'processes')})",
               file=sys.stderr if to_stdout else sys.stdout)
     _shut_down_process_group()
     return r
@@ -465,7 +467,10 @@ def cmd_export(a) -> None:
         if flag is None:
             raise PowerBertError(str(e)) from None
         raise PowerBertError(flag + (" " + e.detail[1:] if e.detail.startswith("=") else e.detail)) from None
-    print(f"{a.format} artifact written to {path} (checked against PyTorch on random inputs)")
+    checked = ("checked against PyTorch on random inputs" if a.quantize is None else
+               "int8 weights move the scores a little, so only the logits' shape and finiteness were checked; "
+               "score it on your data with power-bert predict --artifact")
+    print(f"{a.format} artifact written to {path} ({checked})")
 
 
 def _shut_down_process_group() -> None:
@@ -526,6 +531,9 @@ def main(argv=None) -> int:
     except (DataError, PowerBertError) as e:
         print(f"power-bert {a.command}: {e}", file=sys.stderr)
         return 2
+    except BrokenPipeError:  # what reads standard output closed it (`... --output-file - | head`): end quietly
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error when Python flushes it
+        return 141  # 128 + SIGPIPE, as a shell tool that is cut off
     except KeyboardInterrupt:
         hint = (f"; finished stages are kept in {a.output_dir}: run the same command again to resume"
                 if a.func is cmd_train else "")

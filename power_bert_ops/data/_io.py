@@ -25,13 +25,19 @@ def read_text(path, errors: str = "strict") -> str:
     """
     if errors not in ERRORS:
         raise ValueError(f"errors must be one of {ERRORS}, got {errors!r}")
+    path = check_file(path)
+    data = path.read_bytes()
+    return decode_bytes(data, str(path), errors)
+
+
+def check_file(path) -> Path:
+    """``path`` as a Path; DataError when nothing is there or it is a directory."""
     path = Path(path)
     if not path.exists():
         raise DataError(f"{path}: no such file")
     if path.is_dir():
         raise DataError(f"{path}: is a directory, expected a file")
-    data = path.read_bytes()
-    return decode_bytes(data, str(path), errors)
+    return path
 
 
 def decode_bytes(data: bytes, name: str, errors: str = "strict") -> str:

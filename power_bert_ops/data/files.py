@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Sequence
 
 from .._text import count_text
-from ._io import big_csv_fields, is_empty_cell, logger, missing_column_error, read_text
+from ._io import big_csv_fields, check_file, is_empty_cell, logger, missing_column_error, read_text
 from .types import DataError, TextDataset
 
 __all__ = ["build_label_names", "load_files", "load_label_map", "read_table", "read_text_file", "save_label_map"]
@@ -49,7 +49,7 @@ def read_table(path, errors: str = "strict", quoting: int | None = None) -> tupl
     :class:`DataError` naming the file and the lines. ``stats`` has ``skipped_rows`` (0) and
     ``skipped_lines`` ([]), as every reader's stats do; a JSON file's also ``record_lines`` (each
     row's line, or its place in a JSON array) and ``record_unit`` ('line' or 'record')."""
-    path = Path(path)
+    path = check_file(path)  # before the type: a folder or a missing file is that, whatever its name
     ext = _suffix(path)
     if ext not in _DELIMITED and ext not in _JSON:
         raise DataError(f"{path}: unsupported file type {ext or '(no extension)'!r}; use .csv, .tsv, .tab, .jsonl "

@@ -27,7 +27,7 @@ from ..modeling.configuration_power_bert import base_config_from_dict, check_sup
 from .errors import CorruptModelError, PowerBertError, check_whole_number
 
 __all__ = [
-    "check_checkpoint", "check_labels_fit", "check_max_length", "check_same_classifier", "check_weights",
+    "MIN_MAX_LENGTH", "check_checkpoint", "check_labels_fit", "check_max_length", "check_same_classifier", "check_weights",
     "default_max_length", "label_names", "load_classifier", "load_model", "load_tokenizer", "position_limit",
     "save_tokenizer",
 ]
@@ -110,9 +110,13 @@ def position_limit(cfg) -> int:
     return max_positions(_base_config(cfg))
 
 
+MIN_MAX_LENGTH = 4
+"""The shortest N a model is run or exported at: [CLS], [SEP] and words."""
+
+
 def check_max_length(max_length, cfg) -> int:
-    """``--max-length`` checked against a model: a whole number of at least 4 tokens ([CLS],
-    [SEP] and words) that its position embeddings hold.
+    """``--max-length`` checked against a model: a whole number of at least
+    :data:`MIN_MAX_LENGTH` tokens that its position embeddings hold.
 
     Args:
         max_length: the N asked for.
@@ -121,7 +125,7 @@ def check_max_length(max_length, cfg) -> int:
     Returns:
         ``max_length`` as an int.
     """
-    n = check_whole_number(max_length, "--max-length", minimum=4)
+    n = check_whole_number(max_length, "--max-length", minimum=MIN_MAX_LENGTH)
     limit = position_limit(cfg)
     if n > limit:
         raise PowerBertError(f"--max-length {n} is longer than the model's position embeddings hold ({limit} "

@@ -131,7 +131,10 @@ class _Artifact:
         if not path.is_file() or path.suffix not in (".onnx", ".pt2"):
             raise PowerBertError(f"--artifact {path}: not an .onnx file or .pt2 package (power-bert export writes them)")
         self.path = path
-        self.run = OnnxClassifier(path) if path.suffix == ".onnx" else load_pt2(path)
+        try:
+            self.run = OnnxClassifier(path) if path.suffix == ".onnx" else load_pt2(path)
+        except ValueError as e:  # a corrupt or foreign file; the message starts with the path
+            raise PowerBertError(f"--artifact {e}; export it again with `power-bert export`") from None
         self.max_length = self.run.max_length
 
     def check_exported_from(self, model, model_dir) -> None:

@@ -121,10 +121,11 @@ def test_predict_refuses_to_write_over_its_input(finished_run, tmp_path, capsys,
     assert texts.read_bytes() == before
 
 
-@pytest.mark.parametrize("target", ["symlink", "fifo", "stdout", "read-only"])
+@pytest.mark.parametrize("target", ["symlink", "fifo", "stdout", "closed-stdout", "read-only"])
 def test_predict_writes_through_links_and_pipes(finished_run, tmp_path, capfd, target):
     """A symlink's target is written (the link stays a link), a FIFO is written into (not
-    replaced by a file), `-` is standard output, and a read-only file is refused untouched."""
+    replaced by a file), `-` is standard output, a standard output closed by its reader ends the
+    command quietly (`... --output-file - | head -1`), and a read-only file is refused untouched."""
     import os
     import stat
     import threading
@@ -156,6 +157,19 @@ def test_predict_writes_through_links_and_pipes(finished_run, tmp_path, capfd, t
         out, err = capfd.readouterr()
         assert out.startswith("review,prediction,") and out.count("\n") == 3
         assert "2 predictions written to standard output" in err and not (tmp_path / "-").exists()
+        (tmp_path / "one.csv").write_text("review\ngood movie\n")
+        assert cli.main([*args[:4], str(tmp_path / "one.csv"), *args[5:], "-"]) == 0
+        assert "1 prediction written to standard output (0 texts truncated" in capfd.readouterr().err
+    elif target == "closed-stdout":
+        import subprocess
+        import sys
+
+        proc = subprocess.Popen([sys.executable, "-m", "power_bert_cli", *args, "-"], stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, text=True)
+        proc.stdout.close()  # the reader is gone before the first row is written
+        err = proc.stderr.read()
+        assert proc.wait(timeout=300) == 141, err
+        assert "Traceback" not in err and "Error" not in err, err
     else:
         out = tmp_path / "ro.csv"
         out.write_text("keep me\n")

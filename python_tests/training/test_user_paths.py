@@ -520,7 +520,7 @@ def test_export_command(finished_run, tmp_path, capsys):
                      "--max-length", "1000"]) == 2
     assert "--max-length must be" in capsys.readouterr().err
     assert cli.main(["export", "--model-dir", str(model), "--format", "onnx", "--output", str(tmp_path / "m.txt")]) == 2
-    assert "ends in .onnx" in capsys.readouterr().err and not (tmp_path / "m.txt").exists()
+    assert "must end in .onnx" in capsys.readouterr().err and not (tmp_path / "m.txt").exists()
     # an artifact is used only with the folder it was exported from
     for other in ("finetune", "search"):
         assert cli.main(["predict", "--model-dir", str(finished_run / other / "model"), "--artifact", str(out),
@@ -528,6 +528,14 @@ def test_export_command(finished_run, tmp_path, capsys):
                          "--text-column", "review", "--no-progress"]) == 2
         err = capsys.readouterr().err
         assert f"--artifact {out} was not exported from --model-dir" in err and err.count("\n") == 1, other
+    cut = tmp_path / "cut.onnx"  # a truncated artifact
+    cut.write_bytes(out.read_bytes()[:1000])
+    assert cli.main(["predict", "--model-dir", str(model), "--artifact", str(cut), "--input-file",
+                     str(tmp_path / "in.csv"), "--output-file", str(tmp_path / "y.csv"), "--text-column", "review",
+                     "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert f"--artifact {cut}: not a readable ONNX model" in err and err.count("\n") == 1
+    assert not (tmp_path / "y.csv").exists()
     floor1 = tmp_path / "floor1"  # the same weights and ℓ with another floor of rows
     shutil.copytree(model, floor1)
     config = json.loads((floor1 / "config.json").read_text())
