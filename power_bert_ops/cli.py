@@ -514,6 +514,30 @@ def _disk_full(e: BaseException) -> str | None:
     return None
 
 
+def _stdout_closed() -> bool:
+    """Whether standard output is a pipe whose reader has gone (poll reports an error on it)."""
+    import select
+
+    try:
+        poller = select.poll()
+        poller.register(sys.stdout.fileno(), select.POLLOUT)
+        return any(ev & (select.POLLERR | select.POLLHUP) for _, ev in poller.poll(0))
+    except (AttributeError, OSError, ValueError):  # no real file descriptor (captured), or no poll here
+        return False
+
+
+def _silence_stdout() -> None:
+    """Points standard output at /dev/null, so that Python's flush at exit does not fail again."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        try:
+            os.dup2(devnull, sys.stdout.fileno())
+        finally:
+            os.close(devnull)
+    except (AttributeError, OSError, ValueError):
+        pass
+
+
 def main(argv=None) -> int:
     try:  # start-up: building the parser imports the training stack (seconds)
         a = build_parser().parse_args(argv)
@@ -528,12 +552,18 @@ def main(argv=None) -> int:
     try:
         with _quiet_transformers():
             a.func(a)
+            sys.stdout.flush()  # a closed standard output is noticed here, not when Python exits
     except (DataError, PowerBertError) as e:
         print(f"power-bert {a.command}: {e}", file=sys.stderr)
         return 2
-    except BrokenPipeError:  # what reads standard output closed it (`... --output-file - | head`): end quietly
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error when Python flushes it
-        return 141  # 128 + SIGPIPE, as a shell tool that is cut off
+    except BrokenPipeError as e:
+        if not _stdout_closed():  # another pipe (a FIFO --output-file, a worker): an error like any other
+            out = getattr(a, "output_file", None)
+            what = f"what reads {out}" if out and out != "-" else "a process this command wrote to"
+            print(f"power-bert {a.command}: broken pipe: {what} stopped reading ({e})", file=sys.stderr)
+            return 1
+        _silence_stdout()
+        return 141  # 128 + SIGPIPE, as a shell tool whose reader stopped reading (`... | head`)
     except KeyboardInterrupt:
         hint = (f"; finished stages are kept in {a.output_dir}: run the same command again to resume"
                 if a.func is cmd_train else "")

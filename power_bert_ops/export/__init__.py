@@ -9,7 +9,9 @@ trained N (``max_length``):
   Needs the ``export`` extra: ``pip install -e .[export]``.
 * ``format="pt2"``: an AOTInductor package (``torch.export`` +
   ``torch._inductor.aoti_compile_and_package``) that calls the ops' C++ kernels; load it with
-  :func:`load_pt2` or ``torch._inductor.aoti_load_package`` after importing ``power_bert_ops``.
+  :func:`load_pt2` or ``torch._inductor.aoti_load_package`` after importing ``power_bert_ops``
+  (the bare runner reads its inputs as contiguous: pass ``.contiguous()`` tensors, not slices of
+  a wider batch, or its logits are wrong without an error; :func:`load_pt2` does it for you).
 
 Dynamic length: layer j keeps ``min(ℓ_j, rows in)`` rows, computed inside the graph (the ops
 take a ``SymInt k``), so one artifact serves N = 2 .. max_length.

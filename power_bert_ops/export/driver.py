@@ -49,6 +49,9 @@ class ExportError(ValueError):
         self.argument, self.detail = argument, detail
         super().__init__(f"{argument or ''}{detail}")
 
+    def __reduce__(self):  # pickling and copy (a process pool sends it back) rebuild it from both parts
+        return type(self), (self.argument, self.detail)
+
 
 def _require_onnx():
     try:

@@ -40,14 +40,31 @@ def check_length(n: int, max_length: int, path) -> None:
                          f"max_length = {max_length} (the trained N); truncate the input")
 
 
-def _metadata(raw) -> dict:
-    return json.loads(raw) if raw else {}
+def _metadata(raw, path) -> dict:
+    """The artifact's power-bert metadata (a JSON object; {} when it has none)."""
+    try:
+        meta = json.loads(raw) if raw else {}
+    except json.JSONDecodeError as e:
+        raise ValueError(f"{path}: its {META_KEY!r} metadata is not JSON ({e})") from None
+    if not isinstance(meta, dict):
+        raise ValueError(f"{path}: its {META_KEY!r} metadata is a JSON {type(meta).__name__}, not an object")
+    return meta
 
 
 def _unreadable(path, kind: str, error: Exception) -> ValueError:
-    """The error for a file its runtime cannot load (truncated, not an artifact at all)."""
-    first = (str(error).strip().splitlines() or [""])[0][:200]
-    return ValueError(f"{path}: not a readable {kind} ({type(error).__name__}: {first})")
+    """The error for a file its runtime cannot load (truncated, not an artifact at all, or
+    written by a newer runtime), with the first line of the runtime's own reason."""
+    first = (str(error).strip().splitlines() or [""])[0]
+    return ValueError(f"{path}: cannot be loaded as an {kind} ({type(error).__name__}: {first})")
+
+
+def _check_readable(path: str) -> None:
+    """ValueError naming ``path`` when it cannot be opened (missing, a directory, no permission)."""
+    try:
+        with open(path, "rb"):
+            pass
+    except OSError as e:
+        raise ValueError(f"{path}: cannot be read ({e.strerror or e})") from None
 
 
 class OnnxClassifier:
@@ -66,11 +83,12 @@ class OnnxClassifier:
         opts.graph_optimization_level = ort_level(optimization)
         if threads:
             opts.intra_op_num_threads = int(threads)
+        _check_readable(self.path)
         try:
             self.session = ort.InferenceSession(self.path, opts, providers=["CPUExecutionProvider"])
-        except Exception as e:  # onnxruntime's own error types, raised for a corrupt or foreign file
+        except Exception as e:  # onnxruntime's own error types: a corrupt or foreign file, a newer opset
             raise _unreadable(self.path, "ONNX model", e) from e
-        self.metadata = _metadata(self.session.get_modelmeta().custom_metadata_map.get(META_KEY))
+        self.metadata = _metadata(self.session.get_modelmeta().custom_metadata_map.get(META_KEY), self.path)
         self.input_names = [i.name for i in self.session.get_inputs()]
         self.max_length = int(self.metadata.get("max_length", 1 << 62))
 
@@ -93,13 +111,14 @@ class _Pt2Classifier:
         from .. import ops  # noqa: F401  (the package calls torch.ops.power_bert kernels)
 
         self.path = str(path)
+        _check_readable(self.path)
         if not zipfile.is_zipfile(self.path):  # checked first: torch would log a warning about an old format
-            raise ValueError(f"{self.path}: not a readable AOTInductor package (not a whole zip archive)")
+            raise ValueError(f"{self.path}: cannot be loaded as an AOTInductor package (not a whole zip archive)")
         try:
             self.runner = torch._inductor.aoti_load_package(self.path)
         except Exception as e:
             raise _unreadable(self.path, "AOTInductor package", e) from e
-        self.metadata = _metadata(self.runner.get_metadata().get(META_KEY))
+        self.metadata = _metadata(self.runner.get_metadata().get(META_KEY), self.path)
         self.max_length = int(self.metadata.get("max_length", 1 << 62))
         self.input_names = self.metadata.get("inputs", ["input_ids", "attention_mask"])
 
@@ -115,6 +134,7 @@ class _Pt2Classifier:
 
 def load_pt2(path):
     """An exported AOTInductor package: ``clf(input_ids, attention_mask[, token_type_ids])``
-    (int64 tensors [B, N]) -> logits tensor [B, num_labels]; ValueError above max_length, and
-    for a file that is not a readable package."""
+    (int64 tensors [B, N], any strides: they are made contiguous, which the bare
+    ``aoti_load_package`` runner needs) -> logits tensor [B, num_labels]; ValueError above
+    max_length, and for a file that cannot be loaded as a package."""
     return _Pt2Classifier(path)

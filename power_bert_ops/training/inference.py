@@ -133,8 +133,9 @@ class _Artifact:
         self.path = path
         try:
             self.run = OnnxClassifier(path) if path.suffix == ".onnx" else load_pt2(path)
-        except ValueError as e:  # a corrupt or foreign file; the message starts with the path
-            raise PowerBertError(f"--artifact {e}; export it again with `power-bert export`") from None
+        except ValueError as e:  # a corrupt, foreign or unreadable file; the message starts with the path
+            raise PowerBertError(f"--artifact {e}; export it again with `power-bert export` (for a file exported "
+                                 f"elsewhere, the runtime here may be older than the one that wrote it)") from None
         self.max_length = self.run.max_length
 
     def check_exported_from(self, model, model_dir) -> None:

@@ -282,12 +282,32 @@ def test_bad_format_and_quantize(tmp_path):
 def test_unreadable_artifact_is_a_clear_error(tmp_path):
     """A truncated or foreign file given to the runtimes: ValueError naming the file, not the
     runtime's own error (nor, for pt2, torch's warning about an old package format)."""
+    import zipfile
+
     (tmp_path / "junk.onnx").write_bytes(b"\x08\x07not a model")
-    with pytest.raises(ValueError, match=r"junk.onnx: not a readable ONNX model \(.*Protobuf"):
+    with pytest.raises(ValueError, match=r"junk.onnx: cannot be loaded as an ONNX model \(.*Protobuf"):
         OnnxClassifier(tmp_path / "junk.onnx")
     (tmp_path / "junk.pt2").write_bytes(b"PK\x03\x04truncated")
-    with pytest.raises(ValueError, match=r"junk.pt2: not a readable AOTInductor package"):
+    with pytest.raises(ValueError, match=r"junk.pt2: cannot be loaded as an AOTInductor package \(not a whole zip"):
         load_pt2(tmp_path / "junk.pt2")
+    with zipfile.ZipFile(tmp_path / "other.pt2", "w") as z:  # a whole zip archive that is no package
+        z.writestr("notes.txt", "hello")
+    with pytest.raises(ValueError, match=r"other.pt2: cannot be loaded as an AOTInductor package \(\w+"):
+        load_pt2(tmp_path / "other.pt2")
+    for load in (OnnxClassifier, load_pt2):  # nothing there: said so, not blamed on the format
+        with pytest.raises(ValueError, match=r"missing: cannot be read \(No such file"):
+            load(tmp_path / "missing")
+
+
+def test_export_error_survives_pickling():
+    """ExportError crosses a process pool (pickle) and copy with both parts."""
+    import copy
+    import pickle
+
+    e = ExportError("output", "='x.txt' is a directory")
+    for back in (pickle.loads(pickle.dumps(e)), copy.copy(e)):
+        assert (back.argument, back.detail, str(back)) == ("output", "='x.txt' is a directory",
+                                                           "output='x.txt' is a directory")
 
 
 def test_folder_that_is_not_a_model(tmp_path):

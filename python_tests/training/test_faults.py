@@ -167,8 +167,8 @@ def test_predict_writes_through_links_and_pipes(finished_run, tmp_path, capfd, t
         proc = subprocess.Popen([sys.executable, "-m", "power_bert_cli", *args, "-"], stdout=subprocess.PIPE,
                                 stderr=subprocess.PIPE, text=True)
         proc.stdout.close()  # the reader is gone before the first row is written
-        err = proc.stderr.read()
-        assert proc.wait(timeout=300) == 141, err
+        err = proc.communicate(timeout=300)[1]
+        assert proc.returncode == 141, err
         assert "Traceback" not in err and "Error" not in err, err
     else:
         out = tmp_path / "ro.csv"
@@ -611,6 +611,23 @@ def test_ctrl_c_is_one_line(tmp_path, capsys, monkeypatch, command, when):
     err = capsys.readouterr().err
     assert "Traceback" not in err and err.strip().splitlines()[0].startswith("power-bert") and \
         ": interrupted" in err and err.count("\n") == 2, err
+
+
+@pytest.mark.parametrize("command", ["predict", "run"])
+def test_broken_pipe_other_than_stdout_is_an_error(tmp_path, capsys, monkeypatch, command):
+    """A broken pipe that is not a closed standard output (a FIFO --output-file whose reader left,
+    a worker's pipe) is a one-line error with status 1, not the quiet end of `... | head`."""
+    monkeypatch.chdir(tmp_path)
+    args, func = COMMANDS[command]
+
+    def broken(*a, **kw):
+        raise BrokenPipeError(32, "Broken pipe")
+
+    monkeypatch.setattr(cli, func, broken)
+    assert cli.main([command, *args]) == 1
+    what = "what reads p.csv" if command == "predict" else "a process this command wrote to"
+    assert capsys.readouterr().err == f"power-bert {command}: broken pipe: {what} stopped reading " \
+                                      f"([Errno 32] Broken pipe)\n"
 
 
 @pytest.mark.parametrize("command", ["search", "retrain"])

@@ -528,14 +528,14 @@ def test_export_command(finished_run, tmp_path, capsys):
                          "--text-column", "review", "--no-progress"]) == 2
         err = capsys.readouterr().err
         assert f"--artifact {out} was not exported from --model-dir" in err and err.count("\n") == 1, other
-    cut = tmp_path / "cut.onnx"  # a truncated artifact
-    cut.write_bytes(out.read_bytes()[:1000])
-    assert cli.main(["predict", "--model-dir", str(model), "--artifact", str(cut), "--input-file",
-                     str(tmp_path / "in.csv"), "--output-file", str(tmp_path / "y.csv"), "--text-column", "review",
-                     "--no-progress"]) == 2
-    err = capsys.readouterr().err
-    assert f"--artifact {cut}: not a readable ONNX model" in err and err.count("\n") == 1
-    assert not (tmp_path / "y.csv").exists()
+    for cut, kind in ((tmp_path / "cut.onnx", "an ONNX model"), (tmp_path / "cut.pt2", "an AOTInductor package")):
+        cut.write_bytes(out.read_bytes()[:1000])  # a truncated artifact
+        assert cli.main(["predict", "--model-dir", str(model), "--artifact", str(cut), "--input-file",
+                         str(tmp_path / "in.csv"), "--output-file", str(tmp_path / "y.csv"), "--text-column",
+                         "review", "--no-progress"]) == 2
+        err = capsys.readouterr().err
+        assert f"--artifact {cut}: cannot be loaded as {kind}" in err and err.count("\n") == 1, err
+        assert not (tmp_path / "y.csv").exists()
     floor1 = tmp_path / "floor1"  # the same weights and ℓ with another floor of rows
     shutil.copytree(model, floor1)
     config = json.loads((floor1 / "config.json").read_text())
