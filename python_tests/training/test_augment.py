@@ -156,12 +156,12 @@ def test_retrain_with_copies_trains_on_them_records_them_and_guards_the_folder(w
     rec = json.loads((out / "retrain" / "stage.json").read_text())["training"]
     assert rec["steps"] / rec["epochs_run"] == 2 * 384 / 32
     settings = json.loads((out / "retrain" / "settings.json").read_text())
-    assert settings["augment_copies"] == 1 and settings["augment_drop"] == 0.15
+    assert settings["augment_copies"] == 1 and settings["augment_drop"] == 0.3
     default = json.loads((finished_run / "retrain" / "settings.json").read_text())
-    assert default["augment_copies"] == AUTO_AUGMENT_COPIES and default["augment_drop"] == 0.15  # short texts
+    assert default["augment_copies"] == AUTO_AUGMENT_COPIES and default["augment_drop"] == 0.3  # short texts
     report = (out / "report.md").read_text()
     assert "stage 3 also trained on 1 word-dropped copy of each example (`--augment-copies`; each word left out " \
-           "with probability 0.15)" in report
+           "with probability 0.3)" in report
     capsys.readouterr()
     assert cli.main(args[:-2]) == 2
     err = capsys.readouterr().err
@@ -246,15 +246,15 @@ def test_the_flags_to_reuse_a_folder_name_the_copies_settings(tmp_path):
     shown = []
     assert refusal({}, {"augment_copies": 1}) == "--augment-copies 0"
     assert shown[-1] == "{'augment_copies': (0, 1)}"  # not the drop, which meant nothing then
-    assert refusal({"augment_copies": 2, "augment_drop": 0.3}, {}) == "--augment-copies 2 --augment-drop 0.3"
+    assert refusal({"augment_copies": 2, "augment_drop": 0.2}, {}) == "--augment-copies 2 --augment-drop 0.2"
     assert refusal({"augment_copies": 2}, {}) == "--augment-copies 2"  # its drop is today's default
-    assert refusal({"augment_copies": 2, "augment_drop": 0.3}, {"augment_copies": 1, "augment_drop": 0.3}) == \
+    assert refusal({"augment_copies": 2, "augment_drop": 0.2}, {"augment_copies": 1, "augment_drop": 0.2}) == \
         "--augment-copies 2"
     assert refusal({"distill": True, "distill_alpha": 0.9}, {"distill": False}) == "--distill --distill-alpha 0.9"
     assert shown[-1] == "{'distill': (True, False)}"
-    assert refusal({"augment_copies": 1, "augment_drop": 0.3}, {"augment_copies": 2}) == \
-        "--augment-copies 1 --augment-drop 0.3"
-    assert shown[-1] == "{'augment_copies': (1, 2), 'augment_drop': (0.3, 0.15)}"
+    assert refusal({"augment_copies": 1, "augment_drop": 0.2}, {"augment_copies": 2}) == \
+        "--augment-copies 1 --augment-drop 0.2"
+    assert shown[-1] == "{'augment_copies': (1, 2), 'augment_drop': (0.2, 0.3)}"
     assert isinstance(PipelineConfig(model="m", output_dir="o", augment_copies=2.0, seed=3.0).augment_copies, int)
 
 

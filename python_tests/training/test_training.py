@@ -171,7 +171,7 @@ def test_ranking_distillation_is_decided_by_the_training_texts_length(capsys):
     assert short.distill_ranking == 0.0 and short.augment_copies == AUTO_AUGMENT_COPIES
     assert [stage_distill(s, short) for s in ("finetune", "search", "retrain")] == [False, False, True]
     assert f"model's logits and trains on {AUTO_AUGMENT_COPIES} word-dropped copies of each example too (each word " \
-           f"left out with probability 0.15): the training texts average {at - 1} real tokens (under {at}; --distill-ranking, --distill / --no-distill " \
+           f"left out with probability 0.3): the training texts average {at - 1} real tokens (under {at}; --distill-ranking, --distill / --no-distill " \
            f"and --augment-copies set it)" in capsys.readouterr().out
     copies_given = resolve_auto(dataclasses.replace(cfg, augment_copies=0), task(5), say=True)
     assert copies_given.augment_copies == 0 and "copies" not in capsys.readouterr().out
@@ -182,7 +182,7 @@ def test_ranking_distillation_is_decided_by_the_training_texts_length(capsys):
     ranking_given = resolve_auto(dataclasses.replace(cfg, distill_ranking=0.0), task(5), say=True)
     assert ranking_given.augment_copies == AUTO_AUGMENT_COPIES and capsys.readouterr().out.startswith(
         f"power-bert: stage 3 trains on {AUTO_AUGMENT_COPIES} word-dropped copies of each example too (each word left "
-        f"out with probability 0.15): the training texts average 5 real tokens (under {at}; --augment-copies sets it)")
+        f"out with probability 0.3): the training texts average 5 real tokens (under {at}; --augment-copies sets it)")
     choice = resolve_auto(cfg, SimpleNamespace(train_lengths=[5], problem="multiple_choice"))
     assert choice.augment_copies == 0  # a choice's options would lose different words
     none = resolve_auto(dataclasses.replace(cfg, distill=False), task(5), say=True)
