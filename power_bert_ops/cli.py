@@ -24,6 +24,7 @@ import os
 import sys
 from pathlib import Path
 
+from ._text import count_text
 from .flops import RETENTION_SCALES
 
 
@@ -386,7 +387,6 @@ def cmd_evaluate(a) -> dict:
 
 
 def cmd_predict(a) -> dict:
-    from ._text import count_text
     from .training import predict
 
     to_stdout = a.output_file == "-"
@@ -405,7 +405,6 @@ def cmd_predict(a) -> dict:
 
 def cmd_benchmark(a) -> dict:
     from .training import DTYPES, benchmark
-    from ._text import count_text
     from .training.report import bucket_text, compile_text
     from .training.speed import describe_speedup
 

@@ -205,9 +205,9 @@ def _check_options(fmt: str, quantize, ort_optimization: str) -> None:
 
 def _check_model(model, max_length):
     """(the model on the CPU, max_length) or ExportError."""
-    model, power = model
     from ..training.artifacts import MIN_MAX_LENGTH
 
+    model, power = model
     limit = _position_limit(model, power)
     if max_length is None:
         max_length = limit
