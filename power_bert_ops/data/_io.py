@@ -30,13 +30,15 @@ def read_text(path, errors: str = "strict") -> str:
     return decode_bytes(data, str(path), errors)
 
 
-def check_file(path) -> Path:
-    """``path`` as a Path; DataError when nothing is there or it is a directory."""
+def check_file(path, where: str | None = None) -> Path:
+    """``path`` as a Path; DataError when nothing is there or it is a directory, its message
+    starting with ``where`` (default: the path)."""
     path = Path(path)
+    where = where or str(path)
     if not path.exists():
-        raise DataError(f"{path}: no such file")
+        raise DataError(f"{where}: no such file")
     if path.is_dir():
-        raise DataError(f"{path}: is a directory, expected a file")
+        raise DataError(f"{where}: is a directory, expected a file")
     return path
 
 

@@ -29,7 +29,7 @@ from .._text import count_text
 from ._io import big_csv_fields, check_file, is_empty_cell, logger, missing_column_error, read_text
 from .types import DataError, TextDataset
 
-__all__ = ["build_label_names", "load_files", "load_label_map", "read_table", "read_text_file", "save_label_map"]
+__all__ = ["build_label_names", "check_table_file", "load_files", "load_label_map", "read_table", "read_text_file", "save_label_map"]
 
 _DELIMITED = {".csv": ",", ".tsv": "\t", ".tab": "\t"}
 _JSON = (".jsonl", ".ndjson", ".json")
@@ -42,6 +42,19 @@ def _suffix(path: Path) -> str:
     return path.suffix.lower()
 
 
+def check_table_file(path, flag: str | None = None) -> Path:
+    """``path`` as a Path, checked before it is read: a file is there (not a folder) and its type is
+    one :func:`read_table` reads. ``flag``: the option that gave the path (e.g. ``--train-file``),
+    named first in the :class:`DataError`."""
+    where = f"{flag} {path}" if flag else str(path)
+    path = check_file(path, where)  # before the type: a folder or a missing file is that, whatever its name
+    ext = _suffix(path)
+    if ext not in _DELIMITED and ext not in _JSON:
+        raise DataError(f"{where}: unsupported file type {ext or '(no extension)'!r}; use .csv, .tsv, .tab, .jsonl "
+                        f"or .json")
+    return path
+
+
 def read_table(path, errors: str = "strict", quoting: int | None = None) -> tuple[list[str], list[dict], dict]:
     """Rows of a CSV / TSV / JSONL file as ``(columns, rows, stats)``; each row a dict column ->
     cell (str for CSV / TSV; any JSON value for JSONL). A CSV / TSV record (quoted fields may span
@@ -49,11 +62,8 @@ def read_table(path, errors: str = "strict", quoting: int | None = None) -> tupl
     :class:`DataError` naming the file and the lines. ``stats`` has ``skipped_rows`` (0) and
     ``skipped_lines`` ([]), as every reader's stats do; a JSON file's also ``record_lines`` (each
     row's line, or its place in a JSON array) and ``record_unit`` ('line' or 'record')."""
-    path = check_file(path)  # before the type: a folder or a missing file is that, whatever its name
+    path = check_table_file(path)
     ext = _suffix(path)
-    if ext not in _DELIMITED and ext not in _JSON:
-        raise DataError(f"{path}: unsupported file type {ext or '(no extension)'!r}; use .csv, .tsv, .tab, .jsonl "
-                        f"or .json")
     text = read_text(path, errors)
     if not text.strip():
         raise DataError(f"{path}: empty file")

@@ -186,6 +186,7 @@ def predict(model_dir, input_file, output_file, text_column: str = "text", text_
     "processes"}`` (the same on every process)."""
     check_whole_number(batch_size, "--batch-size")
     check_distinct_columns(**{"--text-column": text_column, "--text-pair-column": text_pair_column})
+    D.check_table_file(input_file, "--input-file")
     device = _device(device)
     out = check_output_file(output_file, "--output-file", {"--input-file": input_file})
     state = PartialState(cpu=device == "cpu")

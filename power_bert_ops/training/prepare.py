@@ -38,6 +38,8 @@ class DataArgs:
                 raise D.DataError(f"{flag} must be a whole number >= 0 (0 means all the data), got {value!r}")
         check_distinct_columns(**{"--text-column": self.text_column, "--text-pair-column": self.text_pair_column,
                                   "--label-column": self.label_column})
+        for flag in self.files:
+            D.check_table_file(getattr(self, flag[2:].replace("-", "_")), flag)
         if self.files:
             self._check_task_with_files()
 

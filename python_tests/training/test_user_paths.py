@@ -399,6 +399,36 @@ def test_single_class_training_file_refused(workdir, tmp_path, capsys):
     assert "single class (pos)" in err and not (tmp_path / "o").exists()
 
 
+@pytest.mark.parametrize("flag", ["--train-file", "--eval-file", "--test-file"])
+@pytest.mark.parametrize("fault", ["missing", "folder", "type"])
+def test_bad_data_file_named_by_its_flag(workdir, tmp_path, capsys, flag, fault):
+    """A missing file, a folder or an unreadable type is refused in one line naming the flag, before
+    anything is written."""
+    bad = {"missing": tmp_path / "nope.csv", "folder": tmp_path, "type": tmp_path / "data.txt"}[fault]
+    if fault == "type":
+        bad.write_text("review,sentiment\ngood,pos\n")
+    args = run_args(workdir, tmp_path / "o")
+    if flag in args:
+        args[args.index(flag) + 1] = str(bad)
+    else:
+        args += [flag, str(bad)]
+    assert cli.main(args) == 2
+    err = capsys.readouterr().err
+    expected = {"missing": "no such file", "folder": "is a directory, expected a file",
+                "type": "unsupported file type '.txt'"}[fault]
+    assert f"{flag} {bad}: {expected}" in err and err.count("\n") == 1, err
+    assert not (tmp_path / "o").exists()
+
+
+def test_predict_input_file_named_by_its_flag(finished_run, tmp_path, capsys):
+    out = tmp_path / "p.csv"
+    assert cli.main(["predict", "--model-dir", str(finished_run / "retrain" / "model"), "--input-file",
+                     str(tmp_path / "nope.csv"), "--output-file", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert f"--input-file {tmp_path / 'nope.csv'}: no such file" in err and err.count("\n") == 1
+    assert not out.exists()
+
+
 def test_max_train_examples_zero_means_all(workdir, tmp_path):
     out = tmp_path / "o"
     args = ["finetune", *run_args(workdir, out)[1:], "--max-train-examples", "0", "--max-steps", "1"]
