@@ -202,12 +202,14 @@ def build_label_names(keys) -> list[str]:
 def read_text_file(path, text_column: str, label_column: str | None, text_pair_column: str | None = None, *,
                    label_names: Sequence[str] | None = None, is_regression: bool = False, errors: str = "strict",
                    quoting: int | None = None, split: str | None = None, task: str | None = None,
-                   require_labels: bool = True) -> tuple[TextDataset, list[str | None]]:
+                   require_labels: bool = True, label_ids: bool = False) -> tuple[TextDataset, list[str | None]]:
     """Read one file into a :class:`TextDataset`. Returns the dataset and the raw label keys.
 
     With ``label_names`` labels become their index (unknown labels raise :class:`DataError`
     listing them); without, ``labels`` stays None and the caller maps the returned keys. A file
-    without ``label_column`` is unlabelled when ``require_labels`` is False.
+    without ``label_column`` is unlabelled when ``require_labels`` is False. ``label_ids``: the
+    index of ``label_names`` is the class id (a model's ``id2label``), so a label column holding
+    no name and only whole numbers 0..K-1 is read as class ids (the Hugging Face datasets' way).
     """
     path = Path(path)
     columns, rows, stats = read_table(path, errors=errors, quoting=quoting)
@@ -271,19 +273,32 @@ def read_text_file(path, text_column: str, label_column: str | None, text_pair_c
         stats={"source": str(path), "empty_texts": empty_texts, **stats},
     )
     if has_labels and not is_regression and label_names is not None:
-        _apply_labels(ds, keys, label_names)
+        _apply_labels(ds, keys, label_names, label_ids)
     return ds, keys if has_labels else None
 
 
-def _apply_labels(ds: TextDataset, keys: list[str], label_names: Sequence[str]) -> None:
+def _is_class_id(key: str, k: int) -> bool:
+    return bool(_INT_RE.fullmatch(key)) and 0 <= int(key) < k
+
+
+def _apply_labels(ds: TextDataset, keys: list[str], label_names: Sequence[str], label_ids: bool = False) -> None:
+    """Labels as indices of ``label_names``; with ``label_ids``, a column holding no name and only
+    class ids 0..K-1 is read as those ids."""
     index = {name: i for i, name in enumerate(label_names)}
-    unseen = sorted({k for k in keys if k not in index}, key=lambda k: (not _INT_RE.fullmatch(k), len(k), k))
-    if unseen:
-        n_rows = sum(k not in index for k in keys)
-        raise DataError(f"{ds.stats.get('source')}: labels not seen in the training data: {unseen} ({count_text(n_rows, 'row')}); "
-                        f"known labels: {list(label_names)}")
-    ds.labels = [index[k] for k in keys]
     ds.label_names = list(label_names)
+    k = len(label_names)
+    if label_ids and not any(key in index for key in keys) and all(_is_class_id(key, k) for key in keys):
+        ds.labels = [int(key) for key in keys]
+        ds.stats["labels_read_as"] = "class ids"
+        return
+    unseen = sorted({key for key in keys if key not in index}, key=lambda s: (not _INT_RE.fullmatch(s), len(s), s))
+    if unseen:
+        n_rows = sum(key not in index for key in keys)
+        where = "among the model's labels" if label_ids else "seen in the training data"
+        ids = f" (or, in every row, class ids 0..{k - 1})" if label_ids else ""
+        raise DataError(f"{ds.stats.get('source')}: labels not {where}: {unseen} ({count_text(n_rows, 'row')}); "
+                        f"known labels: {list(label_names)}{ids}")
+    ds.labels = [index[key] for key in keys]
 
 
 def save_label_map(path, label_names: Sequence[str]) -> None:
@@ -330,13 +345,14 @@ def load_files(train_file=None, eval_file=None, text_column: str = "text", label
         raise DataError("load_files: pass at least one of train_file, eval_file, test_file")
     if label_names is None and label_map_file is not None:
         label_names = load_label_map(label_map_file)
+    label_ids = label_names is not None  # the caller's names are indexed by class id
     if label_names is not None:
         label_names = [_label_key(n) or str(n) for n in label_names]
     out: dict[str, TextDataset] = {}
     for name, f in given:
         ds, keys = read_text_file(f, text_column, label_column, text_pair_column, label_names=label_names,
                                   is_regression=is_regression, errors=errors, quoting=quoting, split=name,
-                                  task=task, require_labels=name != "test")
+                                  task=task, require_labels=name != "test", label_ids=label_ids)
         if keys is not None and not is_regression and label_names is None:
             if name != "train":
                 logger.warning("load_files: no train file or label map; label ids come from %s", f)

@@ -440,6 +440,30 @@ def test_label_map_roundtrip(tmp_path):
     assert ev["eval"].labels == [1] and ev["eval"].label_names == ["ham", "spam"]
 
 
+def test_class_ids_read_against_given_label_names(tmp_path):
+    """Given names indexed by class id (a model's id2label), a column of ids 0..K-1 reads as those
+    ids; names are read as names; a mix, an id out of range, or ids against names that came from a
+    training file (whose order is the file's, not an id) are refused."""
+    names = ["rotten", "fresh"]
+    ids = _write(tmp_path / "ids.csv", "text,label\na,1\nb,0\nc,1\n")
+    ev = load_files(eval_file=ids, text_column="text", label_column="label", label_names=names)["eval"]
+    assert ev.labels == [1, 0, 1] and ev.label_names == names and ev.stats["labels_read_as"] == "class ids"
+    named = _write(tmp_path / "named.csv", "text,label\na,fresh\nb,rotten\nc,fresh\n")
+    ev = load_files(eval_file=named, text_column="text", label_column="label", label_names=names)["eval"]
+    assert ev.labels == [1, 0, 1] and "labels_read_as" not in ev.stats
+    # names that are numbers are names first: "1" is the class named "1" (id 0), so "0" is unknown
+    with pytest.raises(DataError, match=r"labels not among the model's labels: \['0'\] \(1 row\); known labels: "
+                                        r"\['1', '2'\] \(or, in every row, class ids 0..1\)"):
+        load_files(eval_file=ids, text_column="text", label_column="label", label_names=["1", "2"])
+    for bad, unseen in (("a,1\nb,fresh\n", r"\['1'\]"), ("a,2\nb,0\n", r"\['0', '2'\]")):
+        f = _write(tmp_path / "bad.csv", "text,label\n" + bad)
+        with pytest.raises(DataError, match=rf"labels not among the model's labels: {unseen}"):
+            load_files(eval_file=f, text_column="text", label_column="label", label_names=names)
+    train = _write(tmp_path / "train.csv", "text,label\na,neg\nb,pos\n")
+    with pytest.raises(DataError, match=r"ids.csv: labels not seen in the training data: \['0', '1'\] \(3 rows\)"):
+        load_files(train, ids, text_column="text", label_column="label")
+
+
 def test_file_errors(tmp_path):
     train = _write(tmp_path / "train.csv", "sentence,label\na,x\nb,y\n")
     with pytest.raises(DataError, match=r"train.csv: text column \(--text-column\) 'sentense' not found; the "
