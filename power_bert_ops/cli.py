@@ -388,8 +388,9 @@ def cmd_evaluate(a) -> dict:
 
 def cmd_predict(a) -> dict:
     from .training import predict
+    from .training.outputs import writes_to_stdout
 
-    to_stdout = a.output_file == "-"
+    to_stdout = writes_to_stdout(a.output_file)
     r = predict(a.model_dir, a.input_file, a.output_file, a.text_column, a.text_pair_column, a.max_length,
                 a.batch_size, a.device, progress=not a.no_progress, artifact=a.artifact, sort=not a.no_sort)
     if int(os.environ.get("RANK", "0")) == 0:
@@ -431,20 +432,22 @@ def cmd_explain(a) -> None:
     from .training import PowerBertError
     from .training.artifacts import load_model
     from .training.inference import resolve_max_length
-    from .training.outputs import check_image_path
+    from .training.outputs import check_image_path, writes_to_stdout
 
     if a.image:  # before any work: a picture that cannot be written is refused first
         check_image_path(a.image)
+    # a picture written to standard output is all that goes there; the text goes to standard error
+    text_out = sys.stderr if a.image and writes_to_stdout(a.image) else sys.stdout
     model, tokenizer = load_model(a.model_dir)
     if getattr(model.config, "model_type", "") != "power_bert" or model.mode != "hard":
         raise PowerBertError(f"--model-dir {a.model_dir} is not a PoWER-BERT model in hard mode: explain shows what "
                              f"a hard-mode model keeps (use the retrain stage's model)")
     n = resolve_max_length(model, tokenizer, a.max_length)  # --max-length checked as predict checks it
     exp = explain(model, tokenizer, a.text, a.text_pair, n)
-    print(exp.as_text())
+    print(exp.as_text(), file=text_out)
     if a.image:
         plot_explanation(exp, a.image)
-        print(f"picture: {a.image}")
+        print(f"picture: {'standard output' if text_out is sys.stderr else a.image}", file=text_out)
 
 
 # export()'s parameters (which its error messages start with) and the flags that give them.
@@ -537,13 +540,52 @@ def _silence_stdout() -> None:
         pass
 
 
+class _InterruptWatch:
+    """Notes a Ctrl-C (SIGINT) and raises KeyboardInterrupt as Python's own handler does. A library
+    import that Ctrl-C stops half-way can swallow the KeyboardInterrupt and fail later with another
+    error (a RecursionError in a half-imported numpy); with the note, that error is still reported
+    as the interruption it is."""
+
+    def __init__(self):
+        self.seen = False
+
+    def __call__(self, signum, frame):
+        self.seen = True
+        raise KeyboardInterrupt
+
+    @contextlib.contextmanager
+    def installed(self):
+        import signal
+        import threading
+
+        if threading.current_thread() is not threading.main_thread() or \
+                signal.getsignal(signal.SIGINT) is not signal.default_int_handler:
+            yield self  # another handler is in charge (a host program's, or not the main thread)
+            return
+        signal.signal(signal.SIGINT, self)
+        try:
+            yield self
+        finally:
+            signal.signal(signal.SIGINT, signal.default_int_handler)
+
+
 def main(argv=None) -> int:
+    with _InterruptWatch().installed() as watch:
+        return _main(argv, watch)
+
+
+def _main(argv, watch: _InterruptWatch) -> int:
     try:  # start-up: building the parser imports the training stack (seconds)
         a = build_parser().parse_args(argv)
         os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
         from .data import DataError
         from .training import PowerBertError
     except KeyboardInterrupt:
+        print("\npower-bert: interrupted", file=sys.stderr)
+        return 130
+    except Exception:
+        if not watch.seen:
+            raise
         print("\npower-bert: interrupted", file=sys.stderr)
         return 130
 
@@ -569,6 +611,9 @@ def main(argv=None) -> int:
         print(f"\npower-bert {a.command}: interrupted{hint}", file=sys.stderr)
         return 130
     except Exception as e:
+        if watch.seen:  # an error that a Ctrl-C caused (see _InterruptWatch)
+            print(f"\npower-bert {a.command}: interrupted", file=sys.stderr)
+            return 130
         path = _disk_full(e)
         if path is None:
             raise

@@ -291,6 +291,11 @@ def _apply_labels(ds: TextDataset, keys: list[str], label_names: Sequence[str], 
         ds.labels = [int(key) for key in keys]
         ds.stats["labels_read_as"] = "class ids"
         return
+    if label_ids and not any(key in index for key in keys) and all(_INT_RE.fullmatch(key) for key in keys):
+        wrong = sorted({key for key in keys if not _is_class_id(key, k)}, key=lambda s: (len(s), s))
+        raise DataError(f"{ds.stats.get('source')}: class ids out of range 0..{k - 1} (the model has "
+                        f"{count_text(k, 'label')}: {list(label_names)}): {wrong} "
+                        f"({count_text(sum(not _is_class_id(key, k) for key in keys), 'row')})")
     unseen = sorted({key for key in keys if key not in index}, key=lambda s: (not _INT_RE.fullmatch(s), len(s), s))
     if unseen:
         n_rows = sum(key not in index for key in keys)

@@ -187,8 +187,10 @@ def _check_output(output, fmt: str) -> Path:
     parent = out.parent if str(out.parent) else Path(".")
     if not parent.is_dir():
         raise ExportError("output", f"={str(out)!r} cannot be written: folder {str(parent)!r} does not exist")
-    if not os.access(parent, os.W_OK | os.X_OK) or (out.exists() and not os.access(out, os.W_OK)):
+    if not os.access(parent, os.W_OK | os.X_OK):
         raise ExportError("output", f"={str(out)!r} cannot be written (no write permission)")
+    if out.exists() and (not os.access(out, os.W_OK) or not out.stat().st_mode & 0o222):
+        raise ExportError("output", f"={str(out)!r} is read-only; give another file or make it writable")
     return out
 
 

@@ -40,6 +40,19 @@ def check_length(n: int, max_length: int, path) -> None:
                          f"max_length = {max_length} (the trained N); truncate the input")
 
 
+def check_first_position(attention_mask, metadata: dict, path) -> None:
+    """Refuses, for a PoWER-BERT artifact (its metadata has a retention), a row whose position 0 is
+    padding: the graph keeps position 0 as [CLS] in every layer, so a left-padded row would be
+    scored wrongly (the PyTorch model refuses it the same way)."""
+    if metadata.get("retention") is None or attention_mask.shape[-1] == 0:
+        return
+    first = attention_mask[..., 0]
+    if not bool((first != 0).all()):
+        raise ValueError(f"{path}: attention_mask marks position 0 of a row as padding (a left-padded or all-padding "
+                         f"row); PoWER-BERT keeps position 0 as [CLS] in every layer, so pad on the right "
+                         f"(tokenizer.padding_side = 'right')")
+
+
 def _metadata(raw, path) -> dict:
     """The artifact's power-bert metadata (a JSON object; {} when it has none)."""
     try:
@@ -100,6 +113,7 @@ class OnnxClassifier:
 
         ids, mask = arr(input_ids), arr(attention_mask)
         check_length(ids.shape[1], self.max_length, self.path)
+        check_first_position(mask, self.metadata, self.path)
         feeds = {"input_ids": ids, "attention_mask": mask}
         if "token_type_ids" in self.input_names:
             feeds["token_type_ids"] = arr(token_type_ids) if token_type_ids is not None else np.zeros_like(ids)
@@ -124,6 +138,7 @@ class _Pt2Classifier:
 
     def __call__(self, input_ids, attention_mask, token_type_ids=None):
         check_length(input_ids.shape[1], self.max_length, self.path)
+        check_first_position(attention_mask, self.metadata, self.path)
         args = [input_ids.long(), attention_mask.long()]
         if "token_type_ids" in self.input_names:
             args.append(token_type_ids.long() if token_type_ids is not None else torch.zeros_like(args[0]))

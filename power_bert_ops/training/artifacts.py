@@ -252,3 +252,14 @@ def label_names(model) -> list[str] | None:
     id2label = getattr(model.config, "id2label", None) or {}
     names = [id2label[i] for i in sorted(id2label)]
     return None if not names or names[0] == "LABEL_0" else names
+
+
+def class_names(model) -> list[str] | None:
+    """A classifier's class names by id, Hugging Face's ``LABEL_<i>`` placeholders included (a
+    file's labels are then read as class ids, or those names); None for a model with one output
+    (regression)."""
+    k = int(getattr(model.config, "num_labels", 0) or 0)
+    if k < 2:
+        return None
+    names = label_names(model)
+    return names if names and len(names) == k else [f"LABEL_{i}" for i in range(k)]

@@ -18,10 +18,10 @@ from torch.utils.data import DataLoader, Subset
 from tqdm.auto import tqdm
 
 from .. import data as D
-from .artifacts import (check_labels_fit, check_max_length, check_same_classifier, default_max_length, label_names,
-                        load_model, position_limit)
+from .artifacts import (check_labels_fit, check_max_length, check_same_classifier, class_names, default_max_length,
+                        label_names, load_model, position_limit)
 from .errors import PowerBertError, check_whole_number
-from .outputs import check_benchmark_output_dir, check_output_file, replace_atomically
+from .outputs import check_benchmark_output_dir, check_output_file, folder_files, replace_atomically
 from .prepare import DataArgs, check_distinct_columns, predictions, subset
 from .report import write_benchmark_report
 from .speed import MODEL_INPUTS, bucketed_batches, speed_report
@@ -72,15 +72,34 @@ def resolve_max_length(model, tokenizer, max_length: int | None, data: DataArgs 
     return min(n or 128, position_limit(model.config))
 
 
+def _check_problem(model, model_dir, regression: bool) -> None:
+    """Refuses a file read as regression targets for a classifier, or as classes for a regression
+    model (one output): the scores would not fit the labels."""
+    if "MultipleChoice" in type(model).__name__:
+        return
+    k = int(getattr(model.config, "num_labels", 0) or 0)
+    if regression and k > 1:
+        raise PowerBertError(f"--regression: the model in --model-dir {model_dir} is a {k}-class classifier, not a "
+                             f"regression model; drop --regression")
+    if not regression and k == 1:
+        raise PowerBertError(f"--model-dir {model_dir} is a regression model (one output): pass --regression to "
+                             f"read the label column as numbers")
+
+
 def _eval_data(data: DataArgs, model, tokenizer, max_length: int, model_dir=None, labels: bool = True):
     """The eval split or file, tokenised at ``max_length``; ``labels`` False: a file without the
     label column is taken (benchmark only times the models)."""
     if data.eval_file or data.test_file:
+        if data.eval_file and data.test_file:
+            raise PowerBertError("--eval-file and --test-file both given: this command scores one file; give one "
+                                 "of them")
+        if labels:
+            _check_problem(model, model_dir, data.regression)
         # without labels the file is read as a test file, which may lack them
         eval_file, test_file = (data.eval_file, data.test_file) if labels else (None, data.eval_file or data.test_file)
         raw = D.load_files(None, eval_file, data.text_column, data.label_column if labels else None,
                            data.text_pair_column, test_file, is_regression=data.regression,
-                           label_names=label_names(model))
+                           label_names=class_names(model))
         ds = raw.get("eval") or raw.get("test")
     else:
         ds = D.load_task(data.name, data.eval_split, data_dir=data.data_dir)
@@ -174,7 +193,9 @@ def predict(model_dir, input_file, output_file, text_column: str = "text", text_
     column names), the predicted label and, for a classifier, the probability of each class
     (softmax) under ``score_<label>``; for regression the predicted value.
 
-    ``output_file``: a path, or ``"-"`` for standard output.
+    ``output_file``: a path (tab-separated when it ends in .tsv / .tab), or ``"-"`` for standard
+    output; never one of the command's inputs (the input file, the artifact, a file of
+    ``model_dir``).
     ``artifact``: an ONNX file or pt2 package exported from ``model_dir`` (``power-bert export``)
     scores the texts instead of the PyTorch model (on the CPU); ``model_dir`` still gives the
     tokenizer and the label names. ``sort``: score length-bucketed batches (rows are written in
@@ -187,8 +208,13 @@ def predict(model_dir, input_file, output_file, text_column: str = "text", text_
     check_whole_number(batch_size, "--batch-size")
     check_distinct_columns(**{"--text-column": text_column, "--text-pair-column": text_pair_column})
     D.check_table_file(input_file, "--input-file")
+    for flag, column in (("--text-column", text_column), ("--text-pair-column", text_pair_column)):
+        if column == "prediction" or str(column).startswith("score_"):
+            raise PowerBertError(f"{flag} {column}: predict writes its own column of that name (prediction, "
+                                 f"score_<label>); rename that column of --input-file")
     device = _device(device)
-    out = check_output_file(output_file, "--output-file", {"--input-file": input_file})
+    out = check_output_file(output_file, "--output-file", {"--input-file": input_file, "--artifact": artifact,
+                                                           **folder_files("--model-dir", model_dir)})
     state = PartialState(cpu=device == "cpu")
     if device.startswith("cuda") and state.num_processes > 1:
         device = str(state.device)
@@ -218,8 +244,9 @@ def predict(model_dir, input_file, output_file, text_column: str = "text", text_
     names = label_names(model)
     regression = logits.shape[-1] == 1
     probs = None if regression else _softmax(logits)
+    delimiter = "\t" if out.suffix.lower() in (".tsv", ".tab") else ","
     with replace_atomically(out, "w", newline="") as f:  # a failure leaves no half file
-        w = csv.writer(f, lineterminator="\n")
+        w = csv.writer(f, delimiter=delimiter, lineterminator="\n")
         w.writerow([text_column] + ([text_pair_column] if table.text_pairs else []) + ["prediction"] +
                    ([] if regression else [f"score_{c}" for c in (names or range(logits.shape[-1]))]))
         for i, row in enumerate(logits):

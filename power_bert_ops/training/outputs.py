@@ -3,13 +3,15 @@ before any work and written so that nothing a user had is lost:
 
 - an output path is refused, naming its flag, when it is a folder, lies under a missing folder or
   a file, cannot be written, or is one of the command's own inputs (``predict --output-file X
-  --input-file X``, also through a symlink or another relative path);
-- a folder that holds a ``power-bert run`` (its report.json) is refused as a benchmark's
-  ``--output-dir``: the benchmark's report.json would replace the run's;
+  --input-file X``, the ``--artifact``, a file of ``--model-dir``; also through a symlink or
+  another relative path);
+- a folder that holds a ``power-bert run`` (its report.json), one of its stages or a model is
+  refused as a benchmark's ``--output-dir``: the benchmark's files would mix with them;
 - files are written to a temporary file beside the target and renamed over it, so a failure (a
   full disk, Ctrl-C) never leaves a half-written file in its place; a symlink's target is
   replaced (the link stays), a read-only file is refused, and ``-`` (standard output), a device
-  or a pipe is written into.
+  or a pipe is written into; a path that is standard output (``/dev/stdout``, or the file the
+  shell redirected it to) is written as ``-`` is, so the command's messages go to standard error.
 """
 from __future__ import annotations
 
@@ -24,7 +26,7 @@ from pathlib import Path
 from .errors import PowerBertError
 
 __all__ = ["check_benchmark_output_dir", "check_image_path", "check_output_file", "check_writable_folder",
-           "replace_atomically"]
+           "folder_files", "replace_atomically", "writes_to_stdout"]
 
 # The files `power-bert benchmark --output-dir` writes (power_bert_ops.training.report).
 BENCHMARK_FILES = ("report.json", "report.md", "speedup.png")
@@ -47,6 +49,29 @@ def check_writable_folder(folder: Path, flag: str, what: str) -> None:
         raise PowerBertError(f"{flag} {what} cannot be written ({existing}: {e.strerror or e})") from None
 
 
+def writes_to_stdout(path) -> bool:
+    """Whether writing ``path`` writes this process's standard output: ``-``, or a path naming the
+    file descriptor 1 points to (``/dev/stdout``, ``/proc/self/fd/1``, or the very file or pipe
+    the shell redirected standard output to). Such a path is written through ``sys.stdout``, in
+    order with what the command prints, and the command's own messages go to standard error."""
+    if str(path) == "-":
+        return True
+    try:
+        a, b = os.stat(path), os.fstat(1)
+    except (OSError, ValueError):
+        return False
+    return (a.st_dev, a.st_ino) == (b.st_dev, b.st_ino)
+
+
+def folder_files(flag: str, folder) -> dict:
+    """``{"<flag>'s <name>": path}`` for the files in ``folder`` (none when it is not a folder):
+    a command's input folder, for :func:`check_output_file`'s ``inputs``."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        return {}
+    return {f"{flag}'s {p.name}": p for p in sorted(folder.iterdir()) if p.is_file()}
+
+
 def _same_file(a: Path, b: Path) -> bool:
     try:
         if a.exists() and b.exists():
@@ -61,13 +86,17 @@ def check_output_file(path, flag: str, inputs: dict | None = None) -> Path:
     existing, writable folder, and none of ``inputs`` (flag -> path: the command's own input
     files). Returns it as a Path."""
     out = Path(path)
+    if not str(path):
+        raise PowerBertError(f"{flag}: an empty path; give a file name")
     if out.is_dir():
         raise PowerBertError(f"{flag} {path}: is a folder")
+    if str(path).endswith(os.sep):
+        raise PowerBertError(f"{flag} {path}: names a folder (it ends with {os.sep}); give a file name")
     for in_flag, in_path in (inputs or {}).items():
         if in_path is not None and _same_file(out, Path(in_path)):
             raise PowerBertError(f"{flag} {path} is the {in_flag} ({in_path}): writing it would overwrite the input; "
                                  f"give another {flag}")
-    if str(path) == "-":
+    if writes_to_stdout(path):
         return out
     if _special(out):  # a device or a pipe (/dev/stdout, a FIFO): written into as it is
         if not os.access(out, os.W_OK):
@@ -90,8 +119,10 @@ def replace_atomically(path, mode: str = "w", **open_kwargs):
 
     A symlink's target is replaced (the link stays) and keeps its permissions; a device or a pipe
     (``/dev/stdout``, a FIFO) is written into directly."""
-    if str(path) == "-":
+    if writes_to_stdout(path):
         stream = sys.stdout.buffer if "b" in mode else sys.stdout
+        if "b" in mode:
+            sys.stdout.flush()  # what was printed before comes first
         yield stream
         stream.flush()
         return
@@ -154,6 +185,11 @@ def check_benchmark_output_dir(path, flag: str = "--output-dir") -> Path:
     if (out / RUN_FILE).exists():
         raise PowerBertError(f"{flag} {path} holds a power-bert run: the benchmark's report.json would replace the "
                              f"run's; give another {flag} (e.g. {Path(path) / 'benchmark'})")
+    held = [name for name in ("stage.json", "config.json") if (out / name).exists()]
+    if held:
+        what = "a stage of a power-bert run" if held[0] == "stage.json" else "a model"
+        raise PowerBertError(f"{flag} {path} holds {what} ({held[0]}): give a folder of the benchmark's own "
+                             f"(e.g. {out.parent / 'benchmark'})")
     present = [name for name in BENCHMARK_FILES if (out / name).exists()]
     if present and not _is_benchmark_report(out / "report.json"):
         what = "a run's report" if (out / "report.json").exists() else "files"

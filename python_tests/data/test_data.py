@@ -455,9 +455,11 @@ def test_class_ids_read_against_given_label_names(tmp_path):
     with pytest.raises(DataError, match=r"labels not among the model's labels: \['0'\] \(1 row\); known labels: "
                                         r"\['1', '2'\] \(or, in every row, class ids 0..1\)"):
         load_files(eval_file=ids, text_column="text", label_column="label", label_names=["1", "2"])
-    for bad, unseen in (("a,1\nb,fresh\n", r"\['1'\]"), ("a,2\nb,0\n", r"\['0', '2'\]")):
+    for bad, message in (("a,1\nb,fresh\n", r"labels not among the model's labels: \['1'\] \(1 row\)"),
+                         ("a,2\nb,0\nc,-1\n", r"class ids out of range 0..1 \(the model has 2 labels: \['rotten', "
+                                               r"'fresh'\]\): \['2', '-1'\] \(2 rows\)")):
         f = _write(tmp_path / "bad.csv", "text,label\n" + bad)
-        with pytest.raises(DataError, match=rf"labels not among the model's labels: {unseen}"):
+        with pytest.raises(DataError, match=message):
             load_files(eval_file=f, text_column="text", label_column="label", label_names=names)
     train = _write(tmp_path / "train.csv", "text,label\na,neg\nb,pos\n")
     with pytest.raises(DataError, match=r"ids.csv: labels not seen in the training data: \['0', '1'\] \(3 rows\)"):

@@ -613,6 +613,37 @@ def test_ctrl_c_is_one_line(tmp_path, capsys, monkeypatch, command, when):
         ": interrupted" in err and err.count("\n") == 2, err
 
 
+@pytest.mark.parametrize("when", ["start-up", "work"])
+def test_ctrl_c_that_a_library_turns_into_another_error_is_one_line(tmp_path, capsys, monkeypatch, when):
+    """A real SIGINT whose KeyboardInterrupt a library swallows half-way through an import, which
+    then fails with another error (a RecursionError in a half-imported numpy, seen on Ctrl-C 0.5 s
+    into `power-bert predict`): still `interrupted`, exit 130, no traceback."""
+    import os
+    import signal
+
+    monkeypatch.chdir(tmp_path)
+    args, func = COMMANDS["predict"]
+
+    def interrupted_import(*a, **kw):
+        try:
+            os.kill(os.getpid(), signal.SIGINT)
+        except KeyboardInterrupt:
+            pass  # what a library's `except BaseException` / import machinery does
+        raise RecursionError("maximum recursion depth exceeded")
+
+    monkeypatch.setattr(cli, "_defaults" if when == "start-up" else func, interrupted_import)
+    assert cli.main(["predict", *args]) == 130
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and err.strip() == ("power-bert: interrupted" if when == "start-up" else
+                                                      "power-bert predict: interrupted"), err
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # main put Python's handler back
+    # an error without a Ctrl-C is not taken for one
+    monkeypatch.setattr(cli, "_defaults" if when == "start-up" else func,
+                        lambda *a, **kw: (_ for _ in ()).throw(RecursionError("deep")))
+    with pytest.raises(RecursionError):
+        cli.main(["predict", *args])
+
+
 @pytest.mark.parametrize("command", ["predict", "run"])
 def test_broken_pipe_other_than_stdout_is_an_error(tmp_path, capsys, monkeypatch, command):
     """A broken pipe that is not a closed standard output (a FIFO --output-file whose reader left,

@@ -429,6 +429,95 @@ def test_predict_input_file_named_by_its_flag(finished_run, tmp_path, capsys):
     assert not out.exists()
 
 
+def test_eval_file_labels_and_problem_must_fit_the_model(workdir, finished_run, tmp_path, capsys):
+    """A model with Hugging Face's LABEL_<i> placeholders scores a file of class ids, and refuses
+    one of names (which it could only map by guessing); --regression on a classifier and both
+    --eval-file and --test-file are refused in one line."""
+    generic = tmp_path / "generic"
+    shutil.copytree(finished_run / "retrain" / "model", generic)
+    config = json.loads((generic / "config.json").read_text())
+    for c in (config, config["base_config"]):
+        c["id2label"], c["label2id"] = {"0": "LABEL_0", "1": "LABEL_1"}, {"LABEL_0": 0, "LABEL_1": 1}
+    (generic / "config.json").write_text(json.dumps(config))
+    rows = list(csv.DictReader(open(workdir / "eval.csv")))
+    ids = tmp_path / "ids.csv"
+    with open(ids, "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["review", "sentiment"])
+        w.writerows([r["review"], ["neg", "pos"].index(r["sentiment"])] for r in rows)
+    want = {}
+    for name, model, data in (("names", finished_run / "retrain" / "model", workdir / "eval.csv"),
+                              ("ids", finished_run / "retrain" / "model", ids), ("generic ids", generic, ids)):
+        assert cli.main(["evaluate", "--model-dir", str(model), "--eval-file", str(data), *EVAL, "--json",
+                         "--no-progress"]) == 0
+        want[name] = _json(capsys)["accuracy"]
+    assert want["names"] == want["ids"] == want["generic ids"]
+    assert cli.main(["evaluate", "--model-dir", str(generic), "--eval-file", str(workdir / "eval.csv"), *EVAL]) == 2
+    err = capsys.readouterr().err
+    assert "labels not among the model's labels: ['neg', 'pos']" in err and "class ids 0..1" in err, err
+    for extra, message in ((["--regression"], "is a 2-class classifier, not a regression model"),
+                           (["--test-file", str(ids)], "--eval-file and --test-file both given")):
+        assert cli.main(["evaluate", "--model-dir", str(generic), "--eval-file", str(ids), *EVAL, *extra]) == 2
+        err = capsys.readouterr().err
+        assert message in err and err.count("\n") == 1, err
+
+
+def test_outputs_that_would_mix_with_a_run_or_misname_columns(workdir, finished_run, tmp_path, capsys):
+    """benchmark --output-dir refuses a stage or model folder; predict refuses a text column named
+    like its own output columns, a path ending in a separator and an empty one, and writes .tsv
+    tab-separated."""
+    model, base = finished_run / "retrain" / "model", finished_run / "finetune" / "model"
+    for folder, what in ((finished_run / "retrain", "a stage of a power-bert run (stage.json)"),
+                         (model, "a model (config.json)")):
+        before = sorted(p.name for p in folder.iterdir())
+        assert cli.main(["benchmark", "--model-dir", str(model), "--baseline", str(base), "--eval-file",
+                         str(workdir / "eval.csv"), *EVAL, "--output-dir", str(folder), "--no-progress"]) == 2
+        err = capsys.readouterr().err
+        assert f"--output-dir {folder} holds {what}" in err and err.count("\n") == 1, err
+        assert sorted(p.name for p in folder.iterdir()) == before
+    (tmp_path / "in.csv").write_text("prediction,review\na,good movie\nb,boring plot\n")
+    predict = ["predict", "--model-dir", str(model), "--input-file", str(tmp_path / "in.csv"), "--no-progress"]
+    for extra, message in ((["--text-column", "prediction", "--output-file", str(tmp_path / "o.csv")],
+                            "--text-column prediction: predict writes its own column of that name"),
+                           (["--text-column", "review", "--output-file", str(tmp_path / "new") + "/"],
+                            "names a folder (it ends with /)"),
+                           (["--text-column", "review", "--output-file", ""], "--output-file: an empty path")):
+        assert cli.main([*predict, *extra]) == 2
+        err = capsys.readouterr().err
+        assert message in err and err.count("\n") == 1, err
+    assert not (tmp_path / "o.csv").exists() and not (tmp_path / "new").exists()
+    assert cli.main([*predict, "--text-column", "review", "--output-file", str(tmp_path / "o.tsv")]) == 0
+    lines = (tmp_path / "o.tsv").read_text().splitlines()
+    assert lines[0] == "review\tprediction\tscore_neg\tscore_pos" and lines[1].startswith("good movie\t")
+
+
+def test_standard_output_as_a_path_holds_only_the_data(workdir, finished_run, tmp_path):
+    """--output-file /dev/stdout and explain --image /dev/stdout (or -) with standard output sent to
+    a file: the file holds the CSV (the picture) alone, after what the shell wrote before it; the
+    command's messages go to standard error."""
+    model = finished_run / "retrain" / "model"
+    (tmp_path / "in.csv").write_text("review\ngood movie\nboring plot\n")
+    cmd = [sys.executable, "-m", "power_bert_cli"]
+    captured = tmp_path / "captured"
+    with open(captured, "w") as out:
+        out.write("before\n")
+        out.flush()
+        done = subprocess.run([*cmd, "predict", "--model-dir", str(model), "--input-file", str(tmp_path / "in.csv"),
+                               "--output-file", "/dev/stdout", "--text-column", "review", "--no-progress"],
+                              stdout=out, stderr=subprocess.PIPE, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    lines = captured.read_text().splitlines()
+    assert lines[:2] == ["before", "review,prediction,score_neg,score_pos"] and len(lines) == 4, lines
+    assert "2 predictions written to standard output" in done.stderr
+    for image in ("/dev/stdout", "-"):
+        with open(captured, "wb") as out:
+            done = subprocess.run([*cmd, "explain", "--model-dir", str(model), "--text", "good movie", "--image",
+                                   image], stdout=out, stderr=subprocess.PIPE, text=True, timeout=300)
+        assert done.returncode == 0, done.stderr
+        assert captured.read_bytes().startswith(b"\x89PNG\r\n\x1a\n"), image
+        assert "picture: standard output" in done.stderr and "input (" in done.stderr
+
+
 def test_max_train_examples_zero_means_all(workdir, tmp_path):
     out = tmp_path / "o"
     args = ["finetune", *run_args(workdir, out)[1:], "--max-train-examples", "0", "--max-steps", "1"]
@@ -566,6 +655,30 @@ def test_export_command(finished_run, tmp_path, capsys):
         err = capsys.readouterr().err
         assert f"--artifact {cut}: cannot be loaded as {kind}" in err and err.count("\n") == 1, err
         assert not (tmp_path / "y.csv").exists()
+    # predict never writes over its inputs: the artifact, a file of --model-dir
+    size = out.stat().st_size
+    for target, what in ((out, "the --artifact"), (model / "config.json", "the --model-dir's config.json")):
+        assert cli.main(["predict", "--model-dir", str(model), "--artifact", str(out), "--input-file",
+                         str(tmp_path / "in.csv"), "--output-file", str(target), "--text-column", "review",
+                         "--no-progress"]) == 2
+        err = capsys.readouterr().err
+        assert f"--output-file {target} is {what}" in err and err.count("\n") == 1, err
+    assert out.stat().st_size == size and json.loads((model / "config.json").read_text())["model_type"] == "power_bert"
+    # a left-padded row is refused by the artifact, as by the PyTorch model, not scored wrongly
+    from power_bert_ops.export import OnnxClassifier
+
+    ids, mask = torch.tensor([[0, 2, 7, 3]]), torch.tensor([[0, 1, 1, 1]])
+    with pytest.raises(ValueError, match="position 0 of a row as padding"):
+        OnnxClassifier(out)(ids, mask)
+    with pytest.raises(ValueError, match="position 0 of a row as padding"):
+        torch_model(input_ids=ids, attention_mask=mask)
+    # export refuses a read-only file, as predict does
+    ro = tmp_path / "ro.onnx"
+    ro.write_bytes(b"mine")
+    ro.chmod(0o444)
+    assert cli.main(["export", "--model-dir", str(model), "--format", "onnx", "--output", str(ro)]) == 2
+    err = capsys.readouterr().err
+    assert f"--output {ro!s} is read-only" in err.replace("'", "") and ro.read_bytes() == b"mine", err
     floor1 = tmp_path / "floor1"  # the same weights and ℓ with another floor of rows
     shutil.copytree(model, floor1)
     config = json.loads((floor1 / "config.json").read_text())
