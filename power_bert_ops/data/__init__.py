@@ -27,7 +27,8 @@ from .types import DataError, MultipleChoiceDataset, TextDataset
 
 __all__ = [
     "DataError", "GLUE_TASKS", "MultipleChoiceDataset", "SOURCES", "TASKS", "TaskSpec", "TextDataset", "TokenizedDataset",
-    "build_label_names", "cache_dir", "check_table_file", "canonical_name", "compute_metrics", "get_task", "glue_file",
+    "build_label_names", "cache_dir", "canonical_name", "check_table_file", "compute_metrics", "get_task",
+    "glue_file",
     "load_corpus", "load_files", "load_hf", "load_label_map", "load_task", "make_trainer_metrics",
     "metric_names", "primary_metric", "primary_score", "read_glue", "read_glue_file", "read_race", "read_table",
     "resolve_split", "save_label_map", "seeded_split", "task_names", "tokenize_dataset",

@@ -29,7 +29,8 @@ from .._text import count_text
 from ._io import big_csv_fields, check_file, is_empty_cell, logger, missing_column_error, read_text
 from .types import DataError, TextDataset
 
-__all__ = ["build_label_names", "check_table_file", "load_files", "load_label_map", "read_table", "read_text_file", "save_label_map"]
+__all__ = ["build_label_names", "check_table_file", "load_files", "load_label_map", "read_table", "read_text_file",
+           "save_label_map"]
 
 _DELIMITED = {".csv": ",", ".tsv": "\t", ".tab": "\t"}
 _JSON = (".jsonl", ".ndjson", ".json")
