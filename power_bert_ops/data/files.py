@@ -231,13 +231,15 @@ def read_text_file(path, text_column: str, label_column: str | None, text_pair_c
         _check_json_texts(path, rows, unit, where, [(text_column, "text column (--text-column)"),
                                                     (text_pair_column, "text-pair column (--text-pair-column)")])
     texts, pairs, keys = [], [], []
-    empty_texts, empty_lines, empty_label_rows = 0, [], []
+    empty_texts, empty_lines, empty_label_rows, empty_columns = 0, [], [], []
     for i, row in enumerate(rows):
         t = row.get(text_column)
         p = row.get(text_pair_column) if text_pair_column else None
-        if is_empty_cell(t) or (text_pair_column and is_empty_cell(p)):
+        blank = [c for c, v in ((text_column, t), (text_pair_column, p)) if c and is_empty_cell(v)]
+        if blank:
             empty_texts += 1
             empty_lines.append(place(i))
+            empty_columns += [c for c in blank if c not in empty_columns]
         texts.append(_text(t))
         if text_pair_column:
             pairs.append(_text(p))
@@ -252,8 +254,9 @@ def read_text_file(path, text_column: str, label_column: str | None, text_pair_c
         raise DataError(f"{path}: {count_text(len(empty_label_rows), 'row has', 'rows have')} an empty {label_column!r} ({unit}s "
                         f"{_listed(empty_label_rows)})")
     if empty_texts:
-        logger.warning("%s: %s with an empty or NaN text cell (%ss %s), kept as empty strings", path,
-                       count_text(empty_texts, "row"), unit, _listed(empty_lines))
+        logger.warning("%s: %s with an empty or NaN text cell in %s (%ss %s), kept as empty strings", path,
+                       count_text(empty_texts, "row"), " or ".join(map(repr, empty_columns)), unit,
+                       _listed(empty_lines))
 
     labels = None
     if has_labels and is_regression:

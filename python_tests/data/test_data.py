@@ -384,8 +384,13 @@ def test_jsonl_pairs_int_labels_and_empty_text(tmp_path, caplog):
         out = load_files(train, dev, text_column="q", text_pair_column="a", label_column="y")
     tr = out["train"]
     assert tr.texts == ["Is it?", "", "", "  "] and tr.text_pairs[0] == "Yes." and tr.labels == [1, 0, 1, 0]
-    assert tr.stats["empty_texts"] == 3 and "3 rows with an empty or NaN text cell" in caplog.text
+    assert tr.stats["empty_texts"] == 3 and "3 rows with an empty or NaN text cell in 'q' (" in caplog.text
     assert out["eval"].labels == [1]  # JSON 1 in train and "1" in eval are the same label
+    caplog.clear()
+    pair = _write(tmp_path / "pair.csv", "q,a,y\nfull text,,1\nmore text,fine,0\n")
+    with caplog.at_level("WARNING", logger="power_bert_ops.data"):
+        load_files(pair, text_column="q", text_pair_column="a", label_column="y")
+    assert "1 row with an empty or NaN text cell in 'a' (data rows [1])" in caplog.text, caplog.text
 
 
 def test_jsonl_record_without_the_text_key_or_with_a_list_is_refused(tmp_path, caplog):
@@ -416,7 +421,7 @@ def test_jsonl_record_without_the_text_key_or_with_a_list_is_refused(tmp_path, c
     with caplog.at_level("WARNING", logger="power_bert_ops.data"):
         load_files(_write(tmp_path / "blank.jsonl", '{"text": "a", "label": 1}\n\n{"text": "", "label": 0}\n'),
                    text_column="text", label_column="label")
-    assert "1 row with an empty or NaN text cell (lines [3])" in caplog.text
+    assert "1 row with an empty or NaN text cell in " in caplog.text and "(lines [3])" in caplog.text
 
 
 def test_empty_csv_cells_counted_and_regression(tmp_path):
