@@ -574,6 +574,18 @@ def main(argv=None) -> int:
         return _main(argv, watch)
 
 
+def _interrupted(a=None) -> int:
+    """Says that Ctrl-C stopped the command (``a``: its parsed arguments; None during start-up) and
+    returns the exit status 130 (128 + SIGINT)."""
+    if a is None:
+        print("\npower-bert: interrupted", file=sys.stderr)
+    else:
+        hint = (f"; finished stages are kept in {a.output_dir}: run the same command again to resume"
+                if a.func is cmd_train else "")
+        print(f"\npower-bert {a.command}: interrupted{hint}", file=sys.stderr)
+    return 130
+
+
 def _main(argv, watch: _InterruptWatch) -> int:
     try:  # start-up: building the parser imports the training stack (seconds)
         a = build_parser().parse_args(argv)
@@ -581,13 +593,11 @@ def _main(argv, watch: _InterruptWatch) -> int:
         from .data import DataError
         from .training import PowerBertError
     except KeyboardInterrupt:
-        print("\npower-bert: interrupted", file=sys.stderr)
-        return 130
+        return _interrupted()
     except Exception:
         if not watch.seen:
             raise
-        print("\npower-bert: interrupted", file=sys.stderr)
-        return 130
+        return _interrupted()  # an error that a Ctrl-C caused (see _InterruptWatch)
 
     where = getattr(a, "output_dir", None) or getattr(a, "output_file", None)
     try:
@@ -606,14 +616,10 @@ def _main(argv, watch: _InterruptWatch) -> int:
         _silence_stdout()
         return 141  # 128 + SIGPIPE, as a shell tool whose reader stopped reading (`... | head`)
     except KeyboardInterrupt:
-        hint = (f"; finished stages are kept in {a.output_dir}: run the same command again to resume"
-                if a.func is cmd_train else "")
-        print(f"\npower-bert {a.command}: interrupted{hint}", file=sys.stderr)
-        return 130
+        return _interrupted(a)
     except Exception as e:
         if watch.seen:  # an error that a Ctrl-C caused (see _InterruptWatch)
-            print(f"\npower-bert {a.command}: interrupted", file=sys.stderr)
-            return 130
+            return _interrupted(a)
         path = _disk_full(e)
         if path is None:
             raise
