@@ -19,6 +19,11 @@ TRITON_ATTENTION_HEAD_SIZES = (32, 64, 128)
 TRITON_ATTENTION_DTYPES = (torch.float16, torch.bfloat16, torch.float32)
 
 
+LEFT_PADDED = ("attention_mask marks position 0 of a row as padding (a left-padded or all-padding row); PoWER-BERT "
+               "keeps position 0 as [CLS] in every layer, so pad on the right (tokenizer.padding_side = 'right')")
+"""Why a PoWER-BERT model (:mod:`power_bert_ops.modeling`) or an exported one refuses such a mask."""
+
+
 def _fail(op: str, msg: str):
     raise ValueError(f"power_bert.{op}: {msg}")
 

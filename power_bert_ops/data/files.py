@@ -281,25 +281,21 @@ def read_text_file(path, text_column: str, label_column: str | None, text_pair_c
     return ds, keys if has_labels else None
 
 
-def _is_class_id(key: str, k: int) -> bool:
-    return bool(_INT_RE.fullmatch(key)) and 0 <= int(key) < k
-
-
 def _apply_labels(ds: TextDataset, keys: list[str], label_names: Sequence[str], label_ids: bool = False) -> None:
     """Labels as indices of ``label_names``; with ``label_ids``, a column holding no name and only
     class ids 0..K-1 is read as those ids."""
     index = {name: i for i, name in enumerate(label_names)}
     ds.label_names = list(label_names)
     k = len(label_names)
-    if label_ids and not any(key in index for key in keys) and all(_is_class_id(key, k) for key in keys):
+    if label_ids and not any(key in index for key in keys) and all(_INT_RE.fullmatch(key) for key in keys):
+        wrong = [key for key in keys if not 0 <= int(key) < k]
+        if wrong:
+            raise DataError(f"{ds.stats.get('source')}: class ids out of range 0..{k - 1} (the model has "
+                            f"{count_text(k, 'label')}: {list(label_names)}): "
+                            f"{sorted(set(wrong), key=lambda s: (len(s), s))} ({count_text(len(wrong), 'row')})")
         ds.labels = [int(key) for key in keys]
         ds.stats["labels_read_as"] = "class ids"
         return
-    if label_ids and not any(key in index for key in keys) and all(_INT_RE.fullmatch(key) for key in keys):
-        wrong = sorted({key for key in keys if not _is_class_id(key, k)}, key=lambda s: (len(s), s))
-        raise DataError(f"{ds.stats.get('source')}: class ids out of range 0..{k - 1} (the model has "
-                        f"{count_text(k, 'label')}: {list(label_names)}): {wrong} "
-                        f"({count_text(sum(not _is_class_id(key, k) for key in keys), 'row')})")
     unseen = sorted({key for key in keys if key not in index}, key=lambda s: (not _INT_RE.fullmatch(s), len(s), s))
     if unseen:
         n_rows = sum(key not in index for key in keys)

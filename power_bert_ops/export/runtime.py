@@ -9,6 +9,8 @@ import zipfile
 
 import torch
 
+from .._checks import LEFT_PADDED
+
 __all__ = ["EXTRA_HINT", "META_KEY", "ORT_OPTIMIZATION", "OnnxClassifier", "load_pt2", "ort_level"]
 
 EXTRA_HINT = "pip install -e .[export]  (or: pip install onnx onnxscript onnxruntime)"
@@ -48,9 +50,7 @@ def check_first_position(attention_mask, metadata: dict, path) -> None:
         return
     first = attention_mask[..., 0]
     if not bool((first != 0).all()):
-        raise ValueError(f"{path}: attention_mask marks position 0 of a row as padding (a left-padded or all-padding "
-                         f"row); PoWER-BERT keeps position 0 as [CLS] in every layer, so pad on the right "
-                         f"(tokenizer.padding_side = 'right')")
+        raise ValueError(f"{path}: {LEFT_PADDED}")
 
 
 def _metadata(raw, path) -> dict:

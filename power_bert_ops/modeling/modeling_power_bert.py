@@ -47,7 +47,7 @@ from transformers import (
     PreTrainedModel,
 )
 
-from .._checks import _no_data
+from .._checks import LEFT_PADDED, _no_data
 from ..flops import check_scale
 from .adapters import set_attention_dropout
 from .configuration_power_bert import (
@@ -392,9 +392,7 @@ class PowerBertPreTrainedModel(PreTrainedModel):
             # Read on the host only where the mask already is (a CUDA mask would cost a sync).
             first = attention_mask.reshape(-1, n)[:, 0]
             if not bool((first != 0).all()):
-                raise ValueError("PoWER-BERT: attention_mask marks position 0 of a row as padding (a left-padded or "
-                                 "all-padding row); PoWER-BERT keeps position 0 as [CLS] in every layer, so pad on "
-                                 "the right (tokenizer.padding_side = 'right')")
+                raise ValueError(f"PoWER-BERT: {LEFT_PADDED}")
         return n
 
     def forward(self, input_ids=None, attention_mask=None, token_type_ids=None, position_ids=None,
