@@ -52,9 +52,11 @@ def explain(model, tokenizer, text: str, text_pair: str | None = None, max_lengt
     if getattr(model, "retention", None) is None or model.mode != "hard":
         raise ValueError("explain: the model must be a PoWER-BERT model in hard mode (it has no retention configuration)")
     max_length = max_length or model.config.sequence_length
+    # a batch of one, as predict tokenizes: a single call would drop an empty second segment
+    pair = None if text_pair is None else [text_pair]
     with quiet_transformers():  # a text longer than N is truncated on purpose (and said so)
-        enc = tokenizer(text, text_pair, truncation=True, max_length=max_length, return_tensors="pt")
-        total = len(tokenizer(text, text_pair, truncation=False)["input_ids"])
+        enc = tokenizer([text], pair, truncation=True, max_length=max_length, return_tensors="pt")
+        total = len(tokenizer([text], pair, truncation=False)["input_ids"][0])
     device = next(model.parameters()).device
     model.eval()
     record = EncoderRecord()

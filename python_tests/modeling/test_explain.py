@@ -82,3 +82,12 @@ def test_explain_when_the_selection_is_not_the_op(model_and_tokenizer, monkeypat
     monkeypatch.setattr(encoder_module, "_ops_ns", _OpsWithPlainSelection())
     got = explain(model, tok, TEXT)
     assert got.kept == want.kept and got.prediction == want.prediction
+
+
+def test_explain_keeps_an_empty_second_segment_as_predict_does(model_and_tokenizer):
+    model, tok = model_and_tokenizer
+    exp = explain(model, tok, "good", "")
+    # [CLS] good [SEP] [SEP]: the empty pair keeps its separator, as a batch (predict) tokenizes it
+    assert exp.tokens == tok.convert_ids_to_tokens(tok(["good"], [""])["input_ids"][0])
+    assert exp.tokens[-2:] == ["[SEP]", "[SEP]"] and exp.input_tokens == 4
+    assert explain(model, tok, "good").tokens == ["[CLS]", "good", "[SEP]"]
