@@ -393,6 +393,20 @@ def test_jsonl_pairs_int_labels_and_empty_text(tmp_path, caplog):
     assert "1 row with an empty or NaN text cell in 'a' (data rows [1])" in caplog.text, caplog.text
 
 
+def test_whole_number_labels_written_as_floats_agree_across_formats(tmp_path):
+    """pandas writes a float column of whole numbers as 1.0: CSV "1.0", JSON 1.0, CSV "1" and JSON 1
+    are one label; "1.5" stays a label of its own."""
+    train = _write(tmp_path / "train.csv", "text,label\na,1.0\nb,0.0\nc,1\nd,-0.00\n")
+    dev = _write(tmp_path / "dev.jsonl", "\n".join(json.dumps({"text": t, "label": y})
+                                                   for t, y in (("x", 1.0), ("y", 0))) + "\n")
+    out = load_files(train, dev, text_column="text", label_column="label")
+    assert out["train"].label_names == ["0", "1"] and out["train"].labels == [1, 0, 1, 0]
+    assert out["eval"].labels == [1, 0]
+    odd = load_files(_write(tmp_path / "odd.csv", "text,label\na,1.5\nb,1.50\nc,1.0\n"),
+                     text_column="text", label_column="label")["train"]
+    assert odd.label_names == ["1", "1.5", "1.50"] and odd.labels == [1, 2, 0]
+
+
 def test_jsonl_record_without_the_text_key_or_with_a_list_is_refused(tmp_path, caplog):
     """A record lacking the key (a typo such as "txt") is not an empty text: refused naming the
     records and the flag; a list or object as the text is refused, not turned into its repr."""
