@@ -133,6 +133,12 @@ def check_max_length(max_length, cfg) -> int:
     return n
 
 
+# The files a Hugging Face tokenizer is read from (fast, WordPiece, SentencePiece, BPE): a folder
+# with none of them has no tokenizer of its own.
+_TOKENIZER_FILES = ("tokenizer.json", "vocab.txt", "spiece.model", "sentencepiece.bpe.model", "tokenizer.model",
+                    "vocab.json")
+
+
 def load_tokenizer(model_dir, cfg=None):
     """The tokenizer saved in ``model_dir``, checked against the model's embedding rows. The
     model's (base) config is handed to AutoTokenizer, so it does not read config.json again (for
@@ -140,6 +146,9 @@ def load_tokenizer(model_dir, cfg=None):
     messages that mean nothing to our users are silenced for the call (:mod:`.._quiet`). It pads
     on the right, whatever its saved ``padding_side``."""
     cfg = cfg if cfg is not None else read_config(model_dir)
+    if Path(model_dir).is_dir() and not any((Path(model_dir) / f).is_file() for f in _TOKENIZER_FILES):
+        raise CorruptModelError(f"{model_dir}: the folder holds no tokenizer files ({', '.join(_TOKENIZER_FILES[:2])} "
+                                f"...); copy the tokenizer the model was trained with into the folder")
     try:
         with quiet_transformers():
             tok = AutoTokenizer.from_pretrained(str(model_dir), config=_base_config(cfg))

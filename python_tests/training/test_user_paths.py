@@ -172,7 +172,13 @@ def test_tokenizer_that_does_not_fit_the_model_is_refused(workdir, finished_run,
         (folder / name).unlink(missing_ok=True)
     assert cli.main(["evaluate", "--model-dir", str(folder), "--eval-file", str(workdir / "eval.csv"), *EVAL]) == 2
     err = capsys.readouterr().err
-    assert "tokenizer" in err and str(folder) in err and err.count("\n") == 1
+    assert "holds no tokenizer files (tokenizer.json, vocab.txt ...)" in err and str(folder) in err
+    assert err.count("\n") == 1
+    (folder / "vocab.txt").write_text("[PAD]\n[UNK]\n[CLS]\n[SEP]\n[MASK]\nthe\n")  # another model's
+    assert cli.main(["evaluate", "--model-dir", str(folder), "--eval-file", str(workdir / "eval.csv"), *EVAL]) == 2
+    err = capsys.readouterr().err
+    assert "its tokenizer has 6 tokens but the model's embeddings have" in err and err.count("\n") == 1
+    (folder / "vocab.txt").unlink()
     args = run_args(workdir, tmp_path / "o")
     args[args.index("--model") + 1] = str(folder)
     assert cli.main(args) == 2
