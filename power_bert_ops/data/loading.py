@@ -80,15 +80,18 @@ def load_task(name_or_path, split: str = "train", *, data_dir=None, source: str 
     return read_race(data_dir, resolve_split(spec, split), levels=levels, errors=errors)
 
 
+# What to do without the hub, for a user of the command and of the Python functions alike.
+OFFLINE_HINT = ("Offline, read local files instead: power-bert --data-dir <GLUE or RACE folder> or --train-file / "
+                "--eval-file / --test-file; in Python, load_task(<task>, split, data_dir=...) or load_files(...)")
+
+
 def _import_datasets(what: str):
     try:
         import datasets  # noqa: F401 (optional dependency, imported only here)
     except ImportError:
         raise DataError(
             f"{what}: loading from the Hugging Face hub needs the optional `datasets` package, which is not "
-            f"installed (pip install datasets), and network access to huggingface.co. Offline, read local "
-            f"files instead: load_task(<task>, split, data_dir=<GLUE or RACE folder>) or load_files(...)"
-        ) from None
+            f"installed (pip install datasets), and network access to huggingface.co. {OFFLINE_HINT}") from None
     return datasets
 
 
@@ -116,8 +119,7 @@ def load_hf(task_or_path, split: str = "train", *, text_column: str = "text", la
         ds = datasets.load_dataset(path, config, split=hf_split)
     except Exception as exc:  # offline, unknown name, no such split...
         raise DataError(f"could not load Hugging Face dataset {path!r} (config {config!r}, split {hf_split!r}): "
-                        f"{type(exc).__name__}: {exc}. Offline? Read local files with data_dir= or "
-                        f"load_files().") from exc
+                        f"{type(exc).__name__}: {exc}. {OFFLINE_HINT}") from exc
 
     if spec is not None and spec.problem == "multiple_choice":
         answers = list(ds["answer"])

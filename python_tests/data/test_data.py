@@ -736,7 +736,8 @@ def test_tokenize_with_packaged_minilm(glue_root):
 def test_hf_datasets_missing_gives_clear_error(monkeypatch):
     monkeypatch.setitem(sys.modules, "datasets", None)  # import datasets -> ImportError
     monkeypatch.delenv("GLUE_DIR", raising=False)
-    with pytest.raises(DataError, match=r"needs the optional `datasets` package.*data_dir="):
+    with pytest.raises(DataError, match=r"needs the optional `datasets` package.*power-bert --data-dir .*"
+                                        r"--train-file / --eval-file / --test-file; in Python, .*data_dir="):
         load_task("sst2", "train")
     with pytest.raises(DataError, match="needs the optional `datasets` package"):
         load_task("hf:stanfordnlp/imdb", "train")
