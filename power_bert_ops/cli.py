@@ -224,6 +224,11 @@ def _add_train_args(p: argparse.ArgumentParser, d: dict) -> None:
     g.add_argument("--no-progress", action="store_true", help="no progress bars")
 
 
+def _add_artifact_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--artifact", default=None, help="score with this ONNX file / pt2 package exported from "
+                   "--model-dir (which still gives the tokenizer and labels); default: the PyTorch model")
+
+
 def _add_inference_args(p: argparse.ArgumentParser, d: dict, sort: bool = True) -> None:
     p.add_argument("--batch-size", type=int, default=d["inference_batch_size"], help="examples per batch")
     if sort:
@@ -256,6 +261,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model-dir", required=True)
     _add_data_args(p, d, train=False)
     _add_inference_args(p, d)
+    _add_artifact_arg(p)
     p.add_argument("--json", action="store_true", help="print one JSON object instead of the summary line")
     p.set_defaults(func=cmd_evaluate)
     p = add_parser("predict", help="class probabilities of a file's texts, to a CSV file")
@@ -267,8 +273,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--text-pair-column", default=None,
                    help="the column holding each text's second sentence (sentence pairs); default: none")
     p.add_argument("--max-length", type=int, default=None, help="default: the N the model was trained at")
-    p.add_argument("--artifact", default=None, help="score with this ONNX file / pt2 package exported from "
-                   "--model-dir (which still gives the tokenizer and labels); default: the PyTorch model")
+    _add_artifact_arg(p)
     _add_inference_args(p, d)
     p.set_defaults(func=cmd_predict)
     p = add_parser("benchmark", help="measured speed-up over a baseline model, with the FLOP bound")
@@ -376,13 +381,14 @@ def cmd_evaluate(a) -> dict:
     from .training import evaluate
 
     r = evaluate(a.model_dir, _data_args(a), a.max_length, a.batch_size, a.device, progress=not a.no_progress,
-                 sort=not a.no_sort)
+                 sort=not a.no_sort, artifact=a.artifact)
     if a.json:
         print(json.dumps(r))
     else:
         metrics = ", ".join(f"{k} {v:.4f}" for k, v in r.items()
-                            if k not in ("model", "max_length", "examples", "truncated"))
-        print(f"{metrics} on {r['examples']} examples (N = {r['max_length']}, {r['truncated']} truncated): {r['model']}")
+                            if k not in ("model", "artifact", "max_length", "examples", "truncated"))
+        scored = f"{r['artifact']} (exported from {r['model']})" if "artifact" in r else r["model"]
+        print(f"{metrics} on {r['examples']} examples (N = {r['max_length']}, {r['truncated']} truncated): {scored}")
     return r
 
 
@@ -471,7 +477,7 @@ def cmd_export(a) -> None:
         raise PowerBertError(flag + (" " + e.detail[1:] if e.detail.startswith("=") else e.detail)) from None
     checked = ("checked against PyTorch on random inputs" if a.quantize is None else
                "int8 weights move the scores a little, so only the logits' shape and finiteness were checked; "
-               "score it on your data with power-bert predict --artifact")
+               "score it on your data with power-bert evaluate --artifact")
     print(f"{a.format} artifact written to {path} ({checked})")
 
 

@@ -113,21 +113,25 @@ def _device(device: str) -> str:
 
 
 def evaluate(model_dir, data: DataArgs, max_length: int | None = None, batch_size: int = 64,
-             device: str = "auto", progress: bool = False, sort: bool = True) -> dict:
+             device: str = "auto", progress: bool = False, sort: bool = True, artifact=None) -> dict:
     """Metrics of the model saved in ``model_dir`` on ``data``'s eval split (or eval / test
     file), scored on length-bucketed batches unless ``sort`` is False (the metrics are the same).
-    Returns ``{"model", "max_length", "examples", "truncated", <metric>: value, ...}``."""
+    ``artifact``: an ONNX file or pt2 package exported from ``model_dir`` scores the data instead
+    of the PyTorch model (on the CPU), as in :func:`predict`.
+    Returns ``{"model", ["artifact",] "max_length", "examples", "truncated", <metric>: value, ...}``."""
     check_whole_number(batch_size, "--batch-size")
     device = _device(device)
     model, tokenizer = load_model(model_dir)
     n = resolve_max_length(model, tokenizer, max_length, data)
+    scorer, device = _scorer(model, model_dir, artifact, n, device)
     ds = _eval_data(data, model, tokenizer, n, model_dir=model_dir)
-    logits, labels = predict_logits(model, ds, batch_size, device, progress, sort=sort)
+    logits, labels = predict_logits(scorer, ds, batch_size, device, progress, sort=sort)
     if labels is None:
         raise D.DataError("evaluate: the dataset has no labels (use `power-bert predict`)")
     kind = data.metric_kind or ds.problem
     metrics = D.compute_metrics(kind, predictions(ds.problem, logits), labels)
-    return {"model": str(model_dir), "max_length": n, "examples": len(ds), "truncated": int(ds.num_truncated),
+    where = {} if artifact is None else {"artifact": str(artifact)}
+    return {"model": str(model_dir), **where, "max_length": n, "examples": len(ds), "truncated": int(ds.num_truncated),
             **metrics}
 
 
@@ -186,6 +190,19 @@ class _Artifact:
         return SimpleNamespace(logits=torch.as_tensor(out))
 
 
+def _scorer(model, model_dir, artifact, n: int, device: str):
+    """(what scores the rows, its device): ``model`` on ``device``, or the exported ``artifact``
+    on the CPU once it is checked to come from ``model_dir`` and to take N = ``n`` tokens."""
+    if artifact is None:
+        return model, device
+    scorer = _Artifact(artifact)
+    scorer.check_exported_from(model, model_dir)
+    if n > scorer.max_length:
+        raise PowerBertError(f"--artifact {artifact} takes at most {scorer.max_length} tokens; N is {n} "
+                             f"(pass --max-length {scorer.max_length})")
+    return scorer, "cpu"
+
+
 def predict(model_dir, input_file, output_file, text_column: str = "text", text_pair_column: str | None = None,
             max_length: int | None = None, batch_size: int = 64, device: str = "auto", progress: bool = False,
             artifact=None, sort: bool = True) -> dict:
@@ -220,13 +237,7 @@ def predict(model_dir, input_file, output_file, text_column: str = "text", text_
         device = str(state.device)
     model, tokenizer = load_model(model_dir)
     n = resolve_max_length(model, tokenizer, max_length)
-    scorer = model
-    if artifact is not None:
-        scorer, device = _Artifact(artifact), "cpu"
-        scorer.check_exported_from(model, model_dir)
-        if n > scorer.max_length:
-            raise PowerBertError(f"--artifact {artifact} takes at most {scorer.max_length} tokens; N is {n} "
-                                 f"(pass --max-length {scorer.max_length})")
+    scorer, device = _scorer(model, model_dir, artifact, n, device)
     table = D.load_files(None, None, text_column, None, text_pair_column, input_file)["test"]
     ds = D.tokenize_dataset(table, tokenizer, n)
     start = time.perf_counter()

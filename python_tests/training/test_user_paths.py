@@ -601,7 +601,7 @@ def test_predict_sharded_over_two_processes_matches_one(workdir, finished_run, t
             assert all(abs(float(x) - float(y)) <= 1e-5 for x, y in zip(ra[2:], rb[2:]))
 
 
-def test_export_command(finished_run, tmp_path, capsys):
+def test_export_command(workdir, finished_run, tmp_path, capsys):
     """`power-bert export` writes an ONNX file that ONNX Runtime runs at any length up to N, and
     refuses a soft-mode model and an unwritable path in one line (exit 2)."""
     ort = pytest.importorskip("onnxruntime")
@@ -641,7 +641,21 @@ def test_export_command(finished_run, tmp_path, capsys):
     assert len(a) == len(b) == 4 and a[0] == b[0]
     for ra, rb in zip(a[1:], b[1:]):
         assert ra[:2] == rb[:2] and all(abs(float(x) - float(y)) <= 1e-5 for x, y in zip(ra[2:], rb[2:]))
+    # evaluate scores with the exported file the report's figure, as with the PyTorch model
     capsys.readouterr()
+    report = json.loads((finished_run / "report.json").read_text())
+    assert cli.main(["evaluate", "--model-dir", str(model), "--artifact", str(out), "--eval-file",
+                     str(workdir / "eval.csv"), *EVAL, "--json", "--no-progress"]) == 0
+    got = _json(capsys)
+    assert got["artifact"] == str(out) and got["model"] == str(model)
+    assert got["accuracy"] == pytest.approx(report["power_bert"]["metrics"]["eval"]["accuracy"], abs=1e-12)
+    assert cli.main(["evaluate", "--model-dir", str(model), "--artifact", str(out), "--eval-file",
+                     str(workdir / "eval.csv"), *EVAL, "--no-progress"]) == 0
+    assert f"truncated): {out} (exported from {model})" in capsys.readouterr().out
+    assert cli.main(["evaluate", "--model-dir", str(finished_run / "finetune" / "model"), "--artifact", str(out),
+                     "--eval-file", str(workdir / "eval.csv"), *EVAL, "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert f"--artifact {out} was not exported from --model-dir" in err and err.count("\n") == 1
     assert cli.main(["export", "--model-dir", str(finished_run / "search" / "model"), "--format", "onnx",
                      "--output", str(tmp_path / "s.onnx")]) == 2
     err = capsys.readouterr().err
