@@ -472,7 +472,8 @@ def test_power_bert_folder_without_tokenizer_is_one_line(workdir, finished_run, 
         shutil.copy(finished_run / "retrain" / "model" / name, folder / name)
     assert cli.main(["evaluate", "--model-dir", str(folder), "--eval-file", str(workdir / "eval.csv"), *EVAL]) == 2
     err = _one_line(capsys)
-    assert err.startswith(f"power-bert evaluate: {folder}: its tokenizer") and "sentencepiece" not in err
+    assert err.startswith(f"power-bert evaluate: {folder}: the folder holds no tokenizer files (tokenizer.json, "
+                          f"vocab.txt ...)") and "sentencepiece" not in err
 
 
 # ---------------------------------------------------------------------------------------------
