@@ -135,8 +135,8 @@ def check_max_length(max_length, cfg) -> int:
 
 # The files a Hugging Face tokenizer is read from (fast, WordPiece, SentencePiece, BPE): a folder
 # with none of them has no tokenizer of its own.
-_TOKENIZER_FILES = ("tokenizer.json", "vocab.txt", "spiece.model", "sentencepiece.bpe.model", "tokenizer.model",
-                    "vocab.json")
+_TOKENIZER_FILES = ("tokenizer.json", "vocab.txt", "spiece.model", "spm.model", "sentencepiece.bpe.model",
+                    "tokenizer.model", "vocab.json")
 
 
 def load_tokenizer(model_dir, cfg=None):
