@@ -27,6 +27,7 @@ import torch
 from torch import nn
 
 from .. import ops as _ops  # noqa: F401  (registers torch.ops.power_bert with its fake kernels)
+from .._paths import is_read_only
 from .._quiet import quiet_export
 from .runtime import EXTRA_HINT, META_KEY, ORT_OPTIMIZATION, OnnxClassifier, load_pt2, onnxruntime, ort_level
 
@@ -189,7 +190,7 @@ def _check_output(output, fmt: str) -> Path:
         raise ExportError("output", f"={str(out)!r} cannot be written: folder {str(parent)!r} does not exist")
     if not os.access(parent, os.W_OK | os.X_OK):
         raise ExportError("output", f"={str(out)!r} cannot be written (no write permission)")
-    if out.exists() and (not os.access(out, os.W_OK) or not out.stat().st_mode & 0o222):
+    if is_read_only(out):
         raise ExportError("output", f"={str(out)!r} is read-only; give another file or make it writable")
     return out
 

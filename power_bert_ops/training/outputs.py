@@ -23,6 +23,7 @@ import sys
 import tempfile
 from pathlib import Path
 
+from .._paths import is_read_only
 from .errors import PowerBertError
 
 __all__ = ["check_benchmark_output_dir", "check_image_path", "check_output_file", "check_writable_folder",
@@ -103,7 +104,7 @@ def check_output_file(path, flag: str, inputs: dict | None = None) -> Path:
             raise PowerBertError(f"{flag} {path}: cannot be written")
         return out
     target = Path(os.path.realpath(out))  # a symlink: the file it points to is written
-    if target.exists() and (not os.access(target, os.W_OK) or not target.stat().st_mode & 0o222):
+    if is_read_only(target):
         raise PowerBertError(f"{flag} {path}: is read-only")
     if not target.parent.is_dir():
         raise PowerBertError(f"{flag} {path}: its folder {'is a file' if target.parent.exists() else 'does not exist'}")
