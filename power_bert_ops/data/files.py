@@ -37,7 +37,7 @@ _JSON = (".jsonl", ".ndjson", ".json")
 _MAX_LISTED = 10
 _MAX_RAGGED_LISTED = 5
 _INT_RE = re.compile(r"[+-]?\d+")
-_WHOLE_RE = re.compile(r"[+-]?\d+\.0*")  # "1.0", as pandas writes a float column of whole numbers
+_WHOLE_RE = re.compile(r"[+-]?\d+(?:\.0*)?")  # "1", or "1.0" as pandas writes a float column of whole numbers
 
 
 def _suffix(path: Path) -> str:
@@ -190,7 +190,7 @@ def _label_key(value) -> str | None:
     if isinstance(value, (int, float)):
         return str(value)
     s = str(value).strip()
-    return str(int(s.split(".")[0])) if _INT_RE.fullmatch(s) or _WHOLE_RE.fullmatch(s) else s
+    return str(int(s.split(".")[0])) if _WHOLE_RE.fullmatch(s) else s
 
 
 def build_label_names(keys) -> list[str]:

@@ -42,7 +42,7 @@ class DataArgs:
             D.check_table_file(getattr(self, flag[2:].replace("-", "_")), flag)
         if self.files:
             self._check_task_with_files()
-        elif self.data_dir and D.canonical_name(self.name) and D.get_task(D.canonical_name(self.name)).source == "packaged":
+        elif self.data_dir and D.canonical_name(self.name) and D.get_task(self.name).source == "packaged":
             raise D.DataError(f"--data-dir {self.data_dir} with the packaged corpus {self.name}: --data-dir holds a "
                               f"GLUE or RACE task's files, and {self.name} comes with the package; drop --data-dir, "
                               f"or name the task it holds (--task)")
