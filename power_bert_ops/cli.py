@@ -56,8 +56,9 @@ def _defaults() -> dict:
 
     from .training import evaluate, predict
     from .training.errors import MAX_SEED
-    from .training.pipeline import (AUTO_AUGMENT_COPIES, DEFAULT_MIN_ROWS, MAX_AUGMENT_COPIES, RANKING_MIN_LENGTH,
-                                    RANKING_WEIGHT, RETRAIN_LR_FACTOR, PipelineConfig)
+    from .training.pipeline import (AUTO_AUGMENT_COPIES, DEFAULT_MIN_ROWS, DEFAULT_MIN_ROWS_MAX_LENGTH,
+                                    MAX_AUGMENT_COPIES, RANKING_MIN_LENGTH, RANKING_WEIGHT, RETRAIN_LR_FACTOR,
+                                    PipelineConfig)
     from .training.run import DEFAULT_TARGET_SPEEDUP
     from .training.distillation import MAX_TEMPERATURE, MIN_TEMPERATURE
     from .training.stages import SEARCH_EXTEND
@@ -67,7 +68,7 @@ def _defaults() -> dict:
     d["max_seed"] = MAX_SEED
     d["ranking_weight"], d["ranking_min_length"] = RANKING_WEIGHT, RANKING_MIN_LENGTH
     d["search_extend"] = SEARCH_EXTEND
-    d["default_min_rows"] = DEFAULT_MIN_ROWS
+    d["default_min_rows"], d["default_min_rows_max_length"] = DEFAULT_MIN_ROWS, DEFAULT_MIN_ROWS_MAX_LENGTH
     d["retrain_lr_factor"] = RETRAIN_LR_FACTOR
     d["max_augment_copies"], d["auto_augment_copies"] = MAX_AUGMENT_COPIES, AUTO_AUGMENT_COPIES
     d["min_temperature"], d["max_temperature"] = MIN_TEMPERATURE, MAX_TEMPERATURE
@@ -129,6 +130,15 @@ def _break_even_value(text: str) -> float | str:
         raise argparse.ArgumentTypeError(f"must be a fraction in (0, 1) or 'off', got {text!r}") from None
 
 
+def _length_or_all(text: str) -> int | str:
+    if text.strip().lower() == "all":
+        return "all"
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a whole number of tokens or 'all', got {text!r}") from None
+
+
 def _add_train_args(p: argparse.ArgumentParser, d: dict) -> None:
     from .training.pipeline import PRECISIONS
     from .training.thresholds import RETENTION_RULES
@@ -177,6 +187,10 @@ def _add_train_args(p: argparse.ArgumentParser, d: dict) -> None:
                    help=f"relative retention keeps at least M rows of every example in every layer (all of a "
                         f"shorter one), so a text of a few words keeps them; the FLOP bound counts them "
                         f"(default: {d['default_min_rows']}; 1: the fraction alone; absolute retention: 1)")
+    g.add_argument("--min-rows-max-length", type=_length_or_all, default=None, metavar="L",
+                   help=f"the floor of --min-rows holds for texts of at most L real tokens ([CLS] and [SEP] "
+                        f"included); a longer text keeps at least 1 row, as its fraction already keeps its words "
+                        f"(default: {d['default_min_rows_max_length']}; all: every text)")
     g.add_argument("--retention-rule", choices=RETENTION_RULES, default=d["retention_rule"],
                    help="stage 3: top-k keeps ℓ_j's rows; threshold keeps the rows whose share of significance "
                         "exceeds θ_j, calibrated on the training data to keep as many rows as ℓ (an example whose "
@@ -365,6 +379,7 @@ def cmd_train(a) -> dict | None:
         break_even_keep=None if a.break_even_keep == "off" else a.break_even_keep,
         batch_size=pick(a.batch_size, "batch_size", "batch_size"), eval_batch_size=a.eval_batch_size, seed=a.seed,
         attention_dropout=a.attention_dropout, retention_scale=a.retention_scale, min_rows=a.min_rows,
+        min_rows_max_length=a.min_rows_max_length,
         retention_rule=a.retention_rule,
         device=a.device, precision=a.precision, max_steps=a.max_steps, progress=not a.no_progress,
     )

@@ -13,13 +13,15 @@ import math
 from typing import Sequence
 
 __all__ = ["FlopModel", "RETENTION_SCALES", "bound_of", "check_target", "encoder_macs", "flop_bound", "flop_dims",
-           "layer_macs", "max_reachable_speedup", "reference_length", "retention_for_bound", "rows_kept", "soft_bound"]
+           "layer_macs", "max_reachable_speedup", "reference_length", "retention_for_bound", "row_floors", "rows_kept",
+           "soft_bound"]
 
 RETENTION_SCALES = ("relative", "absolute")
 """How ℓ_j is read (SPEC 1.6): ``absolute`` keeps min(ℓ_j, rows in) rows of every example (the
 paper); ``relative`` keeps k_j(x) = min(len(x), max(m, ceil(ℓ_j·len(x)/N))) rows of an example
 of len(x) real tokens, i.e. the fraction ρ_j = ℓ_j/N of its length, and at least m = ``min_rows``
-(1 in SPEC 1.6)."""
+(1 in SPEC 1.6) when len(x) is at most ``min_rows_max_length`` (every example when None), 1 beyond
+(:func:`row_floors`)."""
 
 
 def check_scale(scale: str) -> str:
@@ -36,6 +38,32 @@ def rows_floor(scale: str, min_rows: int | None) -> int:
     return max(1, int(min_rows or 1)) if scale == "relative" else 1
 
 
+def row_floors(lengths, scale: str, min_rows: int | None, max_length: int | None = None):
+    """The floor of rows of each example (SPEC 1.6): :func:`rows_floor` for an example of at most
+    ``max_length`` real tokens (every example when None), 1 for a longer one, whose fraction
+    ρ_j·len already keeps its words. ``lengths``: an int, a numpy array or a torch tensor of real
+    token counts -> the floors, of the same kind (int64 for a tensor)."""
+    m = rows_floor(scale, min_rows)
+    if max_length is None or m == 1:
+        if isinstance(lengths, int):
+            return m
+        if hasattr(lengths, "new_full"):  # torch
+            return lengths.new_full(lengths.shape, m)
+        import numpy as np
+
+        return np.full(np.shape(lengths), m, dtype=np.asarray(lengths).dtype)
+    if isinstance(lengths, int):
+        return m if lengths <= int(max_length) else 1
+    if hasattr(lengths, "new_full"):
+        import torch
+
+        return torch.where(lengths <= int(max_length), m, 1).to(lengths.dtype)
+    import numpy as np
+
+    arr = np.asarray(lengths)
+    return np.where(arr <= int(max_length), m, 1).astype(arr.dtype)
+
+
 def reference_length(scale: str, sequence_length: int | None, padded_length: int) -> int:
     """The N a configuration's ℓ is read against: under relative retention the N the model was
     trained at (``sequence_length``), whatever length its inputs are padded to (a model trained at
@@ -45,12 +73,14 @@ def reference_length(scale: str, sequence_length: int | None, padded_length: int
     return int(sequence_length or padded_length) if scale == "relative" else int(padded_length)
 
 
-def rows_kept(retention: Sequence[int], N: int, length: int, scale: str = "absolute", min_rows: int = 1) -> list[int]:
+def rows_kept(retention: Sequence[int], N: int, length: int, scale: str = "absolute", min_rows: int = 1,
+              min_rows_max_length: int | None = None) -> list[int]:
     """Rows layer j keeps of one example with ``length`` real tokens (SPEC 1.2 / 1.6; relative
-    retention keeps at least ``min_rows``)."""
+    retention keeps at least ``min_rows`` of an example of at most ``min_rows_max_length`` tokens,
+    :func:`row_floors`)."""
     check_scale(scale)
     out, prev = [], int(length)
-    floor = rows_floor(scale, min_rows)
+    floor = row_floors(int(length), scale, min_rows, min_rows_max_length)
     for lj in retention:
         k = -(-int(lj) * int(length) // int(N)) if scale == "relative" else int(lj)
         prev = min(prev, max(floor, k))
@@ -140,9 +170,11 @@ def retention_for_bound(config_or_dims, N: int, target: float, lengths=None, sca
     return best
 
 
-def _get_min_rows(config) -> int:
-    value = config.get("min_rows", 1) if isinstance(config, dict) else getattr(config, "min_rows", 1)
-    return 1 if value is None else int(value)
+def _get_min_rows(config) -> tuple[int, int | None]:
+    """(min_rows, min_rows_max_length) of a config (1 and None when it has none)."""
+    get = config.get if isinstance(config, dict) else (lambda k, d: getattr(config, k, d))
+    value, limit = get("min_rows", 1), get("min_rows_max_length", None)
+    return (1 if value is None else int(value)), (None if limit is None else int(limit))
 
 
 class FlopModel(tuple):
@@ -159,11 +191,14 @@ class FlopModel(tuple):
         lengths: real token counts of the examples (clipped to [1, N]), or None.
         scale: ``"absolute"`` or ``"relative"`` (:data:`RETENTION_SCALES`).
         min_rows: relative retention's floor of rows per example and layer; None: the config's
-            ``min_rows`` (1 when it has none or ``config_or_dims`` is not a config).
+            ``min_rows`` and ``min_rows_max_length`` (1 when it has none or ``config_or_dims`` is
+            not a config).
+        min_rows_max_length: with ``min_rows`` given, the longest example the floor holds for
+            (None: every example; :func:`row_floors`).
     """
 
     def __new__(cls, config_or_dims, N: int, lengths=None, scale: str = "absolute", layers: int | None = None,
-                min_rows: int | None = None):
+                min_rows: int | None = None, min_rows_max_length: int | None = None):
         D, L, F = _dims(config_or_dims)
         L = layers if L is None else L
         if L is None:
@@ -171,9 +206,10 @@ class FlopModel(tuple):
         self = super().__new__(cls, (D, int(L), F))
         self.N = int(N)
         self.scale = check_scale(scale)
-        if min_rows is None:
-            min_rows = 1 if isinstance(config_or_dims, (int, tuple, list)) else _get_min_rows(config_or_dims)
+        if min_rows is None and not isinstance(config_or_dims, (int, tuple, list)):
+            min_rows, min_rows_max_length = _get_min_rows(config_or_dims)
         self.min_rows = rows_floor(self.scale, min_rows)
+        self.min_rows_max_length = None if min_rows_max_length is None else int(min_rows_max_length)
         import numpy as np
 
         if lengths is None:
@@ -190,7 +226,7 @@ class FlopModel(tuple):
     def __reduce__(self):
         lengths = None if not self.has_lengths else [int(v) for v, c in zip(self.lengths, self.counts)
                                                      for _ in range(int(c))]
-        return (FlopModel, (tuple(self), self.N, lengths, self.scale, None, self.min_rows))
+        return (FlopModel, (tuple(self), self.N, lengths, self.scale, None, self.min_rows, self.min_rows_max_length))
 
     def _macs(self, rows_per_layer) -> float:
         """Σ over examples (weighted by count) of Σ_j macs_j, rows given per layer as arrays."""
@@ -206,7 +242,7 @@ class FlopModel(tuple):
         import numpy as np
 
         prev, out = self.lengths, []
-        floor = float(self.min_rows)
+        floor = row_floors(self.lengths, self.scale, self.min_rows, self.min_rows_max_length)
         for v in values:
             if self.scale == "relative" and integer:  # ceil(ℓ_j·len/N) in integers
                 k = -(-(int(v) * self.lengths.astype(np.int64)) // self.N).astype(np.float64)
@@ -328,7 +364,9 @@ def check_target(target: float, config, n: int) -> float:
     if x > top:
         fewest, levers = "one row in every layer", "use a longer sequence length"
         if getattr(dims, "min_rows", 1) > 1:
-            fewest = f"in every layer the {dims.min_rows} rows each example keeps at least (--min-rows)"
+            which = "each example" if dims.min_rows_max_length is None else \
+                f"each example of at most {dims.min_rows_max_length} tokens (--min-rows-max-length)"
+            fewest = f"in every layer the {dims.min_rows} rows {which} keeps at least (--min-rows)"
             levers = "a lower --min-rows or a longer sequence length"
         raise ValueError(f"target speed-up {x:g} is above the largest reachable FLOP bound {top:.3f} {where} "
                          f"(keeping {fewest}); ask for at most {top:.3f}, or {levers}")

@@ -258,6 +258,7 @@ class _Plan:
             "mode": model.config.mode if power else None,
             "retention_scale": model.config.retention_scale if power else None,
             "min_rows": int(model.config.min_rows) if power else None,
+            "min_rows_max_length": model.config.min_rows_max_length if power else None,
             "inputs": ["input_ids", "attention_mask"] + (["token_type_ids"] if token_types else []),
             "num_labels": int(hf.config.num_labels),
             "labels": label_names(hf),

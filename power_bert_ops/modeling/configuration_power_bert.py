@@ -23,6 +23,7 @@ __all__ = [
     "check_supported",
     "check_retention",
     "check_min_rows",
+    "check_min_rows_max_length",
     "check_thresholds",
     "derive_retention",
     "max_positions",
@@ -147,6 +148,16 @@ def check_min_rows(value) -> int:
     return int(value)
 
 
+def check_min_rows_max_length(value) -> int | None:
+    """Validates the longest example the floor of rows holds for: None (every example) or an int >= 1."""
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"PoWER-BERT: min_rows_max_length must be None (every example) or a whole number >= 1, "
+                         f"got {value!r}")
+    return int(value)
+
+
 def derive_retention(masses: Sequence[float], n: int) -> list[int]:
     """SPEC 1.3: ℓ_j = max(1, ceil(mass_j)), then ℓ_j = min(ℓ_j, ℓ_{j-1}) with ℓ_0 = n."""
     out, prev = [], int(n)
@@ -193,6 +204,9 @@ class PowerBertConfig(PreTrainedConfig):
             example in every layer, so a text of a few tokens keeps its words past [CLS] and
             [SEP] (1: the fraction alone, SPEC 1.6). Absolute retention ignores it: ℓ_j is the
             row count there.
+        min_rows_max_length (`int`, *optional*): the floor of ``min_rows`` holds for examples of at
+            most this many real tokens ([CLS] and [SEP] included); a longer example keeps at least
+            1 row, as its fraction already keeps its words. None: every example.
         power_attention (`str`): attention of the layers that compute significance: ``"fused"``
             (``power_bert.attention``, no N x N probabilities), ``"eager"`` (probabilities formed,
             then ``power_bert.significance``) or ``"auto"`` (fused where the device's kernel takes
@@ -222,6 +236,7 @@ class PowerBertConfig(PreTrainedConfig):
     thresholds: list | None = None
     soft_like_hard: bool = False
     min_rows: int = 1
+    min_rows_max_length: int | None = None
 
     def __post_init__(self, **kwargs):
         check_scale(self.retention_scale)
@@ -231,6 +246,7 @@ class PowerBertConfig(PreTrainedConfig):
         self.exclude_self = bool(self.exclude_self)
         self.soft_like_hard = bool(self.soft_like_hard)
         self.min_rows = check_min_rows(self.min_rows)
+        self.min_rows_max_length = check_min_rows_max_length(self.min_rows_max_length)
         if self.base_config is not None:
             if not isinstance(self.base_config, dict):
                 self.base_config = self.base_config.to_dict()

@@ -18,10 +18,10 @@ from transformers.modeling_outputs import BaseModelOutputWithPastAndCrossAttenti
 
 from .. import ops as _ops  # noqa: F401  (registers torch.ops.power_bert: kernels, fake kernels, autograd)
 from .._backend import attention_kernel_runs
-from ..flops import rows_floor
+from ..flops import row_floors, rows_floor
 from .adapters import ADAPTERS
 from ..reference import rank_of, significance_with_grad
-from .widths import hard_widths, relative_rows, relative_soft_factor, threshold_rows
+from .widths import hard_widths, is_traced, relative_rows, relative_soft_factor, threshold_rows
 
 __all__ = ["EncoderRecord", "PowerBertEncoder", "eager_attention"]
 
@@ -177,7 +177,7 @@ class PowerBertEncoder(nn.Module):
         [L, N] (soft mode) -> ``record`` (a new one when None) with ``last_hidden_state``
         [B, n_L, D]. Hard mode with relative retention keeps :func:`relative_rows` of each
         example, an output width of min(rows in, max(min_rows, ceil(ℓ_j·n/N))) for an input of n
-        rows. Hard mode
+        rows (eager, with ``min_rows_max_length``: max(1, ...) when no example is that short). Hard mode
         with ``thresholds`` keeps :func:`threshold_rows` in the layers whose θ_j is set (the
         width is the batch's largest count, read on the host) and every row elsewhere. Soft mode
         with ``soft_like_hard`` ranks [CLS] first and weights each row, as a key and as a query of
@@ -197,7 +197,15 @@ class PowerBertEncoder(nn.Module):
         if mask is None and mode != "full":
             mask = torch.ones((B, n), dtype=torch.bool, device=x.device)
         lengths = (mask != 0).sum(dim=1) if relative else None
-        floor = rows_floor(cfg.retention_scale, cfg.min_rows)
+        # floor: the most rows a floor makes an example keep (the width room hard mode leaves);
+        # floors: each example's floor, int64 [B] where it depends on the length (row_floors)
+        floor = floors = rows_floor(cfg.retention_scale, cfg.min_rows)
+        short = getattr(cfg, "min_rows_max_length", None)
+        if relative and floor > 1 and short is not None:
+            floors = row_floors(lengths, cfg.retention_scale, cfg.min_rows, short)
+            if mode == "hard" and thresholds is None and not is_traced(n, lengths) and n > short:
+                # eager: a batch without a short example needs no room for the floor (one host read)
+                floor = floor if bool((lengths <= short).any()) else 1
         if thresholds is not None:
             widths = [(None, theta is not None) for theta in thresholds]
         else:
@@ -220,10 +228,10 @@ class PowerBertEncoder(nn.Module):
                 # SPEC 1.2 shortcut: select on the attention context, gather the residual alike,
                 # then W_o, LayerNorm and the FFN run on `keep` rows only.
                 if thresholds is not None:
-                    row_k = threshold_rows(sig, mask, thresholds[j], floor)
+                    row_k = threshold_rows(sig, mask, thresholds[j], floors)
                     keep = int(row_k.max())
                 else:
-                    row_k = relative_rows(retention[j], lengths, relative_n, floor) if relative else None
+                    row_k = relative_rows(retention[j], lengths, relative_n, floors) if relative else None
                 ctx, index, mask = _ops_ns.extract_scored(ctx, sig, mask, keep, row_k)
                 residual = x.gather(1, index.unsqueeze(-1).expand(B, keep, D))
                 n = keep
@@ -235,7 +243,7 @@ class PowerBertEncoder(nn.Module):
                                      torch.finfo(sig.dtype).max)
             if mode == "soft" and (relative or like_hard):
                 if relative:
-                    factor = relative_soft_factor(retention_params[j], sig, mask, lengths, floor)
+                    factor = relative_soft_factor(retention_params[j], sig, mask, lengths, floors)
                 else:
                     factor = retention_params[j, :n].float()[rank_of(sig, mask)]
                 x = x * factor.to(x.dtype)[:, :, None]

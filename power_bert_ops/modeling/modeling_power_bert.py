@@ -56,6 +56,7 @@ from .configuration_power_bert import (
     base_config_from_dict,
     check_power_attention,
     check_min_rows,
+    check_min_rows_max_length,
     check_retention,
     check_thresholds,
     check_supported,
@@ -136,7 +137,7 @@ class PowerBertPreTrainedModel(PreTrainedModel):
     @classmethod
     def from_pretrained(cls, pretrained_model_name_or_path, *model_args, retention=_UNSET, mode=None,
                         exclude_self=None, sequence_length=None, power_attention=None, retention_scale=None,
-                        min_rows=None, config=None, **kwargs):
+                        min_rows=None, min_rows_max_length=_UNSET, config=None, **kwargs):
         """Loads a PoWER-BERT model (safetensors only, never pickle).
 
         ``pretrained_model_name_or_path`` is a plain Hugging Face checkpoint of a supported
@@ -146,8 +147,9 @@ class PowerBertPreTrainedModel(PreTrainedModel):
         PoWER-BERT one keeps its saved mode and configuration. ``mode='soft'`` starts stage 2.
         ``power_attention`` ('auto', 'fused' or 'eager') picks the attention of the layers that
         compute significance (module docstring). ``retention_scale`` ('absolute' or 'relative')
-        says how ℓ is read and ``min_rows`` is relative retention's floor of rows
-        (:class:`PowerBertConfig`). Other keyword arguments (num_labels, dtype, ...) go to Hugging
+        says how ℓ is read, ``min_rows`` is relative retention's floor of rows and
+        ``min_rows_max_length`` the longest example it holds for (None: every one;
+        :class:`PowerBertConfig`). Other keyword arguments (num_labels, dtype, ...) go to Hugging
         Face's from_pretrained.
         """
         if kwargs.get("use_safetensors") is False:
@@ -182,6 +184,8 @@ class PowerBertPreTrainedModel(PreTrainedModel):
             model.config.retention_scale = check_scale(retention_scale)
         if min_rows is not None:
             model.config.min_rows = check_min_rows(min_rows)
+        if min_rows_max_length is not _UNSET:
+            model.config.min_rows_max_length = check_min_rows_max_length(min_rows_max_length)
         if retention is not _UNSET:
             model.set_mode(mode or ("hard" if retention is not None else "full"), retention=retention)
         elif mode is not None:
@@ -210,7 +214,7 @@ class PowerBertPreTrainedModel(PreTrainedModel):
     @classmethod
     def from_hf_model(cls, hf_model: PreTrainedModel, retention: Sequence[int] | None = None, mode: str | None = None,
                       exclude_self: bool = True, sequence_length: int | None = None, power_attention: str = "auto",
-                      retention_scale: str = "absolute", min_rows: int = 1):
+                      retention_scale: str = "absolute", min_rows: int = 1, min_rows_max_length: int | None = None):
         """Wraps an already-built Hugging Face model (its encoder is replaced in place: pass a
         copy to keep the original). ``retention`` gives ``hard`` mode unless ``mode`` says otherwise."""
         check_supported(hf_model.config)
@@ -218,7 +222,8 @@ class PowerBertPreTrainedModel(PreTrainedModel):
             mode = "hard" if retention is not None else "full"
         pcfg = PowerBertConfig(base_config=hf_model.config.to_dict(), mode="full", exclude_self=exclude_self,
                                sequence_length=sequence_length, power_attention=power_attention,
-                               retention_scale=retention_scale, min_rows=min_rows)
+                               retention_scale=retention_scale, min_rows=min_rows,
+                               min_rows_max_length=min_rows_max_length)
         model = cls(pcfg, hf_model=hf_model)
         model.set_mode(mode, retention=retention)
         model.train(hf_model.training)
@@ -259,10 +264,11 @@ class PowerBertPreTrainedModel(PreTrainedModel):
         self.retention_params.requires_grad_(mode == "soft")
 
     def set_mode(self, mode: str, retention: Sequence[int] | None = None, retention_scale: str | None = None,
-                 min_rows: int | None = None):
+                 min_rows: int | None = None, min_rows_max_length=_UNSET):
         """Switches between ``full``, ``soft`` and ``hard``; returns self. ``retention_scale``
         ('absolute' or 'relative'), when given, sets how ℓ is read (and how soft mode ranks);
-        ``min_rows``, when given, relative retention's floor of rows (:class:`PowerBertConfig`).
+        ``min_rows``, when given, relative retention's floor of rows, and ``min_rows_max_length``
+        the longest example it holds for (None: every one; :class:`PowerBertConfig`).
 
         ``hard`` takes ``retention`` when given; otherwise, coming from ``soft``, the
         configuration is derived from the retention parameters (SPEC 1.3,
@@ -274,6 +280,8 @@ class PowerBertPreTrainedModel(PreTrainedModel):
             self.config.retention_scale = check_scale(retention_scale)
         if min_rows is not None:
             self.config.min_rows = check_min_rows(min_rows)
+        if min_rows_max_length is not _UNSET:
+            self.config.min_rows_max_length = check_min_rows_max_length(min_rows_max_length)
         if mode == "hard":
             if retention is None:
                 if self.config.mode == "soft":

@@ -15,11 +15,13 @@ from torch.fx.experimental.symbolic_shapes import statically_known_true
 __all__ = ["hard_widths", "relative_rows", "relative_soft_factor", "significance_shares", "threshold_rows"]
 
 
-def relative_rows(retention_j: int, lengths: torch.Tensor, n_cfg: int, min_rows: int = 1) -> torch.Tensor:
+def relative_rows(retention_j: int, lengths: torch.Tensor, n_cfg: int, min_rows=1) -> torch.Tensor:
     """Relative retention (SPEC 1.6): rows kept of each example,
-    min(len, max(min_rows, ceil(ℓ_j·len/N))), in integers. lengths int64 [B] -> int64 [B]."""
+    min(len, max(min_rows, ceil(ℓ_j·len/N))), in integers. lengths int64 [B], min_rows an int or
+    each example's floor (int64 [B], :func:`~power_bert_ops.flops.row_floors`) -> int64 [B]."""
     k = (lengths * int(retention_j) + (n_cfg - 1)) // n_cfg
-    return torch.minimum(k.clamp(min=max(1, int(min_rows))), lengths)
+    k = torch.maximum(k, min_rows) if isinstance(min_rows, torch.Tensor) else k.clamp(min=max(1, int(min_rows)))
+    return torch.minimum(k, lengths)
 
 
 def significance_shares(sig: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
@@ -30,35 +32,48 @@ def significance_shares(sig: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     return s / s.sum(dim=1, keepdim=True).clamp(min=torch.finfo(torch.float32).tiny)
 
 
-def threshold_rows(sig: torch.Tensor, mask: torch.Tensor, theta: float, min_rows: int = 1) -> torch.Tensor:
+def threshold_rows(sig: torch.Tensor, mask: torch.Tensor, theta: float, min_rows=1) -> torch.Tensor:
     """The threshold rule: rows kept of each example, the count of its real rows whose share of
     significance (:func:`significance_shares`) exceeds ``theta``, at least min(real rows,
-    ``min_rows``) and 1 (and at most its real rows). sig float [B, n], mask [B, n] -> int64 [B]."""
+    ``min_rows``) and 1 (and at most its real rows). sig float [B, n], mask [B, n], min_rows an
+    int or each example's floor (int64 [B]) -> int64 [B]."""
     real = mask != 0
     above = (significance_shares(sig, mask) > float(theta)) & real
     n_real = real.sum(dim=1).clamp(min=1)
-    return above.sum(dim=1).maximum(n_real.clamp(max=max(1, int(min_rows)))).minimum(n_real)
+    floor = torch.minimum(n_real, min_rows.clamp(min=1)) if isinstance(min_rows, torch.Tensor) \
+        else n_real.clamp(max=max(1, int(min_rows)))
+    return above.sum(dim=1).maximum(floor).minimum(n_real)
 
 
 def relative_soft_factor(retention_row: torch.Tensor, sig: torch.Tensor, mask: torch.Tensor,
-                         lengths: torch.Tensor, min_rows: int = 1) -> torch.Tensor:
+                         lengths: torch.Tensor, min_rows=1) -> torch.Tensor:
     """Stage 2 for relative retention: the row ranked t of an example with len real tokens gets
     r_j[floor(t·N/len)], so mass_j / N is the kept fraction; the rows ranked below ``min_rows``
-    (which hard mode always keeps) get 1. -> float32 [B, n] (differentiable in ``retention_row``
-    [N])."""
+    (an int or each example's floor, int64 [B]; hard mode always keeps them) get 1. -> float32
+    [B, n] (differentiable in ``retention_row`` [N])."""
     from ..reference import rank_of
 
     n_cfg = retention_row.shape[0]
     rank = rank_of(sig, mask)
     bins = torch.div(rank * n_cfg, lengths.clamp(min=1)[:, None], rounding_mode="floor").clamp(max=n_cfg - 1)
     factor = retention_row[bins]
-    if min_rows > 1:
-        factor = torch.where((rank < int(min_rows)) & (mask != 0), torch.ones_like(factor), factor)
+    floor = min_rows[:, None] if isinstance(min_rows, torch.Tensor) else int(min_rows)
+    if isinstance(min_rows, torch.Tensor) or min_rows > 1:
+        factor = torch.where((rank < floor) & (mask != 0), torch.ones_like(factor), factor)
     return factor
 
 
 def _is_sym(*values) -> bool:
     return any(isinstance(v, torch.SymInt) for v in values)
+
+
+def is_traced(n, tensor: torch.Tensor) -> bool:
+    """Whether the forward pass is being traced (torch.compile, torch.export, the ONNX exporter, a
+    symbolic width ``n`` or fake ``tensor``), where a value read on the host would fix the graph."""
+    from torch._subclasses.fake_tensor import is_fake
+
+    return (torch.compiler.is_compiling() or torch.compiler.is_exporting() or torch.jit.is_tracing()
+            or _is_sym(n) or is_fake(tensor))
 
 
 def _relative_width(ell: int, n0, rows, relative_n: int, min_rows: int = 1):

@@ -172,6 +172,7 @@ class _Artifact:
                 "retention": list(model.retention) if power and model.mode == "hard" else None,
                 "retention_scale": model.config.retention_scale if power else None,
                 "min_rows": int(model.config.min_rows) if power else None,
+                "min_rows_max_length": model.config.min_rows_max_length if power else None,
                 "labels": label_names(model)}
         diff = {k: (meta[k], v) for k, v in want.items() if k in meta and meta[k] != v}
         if not meta or diff:
@@ -293,6 +294,7 @@ def benchmark(model_dir, baseline_dir, data: DataArgs, max_length: int | None = 
     result = {"model": str(model_dir), "baseline": str(baseline_dir), "max_length": n, "examples": len(ds),
               "truncated": int(ds.num_truncated), "retention": list(power.retention),
               "retention_scale": power.config.retention_scale, "min_rows": power.config.min_rows,
+              "min_rows_max_length": power.config.min_rows_max_length,
               "sequence_length": power.config.sequence_length, **speed}
     if power.config.thresholds is not None:
         result["thresholds"] = list(power.config.thresholds)

@@ -72,6 +72,10 @@ DEFAULT_MIN_ROWS = 3
 words keeps them in every layer (with a floor of 1, a one-word review kept [CLS] and [SEP] from
 layer 2 on and the Rotten Tomatoes models scored 0.50-0.55 on such reviews, the dense model 1.00)."""
 
+DEFAULT_MIN_ROWS_MAX_LENGTH = "all"
+"""The longest text (real tokens) relative retention's floor of rows holds for by default; "all":
+every text."""
+
 
 @dataclass
 class PipelineConfig:
@@ -110,6 +114,9 @@ class PipelineConfig:
     # relative retention keeps at least min(len, min_rows) rows of every example in every layer; None:
     # DEFAULT_MIN_ROWS under relative retention, 1 (no floor) under absolute
     min_rows: int | None = None
+    # the floor holds for texts of at most this many real tokens (longer ones keep at least 1 row);
+    # "all": every text; None: DEFAULT_MIN_ROWS_MAX_LENGTH under relative retention, "all" under absolute
+    min_rows_max_length: int | str | None = None
     retention_rule: str = "top-k"  # stage 3: ℓ's rows ("top-k"), or rows above θ_j calibrated to ℓ ("threshold")
     batch_size: int = 32
     eval_batch_size: int = 64
@@ -180,6 +187,7 @@ class PipelineConfig:
         if self.retention_scale == "absolute" and self.min_rows != 1:
             raise PowerBertError(f"--min-rows {self.min_rows}: the floor of rows applies to --retention relative "
                                  f"(absolute retention keeps ℓ_j rows of every example)")
+        self.min_rows_max_length = check_floor_length(self.min_rows_max_length, self.retention_scale, self.max_length)
         self.device = check_device(self.device)
 
     def to_dict(self) -> dict:
@@ -361,6 +369,23 @@ def decide_auto(cfg: PipelineConfig, task: PreparedTask) -> tuple[PipelineConfig
                  f"it)")
 
 
+def check_floor_length(value, scale: str, max_length: int) -> int | str:
+    """``--min-rows-max-length``: a whole number from 1 to ``max_length`` or "all" (None: the
+    default under relative retention, "all" under absolute, where no floor applies)."""
+    if value is None:
+        return DEFAULT_MIN_ROWS_MAX_LENGTH if scale == "relative" else "all"
+    if value == "all":
+        return value
+    if isinstance(value, str):
+        raise PowerBertError(f"--min-rows-max-length must be a whole number from 1 to {max_length} or 'all', "
+                             f"got {value!r}")
+    value = check_whole_number(value, "--min-rows-max-length", 1, max_length)
+    if scale == "absolute":
+        raise PowerBertError(f"--min-rows-max-length {value}: the floor of rows applies to --retention relative "
+                             f"(absolute retention keeps ℓ_j rows of every example)")
+    return value
+
+
 # The settings each stage's result depends on (besides the data and the model, which the
 # output directory's run_config.json pins): a finished or interrupted stage is reused only when
 # they are the same, so a rerun with, say, another λ cannot silently return the old result.
@@ -369,11 +394,12 @@ STAGE_SETTINGS = {
     "finetune": ("max_length", "finetune_epochs", "lr_bert", "batch_size", "seed", "precision", "max_steps",
                  "attention_dropout", "patience"),
     "search": ("max_length", "search_epochs", "lr_bert", "lr_soft", "lam", "target_speedup", "break_even_keep",
-               "batch_size", "seed", "precision", "max_steps", "retention_scale", "min_rows", "search_min_steps",
+               "batch_size", "seed", "precision", "max_steps", "retention_scale", "min_rows",
+               "min_rows_max_length", "search_min_steps",
                *_DISTILL),
     "retrain": ("max_length", "retrain_epochs", "lr_bert", "lr_retrain", "batch_size", "seed", "precision", "max_steps",
                 "patience", *_DISTILL, "distill_hidden", "distill_ranking", "retention_rule", "min_rows",
-                "augment_copies", "augment_drop"),
+                "min_rows_max_length", "augment_copies", "augment_drop"),
 }
 TARGET_FILE = "target.json"
 SETTINGS_FILE = "settings.json"
@@ -382,7 +408,8 @@ SETTINGS_FILE = "settings.json"
 # What a stage did before a setting existed: a settings file without the key holds this value.
 SETTING_BEFORE_IT_EXISTED = {"attention_dropout": None, "retention_scale": "absolute", "patience": 0,
                              "search_min_steps": 0, "distill_hidden": 0.0, "distill_ranking": 0.0,
-                             "retention_rule": "top-k", "min_rows": 1, "augment_copies": 0}
+                             "retention_rule": "top-k", "min_rows": 1, "min_rows_max_length": "all",
+                             "augment_copies": 0}
 
 
 def _before_it_existed(setting: str, previous: dict):

@@ -167,7 +167,11 @@ def plot_retention(r: dict, path: Path) -> None:
 def floor_label(r: dict) -> str:
     """Relative retention's floor of rows, when it has one."""
     m = rows_floor(r.get("retention_scale", "absolute"), r.get("min_rows"))
-    return f"; every example keeps at least {m} rows in every layer (--min-rows)" if m > 1 else ""
+    if m == 1:
+        return ""
+    short = r.get("min_rows_max_length")
+    which = "every example" if short is None else f"every example of at most {short} tokens (--min-rows-max-length)"
+    return f"; {which} keeps at least {m} rows in every layer (--min-rows)"
 
 
 def rows_lines(r: dict) -> list[str]:
@@ -181,7 +185,8 @@ def rows_lines(r: dict) -> list[str]:
     length = int(mean + 0.5)
     scale = r.get("retention_scale", "absolute")
     n = reference_length(scale, r.get("sequence_length"), r["max_length"])
-    rows = [str(k) for k in rows_kept(r["retention"], n, length, scale, r.get("min_rows") or 1)]
+    rows = [str(k) for k in rows_kept(r["retention"], n, length, scale, r.get("min_rows") or 1,
+                                       r.get("min_rows_max_length"))]
     counts = f"{', '.join(rows[:-1])} and {rows[-1]}" if len(rows) > 1 else rows[0]
     layers = f"layers 1-{len(rows)}" if len(rows) > 1 else "layer 1"
     return [f"- a text of the timed examples' mean length ({count_text(length, 'real token')}) keeps {counts} "

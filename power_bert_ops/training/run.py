@@ -256,7 +256,7 @@ def train(cfg: PipelineConfig, data: DataArgs, stages=STAGES, lambdas=None, targ
         raise PowerBertError("--retention-rule threshold takes classification and regression tasks; for multiple "
                              "choice use --retention-rule top-k")
     if "search" in stages and any(v.target_speedup is not None for _, v in variants):
-        lengths_model = flop_model(model_cfg, task, cfg.retention_scale, cfg.min_rows)  # what the target is measured by
+        lengths_model = flop_model(model_cfg, task, cfg.retention_scale, cfg)  # what the target is measured by
         for _, v in variants:
             if v.target_speedup is not None:
                 try:
@@ -329,6 +329,7 @@ def finish_run(cfg: PipelineConfig, task: PreparedTask, results: dict[str, Stage
         "retention_scale": power.config.retention_scale,
         "sequence_length": power.config.sequence_length,  # the N relative retention reads ℓ against
         "min_rows": power.config.min_rows,
+        "min_rows_max_length": power.config.min_rows_max_length,  # the floor holds up to it (None: every text)
         "retention_rule": "threshold" if power.config.thresholds is not None else "top-k",
         "thresholds": power.config.thresholds,
         # what --target-speedup is measured by: the training data's lengths (SPEC 1.6)
@@ -350,6 +351,8 @@ def finish_run(cfg: PipelineConfig, task: PreparedTask, results: dict[str, Stage
     paths = write_report(out, report)
     b, p = report["baseline"]["metric"], report["power_bert"]["metric"]
     floor = f", at least {report['min_rows']} rows" if report["min_rows"] > 1 else ""
+    if floor and report["min_rows_max_length"] is not None:
+        floor += f" of a text up to {report['min_rows_max_length']} tokens"
     print(f"\n{task.name} (N={task.max_length}, {split} split): baseline {metric} {b['value']:.4f} | PoWER-BERT "
           f"{p['value']:.4f} | retention {retention} ({report['retention_scale']}, {report['retention_rule']}{floor}) | "
           f"speed-up against the dense model on length-bucketed batches: {describe_speedup(speed)}; padded to N: {speed['padded']['speedup']:.2f}x "

@@ -78,12 +78,19 @@ def stage_distill(stage: str, cfg) -> bool:
     return stage == "retrain" and not cfg.distill_ranking
 
 
-def flop_model(config, task: "PreparedTask", scale: str, min_rows: int | None = None) -> FlopModel:
+def floor_length(value) -> int | None:
+    """A model config's ``min_rows_max_length`` from the pipeline's ``--min-rows-max-length``
+    (None for "all")."""
+    return None if value in (None, "all") else int(value)
+
+
+def flop_model(config, task: "PreparedTask", scale: str, cfg: "PipelineConfig | None" = None) -> FlopModel:
     """The FLOP model a target speed-up is measured by: relative retention, the training data's
     real lengths (each example against the dense model at its own length, SPEC 1.6) and the floor
-    of ``min_rows`` rows (None: the config's); absolute retention, the paper's bound at N (SPEC 3)."""
+    of rows of ``cfg`` (None: the model config's); absolute retention, the paper's bound at N (SPEC 3)."""
     lengths = task.train_lengths if scale == "relative" else None
-    return FlopModel(config, task.max_length, lengths=lengths, scale=scale, min_rows=min_rows)
+    floor = {} if cfg is None else dict(min_rows=cfg.min_rows, min_rows_max_length=floor_length(cfg.min_rows_max_length))
+    return FlopModel(config, task.max_length, lengths=lengths, scale=scale, **floor)
 
 
 def set_attention_dropout(model: torch.nn.Module, p: float) -> None:
@@ -211,7 +218,8 @@ def _finish_plain(cfg, task, plan, trainer):
 # -- stage 2 -----------------------------------------------------------------------------------------
 def _plan_search(cfg: "PipelineConfig", task: "PreparedTask", previous) -> StagePlan:
     model = task.power_class.from_pretrained(previous.model_dir, mode="soft", sequence_length=task.max_length,
-                                             retention_scale=cfg.retention_scale, min_rows=cfg.min_rows)
+                                             retention_scale=cfg.retention_scale, min_rows=cfg.min_rows,
+                                             min_rows_max_length=floor_length(cfg.min_rows_max_length))
     model.reset_retention_params_()
     plan = StagePlan(model, cfg.search_epochs, False, trainer_kw=dict(lam=cfg.lam, lr_soft=cfg.lr_soft),
                      callbacks=[ClampRetentionCallback()])
@@ -276,9 +284,9 @@ def _calibrate(model, cfg: "PipelineConfig", task: "PreparedTask", when: str) ->
 
 
 def check_search_floor(cfg: "PipelineConfig", search) -> None:
-    """Refuses stage 3 over a relative search whose floor of rows (``min_rows`` in its model's
-    config; 1 before the floor existed) is not ``cfg.min_rows``: ℓ was found for the bound with
-    the search's floor."""
+    """Refuses stage 3 over a relative search whose floor of rows (``min_rows`` and
+    ``min_rows_max_length`` in its model's config; 1 and every text before they existed) is not
+    ``cfg``'s: ℓ was found for the bound with the search's floor."""
     config = json.loads((Path(search.model_dir) / "config.json").read_text())
     if config.get("retention_scale", "absolute") != "relative":
         return
@@ -287,6 +295,14 @@ def check_search_floor(cfg: "PipelineConfig", search) -> None:
         raise StageSettingsError(f"stage 'search' in {cfg.output_dir} found ℓ for a floor of {count_text(searched, 'row')} "
                                  f"(--min-rows {searched}); stage 3 asks for {cfg.min_rows}: give --min-rows "
                                  f"{searched}, or run the search again in a new --output-dir (nothing was changed)")
+    longest = config.get("min_rows_max_length")
+    if searched > 1 and floor_length(cfg.min_rows_max_length) != longest:
+        given = "all" if longest is None else longest
+        raise StageSettingsError(f"stage 'search' in {cfg.output_dir} found ℓ for a floor of {count_text(searched, 'row')} "
+                                 f"on texts of {'any length' if longest is None else f'at most {longest} tokens'} "
+                                 f"(--min-rows-max-length {given}); stage 3 asks for {cfg.min_rows_max_length}: give "
+                                 f"--min-rows-max-length {given}, or run the search again in a new --output-dir "
+                                 f"(nothing was changed)")
 
 
 def _plan_retrain(cfg: "PipelineConfig", task: "PreparedTask", previous) -> StagePlan:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import torch
 
-from ..flops import _dims, layer_macs, rows_kept
+from ..flops import _dims, layer_macs, row_floors, rows_kept
 from ..modeling.encoder import EncoderRecord
 from ..modeling.widths import hard_widths, significance_shares
 from .speed import MODEL_INPUTS, bucketed_batches, example_lengths
@@ -67,8 +67,8 @@ def calibrate_thresholds(model, dataset, batch_size: int = 64, device: str = "cp
     cfg = model.config
     retention, N = list(cfg.retention), int(cfg.sequence_length)
     lengths = example_lengths(dataset)
-    per_example = [rows_kept(retention, N, n, cfg.retention_scale, cfg.min_rows) for n in lengths]
-    floor = cfg.min_rows if cfg.retention_scale == "relative" else 1  # as the threshold rule keeps
+    short = getattr(cfg, "min_rows_max_length", None)
+    per_example = [rows_kept(retention, N, n, cfg.retention_scale, cfg.min_rows, short) for n in lengths]
     L = len(retention)
     thresholds: list = [None] * L
     model.to(device).eval()
@@ -85,7 +85,9 @@ def calibrate_thresholds(model, dataset, batch_size: int = 64, device: str = "cp
             mask_in = batch["attention_mask"] if j == 0 else record.masks[j - 1]
             s = significance_shares(record.significance[j], mask_in).cpu()
             shares.append(torch.nn.functional.pad(s, (0, N - s.shape[1])))
-            floors.append((mask_in != 0).sum(dim=1).cpu().clamp(max=floor))
+            # each example's floor, as the threshold rule keeps it
+            floor = row_floors((batch["attention_mask"] != 0).sum(dim=1), cfg.retention_scale, cfg.min_rows, short)
+            floors.append(torch.minimum((mask_in != 0).sum(dim=1), floor).cpu())
         thresholds[j] = _threshold_for(torch.cat(shares), target, torch.cat(floors))
     model.set_thresholds(thresholds)
     return {"thresholds": thresholds,
