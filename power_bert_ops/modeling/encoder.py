@@ -177,7 +177,8 @@ class PowerBertEncoder(nn.Module):
         [L, N] (soft mode) -> ``record`` (a new one when None) with ``last_hidden_state``
         [B, n_L, D]. Hard mode with relative retention keeps :func:`relative_rows` of each
         example, an output width of min(rows in, max(min_rows, ceil(ℓ_j·n/N))) for an input of n
-        rows (eager, with ``min_rows_max_length``: max(1, ...) when no example is that short). Hard mode
+        rows (eager on the CPU, with ``min_rows_max_length``: max(1, ...) when no example is that
+        short). Hard mode
         with ``thresholds`` keeps :func:`threshold_rows` in the layers whose θ_j is set (the
         width is the batch's largest count, read on the host) and every row elsewhere. Soft mode
         with ``soft_like_hard`` ranks [CLS] first and weights each row, as a key and as a query of
@@ -203,8 +204,10 @@ class PowerBertEncoder(nn.Module):
         short = getattr(cfg, "min_rows_max_length", None)
         if relative and floor > 1 and short is not None:
             floors = row_floors(lengths, cfg.retention_scale, cfg.min_rows, short)
-            if mode == "hard" and thresholds is None and not is_traced(n, lengths) and n > short:
-                # eager: a batch without a short example needs no room for the floor (one host read)
+            if (mode == "hard" and thresholds is None and lengths.device.type == "cpu" and not is_traced(n, lengths)
+                    and n > short):
+                # eager on the CPU: a batch without a short example needs no room for the floor
+                # (a read that would synchronise a GPU, which keeps the room instead)
                 floor = floor if bool((lengths <= short).any()) else 1
         if thresholds is not None:
             widths = [(None, theta is not None) for theta in thresholds]

@@ -49,8 +49,8 @@ def relative_soft_factor(retention_row: torch.Tensor, sig: torch.Tensor, mask: t
                          lengths: torch.Tensor, min_rows=1) -> torch.Tensor:
     """Stage 2 for relative retention: the row ranked t of an example with len real tokens gets
     r_j[floor(t·N/len)], so mass_j / N is the kept fraction; the rows ranked below ``min_rows``
-    (an int or each example's floor, int64 [B]; hard mode always keeps them) get 1. -> float32
-    [B, n] (differentiable in ``retention_row`` [N])."""
+    (hard mode always keeps them) get 1: below an int above 1, or below each example's floor
+    (int64 [B], a floor of 1 included). -> float32 [B, n] (differentiable in ``retention_row`` [N])."""
     from ..reference import rank_of
 
     n_cfg = retention_row.shape[0]

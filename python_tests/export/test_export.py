@@ -372,10 +372,13 @@ def test_onnx_relative_model_matches_eager(tmp_path):
     assert_matches(OnnxClassifier(path), model)
 
 
-def test_onnx_relative_model_with_a_floor_of_rows_matches_eager(tmp_path):
-    """min_rows = 4 (every example keeps at least 4 rows, all of a shorter one) in the exported
-    graph: equal to eager at every shape, and the floor changes the logits of these batches."""
-    model = tiny_power(seed=5, retention_scale="relative", min_rows=4)
+@pytest.mark.parametrize("short", [None, 5])
+def test_onnx_relative_model_with_a_floor_of_rows_matches_eager(tmp_path, short):
+    """min_rows = 4 (every example keeps at least 4 rows, all of a shorter one; with ``short``,
+    every example of at most that many tokens) in the exported graph: equal to eager at every
+    shape (eager runs a batch of long rows at its own widths), and the floor changes the logits of
+    these batches."""
+    model = tiny_power(seed=5, retention_scale="relative", min_rows=4, min_rows_max_length=short)
     no_floor = tiny_power(seed=5, retention_scale="relative")
     with torch.no_grad():  # logits large enough that a graph without the floor misses ATOL
         for m in (model, no_floor):

@@ -815,6 +815,44 @@ def test_flop_model_counts_the_floor_of_rows():
     assert rows_kept(ell, N, 2, "relative", 3) == [2] * 6 and rows_kept(ell, N, 40, "absolute", 3)[-1] == 1
 
 
+
+def test_flop_model_counts_the_floor_of_short_texts_only():
+    """min_rows_max_length: the floor counts for examples of at most that many tokens only (the
+    direct sum over examples of layer_macs on rows_kept), between no floor and a floor for all;
+    read from the config, pickled, and on numpy, torch and int lengths alike (row_floors)."""
+    import pickle
+
+    import numpy as np
+
+    from power_bert_ops.flops import FlopModel, layer_macs, row_floors, rows_kept
+
+    dims, N, ell = (384, 6, 1536), 64, [40, 24, 12, 5, 2, 1]
+    lengths = [int(v) for v in torch.randint(1, N + 1, (300,), generator=torch.Generator().manual_seed(4))]
+    dense = sum(6 * layer_macs(n, n, 384, 1536) for n in lengths)
+    total = 0
+    for n in lengths:
+        rows = [n] + rows_kept(ell, N, n, "relative", 3, 8)
+        total += sum(layer_macs(a, b, 384, 1536) for a, b in zip(rows, rows[1:]))
+    fm = FlopModel(dims, N, lengths=lengths, scale="relative", min_rows=3, min_rows_max_length=8)
+    assert fm.bound(ell) == pytest.approx(dense / total, rel=1e-12)
+    every, none = (FlopModel(dims, N, lengths=lengths, scale="relative", min_rows=m).bound(ell) for m in (3, 1))
+    assert every < fm.bound(ell) < none
+    soft = [float(v) for v in ell]
+    assert FlopModel(dims, N, lengths=lengths, scale="relative", min_rows=3).soft_bound(soft) < fm.soft_bound(soft)
+    assert pickle.loads(pickle.dumps(fm)).bound(ell) == fm.bound(ell)
+    cfg = wrap(tiny_hf("bert"), sequence_length=N, retention_scale="relative", min_rows=3).config
+    cfg.min_rows_max_length = 8
+    from_cfg = FlopModel(cfg, N, lengths=lengths, scale="relative")
+    assert (from_cfg.min_rows, from_cfg.min_rows_max_length) == (3, 8)
+    assert from_cfg.bound([20, 5, 1]) == FlopModel(cfg, N, lengths=lengths, scale="relative", min_rows=3,
+                                                   min_rows_max_length=8).bound([20, 5, 1])
+    assert rows_kept(ell, N, 8, "relative", 3, 8)[-1] == 3 and rows_kept(ell, N, 9, "relative", 3, 8)[-1] == 1
+    got = [row_floors(x, "relative", 3, 8) for x in (np.array([8, 9]), torch.tensor([8, 9]))]
+    assert [list(map(int, g)) for g in got] == [[3, 1], [3, 1]]
+    assert (row_floors(8, "relative", 3, 8), row_floors(9, "relative", 3, 8)) == (3, 1)
+    assert int(row_floors(5, "absolute", 3, 8)) == 1 and list(row_floors(np.array([5, 50]), "relative", 3)) == [3, 3]
+
+
 # ------------------------------------------------------------------------------------------------
 # Bad inputs
 # ------------------------------------------------------------------------------------------------
@@ -933,11 +971,12 @@ def test_plain_pytorch_selection_fallback_matches_kernel():
 # Relative retention (SPEC 1.6): each example keeps ceil(ℓ_j·len/N) rows
 # ------------------------------------------------------------------------------------------------
 @pytest.mark.parametrize("family", FAMILIES)
-@pytest.mark.parametrize("seed,min_rows", [(0, 1), (1, 1), (0, 3), (1, 5)])
-def test_relative_hard_equals_per_example_reference(family, seed, min_rows):
+@pytest.mark.parametrize("seed,min_rows,short", [(0, 1, None), (1, 1, None), (0, 3, None), (1, 5, None),
+                                                 (2, 3, 9), (3, 4, 12)])
+def test_relative_hard_equals_per_example_reference(family, seed, min_rows, short):
     """The batched model (per-row k through extract_scored) equals a loop over single examples,
-    each cut to its real length, with that example's k_j(x) (at least min(len, min_rows)) as an
-    absolute ℓ."""
+    each cut to its real length, with that example's k_j(x) (at least min(len, min_rows), for an
+    example of at most ``short`` tokens when given) as an absolute ℓ."""
     from power_bert_ops.flops import rows_kept
 
     hf = tiny_hf(family, seed=seed)
@@ -946,19 +985,22 @@ def test_relative_hard_equals_per_example_reference(family, seed, min_rows):
     if min_rows > 1:
         retention[-2:] = [1, 1]  # layers whose fraction keeps fewer than min_rows rows, before the last
     power = wrap(hf, retention=retention, sequence_length=N, retention_scale="relative", min_rows=min_rows)
-    batch = inputs((6, N), pair=family != "roberta", seed=seed + 5)
+    power.config.min_rows_max_length = short
+    batch = inputs((6, N), pair=family != "roberta", seed=seed + 5,
+                   lengths=None if short is None else [N, 3, short, short + 1, 5, 15])
     lengths = batch["attention_mask"].sum(1).tolist()
     record = EncoderRecord()
     with torch.no_grad():
         got = power(**batch, power_bert_record=record).logits
     for j, mask in enumerate(record.masks):  # the rows each layer kept of each example
-        assert mask.sum(1).tolist() == [rows_kept(retention, N, n, "relative", min_rows)[j] for n in lengths]
+        assert mask.sum(1).tolist() == [rows_kept(retention, N, n, "relative", min_rows, short)[j] for n in lengths]
     with torch.no_grad():
         cut = power(**{k: v[:, :max(lengths)] for k, v in batch.items()}).logits
     for b, length in enumerate(lengths):
         one = {k: v[b:b + 1, :length] for k, v in batch.items()}
-        kept = rows_kept(retention, N, length, "relative", min_rows)
-        assert min(kept) == min(length, min_rows) or min_rows == 1
+        kept = rows_kept(retention, N, length, "relative", min_rows, short)
+        floor = min_rows if short is None or length <= short else 1
+        assert min(kept) == min(length, floor) or floor == 1
         ref = reference_logits(hf, kept, **one)
         torch.testing.assert_close(got[b:b + 1], ref, atol=ATOL, rtol=0)
     torch.testing.assert_close(cut, got, atol=ATOL, rtol=0)  # batch width changes nothing
@@ -983,6 +1025,56 @@ def test_min_rows_keeps_a_short_text_whole():
         power(**batch, power_bert_record=record)
     assert [int(m[1].sum()) for m in record.masks] == [3, 3, 3]
     assert [int(m[0].sum()) for m in record.masks] == [10, 4, 3]
+
+
+def test_floor_of_rows_for_short_texts_only():
+    """min_rows_max_length = 6: an example of at most 6 tokens keeps min(len, 3) rows or more in
+    every layer, a longer one its fraction down to 1 row; on the CPU a batch without a short example
+    runs at width 1 where ℓ keeps 1 row (same logits as in a mixed batch), a batch with one keeps
+    room for the floor; the limit is saved, loaded and checked."""
+    hf = tiny_hf("bert", seed=2)
+    N = 20
+    power = wrap(hf, retention=[10, 4, 1], sequence_length=N, retention_scale="relative", min_rows=3)
+    power.config.min_rows_max_length = 6
+
+    def run(batch):
+        record = EncoderRecord()
+        with torch.no_grad():
+            logits = power(**batch, power_bert_record=record).logits
+        return logits, [[int(m[b].sum()) for m in record.masks] for b in range(len(logits))], \
+            [m.shape[1] for m in record.masks]
+
+    mixed = inputs((4, N), lengths=[N, 6, 7, 3], seed=7)
+    logits, kept, widths = run(mixed)
+    assert kept == [[10, 4, 1], [3, 3, 3], [4, 2, 1], [3, 3, 3]]
+    assert widths == [10, 4, 3]
+    long_only = {k: v[[0, 2]] for k, v in mixed.items()}
+    long_logits, kept, widths = run(long_only)
+    assert kept == [[10, 4, 1], [4, 2, 1]] and widths == [10, 4, 1]
+    torch.testing.assert_close(long_logits, logits[[0, 2]], atol=ATOL, rtol=0)
+    power.config.min_rows_max_length = None  # every example: the long ones keep 3 rows too
+    assert run(mixed)[1] == [[10, 4, 3], [3, 3, 3], [4, 3, 3], [3, 3, 3]]
+
+
+def test_floor_length_saved_loaded_and_checked(tmp_path):
+    hf = tiny_hf("bert", seed=1)
+    power = wrap(hf, retention=[10, 6, 1], sequence_length=12, retention_scale="relative", min_rows=3)
+    power.config.min_rows_max_length = 8
+    power.save_pretrained(tmp_path)
+    assert PowerBertForSequenceClassification.from_pretrained(tmp_path).config.min_rows_max_length == 8
+    assert PowerBertForSequenceClassification.from_pretrained(tmp_path, min_rows_max_length=None).config \
+        .min_rows_max_length is None
+    assert power.set_mode("hard", min_rows_max_length=5).config.min_rows_max_length == 5
+    for bad in (0, -1, 2.5, True, "8"):
+        with pytest.raises(ValueError, match="min_rows_max_length must be None .every example. or a whole number"):
+            PowerBertForSequenceClassification.from_pretrained(tmp_path, min_rows_max_length=bad)
+        with pytest.raises(ValueError, match="min_rows_max_length must be"):
+            power.set_mode("hard", min_rows_max_length=bad)
+        assert power.config.min_rows_max_length == 5
+    old = json.loads((tmp_path / "config.json").read_text())
+    old.pop("min_rows_max_length")  # a model saved before the limit existed: the floor holds for every text
+    (tmp_path / "config.json").write_text(json.dumps(old))
+    assert PowerBertForSequenceClassification.from_pretrained(tmp_path).config.min_rows_max_length is None
 
 
 def test_min_rows_saved_loaded_and_checked(tmp_path):
@@ -1061,6 +1153,18 @@ def test_relative_soft_ranks_by_fraction_of_length():
     assert torch.equal(kept, relative_rows(6, lengths, N, min_rows=3))
     assert kept.tolist() == [6, 4, 3, 1]
     assert torch.equal(factor[mask == 0], relative_soft_factor(r, sig, mask, lengths)[mask == 0])
+    # each example's own floor (row_floors: 3 up to 3 tokens, 1 beyond), as hard mode keeps it
+    from power_bert_ops.flops import row_floors
+
+    floors = row_floors(lengths, "relative", 3, 3)
+    assert floors.tolist() == [1, 1, 3, 3]
+    factor = relative_soft_factor(r, sig, mask, lengths, min_rows=floors)
+    kept = ((factor > 0) & (mask > 0)).sum(1)
+    assert torch.equal(kept, relative_rows(6, lengths, N, min_rows=floors))
+    assert kept.tolist() == [6, 4, 3, 1]
+    r[:] = 0.0  # nothing kept by the fraction: the floors (of 1 too, the row hard mode always keeps)
+    kept = ((relative_soft_factor(r, sig, mask, lengths, min_rows=floors) > 0) & (mask > 0)).sum(1)
+    assert kept.tolist() == [1, 1, 3, 1]
 
 
 def test_relative_soft_gradients_reach_retention():

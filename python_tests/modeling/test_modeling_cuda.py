@@ -138,8 +138,8 @@ def test_cuda_head_size_without_fused_kernel_runs_eager_or_fails_clearly():
 # ------------------------------------------------------------------------------------------------
 # Relative retention (SPEC 1.6) on CUDA: per-row k through the CUDA extract_scored kernel
 # ------------------------------------------------------------------------------------------------
-@pytest.mark.parametrize("min_rows", [1, 3])
-def test_cuda_relative_equals_per_example_reference(min_rows):
+@pytest.mark.parametrize("min_rows,short", [(1, None), (3, None), (3, 6)])
+def test_cuda_relative_equals_per_example_reference(min_rows, short):
     """Each example keeps its own k_j(x) rows: the batched CUDA model equals a loop over single
     examples cut to their real length, each with its k_j(x) as an absolute ℓ (CPU reference)."""
     from power_bert_ops.flops import rows_kept
@@ -147,22 +147,25 @@ def test_cuda_relative_equals_per_example_reference(min_rows):
     hf = tiny_hf("bert", seed=11)
     N, retention = 20, [15, 9, 1]
     power = wrap(hf, retention=retention, sequence_length=N, retention_scale="relative", min_rows=min_rows).cuda()
+    power.config.min_rows_max_length = short
     batch = inputs((6, N), lengths=[20, 17, 11, 6, 3, 2], pair=True, seed=12)
     with torch.no_grad():
         got = power(**to_cuda(batch)).logits.cpu()
     for b, length in enumerate(batch["attention_mask"].sum(1).tolist()):
         one = {k: v[b:b + 1, :length] for k, v in batch.items()}
-        ref = reference_logits(hf, rows_kept(retention, N, length, "relative", min_rows), **one)
+        ref = reference_logits(hf, rows_kept(retention, N, length, "relative", min_rows, short), **one)
         torch.testing.assert_close(got[b:b + 1], ref, atol=1e-4, rtol=0)
 
 
-@pytest.mark.parametrize("min_rows", [1, 3])
-def test_cuda_relative_forward_does_not_synchronise(min_rows):
+@pytest.mark.parametrize("min_rows,short", [(1, None), (3, None), (3, 6)])
+def test_cuda_relative_forward_does_not_synchronise(min_rows, short):
     """The static-cap path: each layer's width comes from ℓ_j and the batch width, the per-row k
-    from the lengths on the device; nothing is read back to the host."""
+    from the lengths on the device (each example's floor too, with a length limit); nothing is
+    read back to the host."""
     hf = tiny_hf("bert", seed=13)
     power = wrap(hf, retention=[12, 7, 1], sequence_length=16, retention_scale="relative",
                  min_rows=min_rows).cuda()
+    power.config.min_rows_max_length = short
     _runs_without_host_sync(power, to_cuda(inputs((4, 16), lengths=[16, 9, 4, 2], pair=True)))
 
 

@@ -67,6 +67,12 @@ REFUSED_SETTINGS = [
     ("run", ["--min-rows", "16"], "--min-rows must be a whole number from 1 to 15, got 16"),
     ("run", ["--retention", "absolute", "--min-rows", "3"], "--min-rows 3: the floor of rows applies to --retention "
      "relative"),
+    ("run", ["--min-rows-max-length", "0"], "--min-rows-max-length must be a whole number from 1 to 16, got 0"),
+    ("run", ["--min-rows-max-length", "17"], "--min-rows-max-length must be a whole number from 1 to 16, got 17"),
+    ("run", ["--min-rows-max-length", "short"], "argument --min-rows-max-length: must be a whole number of tokens "
+     "or 'all', got 'short'"),
+    ("run", ["--retention", "absolute", "--min-rows-max-length", "8"], "--min-rows-max-length 8: the floor of rows "
+     "applies to --retention relative"),
 ]
 
 

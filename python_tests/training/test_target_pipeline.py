@@ -70,6 +70,9 @@ def test_default_is_a_target(workdir, tmp_path, capsys):
     (["--target-speedup", "500"],
      "(keeping in every layer the 3 rows each example keeps at least (--min-rows)); ask for at most"),
     (["--target-speedup", "500", "--min-rows", "1"], "(keeping one row in every layer); ask for at most"),
+    (["--target-speedup", "500", "--min-rows-max-length", "3"],
+     "(keeping in every layer the 3 rows each example of at most 3 tokens (--min-rows-max-length) keeps at least "
+     "(--min-rows)); ask for at most"),
     (["--target-speedups", "2,x"], "--target-speedups must be comma-separated numbers >= 1; 'x'"),
     (["--target-speedup", "2", "--lambda", "1e-3"], "not both"),
 ])

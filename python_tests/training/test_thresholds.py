@@ -57,25 +57,29 @@ def test_kept_rows_of_top_k_match_its_rule_and_its_bound():
         rows_bound(model.config, lengths, rows[:, :3])
 
 
-@pytest.mark.parametrize("min_rows", [3, 5])
-def test_threshold_rule_keeps_the_floor_of_rows(min_rows):
+@pytest.mark.parametrize("min_rows,short", [(3, None), (5, None), (3, 12)])
+def test_threshold_rule_keeps_the_floor_of_rows(min_rows, short):
     """Relative retention with a floor: the threshold rule keeps at least min(len, min_rows) rows
-    of every example in every layer (a 3-token example keeps all 3 even at θ = 0.9), and θ is
-    calibrated to ℓ's rows counting that floor."""
+    of every example (of at most ``short`` tokens when given) in every layer (a 3-token example
+    keeps all 3 even at θ = 0.9), and θ is calibrated to ℓ's rows counting that floor."""
+    from power_bert_ops.flops import row_floors
+
     retention = [24, 14, 14, 1]
     model = _model(retention, seed=2)
-    model.config.min_rows = min_rows
+    model.config.min_rows, model.config.min_rows_max_length = min_rows, short
     data = _dataset(60, seed=3)
     data[0]["attention_mask"] = (torch.arange(N) < 3).long()
     lengths = [int(r["attention_mask"].sum()) for r in data]
+    floors = torch.minimum(torch.tensor(lengths), row_floors(torch.tensor(lengths), "relative", min_rows, short))
+    assert short is None or {int(f) for f in floors} == {1, 3}
     model.set_thresholds([0.9] * 4)
     rows = kept_rows(model, data, batch_size=16)
     assert rows[0].tolist() == [3, 3, 3, 3]
-    assert bool((rows >= torch.tensor(lengths)[:, None].clamp(max=min_rows)).all())
+    assert bool((rows >= floors[:, None]).all())
     out = calibrate_thresholds(model, data, batch_size=16)
     rows = kept_rows(model, data, batch_size=16)
-    top_k = torch.tensor([rows_kept(retention, N, n, "relative", min_rows) for n in lengths])
-    assert bool((rows >= torch.tensor(lengths)[:, None].clamp(max=min_rows)).all())
+    top_k = torch.tensor([rows_kept(retention, N, n, "relative", min_rows, short) for n in lengths])
+    assert bool((rows >= floors[:, None]).all())
     for j in (1, 3):
         assert int(top_k[:, j].sum()) - 2 <= int(rows[:, j].sum()) <= int(top_k[:, j].sum())
         assert out["rows"][j] == pytest.approx(float(rows[:, j].double().mean()))

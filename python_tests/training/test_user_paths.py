@@ -941,6 +941,25 @@ def test_retrain_over_a_search_with_another_floor_is_refused(workdir, finished_r
     assert json.loads((out / "retrain" / "model" / "config.json").read_text())["min_rows"] == 3
 
 
+def test_retrain_over_a_search_with_another_floor_length_is_refused(workdir, finished_run, tmp_path, capsys):
+    """`power-bert retrain --min-rows-max-length 8` over a search whose floor held for every text:
+    refused before stage 3 writes anything, naming the setting that fits; with it, stage 3 runs and
+    its model, report and settings record the limit of the search."""
+    from tiny_models import retrain_args
+
+    out = tmp_path / "r"
+    args = retrain_args(finished_run, workdir, out)
+    capsys.readouterr()
+    assert cli.main([*args, "--min-rows-max-length", "8"]) == 2
+    err = capsys.readouterr().err
+    assert ("found ℓ for a floor of 3 rows on texts of any length (--min-rows-max-length all); stage 3 asks for 8: "
+            "give --min-rows-max-length all") in err
+    assert err.count("\n") == 1 and not (out / "retrain").exists()
+    assert cli.main([*args, "--min-rows-max-length", "all"]) == 0
+    assert json.loads((out / "retrain" / "model" / "config.json").read_text())["min_rows_max_length"] is None
+    assert json.loads((out / "retrain" / "settings.json").read_text())["min_rows_max_length"] == "all"
+
+
 def test_lr_retrain_sets_stage_3s_learning_rate_alone(workdir, finished_run, tmp_path, monkeypatch, capsys):
     """--lr-retrain: stage 3 trains at it, stages 1-2 are reused (their --lr-bert unchanged); the
     retrain settings record it, and a stage 3 run without it is refused naming the difference."""
