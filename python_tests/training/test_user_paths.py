@@ -656,6 +656,16 @@ def test_export_command(workdir, finished_run, tmp_path, capsys):
                      "--eval-file", str(workdir / "eval.csv"), *EVAL, "--no-progress"]) == 2
     err = capsys.readouterr().err
     assert f"--artifact {out} was not exported from --model-dir" in err and err.count("\n") == 1
+    # the same weights with the floor of rows limited to short texts: not the graph that was exported
+    limited = tmp_path / "limited"
+    shutil.copytree(model, limited)
+    config = json.loads((limited / "config.json").read_text())
+    assert config["min_rows_max_length"] is None
+    (limited / "config.json").write_text(json.dumps({**config, "min_rows_max_length": 8}))
+    assert cli.main(["evaluate", "--model-dir", str(limited), "--artifact", str(out), "--eval-file",
+                     str(workdir / "eval.csv"), *EVAL, "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert "was not exported from --model-dir" in err and "'min_rows_max_length': (None, 8)" in err
     assert cli.main(["export", "--model-dir", str(finished_run / "search" / "model"), "--format", "onnx",
                      "--output", str(tmp_path / "s.onnx")]) == 2
     err = capsys.readouterr().err
