@@ -72,9 +72,10 @@ DEFAULT_MIN_ROWS = 3
 words keeps them in every layer (with a floor of 1, a one-word review kept [CLS] and [SEP] from
 layer 2 on and the Rotten Tomatoes models scored 0.50-0.55 on such reviews, the dense model 1.00)."""
 
-DEFAULT_MIN_ROWS_MAX_LENGTH = "all"
-"""The longest text (real tokens) relative retention's floor of rows holds for by default; "all":
-every text."""
+DEFAULT_MIN_ROWS_MAX_LENGTH = 8
+"""The longest text (real tokens, [CLS] and [SEP] included) relative retention's floor of rows holds
+for by default: a text of one or two words keeps them, a longer one keeps the fraction ℓ_j/N of its
+length down to 1 row, as SPEC 1.6 writes it (bench/RESULTS.md, "A floor for short texts only")."""
 
 
 @dataclass
@@ -372,8 +373,9 @@ def decide_auto(cfg: PipelineConfig, task: PreparedTask) -> tuple[PipelineConfig
 def check_floor_length(value, scale: str, max_length: int) -> int | str:
     """``--min-rows-max-length``: a whole number from 1 to ``max_length`` or "all" (None: the
     default under relative retention, "all" under absolute, where no floor applies)."""
-    if value is None:
-        return DEFAULT_MIN_ROWS_MAX_LENGTH if scale == "relative" else "all"
+    if value is None:  # a limit at or above N holds for every text
+        return DEFAULT_MIN_ROWS_MAX_LENGTH if scale == "relative" and DEFAULT_MIN_ROWS_MAX_LENGTH < max_length \
+            else "all"
     if value == "all":
         return value
     if isinstance(value, str):

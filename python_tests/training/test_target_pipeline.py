@@ -67,7 +67,9 @@ def test_default_is_a_target(workdir, tmp_path, capsys):
 @pytest.mark.parametrize("extra,message", [
     (["--target-speedup", "0.5"], "--target-speedup must be a number >= 1"),
     (["--target-speedup", "500"], "is above the largest reachable FLOP bound"),
-    (["--target-speedup", "500"],
+    (["--target-speedup", "500"], "(keeping in every layer the 3 rows each example of at most 8 tokens "
+     "(--min-rows-max-length) keeps at least (--min-rows)); ask for at most"),
+    (["--target-speedup", "500", "--min-rows-max-length", "all"],
      "(keeping in every layer the 3 rows each example keeps at least (--min-rows)); ask for at most"),
     (["--target-speedup", "500", "--min-rows", "1"], "(keeping one row in every layer); ask for at most"),
     (["--target-speedup", "500", "--min-rows-max-length", "3"],

@@ -656,16 +656,16 @@ def test_export_command(workdir, finished_run, tmp_path, capsys):
                      "--eval-file", str(workdir / "eval.csv"), *EVAL, "--no-progress"]) == 2
     err = capsys.readouterr().err
     assert f"--artifact {out} was not exported from --model-dir" in err and err.count("\n") == 1
-    # the same weights with the floor of rows limited to short texts: not the graph that was exported
-    limited = tmp_path / "limited"
-    shutil.copytree(model, limited)
-    config = json.loads((limited / "config.json").read_text())
-    assert config["min_rows_max_length"] is None
-    (limited / "config.json").write_text(json.dumps({**config, "min_rows_max_length": 8}))
-    assert cli.main(["evaluate", "--model-dir", str(limited), "--artifact", str(out), "--eval-file",
+    # the same weights with the floor of rows for every text: not the graph that was exported
+    every = tmp_path / "every"
+    shutil.copytree(model, every)
+    config = json.loads((every / "config.json").read_text())
+    assert config["min_rows_max_length"] == 8
+    (every / "config.json").write_text(json.dumps({**config, "min_rows_max_length": None}))
+    assert cli.main(["evaluate", "--model-dir", str(every), "--artifact", str(out), "--eval-file",
                      str(workdir / "eval.csv"), *EVAL, "--no-progress"]) == 2
     err = capsys.readouterr().err
-    assert "was not exported from --model-dir" in err and "'min_rows_max_length': (None, 8)" in err
+    assert "was not exported from --model-dir" in err and "'min_rows_max_length': (8, None)" in err
     assert cli.main(["export", "--model-dir", str(finished_run / "search" / "model"), "--format", "onnx",
                      "--output", str(tmp_path / "s.onnx")]) == 2
     err = capsys.readouterr().err
@@ -952,22 +952,47 @@ def test_retrain_over_a_search_with_another_floor_is_refused(workdir, finished_r
 
 
 def test_retrain_over_a_search_with_another_floor_length_is_refused(workdir, finished_run, tmp_path, capsys):
-    """`power-bert retrain --min-rows-max-length 8` over a search whose floor held for every text:
-    refused before stage 3 writes anything, naming the setting that fits; with it, stage 3 runs and
-    its model, report and settings record the limit of the search."""
+    """`power-bert retrain --min-rows-max-length all` over a search whose floor held for texts of
+    at most 8 tokens (the default): refused before stage 3 writes anything, naming the setting
+    that fits; with the default, stage 3 runs and its model and settings record the search's limit."""
     from tiny_models import retrain_args
 
     out = tmp_path / "r"
     args = retrain_args(finished_run, workdir, out)
     capsys.readouterr()
-    assert cli.main([*args, "--min-rows-max-length", "8"]) == 2
+    assert cli.main([*args, "--min-rows-max-length", "all"]) == 2
     err = capsys.readouterr().err
-    assert ("found ℓ for a floor of 3 rows on texts of any length (--min-rows-max-length all); stage 3 asks for 8: "
-            "give --min-rows-max-length all") in err
+    assert ("found ℓ for a floor of 3 rows on texts of at most 8 tokens (--min-rows-max-length 8); stage 3 asks "
+            "for all: give --min-rows-max-length 8") in err
     assert err.count("\n") == 1 and not (out / "retrain").exists()
+    assert cli.main(args) == 0
+    assert json.loads((out / "retrain" / "model" / "config.json").read_text())["min_rows_max_length"] == 8
+    assert json.loads((out / "retrain" / "settings.json").read_text())["min_rows_max_length"] == 8
+    assert json.loads((finished_run / "report.json").read_text())["min_rows_max_length"] == 8
+
+
+def test_run_from_before_the_floor_length(workdir, finished_run, tmp_path, capsys):
+    """Stages 2-3 run before the floor's length limit existed (settings and models without
+    min_rows_max_length: the floor for every text): the default (8) is refused with the flag that
+    reuses them, which reuses both without training and reports the floor for every text."""
+    run = tmp_path / "run"
+    shutil.copytree(finished_run, run)
+    for stage in ("search", "retrain"):
+        for name in ("settings.json", "model/config.json"):
+            path = run / stage / name
+            old = json.loads(path.read_text())
+            assert old.pop("min_rows_max_length") == 8
+            path.write_text(json.dumps(old))
+    stamps = [(run / s / "stage.json").stat().st_mtime_ns for s in ("search", "retrain")]
+    args = run_args(workdir, run)
+    capsys.readouterr()
+    assert cli.main(args) == 2
+    err = capsys.readouterr().err
+    assert "'min_rows_max_length': ('all', 8)" in err and "(--min-rows-max-length all)" in err
     assert cli.main([*args, "--min-rows-max-length", "all"]) == 0
-    assert json.loads((out / "retrain" / "model" / "config.json").read_text())["min_rows_max_length"] is None
-    assert json.loads((out / "retrain" / "settings.json").read_text())["min_rows_max_length"] == "all"
+    assert [(run / s / "stage.json").stat().st_mtime_ns for s in ("search", "retrain")] == stamps
+    report = json.loads((run / "report.json").read_text())
+    assert report["min_rows"] == 3 and report["min_rows_max_length"] is None
 
 
 def test_lr_retrain_sets_stage_3s_learning_rate_alone(workdir, finished_run, tmp_path, monkeypatch, capsys):
