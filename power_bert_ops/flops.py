@@ -44,24 +44,17 @@ def row_floors(lengths, scale: str, min_rows: int | None, max_length: int | None
     ρ_j·len already keeps its words. ``lengths``: an int, a numpy array or a torch tensor of real
     token counts -> the floors, of the same kind (int64 for a tensor)."""
     m = rows_floor(scale, min_rows)
-    if max_length is None or m == 1:
-        if isinstance(lengths, int):
-            return m
-        if hasattr(lengths, "new_full"):  # torch
-            return lengths.new_full(lengths.shape, m)
-        import numpy as np
-
-        return np.full(np.shape(lengths), m, dtype=np.asarray(lengths).dtype)
+    limit = math.inf if max_length is None else int(max_length)
     if isinstance(lengths, int):
-        return m if lengths <= int(max_length) else 1
-    if hasattr(lengths, "new_full"):
+        return m if lengths <= limit else 1
+    if hasattr(lengths, "new_full"):  # torch
         import torch
 
-        return torch.where(lengths <= int(max_length), m, 1).to(lengths.dtype)
+        return torch.where(lengths <= limit, m, 1).to(lengths.dtype)
     import numpy as np
 
     arr = np.asarray(lengths)
-    return np.where(arr <= int(max_length), m, 1).astype(arr.dtype)
+    return np.where(arr <= limit, m, 1).astype(arr.dtype)
 
 
 def reference_length(scale: str, sequence_length: int | None, padded_length: int) -> int:

@@ -18,10 +18,11 @@ from transformers.modeling_outputs import BaseModelOutputWithPastAndCrossAttenti
 
 from .. import ops as _ops  # noqa: F401  (registers torch.ops.power_bert: kernels, fake kernels, autograd)
 from .._backend import attention_kernel_runs
+from .._checks import _no_data
 from ..flops import row_floors, rows_floor
 from .adapters import ADAPTERS
 from ..reference import rank_of, significance_with_grad
-from .widths import hard_widths, is_traced, relative_rows, relative_soft_factor, threshold_rows
+from .widths import hard_widths, relative_rows, relative_soft_factor, threshold_rows
 
 __all__ = ["EncoderRecord", "PowerBertEncoder", "eager_attention"]
 
@@ -201,11 +202,11 @@ class PowerBertEncoder(nn.Module):
         # floor: the most rows a floor makes an example keep (the width room hard mode leaves);
         # floors: each example's floor, int64 [B] where it depends on the length (row_floors)
         floor = floors = rows_floor(cfg.retention_scale, cfg.min_rows)
-        short = getattr(cfg, "min_rows_max_length", None)
+        short = cfg.min_rows_max_length
         if relative and floor > 1 and short is not None:
             floors = row_floors(lengths, cfg.retention_scale, cfg.min_rows, short)
-            if (mode == "hard" and thresholds is None and lengths.device.type == "cpu" and not is_traced(n, lengths)
-                    and n > short):
+            if mode == "hard" and thresholds is None and lengths.device.type == "cpu" and not _no_data(lengths) \
+                    and n > short:
                 # eager on the CPU: a batch without a short example needs no room for the floor
                 # (a read that would synchronise a GPU, which keeps the room instead)
                 floor = floor if bool((lengths <= short).any()) else 1

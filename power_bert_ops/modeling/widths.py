@@ -67,15 +67,6 @@ def _is_sym(*values) -> bool:
     return any(isinstance(v, torch.SymInt) for v in values)
 
 
-def is_traced(n, tensor: torch.Tensor) -> bool:
-    """Whether the forward pass is being traced (torch.compile, torch.export, the ONNX exporter, a
-    symbolic width ``n`` or fake ``tensor``), where a value read on the host would fix the graph."""
-    from torch._subclasses.fake_tensor import is_fake
-
-    return (torch.compiler.is_compiling() or torch.compiler.is_exporting() or torch.jit.is_tracing()
-            or _is_sym(n) or is_fake(tensor))
-
-
 def _relative_width(ell: int, n0, rows, relative_n: int, min_rows: int = 1):
     """Output width of a relative layer that eliminates: the longest example's count,
     min(rows in, max(min_rows, ceil(ℓ_j·n0/N))) for an input of n0 rows."""

@@ -186,8 +186,7 @@ class PipelineConfig:
         # a floor of N rows would keep every row of every example
         self.min_rows = check_whole_number(self.min_rows, "--min-rows", 1, self.max_length - 1)
         if self.retention_scale == "absolute" and self.min_rows != 1:
-            raise PowerBertError(f"--min-rows {self.min_rows}: the floor of rows applies to --retention relative "
-                                 f"(absolute retention keeps ℓ_j rows of every example)")
+            raise _floor_is_relative(f"--min-rows {self.min_rows}")
         self.min_rows_max_length = check_floor_length(self.min_rows_max_length, self.retention_scale, self.max_length)
         self.device = check_device(self.device)
 
@@ -370,6 +369,12 @@ def decide_auto(cfg: PipelineConfig, task: PreparedTask) -> tuple[PipelineConfig
                  f"it)")
 
 
+def _floor_is_relative(given: str) -> PowerBertError:
+    """The refusal of a floor-of-rows flag (``given``: the flag and its value) under absolute retention."""
+    return PowerBertError(f"{given}: the floor of rows applies to --retention relative (absolute retention keeps ℓ_j "
+                          f"rows of every example)")
+
+
 def check_floor_length(value, scale: str, max_length: int) -> int | str:
     """``--min-rows-max-length``: a whole number from 1 to ``max_length`` or "all" (None: the
     default under relative retention, "all" under absolute, where no floor applies)."""
@@ -383,8 +388,7 @@ def check_floor_length(value, scale: str, max_length: int) -> int | str:
                              f"got {value!r}")
     value = check_whole_number(value, "--min-rows-max-length", 1, max_length)
     if scale == "absolute":
-        raise PowerBertError(f"--min-rows-max-length {value}: the floor of rows applies to --retention relative "
-                             f"(absolute retention keeps ℓ_j rows of every example)")
+        raise _floor_is_relative(f"--min-rows-max-length {value}")
     return value
 
 

@@ -67,7 +67,7 @@ def calibrate_thresholds(model, dataset, batch_size: int = 64, device: str = "cp
     cfg = model.config
     retention, N = list(cfg.retention), int(cfg.sequence_length)
     lengths = example_lengths(dataset)
-    short = getattr(cfg, "min_rows_max_length", None)
+    short = cfg.min_rows_max_length
     per_example = [rows_kept(retention, N, n, cfg.retention_scale, cfg.min_rows, short) for n in lengths]
     L = len(retention)
     thresholds: list = [None] * L

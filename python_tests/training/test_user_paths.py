@@ -907,23 +907,26 @@ def test_distillation_mix_flags(workdir, finished_run, tmp_path, capsys):
     assert not (tmp_path / "f").exists()
 
 
+def _run_before_setting(finished_run, run, key: str, value):
+    """A copy of ``finished_run`` at ``run`` whose stages 2-3 ran before ``key`` existed: their
+    settings and models' configs without it (each held ``value``)."""
+    shutil.copytree(finished_run, run)
+    for stage in ("search", "retrain"):
+        for name in ("settings.json", "model/config.json"):
+            path = run / stage / name
+            old = json.loads(path.read_text())
+            assert old.pop(key) == value
+            path.write_text(json.dumps(old))
+    return run
+
+
 def test_search_from_before_the_floor_of_rows(workdir, finished_run, tmp_path, capsys):
     """Stages 2-3 run before relative retention had a floor of rows (their settings and models
     without min_rows, i.e. 1): the default (a floor of 3) is refused with the flag that reuses
     them, which reuses both without training and scores the model without a floor; the report of
     a run records its floor."""
     assert json.loads((finished_run / "report.json").read_text())["min_rows"] == 3
-    run = tmp_path / "run"
-    shutil.copytree(finished_run, run)
-    for stage in ("search", "retrain"):
-        settings = run / stage / "settings.json"
-        old = json.loads(settings.read_text())
-        assert old.pop("min_rows") == 3
-        settings.write_text(json.dumps(old))
-        config = run / stage / "model" / "config.json"
-        old = json.loads(config.read_text())
-        assert old.pop("min_rows") == 3
-        config.write_text(json.dumps(old))
+    run = _run_before_setting(finished_run, tmp_path / "run", "min_rows", 3)
     stamps = [(run / s / "stage.json").stat().st_mtime_ns for s in ("search", "retrain")]
     args = run_args(workdir, run)
     capsys.readouterr()
@@ -975,14 +978,7 @@ def test_run_from_before_the_floor_length(workdir, finished_run, tmp_path, capsy
     """Stages 2-3 run before the floor's length limit existed (settings and models without
     min_rows_max_length: the floor for every text): the default (8) is refused with the flag that
     reuses them, which reuses both without training and reports the floor for every text."""
-    run = tmp_path / "run"
-    shutil.copytree(finished_run, run)
-    for stage in ("search", "retrain"):
-        for name in ("settings.json", "model/config.json"):
-            path = run / stage / name
-            old = json.loads(path.read_text())
-            assert old.pop("min_rows_max_length") == 8
-            path.write_text(json.dumps(old))
+    run = _run_before_setting(finished_run, tmp_path / "run", "min_rows_max_length", 8)
     stamps = [(run / s / "stage.json").stat().st_mtime_ns for s in ("search", "retrain")]
     args = run_args(workdir, run)
     capsys.readouterr()
