@@ -180,12 +180,7 @@ class PowerBertPreTrainedModel(PreTrainedModel):
             model.config.exclude_self = bool(exclude_self)
         if power_attention is not None:
             model.config.power_attention = check_power_attention(power_attention)
-        if retention_scale is not None:
-            model.config.retention_scale = check_scale(retention_scale)
-        if min_rows is not None:
-            model.config.min_rows = check_min_rows(min_rows)
-        if min_rows_max_length is not _UNSET:
-            model.config.min_rows_max_length = check_min_rows_max_length(min_rows_max_length)
+        model._set_floor_options(retention_scale, min_rows, min_rows_max_length)
         if retention is not _UNSET:
             model.set_mode(mode or ("hard" if retention is not None else "full"), retention=retention)
         elif mode is not None:
@@ -194,6 +189,16 @@ class PowerBertPreTrainedModel(PreTrainedModel):
             model._apply_mode(model.config.mode, model.config.retention)
         model.eval()
         return model
+
+    def _set_floor_options(self, retention_scale, min_rows, min_rows_max_length) -> None:
+        """Checks and records the given ones of relative retention's settings (None, or _UNSET for
+        ``min_rows_max_length``: leave it as it is)."""
+        if retention_scale is not None:
+            self.config.retention_scale = check_scale(retention_scale)
+        if min_rows is not None:
+            self.config.min_rows = check_min_rows(min_rows)
+        if min_rows_max_length is not _UNSET:
+            self.config.min_rows_max_length = check_min_rows_max_length(min_rows_max_length)
 
     def _apply_dtype(self, dtype) -> None:
         """``from_pretrained(..., dtype=...)``: the wrapped model's parameters in ``dtype`` (a
@@ -276,12 +281,7 @@ class PowerBertPreTrainedModel(PreTrainedModel):
         """
         if mode not in MODES:
             raise ValueError(f"PoWER-BERT: mode must be one of {MODES}, got {mode!r}")
-        if retention_scale is not None:
-            self.config.retention_scale = check_scale(retention_scale)
-        if min_rows is not None:
-            self.config.min_rows = check_min_rows(min_rows)
-        if min_rows_max_length is not _UNSET:
-            self.config.min_rows_max_length = check_min_rows_max_length(min_rows_max_length)
+        self._set_floor_options(retention_scale, min_rows, min_rows_max_length)
         if mode == "hard":
             if retention is None:
                 if self.config.mode == "soft":
