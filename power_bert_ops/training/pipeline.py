@@ -42,8 +42,8 @@ from .prepare import PreparedTask
 from .projection import BREAK_EVEN_KEEP
 from .thresholds import RETENTION_RULES
 from .._text import count_text
-from .stages import (STAGE_TABLE, StagePlan, check_search_floor, describe_training, flop_model, say,
-                     set_attention_dropout, stage_distill, training_record)
+from .stages import (SEARCH_MIN_STEPS, STAGE_TABLE, StagePlan, check_search_floor, describe_training, flop_model,
+                     say, set_attention_dropout, stage_distill, training_record)
 from .trainer import (PowerBertTrainer, StopOnNonFiniteLoss, check_device, readable_progress, resolve_device,
                       restore_patience)
 
@@ -90,7 +90,7 @@ class PipelineConfig:
     search_epochs: float = 1.0
     retrain_epochs: float = 4.0  # the cap, as finetune_epochs
     patience: int = 2  # epochs without a better dev score before stages 1 and 3 stop; 0: train every epoch
-    search_min_steps: int = 120  # a target search's floor on steps (more epochs on small data); 0: the epochs as given
+    search_min_steps: int = SEARCH_MIN_STEPS  # a target search's floor on steps (more epochs on small data); 0: the epochs as given
     lr_bert: float = 3e-5
     lr_retrain: float | None = None  # stage 3's rate of the model's weights; None: RETRAIN_LR_FACTOR x lr_bert
     lr_soft: float = 1e-3

@@ -9,7 +9,7 @@ import pytest
 
 from power_bert_ops import cli
 from power_bert_ops.flops import flop_bound
-from power_bert_ops.training import trainer as trainer_module
+from power_bert_ops.training import stages, trainer as trainer_module
 from power_bert_ops.flops import max_reachable_speedup
 
 from tiny_models import run_args
@@ -245,4 +245,16 @@ def test_search_floor_extends_records_and_reports(workdir, tmp_path, capsys):
     assert cli.main(["search", *_target_args(workdir, short, "--target-speedup", "2", "--search-epochs", "0.1")[1:],
                      "--patience", "1"]) == 0
     jump = json.loads((short / "search" / "target.json").read_text())["projection_jump"]
-    assert abs(jump - 1) > 0.1 and "WARNING: the search ended at a soft FLOP bound of" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert abs(jump - 1) > 0.1 and "WARNING: the search ended at a soft FLOP bound of" in printed
+    assert "give the search more steps (it ran " in printed  # a search under the floor: more steps may help
+
+
+def test_jump_warning_names_the_remedy_by_the_search_length():
+    """More steps help a search shorter than the default floor; past it the soft bound stalls short
+    of high targets whatever the length, and the warning says so instead of asking for more."""
+    short = stages.jump_warning(1.5, [30, 20, 10], 2.0, steps=12)
+    assert "x1.33" in short and "give the search more steps (it ran 12; --search-epochs" in short
+    long_ = stages.jump_warning(3.63, [88, 53, 27, 8, 6, 1], 5.99, steps=stages.SEARCH_MIN_STEPS)
+    assert "x1.65" in long_ and "more search steps do not close it (120 ran)" in long_
+    assert "--target-speedup" in long_ and "give the search more steps" not in long_
