@@ -73,7 +73,9 @@ def read_table(path, errors: str = "strict", quoting: int | None = None) -> tupl
         return _read_json(path, text)
     quoting = csv.QUOTE_MINIMAL if quoting is None else quoting
     with big_csv_fields():
-        reader = csv.reader(io.StringIO(text, newline=""), delimiter=_DELIMITED[ext], quoting=quoting)
+        # strict: a quote left open (which would swallow the rest of the file into one text) or
+        # text after a closing quote is an error, not a guess
+        reader = csv.reader(io.StringIO(text, newline=""), delimiter=_DELIMITED[ext], quoting=quoting, strict=True)
         try:
             header = next(reader)
             while not any(c.strip() for c in header):
@@ -103,17 +105,26 @@ def read_table(path, errors: str = "strict", quoting: int | None = None) -> tupl
                     continue
                 rows.append(dict(zip(columns, row)))
         except csv.Error as exc:
-            raise DataError(f"{path}: CSV parse error at line {reader.line_num}: {exc}") from None
+            hint = _quoting_hint(ext, quoting)
+            raise DataError(f"{path}: the record starting at line {start} cannot be read ({exc}): a quote left open, "
+                            f"or text after a closing quote{hint and hint + ', and so must one that starts with a quote'}"
+                            ) from None
     if n_ragged:
         more = f", and {n_ragged - len(ragged)} more" if n_ragged > len(ragged) else ""
-        sep = "a comma" if _DELIMITED[ext] == "," else "a tab"
-        hint = "" if quoting == csv.QUOTE_NONE else \
-            f"; a text holding {sep}, a quote or a line break must be in double quotes (\"...\", with \"\" for a quote)"
+        hint = _quoting_hint(ext, quoting)
         if _DELIMITED[ext] == "," and any("\t" in c for c in columns):
             hint = "; its header is separated by tabs: name a tab-separated file .tsv"
         raise DataError(f"{path}: {n_ragged} row{'s do' if n_ragged > 1 else ' does'} not have the header's "
                         f"{len(columns)} fields ({', '.join(ragged)}{more}){hint}")
     return columns, rows, {"skipped_rows": 0, "skipped_lines": []}
+
+
+def _quoting_hint(ext: str, quoting: int) -> str:
+    """How a CSV / TSV text that holds the delimiter, a quote or a line break is written."""
+    if quoting == csv.QUOTE_NONE:
+        return ""
+    sep = "a comma" if _DELIMITED[ext] == "," else "a tab"
+    return f"; a text holding {sep}, a quote or a line break must be in double quotes (\"...\", with \"\" for a quote)"
 
 
 def _read_json(path: Path, text: str):

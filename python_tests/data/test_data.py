@@ -577,6 +577,29 @@ def test_ragged_rows_refused_with_their_lines(tmp_path, ext, sep):
             load_files(**{name: ragged}, text_column="text", label_column="label", label_names=["x", "y"])
 
 
+@pytest.mark.parametrize("ext,sep", [(".csv", ","), (".tsv", "\t")])
+def test_unclosed_quote_refused_with_its_line(tmp_path, ext, sep):
+    """A quote left open would swallow the rest of the file into one text (in a one-column file, with
+    no ragged row to show it) and text after a closing quote would lose the quotes: both are errors
+    naming the line the record starts on, never a guess. Quotes inside a text stay plain characters."""
+    from power_bert_ops.data.files import read_table
+
+    delimiter = "a comma" if sep == "," else "a tab"
+    advice = (f'a text holding {delimiter}, a quote or a line break must be in double quotes ("...", with "" for a '
+              f"quote), and so must one that starts with a quote")
+    unclosed = _write(tmp_path / f"open{ext}", 'text\nfirst review\n"an open quote\nthird\nfourth\n')
+    with pytest.raises(DataError) as e:
+        read_table(unclosed)  # what `power-bert predict` reads its one-column input with
+    assert str(e.value) == (f"{unclosed}: the record starting at line 3 cannot be read (unexpected end of data): a "
+                            f"quote left open, or text after a closing quote; {advice}")
+    after = _write(tmp_path / f"after{ext}", f'text{sep}label\ngood{sep}x\n"Great" film{sep}y\n')
+    with pytest.raises(DataError, match=r"the record starting at line 3 cannot be read \("):
+        load_files(after, text_column="text", label_column="label")
+    inner = _write(tmp_path / f"inner{ext}", f'text{sep}label\nhe said "hi" twice{sep}x\n"a ""quoted"" word"{sep}y\n')
+    assert load_files(inner, text_column="text", label_column="label")["train"].texts == \
+        ['he said "hi" twice', 'a "quoted" word']
+
+
 def test_ragged_rows_refused_under_quote_none(tmp_path):
     """With quoting=csv.QUOTE_NONE (GLUE-style files) the error has no advice about quotes."""
     import csv
