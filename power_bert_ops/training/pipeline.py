@@ -90,7 +90,7 @@ class PipelineConfig:
     search_epochs: float = 1.0
     retrain_epochs: float = 4.0  # the cap, as finetune_epochs
     patience: int = 2  # epochs without a better dev score before stages 1 and 3 stop; 0: train every epoch
-    search_min_steps: int = SEARCH_MIN_STEPS  # a target search's floor on steps (more epochs on small data); 0: the epochs as given
+    search_min_steps: int = SEARCH_MIN_STEPS  # a target search's floor on steps (more epochs on small data); 0: none
     lr_bert: float = 3e-5
     lr_retrain: float | None = None  # stage 3's rate of the model's weights; None: RETRAIN_LR_FACTOR x lr_bert
     lr_soft: float = 1e-3

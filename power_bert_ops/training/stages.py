@@ -274,16 +274,16 @@ def _finish_search(cfg: "PipelineConfig", task: "PreparedTask", plan: StagePlan,
 
 def jump_warning(soft: float, retention: list[int], projected: float, steps: int) -> str:
     """The warning for a projection that moved the search's soft bound ``soft`` to ``projected``:
-    more steps are the remedy only for a search shorter than :data:`SEARCH_MIN_STEPS`; longer
-    searches stall short of high targets whatever their length (bench/RESULTS.md, "The search's
-    travel scaled with the target": 482 steps end where 180 do)."""
-    remedy = (f"give the search more steps (it ran {steps}; --search-epochs / --search-min-steps)"
+    more steps are the remedy only for a search shorter than :data:`SEARCH_MIN_STEPS`; a longer
+    search that ended below its target stalled there whatever its length, and the warning says so
+    (bench/RESULTS.md, "The search's travel scaled with the target": 482 steps end where 180 do)."""
+    remedy = (f"; give the search more steps (it ran {steps}; --search-epochs / --search-min-steps)"
               if steps < SEARCH_MIN_STEPS else
-              f"more search steps do not close it ({steps} ran); compare the report's accuracy with the "
-              f"baseline's, or ask for a lower --target-speedup")
+              f"; more search steps do not close it ({steps} ran): compare the report's accuracy with the "
+              f"baseline's, or ask for a lower --target-speedup" if projected > soft else "")
     return (f"power-bert: WARNING: the search ended at a soft FLOP bound of {soft:.2f}x and the projection to "
             f"ℓ = {retention} moved it to {projected:.2f}x (x{projected / soft:.2f}); stage 3 has to recover "
-            f"from that jump: expect a larger accuracy loss; {remedy}")
+            f"from that jump: expect a larger accuracy loss{remedy}")
 
 
 # -- stage 3 -----------------------------------------------------------------------------------------

@@ -258,3 +258,5 @@ def test_jump_warning_names_the_remedy_by_the_search_length():
     long_ = stages.jump_warning(3.63, [88, 53, 27, 8, 6, 1], 5.99, steps=stages.SEARCH_MIN_STEPS)
     assert "x1.65" in long_ and "more search steps do not close it (120 ran)" in long_
     assert "--target-speedup" in long_ and "give the search more steps" not in long_
+    over = stages.jump_warning(5.0, [40, 20, 10], 4.0, steps=150)  # a search past its target: no remedy to name
+    assert over.endswith("(x0.80); stage 3 has to recover from that jump: expect a larger accuracy loss")
