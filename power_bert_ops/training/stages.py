@@ -277,10 +277,13 @@ def jump_warning(soft: float, retention: list[int], projected: float, steps: int
     more steps are the remedy only for a search shorter than :data:`SEARCH_MIN_STEPS`; a longer
     search that ended below its target stalled there whatever its length, and the warning says so
     (bench/RESULTS.md, "The search's travel scaled with the target": 482 steps end where 180 do)."""
-    remedy = (f"; give the search more steps (it ran {steps}; --search-epochs / --search-min-steps)"
-              if steps < SEARCH_MIN_STEPS else
-              f"; more search steps do not close it ({steps} ran): compare the report's accuracy with the "
-              f"baseline's, or ask for a lower --target-speedup" if projected > soft else "")
+    if steps < SEARCH_MIN_STEPS:
+        remedy = f"; give the search more steps (it ran {steps}; --search-epochs / --search-min-steps)"
+    elif projected > soft:
+        remedy = (f"; more search steps do not close it ({steps} ran): compare the report's accuracy with the "
+                  f"baseline's, or ask for a lower --target-speedup")
+    else:  # the search ended past its target
+        remedy = ""
     return (f"power-bert: WARNING: the search ended at a soft FLOP bound of {soft:.2f}x and the projection to "
             f"ℓ = {retention} moved it to {projected:.2f}x (x{projected / soft:.2f}); stage 3 has to recover "
             f"from that jump: expect a larger accuracy loss{remedy}")
