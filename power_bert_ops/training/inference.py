@@ -18,6 +18,7 @@ from torch.utils.data import DataLoader, Subset
 from tqdm.auto import tqdm
 
 from .. import data as D
+from .._progress import paced
 from .artifacts import (check_labels_fit, check_max_length, check_same_classifier, class_names, default_max_length,
                         label_names, load_model, position_limit)
 from .errors import PowerBertError, check_whole_number
@@ -42,8 +43,8 @@ def predict_logits(model, dataset, batch_size: int, device: str, progress: bool 
         batches = ((None, b) for b in DataLoader(dataset, batch_size=batch_size))
     outs, labels, where = [], [], []
     with torch.inference_mode():
-        for rows, batch in tqdm(batches, total=-(-len(dataset) // batch_size), disable=not progress,
-                                desc="batches", leave=False):
+        for rows, batch in paced(tqdm(batches, total=-(-len(dataset) // batch_size), disable=not progress,
+                                      desc="batches", leave=False)):
             outs.append(model(**{k: v.to(device) for k, v in batch.items() if k in MODEL_INPUTS}).logits.float().cpu())
             if "labels" in batch:
                 labels.append(batch["labels"])

@@ -11,6 +11,7 @@ import torch
 from transformers import EarlyStoppingCallback, PrinterCallback, ProgressCallback, Trainer, TrainerCallback
 
 from .errors import PowerBertError
+from .._progress import paced
 from ..modeling import EncoderRecord
 from .distillation import (DEFAULT_ALPHA, DEFAULT_TEMPERATURE, TeacherCache, distillation_loss,
                            hidden_distillation_loss, mix_distillation, ranking_distillation_loss, teacher_significance)
@@ -184,6 +185,7 @@ class EpochLineCallback(ProgressCallback):
     def on_train_begin(self, args, state, control, **kwargs):
         if self.bars:
             super().on_train_begin(args, state, control, **kwargs)
+            paced(self.training_bar)
         self.current_step = 0
 
     def on_step_end(self, args, state, control, **kwargs):
@@ -192,7 +194,10 @@ class EpochLineCallback(ProgressCallback):
 
     def on_prediction_step(self, args, state, control, eval_dataloader=None, **kwargs):
         if self.bars:
+            new = self.prediction_bar is None
             super().on_prediction_step(args, state, control, eval_dataloader=eval_dataloader, **kwargs)
+            if new:
+                paced(self.prediction_bar)
 
     def on_train_end(self, args, state, control, **kwargs):
         if self.bars:

@@ -5,6 +5,7 @@ them; killed, copied, moved, corrupted and full-disk runs recover or say what to
 are refused before anything is written, in one line, with exit status 2."""
 import csv
 import json
+import re
 import shutil
 import subprocess
 import sys
@@ -574,6 +575,10 @@ def test_log_is_readable(workdir, tmp_path):
     for noise in ("Loading weights", "LOAD REPORT", "{'loss'", "{'eval_loss'", "'train_runtime'"):
         assert noise not in text, noise
     assert "it/s]" in r.stderr or "s/it]" in r.stderr  # the training progress bar stays
+    # written to a pipe, the training bar (24 steps) redraws when it starts, around each epoch line, when it
+    # ends and every LOG_INTERVAL_S seconds (power_bert_ops._progress), not ten times a second
+    draws = re.findall(r"\d+/24 \[", r.stderr)
+    assert 2 <= len(draws) <= 6, draws
 
 
 def test_predict_sharded_over_two_processes_matches_one(workdir, finished_run, tmp_path):

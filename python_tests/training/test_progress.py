@@ -1,0 +1,52 @@
+"""Progress bars written to a log file or a pipe redraw every LOG_INTERVAL_S seconds (power_bert_ops._progress)."""
+import io
+
+import pytest
+from tqdm import tqdm
+
+from power_bert_ops._progress import LOG_INTERVAL_S, paced
+
+
+class _Terminal(io.StringIO):
+    def isatty(self):
+        return True
+
+
+def _draws(stream, env_interval=None, monkeypatch=None, seconds=90.0, updates=900) -> int:
+    """Redraws of a paced bar of ``updates`` steps spread over ``seconds`` of a fake clock."""
+    clock = [0.0]
+    bar = tqdm(total=updates, file=stream)
+    bar._time = lambda: clock[0]
+    bar.start_t = bar.last_print_t = 0.0
+    paced(bar)
+    for _ in range(updates):
+        clock[0] += seconds / updates
+        bar.update()
+    bar.close()
+    return stream.getvalue().count(f"/{updates} [")
+
+
+@pytest.fixture(autouse=True)
+def _no_monitor(monkeypatch):
+    monkeypatch.setattr(tqdm, "monitor_interval", 0)  # tqdm's monitor thread reads the real clock
+    monkeypatch.delenv("TQDM_MININTERVAL", raising=False)
+
+
+def test_bar_off_a_terminal_redraws_every_interval():
+    draws = _draws(io.StringIO())
+    assert 2 <= draws <= 90 / LOG_INTERVAL_S + 3, draws  # first draw, one per interval, the last at close
+
+
+def test_bar_on_a_terminal_is_left_as_it_is():
+    assert _draws(_Terminal()) >= 500  # tqdm's own 0.1 s: about one redraw per update of 0.1 s
+
+
+def test_interval_from_the_environment_is_kept(monkeypatch):
+    monkeypatch.setenv("TQDM_MININTERVAL", "0.1")  # the user's choice (tqdm reads it at import; it is kept)
+    assert _draws(io.StringIO()) >= 500
+
+
+def test_disabled_and_missing_bars_pass_through():
+    assert paced(None) is None
+    bar = tqdm(total=3, disable=True)
+    assert paced(bar) is bar
