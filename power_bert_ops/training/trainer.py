@@ -11,7 +11,7 @@ import torch
 from transformers import EarlyStoppingCallback, PrinterCallback, ProgressCallback, Trainer, TrainerCallback
 
 from .errors import PowerBertError
-from .._progress import paced
+from .._progress import is_terminal, paced
 from ..modeling import EncoderRecord
 from .distillation import (DEFAULT_ALPHA, DEFAULT_TEMPERATURE, TeacherCache, distillation_loss,
                            hidden_distillation_loss, mix_distillation, ranking_distillation_loss, teacher_significance)
@@ -171,8 +171,9 @@ class StopOnNonFiniteLoss(TrainerCallback):
 
 
 class EpochLineCallback(ProgressCallback):
-    """Trainer's progress bars (training steps, evaluation batches) when ``bars``, and one
-    readable line per evaluation in place of Trainer's raw log dicts:
+    """Trainer's progress bars (training steps, evaluation batches) when ``bars`` (written to a
+    file or a pipe: paced, and no evaluation bar under the training bar), and one readable line per
+    evaluation in place of Trainer's raw log dicts:
     ``finetune epoch 2/3: dev accuracy 0.8031 (train loss 0.4123)``, and after training
     ``finetune done: dev accuracy 0.8031`` for the model the stage keeps."""
 
@@ -193,7 +194,9 @@ class EpochLineCallback(ProgressCallback):
             super().on_step_end(args, state, control, **kwargs)
 
     def on_prediction_step(self, args, state, control, eval_dataloader=None, **kwargs):
-        if self.bars:
+        # under the training bar, an evaluation bar moves the cursor (escape sequences a log file keeps)
+        nested = self.training_bar is not None and not is_terminal(self.training_bar.fp)
+        if self.bars and not nested:
             new = self.prediction_bar is None
             super().on_prediction_step(args, state, control, eval_dataloader=eval_dataloader, **kwargs)
             if new:

@@ -50,3 +50,19 @@ def test_disabled_and_missing_bars_pass_through():
     assert paced(None) is None
     bar = tqdm(total=3, disable=True)
     assert paced(bar) is bar
+
+
+@pytest.mark.parametrize("terminal", [True, False])
+def test_evaluation_bar_under_the_training_bar_only_on_a_terminal(terminal):
+    from types import SimpleNamespace
+
+    from power_bert_ops.training.trainer import EpochLineCallback
+
+    cb = EpochLineCallback("finetune", "accuracy")
+    cb.training_bar = tqdm(total=10, file=_Terminal() if terminal else io.StringIO())
+    state = SimpleNamespace(is_world_process_zero=True)
+    cb.on_prediction_step(None, state, None, eval_dataloader=[1, 2, 3])
+    assert (cb.prediction_bar is not None) == terminal
+    if cb.prediction_bar is not None:
+        cb.prediction_bar.close()
+    cb.training_bar.close()

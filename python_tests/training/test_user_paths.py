@@ -579,6 +579,7 @@ def test_log_is_readable(workdir, tmp_path):
     # ends and every LOG_INTERVAL_S seconds (power_bert_ops._progress), not ten times a second
     draws = re.findall(r"\d+/24 \[", r.stderr)
     assert 2 <= len(draws) <= 6, draws
+    assert "\x1b[A" not in r.stderr  # no evaluation bar nested under it, moving the cursor
 
 
 def test_predict_sharded_over_two_processes_matches_one(workdir, finished_run, tmp_path):
