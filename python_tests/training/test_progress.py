@@ -1,4 +1,5 @@
-"""Progress bars written to a log file or a pipe redraw every LOG_INTERVAL_S seconds (power_bert_ops._progress)."""
+"""Progress bars written to a log file or a pipe redraw every LOG_INTERVAL_S seconds, and no evaluation bar
+nests under the training bar there (power_bert_ops._progress, training.trainer.EpochLineCallback)."""
 import io
 
 import pytest
@@ -12,7 +13,7 @@ class _Terminal(io.StringIO):
         return True
 
 
-def _draws(stream, env_interval=None, monkeypatch=None, seconds=90.0, updates=900) -> int:
+def _draws(stream, seconds=90.0, updates=900) -> int:
     """Redraws of a paced bar of ``updates`` steps spread over ``seconds`` of a fake clock."""
     clock = [0.0]
     bar = tqdm(total=updates, file=stream)
@@ -42,7 +43,7 @@ def test_bar_on_a_terminal_is_left_as_it_is():
 
 
 def test_interval_from_the_environment_is_kept(monkeypatch):
-    monkeypatch.setenv("TQDM_MININTERVAL", "0.1")  # the user's choice (tqdm reads it at import; it is kept)
+    monkeypatch.setenv("TQDM_MININTERVAL", "0.1")  # the user's own pace: paced leaves the bar as tqdm made it
     assert _draws(io.StringIO()) >= 500
 
 
