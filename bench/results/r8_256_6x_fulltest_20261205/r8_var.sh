@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
-# Stage 3 again on a copy of an R8 run's stages 1-2: SRC NAME NTRAIN [flags]
+# Stage 3 again on a copy of an R8 run's stages 1-2: SRC NAME NTRAIN [flags]; THREADS=n (default 1)
 set -u
 SRC=$1; NAME=$2; NTRAIN=$3; shift 3
-export OMP_NUM_THREADS=1 PYTHONPATH=/work/wt_a TOKENIZERS_PARALLELISM=false
+export OMP_NUM_THREADS=${THREADS:-1} PYTHONPATH=/work/wt_a TOKENIZERS_PARALLELISM=false
 cd /work/runs
 mkdir -p $NAME && cp -r $SRC/finetune $SRC/search $NAME/ && cp $SRC/*.json $NAME/ 2>/dev/null
 python -m power_bert_cli retrain --task r8 --max-length 256 --max-train-examples $NTRAIN --max-eval-examples 0 \
