@@ -282,7 +282,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model-dir", required=True)
     p.add_argument("--input-file", required=True)
     p.add_argument("--output-file", required=True,
-                   help="the CSV file to write (not the --input-file); -: standard output")
+                   help="the file to write (not the --input-file): CSV, or by its ending .tsv / .jsonl; -: CSV to standard output")
     p.add_argument("--text-column", default=d["predict_text_column"], help="the column holding the texts")
     p.add_argument("--text-pair-column", default=None,
                    help="the column holding each text's second sentence (sentence pairs); default: none")

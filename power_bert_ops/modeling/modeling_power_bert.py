@@ -150,23 +150,28 @@ class PowerBertPreTrainedModel(PreTrainedModel):
         says how ℓ is read, ``min_rows`` is relative retention's floor of rows and
         ``min_rows_max_length`` the longest example it holds for (None: every one;
         :class:`PowerBertConfig`). Other keyword arguments (num_labels, dtype, ...) go to Hugging
-        Face's from_pretrained.
+        Face's from_pretrained; with ``output_loading_info=True`` it returns ``(model, info)``, as
+        Hugging Face's does (``info["missing_keys"]``: the weights the checkpoint lacked, which
+        hold fresh initial values, under the checkpoint's names).
         """
         if kwargs.get("use_safetensors") is False:
             raise ValueError("PoWER-BERT loads safetensors checkpoints only (use_safetensors=False is not supported)")
         kwargs["use_safetensors"] = True
         dtype = kwargs.get("dtype", kwargs.get("torch_dtype"))
+        loading_info = bool(kwargs.pop("output_loading_info", False))
         if kwargs.get("trust_remote_code"):
             raise ValueError("PoWER-BERT: trust_remote_code is not supported")
         if config is None:
             hub = {k: kwargs[k] for k in _HUB_KWARGS if k in kwargs}
             config = AutoConfig.from_pretrained(pretrained_model_name_or_path, **hub)
         if isinstance(config, PowerBertConfig):
-            model = super().from_pretrained(pretrained_model_name_or_path, *model_args, config=config, **kwargs)
+            model, info = super().from_pretrained(pretrained_model_name_or_path, *model_args, config=config,
+                                                  output_loading_info=True, **kwargs)
         else:
             check_supported(config)
             kwargs.pop("_from_auto", None)
-            hf_model = cls._hf_auto_class.from_pretrained(pretrained_model_name_or_path, *model_args, **kwargs)
+            hf_model, info = cls._hf_auto_class.from_pretrained(pretrained_model_name_or_path, *model_args,
+                                                                output_loading_info=True, **kwargs)
             pcfg = PowerBertConfig(base_config=hf_model.config.to_dict(), mode="full",
                                    sequence_length=sequence_length, name_or_path=str(pretrained_model_name_or_path))
             model = cls(pcfg, hf_model=hf_model)
@@ -188,7 +193,7 @@ class PowerBertPreTrainedModel(PreTrainedModel):
         else:
             model._apply_mode(model.config.mode, model.config.retention)
         model.eval()
-        return model
+        return (model, info) if loading_info else model
 
     def _set_floor_options(self, retention_scale, min_rows, min_rows_max_length) -> None:
         """Checks and records the given ones of relative retention's settings (None, or _UNSET for

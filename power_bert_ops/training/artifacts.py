@@ -83,9 +83,15 @@ def read_config(model_dir, what: str = "model folder") -> PreTrainedConfig:
                 f"(PoWER-BERT, then the fine-tuned baseline)") if len(models) == 2 else ""
         raise PowerBertError(f"{what} {model_dir} holds no config.json: it is not a Hugging Face model folder{hint}")
     try:
-        return AutoConfig.from_pretrained(str(path))
-    except (OSError, ValueError, json.JSONDecodeError) as e:
-        raise PowerBertError(f"{model_dir} is not a readable Hugging Face checkpoint: {e}") from None
+        cfg = AutoConfig.from_pretrained(str(path))
+    except (OSError, ValueError, TypeError, AttributeError, KeyError, json.JSONDecodeError) as e:
+        reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise PowerBertError(f"{model_dir} is not a readable Hugging Face checkpoint: its config.json is not valid "
+                             f"({reason})") from None
+    if cfg.model_type == "power_bert" and not isinstance(getattr(cfg, "base_config", None), dict):
+        raise PowerBertError(f"{model_dir} is not a readable Hugging Face checkpoint: its config.json is not valid "
+                             f"(a PoWER-BERT config needs base_config, the wrapped model's config)")
+    return cfg
 
 
 def _base_config(cfg):
@@ -190,19 +196,45 @@ def load_classifier(model_dir, cfg=None, *, dtype=None, device: str | None = Non
     """The model of a saved folder (a PoWER-BERT model with its mode and ℓ, or a plain Hugging
     Face classifier), in eval mode, without its tokenizer. ``cfg``: the folder's config when
     already read and checked (else :func:`check_checkpoint` reads it); ``dtype`` as in
-    ``from_pretrained``."""
+    ``from_pretrained``. CorruptModelError when the weights do not fit the config, when any
+    weight the model needs is missing from them (Hugging Face would fill it with random values)
+    or when a weight holds NaN or inf."""
     cfg = cfg if cfg is not None else check_checkpoint(model_dir, "model folder")
     mc = any(a.endswith("ForMultipleChoice") for a in (getattr(cfg, "architectures", None) or []))
-    kwargs = {} if dtype is None else {"dtype": dtype}
-    if cfg.model_type == "power_bert":
-        cls = PowerBertForMultipleChoice if mc else PowerBertForSequenceClassification
-        model = cls.from_pretrained(str(model_dir), config=cfg, **kwargs)
-    else:
-        cls = AutoModelForMultipleChoice if mc else AutoModelForSequenceClassification
-        model = cls.from_pretrained(str(model_dir), use_safetensors=True, **kwargs)
+    kwargs = {"output_loading_info": True, "ignore_mismatched_sizes": True}  # _check_loaded names what did not fit
+    if dtype is not None:
+        kwargs["dtype"] = dtype
+    try:
+        if cfg.model_type == "power_bert":
+            cls = PowerBertForMultipleChoice if mc else PowerBertForSequenceClassification
+            model, info = cls.from_pretrained(str(model_dir), config=cfg, **kwargs)
+        else:
+            cls = AutoModelForMultipleChoice if mc else AutoModelForSequenceClassification
+            model, info = cls.from_pretrained(str(model_dir), use_safetensors=True, **kwargs)
+    except (RuntimeError, ValueError, TypeError, AttributeError, KeyError) as e:
+        reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise CorruptModelError(f"{model_dir}: its config.json and weights do not make a model ({reason}); "
+                                f"{_fix_hint(model_dir)}") from None
+    _check_loaded(model_dir, model, info)
     if device is not None:
         model.to(device)
     return model.eval()
+
+
+def _check_loaded(model_dir, model, info: dict) -> None:
+    """CorruptModelError when ``from_pretrained``'s ``info`` names weights the checkpoint lacked or
+    held in another shape, or when a weight of ``model`` is not finite."""
+    for key, what in (("missing_keys", "lacks {} the model needs"),
+                      ("mismatched_keys", "holds {} in another shape than its config.json gives"),
+                      ("unexpected_keys", "holds {} its config.json has no place for")):
+        names = sorted(str(k[0] if isinstance(k, tuple) else k) for k in info.get(key) or ())
+        if names:
+            shown = ", ".join(names[:3]) + (f" and {len(names) - 3} more" if len(names) > 3 else "")
+            raise CorruptModelError(f"{model_dir}: its weights file {what.format(count_text(len(names), 'weight'))} "
+                                    f"({shown}); {_fix_hint(model_dir)}")
+    for name, p in model.named_parameters():
+        if p.is_floating_point() and not bool(p.detach().isfinite().all()):
+            raise CorruptModelError(f"{model_dir}: the weight {name} holds NaN or inf values; {_fix_hint(model_dir)}")
 
 
 def load_model(model_dir, *, dtype=None, device: str | None = None):

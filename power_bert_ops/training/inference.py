@@ -6,6 +6,7 @@ the ones the run's report gives for the same model and data."""
 from __future__ import annotations
 
 import csv
+import json
 import time
 from pathlib import Path
 from types import SimpleNamespace
@@ -22,7 +23,8 @@ from .._progress import paced
 from .artifacts import (check_labels_fit, check_max_length, check_same_classifier, class_names, default_max_length,
                         label_names, load_model, position_limit)
 from .errors import PowerBertError, check_whole_number
-from .outputs import check_benchmark_output_dir, check_output_file, folder_files, replace_atomically
+from .outputs import (check_benchmark_output_dir, check_output_file, folder_files, replace_atomically,
+                      writes_to_stdout)
 from .prepare import DataArgs, check_distinct_columns, predictions, subset
 from .report import write_benchmark_report
 from .speed import MODEL_INPUTS, bucketed_batches, speed_report
@@ -234,6 +236,7 @@ def predict(model_dir, input_file, output_file, text_column: str = "text", text_
     device = _device(device)
     out = check_output_file(output_file, "--output-file", {"--input-file": input_file, "--artifact": artifact,
                                                            **folder_files("--model-dir", model_dir)})
+    kind = _output_kind(out, output_file)
     state = PartialState(cpu=device == "cpu")
     if device.startswith("cuda") and state.num_processes > 1:
         device = str(state.device)
@@ -257,16 +260,36 @@ def predict(model_dir, input_file, output_file, text_column: str = "text", text_
     names = label_names(model)
     regression = logits.shape[-1] == 1
     probs = None if regression else _softmax(logits)
-    delimiter = "\t" if out.suffix.lower() in (".tsv", ".tab") else ","
+    header = [text_column] + ([text_pair_column] if table.text_pairs else []) + ["prediction"] + \
+        ([] if regression else [f"score_{c}" for c in (names or range(logits.shape[-1]))])
     with replace_atomically(out, "w", newline="") as f:  # a failure leaves no half file
-        w = csv.writer(f, delimiter=delimiter, lineterminator="\n")
-        w.writerow([text_column] + ([text_pair_column] if table.text_pairs else []) + ["prediction"] +
-                   ([] if regression else [f"score_{c}" for c in (names or range(logits.shape[-1]))]))
+        w = None if kind == "jsonl" else csv.writer(f, delimiter="\t" if kind == "tsv" else ",", lineterminator="\n")
+        if w is not None:
+            w.writerow(header)
         for i, row in enumerate(logits):
             pred = float(row[0]) if regression else (names[int(row.argmax())] if names else int(row.argmax()))
-            w.writerow([table.texts[i]] + ([table.text_pairs[i]] if table.text_pairs else []) + [pred] +
-                       ([] if regression else [f"{x:.6f}" for x in probs[i]]))
+            values = [table.texts[i]] + ([table.text_pairs[i]] if table.text_pairs else []) + [pred]
+            if w is None:
+                scores = [] if regression else [round(float(x), 6) for x in probs[i]]
+                f.write(json.dumps(dict(zip(header, values + scores)), ensure_ascii=False) + "\n")
+            else:
+                w.writerow(values + ([] if regression else [f"{x:.6f}" for x in probs[i]]))
     return result
+
+
+# predict's output formats by the --output-file's ending; standard output and devices get CSV.
+OUTPUT_KINDS = {".csv": "csv", ".tsv": "tsv", ".tab": "tsv", ".jsonl": "jsonl"}
+
+
+def _output_kind(out: Path, output_file) -> str:
+    """'csv', 'tsv' or 'jsonl' for predict's ``--output-file``; PowerBertError for another ending."""
+    if writes_to_stdout(output_file) or not out.suffix or (out.exists() and not out.is_file()):  # a pipe or device
+        return "csv"
+    kind = OUTPUT_KINDS.get(out.suffix.lower())
+    if kind is None:
+        raise PowerBertError(f"--output-file {output_file}: predict writes {', '.join(OUTPUT_KINDS)} files (by the "
+                             f"name's ending; a name without one gets CSV), not {out.suffix}")
+    return kind
 
 
 def benchmark(model_dir, baseline_dir, data: DataArgs, max_length: int | None = None, batch_size: int = 64,

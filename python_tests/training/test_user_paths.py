@@ -481,8 +481,8 @@ def test_eval_file_labels_and_problem_must_fit_the_model(workdir, finished_run, 
 
 def test_outputs_that_would_mix_with_a_run_or_misname_columns(workdir, finished_run, tmp_path, capsys):
     """benchmark --output-dir refuses a stage or model folder; predict refuses a text column named
-    like its own output columns, a path ending in a separator and an empty one, and writes .tsv
-    tab-separated."""
+    like its own output columns, a path ending in a separator and an empty one and an ending it
+    does not write, and writes .tsv tab-separated and .jsonl as one JSON object per text."""
     model, base = finished_run / "retrain" / "model", finished_run / "finetune" / "model"
     for folder, what in ((finished_run / "retrain", "a stage of a power-bert run (stage.json)"),
                          (model, "a model (config.json)")):
@@ -506,6 +506,17 @@ def test_outputs_that_would_mix_with_a_run_or_misname_columns(workdir, finished_
     assert cli.main([*predict, "--text-column", "review", "--output-file", str(tmp_path / "o.tsv")]) == 0
     lines = (tmp_path / "o.tsv").read_text().splitlines()
     assert lines[0] == "review\tprediction\tscore_neg\tscore_pos" and lines[1].startswith("good movie\t")
+    assert cli.main([*predict, "--text-column", "review", "--output-file", str(tmp_path / "o.jsonl")]) == 0
+    rows = [json.loads(line) for line in (tmp_path / "o.jsonl").read_text().splitlines()]
+    assert [r["review"] for r in rows] == ["good movie", "boring plot"]
+    assert [list(r) for r in rows] == [["review", "prediction", "score_neg", "score_pos"]] * 2
+    assert [r["prediction"] for r in rows] == [line.split("\t")[1] for line in lines[1:]]
+    assert all(abs(r["score_neg"] + r["score_pos"] - 1) < 1e-5 for r in rows)
+    capsys.readouterr()
+    assert cli.main([*predict, "--text-column", "review", "--output-file", str(tmp_path / "o.xlsx")]) == 2
+    err = capsys.readouterr().err
+    assert "--output-file" in err and "not .xlsx" in err and err.count("\n") == 1, err
+    assert not (tmp_path / "o.xlsx").exists()
 
 
 def test_standard_output_as_a_path_holds_only_the_data(workdir, finished_run, tmp_path):
@@ -559,6 +570,95 @@ def test_bad_model_folders_for_evaluate_and_explain(workdir, finished_run, tmp_p
     assert cli.main(["explain", "--model-dir", str(finished_run / "retrain" / "model"), "--text", "good film",
                      "--max-length", "2"]) == 2  # the same rule as evaluate and predict
     assert "--max-length must be a whole number >= 4, got 2" in capsys.readouterr().err
+
+
+def _edit_weights(folder, edit) -> None:
+    from safetensors.torch import load_file, save_file
+    tensors = load_file(folder / "model.safetensors")
+    edit(tensors)
+    save_file(tensors, folder / "model.safetensors", metadata={"format": "pt"})
+
+
+def _edit_config(folder, edit) -> None:
+    cfg = json.loads((folder / "config.json").read_text())
+    edit(cfg)
+    (folder / "config.json").write_text(json.dumps(cfg))
+
+
+def _drop(tensors, key):
+    del tensors[key]
+
+
+def _rename(tensors, key):
+    tensors["x." + key] = tensors.pop(key)
+
+
+def _nan(tensors, key):
+    tensors[key] = torch.full_like(tensors[key], float("nan"))
+
+
+def _three_classes(cfg):
+    base = cfg.get("base_config", cfg)
+    base["id2label"] = {"0": "a", "1": "b", "2": "c"}
+    base["label2id"] = {"a": 0, "b": 1, "c": 2}
+
+
+# fault -> (stage, what is done to a copy of its model folder, what the one-line refusal says)
+BAD_FOLDERS = {
+    "weight_missing": ("retrain", lambda m: _edit_weights(m, lambda t: _drop(t, "model.classifier.weight")),
+                       "its weights file lacks 1 weight the model needs (model.classifier.weight)"),
+    "head_missing": ("finetune", lambda m: _edit_weights(m, lambda t: [_drop(t, k) for k in list(t) if "classifier" in k]),
+                     "lacks 2 weights the model needs (classifier.bias, classifier.weight)"),
+    "weights_renamed": ("retrain", lambda m: _edit_weights(
+        m, lambda t: [_rename(t, k) for k in list(t) if ".layer.1." in k]), "weights the model needs"),
+    "weight_extra": ("finetune", lambda m: _edit_weights(m, lambda t: t.update(extra=torch.zeros(2))),
+                     "holds 1 weight its config.json has no place for (extra)"),
+    "weight_nan": ("retrain", lambda m: _edit_weights(m, lambda t: _nan(t, "model.classifier.bias")),
+                   "the weight model.classifier.bias holds NaN or inf values"),
+    "classes_unlike_weights": ("retrain", lambda m: _edit_config(m, _three_classes),
+                               "in another shape than its config.json gives (model.classifier.bias, "
+                               "model.classifier.weight)"),
+    "heads_unlike_width": ("finetune", lambda m: _edit_config(m, lambda c: c.update(num_attention_heads=5)),
+                           "its config.json and weights do not make a model (The hidden size"),
+    "no_base_config": ("retrain", lambda m: _edit_config(m, lambda c: c.pop("base_config")),
+                       "its config.json is not valid (a PoWER-BERT config needs base_config"),
+    "base_config_not_a_dict": ("retrain", lambda m: _edit_config(m, lambda c: c.update(base_config="x")),
+                               "its config.json is not valid ("),
+}
+
+
+@pytest.mark.parametrize("fault", sorted(BAD_FOLDERS))
+def test_weights_that_do_not_make_the_model_are_refused(workdir, finished_run, tmp_path, capsys, fault):
+    """A model folder whose weights lack a tensor (Hugging Face would fill it with random values),
+    hold one the config has no place for or in another shape, hold NaN, or whose config.json does
+    not describe a model: predict and evaluate refuse it in one line naming the folder and what
+    is wrong, before writing anything."""
+    stage, damage, message = BAD_FOLDERS[fault]
+    model = tmp_path / "model"
+    shutil.copytree(finished_run / stage / "model", model)
+    damage(model)
+    (tmp_path / "in.csv").write_text("review\ngood movie\n")
+    out = tmp_path / "out.csv"
+    for cmd in (["predict", "--model-dir", str(model), "--input-file", str(tmp_path / "in.csv"), "--text-column",
+                 "review", "--output-file", str(out)],
+                ["evaluate", "--model-dir", str(model), "--eval-file", str(workdir / "eval.csv"), *EVAL]):
+        assert cli.main([*cmd, "--no-progress"]) == 2
+        err = capsys.readouterr().err
+        assert str(model) in err and message in err and err.count("\n") == 1, err
+    assert not out.exists()
+
+
+def test_from_pretrained_says_what_it_loaded(finished_run, tmp_path):
+    """``output_loading_info=True`` gives ``(model, info)`` as in Hugging Face: nothing missing
+    from a saved model, the dropped weight's name from a damaged copy."""
+    from power_bert_ops.modeling import PowerBertForSequenceClassification
+    model, info = PowerBertForSequenceClassification.from_pretrained(finished_run / "retrain" / "model",
+                                                                     output_loading_info=True)
+    assert model.config.mode == "hard" and not info["missing_keys"] and not info["unexpected_keys"]
+    shutil.copytree(finished_run / "retrain" / "model", tmp_path / "m")
+    _edit_weights(tmp_path / "m", lambda t: _drop(t, "model.classifier.weight"))
+    _, info = PowerBertForSequenceClassification.from_pretrained(tmp_path / "m", output_loading_info=True)
+    assert set(info["missing_keys"]) == {"model.classifier.weight"}
 
 
 def test_log_is_readable(workdir, tmp_path):
