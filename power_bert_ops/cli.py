@@ -217,9 +217,9 @@ def _add_train_args(p: argparse.ArgumentParser, d: dict) -> None:
                    help="stage 3 also trains on K copies of each training example with words left out (each "
                         "with probability --augment-drop), drawn afresh each epoch; a copy keeps its example's "
                         "label, and what stage 3 distils is distilled on it too; "
-                        f"0 to {d['max_augment_copies']}; 0: none (default: {d['auto_augment_copies']} when the "
-                        f"training texts average under {d['ranking_min_length']} real tokens, where it held the "
-                        "main job's sentences within a point at 3x; else 0; bench/RESULTS.md)")
+                        f"0 to {d['max_augment_copies']}; 0: none, which makes stage 3 several times faster "
+                        f"(default: {d['auto_augment_copies']}, 0 for multiple choice; they held the main job's "
+                        "sentences within a point at 3x and R8's documents at 6x; bench/RESULTS.md)")
     g.add_argument("--augment-drop", type=float, default=None, metavar="P",
                    help=f"probability that a copy leaves out each word, in (0, 1) (default: {d['augment_drop']:g})")
     g.add_argument("--attention-dropout", type=float, default=None,

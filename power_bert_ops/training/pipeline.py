@@ -305,13 +305,15 @@ def _newest_checkpoint(out: Path) -> str | None:
 # ranking's stage-3 cost.
 RANKING_WEIGHT = 10.0
 RANKING_MIN_LENGTH = 64
-# Automatic word-dropped copies in stage 3 (``augment_copies=None``): this many where the training
-# examples average under RANKING_MIN_LENGTH real tokens (not for multiple choice), none on longer
-# texts. Measured (bench/RESULTS.md, "Word-dropped copies in stage 3" and "Heavier word-dropped
-# copies"): on the main job's 3,000 sentences at 3x, three seeds, test -1.9 points against the
-# baseline without copies, -1.5 with one, -0.76 with two at drop 0.15 and -0.31 with four at drop
-# 0.3; four at 0.3 scored higher than two at 0.15 on the mean of dev and test in 8 of 9 comparisons
-# (3x, 4.5x and 6x, four stage 1s).
+# Automatic word-dropped copies in stage 3 (``augment_copies=None``): this many for every
+# single-text or text-pair task, none for multiple choice. Measured (bench/RESULTS.md, "Word-dropped
+# copies in stage 3", "Heavier word-dropped copies" and "Word-dropped copies on long documents"):
+# on the main job's 3,000 sentences at 3x, three seeds, test -1.9 points against the baseline
+# without copies, -1.5 with one, -0.76 with two at drop 0.15 and -0.31 with four at drop 0.3; four at
+# 0.3 scored higher than two at 0.15 on the mean of dev and test in 8 of 9 comparisons (3x, 4.5x and
+# 6x, four stage 1s). On Reuters R8 documents at 6x (all 2,189 test documents), 800 training
+# documents: test -1.7 without copies, -0.1 with two, +0.55 with four; 2,000: -1.75 without, -1.15
+# with two.
 AUTO_AUGMENT_COPIES = 4
 
 
@@ -336,8 +338,8 @@ def decide_auto(cfg: PipelineConfig, task: PreparedTask) -> tuple[PipelineConfig
     count of real tokens: ``distill_ranking=None`` becomes :data:`RANKING_WEIGHT` when they average
     at least :data:`RANKING_MIN_LENGTH`, else 0 (and then, with ``distill=None``, stage 3 distils
     the logits: :func:`.stages.stage_distill`); ``augment_copies=None`` becomes
-    :data:`AUTO_AUGMENT_COPIES` below that length (0 for multiple choice), else 0. Also returns the
-    line saying what was decided and why (None: nothing was)."""
+    :data:`AUTO_AUGMENT_COPIES` (0 for multiple choice). Also returns the line saying what was
+    decided and why (None: nothing was)."""
     if cfg.distill_ranking is not None and cfg.augment_copies is not None:
         return cfg, None
     mean = mean_train_length(task)
@@ -346,8 +348,7 @@ def decide_auto(cfg: PipelineConfig, task: PreparedTask) -> tuple[PipelineConfig
     if cfg.distill_ranking is None:
         decided["distill_ranking"] = RANKING_WEIGHT if on else 0.0
     if cfg.augment_copies is None:
-        short = not on and getattr(task, "problem", None) != "multiple_choice"
-        decided["augment_copies"] = AUTO_AUGMENT_COPIES if short else 0
+        decided["augment_copies"] = 0 if getattr(task, "problem", None) == "multiple_choice" else AUTO_AUGMENT_COPIES
     cfg = dataclasses.replace(cfg, **decided)
     parts, flags = [], []
     if "distill_ranking" in decided:
@@ -360,13 +361,15 @@ def decide_auto(cfg: PipelineConfig, task: PreparedTask) -> tuple[PipelineConfig
         parts.append(f"trains on {copies} of each example too (each word left out with probability "
                      f"{cfg.augment_drop:g}{'' if 'augment_copies' in decided else '; --augment-copies'})")
     elif "augment_copies" in decided:
-        parts.append("makes no word-dropped copies")
+        parts.append("makes no word-dropped copies (a multiple-choice example's options would lose different words)")
     if "augment_copies" in decided:
         flags.append("--augment-copies")
     what = ", ".join(flags[:-1]) + " and " + flags[-1] if len(flags) > 1 else flags[0]
+    sets = f"{what} set{'s' if len(flags) == 1 else ''} it"
+    if "distill_ranking" not in decided:  # the copies do not depend on the texts' length
+        return cfg, f"power-bert: stage 3 {' and '.join(parts)} ({sets})"
     return cfg, (f"power-bert: stage 3 {' and '.join(parts)}: the training texts average {mean:.0f} real tokens "
-                 f"({'at least' if on else 'under'} {RANKING_MIN_LENGTH}; {what} set{'s' if len(flags) == 1 else ''} "
-                 f"it)")
+                 f"({'at least' if on else 'under'} {RANKING_MIN_LENGTH}; {sets})")
 
 
 def _floor_is_relative(given: str) -> PowerBertError:

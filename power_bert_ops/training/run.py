@@ -222,7 +222,7 @@ def check_augment_flags(cfg: PipelineConfig, stages, flags, task: PreparedTask |
         raise PowerBertError("--augment-copies takes single texts and text pairs; a multiple-choice example's "
                              "options would lose different words, so leave --augment-copies out")
     if "--augment-drop" in flags and not cfg.augment_copies:
-        why = "--augment-copies 0" if "--augment-copies" in flags else "stage 3 makes none on these texts by default"
+        why = "--augment-copies 0" if "--augment-copies" in flags else "stage 3 makes none for multiple choice"
         raise PowerBertError(f"--augment-drop sets how stage 3's word-dropped copies are drawn, and there are none "
                              f"({why}); add --augment-copies K (K >= 1) or leave --augment-drop out")
 

@@ -176,19 +176,22 @@ def test_retrain_with_copies_trains_on_them_records_them_and_guards_the_folder(w
 
 
 def test_augment_drop_refused_where_there_are_no_copies():
-    """By default long texts get no copies: --augment-drop alone is refused there, saying why."""
+    """By default multiple choice gets no copies: --augment-drop alone is refused there, saying why."""
     from types import SimpleNamespace
 
     from power_bert_ops.training.errors import PowerBertError
     from power_bert_ops.training.pipeline import PipelineConfig, resolve_auto
     from power_bert_ops.training.run import check_augment_flags
 
-    long = SimpleNamespace(train_lengths=[300], problem="classification")
-    cfg = resolve_auto(PipelineConfig(model="m", output_dir="o", augment_drop=0.3), long)
-    with pytest.raises(PowerBertError, match=r"there are none \(stage 3 makes none on these texts by default\); add "
+    choice = SimpleNamespace(train_lengths=[300], problem="multiple_choice")
+    cfg = resolve_auto(PipelineConfig(model="m", output_dir="o", augment_drop=0.3), choice)
+    with pytest.raises(PowerBertError, match=r"there are none \(stage 3 makes none for multiple choice\); add "
                                              r"--augment-copies K"):
-        check_augment_flags(cfg, ("finetune", "search", "retrain"), ["--augment-drop"], long)
-    check_augment_flags(cfg, ("finetune", "search", "retrain"), [], long)  # the default drop, no copies: fine
+        check_augment_flags(cfg, ("finetune", "search", "retrain"), ["--augment-drop"], choice)
+    check_augment_flags(cfg, ("finetune", "search", "retrain"), [], choice)  # the default drop, no copies: fine
+    long = resolve_auto(PipelineConfig(model="m", output_dir="o", augment_drop=0.3),
+                        SimpleNamespace(train_lengths=[300], problem="classification"))
+    assert long.augment_copies >= 1  # long texts get copies: --augment-drop has something to set
 
 
 @pytest.mark.parametrize("extra, message", [

@@ -146,7 +146,8 @@ def test_non_finite_loss_stops_with_clear_message():
 
 def test_ranking_distillation_is_decided_by_the_training_texts_length(capsys):
     """distill_ranking=None: RANKING_WEIGHT when the training examples average at least
-    RANKING_MIN_LENGTH real tokens, else 0, said in one line; a value given is kept."""
+    RANKING_MIN_LENGTH real tokens, else 0; augment_copies=None: AUTO_AUGMENT_COPIES whatever the
+    length, 0 for multiple choice; said in one line; a value given is kept."""
     from types import SimpleNamespace
 
     import dataclasses
@@ -164,9 +165,10 @@ def test_ranking_distillation_is_decided_by_the_training_texts_length(capsys):
     long = resolve_auto(cfg, task(at - 10, at + 10), say=True)
     assert long.distill_ranking == RANKING_WEIGHT
     assert [stage_distill(s, long) for s in ("finetune", "search", "retrain")] == [False, False, False]
-    assert f"distils the fine-tuned model's significance ranking (x{RANKING_WEIGHT:g}) and makes no word-dropped " \
-           f"copies: the training texts average {at} real tokens (at least {at};" in capsys.readouterr().out
-    assert long.augment_copies == 0
+    assert f"distils the fine-tuned model's significance ranking (x{RANKING_WEIGHT:g}) and trains on " \
+           f"{AUTO_AUGMENT_COPIES} word-dropped copies of each example too (each word left out with probability " \
+           f"0.3): the training texts average {at} real tokens (at least {at};" in capsys.readouterr().out
+    assert long.augment_copies == AUTO_AUGMENT_COPIES
     short = resolve_auto(cfg, task(at - 10, at + 8), say=True)
     assert short.distill_ranking == 0.0 and short.augment_copies == AUTO_AUGMENT_COPIES
     assert [stage_distill(s, short) for s in ("finetune", "search", "retrain")] == [False, False, True]
@@ -179,19 +181,22 @@ def test_ranking_distillation_is_decided_by_the_training_texts_length(capsys):
     assert one.augment_copies == 1 and "and trains on 1 word-dropped copy of each example too (each word left out " \
         "with probability 0.3; --augment-copies): the training texts average 5 real tokens (under 64; " \
         "--distill-ranking and --distill / --no-distill set it)" in capsys.readouterr().out  # given copies are said
-    ranking_given = resolve_auto(dataclasses.replace(cfg, distill_ranking=0.0), task(5), say=True)
-    assert ranking_given.augment_copies == AUTO_AUGMENT_COPIES and capsys.readouterr().out.startswith(
-        f"power-bert: stage 3 trains on {AUTO_AUGMENT_COPIES} word-dropped copies of each example too (each word left "
-        f"out with probability 0.3): the training texts average 5 real tokens (under {at}; --augment-copies sets it)")
-    choice = resolve_auto(cfg, SimpleNamespace(train_lengths=[5], problem="multiple_choice"))
+    for length in (5, 500):  # copies whatever the length
+        ranking_given = resolve_auto(dataclasses.replace(cfg, distill_ranking=0.0), task(length), say=True)
+        assert ranking_given.augment_copies == AUTO_AUGMENT_COPIES and capsys.readouterr().out == (
+            f"power-bert: stage 3 trains on {AUTO_AUGMENT_COPIES} word-dropped copies of each example too (each word "
+            f"left out with probability 0.3) (--augment-copies sets it)\n")
+    choice = resolve_auto(cfg, SimpleNamespace(train_lengths=[5], problem="multiple_choice"), say=True)
     assert choice.augment_copies == 0  # a choice's options would lose different words
+    assert "makes no word-dropped copies (a multiple-choice example's options would lose different words)" in \
+        capsys.readouterr().out
     none = resolve_auto(dataclasses.replace(cfg, distill=False), task(5), say=True)
     assert not stage_distill("retrain", none) and "stage 3 distils nothing from the fine-tuned model and trains on" \
         in capsys.readouterr().out
     given = PipelineConfig(model="m", output_dir="o", distill_ranking=3.0)
     assert resolve_auto(given, task(500), say=True).distill_ranking == 3.0 and capsys.readouterr().out == \
-        f"power-bert: stage 3 makes no word-dropped copies: the training texts average 500 real tokens (at least " \
-        f"{at}; --augment-copies sets it)\n"
+        f"power-bert: stage 3 trains on {AUTO_AUGMENT_COPIES} word-dropped copies of each example too (each word " \
+        f"left out with probability 0.3) (--augment-copies sets it)\n"
     given = PipelineConfig(model="m", output_dir="o", distill_ranking=3.0, augment_copies=1)
     assert resolve_auto(given, task(5), say=True).augment_copies == 1 and capsys.readouterr().out == ""
     both = PipelineConfig(model="m", output_dir="o", distill=True, distill_ranking=0.0)
