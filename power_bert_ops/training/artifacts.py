@@ -222,8 +222,9 @@ def load_classifier(model_dir, cfg=None, *, dtype=None, device: str | None = Non
 
 
 def _check_loaded(model_dir, model, info: dict) -> None:
-    """CorruptModelError when ``from_pretrained``'s ``info`` names weights the checkpoint lacked or
-    held in another shape, or when a weight of ``model`` is not finite."""
+    """CorruptModelError when ``from_pretrained``'s ``info`` names weights the checkpoint lacked,
+    held in another shape or held with no place in the model (buffers Hugging Face ignores, such
+    as old checkpoints' position_ids, are not named), or when a weight of ``model`` is not finite."""
     for key, what in (("missing_keys", "lacks {} the model needs"),
                       ("mismatched_keys", "holds {} in another shape than its config.json gives"),
                       ("unexpected_keys", "holds {} its config.json has no place for")):
