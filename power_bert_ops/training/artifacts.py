@@ -70,6 +70,13 @@ def check_weights(model_dir) -> list[Path]:
     return files
 
 
+def _first_line(e: Exception) -> str:
+    """The first line of ``e``'s message (transformers' run on with advice about upgrading it), or
+    its type's name when it has none."""
+    text = str(e).strip()
+    return text.splitlines()[0] if text else type(e).__name__
+
+
 def read_config(model_dir, what: str = "model folder") -> PreTrainedConfig:
     """The folder's config.json as a transformers config; PowerBertError when the folder or
     its config is missing or unreadable."""
@@ -85,9 +92,8 @@ def read_config(model_dir, what: str = "model folder") -> PreTrainedConfig:
     try:
         cfg = AutoConfig.from_pretrained(str(path))
     except (OSError, ValueError, TypeError, AttributeError, KeyError, json.JSONDecodeError) as e:
-        reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise PowerBertError(f"{model_dir} is not a readable Hugging Face checkpoint: its config.json is not valid "
-                             f"({reason})") from None
+                             f"({_first_line(e)})") from None
     if cfg.model_type == "power_bert" and not isinstance(getattr(cfg, "base_config", None), dict):
         raise PowerBertError(f"{model_dir} is not a readable Hugging Face checkpoint: its config.json is not valid "
                              f"(a PoWER-BERT config needs base_config, the wrapped model's config)")
@@ -212,8 +218,7 @@ def load_classifier(model_dir, cfg=None, *, dtype=None, device: str | None = Non
             cls = AutoModelForMultipleChoice if mc else AutoModelForSequenceClassification
             model, info = cls.from_pretrained(str(model_dir), use_safetensors=True, **kwargs)
     except (RuntimeError, ValueError, TypeError, AttributeError, KeyError) as e:
-        reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise CorruptModelError(f"{model_dir}: its config.json and weights do not make a model ({reason}); "
+        raise CorruptModelError(f"{model_dir}: its config.json and weights do not make a model ({_first_line(e)}); "
                                 f"{_fix_hint(model_dir)}") from None
     _check_loaded(model_dir, model, info)
     if device is not None:
