@@ -24,7 +24,7 @@ from .artifacts import (check_labels_fit, check_max_length, check_same_classifie
                         label_names, load_model, position_limit)
 from .errors import PowerBertError, check_whole_number
 from .outputs import (check_benchmark_output_dir, check_output_file, folder_files, replace_atomically,
-                      writes_to_stdout)
+                      writes_to_stdout, written_in_place)
 from .prepare import DataArgs, check_distinct_columns, predictions, subset
 from .report import write_benchmark_report
 from .speed import MODEL_INPUTS, bucketed_batches, speed_report
@@ -277,13 +277,13 @@ def predict(model_dir, input_file, output_file, text_column: str = "text", text_
     return result
 
 
-# predict's output formats by the --output-file's ending; standard output and devices get CSV.
+# predict's output formats by the --output-file's ending; standard output, devices and pipes get CSV.
 OUTPUT_KINDS = {".csv": "csv", ".tsv": "tsv", ".tab": "tsv", ".jsonl": "jsonl"}
 
 
 def _output_kind(out: Path, output_file) -> str:
     """'csv', 'tsv' or 'jsonl' for predict's ``--output-file``; PowerBertError for another ending."""
-    if writes_to_stdout(output_file) or not out.suffix or (out.exists() and not out.is_file()):  # a pipe or device
+    if writes_to_stdout(output_file) or written_in_place(out) or not out.suffix:
         return "csv"
     kind = OUTPUT_KINDS.get(out.suffix.lower())
     if kind is None:

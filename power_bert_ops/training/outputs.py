@@ -27,7 +27,7 @@ from .._paths import is_read_only
 from .errors import PowerBertError
 
 __all__ = ["check_benchmark_output_dir", "check_image_path", "check_output_file", "check_writable_folder",
-           "folder_files", "replace_atomically", "writes_to_stdout"]
+           "folder_files", "replace_atomically", "writes_to_stdout", "written_in_place"]
 
 # The files `power-bert benchmark --output-dir` writes (power_bert_ops.training.report).
 BENCHMARK_FILES = ("report.json", "report.md", "speedup.png")
@@ -99,7 +99,7 @@ def check_output_file(path, flag: str, inputs: dict | None = None) -> Path:
                                  f"give another {flag}")
     if writes_to_stdout(path):
         return out
-    if _special(out):  # a device or a pipe (/dev/stdout, a FIFO): written into as it is
+    if written_in_place(out):  # a device or a pipe (/dev/stdout, a FIFO): written into as it is
         if not os.access(out, os.W_OK):
             raise PowerBertError(f"{flag} {path}: cannot be written")
         return out
@@ -127,7 +127,7 @@ def replace_atomically(path, mode: str = "w", **open_kwargs):
         yield stream
         stream.flush()
         return
-    if _special(Path(path)):
+    if written_in_place(Path(path)):
         with open(path, mode, **open_kwargs) as f:
             yield f
         return
@@ -145,7 +145,7 @@ def replace_atomically(path, mode: str = "w", **open_kwargs):
         raise
 
 
-def _special(path: Path) -> bool:
+def written_in_place(path: Path) -> bool:
     """Whether ``path`` is written into as it is rather than replaced: a path under /dev or /proc
     (``/dev/stdout`` is a link to whatever the shell redirected it to), or (after symlinks) a
     character device or a pipe. (``-``, standard output, is handled before it is asked.)"""
