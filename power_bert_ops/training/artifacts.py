@@ -226,6 +226,17 @@ def load_classifier(model_dir, cfg=None, *, dtype=None, device: str | None = Non
     return model.eval()
 
 
+def _head_only(model, names: list[str]) -> bool:
+    """Whether ``names`` are what a checkpoint saved without a task head lacks: its config.json
+    names no classifier architecture and every weight lies outside the encoder
+    (``model.base_model_prefix``)."""
+    heads = ("ForSequenceClassification", "ForMultipleChoice")
+    if any(str(a).endswith(heads) for a in getattr(model.config, "architectures", None) or ()):
+        return False  # a classifier's folder that lost its head's weights: damaged
+    prefix = getattr(model, "base_model_prefix", "") or ""
+    return bool(prefix) and not any(n == prefix or n.startswith(prefix + ".") for n in names)
+
+
 def _check_loaded(model_dir, model, info: dict) -> None:
     """CorruptModelError when ``from_pretrained``'s ``info`` names weights the checkpoint lacked,
     held in another shape or held with no place in the model (buffers Hugging Face ignores, such
@@ -236,6 +247,11 @@ def _check_loaded(model_dir, model, info: dict) -> None:
         names = sorted(str(k[0] if isinstance(k, tuple) else k) for k in info.get(key) or ())
         if names:
             shown = ", ".join(names[:3]) + (f" and {len(names) - 3} more" if len(names) > 3 else "")
+            if key == "missing_keys" and _head_only(model, names):
+                raise CorruptModelError(f"{model_dir} is a pretrained encoder without the classifier's head (its "
+                                        f"weights lack {shown}), not a fine-tuned model: fine-tune it first "
+                                        f"(`power-bert run --model {model_dir} ...`) and give the model folder the "
+                                        f"run writes (retrain/model; finetune/model for the dense baseline)")
             raise CorruptModelError(f"{model_dir}: its weights file {what.format(count_text(len(names), 'weight'))} "
                                     f"({shown}); {_fix_hint(model_dir)}")
     for name, p in model.named_parameters():

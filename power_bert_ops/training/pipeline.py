@@ -429,6 +429,8 @@ def _before_it_existed(setting: str, previous: dict):
     return SETTING_BEFORE_IT_EXISTED.get(setting)
 
 
+SEARCH_METHODS = ("lam", "target_speedup")  # a search records the one it ran with
+
 # settings recorded only while another is on
 DEPENDS_ON = {"distill_temperature": "distill", "distill_alpha": "distill", "augment_drop": "augment_copies"}
 
@@ -465,22 +467,42 @@ def _number(value: float) -> str:
     return text[:-2] if text.endswith(".0") else text
 
 
-def check_stage_settings(stage: str, cfg: PipelineConfig, out: Path) -> None:
+def check_stage_settings(stage: str, cfg: PipelineConfig, out: Path, running=None) -> None:
+    """Refuses to reuse or resume the stage in ``out`` when it ran with other settings than
+    ``cfg``'s. ``running``: the stages the command runs, when ``stage`` is not one of them but
+    one it builds on (``retrain`` takes the search's ℓ, ``search`` the fine-tuned model); then
+    only the settings that no stage of ``running`` takes are compared (the search's λ or target,
+    the fine-tuning epochs, ...), since the run's report carries them: a shared one such as
+    ``--lr-bert`` or ``--distill`` sets the command's own stages, and the floor of rows is left to
+    :func:`check_search_floor`, which names the floor ℓ was found for."""
     path = out / SETTINGS_FILE
     if not path.exists():
         return
     previous, now = json.loads(path.read_text()), _stage_settings(stage, cfg)
+    builds_on = running is not None and stage not in running
+    if builds_on:
+        own = {k for s in running for k in STAGE_SETTINGS.get(s, ())}
+        now = {k: v for k, v in now.items() if k not in own}
     then = {k: previous.get(k, _before_it_existed(k, previous)) for k in now}
     diff = {k: (then[k], now[k]) for k in now if then[k] != now[k]}
+    # the search's method: a λ then and a target now (or the reverse) shows both, the one given then as its flag
+    diff |= {k: (previous[k], None) for k in SEARCH_METHODS if previous.get(k) is not None and k not in now}
+    if previous.get("lam") is not None:  # a λ search: the target search's floor of steps meant nothing then
+        diff.pop("search_min_steps", None)
     if diff:
         # a setting absent then (its switch was off) meant nothing: it is neither shown nor given a
         # flag, its switch's change and flag say it; one present then and absent now (its switch is
         # off now) needs its own flag beside the switch's
         diff = {k: v for k, v in diff.items() if not (k in DEPENDS_ON and v[0] is None)}
-        flags = [_flag(k, v) for k, (v, _) in diff.items()]
+        flags = [_flag(k, v) for k, (v, _) in diff.items() if not (k in SEARCH_METHODS and v is None)]
         flags += [_flag(k, previous[k]) for k, switch in DEPENDS_ON.items()
                   if switch in diff and k in previous and k not in now and previous[k] != getattr(cfg, k)]
         same = f"; to reuse it, give the settings it was run with ({' '.join(flags)})" if all(flags) else ""
+        if builds_on:
+            give = f"give the settings it was run with ({' '.join(flags)}), or " if all(flags) else ""
+            raise StageSettingsError(f"stage {stage!r} in {out}, which this command builds on, was run with other "
+                                     f"settings (setting: (then, now) = {diff}); {give}run the stages again with "
+                                     f"these into a new --output-dir (nothing was changed)")
         if not (out / STAGE_FILE).exists():  # interrupted: nothing finished to keep but its checkpoints
             raise StageSettingsError(f"stage {stage!r} in {out} was started with other settings and did not finish "
                                      f"(setting: (then, now) = {diff}); to start it again with these, remove {out} "

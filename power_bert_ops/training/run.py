@@ -269,9 +269,10 @@ def train(cfg: PipelineConfig, data: DataArgs, stages=STAGES, lambdas=None, targ
         # the folder may hold this run with file names in its hashes
         legacy = run_identity(cfg.model, data, cfg.max_length, cfg.seed, legacy=True)
     check_output_dir(out, identity, legacy)
-    for folder, variant in variants:  # finished or started stages run with other settings
-        for stage in stages:
-            check_stage_settings(stage, variant, stage_dir(out, stage, folder, variants))
+    last = max((STAGES.index(s) for s in stages if s in STAGES), default=-1)  # unknown names: run_pipeline
+    for folder, variant in variants:  # finished or started stages run with other settings, and the ones built on
+        for stage in STAGES[:last + 1]:
+            check_stage_settings(stage, variant, stage_dir(out, stage, folder, variants), running=stages)
     # every refusal that depends on the texts is made: now the line saying what stage 3 was given
     if auto_line and "retrain" in stages and is_main_process():
         print(auto_line)

@@ -603,8 +603,18 @@ def _three_classes(cfg):
     base["label2id"] = {"a": 0, "b": 1, "c": 2}
 
 
+def _encoder_only(m):
+    """The folder as a pretrained checkpoint without a task head: the encoder's weights and config alone."""
+    from transformers import AutoModelForSequenceClassification
+
+    AutoModelForSequenceClassification.from_pretrained(m).bert.save_pretrained(m)
+
+
 # fault -> (stage, what is done to a copy of its model folder, what the one-line refusal says)
 BAD_FOLDERS = {
+    "encoder_without_head": ("finetune", _encoder_only, "is a pretrained encoder without the classifier's head (its "
+                             "weights lack classifier.bias, classifier.weight), not a fine-tuned model: fine-tune it "
+                             "first"),
     "weight_missing": ("retrain", lambda m: _edit_weights(m, lambda t: _drop(t, "model.classifier.weight")),
                        "its weights file lacks 1 weight the model needs (model.classifier.weight)"),
     "head_missing": ("finetune", lambda m: _edit_weights(m, lambda t: [_drop(t, k) for k in list(t) if "classifier" in k]),
@@ -637,6 +647,7 @@ def test_weights_that_do_not_make_the_model_are_refused(workdir, finished_run, t
     model = tmp_path / "model"
     shutil.copytree(finished_run / stage / "model", model)
     damage(model)
+    capsys.readouterr()  # what Hugging Face printed while the damage was done
     (tmp_path / "in.csv").write_text("review\ngood movie\n")
     out = tmp_path / "out.csv"
     for cmd in (["predict", "--model-dir", str(model), "--input-file", str(tmp_path / "in.csv"), "--text-column",
@@ -1078,6 +1089,33 @@ def test_retrain_over_a_search_with_another_floor_length_is_refused(workdir, fin
     assert json.loads((out / "retrain" / "model" / "config.json").read_text())["min_rows_max_length"] == 8
     assert json.loads((out / "retrain" / "settings.json").read_text())["min_rows_max_length"] == 8
     assert json.loads((finished_run / "report.json").read_text())["min_rows_max_length"] == 8
+
+
+def test_earlier_stages_run_with_other_settings_are_refused(workdir, finished_run, tmp_path, capsys):
+    """`retrain` builds on the search's ℓ and `search` on the fine-tuned model: given another λ, a
+    target instead of the λ, or other fine-tuning epochs, each is refused in one line naming the
+    stage and the flags it was run with, and the report keeps the run's settings. A setting that
+    the command's own stage takes too may differ: `retrain --distill` over a search run without
+    logit distillation goes on."""
+    out = tmp_path / "run"
+    shutil.copytree(finished_run, out)
+    report = (out / "report.json").read_text()
+    args = run_args(workdir, out)
+    no_lambda = [a for i, a in enumerate(args) if "--lambda" not in args[max(i - 1, 0):i + 1]]
+    cases = [("retrain", [*args, "--lambda", "5e-3"], "search", "'lam': (0.002, 0.005)", "(--lambda 0.002)"),
+             ("retrain", [*no_lambda, "--target-speedup", "1.5"], "search", "'lam': (0.002, None)", "(--lambda 0.002)"),
+             ("retrain", [*args, "--finetune-epochs", "3"], "finetune", "(8.0, 3.0)", "(--finetune-epochs 8)"),
+             ("search", [*args, "--finetune-epochs", "3"], "finetune", "(8.0, 3.0)", "(--finetune-epochs 8)")]
+    for command, given, stage, change, flags in cases:
+        capsys.readouterr()
+        assert cli.main([command, *given[1:]]) == 2, (command, given)
+        err = capsys.readouterr().err
+        assert f"stage '{stage}' in {out / stage}, which this command builds on, was run with other settings" in err
+        assert change in err and f"give the settings it was run with {flags}" in err and err.count("\n") == 1, err
+    assert (out / "report.json").read_text() == report
+    assert json.loads((out / "search" / "settings.json").read_text())["distill"] is False
+    assert cli.main(["retrain", *args[1:], "--distill"]) == 0
+    assert json.loads((out / "report.json").read_text())["lambda"] == 2e-3
 
 
 def test_run_from_before_the_floor_length(workdir, finished_run, tmp_path, capsys):
