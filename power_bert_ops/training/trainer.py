@@ -4,6 +4,7 @@ after every optimiser step, and a clear stop on a NaN loss."""
 from __future__ import annotations
 
 import json
+import sys
 import math
 from pathlib import Path
 
@@ -172,7 +173,7 @@ class StopOnNonFiniteLoss(TrainerCallback):
 
 class EpochLineCallback(ProgressCallback):
     """Trainer's progress bars (training steps, evaluation batches) when ``bars`` (written to a
-    file or a pipe: paced, and no evaluation bar under the training bar), and one readable line per
+    file or a pipe: paced, and no evaluation bars), and one readable line per
     evaluation in place of Trainer's raw log dicts:
     ``finetune epoch 2/3: dev accuracy 0.8031 (train loss 0.4123)``, and after training
     ``finetune done: dev accuracy 0.8031`` for the model the stage keeps."""
@@ -194,9 +195,9 @@ class EpochLineCallback(ProgressCallback):
             super().on_step_end(args, state, control, **kwargs)
 
     def on_prediction_step(self, args, state, control, eval_dataloader=None, **kwargs):
-        # under the training bar, an evaluation bar moves the cursor (escape sequences a log file keeps)
-        nested = self.training_bar is not None and not is_terminal(self.training_bar.fp)
-        if self.bars and not nested:
+        # under the training bar an evaluation bar moves the cursor (escape sequences a log file keeps), and
+        # after it (the kept model's evaluation) its bar would glue to the stage's last line: on a terminal only
+        if self.bars and is_terminal(sys.stderr):
             new = self.prediction_bar is None
             super().on_prediction_step(args, state, control, eval_dataloader=eval_dataloader, **kwargs)
             if new:

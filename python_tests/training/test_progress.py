@@ -1,6 +1,7 @@
 """Progress bars written to a log file or a pipe redraw every LOG_INTERVAL_S seconds, and no evaluation bar
 nests under the training bar there (power_bert_ops._progress, training.trainer.EpochLineCallback)."""
 import io
+import sys
 
 import pytest
 from tqdm import tqdm
@@ -54,16 +55,20 @@ def test_disabled_and_missing_bars_pass_through():
 
 
 @pytest.mark.parametrize("terminal", [True, False])
-def test_evaluation_bar_under_the_training_bar_only_on_a_terminal(terminal):
+def test_evaluation_bars_only_on_a_terminal(terminal, monkeypatch):
+    """An evaluation bar under the training bar, or after it (the kept model's evaluation, when the
+    training bar has closed), is drawn on a terminal and left out of a log file or a pipe."""
     from types import SimpleNamespace
 
     from power_bert_ops.training.trainer import EpochLineCallback
 
-    cb = EpochLineCallback("finetune", "accuracy")
-    cb.training_bar = tqdm(total=10, file=_Terminal() if terminal else io.StringIO())
+    monkeypatch.setattr(sys, "stderr", _Terminal() if terminal else io.StringIO())  # where the bars write
     state = SimpleNamespace(is_world_process_zero=True)
-    cb.on_prediction_step(None, state, None, eval_dataloader=[1, 2, 3])
-    assert (cb.prediction_bar is not None) == terminal
-    if cb.prediction_bar is not None:
-        cb.prediction_bar.close()
-    cb.training_bar.close()
+    for during_training in (True, False):
+        cb = EpochLineCallback("finetune", "accuracy")
+        cb.training_bar = tqdm(total=10, file=sys.stderr) if during_training else None
+        cb.on_prediction_step(None, state, None, eval_dataloader=[1, 2, 3])
+        assert (cb.prediction_bar is not None) == terminal, during_training
+        for bar in (cb.prediction_bar, cb.training_bar):
+            if bar is not None:
+                bar.close()

@@ -691,6 +691,7 @@ def test_log_is_readable(workdir, tmp_path):
     draws = re.findall(r"\d+/24 \[", r.stderr)
     assert 2 <= len(draws) <= 6, draws
     assert "\x1b[A" not in r.stderr  # no evaluation bar nested under it, moving the cursor
+    assert not re.search(r"\d/2 \[", r.stderr), r.stderr  # nor after it (96 dev rows: 2 batches of 64)
 
 
 def test_predict_sharded_over_two_processes_matches_one(workdir, finished_run, tmp_path):
