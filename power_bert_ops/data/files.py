@@ -293,6 +293,21 @@ def read_text_file(path, text_column: str, label_column: str | None, text_pair_c
     return ds, keys if has_labels else None
 
 
+def _listed(values, limit: int = 10) -> str:
+    """``values`` as a list, the first ``limit`` of them and how many more."""
+    values = list(values)
+    more = f" and {len(values) - limit} more" if len(values) > limit else ""
+    return f"{values[:limit]}{more}"
+
+
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
+
+
 def _apply_labels(ds: TextDataset, keys: list[str], label_names: Sequence[str], label_ids: bool = False) -> None:
     """Labels as indices of ``label_names``; with ``label_ids``, a column holding no name and only
     class ids 0..K-1 is read as those ids."""
@@ -304,7 +319,8 @@ def _apply_labels(ds: TextDataset, keys: list[str], label_names: Sequence[str], 
         if wrong:
             raise DataError(f"{ds.stats.get('source')}: class ids out of range 0..{k - 1} (the model has "
                             f"{count_text(k, 'label')}: {list(label_names)}): "
-                            f"{sorted(set(wrong), key=lambda s: (len(s), s))} ({count_text(len(wrong), 'row')})")
+                            f"{_listed(sorted(set(wrong), key=lambda s: (len(s), s)))} "
+                            f"({count_text(len(wrong), 'row')})")
         ds.labels = [int(key) for key in keys]
         ds.stats["labels_read_as"] = "class ids"
         return
@@ -313,8 +329,11 @@ def _apply_labels(ds: TextDataset, keys: list[str], label_names: Sequence[str], 
         n_rows = sum(key not in index for key in keys)
         where = "among the model's labels" if label_ids else "seen in the training data"
         ids = f" (or, in every row, class ids 0..{k - 1})" if label_ids else ""
-        raise DataError(f"{ds.stats.get('source')}: labels not {where}: {unseen} ({count_text(n_rows, 'row')}); "
-                        f"known labels: {list(label_names)}{ids}")
+        numbers = all(_is_number(key) for key in (*unseen, *label_names))
+        hint = ("; they are numbers with fractions: for numeric targets pass --regression"
+                if numbers and not all(_INT_RE.fullmatch(key) for key in (*unseen, *label_names)) else "")
+        raise DataError(f"{ds.stats.get('source')}: labels not {where}: {_listed(unseen)} "
+                        f"({count_text(n_rows, 'row')}); known labels: {_listed(label_names)}{ids}{hint}")
     ds.labels = [index[key] for key in keys]
 
 

@@ -505,6 +505,20 @@ def test_file_errors(tmp_path):
     with pytest.raises(DataError, match=r"dev.csv: labels not seen in the training data: \['w', 'z'\] \(3 rows\); "
                                         r"known labels: \['x', 'y'\]"):
         load_files(train, dev, text_column="sentence", label_column="label")
+    # numeric targets read as classes: the lists are cut short and --regression is suggested
+    scores = _write(tmp_path / "scores.csv", "sentence,label\n" + "".join(f"s{i},{i / 7:.3f}\n" for i in range(40)))
+    dev_scores = _write(tmp_path / "dev_scores.csv", "sentence,label\n" + "".join(f"d{i},{i / 9:.3f}\n" for i in range(1, 30)))
+    with pytest.raises(DataError) as e:
+        load_files(scores, dev_scores, text_column="sentence", label_column="label")
+    message = str(e.value)
+    assert "dev_scores.csv: labels not seen in the training data: ['0.111', " in message
+    assert "'1.222'] and 16 more (26 rows); known labels: ['0', '0.143', " in message and "] and 30 more; " in message
+    assert message.endswith("they are numbers with fractions: for numeric targets pass --regression") and len(message) < 500
+    with pytest.raises(DataError) as e:  # whole numbers can be class names: no hint
+        load_files(_write(tmp_path / "stars.csv", "sentence,label\na,1\nb,2\n"),
+                   _write(tmp_path / "dev_stars.csv", "sentence,label\nc,3\n"), text_column="sentence",
+                   label_column="label")
+    assert "--regression" not in str(e.value)
     with pytest.raises(DataError, match=r"unsupported file type '.parquet'"):
         load_files(_write(tmp_path / "x.parquet", "a"), text_column="a", label_column="b")
     with pytest.raises(DataError, match=r"nolabel.csv: 1 row has an empty 'label' \(data rows \[2\]\)"):
