@@ -89,6 +89,20 @@ def _check_problem(model, model_dir, regression: bool) -> None:
                              f"read the label column as numbers")
 
 
+def check_text_pairs(model, model_dir, ds, pair_flag: str = "--text-pair-column") -> None:
+    """Refuses single texts for a model trained on text pairs, and the reverse (the model's
+    ``trained_on_text_pairs``, which the pipeline records; a model without it is not checked):
+    it would score them without a word."""
+    trained = getattr(model.config, "trained_on_text_pairs", None)
+    given = getattr(ds, "text_pairs", None) is not None
+    if trained is None or isinstance(ds, D.MultipleChoiceDataset) or bool(trained) == given:
+        return
+    if trained:
+        raise PowerBertError(f"--model-dir {model_dir} was trained on text pairs: give the column of the second "
+                             f"texts ({pair_flag})")
+    raise PowerBertError(f"--model-dir {model_dir} was trained on single texts: leave out {pair_flag}")
+
+
 def _eval_data(data: DataArgs, model, tokenizer, max_length: int, model_dir=None, labels: bool = True):
     """The eval split or file, tokenised at ``max_length``; ``labels`` False: a file without the
     label column is taken (benchmark only times the models)."""
@@ -107,6 +121,7 @@ def _eval_data(data: DataArgs, model, tokenizer, max_length: int, model_dir=None
     else:
         ds = D.load_task(data.name, data.eval_split, data_dir=data.data_dir)
         check_labels_fit(model, getattr(ds, "label_names", None), "--model-dir", model_dir, f"--task {data.name}")
+    check_text_pairs(model, model_dir, ds)
     ds = subset(ds, data.max_eval_examples, data.seed)
     return D.tokenize_dataset(ds, tokenizer, max_length)
 
@@ -244,6 +259,7 @@ def predict(model_dir, input_file, output_file, text_column: str = "text", text_
     n = resolve_max_length(model, tokenizer, max_length)
     scorer, device = _scorer(model, model_dir, artifact, n, device)
     table = D.load_files(None, None, text_column, None, text_pair_column, input_file)["test"]
+    check_text_pairs(model, model_dir, table)
     ds = D.tokenize_dataset(table, tokenizer, n)
     start = time.perf_counter()
     with state.split_between_processes(list(range(len(ds)))) as shard:

@@ -600,6 +600,8 @@ def _save_stage(stage: str, task: PreparedTask, out: Path, trainer, result: Stag
     """Writes the stage's model (with the tokenizer), its search record and stage.json, and removes
     its checkpoints; in a distributed run only the main process writes."""
     if trainer.is_world_process_zero():
+        if task.problem != "multiple_choice":  # what evaluate and predict check the data's columns against
+            trainer.model.config.trained_on_text_pairs = task.text_pairs
         trainer.model.save_pretrained(result.model_dir)
         if task.tokenizer is not None:
             save_tokenizer(task.tokenizer, result.model_dir, task.max_length)

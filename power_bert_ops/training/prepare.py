@@ -130,6 +130,7 @@ class PreparedTask:
     truncated: dict = field(default_factory=dict)
     collator: Any = None  # batches `train` (e.g. dynamic padding); None: default stacking
     tokenizer: Any = None
+    text_pairs: bool = False  # each example a text and its second text (the pair column); recorded in the model
     _train_lengths: list | None = field(default=None, init=False, repr=False, compare=False)
 
     @property
@@ -236,4 +237,5 @@ def prepare(args: DataArgs, tokenizer, max_length: int) -> PreparedTask:
         # [C, N] multiple-choice features are padded to N when tokenised: default stacking.
         collator=None if problem == "multiple_choice" else DataCollatorWithPadding(tokenizer),
         tokenizer=tokenizer,
+        text_pairs=getattr(train, "text_pairs", None) is not None,
     )

@@ -659,6 +659,44 @@ def test_weights_that_do_not_make_the_model_are_refused(workdir, finished_run, t
     assert not out.exists()
 
 
+def test_text_pairs_must_be_what_the_model_was_trained_on(workdir, finished_run, tmp_path, capsys):
+    """Each saved model records whether it was trained on text pairs; evaluate and predict refuse
+    the other kind of input in one line naming the flag, before writing anything, and score the
+    right kind."""
+    for stage in STAGES:
+        assert json.loads((finished_run / stage / "model" / "config.json").read_text())["trained_on_text_pairs"] is False
+    with open(workdir / "eval.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    pairs = tmp_path / "pairs.csv"  # the dev file with a second text beside each review
+    with open(pairs, "w", newline="") as f:
+        writer = csv.DictWriter(f, ["review", "other", "sentiment"])
+        writer.writeheader()
+        writer.writerows({**r, "other": r["review"]} for r in rows)
+    (tmp_path / "in.csv").write_text("review,other\ngood movie,fine\n")
+    out = tmp_path / "out.csv"
+
+    def refused(model, pair_args, message):
+        for cmd in (["evaluate", "--model-dir", str(model), "--eval-file", str(pairs), *EVAL],
+                    ["predict", "--model-dir", str(model), "--input-file", str(tmp_path / "in.csv"),
+                     "--text-column", "review", "--output-file", str(out)]):
+            capsys.readouterr()
+            assert cli.main([*cmd, *pair_args, "--no-progress"]) == 2, cmd
+            err = capsys.readouterr().err
+            assert message in err and err.count("\n") == 1, err
+        assert not out.exists()
+
+    model = finished_run / "retrain" / "model"
+    refused(model, ["--text-pair-column", "other"], f"--model-dir {model} was trained on single texts: leave out "
+                                                    "--text-pair-column")
+    paired = tmp_path / "paired"
+    shutil.copytree(model, paired)
+    _edit_config(paired, lambda c: c.update(trained_on_text_pairs=True))
+    refused(paired, [], f"--model-dir {paired} was trained on text pairs: give the column of the second texts "
+                        "(--text-pair-column)")
+    assert cli.main(["evaluate", "--model-dir", str(paired), "--eval-file", str(pairs), *EVAL, "--text-pair-column",
+                     "other", "--no-progress"]) == 0
+
+
 def test_from_pretrained_says_what_it_loaded(finished_run, tmp_path):
     """``output_loading_info=True`` gives ``(model, info)`` as in Hugging Face: nothing missing
     from a saved model, the dropped weight's name from a damaged copy."""
