@@ -78,7 +78,7 @@ def main() -> None:
     ax.axvline(0, color="#777777", linewidth=1)
     ax.set_xlabel("change against the fine-tuned baseline, points: bar test, ◆ dev; dashed: the target's limit",
                   fontsize=8)
-    ax.set_title("Issue 21 with today's defaults (relative retention, FLOP bound vs bucketed dense)", fontsize=9)
+    ax.set_title("Issue 21's targets with today's defaults (relative retention)", fontsize=9)
     fig.tight_layout()
     fig.savefig(HERE / "status.png", dpi=120)
     print(f"written {HERE / 'status.md'} and {HERE / 'status.png'}")
