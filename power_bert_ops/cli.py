@@ -452,7 +452,7 @@ def cmd_explain(a) -> None:
     from .explain import explain, plot_explanation
     from .training import PowerBertError
     from .training.artifacts import load_model
-    from .training.inference import resolve_max_length
+    from .training.inference import check_text_pairs, resolve_max_length
     from .training.outputs import check_image_path, writes_to_stdout
 
     if a.image:  # before any work: a picture that cannot be written is refused first
@@ -463,6 +463,7 @@ def cmd_explain(a) -> None:
     if getattr(model.config, "model_type", "") != "power_bert" or model.mode != "hard":
         raise PowerBertError(f"--model-dir {a.model_dir} is not a PoWER-BERT model in hard mode: explain shows what "
                              f"a hard-mode model keeps (use the retrain stage's model)")
+    check_text_pairs(model, a.model_dir, a.text_pair is not None, "--text-pair")
     n = resolve_max_length(model, tokenizer, a.max_length)  # --max-length checked as predict checks it
     exp = explain(model, tokenizer, a.text, a.text_pair, n)
     print(exp.as_text(), file=text_out)

@@ -89,13 +89,12 @@ def _check_problem(model, model_dir, regression: bool) -> None:
                              f"read the label column as numbers")
 
 
-def check_text_pairs(model, model_dir, ds, pair_flag: str = "--text-pair-column") -> None:
-    """Refuses single texts for a model trained on text pairs, and the reverse (the model's
-    ``trained_on_text_pairs``, which the pipeline records; a model without it is not checked):
-    it would score them without a word."""
+def check_text_pairs(model, model_dir, pairs: bool, pair_flag: str = "--text-pair-column") -> None:
+    """Refuses single texts (``pairs`` False) for a model trained on text pairs, and the reverse:
+    it would score them without a word. The pipeline records ``trained_on_text_pairs`` in each
+    model it saves (not for multiple choice); a model without it is not checked."""
     trained = getattr(model.config, "trained_on_text_pairs", None)
-    given = getattr(ds, "text_pairs", None) is not None
-    if trained is None or isinstance(ds, D.MultipleChoiceDataset) or bool(trained) == given:
+    if trained is None or bool(trained) == pairs:
         return
     if trained:
         raise PowerBertError(f"--model-dir {model_dir} was trained on text pairs: give the column of the second "
@@ -121,7 +120,7 @@ def _eval_data(data: DataArgs, model, tokenizer, max_length: int, model_dir=None
     else:
         ds = D.load_task(data.name, data.eval_split, data_dir=data.data_dir)
         check_labels_fit(model, getattr(ds, "label_names", None), "--model-dir", model_dir, f"--task {data.name}")
-    check_text_pairs(model, model_dir, ds)
+    check_text_pairs(model, model_dir, getattr(ds, "text_pairs", None) is not None)
     ds = subset(ds, data.max_eval_examples, data.seed)
     return D.tokenize_dataset(ds, tokenizer, max_length)
 
@@ -259,7 +258,7 @@ def predict(model_dir, input_file, output_file, text_column: str = "text", text_
     n = resolve_max_length(model, tokenizer, max_length)
     scorer, device = _scorer(model, model_dir, artifact, n, device)
     table = D.load_files(None, None, text_column, None, text_pair_column, input_file)["test"]
-    check_text_pairs(model, model_dir, table)
+    check_text_pairs(model, model_dir, table.text_pairs is not None)
     ds = D.tokenize_dataset(table, tokenizer, n)
     start = time.perf_counter()
     with state.split_between_processes(list(range(len(ds)))) as shard:

@@ -4,8 +4,8 @@ after every optimiser step, and a clear stop on a NaN loss."""
 from __future__ import annotations
 
 import json
-import sys
 import math
+import sys
 from pathlib import Path
 
 import torch

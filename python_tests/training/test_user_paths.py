@@ -693,6 +693,13 @@ def test_text_pairs_must_be_what_the_model_was_trained_on(workdir, finished_run,
     _edit_config(paired, lambda c: c.update(trained_on_text_pairs=True))
     refused(paired, [], f"--model-dir {paired} was trained on text pairs: give the column of the second texts "
                         "(--text-pair-column)")
+    for model_dir, pair, message in ((model, ["--text-pair", "fine"], "was trained on single texts: leave out "
+                                      "--text-pair"), (paired, [], "give the column of the second texts (--text-pair)")):
+        capsys.readouterr()
+        assert cli.main(["explain", "--model-dir", str(model_dir), "--text", "good movie", *pair]) == 2
+        err = capsys.readouterr().err
+        assert message in err and err.count("\n") == 1, err
+    assert cli.main(["explain", "--model-dir", str(paired), "--text", "good movie", "--text-pair", "fine"]) == 0
     assert cli.main(["evaluate", "--model-dir", str(paired), "--eval-file", str(pairs), *EVAL, "--text-pair-column",
                      "other", "--no-progress"]) == 0
 
