@@ -422,8 +422,12 @@ SETTING_BEFORE_IT_EXISTED = {"attention_dropout": None, "retention_scale": "abso
 
 
 def _before_it_existed(setting: str, previous: dict):
-    """What a stage whose settings file has no ``setting`` ran with: stage 3 trained at lr_bert
-    before lr_retrain existed."""
+    """What a stage whose settings file has no ``setting`` ran with: None when its switch
+    (:data:`DEPENDS_ON`) was off, so it meant nothing; stage 3 trained at lr_bert before lr_retrain
+    existed."""
+    switch = DEPENDS_ON.get(setting)
+    if switch is not None and not previous.get(switch, _before_it_existed(switch, previous)):
+        return None
     if setting == "lr_retrain":
         return previous.get("lr_bert")
     return SETTING_BEFORE_IT_EXISTED.get(setting)
@@ -432,14 +436,14 @@ def _before_it_existed(setting: str, previous: dict):
 SEARCH_METHODS = ("lam", "target_speedup")  # a search records the one it ran with
 
 # settings recorded only while another is on
-DEPENDS_ON = {"distill_temperature": "distill", "distill_alpha": "distill", "augment_drop": "augment_copies"}
+DEPENDS_ON = {"distill_temperature": "distill", "distill_alpha": "distill", "augment_drop": "augment_copies",
+              "search_min_steps": "target_speedup"}
 
 
 def _stage_settings(stage: str, cfg: PipelineConfig) -> dict:
     settings = {k: getattr(cfg, k) for k in STAGE_SETTINGS[stage]}
     if stage == "search":  # what the chosen method does not use does not make another run
-        for k in ("lam",) if cfg.target_speedup is not None else ("target_speedup", "search_min_steps"):
-            settings.pop(k, None)
+        settings.pop("lam" if cfg.target_speedup is not None else "target_speedup", None)
     if "distill" in settings:
         settings["distill"] = stage_distill(stage, cfg)
     for k, switch in DEPENDS_ON.items():
@@ -487,8 +491,6 @@ def check_stage_settings(stage: str, cfg: PipelineConfig, out: Path, running=Non
     diff = {k: (then[k], now[k]) for k in now if then[k] != now[k]}
     # the search's method: a λ then and a target now (or the reverse) shows both, the one given then as its flag
     diff |= {k: (previous[k], None) for k in SEARCH_METHODS if previous.get(k) is not None and k not in now}
-    if previous.get("lam") is not None:  # a λ search: the target search's floor of steps meant nothing then
-        diff.pop("search_min_steps", None)
     if diff:
         # a setting absent then (its switch was off) meant nothing: it is neither shown nor given a
         # flag, its switch's change and flag say it; one present then and absent now (its switch is
